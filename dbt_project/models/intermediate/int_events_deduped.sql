@@ -1,0 +1,18 @@
+-- Ingestion already rejects duplicate event ids, but the warehouse must not depend on it:
+-- keep the first arrival of each event id.
+with events as (
+    select * from {{ ref('stg_events') }}
+),
+
+ranked as (
+    select
+        *,
+        row_number() over (partition by event_id order by landing_date, batch_id) as arrival_rank
+    from events
+),
+
+final as (
+    select * exclude (arrival_rank) from ranked where arrival_rank = 1
+)
+
+select * from final

@@ -1,0 +1,21 @@
+with source as (
+    select * from {{ source('raw', 'events') }}
+),
+
+renamed as (
+    select
+        cast(event_id as varchar) as event_id,
+        cast(user_id as varchar) as user_id,
+        cast(item_id as varchar) as item_id,
+        cast(event_type as varchar) as event_type,
+        cast(event_ts as timestamp) as event_ts,
+        cast(value as double) as event_value,
+        session_id,
+        context,
+        source,
+        batch_id,
+        landing_date
+    from source
+)
+
+select * from renamed

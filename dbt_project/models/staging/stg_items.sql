@@ -1,0 +1,17 @@
+with source as (
+    select * from {{ source('raw', 'items') }}
+),
+
+renamed as (
+    select
+        cast(item_id as varchar) as item_id,
+        title,
+        category,
+        cast(price as double) as price,
+        coalesce(in_stock, false) as in_stock,
+        coalesce(is_blocked, false) as is_blocked,
+        cast(created_at as timestamp) as created_at
+    from source
+)
+
+select * from renamed

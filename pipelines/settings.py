@@ -1,0 +1,148 @@
+"""The one settings object of recforge.
+
+Every path and threshold the pipeline uses comes from here, read from environment
+variables prefixed ``RECFORGE_`` (for example ``RECFORGE_HOME=/data/recforge``).
+The embedded default keeps everything under ``RECFORGE_HOME`` (default ``./var``);
+the scaled-out configuration changes URLs, never code.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+EVENT_TYPES = ("view", "click", "add_to_cart", "purchase", "rating")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RECFORGE_", extra="ignore")
+
+    home: Path = Field(default=Path("var"), description="Root of everything the embedded default writes.")
+
+    # --- external services (embedded defaults; the scaled configuration overrides these URLs)
+    mlflow_tracking_uri: str | None = Field(
+        default=None, description="Defaults to SQLite under RECFORGE_HOME/mlflow."
+    )
+    mlflow_experiment: str = "recforge"
+    registered_model_name: str = "recforge-recommender"
+
+    # --- simulator (the demo data recforge generates itself)
+    sim_seed: int = 42
+    sim_users: int = 1500
+    sim_items: int = 600
+    sim_categories: int = 12
+    sim_days: int = 28
+    sim_start_date: date = date(2026, 1, 1)
+    sim_duplicate_share: float = 0.01
+    sim_malformed_share: float = 0.005
+    sim_bot_users: int = 3
+
+    # --- ingestion
+    bot_max_events_per_minute: int = Field(
+        default=30, description="A user with more events than this in any one minute is quarantined as a bot."
+    )
+    future_tolerance_seconds: int = Field(
+        default=300, description="Events stamped later than the batch's interval end plus this are 'future'."
+    )
+
+    # --- transformation
+    test_days: int = Field(default=7, description="Days at the end of the log held out as the test window.")
+    decay_half_life_days: float = 14.0
+
+    # --- training and evaluation
+    eval_k: int = 10
+    recall_k: int = 50
+    als_factors: int = 64
+    als_iterations: int = 20
+    als_regularization: float = 0.05
+    als_alpha: float = 20.0
+    promotion_min_lift: float = Field(
+        default=0.0, description="A challenger must beat the champion's NDCG@10 by this relative lift."
+    )
+
+    # --- publication and serving
+    publish_top_n: int = 100
+    publish_keep_versions: int = 5
+
+    @field_validator("home", mode="after")
+    @classmethod
+    def _absolute_home(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    # Paths are derived, never configured separately, so they cannot drift apart.
+    @cached_property
+    def warehouse_path(self) -> Path:
+        return self.home / "warehouse.duckdb"
+
+    @cached_property
+    def landing_dir(self) -> Path:
+        return self.home / "landing"
+
+    @cached_property
+    def quarantine_dir(self) -> Path:
+        return self.home / "quarantine"
+
+    @cached_property
+    def airflow_home(self) -> Path:
+        return self.home / "airflow"
+
+    @cached_property
+    def mlflow_dir(self) -> Path:
+        return self.home / "mlflow"
+
+    @cached_property
+    def reports_dir(self) -> Path:
+        return self.home / "reports"
+
+    @cached_property
+    def published_dir(self) -> Path:
+        return self.home / "published"
+
+    @cached_property
+    def models_dir(self) -> Path:
+        """Scratch space for model files before they are logged to MLflow."""
+        return self.home / "models"
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
+
+    @property
+    def mlflow_artifact_location(self) -> str:
+        return (self.mlflow_dir / "artifacts").as_uri()
+
+    @property
+    def dbt_project_dir(self) -> Path:
+        return REPO_ROOT / "dbt_project"
+
+    @property
+    def expectations_dir(self) -> Path:
+        return REPO_ROOT / "expectations"
+
+    @property
+    def dags_dir(self) -> Path:
+        return REPO_ROOT / "dags"
+
+    def ensure_dirs(self) -> None:
+        for path in (
+            self.home,
+            self.landing_dir,
+            self.quarantine_dir,
+            self.airflow_home,
+            self.mlflow_dir,
+            self.reports_dir,
+            self.published_dir,
+            self.models_dir,
+        ):
+            path.mkdir(parents=True, exist_ok=True)
+
+
+def get_settings() -> Settings:
+    """Read settings from the environment now (not cached: tests and tasks change it)."""
+    return Settings()

@@ -1,0 +1,279 @@
+"""Realistic synthetic event log, so a new user needs no data set to try recforge.
+
+Why these mechanics: a recommender can only beat popularity if users differ in a
+learnable way. Users here have latent tastes over categories (Dirichlet, so most
+users care about two or three) plus a small latent vector that prefers some items
+within a category; items have power-law popularity. Sessions walk a funnel
+view -> click -> add_to_cart -> purchase. New items and users appear over time.
+
+The log is deliberately dirty in known amounts (exact duplicate events, malformed
+rows of several kinds, bot users firing events faster than a human can) and the
+truth is written to ``simulation.json`` so the later stages can be checked against it.
+Everything is deterministic for a seed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+
+from pipelines.settings import Settings
+
+DEVICES = ("mobile", "desktop", "tablet")
+LOCALES = ("en-US", "en-GB", "de-DE", "fr-FR", "pl-PL")
+MALFORMED_KINDS = ("missing_user_id", "unknown_event_type", "bad_timestamp", "future_timestamp", "not_json")
+
+
+@dataclass
+class SimulationSummary:
+    seed: int
+    start_date: str
+    days: int
+    users: int
+    items: int
+    categories: int
+    events_written: int = 0
+    clean_events: int = 0
+    duplicates_injected: int = 0
+    malformed_injected: dict[str, int] = field(default_factory=dict)
+    bot_user_ids: list[str] = field(default_factory=list)
+    bot_events: int = 0
+    events_by_type: dict[str, int] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
+
+
+def landing_file_for(landing_dir: Path, day: datetime) -> Path:
+    """The landing file of one day: the unit the ingest DAG's data interval selects."""
+    return landing_dir / "events" / f"date={day:%Y-%m-%d}" / "events.jsonl"
+
+
+def catalog_file(landing_dir: Path) -> Path:
+    return landing_dir / "catalog" / "items.jsonl"
+
+
+class _World:
+    """Users, items and their affinities, drawn once from the seed."""
+
+    def __init__(self, settings: Settings, rng: np.random.Generator):
+        n_users, n_items, n_cat = settings.sim_users, settings.sim_items, settings.sim_categories
+        self.start = datetime.combine(settings.sim_start_date, datetime.min.time(), tzinfo=UTC)
+        self.days = settings.sim_days
+        self.category_names = [f"cat_{c:02d}" for c in range(n_cat)]
+
+        category_share = rng.dirichlet(np.full(n_cat, 2.0))
+        self.item_category = rng.choice(n_cat, size=n_items, p=category_share)
+        # Power-law popularity: a Zipf-like weight by a random popularity rank.
+        ranks = rng.permutation(n_items) + 1
+        self.item_popularity = 1.0 / ranks**0.9
+        category_price = rng.uniform(8, 120, size=n_cat)
+        self.item_price = np.round(category_price[self.item_category] * rng.lognormal(0, 0.35, n_items), 2)
+        self.item_in_stock = rng.random(n_items) > 0.05
+        self.item_blocked = rng.random(n_items) < 0.01
+        # 85% of the catalog exists before the log starts; the rest arrives during it.
+        arrives_later = rng.random(n_items) < 0.15
+        self.item_created_day = np.where(arrives_later, rng.integers(1, max(self.days, 2), n_items), -30)
+
+        self.user_taste = rng.dirichlet(np.full(n_cat, 0.15), size=n_users)
+        self.user_activity = rng.lognormal(np.log(0.35), 0.8, size=n_users)
+        joins_later = rng.random(n_users) < 0.2
+        self.user_join_day = np.where(joins_later, rng.integers(1, max(self.days, 2), n_users), 0)
+        self.user_device = rng.choice(len(DEVICES), size=n_users, p=[0.6, 0.3, 0.1])
+        self.user_locale = rng.choice(len(LOCALES), size=n_users)
+
+        latent_dim = 4
+        user_vec = rng.normal(0, 1, (n_users, latent_dim))
+        item_vec = rng.normal(0, 1, (n_items, latent_dim))
+        self.affinity = np.exp(0.9 * (user_vec @ item_vec.T) / np.sqrt(latent_dim))
+        self.items_by_category = [np.flatnonzero(self.item_category == c) for c in range(n_cat)]
+
+    def user_id(self, u: int) -> str:
+        return f"u{u:06d}"
+
+    def item_id(self, i: int) -> str:
+        return f"i{i:06d}"
+
+    def catalog_rows(self) -> list[dict]:
+        rows = []
+        for i in range(len(self.item_category)):
+            created = self.start + timedelta(days=int(self.item_created_day[i]))
+            rows.append(
+                {
+                    "item_id": self.item_id(i),
+                    "title": f"{self.category_names[self.item_category[i]]} product {i}",
+                    "category": self.category_names[self.item_category[i]],
+                    "price": float(self.item_price[i]),
+                    "in_stock": bool(self.item_in_stock[i]),
+                    "is_blocked": bool(self.item_blocked[i]),
+                    "created_at": created.isoformat().replace("+00:00", "Z"),
+                    "attributes": {"brand": f"brand_{i % 37:02d}"},
+                }
+            )
+        return rows
+
+
+def _iso(ts: datetime) -> str:
+    return ts.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _session_events(world: _World, rng: np.random.Generator, u: int, day: int, seq: list[int]) -> list[dict]:
+    """One browsing session of user ``u`` on ``day``: views, and the funnel steps some views lead to."""
+    cat = rng.choice(len(world.category_names), p=world.user_taste[u])
+    candidates = world.items_by_category[cat]
+    candidates = candidates[world.item_created_day[candidates] <= day]
+    if candidates.size == 0:
+        return []
+    weights = world.item_popularity[candidates] * world.affinity[u, candidates]
+    n_views = min(1 + rng.geometric(0.3), 15)
+    viewed = rng.choice(candidates, size=n_views, p=weights / weights.sum())
+
+    # Diurnal pattern: most sessions around lunch or the evening.
+    hour = rng.choice([rng.normal(12.5, 2.0), rng.normal(20.5, 2.0)]) % 24
+    ts = world.start + timedelta(days=day, seconds=float(hour * 3600))
+    session_id = f"s{day:04d}-{u:06d}-{seq[0]:08d}"
+    context = {"device": DEVICES[world.user_device[u]], "locale": LOCALES[world.user_locale[u]]}
+    events: list[dict] = []
+
+    def emit(item: int, event_type: str, value: float | None) -> None:
+        nonlocal ts
+        ts = ts + timedelta(seconds=float(rng.exponential(40.0)) + 1.0)
+        seq[0] += 1
+        events.append(
+            {
+                "event_id": f"ev{seq[0]:010d}",
+                "user_id": world.user_id(u),
+                "item_id": world.item_id(item),
+                "event_type": event_type,
+                "event_ts": _iso(ts),
+                "value": value,
+                "session_id": session_id,
+                "context": context,
+            }
+        )
+
+    affinity_rank = world.affinity[u, viewed] / world.affinity[u, candidates].mean()
+    for item, liking in zip(viewed, affinity_rank, strict=True):
+        emit(item, "view", None)
+        if rng.random() > min(0.15 + 0.2 * liking, 0.8):
+            continue
+        emit(item, "click", None)
+        if rng.random() > 0.3:
+            continue
+        price = float(world.item_price[item])
+        emit(item, "add_to_cart", price)
+        if world.item_in_stock[item] and rng.random() < 0.5:
+            emit(item, "purchase", price)
+    # Events leave the day they started in only if the session ran past midnight: keep the day clean.
+    day_end = world.start + timedelta(days=day + 1)
+    return [e for e in events if e["event_ts"] < _iso(day_end)]
+
+
+def _bot_burst(world: _World, rng: np.random.Generator, bot: int, day: int, seq: list[int]) -> list[dict]:
+    """A scraper: hundreds of views in two minutes, far above any human rate."""
+    start = world.start + timedelta(days=day, hours=float(rng.uniform(1, 22)))
+    events = []
+    for n in range(int(rng.integers(150, 250))):
+        seq[0] += 1
+        events.append(
+            {
+                "event_id": f"ev{seq[0]:010d}",
+                "user_id": world.user_id(bot),
+                "item_id": world.item_id(int(rng.integers(0, len(world.item_category)))),
+                "event_type": "view",
+                "event_ts": _iso(start + timedelta(milliseconds=500 * n)),
+                "value": None,
+                "session_id": f"bot-{day:04d}-{bot:06d}",
+                "context": {"device": "desktop", "locale": "en-US", "user_agent": "python-requests"},
+            }
+        )
+    return events
+
+
+def _corrupt(event: dict, kind: str) -> str:
+    """Turn a good event into a malformed landing line of the given kind."""
+    bad = dict(event)
+    if kind == "missing_user_id":
+        bad.pop("user_id")
+    elif kind == "unknown_event_type":
+        bad["event_type"] = "hover"
+    elif kind == "bad_timestamp":
+        bad["event_ts"] = "yesterday at noon"
+    elif kind == "future_timestamp":
+        bad["event_ts"] = "2099-01-01T00:00:00.000Z"
+    elif kind == "not_json":
+        return json.dumps(bad)[: len(json.dumps(bad)) // 2]
+    return json.dumps(bad)
+
+
+def simulate(settings: Settings, out_dir: Path | None = None) -> SimulationSummary:
+    """Write one landing file per day and the item catalog; return what was written and injected."""
+    out_dir = out_dir or settings.landing_dir
+    rng = np.random.default_rng(settings.sim_seed)
+    world = _World(settings, rng)
+    summary = SimulationSummary(
+        seed=settings.sim_seed,
+        start_date=settings.sim_start_date.isoformat(),
+        days=settings.sim_days,
+        users=settings.sim_users,
+        items=settings.sim_items,
+        categories=settings.sim_categories,
+    )
+    humans = np.arange(settings.sim_users)
+    bots = rng.choice(humans, size=min(settings.sim_bot_users, len(humans)), replace=False)
+    summary.bot_user_ids = sorted(world.user_id(b) for b in bots)
+    humans = np.setdiff1d(humans, bots)
+
+    catalog_path = catalog_file(out_dir)
+    catalog_path.parent.mkdir(parents=True, exist_ok=True)
+    catalog_path.write_text("".join(json.dumps(r) + "\n" for r in world.catalog_rows()))
+
+    seq = [0]
+    by_type: Counter[str] = Counter()
+    malformed: Counter[str] = Counter()
+    for day in range(settings.sim_days):
+        day_events: list[dict] = []
+        active = humans[world.user_join_day[humans] <= day]
+        sessions = rng.poisson(world.user_activity[active])
+        for u, n in zip(active, sessions, strict=True):
+            for _ in range(n):
+                day_events.extend(_session_events(world, rng, int(u), day, seq))
+        for b in bots:
+            if rng.random() < 0.5:
+                burst = _bot_burst(world, rng, int(b), day, seq)
+                day_events.extend(burst)
+                summary.bot_events += len(burst)
+        day_events.sort(key=lambda e: e["event_ts"])
+        summary.clean_events += len(day_events)
+        by_type.update(e["event_type"] for e in day_events)
+
+        lines = [json.dumps(e) for e in day_events]
+        # Exact re-deliveries of events already in today's file, appended at the end as a retrying
+        # producer would. Only human events, so every injected defect has exactly one cause.
+        human_idx = [k for k, e in enumerate(day_events) if not e["session_id"].startswith("bot-")]
+        n_dup = int(round(len(human_idx) * settings.sim_duplicate_share))
+        dup_idx = rng.choice(human_idx, size=n_dup, replace=False) if n_dup else []
+        lines.extend(lines[k] for k in dup_idx)
+        summary.duplicates_injected += n_dup
+        # Malformed rows are extra lines (copies of real events, then broken), so the clean log stays whole.
+        n_bad = int(round(len(human_idx) * settings.sim_malformed_share))
+        for k in rng.choice(human_idx, size=n_bad, replace=False) if n_bad else []:
+            kind = MALFORMED_KINDS[int(rng.integers(0, len(MALFORMED_KINDS)))]
+            source = dict(day_events[k], event_id=f"bad{seq[0]:010d}")
+            seq[0] += 1
+            lines.insert(int(rng.integers(0, len(lines) + 1)), _corrupt(source, kind))
+            malformed[kind] += 1
+
+        path = landing_file_for(out_dir, world.start + timedelta(days=day))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(lines) + "\n")
+        summary.files.append(str(path.relative_to(out_dir)))
+        summary.events_written += len(lines)
+
+    summary.events_by_type = dict(sorted(by_type.items()))
+    summary.malformed_injected = dict(sorted(malformed.items()))
+    (out_dir / "simulation.json").write_text(json.dumps(asdict(summary), indent=2) + "\n")
+    return summary

@@ -1,0 +1,58 @@
+-- The raw layer: what ingestion writes and dbt's sources read.
+-- Everything downstream of this file lives in dbt_project/.
+create schema if not exists raw;
+create schema if not exists quarantine;
+
+-- One row per accepted event, in the canonical event contract (docs/architecture.md).
+create table if not exists raw.events (
+    event_id     varchar not null,
+    user_id      varchar not null,
+    item_id      varchar not null,
+    event_type   varchar not null,
+    event_ts     timestamptz not null,
+    value        double,
+    session_id   varchar,
+    context      json,
+    source       varchar not null,
+    batch_id     varchar not null,
+    landing_date date not null,   -- the data interval the row arrived in: what a re-run replaces
+    ingested_at  timestamptz not null
+);
+
+-- One row per item, replaced whole by each catalog snapshot.
+create table if not exists raw.items (
+    item_id    varchar not null,
+    title      varchar,
+    category   varchar,
+    price      double,
+    in_stock   boolean,
+    is_blocked boolean,
+    created_at timestamptz,
+    attributes json
+);
+
+-- One row per rejected input row: its raw text, why, and where it came from.
+create table if not exists quarantine.events (
+    batch_id     varchar not null,
+    landing_date date not null,
+    file         varchar not null,
+    line_number  integer not null,
+    reason       varchar not null,
+    raw          varchar not null,
+    ingested_at  timestamptz not null
+);
+
+-- One row per ingested file and interval: accepted + quarantined = input, always.
+create table if not exists raw.batches (
+    batch_id       varchar not null,
+    source         varchar not null,
+    interval_start timestamptz not null,
+    interval_end   timestamptz not null,
+    file           varchar not null,
+    rows_input     integer not null,
+    rows_accepted  integer not null,
+    rows_quarantined integer not null,
+    quarantined_by_reason json,
+    started_at     timestamptz not null,
+    finished_at    timestamptz not null
+);

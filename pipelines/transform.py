@@ -1,0 +1,71 @@
+"""Build the warehouse with dbt (staging -> intermediate -> marts, with their tests).
+
+dbt is run in-process through its programmatic entry point, so a failing model or
+test raises here with dbt's own message and the Airflow task fails with it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+from pipelines.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class TransformError(RuntimeError):
+    """dbt reported a failed model or test."""
+
+
+@dataclass
+class TransformResult:
+    nodes_ok: int
+    nodes_warned: int
+    nodes_total: int
+
+    def summary(self) -> str:
+        return f"dbt build: {self.nodes_ok}/{self.nodes_total} nodes ok, {self.nodes_warned} warnings"
+
+
+def dbt_environment(settings: Settings) -> dict[str, str]:
+    """What profiles.yml reads: the warehouse path comes from settings, never from the profile."""
+    return {
+        "RECFORGE_WAREHOUSE": str(settings.warehouse_path),
+        "DBT_LOG_PATH": str(settings.home / "dbt" / "logs"),
+        "DBT_TARGET_PATH": str(settings.home / "dbt" / "target"),
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+    }
+
+
+def run_dbt(settings: Settings, args: list[str]):
+    """Invoke one dbt command against the project in dbt_project/; return dbt's result object."""
+    from dbt.cli.main import dbtRunner
+
+    os.environ.update(dbt_environment(settings))
+    project = str(settings.dbt_project_dir)
+    outcome = dbtRunner().invoke([*args, "--project-dir", project, "--profiles-dir", project])
+    if outcome.exception is not None:
+        raise TransformError(f"dbt {' '.join(args)} could not run: {outcome.exception}")
+    return outcome
+
+
+def build_warehouse(settings: Settings) -> TransformResult:
+    """`dbt build`: every model and its tests, in dependency order. Raises on any error or failed test."""
+    outcome = run_dbt(settings, ["build", "--vars", _vars(settings)])
+    results = list(outcome.result or [])
+    failed = [r for r in results if str(r.status) in {"error", "fail", "runtime error"}]
+    warned = [r for r in results if str(r.status) == "warn"]
+    if failed or not outcome.success:
+        details = "; ".join(f"{r.node.name}: {r.status} ({r.message})" for r in failed) or "see dbt log"
+        raise TransformError(f"dbt build failed: {details}")
+    result = TransformResult(len(results) - len(warned), len(warned), len(results))
+    log.info(result.summary())
+    return result
+
+
+def _vars(settings: Settings) -> str:
+    import json
+
+    return json.dumps({"test_days": settings.test_days, "decay_half_life_days": settings.decay_half_life_days})
