@@ -1,0 +1,164 @@
+"""The one interface every recommender shares.
+
+Subclasses implement ``_fit`` and ``_score`` (dense scores for a batch of users);
+``recommend`` does the rest the same way for all of them: batching, filtering seen
+and excluded items, and top-k selection. Models know nothing of Airflow or MLflow.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Self
+
+import numpy as np
+import scipy.sparse as sp
+
+from models.dataset import Interactions
+
+_REGISTRY: dict[str, type[Recommender]] = {}
+
+
+class Recommender(ABC):
+    """Base recommender.
+
+    Parameters
+    ----------
+    random_state : int
+        Seed for anything stochastic in fitting, so a run can be repeated.
+    """
+
+    name: str = "base"
+
+    def __init__(self, random_state: int = 0):
+        self.random_state = random_state
+        self.is_fitted = False
+        self.user_ids: np.ndarray = np.array([], dtype=object)
+        self.item_ids: np.ndarray = np.array([], dtype=object)
+        self.seen: sp.csr_matrix | None = None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        _REGISTRY[cls.name] = cls
+
+    # --- fitting
+    def fit(self, interactions: Interactions) -> Self:
+        """Fit on a user x item interaction matrix; remembers what each user has seen."""
+        self.user_ids, self.item_ids = interactions.user_ids, interactions.item_ids
+        self.seen = (interactions.matrix > 0).astype(np.float32).tocsr()
+        self._fit(interactions)
+        self.is_fitted = True
+        return self
+
+    @abstractmethod
+    def _fit(self, interactions: Interactions) -> None: ...
+
+    @abstractmethod
+    def _score(self, user_index: np.ndarray) -> np.ndarray:
+        """Dense scores, shape (len(user_index), n_items), for known users."""
+
+    def params(self) -> dict:
+        """Hyper-parameters, as logged to the tracking server."""
+        return {"random_state": self.random_state}
+
+    # --- inference
+    def recommend(
+        self,
+        user_index: np.ndarray,
+        k: int,
+        filter_seen: bool = True,
+        allowed_items: np.ndarray | None = None,
+        seen: sp.csr_matrix | None = None,
+        batch_size: int = 2048,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k item indices and scores for each user index.
+
+        Parameters
+        ----------
+        user_index : indices into ``self.user_ids``.
+        k : list length. Where fewer than k items are allowed, trailing slots hold index -1.
+        filter_seen : drop items the user interacted with (``seen`` if given, else the training data).
+        allowed_items : boolean mask over items; False items are never recommended (blocked, out of stock).
+        """
+        self._check_fitted()
+        seen = self.seen if seen is None else seen
+        k = min(k, len(self.item_ids))
+        items = np.full((len(user_index), k), -1, dtype=np.int64)
+        scores = np.full((len(user_index), k), -np.inf, dtype=np.float32)
+        for start in range(0, len(user_index), batch_size):
+            batch = np.asarray(user_index[start : start + batch_size])
+            dense = self._score(batch).astype(np.float32, copy=True)
+            if filter_seen and seen is not None:
+                rows = seen[batch]
+                dense[rows.nonzero()] = -np.inf
+            if allowed_items is not None:
+                dense[:, ~allowed_items] = -np.inf
+            top = np.argpartition(-dense, k - 1, axis=1)[:, :k]
+            top_scores = np.take_along_axis(dense, top, axis=1)
+            order = np.argsort(-top_scores, axis=1, kind="stable")
+            top, top_scores = np.take_along_axis(top, order, axis=1), np.take_along_axis(top_scores, order, axis=1)
+            top[~np.isfinite(top_scores)] = -1
+            items[start : start + len(batch)] = top
+            scores[start : start + len(batch)] = top_scores
+        return items, scores
+
+    @property
+    def item_embeddings(self) -> np.ndarray | None:
+        """Item vectors for similarity search, if the model has them."""
+        return None
+
+    def similar_items(self, item_index: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k most similar items by cosine of the item embeddings (the item itself excluded)."""
+        vectors = self.item_embeddings
+        if vectors is None:
+            raise NotImplementedError(f"{self.name} has no item embeddings")
+        normed = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        sims = normed[item_index] @ normed.T
+        sims[np.arange(len(item_index)), item_index] = -np.inf
+        top = np.argsort(-sims, axis=1)[:, :k]
+        return top, np.take_along_axis(sims, top, axis=1)
+
+    # --- persistence
+    def _arrays(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def _load_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        return None
+
+    def save(self, directory: Path) -> Path:
+        """Write the model as plain numpy arrays and a JSON header (no pickle)."""
+        self._check_fitted()
+        directory.mkdir(parents=True, exist_ok=True)
+        seen = self.seen.tocoo()
+        np.savez_compressed(
+            directory / "model.npz",
+            user_ids=self.user_ids.astype(str),
+            item_ids=self.item_ids.astype(str),
+            seen_row=seen.row,
+            seen_col=seen.col,
+            **self._arrays(),
+        )
+        (directory / "model.json").write_text(json.dumps({"name": self.name, "params": self.params()}))
+        return directory
+
+    @staticmethod
+    def load(directory: Path) -> Recommender:
+        header = json.loads((directory / "model.json").read_text())
+        cls = _REGISTRY[header["name"]]
+        model = cls(**header["params"])
+        with np.load(directory / "model.npz", allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+        model.user_ids = arrays.pop("user_ids").astype(object)
+        model.item_ids = arrays.pop("item_ids").astype(object)
+        row, col = arrays.pop("seen_row"), arrays.pop("seen_col")
+        model.seen = sp.csr_matrix(
+            (np.ones(len(row), dtype=np.float32), (row, col)), shape=(len(model.user_ids), len(model.item_ids))
+        )
+        model._load_arrays(arrays)
+        model.is_fitted = True
+        return model
+
+    def _check_fitted(self) -> None:
+        if not self.is_fitted:
+            raise RuntimeError(f"{self.name} model is not fitted")

@@ -1,0 +1,11 @@
+"""Column names, in one place, matching the dbt marts; pipelines and metrics import them."""
+
+
+class Columns:
+    User = "user_id"
+    Item = "item_id"
+    Weight = "weight"
+    Split = "split"
+    Rank = "rank"
+    Score = "score"
+    Reason = "reason"
