@@ -1,0 +1,18 @@
+"""`python -m serving`: serve the live publication of RECFORGE_HOME over HTTP."""
+
+import logging
+
+import uvicorn
+
+from serving.config import get_settings
+from serving.main import create_app
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = get_settings()
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+
+
+if __name__ == "__main__":
+    main()

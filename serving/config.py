@@ -1,0 +1,30 @@
+"""Serving settings: where the publications are and how often to look for a new one.
+
+Deliberately separate from pipelines.settings so that the API host installs and imports
+nothing of the pipeline stack; both read the same RECFORGE_HOME.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServingSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RECFORGE_", extra="ignore")
+
+    home: Path = Path("var")
+    reload_interval_seconds: float = 2.0
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    @property
+    def published_dir(self) -> Path:
+        return self.home.expanduser().resolve() / "published"
+
+
+@lru_cache
+def get_settings() -> ServingSettings:
+    return ServingSettings()
