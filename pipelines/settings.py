@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     bot_max_events_per_minute: int = Field(
         default=30, description="A user with more events than this in any one minute is quarantined as a bot."
     )
+    late_arrival_days: int = Field(
+        default=3, description="Events may arrive this many days after they happened and still be accepted."
+    )
     future_tolerance_seconds: int = Field(
         default=300, description="Events stamped later than the batch's interval end plus this are 'future'."
     )
