@@ -77,7 +77,7 @@ def load_champion(settings: Settings) -> tuple[Recommender, dict]:
 
 
 def read_items(settings: Settings) -> pd.DataFrame:
-    with connect(settings, read_only=True) as con:
+    with connect(settings, must_exist=True) as con:
         return con.execute(
             "select item_id, title, category, price, in_stock, is_blocked from staging.stg_items order by item_id"
         ).fetch_df()

@@ -70,7 +70,7 @@ def candidates(settings: Settings) -> list[Recommender]:
 
 
 def load_split(settings: Settings) -> SplitData:
-    with connect(settings, read_only=True) as con:
+    with connect(settings, must_exist=True) as con:
         frame = con.execute(
             "select user_id, item_id, split, weight, last_ts from marts.interactions_split"
         ).fetch_df()

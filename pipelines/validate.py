@@ -107,7 +107,7 @@ def run_checkpoint(
 def validate_raw_batch(settings: Settings, interval_start: datetime, interval_end: datetime) -> ValidationReport:
     """The `raw_events` checkpoint on the rows ingest accepted for this interval."""
     days = days_in_interval(interval_start, interval_end)
-    with connect(settings, read_only=True) as con:
+    with connect(settings, must_exist=True) as con:
         frame = con.execute(
             "select event_id, user_id, item_id, event_type, event_ts, value, session_id "
             "from raw.events where landing_date between ? and ?",

@@ -2,6 +2,8 @@
 
 DuckDB allows one writing process at a time, so every stage opens the file, does
 its transaction and closes it again; nothing holds a connection between tasks.
+Connections are always opened read-write: DuckDB refuses a read-only connection to a
+file that the same process (dbt, when tasks run in-process) already has open.
 """
 
 from __future__ import annotations
@@ -18,14 +20,14 @@ RAW_SCHEMA_SQL = Path(__file__).with_name("sql") / "raw_schema.sql"
 
 
 @contextmanager
-def connect(settings: Settings, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-    settings.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
-    if read_only and not settings.warehouse_path.exists():
+def connect(settings: Settings, must_exist: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Open the warehouse (creating the raw layer if needed); `must_exist` for readers of built data."""
+    if must_exist and not settings.warehouse_path.exists():
         raise FileNotFoundError(f"warehouse not found at {settings.warehouse_path}: run ingest first")
-    con = duckdb.connect(str(settings.warehouse_path), read_only=read_only)
+    settings.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(str(settings.warehouse_path))
     try:
-        if not read_only:
-            con.execute(RAW_SCHEMA_SQL.read_text())
+        con.execute(RAW_SCHEMA_SQL.read_text())
         yield con
     finally:
         con.close()

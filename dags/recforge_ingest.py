@@ -1,0 +1,48 @@
+"""recforge_ingest: landing files of one day -> raw.events (+ quarantine), checked by GX.
+
+Feeds RAW_EVENTS, which schedules recforge_transform. Each run owns exactly the landing
+files of its data interval and replaces their rows, so retries and backfills are safe.
+"""
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import CronDataIntervalTimetable, Metadata, dag, task
+
+from dags.assets import RAW_EVENTS
+
+
+@dag(
+    dag_id="recforge_ingest",
+    schedule=CronDataIntervalTimetable("@daily", timezone="UTC"),
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["recforge", "ingest"],
+    default_args={"retries": 1, "retry_delay": timedelta(minutes=1)},
+)
+def recforge_ingest():
+    """Ingest one day of events, then validate the accepted rows with the raw_events suite."""
+
+    @task
+    def ingest_events(data_interval_start=None, data_interval_end=None) -> dict:
+        """Replace this interval's rows in raw.events; rejected rows go to quarantine.events with a reason."""
+        from pipelines.ingest import ingest_interval
+        from pipelines.settings import get_settings
+
+        result = ingest_interval(get_settings(), data_interval_start, data_interval_end)
+        return {"input": result.rows_input, "accepted": result.rows_accepted, "quarantined": result.rows_quarantined}
+
+    @task(outlets=[RAW_EVENTS], retries=0)
+    def validate_raw_events(counts: dict, data_interval_start=None, data_interval_end=None):
+        """Run the raw_events checkpoint; a critical failure stops the chain here."""
+        from pipelines.settings import get_settings
+        from pipelines.validate import validate_raw_batch
+
+        validate_raw_batch(get_settings(), data_interval_start, data_interval_end)
+        yield Metadata(RAW_EVENTS, {**counts, "interval_start": data_interval_start.isoformat()})
+
+    validate_raw_events(ingest_events())
+
+
+recforge_ingest()

@@ -1,0 +1,56 @@
+"""recforge_train: marts -> candidate models -> MLflow runs and registry -> promotion gate.
+
+Scheduled by MARTS (recforge_transform). Emits CHAMPION, which schedules recforge_publish,
+only when the gate promoted the new model.
+"""
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import Metadata, dag, task
+
+from dags.assets import CHAMPION, MARTS
+
+
+@dag(
+    dag_id="recforge_train",
+    schedule=[MARTS],
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["recforge", "ml"],
+    default_args={"retries": 1, "retry_delay": timedelta(minutes=2)},
+)
+def recforge_train():
+    """Train, evaluate on the time split, register the best model, and promote it if it wins."""
+
+    @task
+    def train_and_register() -> dict:
+        """Fit every candidate, log them to MLflow, register the best and apply the promotion gate."""
+        from pipelines.settings import get_settings
+        from pipelines.train import train_and_register as train
+
+        result = train(get_settings())
+        return {
+            "run_id": result.run_id,
+            "model": result.best_model,
+            "version": result.model_version,
+            "promoted": result.promoted,
+            "reason": result.decision_reason,
+        }
+
+    @task.short_circuit
+    def was_promoted(outcome: dict) -> bool:
+        """Only a promotion goes on to publication; a rejected challenger stops here."""
+        return outcome["promoted"]
+
+    @task(outlets=[CHAMPION])
+    def announce_champion(outcome: dict):
+        """Emit CHAMPION with the model version, which schedules recforge_publish."""
+        yield Metadata(CHAMPION, {"model": outcome["model"], "version": outcome["version"]})
+
+    outcome = train_and_register()
+    was_promoted(outcome) >> announce_champion(outcome)
+
+
+recforge_train()
