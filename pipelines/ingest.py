@@ -206,9 +206,7 @@ def _ingest_file(
         columns=["line_number", "reason", "raw"],
     )
     if len(accepted) + len(rejected) != n_input:
-        raise IngestError(
-            f"{relative}: {n_input} rows in but {len(accepted)} accepted + {len(rejected)} quarantined"
-        )
+        raise IngestError(f"{relative}: {n_input} rows in but {len(accepted)} accepted + {len(rejected)} quarantined")
 
     con.execute("delete from raw.events where landing_date = ?", [day])
     con.execute("delete from quarantine.events where landing_date = ?", [day])
@@ -230,8 +228,17 @@ def _ingest_file(
     con.execute(
         "insert into raw.batches values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
-            batch_id, SOURCE, interval_start, interval_end, relative, n_input, len(accepted), len(rejected),
-            json.dumps(by_reason), started, datetime.now(UTC),
+            batch_id,
+            SOURCE,
+            interval_start,
+            interval_end,
+            relative,
+            n_input,
+            len(accepted),
+            len(rejected),
+            json.dumps(by_reason),
+            started,
+            datetime.now(UTC),
         ],
     )
     result = BatchResult(batch_id, relative, n_input, len(accepted), len(rejected), by_reason)
@@ -254,9 +261,10 @@ def _load_catalog(con: duckdb.DuckDBPyConnection, settings: Settings) -> int:
         if column not in items:
             items[column] = None
     con.execute("delete from raw.items")
-    con.register("catalog_rows", items[
-        ["item_id", "title", "category", "price", "in_stock", "is_blocked", "created_at", "attributes"]
-    ])
+    con.register(
+        "catalog_rows",
+        items[["item_id", "title", "category", "price", "in_stock", "is_blocked", "created_at", "attributes"]],
+    )
     con.execute("insert into raw.items select * from catalog_rows")
     con.unregister("catalog_rows")
     return len(items)

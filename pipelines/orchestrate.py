@@ -14,6 +14,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -54,12 +55,13 @@ def airflow_environment(settings: Settings) -> dict[str, str]:
     }
 
 
-def configure_airflow(settings: Settings) -> None:
+def configure_airflow(settings: Settings, log_level: str = "INFO") -> None:
     """Export the Airflow settings and migrate the metadata DB. Must run before airflow is imported."""
     if "airflow" in sys.modules and os.environ.get("AIRFLOW_HOME") != str(settings.airflow_home):
         raise PipelineRunFailed("airflow was imported before its environment was configured")
     settings.airflow_home.mkdir(parents=True, exist_ok=True)
     os.environ.update(airflow_environment(settings))
+    os.environ["AIRFLOW__LOGGING__LOGGING_LEVEL"] = log_level
     airflow = Path(sys.executable).with_name("airflow")
     migrate = subprocess.run([str(airflow), "db", "migrate"], capture_output=True, text=True, env=os.environ.copy())
     if migrate.returncode != 0:
@@ -74,9 +76,13 @@ def landing_days(settings: Settings) -> list[date]:
     return days
 
 
-def run_pipeline(settings: Settings, days: list[date] | None = None) -> PipelineRun:
-    """Run ingest for every landing day, then transform, train and (if promoted) publish."""
-    configure_airflow(settings)
+def run_pipeline(settings: Settings, days: list[date] | None = None, verbose: bool = False) -> PipelineRun:
+    """Run ingest for every landing day, then transform, train and (if promoted) publish.
+
+    Airflow logs every task line to the console; unless `verbose`, only warnings and errors
+    are shown and progress is printed one line per DAG run.
+    """
+    configure_airflow(settings, "INFO" if verbose else "WARNING")
     from airflow.models.dagbag import DagBag
 
     bag = DagBag(str(settings.dags_dir))
@@ -84,29 +90,36 @@ def run_pipeline(settings: Settings, days: list[date] | None = None) -> Pipeline
         raise PipelineRunFailed(f"DAG import errors: {bag.import_errors}")
     outcome = PipelineRun()
 
-    def run(dag_id: str, logical_date: datetime | None = None):
+    def run(dag_id: str, label: str, logical_date: datetime | None = None):
+        started = time.perf_counter()
+        print(f"  {dag_id:<20} {label:<12} ...", end="", flush=True)
         dag = bag.get_dag(dag_id)
         dag_run = dag.test(logical_date=logical_date) if logical_date else dag.test()
-        state = str(getattr(dag_run.state, "value", dag_run.state))
+        state = _state(dag_run.state)
         outcome.runs.append((dag_id, dag_run.run_id, state))
+        print(f" {state} ({time.perf_counter() - started:.1f} s)", flush=True)
         if state != "success":
-            raise PipelineRunFailed(f"{dag_id} run {dag_run.run_id} ended {state}: see {settings.airflow_home / 'logs'}")
-        log.info("%s %s: success", dag_id, dag_run.run_id)
+            failed = [ti.task_id for ti in dag_run.get_task_instances() if _state(ti.state) == "failed"]
+            raise PipelineRunFailed(f"{dag_id} run {dag_run.run_id} ended {state}; failed task(s): {failed}")
         return dag_run
 
     days = days or landing_days(settings)
-    for n, day in enumerate(days, start=1):
+    print(f"running the recforge DAGs through Airflow (metadata DB {settings.airflow_home / 'airflow.db'})")
+    for day in days:
         # A daily data-interval timetable's manual run covers the day before its logical date.
         midnight = datetime.combine(day, datetime.min.time(), tzinfo=UTC)
-        log.info("ingest %d/%d: %s", n, len(days), day)
-        run("recforge_ingest", midnight + timedelta(days=1))
-    run("recforge_transform")
-    train_run = run("recforge_train")
-    announced = {ti.task_id: ti.state for ti in train_run.get_task_instances()}
-    if str(getattr(announced.get("announce_champion"), "value", announced.get("announce_champion"))) == "success":
-        run("recforge_publish")
+        run("recforge_ingest", day.isoformat(), midnight + timedelta(days=1))
+    run("recforge_transform", "dbt build")
+    train_run = run("recforge_train", "train+gate")
+    states = {ti.task_id: _state(ti.state) for ti in train_run.get_task_instances()}
+    if states.get("announce_champion") == "success":
+        run("recforge_publish", "publish")
         outcome.published = True
     else:
-        log.info("training did not promote a new champion: the live publication stays")
-    log.info(outcome.summary())
+        print("  training did not promote a new champion: the live publication stays")
     return outcome
+
+
+def _state(state) -> str:
+    """Airflow states are str enums in some places and plain strings in others."""
+    return str(getattr(state, "value", state))

@@ -26,9 +26,7 @@ class Settings(BaseSettings):
     home: Path = Field(default=Path("var"), description="Root of everything the embedded default writes.")
 
     # --- external services (embedded defaults; the scaled configuration overrides these URLs)
-    mlflow_tracking_uri: str | None = Field(
-        default=None, description="Defaults to SQLite under RECFORGE_HOME/mlflow."
-    )
+    mlflow_tracking_uri: str | None = Field(default=None, description="Defaults to SQLite under RECFORGE_HOME/mlflow.")
     mlflow_experiment: str = "recforge"
     registered_model_name: str = "recforge-recommender"
 
@@ -56,6 +54,7 @@ class Settings(BaseSettings):
 
     # --- transformation
     test_days: int = Field(default=7, description="Days at the end of the log held out as the test window.")
+    valid_days: int = Field(default=7, description="Days before the test window that form the validation window.")
     decay_half_life_days: float = 14.0
 
     # --- training and evaluation

@@ -71,16 +71,16 @@ def candidates(settings: Settings) -> list[Recommender]:
 
 def load_split(settings: Settings) -> SplitData:
     with connect(settings, must_exist=True) as con:
-        frame = con.execute(
-            "select user_id, item_id, split, weight, last_ts from marts.interactions_split"
-        ).fetch_df()
+        frame = con.execute("select user_id, item_id, split, weight, last_ts from marts.interactions_split").fetch_df()
     if frame.empty:
         raise ValueError("marts.interactions_split is empty: nothing to train on")
     if not (frame[Columns.Split] == "test").any():
         raise ValueError("marts.interactions_split has no test rows: the log is shorter than test_days")
-    history = frame[frame[Columns.Split] != "test"].groupby([Columns.User, Columns.Item], as_index=False)[
-        Columns.Weight
-    ].sum()
+    history = (
+        frame[frame[Columns.Split] != "test"]
+        .groupby([Columns.User, Columns.Item], as_index=False)[Columns.Weight]
+        .sum()
+    )
     train = Interactions.from_frame(history)
     test = Interactions.from_frame(frame[frame[Columns.Split] == "test"], train.item_ids, train.user_ids)
     seen = (train.matrix > 0).astype(np.float32)
@@ -116,10 +116,16 @@ def train_and_register(settings: Settings) -> TrainResult:
     data = load_split(settings)
     log.info(
         "training on %d users x %d items (%d interactions), evaluating %d held-out users",
-        data.train.n_users, data.train.n_items, data.train.matrix.nnz, int((data.relevant.sum(axis=1) > 0).sum()),
+        data.train.n_users,
+        data.train.n_items,
+        data.train.matrix.nnz,
+        int((data.relevant.sum(axis=1) > 0).sum()),
     )
-    tags = {"data_snapshot": data.snapshot, "split": f"global_time_cutoff:test_days={settings.test_days}",
-            "code_version": code_version()}
+    tags = {
+        "data_snapshot": data.snapshot,
+        "split": f"global_time_cutoff:test_days={settings.test_days}",
+        "code_version": code_version(),
+    }
     results: dict[str, dict[str, float]] = {}
     with mlflow.start_run(run_name="training", tags=tags) as parent:
         for model in candidates(settings):

@@ -6,6 +6,7 @@ test raises here with dbt's own message and the Airflow task fails with it.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -66,6 +67,11 @@ def build_warehouse(settings: Settings) -> TransformResult:
 
 
 def _vars(settings: Settings) -> str:
-    import json
-
-    return json.dumps({"test_days": settings.test_days, "decay_half_life_days": settings.decay_half_life_days})
+    """dbt vars that come from settings, so one setting changes SQL and Python alike."""
+    return json.dumps(
+        {
+            "test_days": settings.test_days,
+            "valid_days": settings.valid_days,
+            "decay_half_life_days": settings.decay_half_life_days,
+        }
+    )

@@ -98,13 +98,15 @@ class Publication:
         start, end = self.offsets[pos], min(self.offsets[pos + 1], self.offsets[pos] + k)
         return [
             Recommendation(str(self.item_ids[i]), float(s), self.reason_names[r])
-            for i, s, r in zip(self.rec_items[start:end], self.rec_scores[start:end], self.rec_reasons[start:end])
+            for i, s, r in zip(
+                self.rec_items[start:end], self.rec_scores[start:end], self.rec_reasons[start:end], strict=False
+            )
         ]
 
     def fallback(self, k: int) -> list[Recommendation]:
         return [
             Recommendation(str(self.item_ids[i]), float(s), "popular")
-            for i, s in zip(self.fallback_items[:k], self.fallback_scores[:k])
+            for i, s in zip(self.fallback_items[:k], self.fallback_scores[:k], strict=False)
         ]
 
     def similar(self, item_row: int, k: int) -> list[Recommendation]:
@@ -112,7 +114,7 @@ class Publication:
         scores, rows = self.index.search(vector, k + 1)
         out = [
             Recommendation(str(self.item_ids[r]), float(s), f"similar_to:{self.item_ids[item_row]}")
-            for r, s in zip(rows[0], scores[0])
+            for r, s in zip(rows[0], scores[0], strict=False)
             if r >= 0 and r != item_row
         ]
         return out[:k]

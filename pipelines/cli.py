@@ -1,0 +1,167 @@
+"""`recforge`: the command line. Each command calls the same pipelines/ function as its DAG task.
+
+recforge simulate              write a synthetic event log into RECFORGE_HOME/landing
+recforge ingest --start D --end D
+recforge validate-raw --start D --end D
+recforge transform             dbt build
+recforge train                 train, evaluate, register, gate
+recforge publish               publish the champion's lists and index
+recforge run                   everything above as Airflow DAG runs, then serve
+recforge serve                 the HTTP API on the live publication
+recforge status                where everything is, and what is live
+recforge ui                    Airflow UI (:8080) and MLflow UI (:5000)
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from datetime import UTC, date, datetime, timedelta
+
+from pipelines.settings import Settings, get_settings
+
+
+def _day(text: str) -> datetime:
+    try:
+        return datetime.combine(date.fromisoformat(text), datetime.min.time(), tzinfo=UTC)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+
+
+def cmd_simulate(settings: Settings, args) -> None:
+    from pipelines.simulate import simulate
+
+    summary = simulate(settings)
+    print(
+        f"simulated {summary.days} days, {summary.users} users, {summary.items} items: "
+        f"{summary.events_written} lines ({summary.clean_events} clean events, {summary.duplicates_injected} "
+        f"duplicates, {sum(summary.malformed_injected.values())} malformed, {summary.bot_events} bot events) "
+        f"-> {settings.landing_dir}"
+    )
+
+
+def cmd_ingest(settings: Settings, args) -> None:
+    from pipelines.ingest import ingest_interval
+
+    print(ingest_interval(settings, args.start, args.end).summary())
+
+
+def cmd_validate_raw(settings: Settings, args) -> None:
+    from pipelines.validate import validate_raw_batch
+
+    print(validate_raw_batch(settings, args.start, args.end).summary())
+
+
+def cmd_transform(settings: Settings, args) -> None:
+    from pipelines.transform import build_warehouse
+
+    print(build_warehouse(settings).summary())
+
+
+def cmd_train(settings: Settings, args) -> None:
+    from pipelines.train import train_and_register
+
+    print(train_and_register(settings).summary())
+
+
+def cmd_publish(settings: Settings, args) -> None:
+    from pipelines.publish import publish
+
+    print(publish(settings).summary())
+
+
+def cmd_status(settings: Settings, args) -> None:
+    from pipelines.report import status_lines
+
+    print("\n".join(status_lines(settings)))
+
+
+def cmd_run(settings: Settings, args) -> None:
+    """Simulate (if there is no landing data yet), run every DAG through Airflow, report, then serve."""
+    from pipelines.orchestrate import run_pipeline
+    from pipelines.report import status_lines
+
+    settings.ensure_dirs()
+    if not any((settings.landing_dir / "events").glob("date=*")):
+        cmd_simulate(settings, args)
+    outcome = run_pipeline(settings)
+    print()
+    print(outcome.summary())
+    print("\n".join(status_lines(settings)))
+    if os.environ.get("RECFORGE_SERVE", "1") != "0" and not args.no_serve:
+        cmd_serve(settings, args)
+
+
+def cmd_serve(settings: Settings, args) -> None:
+    from serving.__main__ import main as serve
+
+    serve()
+
+
+def cmd_ui(settings: Settings, args) -> None:
+    """Airflow standalone (UI on :8080) and the MLflow UI (:5000) on the embedded default's stores."""
+    import subprocess
+    from pathlib import Path
+
+    from pipelines.orchestrate import configure_airflow
+
+    configure_airflow(settings)
+    bin_dir = Path(sys.executable).parent
+    mlflow_ui = subprocess.Popen(
+        [str(bin_dir / "mlflow"), "ui", "--backend-store-uri", settings.tracking_uri, "--port", "5000"]
+    )
+    print("MLflow UI on http://127.0.0.1:5000; Airflow UI on http://127.0.0.1:8080 (login printed below)")
+    try:
+        subprocess.run([str(bin_dir / "airflow"), "standalone"], env=os.environ.copy(), check=False)
+    finally:
+        mlflow_ui.terminate()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="recforge", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("simulate", help="write a synthetic event log and item catalog").set_defaults(func=cmd_simulate)
+    for name, func, help_text in (
+        ("ingest", cmd_ingest, "ingest landing files of [start, end) into the warehouse"),
+        ("validate-raw", cmd_validate_raw, "run the raw_events checkpoint on [start, end)"),
+    ):
+        command = sub.add_parser(name, help=help_text)
+        command.add_argument("--start", type=_day, required=True, help="first day, YYYY-MM-DD")
+        command.add_argument("--end", type=_day, help="day after the last, YYYY-MM-DD (default: start + 1 day)")
+        command.set_defaults(func=func)
+    sub.add_parser("transform", help="dbt build: models and tests").set_defaults(func=cmd_transform)
+    sub.add_parser("train", help="train, evaluate, register and gate").set_defaults(func=cmd_train)
+    sub.add_parser("publish", help="publish the champion's lists and item index").set_defaults(func=cmd_publish)
+    run = sub.add_parser("run", help="the whole pipeline as Airflow DAG runs, then serve")
+    run.add_argument("--no-serve", action="store_true", help="stop after the pipeline (same as RECFORGE_SERVE=0)")
+    run.set_defaults(func=cmd_run)
+    sub.add_parser("serve", help="serve the live publication over HTTP").set_defaults(func=cmd_serve)
+    sub.add_parser("status", help="where everything is and what is live").set_defaults(func=cmd_status)
+    sub.add_parser("ui", help="Airflow and MLflow web UIs").set_defaults(func=cmd_ui)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "start", None) is not None and getattr(args, "end", None) is None:
+        args.end = args.start + timedelta(days=1)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("great_expectations", "mlflow", "alembic", "faiss"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    settings = get_settings()
+    settings.ensure_dirs()
+    try:
+        args.func(settings, args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as error:  # one clear line for the user; the traceback is in the log above
+        logging.getLogger("recforge").debug("failure", exc_info=True)
+        print(f"recforge {args.command}: error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
