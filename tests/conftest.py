@@ -1,0 +1,80 @@
+"""Shared fixtures: a tiny simulated world, built once per session through the real stages."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from pipelines.settings import Settings
+
+# Small enough that the whole pipeline runs in seconds, big enough that ALS has something to learn.
+TINY = {
+    "sim_users": 400,
+    "sim_items": 160,
+    "sim_categories": 6,
+    "sim_days": 12,
+    "sim_bot_users": 2,
+    "test_days": 3,
+    "valid_days": 3,
+    "publish_top_n": 20,
+    "als_factors": 16,
+    "als_iterations": 12,
+}
+
+
+def make_settings(home: Path, **overrides) -> Settings:
+    settings = Settings(home=home, **{**TINY, **overrides})
+    settings.ensure_dirs()
+    return settings
+
+
+def whole_log(settings: Settings) -> tuple[datetime, datetime]:
+    start = datetime.combine(settings.sim_start_date, datetime.min.time(), tzinfo=UTC)
+    return start, start + timedelta(days=settings.sim_days)
+
+
+def copy_home(source: Settings, target: Path, **overrides) -> Settings:
+    """A private copy of a prepared home, for tests that change it."""
+    shutil.copytree(source.home, target)
+    return make_settings(target, **overrides)
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    return make_settings(tmp_path / "home")
+
+
+@pytest.fixture(scope="session")
+def simulated(tmp_path_factory) -> Settings:
+    from pipelines.simulate import simulate
+
+    settings = make_settings(tmp_path_factory.mktemp("simulated") / "home")
+    simulate(settings)
+    return settings
+
+
+@pytest.fixture(scope="session")
+def built(simulated, tmp_path_factory) -> Settings:
+    """Simulated, ingested and transformed by dbt. Read-only for tests: copy_home() to change it."""
+    from pipelines.ingest import ingest_interval
+    from pipelines.transform import build_warehouse
+
+    settings = copy_home(simulated, tmp_path_factory.mktemp("built") / "home")
+    ingest_interval(settings, *whole_log(settings))
+    build_warehouse(settings)
+    return settings
+
+
+@pytest.fixture(scope="session")
+def published(built, tmp_path_factory) -> Settings:
+    """Trained, registered and published. Read-only for tests: copy_home() to change it."""
+    from pipelines.publish import publish
+    from pipelines.train import train_and_register
+
+    settings = copy_home(built, tmp_path_factory.mktemp("published") / "home")
+    train_and_register(settings)
+    publish(settings)
+    return settings

@@ -1,0 +1,63 @@
+import json
+
+from pipelines.simulate import catalog_file, simulate
+from tests.conftest import make_settings
+
+
+def test_same_seed_gives_byte_identical_landing_files(tmp_path):
+    first = make_settings(tmp_path / "a", sim_days=3)
+    second = make_settings(tmp_path / "b", sim_days=3)
+    simulate(first)
+    simulate(second)
+    for name in sorted(p.relative_to(first.landing_dir) for p in first.landing_dir.rglob("*.jsonl")):
+        assert (first.landing_dir / name).read_bytes() == (second.landing_dir / name).read_bytes()
+
+
+def test_different_seed_gives_a_different_log(tmp_path):
+    first = make_settings(tmp_path / "a", sim_days=2)
+    second = make_settings(tmp_path / "b", sim_days=2, sim_seed=7)
+    simulate(first)
+    simulate(second)
+    path = "events/date=2026-01-01/events.jsonl"
+    assert (first.landing_dir / path).read_text() != (second.landing_dir / path).read_text()
+
+
+def test_one_landing_file_per_day_and_a_catalog(simulated):
+    files = sorted((simulated.landing_dir / "events").glob("date=*/events.jsonl"))
+    assert len(files) == simulated.sim_days
+    items = [json.loads(line) for line in catalog_file(simulated.landing_dir).read_text().splitlines()]
+    assert len(items) == simulated.sim_items
+    assert {"item_id", "category", "price", "in_stock", "is_blocked", "created_at"} <= set(items[0])
+    assert any(item["is_blocked"] for item in items) or simulated.sim_items < 100
+    assert any(not item["in_stock"] for item in items)
+
+
+def test_funnel_narrows_from_views_to_purchases(simulated):
+    truth = json.loads((simulated.landing_dir / "simulation.json").read_text())
+    by_type = truth["events_by_type"]
+    assert by_type["view"] > by_type["click"] > by_type["add_to_cart"] > by_type["purchase"] > 0
+
+
+def test_injected_defects_are_recorded_with_their_counts(simulated):
+    truth = json.loads((simulated.landing_dir / "simulation.json").read_text())
+    assert truth["duplicates_injected"] > 0
+    assert sum(truth["malformed_injected"].values()) > 0
+    assert len(truth["bot_user_ids"]) == simulated.sim_bot_users
+    assert truth["events_written"] == (
+        truth["clean_events"] + truth["duplicates_injected"] + sum(truth["malformed_injected"].values())
+    )
+
+
+def test_popularity_is_long_tailed(simulated):
+    from collections import Counter
+
+    counts = Counter()
+    for path in (simulated.landing_dir / "events").glob("date=*/events.jsonl"):
+        for line in path.read_text().splitlines():
+            try:
+                counts[json.loads(line)["item_id"]] += 1
+            except (ValueError, KeyError):
+                continue
+    ranked = [n for _, n in counts.most_common()]
+    top_decile = sum(ranked[: max(1, len(ranked) // 10)])
+    assert top_decile / sum(ranked) > 0.25  # a uniform catalog would give 0.10
