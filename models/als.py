@@ -45,19 +45,19 @@ class ALSRecommender(Recommender):
         from implicit.cpu.als import AlternatingLeastSquares
         from threadpoolctl import threadpool_limits
 
-        model = AlternatingLeastSquares(
-            factors=self.factors,
-            regularization=self.regularization,
-            iterations=self.iterations,
-            alpha=self.alpha,
-            random_state=self.random_state,
-            num_threads=2,
-        )
         # log1p keeps a heavy purchaser from dominating the confidence scale.
         weights = interactions.matrix.copy()
         weights.data = np.log1p(weights.data)
         # implicit parallelises itself; a second BLAS thread pool underneath only thrashes.
         with threadpool_limits(1, "blas"):
+            model = AlternatingLeastSquares(
+                factors=self.factors,
+                regularization=self.regularization,
+                iterations=self.iterations,
+                alpha=self.alpha,
+                random_state=self.random_state,
+                num_threads=2,
+            )
             model.fit(weights, show_progress=False)
         self.user_factors = np.asarray(model.user_factors, dtype=np.float32)
         self.item_factors = np.asarray(model.item_factors, dtype=np.float32)
