@@ -69,12 +69,19 @@ def built(simulated, tmp_path_factory) -> Settings:
 
 
 @pytest.fixture(scope="session")
-def published(built, tmp_path_factory) -> Settings:
-    """Trained, registered and published. Read-only for tests: copy_home() to change it."""
-    from pipelines.publish import publish
+def trained(built, tmp_path_factory):
+    """(settings, TrainResult) after one training. Read-only for tests: copy_home() to change it."""
     from pipelines.train import train_and_register
 
-    settings = copy_home(built, tmp_path_factory.mktemp("published") / "home")
-    train_and_register(settings)
+    settings = copy_home(built, tmp_path_factory.mktemp("trained") / "home")
+    return settings, train_and_register(settings)
+
+
+@pytest.fixture(scope="session")
+def published(trained, tmp_path_factory) -> Settings:
+    """Trained, registered and published. Read-only for tests: copy_home() to change it."""
+    from pipelines.publish import publish
+
+    settings = copy_home(trained[0], tmp_path_factory.mktemp("published") / "home")
     publish(settings)
     return settings

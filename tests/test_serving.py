@@ -1,0 +1,102 @@
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+
+from pipelines.publish import current_version, publish
+from serving.config import ServingSettings
+from serving.main import create_app
+from tests.conftest import copy_home
+
+
+def client_for(settings, reload_interval_seconds=0.2) -> TestClient:
+    return TestClient(
+        create_app(ServingSettings(home=settings.home, reload_interval_seconds=reload_interval_seconds))
+    )
+
+
+def test_recommendations_are_the_published_top_k_for_the_user(published):
+    recs = pd.read_parquet(published.published_dir / current_version(published.published_dir) / "user_recs.parquet")
+    user = recs["user_id"].iloc[0]
+    expected = recs[recs["user_id"] == user].sort_values("rank")["item_id"].head(5).tolist()
+    with client_for(published) as client:
+        body = client.get(f"/v1/users/{user}/recommendations", params={"k": 5}).json()
+    assert [item["item_id"] for item in body["items"]] == expected
+    assert body["version"] == current_version(published.published_dir)
+    assert body["fallback"] is False
+
+
+def test_an_unknown_user_gets_the_fallback_list_flagged(published):
+    fallback = pd.read_parquet(
+        published.published_dir / current_version(published.published_dir) / "fallback.parquet"
+    )
+    with client_for(published) as client:
+        body = client.get("/v1/users/never-seen/recommendations", params={"k": 3}).json()
+    assert body["fallback"] is True
+    assert [item["item_id"] for item in body["items"]] == fallback["item_id"].head(3).tolist()
+    assert {item["reason"] for item in body["items"]} == {"popular"}
+
+
+def test_similar_items_exclude_the_item_itself(published):
+    with client_for(published) as client:
+        body = client.get("/v1/items/i000001/similar", params={"k": 4}).json()
+    ids = [item["item_id"] for item in body["items"]]
+    assert len(ids) == 4 and len(set(ids)) == 4 and "i000001" not in ids
+    assert body["items"][0]["reason"] == "similar_to:i000001"
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "message"),
+    [
+        ("/v1/users/u000001/recommendations?k=0", 422, "k must be between 1 and"),
+        ("/v1/users/u000001/recommendations?k=100000", 422, "k must be between 1 and"),
+        ("/v1/users/u000001/recommendations?k=ten", 422, "int"),
+        ("/v1/users/bad id!/recommendations", 422, "pattern"),
+        ("/v1/users/..%2F..%2Fetc%2Fpasswd/recommendations", 404, "Not Found"),
+        ("/v1/items/no-such-item/similar", 404, "not in publication"),
+    ],
+)
+def test_bad_requests_get_a_clear_4xx(published, path, status, message):
+    with client_for(published) as client:
+        response = client.get(path)
+    assert response.status_code == status
+    assert message in response.text
+
+
+def test_not_ready_until_a_publication_is_loaded(settings):
+    with client_for(settings) as client:
+        assert client.get("/healthz").status_code == 200
+        assert client.get("/readyz").status_code == 503
+        assert client.get("/v1/users/u1/recommendations").status_code == 503
+
+
+def test_a_new_publication_is_swapped_in_and_a_broken_one_refused(published, tmp_path):
+    settings = copy_home(published, tmp_path / "home")
+    old = current_version(settings.published_dir)
+    with client_for(settings) as client:
+        assert client.get("/readyz").json()["version"] == old
+        new = publish(settings).version
+        deadline = time.monotonic() + 10
+        while client.get("/readyz").json()["version"] != new and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert client.get("/readyz").json()["version"] == new
+
+        # Corrupt the next publication after it is written: the server must refuse it.
+        broken = publish(settings).version
+        (settings.published_dir / broken / "fallback.parquet").write_bytes(b"garbage")
+        time.sleep(1.0)
+        assert client.get("/readyz").json()["version"] == new
+        assert "checksum of fallback.parquet" in client.get("/healthz").json()["last_error"]
+
+
+def test_serving_imports_none_of_the_pipeline_stack():
+    code = (
+        "import sys, serving.main, serving.publication, serving.__main__;"
+        "heavy = [m for m in ('airflow', 'dbt', 'great_expectations', 'mlflow', 'pipelines') if m in sys.modules];"
+        "print(','.join(heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == ""
