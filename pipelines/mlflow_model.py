@@ -1,6 +1,7 @@
 """The MLflow face of a recforge model: a pyfunc that loads and recommends on its own.
 
-Anyone with registry access can do ``mlflow.pyfunc.load_model("models:/recforge-recommender@champion")``
+Logged as "models from code": MLflow stores this file, not a pickle, and loads it with
+``models/`` on the path. Anyone with registry access can do ``mlflow.pyfunc.load_model("models:/recforge-recommender@champion")``
 and call ``predict(pd.DataFrame({"user_id": [...]}), params={"k": 10})`` without recforge's pipelines.
 """
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import mlflow.models
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
@@ -38,3 +40,7 @@ class RecommenderPyfunc(mlflow.pyfunc.PythonModel):
                 Columns.Score: flat_scores[keep].astype(float),
             }
         )
+
+
+# Models-from-code entry point: MLflow executes this file at load time to find the model.
+mlflow.models.set_model(RecommenderPyfunc())

@@ -62,6 +62,10 @@ def configure_airflow(settings: Settings, log_level: str = "INFO") -> None:
     settings.airflow_home.mkdir(parents=True, exist_ok=True)
     os.environ.update(airflow_environment(settings))
     os.environ["AIRFLOW__LOGGING__LOGGING_LEVEL"] = log_level
+    if log_level != "INFO":
+        # dbt and MLflow print to the console themselves; their full logs stay in their own files.
+        os.environ.setdefault("DBT_QUIET", "true")
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     airflow = Path(sys.executable).with_name("airflow")
     migrate = subprocess.run([str(airflow), "db", "migrate"], capture_output=True, text=True, env=os.environ.copy())
     if migrate.returncode != 0:
@@ -83,7 +87,7 @@ def run_pipeline(settings: Settings, days: list[date] | None = None, verbose: bo
     are shown and progress is printed one line per DAG run.
     """
     configure_airflow(settings, "INFO" if verbose else "WARNING")
-    from airflow.models.dagbag import DagBag
+    from airflow.dag_processing.dagbag import DagBag
 
     bag = DagBag(str(settings.dags_dir))
     if bag.import_errors:

@@ -155,32 +155,35 @@ def train_and_register(settings: Settings) -> TrainResult:
 
 
 def _log_and_register(model: Recommender, settings: Settings, data: SplitData):
+    """Log the model as a self-contained pyfunc and register it; return the new model version."""
+    import warnings
+
     import mlflow
+    from mlflow import MlflowClient
     from mlflow.models import infer_signature
 
-    from pipelines.mlflow_model import RecommenderPyfunc
-
-    with tempfile.TemporaryDirectory(dir=settings.models_dir if settings.models_dir.exists() else None) as tmp:
+    example = pd.DataFrame({Columns.User: [str(model.user_ids[0])]})
+    output = pd.DataFrame({Columns.User: ["u"], Columns.Rank: [1], Columns.Item: ["i"], Columns.Score: [1.0]})
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        # MLflow warns that integer columns cannot hold missing values: ranks never are missing.
+        warnings.filterwarnings("ignore", message=".*[Ii]nteger column.*")
         bundle = model.save(Path(tmp) / "bundle")
-        example = pd.DataFrame({Columns.User: [str(model.user_ids[0])]})
-        output = pd.DataFrame({Columns.User: ["u"], Columns.Rank: [1], Columns.Item: ["i"], Columns.Score: [1.0]})
         info = mlflow.pyfunc.log_model(
             name="model",
-            python_model=RecommenderPyfunc(),
+            python_model=str(REPO_ROOT / "pipelines" / "mlflow_model.py"),
             artifacts={"bundle": str(bundle)},
-            code_paths=[str(REPO_ROOT / "models"), str(REPO_ROOT / "pipelines" / "mlflow_model.py")],
+            code_paths=[str(REPO_ROOT / "models")],
             signature=infer_signature(example, output, params={"k": 10}),
+            input_example=example,
             pip_requirements=["numpy", "pandas", "scipy", "implicit", "mlflow"],
             registered_model_name=settings.registered_model_name,
             tags={"model": model.name, "data_snapshot": data.snapshot},
         )
-    from mlflow import MlflowClient
-
     return MlflowClient().get_model_version(settings.registered_model_name, str(info.registered_model_version))
 
 
 def promote_if_better(client, settings: Settings, version, challenger_score: float) -> tuple[bool, str]:
-    """Set `champion` on this version if it beats the current champion's held-out NDCG by the lift."""
+    """Set `champion` on this version only if it beats the champion's held-out NDCG by more than the lift."""
     from pipelines.tracking import CHALLENGER, CHAMPION, version_by_alias
 
     name = settings.registered_model_name
@@ -190,10 +193,10 @@ def promote_if_better(client, settings: Settings, version, challenger_score: flo
         return True, f"no champion yet; {PRIMARY_METRIC}={challenger_score:.4f}"
     champion_score = client.get_run(champion.run_id).data.metrics.get(PRIMARY_METRIC, 0.0)
     needed = champion_score * (1 + settings.promotion_min_lift)
-    if challenger_score >= needed:
+    if challenger_score > needed:
         client.set_registered_model_alias(name, CHAMPION, version.version)
         return True, (
-            f"{PRIMARY_METRIC} {challenger_score:.4f} >= champion v{champion.version} {champion_score:.4f} "
+            f"{PRIMARY_METRIC} {challenger_score:.4f} > champion v{champion.version} {champion_score:.4f} "
             f"x (1 + {settings.promotion_min_lift})"
         )
     client.set_registered_model_alias(name, CHALLENGER, version.version)

@@ -14,7 +14,7 @@ from tests.conftest import make_settings
 
 INSPECT = """
 import json
-from airflow.models.dagbag import DagBag
+from airflow.dag_processing.dagbag import DagBag
 from pipelines.settings import get_settings
 bag = DagBag(str(get_settings().dags_dir))
 dags = {}

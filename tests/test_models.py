@@ -62,9 +62,7 @@ class RecommenderContract:
         model = self.make().fit(data)
         loaded = Recommender.load(model.save(tmp_path / "m"))
         assert type(loaded) is type(model)
-        np.testing.assert_array_equal(
-            model.recommend(np.arange(10), 5)[0], loaded.recommend(np.arange(10), 5)[0]
-        )
+        np.testing.assert_array_equal(model.recommend(np.arange(10), 5)[0], loaded.recommend(np.arange(10), 5)[0])
 
 
 class TestPopularity(RecommenderContract):

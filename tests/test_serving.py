@@ -13,9 +13,7 @@ from tests.conftest import copy_home
 
 
 def client_for(settings, reload_interval_seconds=0.2) -> TestClient:
-    return TestClient(
-        create_app(ServingSettings(home=settings.home, reload_interval_seconds=reload_interval_seconds))
-    )
+    return TestClient(create_app(ServingSettings(home=settings.home, reload_interval_seconds=reload_interval_seconds)))
 
 
 def test_recommendations_are_the_published_top_k_for_the_user(published):
@@ -30,9 +28,7 @@ def test_recommendations_are_the_published_top_k_for_the_user(published):
 
 
 def test_an_unknown_user_gets_the_fallback_list_flagged(published):
-    fallback = pd.read_parquet(
-        published.published_dir / current_version(published.published_dir) / "fallback.parquet"
-    )
+    fallback = pd.read_parquet(published.published_dir / current_version(published.published_dir) / "fallback.parquet")
     with client_for(published) as client:
         body = client.get("/v1/users/never-seen/recommendations", params={"k": 3}).json()
     assert body["fallback"] is True

@@ -24,8 +24,11 @@ def test_a_critical_failure_stops_with_suite_expectation_and_batch_named(built, 
     settings = copy_home(built, tmp_path / "home")
     start, end = first_day(settings)
     with connect(settings) as con:
-        con.execute("update raw.events set event_type = 'hover' where event_id in (select event_id from raw.events "
-                    "where landing_date = ? limit 3)", [start.date()])
+        con.execute(
+            "update raw.events set event_type = 'hover' where event_id in (select event_id from raw.events "
+            "where landing_date = ? limit 3)",
+            [start.date()],
+        )
     with pytest.raises(ValidationFailed) as failure:
         validate_raw_batch(settings, start, end)
     message = str(failure.value)
@@ -38,8 +41,11 @@ def test_a_warning_is_reported_and_the_run_goes_on(built, tmp_path):
     settings = copy_home(built, tmp_path / "home")
     start, end = first_day(settings)
     with connect(settings) as con:
-        con.execute("update raw.events set value = -1 where event_id in (select event_id from raw.events "
-                    "where landing_date = ? limit 3)", [start.date()])
+        con.execute(
+            "update raw.events set value = -1 where event_id in (select event_id from raw.events "
+            "where landing_date = ? limit 3)",
+            [start.date()],
+        )
     report = validate_raw_batch(settings, start, end)
     assert report.passed
     assert report.failed_warning == ["expect_column_values_to_be_between(value)"]
