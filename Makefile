@@ -21,6 +21,7 @@ run: setup
 	$(BIN)/recforge run
 
 test: setup
+	$(BIN)/ruff check .
 	$(BIN)/pytest
 
 ui: setup

@@ -1,8 +1,9 @@
 """The MLflow face of a recforge model: a pyfunc that loads and recommends on its own.
 
 Logged as "models from code": MLflow stores this file, not a pickle, and loads it with
-``models/`` on the path. Anyone with registry access can do ``mlflow.pyfunc.load_model("models:/recforge-recommender@champion")``
-and call ``predict(pd.DataFrame({"user_id": [...]}), params={"k": 10})`` without recforge's pipelines.
+``models/`` on the path. Anyone with registry access can call
+``mlflow.pyfunc.load_model("models:/recforge-recommender@champion")`` and then
+``predict(pd.DataFrame({"user_id": [...]}), params={"k": 10})`` without recforge's pipelines.
 """
 
 from __future__ import annotations

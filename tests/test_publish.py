@@ -39,10 +39,8 @@ def test_current_names_a_complete_version_whose_files_match_the_manifest(publish
 def test_lists_hold_distinct_allowed_unseen_items(published):
     recs = pd.read_parquet(live_dir(published) / "user_recs.parquet")
     with connect(published) as con:
-        banned = {
-            row[0]
-            for row in con.execute("select item_id from staging.stg_items where is_blocked or not in_stock").fetchall()
-        }
+        banned_rows = con.execute("select item_id from staging.stg_items where is_blocked or not in_stock").fetchall()
+        banned = {row[0] for row in banned_rows}
         seen = set(con.execute("select user_id || '|' || item_id from marts.interactions").fetchall())
     assert banned, "the simulated catalog should have blocked or out-of-stock items to exclude"
     assert not set(recs["item_id"]) & banned
