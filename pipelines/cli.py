@@ -109,6 +109,8 @@ def cmd_ui(settings: Settings, args) -> None:
 
     configure_airflow(settings)
     bin_dir = Path(sys.executable).parent
+    # `airflow standalone` starts its components as `airflow ...` subprocesses found on PATH.
+    os.environ["PATH"] = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
     mlflow_ui = subprocess.Popen(
         [str(bin_dir / "mlflow"), "ui", "--backend-store-uri", settings.tracking_uri, "--port", "5000"]
     )

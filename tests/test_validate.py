@@ -12,6 +12,15 @@ def first_day(settings) -> tuple[datetime, datetime]:
     return start, start + timedelta(days=1)
 
 
+def corrupt_three_rows(settings, start: datetime, assignment: str) -> None:
+    with connect(settings) as con:
+        con.execute(
+            f"update raw.events set {assignment} where event_id in "
+            "(select event_id from raw.events where landing_date = ? limit 3)",
+            [start.date()],
+        )
+
+
 def test_a_clean_batch_passes_and_writes_data_docs(built, tmp_path):
     settings = copy_home(built, tmp_path / "home")
     report = validate_raw_batch(settings, *first_day(settings))
@@ -23,12 +32,7 @@ def test_a_clean_batch_passes_and_writes_data_docs(built, tmp_path):
 def test_a_critical_failure_stops_with_suite_expectation_and_batch_named(built, tmp_path):
     settings = copy_home(built, tmp_path / "home")
     start, end = first_day(settings)
-    with connect(settings) as con:
-        con.execute(
-            "update raw.events set event_type = 'hover' where event_id in (select event_id from raw.events "
-            "where landing_date = ? limit 3)",
-            [start.date()],
-        )
+    corrupt_three_rows(settings, start, "event_type = 'hover'")
     with pytest.raises(ValidationFailed) as failure:
         validate_raw_batch(settings, start, end)
     message = str(failure.value)
@@ -40,12 +44,7 @@ def test_a_critical_failure_stops_with_suite_expectation_and_batch_named(built, 
 def test_a_warning_is_reported_and_the_run_goes_on(built, tmp_path):
     settings = copy_home(built, tmp_path / "home")
     start, end = first_day(settings)
-    with connect(settings) as con:
-        con.execute(
-            "update raw.events set value = -1 where event_id in (select event_id from raw.events "
-            "where landing_date = ? limit 3)",
-            [start.date()],
-        )
+    corrupt_three_rows(settings, start, "value = -1")
     report = validate_raw_batch(settings, start, end)
     assert report.passed
     assert report.failed_warning == ["expect_column_values_to_be_between(value)"]
