@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import date
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -40,6 +41,10 @@ class Settings(BaseSettings):
     sim_duplicate_share: float = 0.01
     sim_malformed_share: float = 0.005
     sim_bot_users: int = 3
+    sim_shift: Literal["none", "taste", "new_items"] = Field(
+        default="none", description="A distribution shift from sim_shift_day on: new user tastes, or a wave of new items."
+    )
+    sim_shift_day: int = 14
 
     # --- ingestion
     bot_max_events_per_minute: int = Field(
@@ -56,6 +61,21 @@ class Settings(BaseSettings):
     test_days: int = Field(default=7, description="Days at the end of the log held out as the test window.")
     valid_days: int = Field(default=7, description="Days before the test window that form the validation window.")
     decay_half_life_days: float = 14.0
+
+    # --- drift (compare the latest window with the window of the last retraining)
+    drift_window_days: int = 7
+    drift_max_event_type_js: float = Field(default=0.02, description="Jensen-Shannon (bits) of the event-type mix.")
+    drift_max_item_popularity_js: float = Field(default=0.15, description="Jensen-Shannon (bits) of item shares.")
+    drift_max_user_activity_psi: float = Field(default=0.2, description="PSI of events-per-user bins.")
+    drift_max_new_item_share: float = Field(default=0.15, description="Share of events on items the baseline lacks.")
+    drift_max_new_user_share: float = Field(default=0.3, description="Share of events by users the baseline lacks.")
+
+    # --- validation
+    max_duplicate_share: float = Field(default=0.05, description="Critical: duplicate share of a raw batch.")
+    max_bot_share: float = Field(default=0.15, description="Warning: share of a raw batch quarantined as bots.")
+    mart_row_count_band: float = Field(
+        default=0.5, description="Marts may change by at most this fraction of the previous run's row count."
+    )
 
     # --- training and evaluation
     eval_k: int = 10

@@ -34,6 +34,8 @@ class SimulationSummary:
     seed: int
     start_date: str
     days: int
+    shift: str
+    shift_day: int | None
     users: int
     items: int
     categories: int
@@ -89,7 +91,33 @@ class _World:
         user_vec = rng.normal(0, 1, (n_users, latent_dim))
         item_vec = rng.normal(0, 1, (n_items, latent_dim))
         self.affinity = np.exp(0.9 * (user_vec @ item_vec.T) / np.sqrt(latent_dim))
+        self.shift_day = settings.sim_shift_day if settings.sim_shift != "none" else None
+        self.shifted_taste = None
+        # Shifts draw from their own stream, so a log without a shift is unchanged by this option.
+        shift_rng = np.random.default_rng(settings.sim_seed + 1)
+        if settings.sim_shift == "taste":
+            self.shifted_taste = shift_rng.dirichlet(np.full(n_cat, 0.15), size=n_users)
+        elif settings.sim_shift == "new_items":
+            self._add_item_wave(shift_rng, n_cat, user_vec, latent_dim)
         self.items_by_category = [np.flatnonzero(self.item_category == c) for c in range(n_cat)]
+
+    def _add_item_wave(self, rng: np.random.Generator, n_cat: int, user_vec: np.ndarray, latent_dim: int) -> None:
+        """A launch: a quarter more items appear on the shift day, and they are popular at once."""
+        n_wave = max(10, len(self.item_category) // 4)
+        self.item_category = np.concatenate([self.item_category, rng.integers(0, n_cat, n_wave)])
+        boosted = 3.0 / (np.arange(n_wave) + 1) ** 0.5
+        self.item_popularity = np.concatenate([self.item_popularity, boosted])
+        self.item_price = np.concatenate([self.item_price, np.round(rng.uniform(8, 120, n_wave), 2)])
+        self.item_in_stock = np.concatenate([self.item_in_stock, np.ones(n_wave, dtype=bool)])
+        self.item_blocked = np.concatenate([self.item_blocked, np.zeros(n_wave, dtype=bool)])
+        self.item_created_day = np.concatenate([self.item_created_day, np.full(n_wave, self.shift_day)])
+        wave_vec = rng.normal(0, 1, (n_wave, latent_dim))
+        self.affinity = np.hstack([self.affinity, np.exp(0.9 * (user_vec @ wave_vec.T) / np.sqrt(latent_dim))])
+
+    def taste(self, u: int, day: int) -> np.ndarray:
+        if self.shifted_taste is not None and day >= self.shift_day:
+            return self.shifted_taste[u]
+        return self.user_taste[u]
 
     def user_id(self, u: int) -> str:
         return f"u{u:06d}"
@@ -122,7 +150,7 @@ def _iso(ts: datetime) -> str:
 
 def _session_events(world: _World, rng: np.random.Generator, u: int, day: int, seq: list[int]) -> list[dict]:
     """One browsing session of user ``u`` on ``day``: views, and the funnel steps some views lead to."""
-    cat = rng.choice(len(world.category_names), p=world.user_taste[u])
+    cat = rng.choice(len(world.category_names), p=world.taste(u, day))
     candidates = world.items_by_category[cat]
     candidates = candidates[world.item_created_day[candidates] <= day]
     if candidates.size == 0:
@@ -218,6 +246,8 @@ def simulate(settings: Settings, out_dir: Path | None = None) -> SimulationSumma
         seed=settings.sim_seed,
         start_date=settings.sim_start_date.isoformat(),
         days=settings.sim_days,
+        shift=settings.sim_shift,
+        shift_day=world.shift_day,
         users=settings.sim_users,
         items=settings.sim_items,
         categories=settings.sim_categories,

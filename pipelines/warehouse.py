@@ -1,4 +1,4 @@
-"""The DuckDB warehouse: one place that opens it and makes sure the raw layer exists.
+"""The DuckDB warehouse: one place that opens it and makes sure the raw and monitoring layers exist.
 
 DuckDB allows one writing process at a time, so every stage opens the file, does
 its transaction and closes it again; nothing holds a connection between tasks.
@@ -16,18 +16,18 @@ import duckdb
 
 from pipelines.settings import Settings
 
-RAW_SCHEMA_SQL = Path(__file__).with_name("sql") / "raw_schema.sql"
+SCHEMA_SQL = Path(__file__).with_name("sql") / "warehouse_schema.sql"
 
 
 @contextmanager
 def connect(settings: Settings, must_exist: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-    """Open the warehouse (creating the raw layer if needed); `must_exist` for readers of built data."""
+    """Open the warehouse (creating the raw and monitoring tables if needed); `must_exist` for readers of built data."""
     if must_exist and not settings.warehouse_path.exists():
         raise FileNotFoundError(f"warehouse not found at {settings.warehouse_path}: run ingest first")
     settings.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(str(settings.warehouse_path))
     try:
-        con.execute(RAW_SCHEMA_SQL.read_text())
+        con.execute(SCHEMA_SQL.read_text())
         yield con
     finally:
         con.close()

@@ -1,5 +1,5 @@
--- The raw layer: what ingestion writes and dbt's sources read.
--- Everything downstream of this file lives in dbt_project/.
+-- What Python writes: the raw layer (ingestion) and the monitoring tables (validation, drift).
+-- Everything downstream of raw.* lives in dbt_project/.
 create schema if not exists raw;
 create schema if not exists quarantine;
 
@@ -55,4 +55,43 @@ create table if not exists raw.batches (
     quarantined_by_reason json,
     started_at     timestamptz not null,
     finished_at    timestamptz not null
+);
+
+create schema if not exists monitoring;
+
+-- One row per measure per drift check (one 'baseline' row when there was no baseline yet).
+create table if not exists monitoring.drift_results (
+    checked_at        timestamptz not null,
+    window_start      timestamptz not null,
+    window_end        timestamptz not null,
+    baseline_start    timestamptz,
+    baseline_end      timestamptz,
+    measure           varchar not null,
+    method            varchar not null,
+    value             double,
+    threshold         double,
+    drifted           boolean not null,
+    retrain_triggered boolean not null,
+    report            varchar
+);
+
+-- The distributions of the window the current model family was trained on.
+create table if not exists monitoring.drift_baseline (
+    window_start timestamptz not null,
+    window_end   timestamptz not null,
+    kind         varchar not null,  -- event_type | item | user
+    key          varchar not null,
+    value        double not null
+);
+
+-- One row per checkpoint run: what analysts see in reports/index.html, and the previous
+-- row counts the marts suite compares against.
+create table if not exists monitoring.validation_runs (
+    validated_at     timestamptz not null,
+    suite            varchar not null,
+    batch            varchar not null,
+    rows_validated   bigint not null,
+    passed           boolean not null,
+    failed_critical  json,
+    failed_warning   json
 );
