@@ -1,20 +1,20 @@
 """recforge_train: marts -> candidate models -> MLflow runs and registry -> promotion gate.
 
-Scheduled by MARTS (recforge_transform). Emits CHAMPION, which schedules recforge_publish,
-only when the gate promoted the new model.
+Scheduled weekly and whenever recforge_drift emits DRIFT. Emits CHAMPION, which schedules
+recforge_publish, only when the gate promoted the new model.
 """
 
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import Metadata, dag, task
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Metadata, dag, task
 
-from dags.assets import CHAMPION, MARTS
+from dags.assets import CHAMPION, DRIFT
 
 
 @dag(
     dag_id="recforge_train",
-    schedule=[MARTS],
+    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("0 4 * * 1", timezone="UTC"), assets=DRIFT),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,

@@ -1,6 +1,6 @@
-"""recforge_transform: raw layer -> dbt staging, intermediate and marts, with dbt tests.
+"""recforge_transform: raw layer -> dbt staging, intermediate and marts, with dbt tests, then GX.
 
-Scheduled by RAW_EVENTS (recforge_ingest); feeds MARTS, which schedules recforge_train.
+Scheduled by RAW_EVENTS (recforge_ingest); feeds MARTS, which schedules recforge_drift.
 """
 
 from datetime import timedelta
@@ -21,18 +21,37 @@ from dags.assets import MARTS, RAW_EVENTS
     default_args={"retries": 1, "retry_delay": timedelta(minutes=1)},
 )
 def recforge_transform():
-    """Rebuild the warehouse models and run every dbt test."""
+    """Rebuild the warehouse models, run every dbt test, document them, and validate the marts."""
 
-    @task(outlets=[MARTS])
-    def build_marts():
+    @task
+    def build_marts() -> dict:
         """`dbt build`: a failed model or test fails this task and nothing downstream runs."""
         from pipelines.settings import get_settings
         from pipelines.transform import build_warehouse
 
         result = build_warehouse(get_settings())
-        yield Metadata(MARTS, {"nodes": result.nodes_total, "warnings": result.nodes_warned})
+        return {"nodes": result.nodes_total, "warnings": result.nodes_warned}
 
-    build_marts()
+    @task
+    def document_warehouse(built: dict) -> None:
+        """`dbt docs generate --static` into reports/dbt_docs for analysts."""
+        from pipelines.settings import get_settings
+        from pipelines.transform import generate_docs
+
+        generate_docs(get_settings())
+
+    @task(outlets=[MARTS], retries=0)
+    def validate_marts(built: dict):
+        """The `marts` checkpoint: row-count band, weights, splits, coverage. Critical failures stop here."""
+        from pipelines.settings import get_settings
+        from pipelines.validate import validate_marts as validate
+
+        report = validate(get_settings())
+        yield Metadata(MARTS, {**built, "rows": report.rows.get("marts_interactions", 0)})
+
+    built = build_marts()
+    document_warehouse(built)
+    validate_marts(built)
 
 
 recforge_transform()

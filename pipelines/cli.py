@@ -78,6 +78,25 @@ def cmd_status(settings: Settings, args) -> None:
     print("\n".join(status_lines(settings)))
 
 
+def cmd_reports(settings: Settings, args) -> None:
+    """Rewrite reports/index.html from what exists now and print its path."""
+    from pipelines.reports import write_index
+
+    print(write_index(settings))
+
+
+def cmd_drift(settings: Settings, args) -> None:
+    from pipelines.drift import check_drift
+
+    print(check_drift(settings).summary())
+
+
+def cmd_validate_marts(settings: Settings, args) -> None:
+    from pipelines.validate import validate_marts
+
+    print(validate_marts(settings).summary())
+
+
 def cmd_run(settings: Settings, args) -> None:
     """Simulate (if there is no landing data yet), run every DAG through Airflow, report, then serve."""
     from pipelines.orchestrate import run_pipeline
@@ -134,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--end", type=_day, help="day after the last, YYYY-MM-DD (default: start + 1 day)")
         command.set_defaults(func=func)
     sub.add_parser("transform", help="dbt build: models and tests").set_defaults(func=cmd_transform)
+    sub.add_parser("validate-marts", help="run the marts checkpoint").set_defaults(func=cmd_validate_marts)
+    sub.add_parser("drift", help="compare the latest window with the baseline").set_defaults(func=cmd_drift)
     sub.add_parser("train", help="train, evaluate, register and gate").set_defaults(func=cmd_train)
     sub.add_parser("publish", help="publish the champion's lists and item index").set_defaults(func=cmd_publish)
     run = sub.add_parser("run", help="the whole pipeline as Airflow DAG runs, then serve")
@@ -142,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("serve", help="serve the live publication over HTTP").set_defaults(func=cmd_serve)
     sub.add_parser("status", help="where everything is and what is live").set_defaults(func=cmd_status)
     sub.add_parser("ui", help="Airflow and MLflow web UIs").set_defaults(func=cmd_ui)
+    sub.add_parser("reports", help="print the path of reports/index.html").set_defaults(func=cmd_reports)
     return parser
 
 

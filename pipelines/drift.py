@@ -194,6 +194,7 @@ def _load_baseline(con) -> Window | None:
 def check_drift(settings: Settings, end: datetime | None = None) -> DriftResult:
     """Compare the latest window with the baseline; store the result; move the baseline if retraining."""
     from pipelines.drift_report import write_drift_report
+    from pipelines.reports import write_index
 
     current = load_window(settings, end)
     with connect(settings) as con:
@@ -226,6 +227,7 @@ def check_drift(settings: Settings, end: datetime | None = None) -> DriftResult:
         if result.retrain:
             _store_baseline(con, current)
         con.execute("commit")
+    write_index(settings)
     log.info(result.summary())
     return result
 

@@ -88,6 +88,11 @@ def days_in_interval(start: datetime, end: datetime) -> list[date]:
     return days
 
 
+def batch_id_for(day: date) -> str:
+    """One batch per source and landing day: stable, so a re-run replaces its own batch row."""
+    return f"{SOURCE}:{day.isoformat()}"
+
+
 def _parse_lines(lines: list[str]) -> tuple[list[dict], list[tuple[int, str, str]]]:
     """Split raw lines into parsed records (with their line number) and unparseable ones."""
     parsed, rejected = [], []
@@ -179,7 +184,7 @@ def _ingest_file(
     interval_end: datetime,
 ) -> BatchResult:
     started = datetime.now(UTC)
-    batch_id = f"{SOURCE}:{day.isoformat()}"
+    batch_id = batch_id_for(day)
     relative = str(path.relative_to(settings.landing_dir))
     frame, unparseable, n_input = _read_batch(path, interval_end, settings)
 

@@ -4,8 +4,8 @@
 ``dag.test()``: a real DagRun with task instances, XComs, logs and asset events in the
 metadata DB (SQLite under RECFORGE_HOME/airflow), with tasks run in this process instead
 of by a scheduler and workers. The order follows the Asset chain: one ingest run per
-landing day, then transform, train, and publish if training promoted a champion, which is
-what the scheduler would do with the same asset events.
+landing day, then transform, then the drift check, then training if drift asked for it, and
+publication if training promoted a champion: what the scheduler does with the same asset events.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
 
-DAG_IDS = ("recforge_ingest", "recforge_transform", "recforge_train", "recforge_publish")
+DAG_IDS = ("recforge_ingest", "recforge_transform", "recforge_drift", "recforge_train", "recforge_publish")
 
 
 class PipelineRunFailed(RuntimeError):
@@ -113,15 +113,21 @@ def run_pipeline(settings: Settings, days: list[date] | None = None, verbose: bo
         # A daily data-interval timetable's manual run covers the day before its logical date.
         midnight = datetime.combine(day, datetime.min.time(), tzinfo=UTC)
         run("recforge_ingest", day.isoformat(), midnight + timedelta(days=1))
-    run("recforge_transform", "dbt build")
-    train_run = run("recforge_train", "train+gate")
-    states = {ti.task_id: _state(ti.state) for ti in train_run.get_task_instances()}
-    if states.get("announce_champion") == "success":
-        run("recforge_publish", "publish")
-        outcome.published = True
-    else:
+    run("recforge_transform", "dbt + GX")
+    if not emitted(run("recforge_drift", "drift check"), "request_retraining"):
+        print("  no drift above threshold: no training scheduled, the live publication stays")
+        return outcome
+    if not emitted(run("recforge_train", "train+gate"), "announce_champion"):
         print("  training did not promote a new champion: the live publication stays")
+        return outcome
+    run("recforge_publish", "publish")
+    outcome.published = True
     return outcome
+
+
+def emitted(dag_run, task_id: str) -> bool:
+    """Did the run's asset-emitting task succeed (rather than being short-circuited)?"""
+    return any(ti.task_id == task_id and _state(ti.state) == "success" for ti in dag_run.get_task_instances())
 
 
 def _state(state) -> str:

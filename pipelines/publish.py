@@ -25,13 +25,20 @@ import pyarrow.parquet as pq
 from models.base import Recommender
 from models.columns import Columns
 from pipelines.settings import Settings
+from pipelines.validate import validate_publication
 from pipelines.warehouse import connect
 
 log = logging.getLogger(__name__)
 
 CURRENT = "CURRENT"
 MANIFEST = "manifest.json"
-RULES = ["exclude_seen_items", "exclude_blocked_items", "exclude_out_of_stock_items"]
+RULES = [
+    "exclude_seen_items",
+    "exclude_purchased_items",
+    "exclude_blocked_items",
+    "exclude_out_of_stock_items",
+    "category_cap_top10",
+]
 
 
 class PublishError(RuntimeError):
@@ -94,12 +101,49 @@ def item_vectors(model: Recommender) -> np.ndarray:
     return (vt.T * s).astype(np.float32)
 
 
-def build_lists(model: Recommender, items: pd.DataFrame, top_n: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+def category_capped_order(ranked: np.ndarray, categories: np.ndarray, cap: float, head: int = 10) -> np.ndarray:
+    """Slot order per row such that no category fills more than `cap` of the first `head` slots.
+
+    Greedy and stable: walk the ranked list, keep an item in the head while its category has
+    room, otherwise defer it to just after the head. Only the head is rearranged, so the cost is
+    O(users x head), and the set of items per user is unchanged. Returns indices into each row,
+    for ``np.take_along_axis`` on items and scores alike.
+    """
+    per_category = max(1, int(np.floor(cap * head)))
+    order = np.tile(np.arange(ranked.shape[1]), (ranked.shape[0], 1))
+    valid = ranked >= 0
+    for row in range(ranked.shape[0]):
+        n = int(valid[row].sum())
+        cats = categories[ranked[row, :n]]
+        if n <= 1 or np.bincount(cats[:head]).max() <= per_category:
+            continue  # most lists already satisfy the cap
+        counts = np.zeros(categories.max() + 1, dtype=np.int64)
+        kept, deferred = [], []
+        for position in range(n):
+            if len(kept) == head:
+                break
+            if counts[cats[position]] < per_category:
+                counts[cats[position]] += 1
+                kept.append(position)
+            else:
+                deferred.append(position)
+        taken = set(kept) | set(deferred)
+        rest = [p for p in range(n) if p not in taken]
+        order[row, :n] = kept + deferred + rest
+    return order
+
+
+def build_lists(
+    model: Recommender, items: pd.DataFrame, top_n: int, category_cap: float
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Top-N per known user and the popularity fallback, both after the business rules."""
     catalog = items.set_index(Columns.Item)
     known = catalog.reindex(model.item_ids)
     allowed = (known["in_stock"].fillna(False) & ~known["is_blocked"].fillna(True)).to_numpy(dtype=bool)
+    categories = pd.factorize(known["category"].fillna("unknown"))[0]
     ranked, scores = model.recommend(np.arange(len(model.user_ids)), top_n, allowed_items=allowed)
+    order = category_capped_order(ranked, categories, category_cap)
+    ranked, scores = np.take_along_axis(ranked, order, axis=1), np.take_along_axis(scores, order, axis=1)
     rows, ranks = np.nonzero(ranked >= 0)
     user_recs = pd.DataFrame(
         {
@@ -112,17 +156,26 @@ def build_lists(model: Recommender, items: pd.DataFrame, top_n: int) -> tuple[pd
     )
     popularity = np.asarray((model.seen > 0).sum(axis=0)).ravel().astype(np.float32)
     popularity[~allowed] = -np.inf
-    order = np.argsort(-popularity, kind="stable")[:top_n]
-    order = order[np.isfinite(popularity[order])]
+    top = np.argsort(-popularity, kind="stable")[:top_n]
+    top = top[np.isfinite(popularity[top])]
+    top = top[category_capped_order(top[None, :], categories, category_cap)[0]]
     fallback = pd.DataFrame(
         {
-            Columns.Rank: np.arange(1, len(order) + 1, dtype=np.int16),
-            Columns.Item: model.item_ids[order].astype(str),
-            Columns.Score: popularity[order],
+            Columns.Rank: np.arange(1, len(top) + 1, dtype=np.int16),
+            Columns.Item: model.item_ids[top].astype(str),
+            Columns.Score: popularity[top],
             Columns.Reason: "popular",
         }
     )
     return user_recs, fallback
+
+
+def read_purchases(settings: Settings) -> pd.DataFrame:
+    """(user_id, item_id) pairs the user bought or rated: never to be recommended back."""
+    with connect(settings, must_exist=True) as con:
+        return con.execute(
+            "select distinct user_id, item_id from staging.stg_events where event_type in ('purchase', 'rating')"
+        ).fetch_df()
 
 
 def write_item_index(vectors: np.ndarray, path: Path) -> None:
@@ -138,7 +191,7 @@ def publish(settings: Settings) -> PublishResult:
     """Score the champion for every known user and make the result the live publication."""
     model, facts = load_champion(settings)
     items = read_items(settings)
-    user_recs, fallback = build_lists(model, items, settings.publish_top_n)
+    user_recs, fallback = build_lists(model, items, settings.publish_top_n, settings.category_cap)
     indexed = pd.DataFrame({Columns.Item: model.item_ids.astype(str)}).merge(items, on=Columns.Item, how="left")
     indexed["index_row"] = np.arange(len(indexed), dtype=np.int32)
 
@@ -148,6 +201,8 @@ def publish(settings: Settings) -> PublishResult:
     staging = root / f".staging-{version}"
     staging.mkdir()
     try:
+        # The publication suite runs before anything can go live; a critical failure raises here.
+        validate_publication(settings, user_recs, items, read_purchases(settings), version)
         pq.write_table(pa.Table.from_pandas(user_recs, preserve_index=False), staging / "user_recs.parquet")
         pq.write_table(pa.Table.from_pandas(fallback, preserve_index=False), staging / "fallback.parquet")
         pq.write_table(pa.Table.from_pandas(indexed, preserve_index=False), staging / "items.parquet")
@@ -159,6 +214,7 @@ def publish(settings: Settings) -> PublishResult:
             "data_snapshot": facts["data_snapshot"],
             "top_n": settings.publish_top_n,
             "rules": RULES,
+            "category_cap": settings.category_cap,
             "counts": {
                 "users": int(user_recs[Columns.User].nunique()),
                 "user_rows": len(user_recs),

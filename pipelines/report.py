@@ -72,4 +72,5 @@ def status_lines(settings: Settings) -> list[str]:
         "Airflow UI:  make ui   -> http://127.0.0.1:8080 (admin password printed by `airflow standalone`)",
         "MLflow UI:   make ui   -> http://127.0.0.1:5000",
         f"validation:  {docs.as_uri() if docs.exists() else '(no Data Docs yet)'}",
+        f"reports:     {(settings.reports_dir / 'index.html').as_uri()}  (Data Docs, drift, evaluation, dbt docs)",
     ]

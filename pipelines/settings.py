@@ -42,7 +42,8 @@ class Settings(BaseSettings):
     sim_malformed_share: float = 0.005
     sim_bot_users: int = 3
     sim_shift: Literal["none", "taste", "new_items"] = Field(
-        default="none", description="A distribution shift from sim_shift_day on: new user tastes, or a wave of new items."
+        default="none",
+        description="A distribution shift from sim_shift_day on: new user tastes, or a wave of new items.",
     )
     sim_shift_day: int = 14
 
@@ -91,6 +92,7 @@ class Settings(BaseSettings):
     # --- publication and serving
     publish_top_n: int = 100
     publish_keep_versions: int = 5
+    category_cap: float = Field(default=0.4, description="No category may fill more than this share of a top 10.")
 
     @field_validator("home", mode="after")
     @classmethod

@@ -25,6 +25,8 @@ from models import ALSRecommender, PopularityRecommender, Recommender
 from models.columns import Columns
 from models.dataset import Interactions
 from models.metrics import calc_metrics
+from pipelines.evaluation_report import write_evaluation_report
+from pipelines.reports import write_index
 from pipelines.settings import REPO_ROOT, Settings
 from pipelines.warehouse import connect
 
@@ -149,6 +151,10 @@ def train_and_register(settings: Settings) -> TrainResult:
         version = _log_and_register(final, settings, data)
         promoted, reason = promote_if_better(client, settings, version, results[best_name][PRIMARY_METRIC])
         mlflow.set_tags({"promotion.decision": "promoted" if promoted else "rejected", "promotion.reason": reason})
+        decision = f"{best_name} v{version.version} {'promoted to champion' if promoted else 'not promoted'}: {reason}"
+        report = write_evaluation_report(settings, results, decision, tags)
+        mlflow.log_artifact(str(report), artifact_path="reports")
+    write_index(settings)
     result = TrainResult(parent.info.run_id, best_name, str(version.version), promoted, reason, results)
     log.info(result.summary())
     return result

@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 
 from pipelines.settings import Settings
 
@@ -64,6 +66,19 @@ def build_warehouse(settings: Settings) -> TransformResult:
     result = TransformResult(len(results) - len(warned), len(warned), len(results))
     log.info(result.summary())
     return result
+
+
+def generate_docs(settings: Settings) -> Path:
+    """`dbt docs generate --static`: one self-contained page under reports/dbt_docs/ for analysts."""
+    from pipelines.reports import write_index
+
+    run_dbt(settings, ["docs", "generate", "--static", "--vars", _vars(settings)])
+    target = settings.reports_dir / "dbt_docs" / "index.html"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(Path(dbt_environment(settings)["DBT_TARGET_PATH"]) / "static_index.html", target)
+    write_index(settings)
+    log.info("dbt docs written to %s", target)
+    return target
 
 
 def _vars(settings: Settings) -> str:

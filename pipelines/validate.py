@@ -1,23 +1,28 @@
 """Run Great Expectations checkpoints and turn their results into a go / no-go.
 
-Every expectation in ``expectations/`` carries a severity. A failed ``critical``
-expectation raises ``ValidationFailed`` naming the suite, the failed expectations and
-the batch, so the Airflow task fails and nothing downstream runs; failed ``warning``
-expectations are logged and reported in Data Docs, and the run goes on.
+Three checkpoints guard the pipeline (see expectations/define_suites.py): ``raw_batch`` after
+ingest, ``marts`` after dbt, ``publication`` before a publication goes live. A checkpoint is a
+list of validation definitions, each applying one suite to one data frame built here.
+
+Every expectation carries a severity. A failed ``critical`` expectation raises
+``ValidationFailed`` naming the checkpoint, the failed expectations and the batch, so the Airflow
+task fails and nothing downstream runs; failed ``warning`` expectations are logged, shown in Data
+Docs and reports/index.html, and the run goes on. Data Docs are rebuilt after every checkpoint.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
 
-from pipelines.ingest import days_in_interval
+from pipelines.ingest import batch_id_for, days_in_interval
 from pipelines.settings import Settings
 from pipelines.warehouse import connect
 
@@ -30,9 +35,9 @@ class ValidationFailed(RuntimeError):
 
 @dataclass
 class ValidationReport:
-    suite: str
+    checkpoint: str
     batch: str
-    rows: int
+    rows: dict[str, int] = field(default_factory=dict)
     failed_critical: list[str] = field(default_factory=list)
     failed_warning: list[str] = field(default_factory=list)
     data_docs: Path | None = None
@@ -43,9 +48,10 @@ class ValidationReport:
 
     def summary(self) -> str:
         status = "passed" if self.passed else "FAILED"
+        rows = ", ".join(f"{name} {n} rows" for name, n in self.rows.items())
         warnings = f"; warnings: {', '.join(self.failed_warning)}" if self.failed_warning else ""
         critical = f"; critical failures: {', '.join(self.failed_critical)}" if self.failed_critical else ""
-        return f"suite {self.suite!r} on batch {self.batch!r} ({self.rows} rows) {status}{critical}{warnings}"
+        return f"checkpoint {self.checkpoint!r} on batch {self.batch!r} ({rows}) {status}{critical}{warnings}"
 
 
 def runtime_context(settings: Settings):
@@ -58,14 +64,10 @@ def runtime_context(settings: Settings):
 
     runtime = settings.home / "gx"
     runtime.mkdir(parents=True, exist_ok=True)
-    for entry in settings.expectations_dir.iterdir():
-        if entry.name == "uncommitted":
-            continue
-        target = runtime / entry.name
-        if entry.is_dir():
-            shutil.copytree(entry, target, dirs_exist_ok=True)
-        else:
-            shutil.copy2(entry, target)
+    for folder in ("expectations", "validation_definitions", "checkpoints"):
+        shutil.rmtree(runtime / folder, ignore_errors=True)
+        shutil.copytree(settings.expectations_dir / folder, runtime / folder)
+    shutil.copy2(settings.expectations_dir / "great_expectations.yml", runtime / "great_expectations.yml")
     docs = settings.reports_dir / "data_docs"
     docs.mkdir(parents=True, exist_ok=True)
     os.environ["RECFORGE_DATA_DOCS_DIR"] = str(docs) + os.sep
@@ -74,47 +76,149 @@ def runtime_context(settings: Settings):
 
 
 def run_checkpoint(
-    settings: Settings, name: str, frame: pd.DataFrame, batch: str, parameters: dict | None = None
+    settings: Settings, name: str, frames: dict[str, pd.DataFrame], batch: str, parameters: dict | None = None
 ) -> ValidationReport:
-    """Run the checkpoint `name` on `frame`; raise ValidationFailed if a critical expectation fails."""
+    """Run checkpoint `name`, feeding each of its validation definitions the frame of the same name."""
     from great_expectations.core.run_identifier import RunIdentifier
 
     context = runtime_context(settings)
     checkpoint = context.checkpoints.get(name)
-    result = checkpoint.run(
-        batch_parameters={"dataframe": frame},
-        expectation_parameters=parameters or {},
-        run_id=RunIdentifier(run_name=batch),
-    )
-    report = ValidationReport(suite=name, batch=batch, rows=len(frame))
-    for validation in result.run_results.values():
-        for outcome in validation.results:
+    report = ValidationReport(checkpoint=name, batch=batch)
+    run_id = RunIdentifier(run_name=batch, run_time=datetime.now(UTC))
+    for definition in checkpoint.validation_definitions:
+        if definition.name not in frames:
+            raise ValueError(f"checkpoint {name!r} needs a frame for {definition.name!r}")
+        frame = frames[definition.name]
+        report.rows[definition.name] = len(frame)
+        result = definition.run(
+            batch_parameters={"dataframe": frame}, expectation_parameters=parameters or {}, run_id=run_id
+        )
+        for outcome in result.results:
             if outcome.success:
                 continue
             config = outcome.expectation_config
-            label = f"{config.type}({config.kwargs.get('column', 'table')})"
+            subject = config.kwargs.get("column") or config.kwargs.get("column_A") or "table"
+            label = f"{definition.name}.{config.type}({subject})"
             severity = str(getattr(config.severity, "value", config.severity)).lower()
             (report.failed_critical if severity == "critical" else report.failed_warning).append(label)
+    context.build_data_docs()
     report.data_docs = settings.reports_dir / "data_docs" / "index.html"
-    if report.passed:
-        log.info(report.summary())
-    else:
+    _record(settings, report)
+    if not report.passed:
         log.error(report.summary())
         raise ValidationFailed(report.summary() + f" (Data Docs: {report.data_docs})")
+    (log.warning if report.failed_warning else log.info)(report.summary())
     return report
 
 
+def _record(settings: Settings, report: ValidationReport) -> None:
+    """Keep every outcome in monitoring.validation_runs: the reports index and the marts band read it."""
+    from pipelines.reports import write_index
+
+    validated_at = datetime.now(UTC)
+    with connect(settings) as con:
+        con.executemany(
+            "insert into monitoring.validation_runs values (?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    validated_at,
+                    f"{report.checkpoint}.{name}",
+                    report.batch,
+                    rows,
+                    report.passed,
+                    json.dumps(report.failed_critical),
+                    json.dumps(report.failed_warning),
+                )
+                for name, rows in report.rows.items()
+            ],  # fmt: skip
+        )
+    write_index(settings)
+
+
 def validate_raw_batch(settings: Settings, interval_start: datetime, interval_end: datetime) -> ValidationReport:
-    """The `raw_events` checkpoint on the rows ingest accepted for this interval."""
+    """Checkpoint `raw_batch`: the rows ingest accepted for this interval, and the batch's reject shares."""
     days = days_in_interval(interval_start, interval_end)
     with connect(settings, must_exist=True) as con:
-        frame = con.execute(
+        events = con.execute(
             "select event_id, user_id, item_id, event_type, event_ts, value, session_id "
             "from raw.events where landing_date between ? and ?",
             [min(days), max(days)],
         ).fetch_df()
+        batches = con.execute(
+            "select file, rows_input, quarantined_by_reason from raw.batches where list_contains(?, batch_id)",
+            [[batch_id_for(day) for day in days]],
+        ).fetch_df()
+    reasons = [json.loads(r) if r else {} for r in batches["quarantined_by_reason"]]
+    inputs = batches["rows_input"].clip(lower=1)
+    quality = pd.DataFrame(
+        {
+            "file": batches["file"],
+            "rows_input": batches["rows_input"],
+            "duplicate_share": [r.get("duplicate_event_id", 0) for r in reasons] / inputs,
+            "bot_share": [r.get("bot_suspected", 0) for r in reasons] / inputs,
+        }
+    )
     parameters = {
         "min_event_ts": pd.Timestamp(interval_start) - timedelta(days=settings.late_arrival_days),
         "max_event_ts": pd.Timestamp(interval_end) + timedelta(seconds=settings.future_tolerance_seconds),
+        "max_duplicate_share": settings.max_duplicate_share,
+        "max_bot_share": settings.max_bot_share,
     }
-    return run_checkpoint(settings, "raw_events", frame, f"raw_events:{interval_start:%Y-%m-%d}", parameters)
+    frames = {"raw_events": events, "raw_batch_quality": quality}
+    return run_checkpoint(settings, "raw_batch", frames, f"raw_batch:{interval_start:%Y-%m-%d}", parameters)
+
+
+def validate_marts(settings: Settings) -> ValidationReport:
+    """Checkpoint `marts`: interactions (weights, row count band), splits (present, ordered), item coverage."""
+    with connect(settings, must_exist=True) as con:
+        interactions = con.execute("select user_id, item_id, weight, n_events from marts.interactions").fetch_df()
+        splits = con.execute(
+            "select split, count(*) as n_rows, min(first_ts) as first_ts, max(last_ts) as last_ts "
+            "from marts.interactions_split group by split order by min(first_ts)"
+        ).fetch_df()
+        items = con.execute("select item_id, category, price from staging.stg_items").fetch_df()
+        previous = con.execute(
+            "select rows_validated from monitoring.validation_runs where suite = 'marts.marts_interactions' "
+            "and passed order by validated_at desc limit 1"
+        ).fetchone()
+    splits["next_first_ts"] = splits["first_ts"].shift(-1)
+    band = settings.mart_row_count_band
+    parameters = {
+        "min_rows": int(previous[0] * (1 - band)) if previous else 1,
+        "max_rows": int(previous[0] * (1 + band)) + 1 if previous else None,
+    }
+    frames = {"marts_interactions": interactions, "marts_splits": splits, "item_coverage": items}
+    return run_checkpoint(settings, "marts", frames, f"marts:{datetime.now(UTC):%Y-%m-%dT%H:%M}", parameters)
+
+
+def validate_publication(
+    settings: Settings, user_recs: pd.DataFrame, items: pd.DataFrame, purchased: pd.DataFrame, version: str
+) -> ValidationReport:
+    """Checkpoint `publication`: run on the lists before they go live.
+
+    `items` has item_id, category, in_stock, is_blocked; `purchased` has user_id, item_id.
+    """
+    lists = user_recs[["user_id", "item_id", "rank"]].merge(
+        items[["item_id", "category", "in_stock", "is_blocked"]], on="item_id", how="left"
+    )
+    bought = set(zip(purchased["user_id"], purchased["item_id"], strict=True))
+    lists["already_purchased"] = [(u, i) in bought for u, i in zip(lists["user_id"], lists["item_id"], strict=True)]
+    lists["in_stock"] = lists["in_stock"].fillna(False).astype(bool)
+    lists["is_blocked"] = lists["is_blocked"].fillna(True).astype(bool)
+    top = lists[lists["rank"] <= 10]
+    category_share = (
+        top.groupby(["user_id", "category"]).size().groupby("user_id").max() / top.groupby("user_id").size()
+    )
+    users = pd.DataFrame(
+        {
+            "n_items": lists.groupby("user_id")["item_id"].nunique(),
+            "max_category_share_top10": category_share,
+        }
+    ).reset_index()
+    parameters = {
+        "min_items": min(settings.eval_k, settings.publish_top_n),
+        "max_items": settings.publish_top_n,
+        "category_cap": settings.category_cap,
+    }
+    frames = {"publication_lists": lists, "publication_users": users}
+    return run_checkpoint(settings, "publication", frames, f"publication:{version}", parameters)
