@@ -25,27 +25,39 @@ def _link(root: Path, target: Path, label: str) -> str:
 
 
 def _validation_rows(settings: Settings) -> list[list[str]]:
-    """The latest run of each checkpoint (all its suites share one timestamp)."""
+    """The latest run of each checkpoint (its suites share one timestamp), linking each suite's result page.
+
+    Result pages are static HTML and readable offline; the Data Docs index lists them with
+    scripts from public CDNs, so it shows its list only where those can be reached.
+    """
     with connect(settings) as con:
         runs = con.execute(
             """
             with runs as (select split_part(suite, '.', 1) as checkpoint, * from monitoring.validation_runs),
             latest as (select checkpoint, max(validated_at) as validated_at from runs group by checkpoint)
-            select checkpoint, validated_at, any_value(batch), bool_and(passed),
-                   bool_or(cast(failed_warning as varchar) <> '[]')
+            select checkpoint, validated_at, batch, split_part(suite, '.', 2), passed,
+                   cast(failed_critical as varchar), cast(failed_warning as varchar), docs_page
             from runs join latest using (checkpoint, validated_at)
-            group by checkpoint, validated_at
+            order by checkpoint, suite
             """
         ).fetchall()
-    latest = {row[0]: row for row in runs}
     rows = []
     for checkpoint in CHECKPOINTS:
-        if checkpoint not in latest:
-            rows.append([checkpoint, "-", "-", html.status(None)])
+        suites = [r for r in runs if r[0] == checkpoint]
+        if not suites:
+            rows.append([checkpoint, "-", "-", html.status(None), "-"])
             continue
-        _, at, batch, passed, warned = latest[checkpoint]
-        label = "<span class='warn'>passed with warnings</span>" if passed and warned else html.status(passed)
-        rows.append([checkpoint, f"{at:%Y-%m-%d %H:%M} UTC", batch, label])
+        links = []
+        for _, _, _, suite, _, critical, warning, page in suites:
+            css = "bad" if critical not in (None, "[]") else "warn" if warning not in (None, "[]") else "ok"
+            label = f"<span class='{css}'>{html.escape(suite)}</span>"
+            links.append(f"<a href='{html.escape(page)}'>{label}</a>" if page else label)
+        passed = all(r[4] for r in suites)
+        warned = any(r[6] not in (None, "[]") for r in suites)
+        status = (
+            "<span class='warn'>passed with warnings</span>" if passed and warned else html.status(passed, "passed")
+        )
+        rows.append([checkpoint, f"{suites[0][1]:%Y-%m-%d %H:%M} UTC", suites[0][2], status, " &middot; ".join(links)])
     return rows
 
 
@@ -74,7 +86,11 @@ def write_index(settings: Settings) -> Path:
 
     body = "<h2>Data validation (Great Expectations)</h2>"
     body += f"<p>{_link(root, data_docs, 'Data Docs')} &middot; updated {_modified(data_docs)}</p>"
-    body += html.table(["checkpoint", "last run", "batch", "status"], _validation_rows(settings), frozenset({3}))
+    body += html.table(
+        ["checkpoint", "last run", "batch", "status", "suites (result pages)"],
+        _validation_rows(settings),
+        frozenset({3, 4}),
+    )
     body += "<h2>Drift</h2>"
     body += f"<p>{_link(root, drift, 'latest drift report')} &middot; updated {_modified(drift)}</p>"
     drift_rows = _drift_rows(settings)

@@ -38,6 +38,7 @@ class ValidationReport:
     checkpoint: str
     batch: str
     rows: dict[str, int] = field(default_factory=dict)
+    pages: dict[str, Path] = field(default_factory=dict)  # Data Docs page of each suite's result
     failed_critical: list[str] = field(default_factory=list)
     failed_warning: list[str] = field(default_factory=list)
     data_docs: Path | None = None
@@ -103,6 +104,11 @@ def run_checkpoint(
             (report.failed_critical if severity == "critical" else report.failed_warning).append(label)
     context.build_data_docs()
     report.data_docs = settings.reports_dir / "data_docs" / "index.html"
+    for suite in report.rows:
+        # GX names result pages validations/<suite>/<run name>/<run time>/<asset>.html
+        pages = sorted((report.data_docs.parent / "validations" / suite / batch).glob("*/*.html"))
+        if pages:
+            report.pages[suite] = pages[-1]
     _record(settings, report)
     if not report.passed:
         log.error(report.summary())
@@ -116,21 +122,20 @@ def _record(settings: Settings, report: ValidationReport) -> None:
     from pipelines.reports import write_index
 
     validated_at = datetime.now(UTC)
+
+    def row(suite: str, rows: int) -> tuple:
+        critical = [label for label in report.failed_critical if label.startswith(f"{suite}.")]
+        warning = [label for label in report.failed_warning if label.startswith(f"{suite}.")]
+        page = report.pages.get(suite)
+        return (
+            validated_at, f"{report.checkpoint}.{suite}", report.batch, rows, not critical,
+            json.dumps(critical), json.dumps(warning), str(page.relative_to(settings.reports_dir)) if page else None,
+        )  # fmt: skip
+
     with connect(settings) as con:
         con.executemany(
-            "insert into monitoring.validation_runs values (?, ?, ?, ?, ?, ?, ?)",
-            [
-                (
-                    validated_at,
-                    f"{report.checkpoint}.{name}",
-                    report.batch,
-                    rows,
-                    report.passed,
-                    json.dumps(report.failed_critical),
-                    json.dumps(report.failed_warning),
-                )
-                for name, rows in report.rows.items()
-            ],  # fmt: skip
+            "insert into monitoring.validation_runs values (?, ?, ?, ?, ?, ?, ?, ?)",
+            [row(suite, rows) for suite, rows in report.rows.items()],
         )
     write_index(settings)
 

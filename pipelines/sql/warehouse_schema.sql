@@ -93,5 +93,7 @@ create table if not exists monitoring.validation_runs (
     rows_validated   bigint not null,
     passed           boolean not null,
     failed_critical  json,
-    failed_warning   json
+    failed_warning   json,
+    docs_page        varchar   -- this suite's result page in Data Docs, relative to reports/
 );
+alter table monitoring.validation_runs add column if not exists docs_page varchar;
