@@ -51,9 +51,12 @@ class Measure:
     value: float
     threshold: float
 
+    def __post_init__(self) -> None:
+        self.value = float(self.value)  # numpy scalars do not bind as DuckDB parameters
+
     @property
     def drifted(self) -> bool:
-        return self.value > self.threshold
+        return bool(self.value > self.threshold)
 
 
 @dataclass

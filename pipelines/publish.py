@@ -133,6 +133,39 @@ def category_capped_order(ranked: np.ndarray, categories: np.ndarray, cap: float
     return order
 
 
+def head_within_cap(ranked: np.ndarray, categories: np.ndarray, cap: float, head: int = 10) -> np.ndarray:
+    """Per row: does no category fill more than `cap` of the first `head` (valid) slots?"""
+    per_category = max(1, int(np.floor(cap * head)))
+    heads = ranked[:, :head]
+    cats = np.where(heads >= 0, categories[np.maximum(heads, 0)], -1)
+    worst = np.zeros(len(ranked), dtype=np.int64)
+    for cat in np.unique(cats[cats >= 0]):
+        worst = np.maximum(worst, (cats == cat).sum(axis=1))
+    return worst <= per_category
+
+
+def capped_top_n(
+    model: Recommender, allowed: np.ndarray, categories: np.ndarray, top_n: int, cap: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-N per user with the category cap on the first 10.
+
+    Candidates are the top N plus a margin; the few users whose margin is not diverse enough
+    are re-ranked over the whole catalog, so the cap holds wherever the catalog allows it.
+    """
+    users = np.arange(len(model.user_ids))
+    depth = min(len(model.item_ids), top_n + 50)
+    ranked, scores = model.recommend(users, depth, allowed_items=allowed)
+    order = category_capped_order(ranked, categories, cap)
+    ranked, scores = np.take_along_axis(ranked, order, axis=1), np.take_along_axis(scores, order, axis=1)
+    short = np.flatnonzero(~head_within_cap(ranked, categories, cap))
+    if len(short) and depth < len(model.item_ids):
+        deep, deep_scores = model.recommend(short, len(model.item_ids), allowed_items=allowed)
+        order = category_capped_order(deep, categories, cap)
+        ranked[short] = np.take_along_axis(deep, order, axis=1)[:, :depth]
+        scores[short] = np.take_along_axis(deep_scores, order, axis=1)[:, :depth]
+    return ranked[:, :top_n], scores[:, :top_n]
+
+
 def build_lists(
     model: Recommender, items: pd.DataFrame, top_n: int, category_cap: float
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -141,9 +174,7 @@ def build_lists(
     known = catalog.reindex(model.item_ids)
     allowed = (known["in_stock"].fillna(False) & ~known["is_blocked"].fillna(True)).to_numpy(dtype=bool)
     categories = pd.factorize(known["category"].fillna("unknown"))[0]
-    ranked, scores = model.recommend(np.arange(len(model.user_ids)), top_n, allowed_items=allowed)
-    order = category_capped_order(ranked, categories, category_cap)
-    ranked, scores = np.take_along_axis(ranked, order, axis=1), np.take_along_axis(scores, order, axis=1)
+    ranked, scores = capped_top_n(model, allowed, categories, top_n, category_cap)
     rows, ranks = np.nonzero(ranked >= 0)
     user_recs = pd.DataFrame(
         {
@@ -156,9 +187,9 @@ def build_lists(
     )
     popularity = np.asarray((model.seen > 0).sum(axis=0)).ravel().astype(np.float32)
     popularity[~allowed] = -np.inf
-    top = np.argsort(-popularity, kind="stable")[:top_n]
+    top = np.argsort(-popularity, kind="stable")
     top = top[np.isfinite(popularity[top])]
-    top = top[category_capped_order(top[None, :], categories, category_cap)[0]]
+    top = top[category_capped_order(top[None, :], categories, category_cap)[0]][:top_n]
     fallback = pd.DataFrame(
         {
             Columns.Rank: np.arange(1, len(top) + 1, dtype=np.int16),

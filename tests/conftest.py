@@ -85,3 +85,34 @@ def published(trained, tmp_path_factory) -> Settings:
     settings = copy_home(trained[0], tmp_path_factory.mktemp("published") / "home")
     publish(settings)
     return settings
+
+
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's headless Chromium, installed on first use if absent (the machine user is root)."""
+    import os
+    import subprocess
+
+    path = shutil.which("chromium")
+    if path is None and shutil.which("apt-get") and os.geteuid() == 0:
+        subprocess.run(["apt-get", "update", "-qq"], capture_output=True, check=False)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], capture_output=True, check=False)
+        path = shutil.which("chromium")
+    if path is None:
+        message = "chromium is not installed and could not be installed with apt-get"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path

@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -7,12 +8,14 @@ from pipelines import publish as publish_module
 from pipelines.publish import (
     MANIFEST,
     PublishError,
+    category_capped_order,
     current_version,
     prune_versions,
     publish,
     sha256,
     switch_current,
 )
+from pipelines.validate import ValidationFailed
 from pipelines.warehouse import connect
 from tests.conftest import copy_home
 
@@ -80,3 +83,38 @@ def test_pruning_keeps_the_newest_versions_and_never_the_live_one(tmp_path):
     removed = prune_versions(root, keep=2)
     assert removed == ["v2"]
     assert sorted(p.name for p in root.iterdir() if p.is_dir()) == ["v1", "v3", "v4"]
+
+
+def test_no_category_fills_more_than_its_cap_of_a_top_10(published):
+    recs = pd.read_parquet(live_dir(published) / "user_recs.parquet")
+    items = pd.read_parquet(live_dir(published) / "items.parquet")[["item_id", "category"]]
+    top = recs[recs["rank"] <= 10].merge(items, on="item_id")
+    share = top.groupby(["user_id", "category"]).size().groupby("user_id").max() / top.groupby("user_id").size()
+    assert share.max() <= published.category_cap
+
+
+def test_the_cap_reorders_only_the_head_and_keeps_every_item():
+    ranked = np.array([[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], [0, 1, 2, -1, -1, -1, -1, -1, -1, -1, -1, -1]])
+    categories = np.array([0, 0, 0, 0, 0, 0, 1, 1, 2, 2, 3, 3])
+    capped = np.take_along_axis(ranked, category_capped_order(ranked, categories, cap=0.4), axis=1)
+    assert capped[0].tolist() == [0, 1, 2, 3, 6, 7, 8, 9, 10, 11, 4, 5]
+    assert capped[1].tolist() == ranked[1].tolist()  # too few categories to do better: unchanged
+
+
+def test_a_publication_that_fails_its_suite_never_goes_live(published, tmp_path, monkeypatch):
+    settings = copy_home(published, tmp_path / "home")
+    before = current_version(settings.published_dir)
+    original = publish_module.build_lists
+
+    def with_a_blocked_item(*args, **kwargs):
+        user_recs, fallback = original(*args, **kwargs)
+        with connect(settings) as con:
+            blocked = con.execute("select item_id from staging.stg_items where is_blocked limit 1").fetchone()[0]
+        user_recs.loc[user_recs.index[0], "item_id"] = blocked
+        return user_recs, fallback
+
+    monkeypatch.setattr(publish_module, "build_lists", with_a_blocked_item)
+    with pytest.raises(ValidationFailed, match=r"publication_lists.expect_column_values_to_be_in_set\(is_blocked\)"):
+        publish(settings)
+    assert current_version(settings.published_dir) == before
+    assert not [p for p in settings.published_dir.iterdir() if p.name.startswith(".staging")]
