@@ -39,7 +39,7 @@ def _plots(baseline, current) -> str:
     x = np.arange(len(labels))
     axes[2].bar(x - 0.2, baseline.activity, 0.4, label="baseline")
     axes[2].bar(x + 0.2, current.activity, 0.4, label="current")
-    axes[2].set_xticks(x, labels)
+    axes[2].set_xticks(x, labels, rotation=30)
     axes[2].set_title("user activity (events per user)")
     axes[2].legend()
     return html.figure_img(fig, "baseline and current distributions")
