@@ -28,6 +28,14 @@ class Settings(BaseSettings):
 
     # --- external services (embedded defaults; the scaled configuration overrides these URLs)
     mlflow_tracking_uri: str | None = Field(default=None, description="Defaults to SQLite under RECFORGE_HOME/mlflow.")
+    dbt_target: Literal["duckdb", "postgres"] = Field(
+        default="duckdb", description="Where dbt builds the warehouse models (profiles.yml output)."
+    )
+    pg_host: str = "127.0.0.1"
+    pg_port: int = 5432
+    pg_user: str = "root"
+    pg_password: str = ""
+    pg_database: str = "recforge"
     mlflow_experiment: str = "recforge"
     registered_model_name: str = "recforge-recommender"
 

@@ -33,9 +33,15 @@ class TransformResult:
 
 
 def dbt_environment(settings: Settings) -> dict[str, str]:
-    """What profiles.yml reads: the warehouse path comes from settings, never from the profile."""
+    """What profiles.yml reads: target and connections come from settings, never from the profile."""
     return {
         "RECFORGE_WAREHOUSE": str(settings.warehouse_path),
+        "RECFORGE_DBT_TARGET": settings.dbt_target,
+        "RECFORGE_PG_HOST": settings.pg_host,
+        "RECFORGE_PG_PORT": str(settings.pg_port),
+        "RECFORGE_PG_USER": settings.pg_user,
+        "RECFORGE_PG_PASSWORD": settings.pg_password,
+        "RECFORGE_PG_DATABASE": settings.pg_database,
         "DBT_LOG_PATH": str(settings.home / "dbt" / "logs"),
         "DBT_TARGET_PATH": str(settings.home / "dbt" / "target"),
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",

@@ -12,7 +12,20 @@ ranked as (
 ),
 
 final as (
-    select * exclude (arrival_rank) from ranked where arrival_rank = 1
+    select
+        event_id,
+        user_id,
+        item_id,
+        event_type,
+        event_ts,
+        event_value,
+        session_id,
+        context,
+        source,
+        batch_id,
+        landing_date
+    from ranked
+    where arrival_rank = 1
 )
 
 select * from final

@@ -8,8 +8,8 @@ with events as (
 cutoffs as (
     select
         max(event_ts) as snapshot_ts,
-        max(event_ts) - to_days({{ var('test_days') }}) as test_start,
-        max(event_ts) - to_days({{ var('test_days') }} + {{ var('valid_days') }}) as valid_start
+        max(event_ts) - {{ days(var('test_days')) }} as test_start,
+        max(event_ts) - {{ days(var('test_days') ~ ' + ' ~ var('valid_days')) }} as valid_start
     from events
 ),
 

@@ -9,7 +9,7 @@ renamed as (
         cast(item_id as varchar) as item_id,
         cast(event_type as varchar) as event_type,
         cast(event_ts as timestamp) as event_ts,
-        cast(value as double) as event_value,
+        cast(value as double precision) as event_value,
         session_id,
         context,
         source,

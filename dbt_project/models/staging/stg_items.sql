@@ -7,7 +7,7 @@ renamed as (
         cast(item_id as varchar) as item_id,
         title,
         category,
-        cast(price as double) as price,
+        cast(price as double precision) as price,
         coalesce(in_stock, false) as in_stock,
         coalesce(is_blocked, false) as is_blocked,
         cast(created_at as timestamp) as created_at

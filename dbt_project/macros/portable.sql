@@ -1,0 +1,11 @@
+{#- SQL that DuckDB and PostgreSQL spell differently, so the same models build on both targets. -#}
+
+{#- Seconds since the epoch of a timestamp. -#}
+{% macro epoch_seconds(ts) -%}
+    {%- if target.type == 'postgres' -%} extract(epoch from {{ ts }}) {%- else -%} epoch({{ ts }}) {%- endif -%}
+{%- endmacro %}
+
+{#- An interval of n days (n may be an expression). -#}
+{% macro days(n) -%}
+    {%- if target.type == 'postgres' -%} (interval '1 day' * ({{ n }})) {%- else -%} to_days({{ n }}) {%- endif -%}
+{%- endmacro %}
