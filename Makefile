@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed-stamp
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
-	$(BIN)/pip install --quiet -e '.[pipeline,serving,dev]'
+	$(BIN)/pip install --quiet -e '.[pipeline,serving,scaled,dev]'
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -10,6 +10,8 @@ import pytest
 
 from pipelines.settings import Settings
 
+pytest_plugins = ["tests.services"]  # postgres_database, redis_db
+
 # Small enough that the whole pipeline runs in seconds, big enough that ALS has something to learn.
 TINY = {
     "sim_users": 400,

@@ -9,7 +9,6 @@ from pipelines.postgres_raw import copy_raw_to_postgres, pg_connect
 from pipelines.transform import build_warehouse
 from pipelines.warehouse import connect
 from tests.conftest import copy_home
-from tests.services import postgres_database  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.scaled
 
