@@ -12,3 +12,7 @@ MARTS = Asset("recforge://warehouse/marts", group="warehouse")
 DRIFT = Asset("recforge://monitoring/drift", group="monitoring")
 CHAMPION = Asset("recforge://registry/recforge-recommender/champion", group="models")
 PUBLICATION = Asset("recforge://published/current", group="serving")
+
+# The Airflow pool of every task that opens the DuckDB warehouse: one slot, because DuckDB takes one
+# writing process at a time. pipelines/orchestrate.py and pipelines/scaled.py create it.
+WAREHOUSE_POOL = "warehouse"

@@ -9,7 +9,7 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import Metadata, dag, task
 
-from dags.assets import DRIFT, MARTS
+from dags.assets import DRIFT, MARTS, WAREHOUSE_POOL
 
 
 @dag(
@@ -19,7 +19,7 @@ from dags.assets import DRIFT, MARTS
     catchup=False,
     max_active_runs=1,
     tags=["recforge", "monitoring"],
-    default_args={"retries": 1, "retry_delay": timedelta(minutes=1)},
+    default_args={"retries": 1, "retry_delay": timedelta(minutes=1), "pool": WAREHOUSE_POOL},
 )
 def recforge_drift():
     """Measure drift, store it, write the report, and ask for retraining when it is above threshold."""

@@ -9,7 +9,7 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import CronDataIntervalTimetable, Metadata, dag, task
 
-from dags.assets import RAW_EVENTS
+from dags.assets import RAW_EVENTS, WAREHOUSE_POOL
 
 
 @dag(
@@ -19,7 +19,7 @@ from dags.assets import RAW_EVENTS
     catchup=False,
     max_active_runs=1,
     tags=["recforge", "ingest"],
-    default_args={"retries": 1, "retry_delay": timedelta(minutes=1)},
+    default_args={"retries": 1, "retry_delay": timedelta(minutes=1), "pool": WAREHOUSE_POOL},
 )
 def recforge_ingest():
     """Ingest one day of events, then validate the accepted rows with the raw_events suite."""

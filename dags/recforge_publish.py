@@ -9,7 +9,7 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import Metadata, dag, task
 
-from dags.assets import CHAMPION, PUBLICATION
+from dags.assets import CHAMPION, PUBLICATION, WAREHOUSE_POOL
 
 
 @dag(
@@ -19,7 +19,7 @@ from dags.assets import CHAMPION, PUBLICATION
     catchup=False,
     max_active_runs=1,
     tags=["recforge", "serving"],
-    default_args={"retries": 1, "retry_delay": timedelta(minutes=1)},
+    default_args={"retries": 1, "retry_delay": timedelta(minutes=1), "pool": WAREHOUSE_POOL},
 )
 def recforge_publish():
     """Score the champion for every known user and make the publication live."""

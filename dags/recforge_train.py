@@ -9,7 +9,7 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Metadata, dag, task
 
-from dags.assets import CHAMPION, DRIFT
+from dags.assets import CHAMPION, DRIFT, WAREHOUSE_POOL
 
 
 @dag(
@@ -19,7 +19,7 @@ from dags.assets import CHAMPION, DRIFT
     catchup=False,
     max_active_runs=1,
     tags=["recforge", "ml"],
-    default_args={"retries": 1, "retry_delay": timedelta(minutes=2)},
+    default_args={"retries": 1, "retry_delay": timedelta(minutes=2), "pool": WAREHOUSE_POOL},
 )
 def recforge_train():
     """Train, evaluate on the time split, register the best model, and promote it if it wins."""

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import Metadata, dag, task
 
-from dags.assets import MARTS, RAW_EVENTS
+from dags.assets import MARTS, RAW_EVENTS, WAREHOUSE_POOL
 
 
 @dag(
@@ -18,7 +18,7 @@ from dags.assets import MARTS, RAW_EVENTS
     catchup=False,
     max_active_runs=1,
     tags=["recforge", "dbt"],
-    default_args={"retries": 1, "retry_delay": timedelta(minutes=1)},
+    default_args={"retries": 1, "retry_delay": timedelta(minutes=1), "pool": WAREHOUSE_POOL},
 )
 def recforge_transform():
     """Rebuild the warehouse models, run every dbt test, document them, and validate the marts."""

@@ -23,6 +23,7 @@ from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
 
+WAREHOUSE_POOL = "warehouse"  # every task that opens DuckDB runs in it; one slot = one writer (dags/assets.py)
 DAG_IDS = ("recforge_ingest", "recforge_transform", "recforge_drift", "recforge_train", "recforge_publish")
 
 
@@ -70,6 +71,12 @@ def configure_airflow(settings: Settings, log_level: str = "INFO") -> None:
     migrate = subprocess.run([str(airflow), "db", "migrate"], capture_output=True, text=True, env=os.environ.copy())
     if migrate.returncode != 0:
         raise PipelineRunFailed(f"airflow db migrate failed:\n{migrate.stdout[-2000:]}\n{migrate.stderr[-2000:]}")
+    pool = subprocess.run(
+        [str(airflow), "pools", "set", WAREHOUSE_POOL, "1", "DuckDB takes one writer at a time"],
+        capture_output=True, text=True, env=os.environ.copy(),
+    )  # fmt: skip
+    if pool.returncode != 0:
+        raise PipelineRunFailed(f"airflow pools set failed:\n{pool.stderr[-2000:]}")
 
 
 def landing_days(settings: Settings) -> list[date]:

@@ -19,7 +19,11 @@ def configure(settings: Settings) -> MlflowClient:
     mlflow.set_registry_uri(settings.tracking_uri)
     client = MlflowClient()
     if client.get_experiment_by_name(settings.mlflow_experiment) is None:
-        client.create_experiment(settings.mlflow_experiment, artifact_location=settings.mlflow_artifact_location)
+        # A tracking server decides where artifacts go (it proxies them); a local store keeps them in HOME.
+        local = settings.tracking_uri.startswith(("sqlite:", "file:"))
+        client.create_experiment(
+            settings.mlflow_experiment, artifact_location=settings.mlflow_artifact_location if local else None
+        )
     mlflow.set_experiment(settings.mlflow_experiment)
     return client
 
