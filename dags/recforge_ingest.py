@@ -10,13 +10,19 @@ import pendulum
 from airflow.sdk import CronDataIntervalTimetable, Metadata, dag, task
 
 from dags.assets import RAW_EVENTS, WAREHOUSE_POOL
+from pipelines.settings import get_settings
+
+settings = get_settings()
 
 
 @dag(
     dag_id="recforge_ingest",
     schedule=CronDataIntervalTimetable("@daily", timezone="UTC"),
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
+    start_date=pendulum.datetime(*settings.ingest_start_date.timetuple()[:3], tz="UTC"),
+    end_date=pendulum.datetime(*settings.ingest_end_date.timetuple()[:3], tz="UTC")
+    if settings.ingest_end_date
+    else None,
+    catchup=settings.ingest_catchup,
     max_active_runs=1,
     tags=["recforge", "ingest"],
     default_args={"retries": 1, "retry_delay": timedelta(minutes=1), "pool": WAREHOUSE_POOL},

@@ -1,7 +1,7 @@
 """recforge_train: marts -> candidate models -> MLflow runs and registry -> promotion gate.
 
-Scheduled weekly and whenever recforge_drift emits DRIFT. Emits CHAMPION, which schedules
-recforge_publish, only when the gate promoted the new model.
+Scheduled by the train_cron setting (weekly by default) and whenever recforge_drift emits DRIFT.
+Emits CHAMPION, which schedules recforge_publish, only when the gate promoted the new model.
 """
 
 from datetime import timedelta
@@ -10,11 +10,14 @@ import pendulum
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Metadata, dag, task
 
 from dags.assets import CHAMPION, DRIFT, WAREHOUSE_POOL
+from pipelines.settings import get_settings
+
+settings = get_settings()
 
 
 @dag(
     dag_id="recforge_train",
-    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("0 4 * * 1", timezone="UTC"), assets=DRIFT),
+    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable(settings.train_cron, timezone="UTC"), assets=DRIFT),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,

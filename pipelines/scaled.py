@@ -36,6 +36,7 @@ class ScaledStack:
     api_port: int = 8080
     mlflow_port: int = 5000
     worker_concurrency: int = 2
+    log_server_port: int = 8793
     jwt_secret: str = field(default_factory=lambda: secrets.token_hex(16))
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
 
@@ -54,15 +55,16 @@ class ScaledStack:
 
     def environment(self) -> dict[str, str]:
         """Everything the processes read: the embedded default's Airflow settings with the scaled URLs."""
-        env = {**os.environ, **airflow_environment(self.settings)}
+        env = {**os.environ, **self.settings.to_environment(), **airflow_environment(self.settings)}
         env.update(
             {
                 "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self._pg_url(self.airflow_database),
                 "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
                 "AIRFLOW__CELERY__BROKER_URL": self.redis_url,
-                "AIRFLOW__CELERY__RESULT_BACKEND": self._pg_url(self.airflow_database, "db+postgresql"),
+                "AIRFLOW__CELERY__RESULT_BACKEND": self._pg_url(self.airflow_database, "db+postgresql+psycopg2"),
                 "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(self.worker_concurrency),
                 "AIRFLOW__API__PORT": str(self.api_port),
+                "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(self.log_server_port),
                 "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{self.api_port}/execution/",
                 "AIRFLOW__API_AUTH__JWT_SECRET": self.jwt_secret,
                 "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",

@@ -55,6 +55,13 @@ class Settings(BaseSettings):
     )
     sim_shift_day: int = 14
 
+    # --- scheduling of the daily ingest DAG (read by dags/recforge_ingest.py)
+    ingest_start_date: date = Field(default=date(2026, 1, 1), description="First data interval of recforge_ingest.")
+    ingest_end_date: date | None = Field(default=None, description="Last day to ingest (inclusive); open if unset.")
+    ingest_catchup: bool = Field(default=False, description="Let the scheduler run every missed day (a backfill).")
+
+    train_cron: str = Field(default="0 4 * * 1", description="Scheduled retraining (besides drift), in UTC.")
+
     # --- ingestion
     bot_max_events_per_minute: int = Field(
         default=30, description="A user with more events than this in any one minute is quarantined as a bot."
@@ -160,6 +167,22 @@ class Settings(BaseSettings):
     @property
     def dags_dir(self) -> Path:
         return REPO_ROOT / "dags"
+
+    def to_environment(self) -> dict[str, str]:
+        """The explicitly set fields as RECFORGE_* variables, so other processes get the same settings."""
+        env = {}
+        for name, value in self.model_dump(exclude_unset=True).items():
+            if value is None:
+                continue
+            text = (
+                value.isoformat()
+                if isinstance(value, date)
+                else str(value).lower()
+                if isinstance(value, bool)
+                else str(value)
+            )
+            env[f"RECFORGE_{name.upper()}"] = text
+        return env
 
     def ensure_dirs(self) -> None:
         for path in (

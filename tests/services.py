@@ -35,23 +35,37 @@ def admin_connection():
 
 
 @pytest.fixture
-def postgres_database():
-    """A fresh database (UTC), dropped afterwards. Yields its name."""
-    name = f"recforge_test_{uuid.uuid4().hex[:10]}"
+def new_postgres_database():
+    """Creates fresh databases (UTC) on demand and drops them all afterwards."""
     admin = admin_connection()
-    with admin.cursor() as cur:
-        cur.execute(f'create database "{name}"')
-        cur.execute(f"alter database \"{name}\" set timezone to 'UTC'")
+    created: list[str] = []
+
+    def create() -> str:
+        name = f"recforge_test_{uuid.uuid4().hex[:10]}"
+        with admin.cursor() as cur:
+            cur.execute(f'create database "{name}"')
+            cur.execute(f"alter database \"{name}\" set timezone to 'UTC'")
+        created.append(name)
+        return name
+
     try:
-        yield name
+        yield create
     finally:
         with admin.cursor() as cur:
-            cur.execute(
-                "select pg_terminate_backend(pid) from pg_stat_activity where datname = %s and pid <> pg_backend_pid()",
-                (name,),
-            )
-            cur.execute(f'drop database if exists "{name}"')
+            for name in created:
+                cur.execute(
+                    "select pg_terminate_backend(pid) from pg_stat_activity "
+                    "where datname = %s and pid <> pg_backend_pid()",
+                    (name,),
+                )
+                cur.execute(f'drop database if exists "{name}"')
         admin.close()
+
+
+@pytest.fixture
+def postgres_database(new_postgres_database) -> str:
+    """One fresh database, dropped afterwards."""
+    return new_postgres_database()
 
 
 @pytest.fixture
