@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup run test ui lint clean
+.PHONY: setup run test ui up-scaled lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ test: setup
 
 ui: setup
 	$(BIN)/recforge ui
+
+# The scaled-out configuration without Docker: needs PostgreSQL and Redis on localhost (docs/scaling.md).
+up-scaled: setup
+	$(BIN)/recforge scaled-up
 
 lint: setup
 	$(BIN)/ruff check .

@@ -140,6 +140,28 @@ def cmd_ui(settings: Settings, args) -> None:
         mlflow_ui.terminate()
 
 
+def cmd_scaled_up(settings: Settings, args) -> None:
+    """The scaled-out configuration on this machine: Airflow (Celery, PostgreSQL), MLflow server."""
+    import time
+
+    from pipelines.scaled import ScaledStack, ensure_databases
+
+    ensure_databases(settings, (args.airflow_db, args.mlflow_db))
+    stack = ScaledStack(settings, args.airflow_db, args.mlflow_db, args.redis_url)
+    with stack:
+        print(
+            f"scaled stack up: Airflow http://127.0.0.1:{stack.api_port} (CeleryExecutor, metadata in "
+            f"postgresql://{settings.pg_host}/{args.airflow_db}, broker {args.redis_url}), MLflow {stack.mlflow_url} "
+            f"(postgresql://{settings.pg_host}/{args.mlflow_db}); logs in {stack.logs_dir}. Ctrl-C stops it."
+        )
+        try:
+            while True:
+                stack._raise_if_exited()
+                time.sleep(5)
+        except KeyboardInterrupt:
+            print("stopping")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recforge", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -164,6 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("status", help="where everything is and what is live").set_defaults(func=cmd_status)
     sub.add_parser("ui", help="Airflow and MLflow web UIs").set_defaults(func=cmd_ui)
     sub.add_parser("reports", help="print the path of reports/index.html").set_defaults(func=cmd_reports)
+    scaled = sub.add_parser("scaled-up", help="Airflow on PostgreSQL + Celery/Redis and an MLflow server, no Docker")
+    scaled.add_argument("--airflow-db", default="airflow")
+    scaled.add_argument("--mlflow-db", default="mlflow")
+    scaled.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    scaled.set_defaults(func=cmd_scaled_up)
     return parser
 
 

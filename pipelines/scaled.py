@@ -158,3 +158,21 @@ class ScaledStack:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def ensure_databases(settings: Settings, names: tuple[str, ...]) -> None:
+    """Create the PostgreSQL databases the stack needs, if they do not exist yet (UTC)."""
+    import psycopg2
+
+    admin = psycopg2.connect(
+        host=settings.pg_host, port=settings.pg_port, user=settings.pg_user,
+        password=settings.pg_password or None, dbname="postgres",
+    )  # fmt: skip
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        for name in names:
+            cur.execute("select 1 from pg_database where datname = %s", (name,))
+            if cur.fetchone() is None:
+                cur.execute(f'create database "{name}"')
+                cur.execute(f"alter database \"{name}\" set timezone to 'UTC'")
+    admin.close()
