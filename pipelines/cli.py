@@ -142,9 +142,15 @@ def cmd_ui(settings: Settings, args) -> None:
 
 def cmd_scaled_up(settings: Settings, args) -> None:
     """The scaled-out configuration on this machine: Airflow (Celery, PostgreSQL), MLflow server."""
+    import signal
     import time
 
     from pipelines.scaled import ScaledStack, ensure_databases
+
+    def stop_on_term(signum, frame):
+        raise KeyboardInterrupt  # a SIGTERM (systemd, timeout, docker stop) stops the children too
+
+    signal.signal(signal.SIGTERM, stop_on_term)
 
     ensure_databases(settings, (args.airflow_db, args.mlflow_db))
     stack = ScaledStack(settings, args.airflow_db, args.mlflow_db, args.redis_url)
