@@ -153,7 +153,11 @@ class ScaledStack:
         self.processes.clear()
 
     def __enter__(self) -> ScaledStack:
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.stop()  # a component that failed to come up must not leave the others running
+            raise
         return self
 
     def __exit__(self, *exc) -> None:
