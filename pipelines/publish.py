@@ -26,7 +26,7 @@ from models.base import Recommender
 from models.columns import Columns
 from pipelines.settings import Settings
 from pipelines.validate import validate_publication
-from pipelines.warehouse import connect
+from pipelines.warehouse import read_frame
 
 log = logging.getLogger(__name__)
 
@@ -84,10 +84,9 @@ def load_champion(settings: Settings) -> tuple[Recommender, dict]:
 
 
 def read_items(settings: Settings) -> pd.DataFrame:
-    with connect(settings, must_exist=True) as con:
-        return con.execute(
-            "select item_id, title, category, price, in_stock, is_blocked from staging.stg_items order by item_id"
-        ).fetch_df()
+    return read_frame(
+        settings, "select item_id, title, category, price, in_stock, is_blocked from staging.stg_items order by item_id"
+    )
 
 
 def item_vectors(model: Recommender) -> np.ndarray:
@@ -203,10 +202,9 @@ def build_lists(
 
 def read_purchases(settings: Settings) -> pd.DataFrame:
     """(user_id, item_id) pairs the user bought or rated: never to be recommended back."""
-    with connect(settings, must_exist=True) as con:
-        return con.execute(
-            "select distinct user_id, item_id from staging.stg_events where event_type in ('purchase', 'rating')"
-        ).fetch_df()
+    return read_frame(
+        settings, "select distinct user_id, item_id from staging.stg_events where event_type in ('purchase', 'rating')"
+    )
 
 
 def write_item_index(vectors: np.ndarray, path: Path) -> None:

@@ -28,7 +28,7 @@ from models.metrics import calc_metrics
 from pipelines.evaluation_report import write_evaluation_report
 from pipelines.reports import write_index
 from pipelines.settings import REPO_ROOT, Settings
-from pipelines.warehouse import connect
+from pipelines.warehouse import read_frame
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +72,7 @@ def candidates(settings: Settings) -> list[Recommender]:
 
 
 def load_split(settings: Settings) -> SplitData:
-    with connect(settings, must_exist=True) as con:
-        frame = con.execute("select user_id, item_id, split, weight, last_ts from marts.interactions_split").fetch_df()
+    frame = read_frame(settings, "select user_id, item_id, split, weight, last_ts from marts.interactions_split")
     if frame.empty:
         raise ValueError("marts.interactions_split is empty: nothing to train on")
     if not (frame[Columns.Split] == "test").any():

@@ -31,3 +31,9 @@ def connect(settings: Settings, must_exist: bool = False) -> Iterator[duckdb.Duc
         yield con
     finally:
         con.close()
+
+
+def read_frame(settings: Settings, sql: str, parameters: list | None = None):
+    """One query's result as a pandas DataFrame, from a warehouse that must already exist."""
+    with connect(settings, must_exist=True) as con:
+        return con.execute(sql, parameters or []).fetch_df()
