@@ -55,7 +55,9 @@ class ScaledStack:
 
     def environment(self) -> dict[str, str]:
         """Everything the processes read: the embedded default's Airflow settings with the scaled URLs."""
-        env = {**os.environ, **self.settings.to_environment(), **airflow_environment(self.settings)}
+        # RECFORGE_* come from the settings object alone, so a stray variable cannot contradict it.
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("RECFORGE_")}
+        env = {**inherited, **self.settings.to_environment(), **airflow_environment(self.settings)}
         env.update(
             {
                 "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self._pg_url(self.airflow_database),

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,12 +53,27 @@ def run_dbt(settings: Settings, args: list[str]):
     """Invoke one dbt command against the project in dbt_project/; return dbt's result object."""
     from dbt.cli.main import dbtRunner
 
-    os.environ.update(dbt_environment(settings))
     project = str(settings.dbt_project_dir)
-    outcome = dbtRunner().invoke([*args, "--project-dir", project, "--profiles-dir", project])
+    with _environment(dbt_environment(settings)):
+        outcome = dbtRunner().invoke([*args, "--project-dir", project, "--profiles-dir", project])
     if outcome.exception is not None:
         raise TransformError(f"dbt {' '.join(args)} could not run: {outcome.exception}")
     return outcome
+
+
+@contextmanager
+def _environment(variables: dict[str, str]):
+    """Set variables for dbt's duration only: one run's target must not leak into the next."""
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def build_warehouse(settings: Settings) -> TransformResult:

@@ -3,6 +3,7 @@ and an MLflow tracking server backed by PostgreSQL."""
 
 import socket
 import time
+from datetime import date
 
 import psycopg2
 import pytest
@@ -86,14 +87,14 @@ def test_the_pipeline_runs_on_celery_workers_with_postgres_metadata(
 ):
     airflow_db, mlflow_db = new_postgres_database(), new_postgres_database()
     days = 8
-    settings = make_settings(tmp_path / "home", sim_days=days, test_days=2, valid_days=2, sim_users=250)
+    settings = make_settings(
+        tmp_path / "home", sim_days=days, test_days=2, valid_days=2, sim_users=250,
+        # The scheduler itself runs the daily ingest for every simulated day (catchup over a bounded range).
+        ingest_start_date=date(2026, 1, 1), ingest_end_date=date(2026, 1, days), ingest_catchup=True,
+        # Only drift should start training here: a cron tick that never came since the DAG's start date.
+        train_cron="0 4 29 2 *",
+    )  # fmt: skip
     simulate(settings)
-    # The scheduler itself runs the daily ingest for every simulated day (catchup over a bounded range).
-    monkeypatch.setenv("RECFORGE_INGEST_START_DATE", "2026-01-01")
-    monkeypatch.setenv("RECFORGE_INGEST_END_DATE", f"2026-01-{days:02d}")
-    monkeypatch.setenv("RECFORGE_INGEST_CATCHUP", "true")
-    # Only drift should start training here: a cron tick that never came since the DAG's start date.
-    monkeypatch.setenv("RECFORGE_TRAIN_CRON", "0 4 29 2 *")
     stack = ScaledStack(settings, airflow_db, mlflow_db, redis_db,
                         api_port=free_port(), mlflow_port=free_port(), log_server_port=free_port())  # fmt: skip
     with stack:

@@ -96,3 +96,32 @@ def test_serving_imports_none_of_the_pipeline_stack():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == ""
+
+
+def test_excluded_items_are_dropped_and_the_list_refilled_from_further_down(published):
+    recs = pd.read_parquet(published.published_dir / current_version(published.published_dir) / "user_recs.parquet")
+    user = recs["user_id"].iloc[0]
+    ranked = recs[recs["user_id"] == user].sort_values("rank")["item_id"].tolist()
+    with client_for(published) as client:
+        body = client.get(
+            f"/v1/users/{user}/recommendations", params=[("k", 4), ("exclude", f"{ranked[0]},{ranked[2]}")]
+        ).json()
+    assert [item["item_id"] for item in body["items"]] == [ranked[1], ranked[3], ranked[4], ranked[5]]
+
+
+def test_metrics_count_requests_by_endpoint_fallbacks_and_name_the_live_version(published):
+    recs = pd.read_parquet(published.published_dir / current_version(published.published_dir) / "user_recs.parquet")
+    known = recs["user_id"].iloc[0]
+    with client_for(published) as client:
+        client.get(f"/v1/users/{known}/recommendations")
+        client.get("/v1/users/stranger/recommendations")
+        client.get(f"/v1/users/{known}/recommendations?k=0")
+        text = client.get("/metrics").text
+    version = current_version(published.published_dir)
+    assert 'recforge_requests_total{endpoint="/v1/users/{user_id}/recommendations",status="200"} 2.0' in text
+    assert 'recforge_requests_total{endpoint="/v1/users/{user_id}/recommendations",status="422"} 1.0' in text
+    assert "recforge_fallback_total 1.0" in text
+    assert f'recforge_live_publication_info{{version="{version}"}} 1.0' in text
+    assert 'recforge_request_latency_seconds_bucket{endpoint="/v1/users/{user_id}/recommendations",le="0.01"}' in text
+    age = float(next(line.split()[1] for line in text.splitlines() if line.startswith("recforge_live_publication_age")))
+    assert 0 <= age < 24 * 3600
