@@ -131,6 +131,8 @@ class PublicationStore:
         self.reload_interval_seconds = reload_interval_seconds
         self.current: Publication | None = None
         self.last_error: str | None = None
+        self.blocked: frozenset[str] = frozenset()
+        self._blocklist_mtime: float | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -154,8 +156,30 @@ class PublicationStore:
         log.info("publication %s is live", version)
         return True
 
+    @property
+    def blocklist_path(self) -> Path:
+        """Items blocked after publication, one id per line ('#' starts a comment)."""
+        return self.published_dir / "blocklist.txt"
+
+    def refresh_blocklist(self) -> bool:
+        """Reload the blocklist if the file changed; it applies to every answer at once."""
+        try:
+            mtime = self.blocklist_path.stat().st_mtime
+        except FileNotFoundError:
+            changed = bool(self.blocked)
+            self.blocked, self._blocklist_mtime = frozenset(), None
+            return changed
+        if mtime == self._blocklist_mtime:
+            return False
+        lines = self.blocklist_path.read_text().splitlines()
+        self.blocked = frozenset(line.split("#")[0].strip() for line in lines) - {""}
+        self._blocklist_mtime = mtime
+        log.info("blocklist: %d item(s)", len(self.blocked))
+        return True
+
     def start(self) -> None:
         self.refresh()
+        self.refresh_blocklist()
         self._thread = threading.Thread(target=self._watch, name="publication-watcher", daemon=True)
         self._thread.start()
 
@@ -167,3 +191,4 @@ class PublicationStore:
     def _watch(self) -> None:
         while not self._stop.wait(self.reload_interval_seconds):
             self.refresh()
+            self.refresh_blocklist()

@@ -125,3 +125,26 @@ def test_metrics_count_requests_by_endpoint_fallbacks_and_name_the_live_version(
     assert 'recforge_request_latency_seconds_bucket{endpoint="/v1/users/{user_id}/recommendations",le="0.01"}' in text
     age = float(next(line.split()[1] for line in text.splitlines() if line.startswith("recforge_live_publication_age")))
     assert 0 <= age < 24 * 3600
+
+
+def test_an_item_blocked_after_publication_disappears_within_seconds(published, tmp_path):
+    settings = copy_home(published, tmp_path / "home")
+    recs = pd.read_parquet(settings.published_dir / current_version(settings.published_dir) / "user_recs.parquet")
+    user = recs["user_id"].iloc[0]
+    with client_for(settings) as client:
+        first = client.get(f"/v1/users/{user}/recommendations", params={"k": 5}).json()["items"][0]["item_id"]
+        similar_to = client.get(f"/v1/items/{first}/similar", params={"k": 1}).json()["items"][0]["item_id"]
+        (settings.published_dir / "blocklist.txt").write_text(f"{first}  # recalled\n{similar_to}\n")
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            items = [
+                i["item_id"] for i in client.get(f"/v1/users/{user}/recommendations", params={"k": 5}).json()["items"]
+            ]
+            if first not in items:
+                break
+            time.sleep(0.1)
+        assert first not in items and len(items) == 5
+        similar = [i["item_id"] for i in client.get(f"/v1/items/{first}/similar", params={"k": 3}).json()["items"]]
+        assert similar_to not in similar and len(similar) == 3
+        fallback = client.get("/v1/users/stranger/recommendations", params={"k": 20}).json()["items"]
+        assert not {first, similar_to} & {i["item_id"] for i in fallback}

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 
 from serving.dependencies import check_k, get_publication
 from serving.publication import Publication
@@ -14,6 +14,7 @@ router = APIRouter(prefix="/v1/items", tags=["items"])
 
 @router.get("/{item_id}/similar", response_model=SimilarItems)
 def similar_items(
+    request: Request,
     item_id: Annotated[str, Path(pattern=ID_PATTERN)],
     publication: Annotated[Publication, Depends(get_publication)],
     k: Annotated[int, Query()] = 10,
@@ -23,7 +24,9 @@ def similar_items(
     row = publication.item_row(item_id)
     if row is None:
         raise HTTPException(status_code=404, detail=f"item {item_id!r} is not in publication {publication.version}")
-    recs = publication.similar(row, k)
+    blocked = request.app.state.store.blocked  # items blocked since publication never come back
+    depth = min(k + len(blocked), len(publication.item_ids) - 1)
+    recs = [r for r in publication.similar(row, depth) if r.item_id not in blocked][:k]
     return SimilarItems(
         item_id=item_id,
         version=publication.version,

@@ -27,7 +27,8 @@ def recommendations_for_user(
     filled from further down the stored top-N, so the answer still has k items when N allows.
     """
     check_k(k, publication)
-    excluded = {part for value in exclude or [] for part in value.split(",") if part}
+    # Items blocked since publication (the server's blocklist) go the same way as the app's exclusions.
+    excluded = {part for value in exclude or [] for part in value.split(",") if part} | request.app.state.store.blocked
     depth = min(k + len(excluded), publication.top_n)
     recs = publication.for_user(user_id, depth)
     fallback = recs is None
