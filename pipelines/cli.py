@@ -73,7 +73,7 @@ def cmd_publish(settings: Settings, args) -> None:
 
 
 def cmd_status(settings: Settings, args) -> None:
-    from pipelines.report import status_lines
+    from pipelines.status import status_lines
 
     print("\n".join(status_lines(settings)))
 
@@ -100,7 +100,7 @@ def cmd_validate_marts(settings: Settings, args) -> None:
 def cmd_run(settings: Settings, args) -> None:
     """Simulate (if there is no landing data yet), run every DAG through Airflow, report, then serve."""
     from pipelines.orchestrate import run_pipeline
-    from pipelines.report import status_lines
+    from pipelines.status import status_lines
 
     settings.ensure_dirs()
     if not any((settings.landing_dir / "events").glob("date=*")):
