@@ -90,8 +90,12 @@ class Publication:
             return int(self._item_order[pos])
         return None
 
-    def for_user(self, user_id: str, k: int) -> list[Recommendation] | None:
-        """The user's top-k, or None if the publication does not know the user."""
+    def for_user(self, user_id: str, k: int, excluded: frozenset[str] | set[str] = frozenset()):
+        """The user's top-k without `excluded` items (refilled from deeper), or None for an unknown user."""
+        recs = self._user_top(user_id, min(k + len(excluded), self.top_n))
+        return None if recs is None else _without(recs, excluded, k)
+
+    def _user_top(self, user_id: str, k: int) -> list[Recommendation] | None:
         pos = int(np.searchsorted(self.user_ids, user_id))
         if pos >= len(self.user_ids) or self.user_ids[pos] != user_id:
             return None
@@ -103,13 +107,21 @@ class Publication:
             )
         ]
 
-    def fallback(self, k: int) -> list[Recommendation]:
+    def fallback(self, k: int, excluded: frozenset[str] | set[str] = frozenset()) -> list[Recommendation]:
+        depth = min(k + len(excluded), self.top_n)
+        return _without(self._fallback_top(depth), excluded, k)
+
+    def _fallback_top(self, k: int) -> list[Recommendation]:
         return [
             Recommendation(str(self.item_ids[i]), float(s), "popular")
             for i, s in zip(self.fallback_items[:k], self.fallback_scores[:k], strict=False)
         ]
 
-    def similar(self, item_row: int, k: int) -> list[Recommendation]:
+    def similar(self, item_row: int, k: int, excluded: frozenset[str] | set[str] = frozenset()) -> list[Recommendation]:
+        depth = min(k + len(excluded), len(self.item_ids) - 1)
+        return _without(self._similar_top(item_row, depth), excluded, k)
+
+    def _similar_top(self, item_row: int, k: int) -> list[Recommendation]:
         vector = self.index.reconstruct(item_row).reshape(1, -1)
         scores, rows = self.index.search(vector, k + 1)
         out = [
@@ -118,6 +130,11 @@ class Publication:
             if r >= 0 and r != item_row
         ]
         return out[:k]
+
+
+def _without(recs: list[Recommendation], excluded, k: int) -> list[Recommendation]:
+    """Drop excluded items; callers fetched k + len(excluded) so k remain where the list allows."""
+    return [r for r in recs if r.item_id not in excluded][:k]
 
 
 class PublicationStore:

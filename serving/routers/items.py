@@ -24,9 +24,7 @@ def similar_items(
     row = publication.item_row(item_id)
     if row is None:
         raise HTTPException(status_code=404, detail=f"item {item_id!r} is not in publication {publication.version}")
-    blocked = request.app.state.store.blocked  # items blocked since publication never come back
-    depth = min(k + len(blocked), len(publication.item_ids) - 1)
-    recs = [r for r in publication.similar(row, depth) if r.item_id not in blocked][:k]
+    recs = publication.similar(row, k, excluded=request.app.state.store.blocked)  # blocked since publication
     return SimilarItems(
         item_id=item_id,
         version=publication.version,

@@ -29,13 +29,11 @@ def recommendations_for_user(
     check_k(k, publication)
     # Items blocked since publication (the server's blocklist) go the same way as the app's exclusions.
     excluded = {part for value in exclude or [] for part in value.split(",") if part} | request.app.state.store.blocked
-    depth = min(k + len(excluded), publication.top_n)
-    recs = publication.for_user(user_id, depth)
+    recs = publication.for_user(user_id, k, excluded)
     fallback = recs is None
     if fallback:
-        recs = publication.fallback(depth)
+        recs = publication.fallback(k, excluded)
         request.app.state.metrics.fallbacks.inc()
-    recs = [r for r in recs if r.item_id not in excluded][:k]
     return UserRecommendations(
         user_id=user_id,
         version=publication.version,
