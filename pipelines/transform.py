@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipelines.environment import temporary_environment
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -54,26 +53,11 @@ def run_dbt(settings: Settings, args: list[str]):
     from dbt.cli.main import dbtRunner
 
     project = str(settings.dbt_project_dir)
-    with _environment(dbt_environment(settings)):
+    with temporary_environment(dbt_environment(settings)):
         outcome = dbtRunner().invoke([*args, "--project-dir", project, "--profiles-dir", project])
     if outcome.exception is not None:
         raise TransformError(f"dbt {' '.join(args)} could not run: {outcome.exception}")
     return outcome
-
-
-@contextmanager
-def _environment(variables: dict[str, str]):
-    """Set variables for dbt's duration only: one run's target must not leak into the next."""
-    saved = {name: os.environ.get(name) for name in variables}
-    os.environ.update(variables)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def build_warehouse(settings: Settings) -> TransformResult:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipelines.environment import temporary_environment
 from pipelines.ingest import batch_id_for, days_in_interval
 from pipelines.settings import Settings
 from pipelines.warehouse import connect
@@ -69,17 +70,33 @@ def runtime_context(settings: Settings):
         shutil.rmtree(runtime / folder, ignore_errors=True)
         shutil.copytree(settings.expectations_dir / folder, runtime / folder)
     shutil.copy2(settings.expectations_dir / "great_expectations.yml", runtime / "great_expectations.yml")
+    return gx.get_context(mode="file", context_root_dir=str(runtime))
+
+
+def gx_environment(settings: Settings) -> dict[str, str]:
+    """What great_expectations.yml reads: Data Docs go under this run's RECFORGE_HOME/reports."""
     docs = settings.reports_dir / "data_docs"
     docs.mkdir(parents=True, exist_ok=True)
-    os.environ["RECFORGE_DATA_DOCS_DIR"] = str(docs) + os.sep
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-    return gx.get_context(mode="file", context_root_dir=str(runtime))
+    return {"RECFORGE_DATA_DOCS_DIR": str(docs) + os.sep, "GX_ANALYTICS_ENABLED": "false"}
 
 
 def run_checkpoint(
     settings: Settings, name: str, frames: dict[str, pd.DataFrame], batch: str, parameters: dict | None = None
 ) -> ValidationReport:
     """Run checkpoint `name`, feeding each of its validation definitions the frame of the same name."""
+    with temporary_environment(gx_environment(settings)):
+        report = _run_definitions(settings, name, frames, batch, parameters)
+    _record(settings, report)
+    if not report.passed:
+        log.error(report.summary())
+        raise ValidationFailed(report.summary() + f" (Data Docs: {report.data_docs})")
+    (log.warning if report.failed_warning else log.info)(report.summary())
+    return report
+
+
+def _run_definitions(
+    settings: Settings, name: str, frames: dict[str, pd.DataFrame], batch: str, parameters: dict | None
+) -> ValidationReport:
     from great_expectations.core.run_identifier import RunIdentifier
 
     context = runtime_context(settings)
@@ -109,11 +126,6 @@ def run_checkpoint(
         pages = sorted((report.data_docs.parent / "validations" / suite / batch).glob("*/*.html"))
         if pages:
             report.pages[suite] = pages[-1]
-    _record(settings, report)
-    if not report.passed:
-        log.error(report.summary())
-        raise ValidationFailed(report.summary() + f" (Data Docs: {report.data_docs})")
-    (log.warning if report.failed_warning else log.info)(report.summary())
     return report
 
 
