@@ -162,7 +162,7 @@ def cmd_scaled_up(settings: Settings, args) -> None:
         )
         try:
             while True:
-                stack._raise_if_exited()
+                stack.raise_if_exited()
                 time.sleep(5)
         except KeyboardInterrupt:
             print("stopping")

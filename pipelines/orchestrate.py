@@ -24,6 +24,8 @@ from pipelines.settings import Settings
 log = logging.getLogger(__name__)
 
 WAREHOUSE_POOL = "warehouse"  # every task that opens DuckDB runs in it; one slot = one writer (dags/assets.py)
+# `airflow ...` arguments that create it; every launcher runs them after migrating the metadata DB.
+CREATE_WAREHOUSE_POOL = ("pools", "set", WAREHOUSE_POOL, "1", "DuckDB takes one writer at a time")
 DAG_IDS = ("recforge_ingest", "recforge_transform", "recforge_drift", "recforge_train", "recforge_publish")
 
 
@@ -34,7 +36,6 @@ class PipelineRunFailed(RuntimeError):
 @dataclass
 class PipelineRun:
     runs: list[tuple[str, str, str]] = field(default_factory=list)  # dag_id, run_id, state
-    published: bool = False
 
     def summary(self) -> str:
         per_dag = {dag_id: sum(1 for d, _, s in self.runs if d == dag_id and s == "success") for dag_id in DAG_IDS}
@@ -72,7 +73,7 @@ def configure_airflow(settings: Settings, log_level: str = "INFO") -> None:
     if migrate.returncode != 0:
         raise PipelineRunFailed(f"airflow db migrate failed:\n{migrate.stdout[-2000:]}\n{migrate.stderr[-2000:]}")
     pool = subprocess.run(
-        [str(airflow), "pools", "set", WAREHOUSE_POOL, "1", "DuckDB takes one writer at a time"],
+        [str(airflow), *CREATE_WAREHOUSE_POOL],
         capture_output=True, text=True, env=os.environ.copy(),
     )  # fmt: skip
     if pool.returncode != 0:
@@ -128,7 +129,6 @@ def run_pipeline(settings: Settings, days: list[date] | None = None, verbose: bo
         print("  training did not promote a new champion: the live publication stays")
         return outcome
     run("recforge_publish", "publish")
-    outcome.published = True
     return outcome
 
 

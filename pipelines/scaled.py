@@ -21,7 +21,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipelines.orchestrate import WAREHOUSE_POOL, airflow_environment
+from pipelines.orchestrate import CREATE_WAREHOUSE_POOL, airflow_environment
 from pipelines.settings import Settings
 
 BIN = Path(sys.executable).parent
@@ -98,7 +98,7 @@ class ScaledStack:
         """The MLflow server and every Airflow component; returns once they answer."""
         self.settings.ensure_dirs()
         self.airflow("db", "migrate")
-        self.airflow("pools", "set", WAREHOUSE_POOL, "1", "DuckDB takes one writer at a time")
+        self.airflow(*CREATE_WAREHOUSE_POOL)
         self.start_mlflow()
         self._spawn("api-server", [str(BIN / "airflow"), "api-server", "--port", str(self.api_port)])
         for component in ("scheduler", "dag-processor", "triggerer"):
@@ -126,7 +126,7 @@ class ScaledStack:
         pending = {name: checks[name] for name in components}
         while pending and time.monotonic() < deadline:
             for name, url in list(pending.items()):
-                self._raise_if_exited()
+                self.raise_if_exited()
                 try:
                     with urllib.request.urlopen(url, timeout=5) as response:
                         if response.status == 200:
@@ -137,7 +137,7 @@ class ScaledStack:
         if pending:
             raise RuntimeError(f"not ready after {timeout:.0f} s: {sorted(pending)}; logs in {self.logs_dir}")
 
-    def _raise_if_exited(self) -> None:
+    def raise_if_exited(self) -> None:
         for name, process in self.processes.items():
             if process.poll() is not None:
                 tail = (self.logs_dir / f"{name}.log").read_text()[-3000:]

@@ -70,7 +70,7 @@ def run_list(database: str) -> list[tuple]:
 def wait_for(condition, stack: ScaledStack, timeout: float, what: str):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        stack._raise_if_exited()
+        stack.raise_if_exited()
         states = dag_run_states(stack.airflow_database)
         failed = {d: s for d, s in states.items() if s.get("failed")}
         assert not failed, (
