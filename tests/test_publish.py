@@ -4,11 +4,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from models.business_rules import category_capped_order
 from pipelines import publish as publish_module
 from pipelines.publish import (
     MANIFEST,
     PublishError,
-    category_capped_order,
     current_version,
     prune_versions,
     publish,
