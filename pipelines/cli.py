@@ -2,6 +2,7 @@
 
 recforge simulate              write a synthetic event log into RECFORGE_HOME/landing
 recforge ingest --start D --end D
+recforge ingest --source movielens|retailrocket|recforge --path FILE_OR_DIR
 recforge validate-raw --start D --end D
 recforge transform             dbt build
 recforge train                 train, evaluate, register, gate
@@ -19,6 +20,7 @@ import logging
 import os
 import sys
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 from pipelines.settings import Settings, get_settings
 
@@ -43,9 +45,14 @@ def cmd_simulate(settings: Settings, args) -> None:
 
 
 def cmd_ingest(settings: Settings, args) -> None:
-    from pipelines.ingest import ingest_interval
+    from pipelines.ingest import ingest_interval, ingest_path
 
-    print(ingest_interval(settings, args.start, args.end).summary())
+    if args.path is not None:
+        print(ingest_path(settings, args.source, args.path).summary())
+    elif args.start is not None:
+        print(ingest_interval(settings, args.start, args.end).summary())
+    else:
+        raise SystemExit("recforge ingest: give --start (landing days) or --path (a file or directory to import)")
 
 
 def cmd_validate_raw(settings: Settings, args) -> None:
@@ -173,13 +180,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("simulate", help="write a synthetic event log and item catalog").set_defaults(func=cmd_simulate)
     for name, func, help_text in (
-        ("ingest", cmd_ingest, "ingest landing files of [start, end) into the warehouse"),
+        ("ingest", cmd_ingest, "ingest landing days [start, end), or import a data set with --source/--path"),
         ("validate-raw", cmd_validate_raw, "run the raw_events checkpoint on [start, end)"),
     ):
         command = sub.add_parser(name, help=help_text)
-        command.add_argument("--start", type=_day, required=True, help="first day, YYYY-MM-DD")
+        command.add_argument("--start", type=_day, required=name != "ingest", help="first day, YYYY-MM-DD")
         command.add_argument("--end", type=_day, help="day after the last, YYYY-MM-DD (default: start + 1 day)")
         command.set_defaults(func=func)
+        if name == "ingest":
+            from pipelines.ingest.sources import SOURCES
+
+            command.add_argument("--source", choices=sorted(SOURCES), default="recforge", help="adapter for --path")
+            command.add_argument("--path", type=Path, help="file or directory to import through the adapter")
     sub.add_parser("transform", help="dbt build: models and tests").set_defaults(func=cmd_transform)
     sub.add_parser("validate-marts", help="run the marts checkpoint").set_defaults(func=cmd_validate_marts)
     sub.add_parser("drift", help="compare the latest window with the baseline").set_defaults(func=cmd_drift)

@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     sim_start_date: date = date(2026, 1, 1)
     sim_duplicate_share: float = 0.01
     sim_malformed_share: float = 0.005
+    sim_retry_share: float = Field(default=0.002, description="Client retries: same action, new id, 300 ms later.")
+    sim_late_share: float = Field(default=0.002, description="Events delivered in the file of two days later.")
     sim_bot_users: int = 3
     sim_shift: Literal["none", "taste", "new_items"] = Field(
         default="none",
@@ -71,6 +73,11 @@ class Settings(BaseSettings):
     )
     future_tolerance_seconds: int = Field(
         default=300, description="Events stamped later than the batch's interval end plus this are 'future'."
+    )
+
+    datasets_dir: Path = Field(
+        default=REPO_ROOT.parent / "shared" / "data",
+        description="Public data sets (MovieLens) read by tests and benchmarks; never copied into the repo.",
     )
 
     # --- transformation

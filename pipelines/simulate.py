@@ -26,6 +26,7 @@ from pipelines.settings import Settings
 
 DEVICES = ("mobile", "desktop", "tablet")
 LOCALES = ("en-US", "en-GB", "de-DE", "fr-FR", "pl-PL")
+LATE_BY_DAYS = 2
 MALFORMED_KINDS = ("missing_user_id", "unknown_event_type", "bad_timestamp", "future_timestamp", "not_json")
 
 
@@ -42,6 +43,8 @@ class SimulationSummary:
     events_written: int = 0
     clean_events: int = 0
     duplicates_injected: int = 0
+    retry_duplicates_injected: int = 0
+    late_events: int = 0
     malformed_injected: dict[str, int] = field(default_factory=dict)
     bot_user_ids: list[str] = field(default_factory=list)
     bot_events: int = 0
@@ -262,6 +265,7 @@ def simulate(settings: Settings, out_dir: Path | None = None) -> SimulationSumma
     catalog_path.write_text("".join(json.dumps(r) + "\n" for r in world.catalog_rows()))
 
     seq = [0]
+    late_by_day: dict[int, list[dict]] = {}
     by_type: Counter[str] = Counter()
     malformed: Counter[str] = Counter()
     for day in range(settings.sim_days):
@@ -279,7 +283,16 @@ def simulate(settings: Settings, out_dir: Path | None = None) -> SimulationSumma
         day_events.sort(key=lambda e: e["event_ts"])
         summary.clean_events += len(day_events)
         by_type.update(e["event_type"] for e in day_events)
+        if day + LATE_BY_DAYS < settings.sim_days and settings.sim_late_share > 0:
+            movable = [k for k, e in enumerate(day_events) if not e["session_id"].startswith("bot-")]
+            n_late = int(round(len(movable) * settings.sim_late_share))
+            moved = set(rng.choice(movable, size=n_late, replace=False).tolist()) if n_late else set()
+            late_by_day[day + LATE_BY_DAYS] = [day_events[k] for k in sorted(moved)]
+            day_events = [e for k, e in enumerate(day_events) if k not in moved]
+            summary.late_events += len(moved)
 
+        # Late arrivals: a few events of two days ago are delivered today, not on their own day.
+        day_events.extend(late_by_day.pop(day, []))
         lines = [json.dumps(e) for e in day_events]
         # Exact re-deliveries of events already in today's file, appended at the end as a retrying
         # producer would. Only human events, so every injected defect has exactly one cause.
@@ -288,6 +301,15 @@ def simulate(settings: Settings, out_dir: Path | None = None) -> SimulationSumma
         dup_idx = rng.choice(human_idx, size=n_dup, replace=False) if n_dup else []
         lines.extend(lines[k] for k in dup_idx)
         summary.duplicates_injected += n_dup
+        # Client retries: the same action re-sent under a new event id a few hundred ms later.
+        n_retry = int(round(len(human_idx) * settings.sim_retry_share))
+        for k in rng.choice(human_idx, size=n_retry, replace=False) if n_retry else []:
+            original = day_events[k]
+            sent = datetime.fromisoformat(original["event_ts"].replace("Z", "+00:00"))
+            retry = dict(original, event_id=f"retry{seq[0]:010d}", event_ts=_iso(sent + timedelta(milliseconds=300)))
+            seq[0] += 1
+            lines.append(json.dumps(retry))
+        summary.retry_duplicates_injected += n_retry
         # Malformed rows are extra lines (copies of real events, then broken), so the clean log stays whole.
         n_bad = int(round(len(human_idx) * settings.sim_malformed_share))
         for k in rng.choice(human_idx, size=n_bad, replace=False) if n_bad else []:

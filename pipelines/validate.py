@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipelines.environment import temporary_environment
-from pipelines.ingest import batch_id_for, days_in_interval
+from pipelines.ingest import days_in_interval
 from pipelines.settings import Settings
 from pipelines.warehouse import connect
 
@@ -162,8 +162,9 @@ def validate_raw_batch(settings: Settings, interval_start: datetime, interval_en
             [min(days), max(days)],
         ).fetch_df()
         batches = con.execute(
-            "select file, rows_input, quarantined_by_reason from raw.batches where list_contains(?, batch_id)",
-            [[batch_id_for(day) for day in days]],
+            "select file, rows_input, quarantined_by_reason from raw.batches "
+            "where source = 'recforge' and landing_date between ? and ?",
+            [min(days), max(days)],
         ).fetch_df()
     reasons = [json.loads(r) if r else {} for r in batches["quarantined_by_reason"]]
     inputs = batches["rows_input"].clip(lower=1)

@@ -27,6 +27,7 @@ def connect(settings: Settings, must_exist: bool = False) -> Iterator[duckdb.Duc
     settings.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(str(settings.warehouse_path))
     try:
+        con.execute("set TimeZone = 'UTC'")  # event days are UTC days, whatever the machine's zone
         con.execute(SCHEMA_SQL.read_text())
         yield con
     finally:

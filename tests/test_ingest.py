@@ -69,6 +69,8 @@ def test_quarantine_catches_exactly_the_injected_defects(built):
         "bot_suspected": truth["bot_events"],
         **{kind: n for kind, n in truth["malformed_injected"].items() if kind != "not_json"},
     }
+    if truth["retry_duplicates_injected"]:
+        expected["retry_duplicate"] = truth["retry_duplicates_injected"]
     if truth["malformed_injected"].get("not_json"):
         expected["malformed_json"] = truth["malformed_injected"]["not_json"]
     assert by_reason == expected
@@ -100,6 +102,7 @@ def test_rerunning_an_interval_replaces_its_rows_instead_of_adding(built, tmp_pa
 
 
 def test_each_kind_of_bad_row_lands_in_quarantine_with_its_reason(handmade):
+    first_ts = DAY + timedelta(minutes=1)
     bad_lines = [
         json.dumps(event(1)),  # good
         json.dumps(event(2, user_id=None)),
@@ -110,10 +113,15 @@ def test_each_kind_of_bad_row_lands_in_quarantine_with_its_reason(handmade):
         json.dumps(event(1)),  # duplicate of line 1
         '{"event_id": "t8", "user_id": ',  # truncated JSON
         json.dumps(["not", "an", "object"]),
+        json.dumps(event(10, event_id="")),
+        json.dumps(event(11, value="lots")),  # value is not a number
+        json.dumps(event(12, user_id={"nested": "object"})),
+        json.dumps(event(13, event_id="t13-retry", event_ts=(first_ts + timedelta(milliseconds=400)).isoformat())),
+        json.dumps(event(14, event_ts=(DAY - timedelta(days=handmade.late_arrival_days + 1)).isoformat())),
     ]
     write_day(handmade, DAY, bad_lines)
     result = ingest_interval(handmade, DAY, DAY + timedelta(days=1))
-    assert (result.rows_input, result.rows_accepted, result.rows_quarantined) == (9, 1, 8)
+    assert (result.rows_input, result.rows_accepted, result.rows_quarantined) == (14, 1, 13)
     assert quarantined(handmade) == [
         (2, "missing_user_id"),
         (3, "missing_item_id"),
@@ -123,7 +131,87 @@ def test_each_kind_of_bad_row_lands_in_quarantine_with_its_reason(handmade):
         (7, "duplicate_event_id"),
         (8, "malformed_json"),
         (9, "schema_mismatch"),
+        (10, "missing_event_id"),
+        (11, "schema_mismatch"),
+        (12, "schema_mismatch"),
+        (13, "retry_duplicate"),
+        (14, "late_beyond_window"),
     ]
+
+
+def test_a_line_that_is_not_utf8_is_quarantined_with_its_bytes_escaped(handmade):
+    path = landing_file_for(handmade.landing_dir, DAY)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(json.dumps(event(1)).encode() + b"\n" + b'{"event_id": "t2", "user_id": "\xff"}\n')
+    result = ingest_interval(handmade, DAY, DAY + timedelta(days=1))
+    assert (result.rows_accepted, result.rows_quarantined) == (1, 1)
+    with connect(handmade) as con:
+        assert con.execute("select reason, raw from quarantine.events").fetchall() == [
+            ("invalid_utf8", '{"event_id": "t2", "user_id": "\\xff"}')
+        ]
+
+
+def test_a_late_event_lands_in_its_own_day_without_duplicating(handmade):
+    on_time = event(1, event_ts=(DAY + timedelta(hours=3)).isoformat())
+    write_day(handmade, DAY, [json.dumps(on_time)])
+    write_day(handmade, DAY + timedelta(days=1), [json.dumps(event(2, event_ts=(DAY + timedelta(days=1)).isoformat()))])
+    late = event(3, event_ts=(DAY + timedelta(hours=5)).isoformat())  # happened on DAY, delivered two days later
+    write_day(handmade, DAY + timedelta(days=2), [json.dumps(late), json.dumps(on_time)])  # and a re-delivery
+    for offset in range(3):  # the daily runs, in order, then the last one again
+        ingest_interval(handmade, DAY + timedelta(days=offset), DAY + timedelta(days=offset + 1))
+    result = ingest_interval(handmade, DAY + timedelta(days=2), DAY + timedelta(days=3))
+    assert (result.rows_accepted, result.rows_late, result.rows_quarantined) == (1, 1, 1)
+    with connect(handmade) as con:
+        rows = con.execute("select event_id, event_date, landing_date from raw.events order by event_id").fetchall()
+    assert rows == [
+        ("t1", DAY.date(), DAY.date()),
+        ("t2", DAY.date() + timedelta(days=1), DAY.date() + timedelta(days=1)),
+        ("t3", DAY.date(), DAY.date() + timedelta(days=2)),
+    ]
+    assert quarantined(handmade) == [(2, "duplicate_event_id")]
+
+
+def test_an_unknown_extra_column_is_kept_in_context(handmade):
+    write_day(handmade, DAY, [json.dumps(event(1, campaign="spring", experiment={"arm": "b"}))])
+    ingest_interval(handmade, DAY, DAY + timedelta(days=1))
+    with connect(handmade) as con:
+        context = json.loads(con.execute("select context from raw.events").fetchone()[0])
+    assert context == {"device": "mobile", "campaign": "spring", "experiment": {"arm": "b"}}
+
+
+def test_a_required_column_missing_from_the_file_fails_the_batch_naming_file_and_column(handmade):
+    write_day(handmade, DAY, [json.dumps({k: v for k, v in event(n).items() if k != "event_type"}) for n in range(3)])
+    expected = r"date=2026-03-01/events.jsonl: no row has the required column\(s\) event_type"
+    with pytest.raises(IngestError, match=expected):
+        ingest_interval(handmade, DAY, DAY + timedelta(days=1))
+    with connect(handmade) as con:
+        assert con.execute("select count(*) from raw.batches").fetchone()[0] == 0
+
+
+def test_csv_and_parquet_landing_files_are_batches_of_the_same_day(handmade):
+    import pandas as pd
+
+    day_dir = landing_file_for(handmade.landing_dir, DAY).parent
+    day_dir.mkdir(parents=True, exist_ok=True)
+    rows = pd.DataFrame([event(n) for n in range(1, 4)]).drop(columns=["context"])
+    rows["channel"] = "email"  # an extra column
+    rows.iloc[:2].to_csv(day_dir / "shop.csv", index=False)
+    rows.iloc[2:].to_parquet(day_dir / "app.parquet", index=False)
+    result = ingest_interval(handmade, DAY, DAY + timedelta(days=1))
+    assert sorted((b.file, b.rows_accepted) for b in result.batches) == [
+        ("events/date=2026-03-01/app.parquet", 1),
+        ("events/date=2026-03-01/shop.csv", 2),
+    ]
+    with connect(handmade) as con:
+        assert {c for (c,) in con.execute("select context from raw.events").fetchall()} == {'{"channel":"email"}'}
+
+
+def test_a_csv_without_a_required_column_fails_naming_file_and_column(handmade):
+    day_dir = landing_file_for(handmade.landing_dir, DAY).parent
+    day_dir.mkdir(parents=True, exist_ok=True)
+    (day_dir / "shop.csv").write_text("event_id,user_id,event_type,event_ts\ne1,u1,view,2026-03-01T10:00:00Z\n")
+    with pytest.raises(IngestError, match=r"shop.csv: missing required column\(s\) item_id"):
+        ingest_interval(handmade, DAY, DAY + timedelta(days=1))
 
 
 def test_an_event_id_accepted_on_another_day_is_a_duplicate(handmade):
@@ -147,7 +235,7 @@ def test_a_user_above_the_per_minute_rate_is_quarantined_as_a_bot(handmade):
 
 
 def test_a_missing_landing_file_fails_the_batch_naming_the_file(handmade):
-    with pytest.raises(IngestError, match=r"date=2026-03-01/events.jsonl"):
+    with pytest.raises(IngestError, match=r"no landing file for 2026-03-01: expected .*date=2026-03-01/\*\.jsonl"):
         ingest_interval(handmade, DAY, DAY + timedelta(days=1))
 
 

@@ -41,11 +41,30 @@ def test_funnel_narrows_from_views_to_purchases(simulated):
 def test_injected_defects_are_recorded_with_their_counts(simulated):
     truth = json.loads((simulated.landing_dir / "simulation.json").read_text())
     assert truth["duplicates_injected"] > 0
+    assert truth["retry_duplicates_injected"] > 0
+    assert truth["late_events"] > 0
     assert sum(truth["malformed_injected"].values()) > 0
     assert len(truth["bot_user_ids"]) == simulated.sim_bot_users
     assert truth["events_written"] == (
-        truth["clean_events"] + truth["duplicates_injected"] + sum(truth["malformed_injected"].values())
+        truth["clean_events"]
+        + truth["duplicates_injected"]
+        + truth["retry_duplicates_injected"]
+        + sum(truth["malformed_injected"].values())
     )
+
+
+def test_late_events_are_delivered_two_days_after_they_happened(simulated):
+    truth = json.loads((simulated.landing_dir / "simulation.json").read_text())
+    late = 0
+    for file in truth["files"]:
+        landing_day = file.split("date=")[1][:10]
+        for line in (simulated.landing_dir / file).read_text().splitlines():
+            try:
+                event = json.loads(line)
+                late += event["event_ts"][:10] < landing_day
+            except (ValueError, KeyError, TypeError):
+                continue  # the injected malformed rows
+    assert late == truth["late_events"]
 
 
 def test_popularity_is_long_tailed(simulated):

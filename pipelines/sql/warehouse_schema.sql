@@ -15,9 +15,11 @@ create table if not exists raw.events (
     context      json,
     source       varchar not null,
     batch_id     varchar not null,
-    landing_date date not null,   -- the data interval the row arrived in: what a re-run replaces
-    ingested_at  timestamptz not null
+    landing_date date not null,   -- the landing day the row arrived in: what a re-run replaces
+    ingested_at  timestamptz not null,
+    event_date   date             -- the UTC day the event happened: late events land in their own day
 );
+alter table raw.events add column if not exists event_date date;
 
 -- One row per item, replaced whole by each catalog snapshot.
 create table if not exists raw.items (
@@ -54,8 +56,12 @@ create table if not exists raw.batches (
     rows_quarantined integer not null,
     quarantined_by_reason json,
     started_at     timestamptz not null,
-    finished_at    timestamptz not null
+    finished_at    timestamptz not null,
+    landing_date   date,           -- the landing day (or, for an imported file, its last event day)
+    rows_late      integer         -- accepted events that happened before the landing day
 );
+alter table raw.batches add column if not exists landing_date date;
+alter table raw.batches add column if not exists rows_late integer;
 
 create schema if not exists monitoring;
 

@@ -1,0 +1,25 @@
+"""Ingestion: landing files and imported data sets -> the DuckDB raw layer (+ quarantine).
+
+Two entry points share one batch writer (``batch.py``) and one set of rules
+(``pipelines/sql/ingest/classify_events.sql``):
+- ``ingest_interval``: the ingest DAG's task. Owns the landing days of its data interval
+  (``landing/events/date=YYYY-MM-DD/*.jsonl|csv|parquet``) and replaces them whole.
+- ``ingest_path``: ``recforge ingest --source <adapter> --path <file or dir>`` for data sets
+  (MovieLens, Retailrocket, recforge files anywhere). One batch per file, replaced on re-run.
+"""
+
+from pipelines.ingest.batch import BatchResult, IngestError
+from pipelines.ingest.run import IngestResult, batch_id_for, days_in_interval, ingest_interval, ingest_path
+from pipelines.ingest.sources import SOURCES, SchemaError
+
+__all__ = [
+    "SOURCES",
+    "BatchResult",
+    "IngestError",
+    "IngestResult",
+    "SchemaError",
+    "batch_id_for",
+    "days_in_interval",
+    "ingest_interval",
+    "ingest_path",
+]

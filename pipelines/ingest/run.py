@@ -1,0 +1,257 @@
+"""The two ways a run chooses its batches: a data interval of landing days, or a path to import."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from pipelines.ingest.batch import BatchResult, BatchWindow, IngestError, ingest_batch
+from pipelines.ingest.sources import CATALOG_COLUMNS, SchemaError, get_source, read_recforge_catalog
+from pipelines.settings import Settings
+from pipelines.simulate import catalog_file
+from pipelines.warehouse import connect
+
+log = logging.getLogger(__name__)
+
+LANDING_FORMATS = ("*.jsonl", "*.csv", "*.parquet")
+
+
+@dataclass
+class IngestResult:
+    interval_start: datetime
+    interval_end: datetime
+    batches: list[BatchResult]
+    catalog_items: int
+
+    @property
+    def rows_accepted(self) -> int:
+        return sum(b.rows_accepted for b in self.batches)
+
+    @property
+    def rows_quarantined(self) -> int:
+        return sum(b.rows_quarantined for b in self.batches)
+
+    @property
+    def rows_input(self) -> int:
+        return sum(b.rows_input for b in self.batches)
+
+    @property
+    def rows_late(self) -> int:
+        return sum(b.rows_late for b in self.batches)
+
+    def summary(self) -> str:
+        reasons = Counter[str]()
+        for b in self.batches:
+            reasons.update(b.quarantined_by_reason)
+        return (
+            f"ingested {len(self.batches)} file(s) for [{self.interval_start:%Y-%m-%d %H:%M}, "
+            f"{self.interval_end:%Y-%m-%d %H:%M}): {self.rows_input} rows in, {self.rows_accepted} accepted "
+            f"({self.rows_late} late), {self.rows_quarantined} quarantined {dict(sorted(reasons.items()))}; "
+            f"catalog {self.catalog_items} items"
+        )
+
+
+def days_in_interval(start: datetime, end: datetime) -> list[date]:
+    """The landing days an interval [start, end) owns: every day whose midnight falls inside it."""
+    first = start.astimezone(UTC).date()
+    if datetime.combine(first, datetime.min.time(), tzinfo=UTC) < start:
+        first += timedelta(days=1)
+    days = []
+    day = first
+    while datetime.combine(day, datetime.min.time(), tzinfo=UTC) < end:
+        days.append(day)
+        day += timedelta(days=1)
+    return days
+
+
+def batch_id_for(source: str, landing_day: date | None, file_name: str) -> str:
+    """Stable per file, so a re-run replaces its own batch."""
+    return f"{source}:{landing_day.isoformat() if landing_day else 'import'}:{file_name}"
+
+
+def landing_day_dir(settings: Settings, day: date) -> Path:
+    return settings.landing_dir / "events" / f"date={day:%Y-%m-%d}"
+
+
+def _midnight(day: date) -> datetime:
+    return datetime.combine(day, datetime.min.time(), tzinfo=UTC)
+
+
+def ingest_interval(settings: Settings, interval_start: datetime, interval_end: datetime) -> IngestResult:
+    """Ingest every landing file of the days in [interval_start, interval_end), replacing those days whole.
+
+    A landing day may hold several files (JSONL, CSV, Parquet), one batch each. Events may be
+    late (up to ``late_arrival_days`` before their landing day): they keep their own event_date.
+    """
+    source = get_source("recforge")
+    days = days_in_interval(interval_start, interval_end)
+    plan: list[tuple[date, list[Path]]] = []
+    for day in days:
+        directory = landing_day_dir(settings, day)
+        files = sorted(p for pattern in LANDING_FORMATS for p in directory.glob(pattern))
+        if not files:
+            raise IngestError(f"no landing file for {day}: expected {directory}/*.jsonl|csv|parquet")
+        plan.append((day, files))
+
+    results = []
+    with connect(settings) as con:
+        con.execute("begin transaction")
+        try:
+            catalog_items = _replace_catalog(con, read_recforge_catalog_or_fail(settings))
+            for day, files in plan:
+                _forget_landing_day(con, source.name, day)
+                window = BatchWindow(
+                    interval_start=_midnight(day),
+                    interval_end=_midnight(day) + timedelta(days=1),
+                    landing_date=day,
+                    latest_allowed=_midnight(day) + timedelta(days=1, seconds=settings.future_tolerance_seconds),
+                    earliest_allowed=_midnight(day) - timedelta(days=settings.late_arrival_days),
+                )
+                for path in files:
+                    display = str(path.relative_to(settings.landing_dir))
+                    batch_id = batch_id_for(source.name, day, path.name)
+                    results.append(_guarded(ingest_batch, con, source, path, display, batch_id, window, settings))
+            con.execute("commit")
+        except Exception:
+            con.execute("rollback")
+            raise
+    result = IngestResult(interval_start, interval_end, results, catalog_items)
+    log.info(result.summary())
+    return result
+
+
+def ingest_path(settings: Settings, source_name: str, path: Path) -> IngestResult:
+    """Import a file or directory through an adapter; one batch per file, replaced if imported before.
+
+    Imported data sets are history, not a landing day: no late-arrival window applies, only the
+    future check against now. The batch's landing_date is the day of its last event.
+    """
+    source = get_source(source_name)
+    path = Path(path).expanduser().resolve()
+    if not path.exists():
+        raise IngestError(f"{path}: no such file or directory")
+    try:
+        files = source.event_files(path)
+        catalog = source.catalog(path)
+    except SchemaError as error:
+        raise IngestError(str(error)) from error
+    now = datetime.now(UTC)
+    results = []
+    with connect(settings) as con:
+        con.execute("begin transaction")
+        try:
+            catalog_items = (
+                _replace_catalog(con, catalog)
+                if catalog is not None
+                else con.execute("select count(*) from raw.items").fetchone()[0]
+            )
+            for file in files:
+                window = BatchWindow(
+                    interval_start=datetime(1970, 1, 1, tzinfo=UTC),
+                    interval_end=now,
+                    landing_date=now.date(),
+                    latest_allowed=now + timedelta(seconds=settings.future_tolerance_seconds),
+                    earliest_allowed=datetime(1970, 1, 1, tzinfo=UTC),
+                )
+                batch_id = batch_id_for(source.name, None, file.name)
+                result = _guarded(ingest_batch, con, source, file, str(file), batch_id, window, settings)
+                _stamp_import_interval(con, batch_id)
+                result.rows_late = 0  # history has no landing day to be late for
+                results.append(result)
+            if catalog is None:
+                catalog_items = _add_items_seen_in_events(con)
+            con.execute("commit")
+        except Exception:
+            con.execute("rollback")
+            raise
+    first, last = _event_range(settings)
+    result = IngestResult(first, last, results, catalog_items)
+    log.info(result.summary())
+    return result
+
+
+def _guarded(ingest, con, source, path, display, batch_id, window, settings) -> BatchResult:
+    try:
+        return ingest(con, source, path, display, batch_id, window, settings.bot_max_events_per_minute)
+    except SchemaError as error:
+        raise IngestError(str(error)) from error
+
+
+def _forget_landing_day(con: duckdb.DuckDBPyConnection, source: str, day: date) -> None:
+    """Drop every batch an earlier run wrote for this landing day, including files since removed."""
+    con.execute(
+        "delete from quarantine.events where batch_id in "
+        "(select batch_id from raw.batches where source = ? and landing_date = ?)",
+        [source, day],
+    )
+    con.execute("delete from raw.events where source = ? and landing_date = ?", [source, day])
+    con.execute("delete from raw.batches where source = ? and landing_date = ?", [source, day])
+
+
+def _stamp_import_interval(con: duckdb.DuckDBPyConnection, batch_id: str) -> None:
+    """An imported file's interval is the span of its accepted events; its landing day is the last one."""
+    con.execute(
+        """
+        update raw.batches set
+            interval_start = coalesce(span.first_ts, raw.batches.interval_start),
+            interval_end = coalesce(span.last_ts, raw.batches.interval_end),
+            landing_date = coalesce(cast(span.last_ts as date), raw.batches.landing_date),
+            rows_late = 0
+        from (select min(event_ts) as first_ts, max(event_ts) as last_ts from raw.events where batch_id = ?) as span
+        where batch_id = ?
+        """,
+        [batch_id, batch_id],
+    )
+    con.execute(
+        "update raw.events set landing_date = (select landing_date from raw.batches where batch_id = ?) "
+        "where batch_id = ?",
+        [batch_id, batch_id],
+    )
+    con.execute(
+        "update quarantine.events set landing_date = (select landing_date from raw.batches where batch_id = ?) "
+        "where batch_id = ?",
+        [batch_id, batch_id],
+    )
+
+
+def _event_range(settings: Settings) -> tuple[datetime, datetime]:
+    with connect(settings) as con:
+        first, last = con.execute("select min(event_ts), max(event_ts) from raw.events").fetchone()
+    return first or datetime(1970, 1, 1, tzinfo=UTC), last or datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def read_recforge_catalog_or_fail(settings: Settings) -> pd.DataFrame:
+    path = catalog_file(settings.landing_dir)
+    if not path.exists():
+        raise IngestError(f"item catalog missing: {path}")
+    try:
+        return read_recforge_catalog(path)
+    except SchemaError as error:
+        raise IngestError(str(error)) from error
+
+
+def _replace_catalog(con: duckdb.DuckDBPyConnection, items: pd.DataFrame) -> int:
+    """Replace raw.items with a catalog snapshot (it is small and always complete)."""
+    con.execute("delete from raw.items")
+    con.register("catalog_rows", items[CATALOG_COLUMNS])
+    con.execute(f"insert into raw.items ({', '.join(CATALOG_COLUMNS)}) select * from catalog_rows")
+    con.unregister("catalog_rows")
+    return len(items)
+
+
+def _add_items_seen_in_events(con: duckdb.DuckDBPyConnection) -> int:
+    """Sources without a catalog (Retailrocket's events file): every item seen becomes a catalog row."""
+    con.execute(
+        """
+        insert into raw.items (item_id, in_stock, is_blocked)
+        select distinct item_id, true, false from raw.events
+        where item_id not in (select item_id from raw.items)
+        """
+    )
+    return con.execute("select count(*) from raw.items").fetchone()[0]

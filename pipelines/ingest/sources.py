@@ -1,0 +1,449 @@
+"""Source adapters: turn one input file into the canonical rows that the ingest rules classify.
+
+Every adapter fills the DuckDB temp table ``incoming`` with the same columns:
+
+    line_number  where the row is in its file (1-based; for CSV the header is line 1)
+    raw          the row as it arrived: the original line for JSONL, the row's fields as a
+                 JSON object (all values as text) for CSV and Parquet
+    parse_error  why the row could not even be read (malformed_json, invalid_utf8,
+                 schema_mismatch), else NULL
+    event_id, user_id, item_id, event_type, event_ts (timestamptz, NULL if unparseable),
+    value (double), session_id, context (JSON text: the row's context plus unknown columns)
+
+and may provide the item catalog that comes with the data. Adapters only translate; every
+accept / quarantine decision is made once, in ``pipelines/sql/ingest/classify_events.sql``.
+
+Formats: recforge's own JSONL, CSV and Parquet (the canonical columns), MovieLens
+(``ratings.csv`` of ml-latest-small and the larger csv releases, ``ratings.dat`` of ml-1m / ml-10m,
+``u.data`` of ml-100k, each with its movies / items file), Retailrocket
+(``timestamp,visitorid,event,itemid,transactionid``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+
+REQUIRED_COLUMNS = ("event_id", "user_id", "item_id", "event_type", "event_ts")
+OPTIONAL_COLUMNS = ("value", "session_id", "context")
+CANONICAL_COLUMNS = (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS)
+CATALOG_COLUMNS = ["item_id", "title", "category", "price", "in_stock", "is_blocked", "created_at", "attributes"]
+
+
+class SchemaError(ValueError):
+    """A file that cannot be ingested at all: a required column is missing. Names file and column."""
+
+
+def quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def path_literal(path: Path) -> str:
+    """A file path as a SQL string literal (DuckDB's table functions take no parameters)."""
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+def _sql_list(values) -> str:
+    return "(" + ", ".join("'" + v.replace("'", "''") + "'" for v in values) + ")"
+
+
+# --- recforge JSONL -------------------------------------------------------------------------
+
+
+def _read_lines(path: Path) -> pa.Table:
+    """Non-blank lines with their line numbers. Lines that are not UTF-8 are kept (escaped) and flagged."""
+    data = path.read_bytes()
+    numbers, texts, errors = [], [], []
+    try:
+        lines = data.decode("utf-8").split("\n")
+        decoded_whole = True
+    except UnicodeDecodeError:
+        lines = data.split(b"\n")
+        decoded_whole = False
+    for n, line in enumerate(lines, start=1):
+        error = None
+        if not decoded_whole:
+            try:
+                line = line.decode("utf-8")
+            except UnicodeDecodeError:
+                line, error = line.decode("utf-8", errors="backslashreplace"), "invalid_utf8"
+        line = line.removesuffix("\r")
+        if not line.strip():
+            continue
+        numbers.append(n)
+        texts.append(line)
+        errors.append(error)
+    return pa.table({"line_number": pa.array(numbers, pa.int64()), "raw": texts, "read_error": errors})
+
+
+def stage_jsonl(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    """One JSON object per line. Unknown keys are folded into `context`; a key no row has fails the file."""
+    con.register("incoming_lines", _read_lines(path))
+    fields = ", ".join(f"'$.{c}'" for c in CANONICAL_COLUMNS)
+    # Each document is parsed once; the fields and their JSON types are read as lists in one pass.
+    con.execute(
+        f"""
+        create or replace temp table incoming_docs as
+        with documents as (
+            select line_number, raw, read_error, try_cast(raw as json) as doc from incoming_lines
+        ),
+        objects as (
+            select *, case when json_type(doc) = 'OBJECT' then doc end as obj from documents
+        )
+        select
+            line_number, raw, read_error, doc, obj,
+            json_extract_string(obj, [{fields}]) as v,
+            json_type(obj, [{fields}]) as t,
+            json_keys(obj) as keys
+        from objects
+        """
+    )
+    con.unregister("incoming_lines")
+    present = {key for (key,) in con.execute("select distinct unnest(keys) from incoming_docs").fetchall()}
+    has_objects = con.execute("select count(obj) from incoming_docs").fetchone()[0] > 0
+    if has_objects and (missing := [c for c in REQUIRED_COLUMNS if c not in present]):
+        raise SchemaError(f"{path}: no row has the required column(s) {', '.join(missing)}")
+    known = _sql_list(CANONICAL_COLUMNS)
+    extras_exist = bool(present - set(CANONICAL_COLUMNS))
+    position = {c: i + 1 for i, c in enumerate(CANONICAL_COLUMNS)}  # DuckDB lists are 1-based
+
+    def value(c: str) -> str:
+        return f"v[{position[c]}]"
+
+    def kind(c: str) -> str:
+        return f"coalesce(t[{position[c]}], 'NULL')"
+
+    scalar = "('VARCHAR', 'BIGINT', 'UBIGINT', 'DOUBLE', 'NULL')"
+    own_context = f"case when {kind('context')} = 'OBJECT' then json_extract(obj, '$.context') end"
+    context = (
+        f"""case
+                when len(list_filter(keys, lambda k: k not in {known})) = 0 then cast({own_context} as varchar)
+                else cast(json_merge_patch(
+                    coalesce({own_context}, '{{}}'::json),
+                    to_json(map_from_entries(list_transform(
+                        list_filter(keys, lambda k: k not in {known}),
+                        lambda k: {{'key': k, 'value': json_extract(obj, '$."' || k || '"')}}
+                    )))
+                ) as varchar)
+            end"""
+        if extras_exist
+        else f"cast({own_context} as varchar)"
+    )
+    con.execute(
+        f"""
+        create or replace temp table incoming as
+        select
+            line_number,
+            raw,
+            case
+                when read_error is not null then read_error
+                when doc is null then 'malformed_json'
+                when obj is null then 'schema_mismatch'
+                when {kind("event_id")} not in {scalar} or {kind("user_id")} not in {scalar}
+                  or {kind("item_id")} not in {scalar} or {kind("event_type")} not in ('VARCHAR', 'NULL')
+                  or {kind("event_ts")} not in ('VARCHAR', 'NULL') or {kind("context")} not in ('OBJECT', 'NULL')
+                  or ({kind("value")} not in ('BIGINT', 'UBIGINT', 'DOUBLE', 'NULL')
+                      and try_cast({value("value")} as double) is null)
+                    then 'schema_mismatch'
+            end as parse_error,
+            {value("event_id")} as event_id,
+            {value("user_id")} as user_id,
+            {value("item_id")} as item_id,
+            {value("event_type")} as event_type,
+            try_cast({value("event_ts")} as timestamptz) as event_ts,
+            try_cast({value("value")} as double) as value,
+            {value("session_id")} as session_id,
+            {context} as context
+        from incoming_docs
+        """
+    )
+
+
+# --- recforge CSV and Parquet --------------------------------------------------------------
+
+
+def _stage_tabular(con: duckdb.DuckDBPyConnection, path: Path, reader: str, first_line: int) -> None:
+    """Rows of a table with the canonical columns (as text); extra columns go into `context`."""
+    con.execute(f"create or replace temp table incoming_rows as select * from {reader}")
+    columns = [row[0] for row in con.execute("describe incoming_rows").fetchall()]
+    if missing := [c for c in REQUIRED_COLUMNS if c not in columns]:
+        raise SchemaError(f"{path}: missing required column(s) {', '.join(missing)} (has {', '.join(columns)})")
+    extras = [c for c in columns if c not in CANONICAL_COLUMNS]
+
+    def text(column: str) -> str:
+        return f"cast({quote(column)} as varchar)" if column in columns else "null"
+
+    everything = ", ".join(f"{quote(c)} := cast({quote(c)} as varchar)" for c in columns)
+    extra_object = ", ".join(f"{quote(c)} := {quote(c)}" for c in extras)
+    base_context = f"try_cast({text('context')} as json)" if "context" in columns else "null::json"
+    context = (
+        f"cast(json_merge_patch(coalesce({base_context}, '{{}}'::json), to_json(struct_pack({extra_object}))) "
+        "as varchar)"
+        if extras
+        else f"cast({base_context} as varchar)"
+    )
+    con.execute(
+        f"""
+        create or replace temp table incoming as
+        select
+            row_number() over () + {first_line - 1} as line_number,
+            cast(to_json(struct_pack({everything})) as varchar) as raw,
+            case
+                when {text("value")} is not null and try_cast({text("value")} as double) is null
+                    then 'schema_mismatch'
+                when {text("context")} is not null and json_type(try_cast({text("context")} as json)) is distinct
+                    from 'OBJECT' then 'schema_mismatch'
+            end as parse_error,
+            {text("event_id")} as event_id,
+            {text("user_id")} as user_id,
+            {text("item_id")} as item_id,
+            {text("event_type")} as event_type,
+            try_cast({text("event_ts")} as timestamptz) as event_ts,
+            try_cast({text("value")} as double) as value,
+            {text("session_id")} as session_id,
+            {context} as context
+        from incoming_rows
+        """
+    )
+
+
+def stage_csv(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    reader = f"read_csv({path_literal(path)}, header = true, all_varchar = true, hive_partitioning = false)"
+    _stage_tabular(con, path, reader, first_line=2)
+
+
+def stage_parquet(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    _stage_tabular(con, path, f"read_parquet({path_literal(path)}, hive_partitioning = false)", first_line=1)
+
+
+# --- catalog ---------------------------------------------------------------------------------
+
+
+def read_recforge_catalog(path: Path) -> pd.DataFrame:
+    items = pd.read_json(path, lines=True, dtype={"item_id": str})
+    required = {"item_id", "category", "price", "in_stock", "is_blocked"}
+    if missing := required - set(items.columns):
+        raise SchemaError(f"{path}: catalog lacks required column(s) {sorted(missing)}")
+    return _catalog_frame(items)
+
+
+def _catalog_frame(items: pd.DataFrame) -> pd.DataFrame:
+    items = items.copy()
+    for column in CATALOG_COLUMNS:
+        if column not in items:
+            items[column] = None
+    items["item_id"] = items["item_id"].astype(str)
+    items["created_at"] = pd.to_datetime(items["created_at"], utc=True, errors="coerce", format="ISO8601")
+    items["attributes"] = [json.dumps(a) if isinstance(a, dict) else None for a in items["attributes"]]
+    return items[CATALOG_COLUMNS]
+
+
+# --- MovieLens -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MovieLensLayout:
+    """Where a MovieLens release keeps its ratings and movies, and how they are spelled."""
+
+    ratings: str
+    movies: str
+    ratings_reader: str  # DuckDB table function text producing user_id, item_id, rating, ts (epoch seconds)
+    movies_format: str  # 'csv' | 'dat' | 'u.item'
+
+
+def _movielens_layout(directory: Path) -> MovieLensLayout:
+    if (directory / "ratings.csv").exists():
+        return MovieLensLayout(
+            "ratings.csv",
+            "movies.csv",
+            "read_csv('{path}', header = true, all_varchar = true, "
+            "columns = {{'userId': 'VARCHAR', 'movieId': 'VARCHAR', 'rating': 'VARCHAR', 'timestamp': 'VARCHAR'}})",
+            "csv",
+        )
+    if (directory / "ratings.dat").exists():
+        return MovieLensLayout(
+            "ratings.dat",
+            "movies.dat",
+            "(select column0 as userId, column2 as movieId, column4 as rating, column6 as timestamp "
+            "from read_csv('{path}', header = false, sep = ':', all_varchar = true, quote = '', "
+            "columns = {{'column0': 'VARCHAR', 'column1': 'VARCHAR', 'column2': 'VARCHAR', 'column3': 'VARCHAR', "
+            "'column4': 'VARCHAR', 'column5': 'VARCHAR', 'column6': 'VARCHAR'}}))",
+            "dat",
+        )
+    if (directory / "u.data").exists():
+        return MovieLensLayout(
+            "u.data",
+            "u.item",
+            "read_csv('{path}', header = false, sep = '\\t', all_varchar = true, "
+            "columns = {{'userId': 'VARCHAR', 'movieId': 'VARCHAR', 'rating': 'VARCHAR', 'timestamp': 'VARCHAR'}})",
+            "u.item",
+        )
+    raise SchemaError(f"{directory}: not a MovieLens release (no ratings.csv, ratings.dat or u.data)")
+
+
+def stage_movielens(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    """Ratings become `rating` events with the rating as `value`; the event id is derived, hence stable."""
+    directory = path if path.is_dir() else path.parent
+    layout = _movielens_layout(directory)
+    ratings = directory / layout.ratings
+    reader = layout.ratings_reader.format(path=str(ratings).replace("'", "''"))  # the template quotes it
+    first_line = 2 if layout.ratings.endswith(".csv") else 1
+    con.execute(
+        f"""
+        create or replace temp table incoming as
+        with rows as (select * from {reader})
+        select
+            row_number() over () + {first_line - 1} as line_number,
+            cast(to_json(struct_pack(userId := userId, movieId := movieId, rating := rating, timestamp := timestamp))
+                 as varchar) as raw,
+            case
+                when try_cast(rating as double) is null or try_cast(timestamp as bigint) is null
+                    then 'schema_mismatch'
+            end as parse_error,
+            'ml:' || userId || ':' || movieId || ':' || timestamp as event_id,
+            userId as user_id,
+            movieId as item_id,
+            'rating' as event_type,
+            to_timestamp(try_cast(timestamp as bigint)) as event_ts,
+            try_cast(rating as double) as value,
+            null::varchar as session_id,
+            null::varchar as context
+        from rows
+        """
+    )
+
+
+def read_movielens_catalog(path: Path) -> pd.DataFrame:
+    """Movies as items: the first genre is the category; all genres and the year go to attributes."""
+    directory = path if path.is_dir() else path.parent
+    layout = _movielens_layout(directory)
+    movies_path = directory / layout.movies
+    if not movies_path.exists():
+        raise SchemaError(f"{directory}: MovieLens ratings without their movies file {layout.movies}")
+    if layout.movies_format == "csv":
+        movies = pd.read_csv(movies_path, dtype=str)
+        ids, titles, genres = movies["movieId"], movies["title"], movies["genres"].fillna("").str.split("|")
+    elif layout.movies_format == "dat":
+        movies = pd.read_csv(
+            movies_path, sep="::", engine="python", header=None, names=["id", "title", "genres"], encoding="latin-1"
+        )
+        ids, titles, genres = movies["id"].astype(str), movies["title"], movies["genres"].fillna("").str.split("|")
+    else:
+        genre_names = [
+            "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
+            "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
+        ]  # fmt: skip
+        movies = pd.read_csv(movies_path, sep="|", header=None, encoding="latin-1", dtype=str)
+        flags = movies.iloc[:, 5 : 5 + len(genre_names)].astype(int).to_numpy()
+        ids, titles = movies[0], movies[1]
+        genres = pd.Series([[g for g, f in zip(genre_names, row, strict=True) if f] for row in flags])
+    genres = [[g for g in gs if g and g != "(no genres listed)"] for gs in genres]
+    return _catalog_frame(
+        pd.DataFrame(
+            {
+                "item_id": ids.astype(str).to_numpy(),
+                "title": titles.to_numpy(),
+                "category": [gs[0] if gs else "unknown" for gs in genres],
+                "price": None,
+                "in_stock": True,
+                "is_blocked": False,
+                "attributes": [{"genres": gs} for gs in genres],
+            }
+        )
+    )
+
+
+# --- Retailrocket ----------------------------------------------------------------------------
+
+RETAILROCKET_EVENTS = {"view": "view", "addtocart": "add_to_cart", "transaction": "purchase"}
+
+
+def stage_retailrocket(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    """`timestamp,visitorid,event,itemid,transactionid` (epoch milliseconds); the transaction id goes to context."""
+    con.execute(
+        f"create or replace temp table incoming_rows as "
+        f"select * from read_csv({path_literal(path)}, header = true, all_varchar = true, hive_partitioning = false)"
+    )
+    columns = [row[0] for row in con.execute("describe incoming_rows").fetchall()]
+    if missing := [c for c in ("timestamp", "visitorid", "event", "itemid") if c not in columns]:
+        raise SchemaError(f"{path}: missing required column(s) {', '.join(missing)} (has {', '.join(columns)})")
+    transaction = "transactionid" if "transactionid" in columns else "null::varchar"
+    mapping = " ".join(f"when '{k}' then '{v}'" for k, v in RETAILROCKET_EVENTS.items())
+    con.execute(
+        f"""
+        create or replace temp table incoming as
+        select
+            row_number() over () + 1 as line_number,
+            cast(to_json(incoming_rows) as varchar) as raw,
+            case when timestamp is not null and try_cast(timestamp as bigint) is null then 'schema_mismatch' end
+                as parse_error,
+            'rr:' || visitorid || ':' || itemid || ':' || event || ':' || timestamp as event_id,
+            visitorid as user_id,
+            itemid as item_id,
+            case event {mapping} else event end as event_type,
+            make_timestamptz(try_cast(timestamp as bigint) * 1000) as event_ts,
+            null::double as value,
+            null::varchar as session_id,
+            case when {transaction} is not null then cast(json_object('transaction_id', {transaction}) as varchar)
+                end as context
+        from incoming_rows
+        """
+    )
+
+
+@dataclass(frozen=True)
+class Source:
+    """A named way to read events (and maybe the catalog that comes with them)."""
+
+    name: str
+    description: str
+
+    def stage(self, con: duckdb.DuckDBPyConnection, path: Path) -> None:
+        if self.name == "recforge":
+            suffix = path.suffix.lower()
+            stage = {".jsonl": stage_jsonl, ".json": stage_jsonl, ".csv": stage_csv, ".parquet": stage_parquet}
+            if suffix not in stage:
+                raise SchemaError(f"{path}: unsupported landing format {suffix!r} (jsonl, csv or parquet)")
+            stage[suffix](con, path)
+        elif self.name == "movielens":
+            stage_movielens(con, path)
+        elif self.name == "retailrocket":
+            stage_retailrocket(con, path)
+        else:
+            raise KeyError(self.name)
+
+    def event_files(self, path: Path) -> list[Path]:
+        """The files one `ingest --path` reads: the path itself, or what this source expects in a directory."""
+        if self.name == "movielens":
+            directory = path if path.is_dir() else path.parent
+            return [directory / _movielens_layout(directory).ratings]
+        if path.is_file():
+            return [path]
+        patterns = ("*.csv",) if self.name == "retailrocket" else ("*.jsonl", "*.csv", "*.parquet")
+        files = sorted(p for pattern in patterns for p in path.glob(pattern))
+        if not files:
+            raise SchemaError(f"{path}: no {self.name} event files ({', '.join(patterns)})")
+        return files
+
+    def catalog(self, path: Path) -> pd.DataFrame | None:
+        if self.name == "movielens":
+            return read_movielens_catalog(path)
+        return None
+
+
+SOURCES = {
+    "recforge": Source("recforge", "recforge's canonical events as JSONL, CSV or Parquet"),
+    "movielens": Source("movielens", "MovieLens ratings.csv / ratings.dat / u.data with its movies file"),
+    "retailrocket": Source("retailrocket", "Retailrocket events.csv: timestamp,visitorid,event,itemid,transactionid"),
+}
+
+
+def get_source(name: str) -> Source:
+    if name not in SOURCES:
+        raise KeyError(f"unknown source {name!r}; known: {', '.join(SOURCES)}")
+    return SOURCES[name]
