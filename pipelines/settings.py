@@ -84,6 +84,10 @@ class Settings(BaseSettings):
     test_days: int = Field(default=7, description="Days at the end of the log held out as the test window.")
     valid_days: int = Field(default=7, description="Days before the test window that form the validation window.")
     decay_half_life_days: float = 14.0
+    session_gap_minutes: int = Field(default=30, description="Inactivity that ends a session (int_sessions).")
+    bot_max_events_per_day: int = Field(
+        default=2000, description="More behavioural events than this on one day marks a user as a bot (dbt)."
+    )
 
     # --- drift (compare the latest window with the window of the last retraining)
     drift_window_days: int = 7

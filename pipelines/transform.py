@@ -94,5 +94,7 @@ def _vars(settings: Settings) -> str:
             "test_days": settings.test_days,
             "valid_days": settings.valid_days,
             "decay_half_life_days": settings.decay_half_life_days,
+            "session_gap_minutes": settings.session_gap_minutes,
+            "bot_max_events_per_day": settings.bot_max_events_per_day,
         }
     )

@@ -1,13 +1,15 @@
 import pytest
 
-from pipelines.transform import TransformError, build_warehouse
+from pipelines.transform import TransformError, build_warehouse, run_dbt
 from pipelines.warehouse import connect
 from tests.conftest import copy_home
 
 
-def test_marts_hold_every_accepted_event_exactly_once(built):
+def test_marts_hold_every_accepted_event_of_a_person_exactly_once(built):
     with connect(built) as con:
-        raw = con.execute("select count(*) from raw.events").fetchone()[0]
+        raw = con.execute(
+            "select count(*) from raw.events where user_id not in (select user_id from intermediate.int_bot_users)"
+        ).fetchone()[0]
         in_mart = con.execute("select sum(n_events) from marts.interactions").fetchone()[0]
         in_split = con.execute("select sum(n_events) from marts.interactions_split").fetchone()[0]
     assert raw == in_mart == in_split
@@ -51,3 +53,74 @@ def test_a_failing_dbt_test_fails_the_build_naming_it(built, tmp_path):
         )
     with pytest.raises(TransformError, match="accepted_values_stg_events_event_type"):
         build_warehouse(settings)
+
+
+def test_features_cover_every_item_and_user_of_the_interactions(built):
+    with connect(built) as con:
+        missing_items, missing_users = con.execute(
+            """
+            select
+                (select count(distinct item_id) from marts.interactions
+                 where item_id not in (select item_id from marts.item_features)),
+                (select count(distinct user_id) from marts.interactions
+                 where user_id not in (select user_id from marts.user_features))
+            """
+        ).fetchone()
+        segments = dict(con.execute("select segment, count(*) from marts.user_features group by segment").fetchall())
+        windows_ordered = con.execute(
+            "select bool_and(events_1d <= events_7d and events_7d <= events_30d and events_30d <= events_total) "
+            "from marts.item_features"
+        ).fetchone()[0]
+    assert (missing_items, missing_users) == (0, 0)
+    assert set(segments) <= {"cold", "casual", "power"} and segments.get("cold", 0) > 0
+    assert windows_ordered
+
+
+def test_user_segments_follow_distinct_items_in_the_interactions_mart(built):
+    with connect(built) as con:
+        disagreements = con.execute(
+            """
+            with counted as (select user_id, count(*) as n_items from marts.interactions group by user_id)
+            select count(*) from counted join marts.user_features using (user_id)
+            where counted.n_items <> user_features.n_items
+               or user_features.segment <> case when counted.n_items < 5 then 'cold'
+                                                when counted.n_items <= 50 then 'casual' else 'power' end
+            """
+        ).fetchone()[0]
+    assert disagreements == 0
+
+
+def test_sessions_hold_every_event_once(built):
+    with connect(built) as con:
+        in_sessions, events = con.execute(
+            "select (select sum(n_events) from intermediate.int_sessions), "
+            "(select count(*) from intermediate.int_events_without_bots)"
+        ).fetchone()
+    assert in_sessions == events > 0
+
+
+def test_an_incremental_build_after_rerunning_a_day_equals_a_full_refresh(built, tmp_path):
+    from datetime import timedelta
+
+    from pipelines.ingest import ingest_interval
+    from tests.conftest import whole_log
+
+    settings = copy_home(built, tmp_path / "home")
+    start, _ = whole_log(settings)
+    ingest_interval(settings, start + timedelta(days=3), start + timedelta(days=5))  # re-run two days
+    build_warehouse(settings)  # incremental: only the replaced batches are reprocessed
+
+    def fingerprint() -> tuple:
+        with connect(settings) as con:
+            return (
+                con.execute(
+                    "select count(*), sum(hash(event_id, batch_id, event_ts)) from intermediate.int_events_deduped"
+                ).fetchone()
+                + con.execute("select count(*), sum(weight) from marts.interactions").fetchone()
+            )
+
+    incremental = fingerprint()
+    with connect(built) as con:
+        assert incremental[0] == con.execute("select count(*) from intermediate.int_events_deduped").fetchone()[0]
+    run_dbt(settings, ["build", "--full-refresh", "--select", "int_events_deduped+"])
+    assert fingerprint() == pytest.approx(incremental)

@@ -1,14 +1,39 @@
--- Ingestion already rejects duplicate event ids, but the warehouse must not depend on it:
--- keep the first arrival of each event id.
+-- One row per event id: the first arrival wins (earliest landing day, then batch id).
+-- Incremental: a run reprocesses only the batches ingested since the last run. A re-ingested
+-- batch keeps its batch id and gets a new ingested_at, so delete+insert on batch_id replaces it:
+-- re-running or backfilling a day never duplicates. Ingestion already quarantines ids accepted
+-- from an earlier landing day; this layer does not depend on it.
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        unique_key='batch_id',
+    )
+}}
+
 with events as (
     select * from {{ ref('stg_events') }}
+    {% if is_incremental() %}
+    where ingested_at > (select coalesce(max(ingested_at), cast('1970-01-01' as timestamp)) from {{ this }})
+    {% endif %}
 ),
+
+{% if is_incremental() %}
+kept_elsewhere as (
+    -- Ids this model already holds from batches that are not being replaced: they arrived first.
+    select event_id from {{ this }}
+    where batch_id not in (select distinct batch_id from events)
+),
+{% endif %}
 
 ranked as (
     select
         *,
         row_number() over (partition by event_id order by landing_date, batch_id) as arrival_rank
     from events
+    {% if is_incremental() %}
+    where event_id not in (select event_id from kept_elsewhere)
+    {% endif %}
 ),
 
 final as (
@@ -18,12 +43,14 @@ final as (
         item_id,
         event_type,
         event_ts,
+        event_date,
         event_value,
         session_id,
         context,
         source,
         batch_id,
-        landing_date
+        landing_date,
+        ingested_at
     from ranked
     where arrival_rank = 1
 )

@@ -1,6 +1,6 @@
 -- One row per user x item over the whole log: how strongly, how often and when they interacted.
 with events as (
-    select * from {{ ref('int_events_deduped') }}
+    select * from {{ ref('int_events_without_bots') }}
 ),
 
 snapshot as (

@@ -2,7 +2,7 @@
 -- test_days are `test`, the valid_days before them `valid`, everything earlier `train`.
 -- Decay is measured from the end of each row's own window, so no split sees a later one.
 with events as (
-    select * from {{ ref('int_events_deduped') }}
+    select * from {{ ref('int_events_without_bots') }}
 ),
 
 cutoffs as (

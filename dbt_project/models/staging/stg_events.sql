@@ -9,12 +9,14 @@ renamed as (
         cast(item_id as varchar) as item_id,
         cast(event_type as varchar) as event_type,
         cast(event_ts as timestamp) as event_ts,
+        cast(event_ts as date) as event_date,
         cast(value as double precision) as event_value,
         session_id,
         context,
         source,
         batch_id,
-        landing_date
+        landing_date,
+        cast(ingested_at as timestamp) as ingested_at
     from source
 )
 

@@ -1,0 +1,69 @@
+-- One row per item (every catalog item, and any item seen in events but missing from the
+-- catalog): what it is, how old, how popular over 1/7/30 days, and how well it converts.
+-- Windows end at the snapshot (the latest event), so the mart is the same whenever it is built.
+with events as (
+    select * from {{ ref('int_events_without_bots') }}
+),
+
+items as (
+    select * from {{ ref('stg_items') }}
+),
+
+snapshot as (
+    select max(event_ts) as snapshot_ts from events
+),
+
+activity as (
+    select
+        events.item_id,
+        count(*) filter (where events.event_ts > snapshot.snapshot_ts - {{ days(1) }}) as events_1d,
+        count(*) filter (where events.event_ts > snapshot.snapshot_ts - {{ days(7) }}) as events_7d,
+        count(*) filter (where events.event_ts > snapshot.snapshot_ts - {{ days(30) }}) as events_30d,
+        count(*) as events_total,
+        count(distinct events.user_id) as users_total,
+        count(*) filter (where events.event_type = 'view') as n_views,
+        count(*) filter (where events.event_type = 'purchase') as n_purchases,
+        min(events.event_ts) as first_seen_ts,
+        max(events.event_ts) as last_seen_ts
+    from events
+    cross join snapshot
+    group by events.item_id
+),
+
+all_items as (
+    select item_id from items
+    union
+    select item_id from activity
+),
+
+final as (
+    select
+        all_items.item_id,
+        coalesce(items.category, 'unknown') as category,
+        items.price,
+        coalesce(items.in_stock, false) as in_stock,
+        coalesce(items.is_blocked, false) as is_blocked,
+        items.item_id is not null as in_catalog,
+        items.created_at,
+        ({{ epoch_seconds('snapshot.snapshot_ts') }}
+            - {{ epoch_seconds('coalesce(items.created_at, activity.first_seen_ts, snapshot.snapshot_ts)') }})
+            / 86400.0 as age_days,
+        coalesce(activity.events_1d, 0) as events_1d,
+        coalesce(activity.events_7d, 0) as events_7d,
+        coalesce(activity.events_30d, 0) as events_30d,
+        coalesce(activity.events_total, 0) as events_total,
+        coalesce(activity.users_total, 0) as users_total,
+        coalesce(activity.n_views, 0) as n_views,
+        coalesce(activity.n_purchases, 0) as n_purchases,
+        case
+            when coalesce(activity.n_views, 0) > 0 then cast(activity.n_purchases as double precision) / activity.n_views
+        end as conversion_rate,
+        activity.first_seen_ts,
+        activity.last_seen_ts
+    from all_items
+    cross join snapshot
+    left join items on all_items.item_id = items.item_id
+    left join activity on all_items.item_id = activity.item_id
+)
+
+select * from final
