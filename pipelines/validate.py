@@ -7,7 +7,7 @@ list of validation definitions, each applying one suite to one data frame built 
 Every expectation carries a severity. A failed ``critical`` expectation raises
 ``ValidationFailed`` naming the checkpoint, the failed expectations and the batch, so the Airflow
 task fails and nothing downstream runs; failed ``warning`` expectations are logged, shown in Data
-Docs and reports/index.html, and the run goes on. Data Docs are rebuilt after every checkpoint.
+Docs and reports/index.html, and the run goes on. Data Docs are updated after every checkpoint.
 """
 
 from __future__ import annotations
@@ -119,7 +119,15 @@ def _run_definitions(
             label = f"{definition.name}.{config.type}({subject})"
             severity = str(getattr(config.severity, "value", config.severity)).lower()
             (report.failed_critical if severity == "critical" else report.failed_warning).append(label)
-    context.build_data_docs()
+    # Render only this run's results (and their suites): a full rebuild re-renders every result
+    # ever stored, which grows with each daily run. The index page is still rebuilt.
+    this_run = [
+        key
+        for key in context.validation_results_store.list_keys()
+        if key.run_id.run_name == run_id.run_name and key.run_id.run_time == run_id.run_time
+    ]
+    suites = list({key.expectation_suite_identifier for key in this_run})
+    context.build_data_docs(resource_identifiers=[*this_run, *suites])
     report.data_docs = settings.reports_dir / "data_docs" / "index.html"
     for suite in report.rows:
         # GX names result pages validations/<suite>/<run name>/<run time>/<asset>.html

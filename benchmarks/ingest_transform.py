@@ -1,0 +1,108 @@
+"""Benchmark: ingest + `dbt build` of a simulated event log (1M, 10M events) and of ml-100k.
+
+Each stage runs in its own child process so its wall time and peak resident memory
+(``ru_maxrss`` from ``wait4``) are its own. Generating the simulated log is not timed.
+
+    python benchmarks/ingest_transform.py 1m          # ~1.0M landing lines
+    python benchmarks/ingest_transform.py 10m         # ~10M landing lines
+    python benchmarks/ingest_transform.py ml-100k     # MovieLens 100k through the movielens adapter
+
+Writes ``<home>/benchmark.json`` and prints one Markdown table row per stage. The home
+defaults to ``/tmp/recforge-bench-<size>`` (outside the repository: the data is large).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+# Simulator sizes that give about 1M / 10M landing lines (about 3,700 lines per user over 60 days).
+SIZES = {
+    "1m": {"sim_users": 20_000, "sim_items": 5_000, "sim_days": 18, "sim_categories": 20},
+    "10m": {"sim_users": 100_000, "sim_items": 20_000, "sim_days": 36, "sim_categories": 40},
+}
+
+STAGE_CODE = {
+    "simulate": "from pipelines.simulate import simulate; s = get_settings(); s.ensure_dirs(); "
+    "print(simulate(s).events_written)",
+    "ingest": "from pipelines.ingest import ingest_interval; s = get_settings(); "
+    "r = ingest_interval(s, START, END); print(r.summary())",
+    "import": "from pipelines.ingest import ingest_path; s = get_settings(); "
+    "print(ingest_path(s, 'movielens', s.datasets_dir / 'ml-100k').summary())",
+    "dbt_build": "from pipelines.transform import build_warehouse; print(build_warehouse(get_settings()).summary())",
+}
+
+
+def run_stage(stage: str, env: dict[str, str], start: datetime | None = None, end: datetime | None = None) -> dict:
+    """Run one stage in a child process; return its wall seconds, peak RSS and last output line."""
+    prelude = (
+        "import logging, os, sys; from datetime import datetime; "
+        "logging.basicConfig(level=logging.WARNING, stream=sys.stderr); "
+        "from pipelines.settings import get_settings; "
+        "START = datetime.fromisoformat(os.environ['BENCH_START']) if 'BENCH_START' in os.environ else None; "
+        "END = datetime.fromisoformat(os.environ['BENCH_END']) if 'BENCH_END' in os.environ else None; "
+    )
+    if start is not None and end is not None:
+        env = {**env, "BENCH_START": start.isoformat(), "BENCH_END": end.isoformat()}
+    started = time.perf_counter()
+    child = subprocess.Popen(
+        [sys.executable, "-c", prelude + STAGE_CODE[stage]], env=env, stdout=subprocess.PIPE, text=True
+    )
+    output = child.stdout.read()
+    _, status, usage = os.wait4(child.pid, 0)
+    seconds = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"stage {stage} failed (exit {os.waitstatus_to_exitcode(status)})")
+    lines = [line for line in output.splitlines() if line.strip()]
+    return {"stage": stage, "seconds": round(seconds, 1), "peak_rss_mib": round(usage.ru_maxrss / 1024),
+            "output": lines[-1] if lines else ""}  # fmt: skip
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("size", choices=[*SIZES, "ml-100k"])
+    parser.add_argument("--home", type=Path, help="where the log and warehouse go (default /tmp/recforge-bench-SIZE)")
+    parser.add_argument("--keep-log", action="store_true", help="reuse an already simulated log in --home")
+    args = parser.parse_args()
+    home = (args.home or Path(f"/tmp/recforge-bench-{args.size}")).resolve()
+    overrides = SIZES.get(args.size, {})
+    env = {**os.environ, "RECFORGE_HOME": str(home)}
+    env.update({f"RECFORGE_{k.upper()}": str(v) for k, v in overrides.items()})
+
+    results = []
+    if args.size == "ml-100k":
+        (home / "warehouse.duckdb").unlink(missing_ok=True)
+        results.append(run_stage("import", env))
+    else:
+        if not (args.keep_log and (home / "landing" / "simulation.json").exists()):
+            generated = run_stage("simulate", env)
+            print(f"simulated {generated['output']} landing lines in {generated['seconds']}s (not part of the figures)")
+        (home / "warehouse.duckdb").unlink(missing_ok=True)
+        start = datetime(2026, 1, 1, tzinfo=UTC)
+        results.append(run_stage("ingest", env, start, start + timedelta(days=overrides["sim_days"])))
+    results.append(run_stage("dbt_build", env))
+
+    lines_in = json.loads((home / "landing" / "simulation.json").read_text())["events_written"] if overrides else None
+    total = round(sum(r["seconds"] for r in results), 1)
+    report = {
+        "size": args.size, "landing_lines": lines_in, "stages": results, "total_seconds": total,
+        "peak_rss_mib": max(r["peak_rss_mib"] for r in results),
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"), "machine": platform.platform(),
+        "cpus": os.cpu_count(), "load_average_at_end": os.getloadavg(),
+    }  # fmt: skip
+    (home / "benchmark.json").write_text(json.dumps(report, indent=2) + "\n")
+    for r in results:
+        print(f"| {args.size} | {r['stage']} | {r['seconds']} s | {r['peak_rss_mib']} MiB | {r['output'][:110]} |")
+    print(f"| {args.size} | total | {total} s | {report['peak_rss_mib']} MiB (peak of any stage) | |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
