@@ -101,20 +101,33 @@ CHROMIUM_FLAGS = [
 ]
 
 
-@pytest.fixture(scope="session")
-def chromium() -> str:
-    """Debian's headless Chromium, installed on first use if absent (the machine user is root)."""
+def debian_tool(command: str, package: str) -> str:
+    """Path of `command`, installing Debian's `package` on first use if absent (the machine user is root).
+
+    Fails under CI=true when it cannot be had, else skips. Installs are serialised with a file lock,
+    because parallel test workers may need tools at the same time and apt allows one at a time.
+    """
+    import fcntl
     import os
     import subprocess
 
-    path = shutil.which("chromium")
+    path = shutil.which(command)
     if path is None and shutil.which("apt-get") and os.geteuid() == 0:
-        subprocess.run(["apt-get", "update", "-qq"], capture_output=True, check=False)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], capture_output=True, check=False)
-        path = shutil.which("chromium")
+        with open("/tmp/recforge-tests-apt.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if shutil.which(command) is None:
+                subprocess.run(["apt-get", "update", "-qq"], capture_output=True, check=False)
+                subprocess.run(["apt-get", "install", "-y", "-qq", package], capture_output=True, check=False)
+        path = shutil.which(command)
     if path is None:
-        message = "chromium is not installed and could not be installed with apt-get"
+        message = f"{command} is not installed and could not be installed with apt-get install {package}"
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's headless Chromium, for looking at the HTML reports as a reader would."""
+    return debian_tool("chromium", "chromium")

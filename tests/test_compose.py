@@ -2,7 +2,6 @@
 checked by Compose's own validator (`docker-compose config`, Debian's package) and by reading it;
 what it configures is run for real in test_scaled_stack.py."""
 
-import os
 import re
 import shutil
 import subprocess
@@ -13,6 +12,7 @@ import yaml
 
 from pipelines.settings import REPO_ROOT, Settings
 from serving.config import ServingSettings
+from tests.conftest import debian_tool
 
 LONG_RUNNING = {
     "postgres", "redis", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
@@ -23,14 +23,7 @@ LONG_RUNNING = {
 @pytest.fixture(scope="module")
 def compose_cli() -> list[str]:
     """A Compose client able to run `config` without an engine, installed on first use if absent."""
-    if shutil.which("docker-compose") is None and shutil.which("apt-get") and os.geteuid() == 0:
-        subprocess.run(["apt-get", "update", "-qq"], capture_output=True, check=False)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "docker-compose"], capture_output=True, check=False)
-    if shutil.which("docker-compose") is None:
-        message = "docker-compose is not installed and could not be installed with apt-get"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+    debian_tool("docker-compose", "docker-compose")
     return ["docker-compose"]
 
 
