@@ -70,6 +70,7 @@ def main() -> int:
     parser.add_argument("size", choices=[*SIZES, "ml-100k"])
     parser.add_argument("--home", type=Path, help="where the log and warehouse go (default /tmp/recforge-bench-SIZE)")
     parser.add_argument("--keep-log", action="store_true", help="reuse an already simulated log in --home")
+    parser.add_argument("--generate-only", action="store_true", help="simulate the log and stop (nothing timed)")
     args = parser.parse_args()
     home = (args.home or Path(f"/tmp/recforge-bench-{args.size}")).resolve()
     overrides = SIZES.get(args.size, {})
@@ -84,6 +85,8 @@ def main() -> int:
         if not (args.keep_log and (home / "landing" / "simulation.json").exists()):
             generated = run_stage("simulate", env)
             print(f"simulated {generated['output']} landing lines in {generated['seconds']}s (not part of the figures)")
+        if args.generate_only:
+            return 0
         (home / "warehouse.duckdb").unlink(missing_ok=True)
         start = datetime(2026, 1, 1, tzinfo=UTC)
         results.append(run_stage("ingest", env, start, start + timedelta(days=overrides["sim_days"])))

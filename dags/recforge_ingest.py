@@ -1,7 +1,8 @@
 """recforge_ingest: landing files of one day -> raw.events (+ quarantine), checked by GX.
 
 Feeds RAW_EVENTS, which schedules recforge_transform. Each run owns exactly the landing
-files of its data interval and replaces their rows, so retries and backfills are safe.
+files (JSONL, CSV, Parquet) of its data interval and replaces their rows, so retries and
+backfills (`airflow backfill create --dag-id recforge_ingest ...`) are safe.
 """
 
 from datetime import timedelta

@@ -93,7 +93,9 @@ class _World:
         latent_dim = 4
         user_vec = rng.normal(0, 1, (n_users, latent_dim))
         item_vec = rng.normal(0, 1, (n_items, latent_dim))
-        self.affinity = np.exp(0.9 * (user_vec @ item_vec.T) / np.sqrt(latent_dim))
+        # Affinities are computed per user when needed: a dense users x items matrix would need
+        # 16 GB for 100k users x 20k items (the 10M-event benchmark).
+        self.user_vec, self.item_vec = user_vec, item_vec
         self.shift_day = settings.sim_shift_day if settings.sim_shift != "none" else None
         self.shifted_taste = None
         # Shifts draw from their own stream, so a log without a shift is unchanged by this option.
@@ -101,10 +103,10 @@ class _World:
         if settings.sim_shift == "taste":
             self.shifted_taste = shift_rng.dirichlet(np.full(n_cat, 0.15), size=n_users)
         elif settings.sim_shift == "new_items":
-            self._add_item_wave(shift_rng, n_cat, user_vec, latent_dim)
+            self._add_item_wave(shift_rng, n_cat, latent_dim)
         self.items_by_category = [np.flatnonzero(self.item_category == c) for c in range(n_cat)]
 
-    def _add_item_wave(self, rng: np.random.Generator, n_cat: int, user_vec: np.ndarray, latent_dim: int) -> None:
+    def _add_item_wave(self, rng: np.random.Generator, n_cat: int, latent_dim: int) -> None:
         """A launch: a quarter more items appear on the shift day, and they are popular at once."""
         n_wave = max(10, len(self.item_category) // 4)
         self.item_category = np.concatenate([self.item_category, rng.integers(0, n_cat, n_wave)])
@@ -115,7 +117,11 @@ class _World:
         self.item_blocked = np.concatenate([self.item_blocked, np.zeros(n_wave, dtype=bool)])
         self.item_created_day = np.concatenate([self.item_created_day, np.full(n_wave, self.shift_day)])
         wave_vec = rng.normal(0, 1, (n_wave, latent_dim))
-        self.affinity = np.hstack([self.affinity, np.exp(0.9 * (user_vec @ wave_vec.T) / np.sqrt(latent_dim))])
+        self.item_vec = np.vstack([self.item_vec, wave_vec])
+
+    def affinity(self, u: int, items: np.ndarray) -> np.ndarray:
+        """How much user u likes each of `items` beyond popularity (log-normal around 1)."""
+        return np.exp(0.9 * (self.item_vec[items] @ self.user_vec[u]) / np.sqrt(self.user_vec.shape[1]))
 
     def taste(self, u: int, day: int) -> np.ndarray:
         if self.shifted_taste is not None and day >= self.shift_day:
@@ -158,7 +164,8 @@ def _session_events(world: _World, rng: np.random.Generator, u: int, day: int, s
     candidates = candidates[world.item_created_day[candidates] <= day]
     if candidates.size == 0:
         return []
-    weights = world.item_popularity[candidates] * world.affinity[u, candidates]
+    liking = world.affinity(u, candidates)
+    weights = world.item_popularity[candidates] * liking
     n_views = min(1 + rng.geometric(0.3), 15)
     viewed = rng.choice(candidates, size=n_views, p=weights / weights.sum())
 
@@ -186,7 +193,7 @@ def _session_events(world: _World, rng: np.random.Generator, u: int, day: int, s
             }
         )
 
-    affinity_rank = world.affinity[u, viewed] / world.affinity[u, candidates].mean()
+    affinity_rank = world.affinity(u, viewed) / liking.mean()
     for item, liking in zip(viewed, affinity_rank, strict=True):
         emit(item, "view", None)
         if rng.random() > min(0.15 + 0.2 * liking, 0.8):
