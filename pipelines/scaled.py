@@ -25,6 +25,7 @@ from pipelines.orchestrate import CREATE_WAREHOUSE_POOL, airflow_environment
 from pipelines.settings import Settings
 
 BIN = Path(sys.executable).parent
+CELERY_CONFIG_OPTIONS = "pipelines.celery_config.CELERY_CONFIG"  # warm workers (see that module)
 
 
 @dataclass
@@ -65,6 +66,7 @@ class ScaledStack:
                 "AIRFLOW__CELERY__BROKER_URL": self.redis_url,
                 "AIRFLOW__CELERY__RESULT_BACKEND": self._pg_url(self.airflow_database, "db+postgresql+psycopg2"),
                 "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(self.worker_concurrency),
+                "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS": CELERY_CONFIG_OPTIONS,
                 "AIRFLOW__API__PORT": str(self.api_port),
                 "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(self.log_server_port),
                 "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{self.api_port}/execution/",
