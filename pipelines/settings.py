@@ -75,6 +75,9 @@ class Settings(BaseSettings):
         default=300, description="Events stamped later than the batch's interval end plus this are 'future'."
     )
 
+    warehouse_memory_limit: str = Field(
+        default="4GB", description="DuckDB's memory limit (ingest and dbt); beyond it DuckDB spills to disk."
+    )
     datasets_dir: Path = Field(
         default=REPO_ROOT.parent / "shared" / "data",
         description="Public data sets (MovieLens) read by tests and benchmarks; never copied into the repo.",

@@ -36,6 +36,7 @@ def dbt_environment(settings: Settings) -> dict[str, str]:
     """What profiles.yml reads: target and connections come from settings, never from the profile."""
     return {
         "RECFORGE_WAREHOUSE": str(settings.warehouse_path),
+        "RECFORGE_WAREHOUSE_MEMORY_LIMIT": settings.warehouse_memory_limit,
         "RECFORGE_DBT_TARGET": settings.dbt_target,
         "RECFORGE_PG_HOST": settings.pg_host,
         "RECFORGE_PG_PORT": str(settings.pg_port),

@@ -28,6 +28,7 @@ def connect(settings: Settings, must_exist: bool = False) -> Iterator[duckdb.Duc
     con = duckdb.connect(str(settings.warehouse_path))
     try:
         con.execute("set TimeZone = 'UTC'")  # event days are UTC days, whatever the machine's zone
+        con.execute("set memory_limit = ?", [settings.warehouse_memory_limit])
         con.execute(SCHEMA_SQL.read_text())
         yield con
     finally:
