@@ -1,6 +1,7 @@
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 
 import pandas as pd
 import pytest
@@ -12,8 +13,21 @@ from serving.main import create_app
 from tests.conftest import copy_home
 
 
-def client_for(settings, reload_interval_seconds=0.2) -> TestClient:
-    return TestClient(create_app(ServingSettings(home=settings.home, reload_interval_seconds=reload_interval_seconds)))
+@contextmanager
+def client_for(settings, reload_interval_seconds=0.2, wait_ready=True):
+    """A test client on the home's publications; waits until the background load made it ready."""
+    app = create_app(ServingSettings(home=settings.home, reload_interval_seconds=reload_interval_seconds))
+    with TestClient(app) as client:
+        if wait_ready:
+            wait_until(lambda: client.get("/readyz").status_code == 200, "the live publication never loaded")
+        yield client
+
+
+def wait_until(condition, message, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, message
+        time.sleep(0.05)
 
 
 def test_recommendations_are_the_published_top_k_for_the_user(published):
@@ -63,7 +77,7 @@ def test_bad_requests_get_a_clear_4xx(published, path, status, message):
 
 
 def test_not_ready_until_a_publication_is_loaded(settings):
-    with client_for(settings) as client:
+    with client_for(settings, wait_ready=False) as client:
         assert client.get("/healthz").status_code == 200
         assert client.get("/readyz").status_code == 503
         assert client.get("/v1/users/u1/recommendations").status_code == 503
