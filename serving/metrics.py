@@ -34,6 +34,7 @@ class ServingMetrics:
         )
         live = Gauge("recforge_live_publication_info", "The live publication", ["version"], registry=self.registry)
         self._store_getter = store_getter
+        self._children: dict[tuple[str, int], tuple] = {}
 
         def publication(attribute: Callable) -> Callable[[], float]:
             def read() -> float:
@@ -72,8 +73,14 @@ class ServingMetrics:
         self._refresh_version = versions
 
     def observe(self, endpoint: str, status: int, seconds: float) -> None:
-        self.requests.labels(endpoint, str(status)).inc()
-        self.latency.labels(endpoint).observe(seconds)
+        children = self._children.get((endpoint, status))
+        if children is None:  # labels() takes a lock and builds a key: do it once per (endpoint, status)
+            children = self._children[(endpoint, status)] = (
+                self.requests.labels(endpoint, str(status)),
+                self.latency.labels(endpoint),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     def exposition(self) -> bytes:
         self._refresh_version()

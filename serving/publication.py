@@ -77,7 +77,7 @@ class Publication:
             faiss.downcast_index(self.index).hnsw.efSearch = int(self.index_spec["ef_search"])
         self.load_seconds = time.perf_counter() - started
         self._blocked_for: frozenset[str] | None = None
-        self._blocked_mask = np.zeros(len(self.item_ids), dtype=bool)
+        self._blocked_mask: np.ndarray | None = None
 
     # --- loading
 
@@ -96,60 +96,51 @@ class Publication:
                 raise PublicationError(f"{self.directory}: checksum of {name} does not match the manifest")
 
     def _rows_of(self, item_ids: pa.ChunkedArray) -> np.ndarray:
-        """Item rows for a column of item ids, through each chunk's dictionary (one lookup per distinct id)."""
-        out = np.empty(len(item_ids), dtype=np.int32)
-        start = 0
-        for chunk in item_ids.chunks:
-            if not pa.types.is_dictionary(chunk.type):
-                chunk = chunk.dictionary_encode()
-            mapping = pc.index_in(chunk.dictionary.cast(pa.string()), value_set=self._items_arrow)
+        """Item rows for a column of item ids: one hash lookup per distinct id of each dictionary."""
+
+        def lookup(dictionary: pa.Array) -> np.ndarray:
+            mapping = pc.index_in(dictionary.cast(pa.string()), value_set=self._items_arrow)
             if mapping.null_count:
-                unknown = chunk.dictionary.filter(pc.is_null(mapping))[0]
+                unknown = dictionary.filter(pc.is_null(mapping))[0]
                 raise PublicationError(f"{self.directory}: lists name item {unknown} that items.parquet does not have")
-            out[start : start + len(chunk)] = mapping.to_numpy(zero_copy_only=False)[chunk.indices.to_numpy()]
-            start += len(chunk)
-        return out
+            return mapping.to_numpy(zero_copy_only=False).astype(np.int32)
+
+        return _decode(item_ids, lookup, np.int32)
 
     def _reason_codes(self, reasons: pa.ChunkedArray) -> tuple[list[str], np.ndarray]:
+        """Reasons as small integer codes into one list of distinct reason strings."""
         names: dict[str, int] = {}
-        chunks = []
-        for chunk in reasons.chunks:
-            if not pa.types.is_dictionary(chunk.type):
-                chunk = chunk.dictionary_encode()
-            local = np.array([names.setdefault(name, len(names)) for name in chunk.dictionary.to_pylist()])
-            chunks.append(local[chunk.indices.to_numpy()] if len(local) else np.empty(0, dtype=np.int64))
-        codes = np.concatenate(chunks) if chunks else np.empty(0, dtype=np.int64)
+
+        def lookup(dictionary: pa.Array) -> np.ndarray:
+            return np.array([names.setdefault(n, len(names)) for n in dictionary.to_pylist()], dtype=np.int32)
+
+        codes = _decode(reasons, lookup, np.int32)
         return list(names), codes.astype(np.min_scalar_type(max(len(names) - 1, 0)))
 
     def _load_user_lists(self, path: Path) -> None:
+        # Every string column is read dictionary-encoded: Arrow never materialises 100M strings,
+        # and ids are resolved once per distinct value of each row group.
         recs = pq.read_table(
-            path, columns=["user_id", "rank", "item_id", "score", "reason"], read_dictionary=["item_id", "reason"]
+            path,
+            columns=["user_id", "rank", "item_id", "score", "reason"],
+            read_dictionary=["user_id", "item_id", "reason"],
         )
-        users = recs.column("user_id")
-        ranks = recs.column("rank").to_numpy()
-        if len(users) and not self._sorted_by_user_and_rank(users, ranks):
+        starts, user_ids = _user_runs(recs.column("user_id"))
+        if not _sorted_by_user_and_rank(user_ids, starts, recs.column("rank").to_numpy()):
             # Publications are written sorted; an unsorted one still loads correctly, only slower.
             log.warning("%s is not sorted by user_id, rank: sorting it", path)
-            recs = recs.sort_by([("user_id", "ascending"), ("rank", "ascending")])
-            users, ranks = recs.column("user_id"), recs.column("rank").to_numpy()
-        starts = _run_starts(users)
-        self.user_ids = np.asarray(users.take(pa.array(starts)).to_numpy(zero_copy_only=False), dtype=np.str_)
-        self.offsets = np.append(starts, len(users)).astype(np.int64)
+            plain = pa.schema(
+                [pa.field(f.name, f.type.value_type if pa.types.is_dictionary(f.type) else f.type) for f in recs.schema]
+            )
+            recs = recs.cast(plain).sort_by([("user_id", "ascending"), ("rank", "ascending")])
+            starts, user_ids = _user_runs(recs.column("user_id"))
+        self.user_ids = np.asarray(user_ids, dtype=np.str_)
+        self.offsets = np.append(starts, recs.num_rows).astype(np.int64)
         self.rec_items = self._rows_of(recs.column("item_id"))
         self.rec_scores = recs.column("score").to_numpy().astype(np.float32, copy=False)
         self.reason_names, self.rec_reasons = self._reason_codes(recs.column("reason"))
         if np.diff(self.offsets).max(initial=0) > self.top_n:
             raise PublicationError(f"{self.directory}: a user has more than top_n={self.top_n} items")
-
-    @staticmethod
-    def _sorted_by_user_and_rank(users: pa.ChunkedArray, ranks: np.ndarray) -> bool:
-        if len(users) < 2:
-            return True
-        if pc.any(pc.less(users[1:], users[:-1])).as_py():
-            return False
-        new_user = np.append(True, pc.not_equal(users[1:], users[:-1]).to_numpy(zero_copy_only=False))
-        increasing = np.append(True, np.diff(ranks.astype(np.int32)) > 0)
-        return bool(np.all(new_user | increasing))
 
     # --- facts
 
@@ -169,20 +160,25 @@ class Publication:
 
     # --- lookups (all return (item rows, scores, reasons) for the answer builder)
 
-    def blocked_mask(self, blocked: frozenset[str]) -> np.ndarray:
-        """Boolean mask over item rows of the server's blocklist, rebuilt only when the blocklist changes."""
+    def blocked_mask(self, blocked: frozenset[str]) -> np.ndarray | None:
+        """Mask over item rows of the server's blocklist (None when it blocks nothing here).
+
+        Rebuilt only when the blocklist object changes, i.e. when the file changed.
+        """
         if blocked is not self._blocked_for:
+            rows = [self.item_rows[i] for i in blocked if i in self.item_rows]
             mask = np.zeros(len(self.item_ids), dtype=bool)
-            mask[[self.item_rows[i] for i in blocked if i in self.item_rows]] = True
-            self._blocked_mask, self._blocked_for = mask, blocked
+            mask[rows] = True
+            self._blocked_mask, self._blocked_for = (mask if rows else None), blocked
         return self._blocked_mask
 
-    def excluded_rows(self, item_ids) -> np.ndarray:
+    def excluded_rows(self, item_ids) -> np.ndarray | None:
         """Rows of the given ids that this publication knows (others cannot be in any answer anyway)."""
-        return np.fromiter((self.item_rows[i] for i in item_ids if i in self.item_rows), dtype=np.int32)
+        rows = [self.item_rows[i] for i in item_ids if i in self.item_rows]
+        return np.array(rows, dtype=np.int32) if rows else None
 
     def user_position(self, user_id: str) -> int | None:
-        pos = int(np.searchsorted(self.user_ids, user_id))
+        pos = int(self.user_ids.searchsorted(user_id))  # the method: a quarter of np.searchsorted's overhead
         return pos if pos < len(self.user_ids) and self.user_ids[pos] == user_id else None
 
     def for_user(
@@ -192,59 +188,110 @@ class Publication:
         position = self.user_position(user_id)
         if position is None:
             return None
-        no_block = np.zeros(len(self.item_ids), dtype=bool)
-        answer = self.user_list(position, k, no_block, self.excluded_rows(excluded))
-        return [Recommendation(**item) for item in answer]
+        return [Recommendation(**item) for item in self.user_list(position, k, None, self.excluded_rows(excluded))]
 
-    def user_list(self, position: int, k: int, blocked: np.ndarray, excluded: np.ndarray) -> list[dict]:
+    def user_list(self, position: int, k: int, blocked: np.ndarray | None, excluded: np.ndarray | None) -> list[dict]:
         """The user's top-k without blocked or excluded items, refilled from further down the stored list."""
-        start, end = self.offsets[position], self.offsets[position + 1]
-        rows = self.rec_items[start:end]
-        keep = _allowed(rows, blocked, excluded, k)
-        names = self.reason_names
-        reasons = self.rec_reasons[start:end][keep]
-        return self._answer(rows[keep], self.rec_scores[start:end][keep], [names[r] for r in reasons.tolist()])
+        start, end = int(self.offsets[position]), int(self.offsets[position + 1])
+        if blocked is None and excluded is None:  # the common case: a plain slice
+            end = min(end, start + k)
+            return self._answer(self.rec_items[start:end], self.rec_scores[start:end], self.rec_reasons[start:end])
+        keep = _allowed(self.rec_items[start:end], blocked, excluded, k)
+        return self._answer(
+            self.rec_items[start:end][keep], self.rec_scores[start:end][keep], self.rec_reasons[start:end][keep]
+        )
 
-    def fallback(self, k: int, blocked: np.ndarray, excluded: np.ndarray) -> list[dict]:
+    def fallback(self, k: int, blocked: np.ndarray | None, excluded: np.ndarray | None) -> list[dict]:
         keep = _allowed(self.fallback_items, blocked, excluded, k)
-        return self._answer(self.fallback_items[keep], self.fallback_scores[keep], ["popular"] * int(keep.sum()))
+        rows = self.fallback_items[keep]
+        return self._answer(rows, self.fallback_scores[keep], reason="popular")
 
-    def similar(self, item_row: int, k: int, blocked: np.ndarray, excluded: np.ndarray) -> list[dict]:
+    def similar(self, item_row: int, k: int, blocked: np.ndarray | None, excluded: np.ndarray | None) -> list[dict]:
         """Nearest items by the item index; the item itself, blocked and excluded items are skipped."""
-        depth = min(k + 1 + int(blocked.sum()) + len(excluded), len(self.item_ids))
+        extra = (0 if blocked is None else int(blocked.sum())) + (0 if excluded is None else len(excluded))
+        depth = min(k + 1 + extra, len(self.item_ids))
         vector = self.index.reconstruct(item_row).reshape(1, -1)
         scores, rows = self.index.search(vector, depth)
         rows, scores = rows[0], scores[0]
         valid = (rows >= 0) & (rows != item_row)
         rows, scores = rows[valid], scores[valid]
         keep = _allowed(rows, blocked, excluded, k)
-        reason = f"similar_to:{self.item_ids[item_row]}"
-        return self._answer(rows[keep], scores[keep], [reason] * int(keep.sum()))
+        return self._answer(rows[keep], scores[keep], reason=f"similar_to:{self.item_ids[item_row]}")
 
-    def _answer(self, rows: np.ndarray, scores: np.ndarray, reasons: list[str]) -> list[dict]:
-        ids = self.item_ids
-        rounded = scores.astype(np.float64).round(6).tolist()  # float32 noise is not information
+    def _answer(
+        self, rows: np.ndarray, scores: np.ndarray, reason_codes: np.ndarray | None = None, reason: str = ""
+    ) -> list[dict]:
+        """Items as dicts; scores stay numpy float32, which orjson writes shortest (0.3, not 0.30000001)."""
+        ids, names = self.item_ids, self.reason_names
+        reasons = [names[c] for c in reason_codes.tolist()] if reason_codes is not None else [reason] * len(rows)
         return [
-            {"item_id": ids[row], "score": score, "reason": reason}
-            for row, score, reason in zip(rows.tolist(), rounded, reasons, strict=True)
+            {"item_id": ids[row], "score": score, "reason": why}
+            for row, score, why in zip(rows.tolist(), scores, reasons, strict=True)
         ]
 
 
-def _allowed(rows: np.ndarray, blocked: np.ndarray, excluded: np.ndarray, k: int) -> np.ndarray:
+def _allowed(rows: np.ndarray, blocked: np.ndarray | None, excluded: np.ndarray | None, k: int) -> np.ndarray:
     """Mask of the first k rows that are neither blocked nor excluded."""
-    ok = ~blocked[rows]
-    if len(excluded):
+    ok = np.ones(len(rows), dtype=bool) if blocked is None else ~blocked[rows]
+    if excluded is not None:
         ok &= ~np.isin(rows, excluded)
     ok &= np.cumsum(ok) <= k
     return ok
 
 
-def _run_starts(users: pa.ChunkedArray) -> np.ndarray:
-    """First row of each user's run in a column sorted by user."""
-    if len(users) == 0:
-        return np.empty(0, dtype=np.int64)
-    changes = pc.not_equal(users[1:], users[:-1]).to_numpy(zero_copy_only=False)
-    return np.append(0, np.flatnonzero(changes) + 1).astype(np.int64)
+def _decode(column: pa.ChunkedArray, lookup, dtype) -> np.ndarray:
+    """Map a dictionary-encoded column through `lookup(dictionary) -> values`, chunk by chunk.
+
+    Consecutive chunks of one row group share a dictionary; it is looked up once and reused.
+    """
+    out = np.empty(len(column), dtype=dtype)
+    start, last_dictionary, mapping = 0, None, None
+    for chunk in column.chunks:
+        if not pa.types.is_dictionary(chunk.type):
+            chunk = chunk.dictionary_encode()
+        if last_dictionary is None or not chunk.dictionary.equals(last_dictionary):
+            last_dictionary, mapping = chunk.dictionary, lookup(chunk.dictionary)
+        np.take(mapping, chunk.indices.to_numpy(), out=out[start : start + len(chunk)])
+        start += len(chunk)
+    return out
+
+
+def _user_runs(users: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """(first row of each run of equal user ids, the id of each run) for a column grouped by user.
+
+    Works on each chunk's dictionary indices (a run ends where the index changes), so no
+    per-row string is ever built; a run that crosses a chunk boundary is joined.
+    """
+    starts, ids, offset, last = [], [], 0, None
+    for chunk in users.chunks:
+        if not pa.types.is_dictionary(chunk.type):
+            chunk = chunk.dictionary_encode()
+        indices = chunk.indices.to_numpy()
+        if not len(indices):
+            continue
+        local = np.append(0, np.flatnonzero(np.diff(indices)) + 1)
+        names = chunk.dictionary.take(pa.array(indices[local])).to_numpy(zero_copy_only=False)
+        if last is not None and names[0] == last:  # the previous chunk's last user goes on here
+            local, names = local[1:], names[1:]
+        if len(names):
+            starts.append(local + offset)
+            ids.append(names)
+            last = names[-1]
+        offset += len(indices)
+    if not starts:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=object)
+    return np.concatenate(starts).astype(np.int64), np.concatenate(ids)
+
+
+def _sorted_by_user_and_rank(user_ids: np.ndarray, starts: np.ndarray, ranks: np.ndarray) -> bool:
+    """Each user in one run, runs in increasing id order, ranks increasing within a run."""
+    ids = np.asarray(user_ids, dtype=np.str_)
+    if len(ids) > 1 and not np.all(ids[1:] > ids[:-1]):
+        return False
+    increasing = np.ones(len(ranks), dtype=bool)
+    increasing[1:] = ranks[1:] > ranks[:-1]
+    increasing[starts] = True
+    return bool(increasing.all())
 
 
 def _sha256(path: Path) -> str:

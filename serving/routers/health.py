@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Request, Response
 
 from serving.dependencies import get_store
 from serving.responses import JSONBytes
@@ -41,6 +41,6 @@ async def readyz(store: Annotated[PublicationStore, Depends(get_store)]) -> JSON
 
 
 @router.get("/v1/noop", include_in_schema=False)
-async def noop() -> Response:
+async def noop(request: Request) -> Response:
     """Does nothing through the same stack (routing, middleware, metrics): the throughput ceiling in benchmarks."""
     return Response(NOOP_BODY, media_type="application/json")
