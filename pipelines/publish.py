@@ -107,6 +107,9 @@ def publish(settings: Settings) -> PublishResult:
     user_recs = user_recs.sort_values([Columns.User, Columns.Rank], kind="stable", ignore_index=True)
     indexed = pd.DataFrame({Columns.Item: model.item_ids.astype(str)}).merge(items, on=Columns.Item, how="left")
     indexed["index_row"] = np.arange(len(indexed), dtype=np.int32)
+    # The item's row in items.parquet / the index, beside its id: serving reads 4 bytes per row
+    # instead of decoding 100M id strings.
+    user_recs["item_row"] = pd.Index(indexed[Columns.Item]).get_indexer(user_recs[Columns.Item]).astype(np.int32)
 
     root = settings.published_dir
     root.mkdir(parents=True, exist_ok=True)

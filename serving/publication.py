@@ -107,6 +107,21 @@ class Publication:
 
         return _decode(item_ids, lookup, np.int32)
 
+    def _item_rows(self, path: Path, recs: pa.Table) -> np.ndarray:
+        """The publisher's `item_row` column, range-checked, and checked against `item_id` on the first row group.
+
+        Decoding every id string would cost more than the rest of the load; the checksums already
+        guarantee the file is the one the publisher wrote, so one row group confirms the columns agree.
+        """
+        rows = recs.column("item_row").to_numpy().astype(np.int32, copy=False)
+        if len(rows) and (rows.min() < 0 or rows.max() >= len(self.item_ids)):
+            raise PublicationError(f"{self.directory}: item_row outside 0..{len(self.item_ids) - 1}")
+        first = pq.ParquetFile(path).read_row_group(0, columns=["item_id", "item_row"], use_threads=False)
+        expected = self._rows_of(pa.chunked_array([first.column("item_id").combine_chunks()]))
+        if not np.array_equal(expected, first.column("item_row").to_numpy()):
+            raise PublicationError(f"{self.directory}: item_row does not match item_id in user_recs.parquet")
+        return rows
+
     def _reason_codes(self, reasons: pa.ChunkedArray) -> tuple[list[str], np.ndarray]:
         """Reasons as small integer codes into one list of distinct reason strings."""
         names: dict[str, int] = {}
@@ -120,9 +135,10 @@ class Publication:
     def _load_user_lists(self, path: Path) -> None:
         # Every string column is read dictionary-encoded: Arrow never materialises 100M strings,
         # and ids are resolved once per distinct value of each row group.
+        with_rows = "item_row" in pq.read_schema(path).names
         recs = pq.read_table(
             path,
-            columns=["user_id", "rank", "item_id", "score", "reason"],
+            columns=["user_id", "rank", "item_row" if with_rows else "item_id", "score", "reason"],
             read_dictionary=["user_id", "item_id", "reason"],
         )
         starts, user_ids = _user_runs(recs.column("user_id"))
@@ -136,7 +152,7 @@ class Publication:
             starts, user_ids = _user_runs(recs.column("user_id"))
         self.user_ids = np.asarray(user_ids, dtype=np.str_)
         self.offsets = np.append(starts, recs.num_rows).astype(np.int64)
-        self.rec_items = self._rows_of(recs.column("item_id"))
+        self.rec_items = self._item_rows(path, recs) if with_rows else self._rows_of(recs.column("item_id"))
         self.rec_scores = recs.column("score").to_numpy().astype(np.float32, copy=False)
         self.reason_names, self.rec_reasons = self._reason_codes(recs.column("reason"))
         if np.diff(self.offsets).max(initial=0) > self.top_n:
