@@ -148,3 +148,14 @@ def test_mmr_makes_lists_more_diverse_and_the_category_cap_still_holds(champion)
     for row, (_, group) in enumerate(diverse.groupby("user_id")):
         ranked[row, : len(group)] = [codes[i] for i in group.sort_values("rank")["item_id"]]
     assert head_within_cap(ranked, categories, settings.category_cap).all()
+
+
+def test_an_item_bought_after_the_models_snapshot_is_not_recommended_back(champion):
+    settings, model, items, purchased = champion
+    recs = lists_with(champion)
+    user, item = recs.iloc[0]["user_id"], recs.iloc[0]["item_id"]
+    bought_since = pd.concat([purchased, pd.DataFrame({"user_id": [user], "item_id": [item]})], ignore_index=True)
+    rules = ListRules.from_settings(settings)
+    again = build_lists(model, items, rules, bought_since)[0]
+    assert item not in set(again.loc[again["user_id"] == user, "item_id"])
+    assert len(again[again["user_id"] == user]) == len(recs[recs["user_id"] == user])
