@@ -29,8 +29,10 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchmarks.serving_publication import clone_version  # noqa: E402
+from serving_publication import clone_version  # noqa: E402
+
 from pipelines.publish import current_version, switch_current  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
