@@ -10,6 +10,7 @@ bad values get the same kind of clear 422 body.
 from __future__ import annotations
 
 import re
+from urllib.parse import unquote_plus
 
 import numpy as np
 from fastapi import HTTPException, Request
@@ -41,10 +42,35 @@ def checked_id(name: str, value: str) -> str:
     return value
 
 
+def query_values(request: Request) -> dict[str, list[str]]:
+    """The query string as name -> values, decoding only what is escaped.
+
+    Starlette's QueryParams (parse_qsl + a multidict) was a third of the answer's cost for the
+    usual ``?k=10``; this gives the same result for every well-formed query string.
+    """
+    cached = request.scope.get("recforge.query")
+    if cached is not None:
+        return cached
+    values: dict[str, list[str]] = {}
+    raw = request.scope.get("query_string", b"")
+    for part in raw.decode("latin-1").split("&") if raw else ():
+        name, _, value = part.partition("=")
+        if not name:
+            continue
+        if "%" in name or "+" in name:
+            name = unquote_plus(name)
+        if "%" in value or "+" in value:
+            value = unquote_plus(value)
+        values.setdefault(name, []).append(value)
+    request.scope["recforge.query"] = values
+    return values
+
+
 def parsed_k(request: Request, default: int = 10) -> int:
-    text = request.query_params.get("k")
-    if text is None:
+    given = query_values(request).get("k")
+    if not given:
         return default
+    text = given[-1]
     try:
         return int(text)
     except ValueError:
@@ -59,7 +85,7 @@ def check_k(k: int, publication: Publication) -> None:
 
 
 def excluded_ids(request: Request) -> list[str]:
-    ids = [part for value in request.query_params.getlist("exclude") for part in value.split(",") if part]
+    ids = [part for value in query_values(request).get("exclude", ()) for part in value.split(",") if part]
     if len(ids) > MAX_EXCLUDED:
         raise HTTPException(status_code=422, detail=f"exclude names {len(ids)} items; at most {MAX_EXCLUDED}")
     return ids

@@ -342,3 +342,13 @@ def test_swapping_publications_under_concurrent_load_gives_only_200_answers(publ
 def requests_get(url):
     response = httpx.get(url, timeout=5)
     return response.status_code, response.json()
+
+
+def test_exclude_may_be_repeated_and_percent_encoded(published):
+    recs = pd.read_parquet(published.published_dir / current_version(published.published_dir) / "user_recs.parquet")
+    user = recs["user_id"].iloc[0]
+    ranked = recs[recs["user_id"] == user].sort_values("rank")["item_id"].tolist()
+    with client_for(published) as client:
+        query = f"k=%33&exclude={ranked[0]}%2C{ranked[1]}&exclude={ranked[3]}&unrelated=x+y"
+        body = client.get(f"/v1/users/{user}/recommendations?{query}").json()
+    assert [item["item_id"] for item in body["items"]] == [ranked[2], ranked[4], ranked[5]]
