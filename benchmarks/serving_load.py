@@ -110,6 +110,12 @@ def parse_wrk(text: str) -> dict:
     }
 
 
+def server_cpu_seconds(pid: int) -> float:
+    """User + system CPU the server process has used: per request, a figure that shared cores distort less."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_wrk(url: str, script: str, seconds: int, connections: int) -> dict:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
         handle.write(script)
@@ -174,7 +180,11 @@ def main() -> None:
         time.sleep(3)  # let the loader's garbage settle before measuring
         for kind in ("noop", "recommendations", "similar"):
             row = {"tool": "wrk", "endpoint": kind, "load_average": os.getloadavg()}
+            cpu_before = server_cpu_seconds(server.pid)
             row.update(run_wrk(base, lua_script(kind, users, items, args.k), args.seconds, args.connections))
+            row["server_cpu_us_per_request"] = round(
+                (server_cpu_seconds(server.pid) - cpu_before) / max(row["requests"], 1) * 1e6, 1
+            )
             print(json.dumps(row), flush=True)
             results["runs"].append(row)
         fixed = {
@@ -215,6 +225,8 @@ def main() -> None:
 
     wrk_rps = {r["endpoint"]: r["requests_per_second"] for r in results["runs"] if r["tool"] == "wrk"}
     results["recommendations_share_of_noop"] = round(wrk_rps["recommendations"] / wrk_rps["noop"], 3)
+    cpu = {r["endpoint"]: r["server_cpu_us_per_request"] for r in results["runs"] if r["tool"] == "wrk"}
+    results["noop_cpu_share_of_recommendations_cpu"] = round(cpu["noop"] / cpu["recommendations"], 3)
     print(json.dumps({k: v for k, v in results.items() if k != "runs"}, indent=2))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
