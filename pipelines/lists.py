@@ -93,10 +93,10 @@ class Candidates:
     scores: np.ndarray
     source: np.ndarray  # MODEL or POPULAR per slot
 
-    def reorder(self, order: np.ndarray, rows: np.ndarray | slice = slice(None)) -> None:
+    def reorder(self, order: np.ndarray) -> None:
+        """Apply one per-row slot order (from a rule) to items, scores and sources alike."""
         for name in ("ranked", "scores", "source"):
-            array = getattr(self, name)
-            array[rows] = np.take_along_axis(array[rows], order, axis=1)
+            setattr(self, name, np.take_along_axis(getattr(self, name), order, axis=1))
 
 
 def excluded_matrix(model: Recommender, purchased: pd.DataFrame | None) -> sp.csr_matrix:
