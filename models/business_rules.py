@@ -50,3 +50,136 @@ def head_within_cap(ranked: np.ndarray, categories: np.ndarray, cap: float, head
     for cat in np.unique(cats[cats >= 0]):
         worst = np.maximum(worst, (cats == cat).sum(axis=1))
     return worst <= per_category
+
+
+def unit_vectors(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to length 1, so inner products are cosines (zero rows stay zero)."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+
+def _minmax_rows(scores: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Per row, valid scores mapped onto [0, 1] (a row of equal scores maps to 1); invalid slots to 0."""
+    low = np.where(valid, scores, np.inf).min(axis=1, keepdims=True)
+    high = np.where(valid, scores, -np.inf).max(axis=1, keepdims=True)
+    span = np.where(high > low, high - low, 1.0)
+    scaled = np.where(high > low, (scores - low) / span, 1.0)
+    return np.where(valid, scaled, 0.0).astype(np.float32)
+
+
+def mmr_order(
+    ranked: np.ndarray, scores: np.ndarray, vectors: np.ndarray, lam: float, batch_size: int = 256
+) -> np.ndarray:
+    """Slot order per row by maximal marginal relevance (Carbonell & Goldstein, 1998).
+
+    Greedily picks the slot maximising ``lam * relevance - (1 - lam) * max cosine to the items
+    already picked``, with relevance the row's scores min-max scaled to [0, 1] so that `lam` means
+    the same for every user and model. ``lam=1`` keeps the ranking. Vectorised over a batch of
+    users (one W x W similarity block each); invalid (-1) slots stay at the tail. Returns indices
+    into each row, for ``np.take_along_axis``.
+    """
+    n_rows, width = ranked.shape
+    order = np.tile(np.arange(width), (n_rows, 1))
+    if width <= 1:
+        return order
+    normed = unit_vectors(vectors)
+    for start in range(0, n_rows, batch_size):
+        rows = ranked[start : start + batch_size]
+        valid = rows >= 0
+        relevance = _minmax_rows(scores[start : start + batch_size], valid)
+        embedded = normed[np.maximum(rows, 0)]
+        similarity = embedded @ embedded.transpose(0, 2, 1)
+        n_valid = valid.sum(axis=1)
+        picked = ~valid  # invalid slots are never picked
+        # Max cosine to the picked set; -1 (the minimum) before the first pick, which is then pure relevance.
+        closest = np.full(rows.shape, -1.0, dtype=np.float32)
+        batch = np.arange(len(rows))
+        for step in range(int(n_valid.max(initial=0))):
+            gain = lam * relevance - (1.0 - lam) * closest
+            gain[picked] = -np.inf
+            choice = gain.argmax(axis=1)
+            active = step < n_valid
+            order[start + batch[active], step] = choice[active]
+            picked[batch[active], choice[active]] = True
+            closest = np.maximum(closest, similarity[batch, choice])  # every slot's similarity to the new pick
+    return order
+
+
+def popularity_blend(
+    model_items: np.ndarray,
+    model_scores: np.ndarray,
+    history: np.ndarray,
+    popular_items: np.ndarray,
+    popularity: np.ndarray,
+    categories: np.ndarray,
+    weight: float,
+    width: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One cold user's list: model scores blended with popularity within the user's categories.
+
+    Parameters
+    ----------
+    model_items, model_scores : the model's ranked candidates for the user (-1 slots ignored).
+    history : item indices the user interacted with; their categories are "the user's categories".
+    popular_items : allowed item indices by descending popularity (the popularity candidates).
+    popularity : popularity per item (distinct users).
+    categories : category code per item.
+    weight : share of popularity in the blend, in [0, 1].
+    width : list length to return.
+
+    Both sides are scaled to [0, 1]: model scores min-max over the candidates (an item that is
+    only a popularity candidate gets 0, as it ranked below the model's cut), popularity by the
+    most popular item in the user's categories (items of other categories get 0). An item counts
+    as ``from_popularity`` when the popularity term outweighs the model term in its blended score.
+    Returns (items, blended scores, from_popularity), padded with -1 / -inf / False.
+    """
+    valid = model_items >= 0
+    model_items, model_scores = model_items[valid], model_scores[valid]
+    own = np.unique(categories[history]) if len(history) else np.unique(categories)
+    in_own = np.isin(categories[popular_items], own) & ~np.isin(popular_items, history)
+    pop_candidates = popular_items[in_own][:width]
+    candidates = np.unique(np.concatenate([model_items, pop_candidates]))
+    model_part = np.zeros(len(candidates), dtype=np.float32)
+    if len(model_items):
+        scaled = _minmax_rows(model_scores[None, :], np.ones((1, len(model_items)), dtype=bool))[0]
+        model_part[np.searchsorted(candidates, model_items)] = scaled
+    top_popularity = popularity[pop_candidates].max(initial=0.0)
+    pop_part = np.where(
+        np.isin(categories[candidates], own), popularity[candidates] / max(top_popularity, 1e-12), 0.0
+    ).astype(np.float32)
+    model_term, pop_term = (1.0 - weight) * model_part, weight * pop_part
+    blended = model_term + pop_term
+    from_model = np.isin(candidates, model_items)
+    # Ties: model candidates first (the model's lowest item outranks items it did not rank at all),
+    # then the more popular, then the item index, so the order is deterministic.
+    order = np.lexsort((candidates, -pop_part, ~from_model, -blended))[:width]
+    items = np.full(width, -1, dtype=np.int64)
+    scores = np.full(width, -np.inf, dtype=np.float32)
+    from_popularity = np.zeros(width, dtype=bool)
+    items[: len(order)] = candidates[order]
+    scores[: len(order)] = blended[order]
+    from_popularity[: len(order)] = pop_term[order] > model_term[order]
+    return items, scores, from_popularity
+
+
+def history_anchors(
+    ranked: np.ndarray, histories: list[np.ndarray], vectors: np.ndarray, min_similarity: float
+) -> np.ndarray:
+    """For each listed item, the user's own history item most similar to it, or -1.
+
+    The basis of the ``similar_to:<item>`` explanation ("because you interacted with X"): the
+    history item whose embedding has the highest cosine with the recommended item, kept only
+    where that cosine reaches `min_similarity`, so weak resemblances are not offered as reasons.
+    `histories[row]` holds the item indices of row's user.
+    """
+    normed = unit_vectors(vectors)
+    anchors = np.full(ranked.shape, -1, dtype=np.int64)
+    for row, history in enumerate(histories):
+        slots = np.flatnonzero(ranked[row] >= 0)
+        if not len(history) or not len(slots):
+            continue
+        cosine = normed[ranked[row, slots]] @ normed[history].T
+        best = cosine.argmax(axis=1)
+        close = cosine[np.arange(len(slots)), best] >= min_similarity
+        anchors[row, slots[close]] = history[best[close]]
+    return anchors

@@ -7,6 +7,7 @@ recforge validate-raw --start D --end D
 recforge transform             dbt build
 recforge train                 train, evaluate, register, gate
 recforge publish               publish the champion's lists and index
+recforge publish rollback [--to VERSION]   make the previous (or the named) version live again
 recforge run                   everything above as Airflow DAG runs, then serve
 recforge serve                 the HTTP API on the live publication
 recforge status                where everything is, and what is live
@@ -77,6 +78,13 @@ def cmd_publish(settings: Settings, args) -> None:
     from pipelines.publish import publish
 
     print(publish(settings).summary())
+
+
+def cmd_publish_rollback(settings: Settings, args) -> None:
+    from pipelines.publish import current_version, rollback
+
+    before = current_version(settings.published_dir)
+    print(f"rolled back: {rollback(settings, args.to)} is live (was {before})")
 
 
 def cmd_status(settings: Settings, args) -> None:
@@ -196,7 +204,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("validate-marts", help="run the marts checkpoint").set_defaults(func=cmd_validate_marts)
     sub.add_parser("drift", help="compare the latest window with the baseline").set_defaults(func=cmd_drift)
     sub.add_parser("train", help="train, evaluate, register and gate").set_defaults(func=cmd_train)
-    sub.add_parser("publish", help="publish the champion's lists and item index").set_defaults(func=cmd_publish)
+    publish = sub.add_parser("publish", help="publish the champion's lists and item index")
+    publish.set_defaults(func=cmd_publish)
+    publish_actions = publish.add_subparsers(dest="publish_action")
+    rollback = publish_actions.add_parser("rollback", help="make the previous complete version live again")
+    rollback.add_argument("--to", metavar="VERSION", help="a specific complete version instead of the previous one")
+    rollback.set_defaults(func=cmd_publish_rollback)
     run = sub.add_parser("run", help="the whole pipeline as Airflow DAG runs, then serve")
     run.add_argument("--no-serve", action="store_true", help="stop after the pipeline (same as RECFORGE_SERVE=0)")
     run.set_defaults(func=cmd_run)

@@ -123,6 +123,33 @@ class Settings(BaseSettings):
     publish_keep_versions: int = 5
     category_cap: float = Field(default=0.4, description="No category may fill more than this share of a top 10.")
 
+    # --- publication: list rules, reasons and the item index (see docs/architecture.md, "Publication")
+    publish_candidate_margin: int = Field(
+        default=50, description="Candidates scored per user beyond top N, so the rules have items to promote."
+    )
+    cold_user_max_items: int = Field(
+        default=5, description="Users with fewer distinct interacted items than this get the cold-user blend."
+    )
+    cold_popularity_weight: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="Weight of in-category popularity in a cold user's blended score."
+    )
+    mmr_enabled: bool = Field(default=False, description="Re-rank lists with maximal marginal relevance (diversity).")
+    mmr_lambda: float = Field(
+        default=0.7, ge=0.0, le=1.0, description="MMR trade-off: 1 is pure relevance, 0 pure dissimilarity."
+    )
+    reason_min_similarity: float = Field(
+        default=0.5,
+        ge=-1.0,
+        le=1.0,
+        description="A model item is explained as similar_to:<history item> when their cosine reaches this.",
+    )
+    faiss_exact_max_items: int = Field(
+        default=50_000, description="Catalogs up to this size get an exact (Flat) index; larger ones HNSW."
+    )
+    faiss_hnsw_m: int = Field(default=32, description="HNSW graph degree (memory vs recall).")
+    faiss_hnsw_ef_construction: int = Field(default=80, description="HNSW build-time beam width.")
+    faiss_hnsw_ef_search: int = Field(default=128, description="HNSW query-time beam width (recall vs speed).")
+
     @field_validator("home", mode="after")
     @classmethod
     def _absolute_home(cls, value: Path) -> Path:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -19,6 +20,8 @@ class ServingSettings(BaseSettings):
     reload_interval_seconds: float = 2.0
     host: str = "127.0.0.1"
     port: int = 8000
+    access_log: bool = Field(default=False, description="One log line per request (costly at high rates).")
+    faiss_threads: int = Field(default=1, description="OpenMP threads per similar-items query.")
 
     @property
     def published_dir(self) -> Path:

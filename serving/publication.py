@@ -1,8 +1,10 @@
 """A publication loaded into compact arrays, verified before anyone can read it.
 
-Per-user lists are held CSR-style: a sorted array of user ids, an offsets array, and
-flat item-index / score / reason-code arrays. Looking a user up is a binary search;
-there is no Python object per user or per list.
+Per-user lists are held CSR-style: a sorted array of user ids (bytes), an offsets array, and
+flat item-row / score / reason-code arrays, about 9-10 bytes per stored item. Looking a user up
+is a binary search; there is no Python object per user or per list, so 1M users x 100 items
+fit in about 1 GB and load in seconds (the parquet columns are decoded by Arrow, never row by
+row in Python).
 """
 
 from __future__ import annotations
@@ -10,15 +12,19 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 log = logging.getLogger(__name__)
+
+INDEX_FILE = "item_index.faiss"
+REQUIRED_FILES = ("user_recs.parquet", "fallback.parquet", "items.parquet", INDEX_FILE)
 
 
 class PublicationError(RuntimeError):
@@ -33,179 +39,280 @@ class Recommendation:
 
 
 class Publication:
+    """One immutable, verified publication. Readers may use it from any thread."""
+
     def __init__(self, directory: Path):
+        started = time.perf_counter()
         self.directory = directory
-        self.manifest = json.loads((directory / "manifest.json").read_text())
+        try:
+            self.manifest = json.loads((directory / "manifest.json").read_text())
+        except (OSError, ValueError) as error:
+            raise PublicationError(f"{directory}: manifest.json is unreadable: {error}") from None
         self.version: str = self.manifest["version"]
         self.top_n: int = int(self.manifest["top_n"])
         self._verify_checksums()
 
-        items = pq.read_table(directory / "items.parquet", columns=["item_id", "index_row"])
-        items = items.sort_by("index_row")
-        self.item_ids = np.asarray(items.column("item_id").to_pylist(), dtype=str)
-        self._item_order = np.argsort(self.item_ids)
+        items = pq.read_table(directory / "items.parquet", columns=["item_id", "index_row"]).sort_by("index_row")
+        self._items_arrow = items.column("item_id").combine_chunks().cast(pa.string())
+        self.item_ids: list[str] = self._items_arrow.to_pylist()  # row -> id, for building answers
+        self.item_rows: dict[str, int] = {item: row for row, item in enumerate(self.item_ids)}
+        if len(self.item_rows) != len(self.item_ids):
+            raise PublicationError(f"{directory}: items.parquet repeats an item id")
 
-        recs = pq.read_table(directory / "user_recs.parquet").sort_by([("user_id", "ascending"), ("rank", "ascending")])
-        users = np.asarray(recs.column("user_id").to_pylist(), dtype=str)
-        self.user_ids, starts = np.unique(users, return_index=True)
-        self.offsets = np.append(starts, len(users)).astype(np.int64)
-        self.rec_items = self._item_rows(np.asarray(recs.column("item_id").to_pylist(), dtype=str))
-        self.rec_scores = recs.column("score").to_numpy().astype(np.float32)
-        reasons = pc.dictionary_encode(recs.column("reason")).combine_chunks()
-        self.reason_names = reasons.dictionary.to_pylist()
-        self.rec_reasons = reasons.indices.to_numpy().astype(np.uint8)
+        self._load_user_lists(directory / "user_recs.parquet")
 
-        fallback = pq.read_table(directory / "fallback.parquet").sort_by("rank")
-        self.fallback_items = self._item_rows(np.asarray(fallback.column("item_id").to_pylist(), dtype=str))
+        fallback = pq.read_table(directory / "fallback.parquet", columns=["rank", "item_id", "score"]).sort_by("rank")
+        self.fallback_items = self._rows_of(fallback.column("item_id"))
         self.fallback_scores = fallback.column("score").to_numpy().astype(np.float32)
 
         import faiss
 
-        self.index = faiss.read_index(str(directory / "item_index.faiss"))
+        self.index = faiss.read_index(str(directory / INDEX_FILE))
         if self.index.ntotal != len(self.item_ids):
             raise PublicationError(
                 f"{directory}: item index holds {self.index.ntotal} vectors for {len(self.item_ids)} items"
             )
+        self.index_spec: dict = self.manifest.get("item_index", {"type": "flat"})
+        if self.index_spec.get("type") == "hnsw":
+            faiss.downcast_index(self.index).hnsw.efSearch = int(self.index_spec["ef_search"])
+        self.load_seconds = time.perf_counter() - started
+        self._blocked_for: frozenset[str] | None = None
+        self._blocked_mask: np.ndarray | None = None
+
+    # --- loading
 
     def _verify_checksums(self) -> None:
-        for name, facts in self.manifest["files"].items():
+        files = self.manifest.get("files", {})
+        missing = [name for name in REQUIRED_FILES if name not in files]
+        if missing:
+            raise PublicationError(f"{self.directory}: the manifest lists no {', '.join(missing)}")
+        for name, facts in files.items():
             path = self.directory / name
+            if path.resolve().parent != self.directory.resolve():
+                raise PublicationError(f"{self.directory}: manifest names a file outside the publication: {name!r}")
             if not path.exists():
                 raise PublicationError(f"{self.directory}: {name} listed in the manifest is missing")
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()
-            if digest != facts["sha256"]:
+            if _sha256(path) != facts["sha256"]:
                 raise PublicationError(f"{self.directory}: checksum of {name} does not match the manifest")
 
-    def _item_rows(self, item_ids: np.ndarray) -> np.ndarray:
-        pos = np.searchsorted(self.item_ids, item_ids, sorter=self._item_order)
-        pos = np.minimum(pos, len(self.item_ids) - 1)
-        rows = self._item_order[pos]
-        if len(item_ids) and not np.array_equal(self.item_ids[rows], item_ids):
-            raise PublicationError(f"{self.directory}: lists name items that items.parquet does not have")
-        return rows.astype(np.int32)
+    def _rows_of(self, item_ids: pa.ChunkedArray) -> np.ndarray:
+        """Item rows for a column of item ids: one hash lookup per distinct id of each dictionary."""
 
-    def item_row(self, item_id: str) -> int | None:
-        pos = int(np.searchsorted(self.item_ids, item_id, sorter=self._item_order))
-        if pos < len(self.item_ids) and self.item_ids[self._item_order[pos]] == item_id:
-            return int(self._item_order[pos])
-        return None
+        def lookup(dictionary: pa.Array) -> np.ndarray:
+            mapping = pc.index_in(dictionary.cast(pa.string()), value_set=self._items_arrow)
+            if mapping.null_count:
+                unknown = dictionary.filter(pc.is_null(mapping))[0]
+                raise PublicationError(f"{self.directory}: lists name item {unknown} that items.parquet does not have")
+            return mapping.to_numpy(zero_copy_only=False).astype(np.int32)
 
-    def for_user(self, user_id: str, k: int, excluded: frozenset[str] | set[str] = frozenset()):
-        """The user's top-k without `excluded` items (refilled from deeper), or None for an unknown user."""
-        recs = self._user_top(user_id, min(k + len(excluded), self.top_n))
-        return None if recs is None else _without(recs, excluded, k)
+        return _decode(item_ids, lookup, np.int32)
 
-    def _user_top(self, user_id: str, k: int) -> list[Recommendation] | None:
-        pos = int(np.searchsorted(self.user_ids, user_id))
-        if pos >= len(self.user_ids) or self.user_ids[pos] != user_id:
-            return None
-        start, end = self.offsets[pos], min(self.offsets[pos + 1], self.offsets[pos] + k)
-        return [
-            Recommendation(str(self.item_ids[i]), float(s), self.reason_names[r])
-            for i, s, r in zip(
-                self.rec_items[start:end], self.rec_scores[start:end], self.rec_reasons[start:end], strict=False
+    def _item_rows(self, path: Path, recs: pa.Table) -> np.ndarray:
+        """The publisher's `item_row` column, range-checked, and checked against `item_id` on the first row group.
+
+        Decoding every id string would cost more than the rest of the load; the checksums already
+        guarantee the file is the one the publisher wrote, so one row group confirms the columns agree.
+        """
+        rows = recs.column("item_row").to_numpy().astype(np.int32, copy=False)
+        if len(rows) and (rows.min() < 0 or rows.max() >= len(self.item_ids)):
+            raise PublicationError(f"{self.directory}: item_row outside 0..{len(self.item_ids) - 1}")
+        first = pq.ParquetFile(path).read_row_group(0, columns=["item_id", "item_row"], use_threads=False)
+        expected = self._rows_of(pa.chunked_array([first.column("item_id").combine_chunks()]))
+        if not np.array_equal(expected, first.column("item_row").to_numpy()):
+            raise PublicationError(f"{self.directory}: item_row does not match item_id in user_recs.parquet")
+        return rows
+
+    def _reason_codes(self, reasons: pa.ChunkedArray) -> tuple[list[str], np.ndarray]:
+        """Reasons as small integer codes into one list of distinct reason strings."""
+        names: dict[str, int] = {}
+
+        def lookup(dictionary: pa.Array) -> np.ndarray:
+            return np.array([names.setdefault(n, len(names)) for n in dictionary.to_pylist()], dtype=np.int32)
+
+        codes = _decode(reasons, lookup, np.int32)
+        return list(names), codes.astype(np.min_scalar_type(max(len(names) - 1, 0)))
+
+    def _load_user_lists(self, path: Path) -> None:
+        # Every string column is read dictionary-encoded: Arrow never materialises 100M strings,
+        # and ids are resolved once per distinct value of each row group.
+        with_rows = "item_row" in pq.read_schema(path).names
+        recs = pq.read_table(
+            path,
+            columns=["user_id", "rank", "item_row" if with_rows else "item_id", "score", "reason"],
+            read_dictionary=["user_id", "item_id", "reason"],
+        )
+        starts, user_ids = _user_runs(recs.column("user_id"))
+        if not _sorted_by_user_and_rank(user_ids, starts, recs.column("rank").to_numpy()):
+            # Publications are written sorted; an unsorted one still loads correctly, only slower.
+            log.warning("%s is not sorted by user_id, rank: sorting it", path)
+            plain = pa.schema(
+                [pa.field(f.name, f.type.value_type if pa.types.is_dictionary(f.type) else f.type) for f in recs.schema]
             )
-        ]
+            recs = recs.cast(plain).sort_by([("user_id", "ascending"), ("rank", "ascending")])
+            starts, user_ids = _user_runs(recs.column("user_id"))
+        self.user_ids = np.asarray(user_ids, dtype=np.str_)
+        self.offsets = np.append(starts, recs.num_rows).astype(np.int64)
+        self.rec_items = self._item_rows(path, recs) if with_rows else self._rows_of(recs.column("item_id"))
+        self.rec_scores = recs.column("score").to_numpy().astype(np.float32, copy=False)
+        self.reason_names, self.rec_reasons = self._reason_codes(recs.column("reason"))
+        if np.diff(self.offsets).max(initial=0) > self.top_n:
+            raise PublicationError(f"{self.directory}: a user has more than top_n={self.top_n} items")
 
-    def fallback(self, k: int, excluded: frozenset[str] | set[str] = frozenset()) -> list[Recommendation]:
-        depth = min(k + len(excluded), self.top_n)
-        return _without(self._fallback_top(depth), excluded, k)
-
-    def _fallback_top(self, k: int) -> list[Recommendation]:
-        return [
-            Recommendation(str(self.item_ids[i]), float(s), "popular")
-            for i, s in zip(self.fallback_items[:k], self.fallback_scores[:k], strict=False)
-        ]
-
-    def similar(self, item_row: int, k: int, excluded: frozenset[str] | set[str] = frozenset()) -> list[Recommendation]:
-        depth = min(k + len(excluded), len(self.item_ids) - 1)
-        return _without(self._similar_top(item_row, depth), excluded, k)
-
-    def _similar_top(self, item_row: int, k: int) -> list[Recommendation]:
-        vector = self.index.reconstruct(item_row).reshape(1, -1)
-        scores, rows = self.index.search(vector, k + 1)
-        out = [
-            Recommendation(str(self.item_ids[r]), float(s), f"similar_to:{self.item_ids[item_row]}")
-            for r, s in zip(rows[0], scores[0], strict=False)
-            if r >= 0 and r != item_row
-        ]
-        return out[:k]
-
-
-def _without(recs: list[Recommendation], excluded, k: int) -> list[Recommendation]:
-    """Drop excluded items; callers fetched k + len(excluded) so k remain where the list allows."""
-    return [r for r in recs if r.item_id not in excluded][:k]
-
-
-class PublicationStore:
-    """Holds the live publication and swaps in a new one only when it has loaded and verified.
-
-    A background thread watches ``CURRENT``; readers always see one whole publication.
-    """
-
-    def __init__(self, published_dir: Path, reload_interval_seconds: float = 2.0):
-        self.published_dir = published_dir
-        self.reload_interval_seconds = reload_interval_seconds
-        self.current: Publication | None = None
-        self.last_error: str | None = None
-        self.blocked: frozenset[str] = frozenset()
-        self._blocklist_mtime: float | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def live_version_on_disk(self) -> str | None:
-        path = self.published_dir / "CURRENT"
-        return path.read_text().strip() if path.exists() else None
-
-    def refresh(self) -> bool:
-        """Load the version CURRENT names if it is new. Returns True if a new version went live."""
-        version = self.live_version_on_disk()
-        if version is None or (self.current is not None and self.current.version == version):
-            return False
-        try:
-            publication = Publication(self.published_dir / version)
-        except Exception as error:  # a broken publication must never take the service down
-            self.last_error = f"refused publication {version}: {error}"
-            log.error(self.last_error)
-            return False
-        self.current = publication
-        self.last_error = None
-        log.info("publication %s is live", version)
-        return True
+    # --- facts
 
     @property
-    def blocklist_path(self) -> Path:
-        """Items blocked after publication, one id per line ('#' starts a comment)."""
-        return self.published_dir / "blocklist.txt"
+    def n_users(self) -> int:
+        return len(self.user_ids)
 
-    def refresh_blocklist(self) -> bool:
-        """Reload the blocklist if the file changed; it applies to every answer at once."""
-        try:
-            mtime = self.blocklist_path.stat().st_mtime
-        except FileNotFoundError:
-            changed = bool(self.blocked)
-            self.blocked, self._blocklist_mtime = frozenset(), None
-            return changed
-        if mtime == self._blocklist_mtime:
-            return False
-        lines = self.blocklist_path.read_text().splitlines()
-        self.blocked = frozenset(line.split("#")[0].strip() for line in lines) - {""}
-        self._blocklist_mtime = mtime
-        log.info("blocklist: %d item(s)", len(self.blocked))
-        return True
+    @property
+    def list_bytes(self) -> int:
+        """Bytes held for the per-user lists (ids, offsets, items, scores, reasons)."""
+        arrays = (self.user_ids, self.offsets, self.rec_items, self.rec_scores, self.rec_reasons)
+        return int(sum(a.nbytes for a in arrays))
 
-    def start(self) -> None:
-        self.refresh()
-        self.refresh_blocklist()
-        self._thread = threading.Thread(target=self._watch, name="publication-watcher", daemon=True)
-        self._thread.start()
+    @property
+    def bytes_per_user(self) -> float:
+        return self.list_bytes / max(self.n_users, 1)
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+    # --- lookups (all return (item rows, scores, reasons) for the answer builder)
 
-    def _watch(self) -> None:
-        while not self._stop.wait(self.reload_interval_seconds):
-            self.refresh()
-            self.refresh_blocklist()
+    def blocked_mask(self, blocked: frozenset[str]) -> np.ndarray | None:
+        """Mask over item rows of the server's blocklist (None when it blocks nothing here).
+
+        Rebuilt only when the blocklist object changes, i.e. when the file changed.
+        """
+        if blocked is not self._blocked_for:
+            rows = [self.item_rows[i] for i in blocked if i in self.item_rows]
+            mask = np.zeros(len(self.item_ids), dtype=bool)
+            mask[rows] = True
+            self._blocked_mask, self._blocked_for = (mask if rows else None), blocked
+        return self._blocked_mask
+
+    def excluded_rows(self, item_ids) -> np.ndarray | None:
+        """Rows of the given ids that this publication knows (others cannot be in any answer anyway)."""
+        rows = [self.item_rows[i] for i in item_ids if i in self.item_rows]
+        return np.array(rows, dtype=np.int32) if rows else None
+
+    def user_position(self, user_id: str) -> int | None:
+        pos = int(self.user_ids.searchsorted(user_id))  # the method: a quarter of np.searchsorted's overhead
+        return pos if pos < len(self.user_ids) and self.user_ids[pos] == user_id else None
+
+    def for_user(
+        self, user_id: str, k: int, excluded: frozenset[str] | set[str] = frozenset()
+    ) -> list[Recommendation] | None:
+        """Convenience for scripts (``recforge status``): the user's top-k as objects, None if unknown."""
+        position = self.user_position(user_id)
+        if position is None:
+            return None
+        return [Recommendation(**item) for item in self.user_list(position, k, None, self.excluded_rows(excluded))]
+
+    def user_list(self, position: int, k: int, blocked: np.ndarray | None, excluded: np.ndarray | None) -> list[dict]:
+        """The user's top-k without blocked or excluded items, refilled from further down the stored list."""
+        start, end = int(self.offsets[position]), int(self.offsets[position + 1])
+        if blocked is None and excluded is None:  # the common case: a plain slice
+            end = min(end, start + k)
+            return self._answer(self.rec_items[start:end], self.rec_scores[start:end], self.rec_reasons[start:end])
+        keep = _allowed(self.rec_items[start:end], blocked, excluded, k)
+        return self._answer(
+            self.rec_items[start:end][keep], self.rec_scores[start:end][keep], self.rec_reasons[start:end][keep]
+        )
+
+    def fallback(self, k: int, blocked: np.ndarray | None, excluded: np.ndarray | None) -> list[dict]:
+        keep = _allowed(self.fallback_items, blocked, excluded, k)
+        rows = self.fallback_items[keep]
+        return self._answer(rows, self.fallback_scores[keep], reason="popular")
+
+    def similar(self, item_row: int, k: int, blocked: np.ndarray | None, excluded: np.ndarray | None) -> list[dict]:
+        """Nearest items by the item index; the item itself, blocked and excluded items are skipped."""
+        extra = (0 if blocked is None else int(blocked.sum())) + (0 if excluded is None else len(excluded))
+        depth = min(k + 1 + extra, len(self.item_ids))
+        vector = self.index.reconstruct(item_row).reshape(1, -1)
+        scores, rows = self.index.search(vector, depth)
+        rows, scores = rows[0], scores[0]
+        valid = (rows >= 0) & (rows != item_row)
+        rows, scores = rows[valid], scores[valid]
+        keep = _allowed(rows, blocked, excluded, k)
+        return self._answer(rows[keep], scores[keep], reason=f"similar_to:{self.item_ids[item_row]}")
+
+    def _answer(
+        self, rows: np.ndarray, scores: np.ndarray, reason_codes: np.ndarray | None = None, reason: str = ""
+    ) -> list[dict]:
+        """Items as dicts; scores stay numpy float32, which orjson writes shortest (0.3, not 0.30000001)."""
+        ids, names = self.item_ids, self.reason_names
+        reasons = [names[c] for c in reason_codes.tolist()] if reason_codes is not None else [reason] * len(rows)
+        return [
+            {"item_id": ids[row], "score": score, "reason": why}
+            for row, score, why in zip(rows.tolist(), scores, reasons, strict=True)
+        ]
+
+
+def _allowed(rows: np.ndarray, blocked: np.ndarray | None, excluded: np.ndarray | None, k: int) -> np.ndarray:
+    """Mask of the first k rows that are neither blocked nor excluded."""
+    ok = np.ones(len(rows), dtype=bool) if blocked is None else ~blocked[rows]
+    if excluded is not None:
+        ok &= ~np.isin(rows, excluded)
+    ok &= np.cumsum(ok) <= k
+    return ok
+
+
+def _decode(column: pa.ChunkedArray, lookup, dtype) -> np.ndarray:
+    """Map a dictionary-encoded column through `lookup(dictionary) -> values`, chunk by chunk.
+
+    Consecutive chunks of one row group share a dictionary; it is looked up once and reused.
+    """
+    out = np.empty(len(column), dtype=dtype)
+    start, last_dictionary, mapping = 0, None, None
+    for chunk in column.chunks:
+        if not pa.types.is_dictionary(chunk.type):
+            chunk = chunk.dictionary_encode()
+        if last_dictionary is None or not chunk.dictionary.equals(last_dictionary):
+            last_dictionary, mapping = chunk.dictionary, lookup(chunk.dictionary)
+        np.take(mapping, chunk.indices.to_numpy(), out=out[start : start + len(chunk)])
+        start += len(chunk)
+    return out
+
+
+def _user_runs(users: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """(first row of each run of equal user ids, the id of each run) for a column grouped by user.
+
+    Works on each chunk's dictionary indices (a run ends where the index changes), so no
+    per-row string is ever built; a run that crosses a chunk boundary is joined.
+    """
+    starts, ids, offset, last = [], [], 0, None
+    for chunk in users.chunks:
+        if not pa.types.is_dictionary(chunk.type):
+            chunk = chunk.dictionary_encode()
+        indices = chunk.indices.to_numpy()
+        if not len(indices):
+            continue
+        local = np.append(0, np.flatnonzero(np.diff(indices)) + 1)
+        names = chunk.dictionary.take(pa.array(indices[local])).to_numpy(zero_copy_only=False)
+        if last is not None and names[0] == last:  # the previous chunk's last user goes on here
+            local, names = local[1:], names[1:]
+        if len(names):
+            starts.append(local + offset)
+            ids.append(names)
+            last = names[-1]
+        offset += len(indices)
+    if not starts:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=object)
+    return np.concatenate(starts).astype(np.int64), np.concatenate(ids)
+
+
+def _sorted_by_user_and_rank(user_ids: np.ndarray, starts: np.ndarray, ranks: np.ndarray) -> bool:
+    """Each user in one run, runs in increasing id order, ranks increasing within a run."""
+    ids = np.asarray(user_ids, dtype=np.str_)
+    if len(ids) > 1 and not np.all(ids[1:] > ids[:-1]):
+        return False
+    increasing = np.ones(len(ranks), dtype=bool)
+    increasing[1:] = ranks[1:] > ranks[:-1]
+    increasing[starts] = True
+    return bool(increasing.all())
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

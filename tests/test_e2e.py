@@ -8,6 +8,7 @@ import re
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -82,7 +83,11 @@ def test_the_api_serves_what_was_published(pipeline_home):
     recs = pd.read_parquet(live / "user_recs.parquet")
     assert manifest["counts"]["user_rows"] == len(recs)
     with TestClient(create_app(ServingSettings(home=pipeline_home))) as client:
-        assert client.get("/readyz").json() == {"ready": True, "version": version}
+        deadline = time.monotonic() + 30  # the first publication loads in the background
+        while client.get("/readyz").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        ready = client.get("/readyz").json()
+        assert (ready["ready"], ready["version"], ready["users"]) == (True, version, recs["user_id"].nunique())
         for user in recs["user_id"].drop_duplicates().sample(5, random_state=0):
             body = client.get(f"/v1/users/{user}/recommendations", params={"k": 10}).json()
             expected = recs[recs["user_id"] == user].sort_values("rank")["item_id"].head(10).tolist()

@@ -1,4 +1,10 @@
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,12 +18,18 @@ from pipelines.publish import (
     current_version,
     prune_versions,
     publish,
+    publish_lock,
+    rollback,
     sha256,
     switch_current,
+    verify_version,
+    versions,
 )
 from pipelines.validate import ValidationFailed
 from pipelines.warehouse import connect
 from tests.conftest import copy_home
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def live_dir(settings):
@@ -39,6 +51,25 @@ def test_current_names_a_complete_version_whose_files_match_the_manifest(publish
     assert manifest["model"]["run_id"] and manifest["data_snapshot"]
 
 
+def test_the_manifest_records_the_rules_their_parameters_and_the_index_type(published):
+    manifest = json.loads((live_dir(published) / MANIFEST).read_text())
+    assert manifest["rules"]["applied"] == [
+        "exclude_seen_items",
+        "exclude_purchased_items",
+        "exclude_blocked_items",
+        "exclude_out_of_stock_items",
+        "cold_user_popularity_blend",
+        "category_cap_top10",
+        "reasons",
+    ]
+    parameters = manifest["rules"]["parameters"]
+    assert parameters["category_cap"] == published.category_cap
+    assert parameters["cold_user_max_items"] == published.cold_user_max_items
+    assert parameters["mmr_enabled"] is False
+    assert manifest["item_index"] == {"type": "flat", "metric": "inner_product", "dimension": published.als_factors}
+    assert sum(manifest["counts"]["reasons"].values()) == manifest["counts"]["user_rows"]
+
+
 def test_lists_hold_distinct_allowed_unseen_items(published):
     recs = pd.read_parquet(live_dir(published) / "user_recs.parquet")
     with connect(published) as con:
@@ -52,7 +83,7 @@ def test_lists_hold_distinct_allowed_unseen_items(published):
     assert recs.groupby("user_id")["rank"].max().max() <= published.publish_top_n
 
 
-def test_a_crash_mid_publish_leaves_the_live_version_untouched(published, tmp_path, monkeypatch):
+def test_a_crash_mid_publish_raising_leaves_the_live_version_untouched(published, tmp_path, monkeypatch):
     settings = copy_home(published, tmp_path / "home")
     before = current_version(settings.published_dir)
     versions_before = sorted(p.name for p in settings.published_dir.iterdir())
@@ -118,3 +149,132 @@ def test_a_publication_that_fails_its_suite_never_goes_live(published, tmp_path,
         publish(settings)
     assert current_version(settings.published_dir) == before
     assert not [p for p in settings.published_dir.iterdir() if p.name.startswith(".staging")]
+
+
+# --- rollback
+
+
+def test_rollback_makes_the_previous_complete_version_live(published, tmp_path):
+    settings = copy_home(published, tmp_path / "home")
+    first = current_version(settings.published_dir)
+    second = publish(settings).version
+    assert rollback(settings) == first
+    assert current_version(settings.published_dir) == first
+    assert (settings.published_dir / second / MANIFEST).exists(), "the newer version is kept for a return"
+
+
+def test_rollback_to_a_named_version_returns_to_it(published, tmp_path):
+    settings = copy_home(published, tmp_path / "home")
+    first = current_version(settings.published_dir)
+    second = publish(settings).version
+    rollback(settings)
+    assert rollback(settings, to=second) == second
+    assert current_version(settings.published_dir) != first
+
+
+def test_rollback_without_an_older_version_is_a_clear_error(published, tmp_path):
+    settings = copy_home(published, tmp_path / "home")
+    live = current_version(settings.published_dir)
+    with pytest.raises(PublishError, match=f"no complete version older than the live {live}"):
+        rollback(settings)
+    assert current_version(settings.published_dir) == live
+
+
+def test_rollback_refuses_a_version_whose_files_do_not_match_the_manifest(published, tmp_path):
+    settings = copy_home(published, tmp_path / "home")
+    first = current_version(settings.published_dir)
+    second = publish(settings).version
+    (settings.published_dir / first / "user_recs.parquet").write_bytes(b"damaged")
+    with pytest.raises(PublishError, match="user_recs.parquet is missing or does not match its checksum"):
+        rollback(settings)
+    assert current_version(settings.published_dir) == second
+
+
+def test_rollback_to_an_unknown_version_names_the_versions_there_are(published, tmp_path):
+    settings = copy_home(published, tmp_path / "home")
+    with pytest.raises(PublishError, match="'no-such' is not a complete version"):
+        rollback(settings, to="no-such")
+
+
+def test_cli_publish_rollback_prints_the_new_live_version_and_fails_cleanly_without_one(published, tmp_path):
+    settings = copy_home(published, tmp_path / "home")
+    env = {**os.environ, **settings.to_environment(), "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "pipelines.cli", "publish", "rollback"]
+    failed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert failed.returncode == 1
+    assert "recforge publish: error: no complete version older than the live" in failed.stderr
+    first = current_version(settings.published_dir)
+    publish(settings)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert f"rolled back: {first} is live" in done.stdout
+    assert current_version(settings.published_dir) == first
+
+
+# --- a publish killed mid-way (a real process, SIGKILL)
+
+# The child runs the real publish with one step replaced by "signal the parent, then wait to be killed".
+STALL_AT = """
+import sys, time
+from pathlib import Path
+from pipelines import publish as publish_module
+from tests.conftest import make_settings
+
+home, step, marker = sys.argv[1:4]
+
+def stall(*args, **kwargs):
+    Path(marker).touch()
+    time.sleep(600)
+
+setattr(publish_module, step, stall)
+publish_module.publish(make_settings(Path(home)))
+"""
+
+
+@pytest.mark.parametrize(
+    "step",
+    [
+        "validate_publication",  # staging exists, nothing written yet
+        "write_item_index",  # lists written into staging, index not
+        "switch_current",  # the new version renamed into place, CURRENT not yet switched
+    ],
+)
+def test_a_publish_killed_mid_way_leaves_the_live_version_untouched_and_the_next_succeeds(published, tmp_path, step):
+    settings = copy_home(published, tmp_path / "home")
+    root = settings.published_dir
+    live = current_version(root)
+    live_files = {p.name: sha256(p) for p in (root / live).iterdir()}
+    marker = tmp_path / "stalled"
+    child = subprocess.Popen(
+        [sys.executable, "-c", STALL_AT, str(settings.home), step, str(marker)],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        cwd=REPO,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists():
+            assert child.poll() is None, f"the publish exited ({child.returncode}) before reaching {step}"
+            assert time.monotonic() < deadline, f"the publish never reached {step}"
+            time.sleep(0.05)
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait(timeout=30)
+
+    assert current_version(root) == live
+    assert {p.name: sha256(p) for p in (root / live).iterdir()} == live_files
+    for version in versions(root):  # whatever is visible is complete
+        assert verify_version(root / version)["version"] == version
+    leftovers = [p.name for p in root.iterdir() if p.name.startswith(".staging-")]
+    assert bool(leftovers) == (step != "switch_current")
+
+    result = publish(settings)
+    assert current_version(root) == result.version
+    assert not [p.name for p in root.iterdir() if p.name.startswith(".staging-")]
+
+
+def test_a_second_publisher_is_refused_while_one_holds_the_lock(published, tmp_path):
+    settings = copy_home(published, tmp_path / "home")
+    with publish_lock(settings.published_dir):
+        with pytest.raises(PublishError, match="another publish or rollback holds"):
+            rollback(settings)

@@ -2,26 +2,45 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, Request, Response
 
 from serving.dependencies import get_store
-from serving.publication import PublicationStore
+from serving.responses import JSONBytes
+from serving.store import PublicationStore
 
 router = APIRouter(tags=["health"])
 
+NOOP_BODY = b'{"ok":true}'
+
 
 @router.get("/healthz")
-def healthz(store: Annotated[PublicationStore, Depends(get_store)]) -> dict:
-    """The process is up. Says which version is live, if any."""
+async def healthz(store: Annotated[PublicationStore, Depends(get_store)]) -> JSONBytes:
+    """The process is up. Says which version is live, if any, and why the last candidate was refused."""
     live = store.current
-    return {"status": "ok", "version": live.version if live else None, "last_error": store.last_error}
+    return JSONBytes({"status": "ok", "version": live.version if live else None, "last_error": store.last_error})
 
 
 @router.get("/readyz")
-def readyz(store: Annotated[PublicationStore, Depends(get_store)]) -> JSONResponse:
+async def readyz(store: Annotated[PublicationStore, Depends(get_store)]) -> JSONBytes:
     """Ready only once a publication is loaded: load balancers should wait for this."""
     live = store.current
     if live is None:
-        return JSONResponse({"ready": False, "version": None}, status_code=503)
-    return JSONResponse({"ready": True, "version": live.version})
+        return JSONBytes({"ready": False, "version": None}, status_code=503)
+    return JSONBytes(
+        {
+            "ready": True,
+            "version": live.version,
+            "users": live.n_users,
+            "items": len(live.item_ids),
+            "top_n": live.top_n,
+            "item_index": live.index_spec.get("type"),
+            "list_bytes_per_user": round(live.bytes_per_user, 1),
+            "load_seconds": round(live.load_seconds, 3),
+        }
+    )
+
+
+@router.get("/v1/noop", include_in_schema=False)
+async def noop(request: Request) -> Response:
+    """Does nothing through the same stack (routing, middleware, metrics): the throughput ceiling in benchmarks."""
+    return Response(NOOP_BODY, media_type="application/json")

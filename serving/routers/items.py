@@ -1,32 +1,42 @@
 from __future__ import annotations
 
-from typing import Annotated
+from fastapi import APIRouter, HTTPException, Request
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
-
-from serving.dependencies import check_k, get_publication
-from serving.publication import Publication
-from serving.routers.recommendations import ID_PATTERN
-from serving.schemas import Item, SimilarItems
+from serving.dependencies import (
+    check_k,
+    checked_id,
+    excluded_ids,
+    filters,
+    live_publication,
+    openapi_parameters,
+    parsed_k,
+)
+from serving.responses import JSONBytes
+from serving.schemas import SimilarItems
 
 router = APIRouter(prefix="/v1/items", tags=["items"])
 
 
-@router.get("/{item_id}/similar", response_model=SimilarItems)
-def similar_items(
-    request: Request,
-    item_id: Annotated[str, Path(pattern=ID_PATTERN)],
-    publication: Annotated[Publication, Depends(get_publication)],
-    k: Annotated[int, Query()] = 10,
-) -> SimilarItems:
-    """Nearest items by the published item index (inner product of normalised embeddings)."""
+@router.get(
+    "/{item_id}/similar",
+    response_class=JSONBytes,
+    responses={200: {"model": SimilarItems}},
+    openapi_extra=openapi_parameters("item_id"),
+)
+def similar_items(request: Request) -> JSONBytes:
+    """Nearest items (`k`, default 10) by the published item index (cosine of the item embeddings).
+
+    A plain ``def``: the FAISS search runs in the thread pool (it releases the GIL), so a slow
+    exact search over a large catalog never stalls the event loop that serves the other endpoints.
+    """
+    item_id = checked_id("item_id", request.path_params["item_id"])
+    store = request.app.state.store
+    publication = live_publication(store)
+    k = parsed_k(request)
     check_k(k, publication)
-    row = publication.item_row(item_id)
+    row = publication.item_rows.get(item_id)
     if row is None:
         raise HTTPException(status_code=404, detail=f"item {item_id!r} is not in publication {publication.version}")
-    recs = publication.similar(row, k, excluded=request.app.state.store.blocked)  # blocked since publication
-    return SimilarItems(
-        item_id=item_id,
-        version=publication.version,
-        items=[Item(item_id=r.item_id, score=r.score, reason=r.reason) for r in recs],
-    )
+    blocked, excluded_rows = filters(publication, store, excluded_ids(request))
+    items = publication.similar(row, k, blocked, excluded_rows)
+    return JSONBytes({"item_id": item_id, "version": publication.version, "items": items})

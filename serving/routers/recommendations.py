@@ -1,42 +1,46 @@
 from __future__ import annotations
 
-from typing import Annotated
+from fastapi import APIRouter, Request
 
-from fastapi import APIRouter, Depends, Path, Query, Request
-
-from serving.dependencies import check_k, get_publication
-from serving.publication import Publication
-from serving.schemas import Item, UserRecommendations
+from serving.dependencies import (
+    check_k,
+    checked_id,
+    excluded_ids,
+    filters,
+    live_publication,
+    openapi_parameters,
+    parsed_k,
+)
+from serving.responses import JSONBytes
+from serving.schemas import UserRecommendations
 
 router = APIRouter(prefix="/v1/users", tags=["recommendations"])
 
-ID_PATTERN = r"^[A-Za-z0-9_.:\-]{1,128}$"
 
+@router.get(
+    "/{user_id}/recommendations",
+    response_class=JSONBytes,
+    responses={200: {"model": UserRecommendations}},
+    openapi_extra=openapi_parameters("user_id"),
+)
+async def recommendations_for_user(request: Request) -> JSONBytes:
+    """The user's precomputed top-k (`k`, default 10); unknown users get the fallback list, flagged.
 
-@router.get("/{user_id}/recommendations", response_model=UserRecommendations)
-def recommendations_for_user(
-    request: Request,
-    user_id: Annotated[str, Path(pattern=ID_PATTERN)],
-    publication: Annotated[Publication, Depends(get_publication)],
-    k: Annotated[int, Query()] = 10,
-    exclude: Annotated[list[str] | None, Query(max_length=200, description="Item ids the app already shows")] = None,
-) -> UserRecommendations:
-    """The user's precomputed top-k; users the publication does not know get the fallback list, flagged.
-
-    `exclude` (repeated or comma-separated) removes items the app already shows; the list is then
+    `exclude` (item ids the app already shows, repeated or comma-separated) removes items, and
+    items blocked since publication (the server's blocklist) go the same way; the list is then
     filled from further down the stored top-N, so the answer still has k items when N allows.
     """
+    user_id = checked_id("user_id", request.path_params["user_id"])
+    store = request.app.state.store
+    publication = live_publication(store)
+    k = parsed_k(request)
     check_k(k, publication)
-    # Items blocked since publication (the server's blocklist) go the same way as the app's exclusions.
-    excluded = {part for value in exclude or [] for part in value.split(",") if part} | request.app.state.store.blocked
-    recs = publication.for_user(user_id, k, excluded)
-    fallback = recs is None
-    if fallback:
-        recs = publication.fallback(k, excluded)
+    blocked, excluded_rows = filters(publication, store, excluded_ids(request))
+    position = publication.user_position(user_id)
+    if position is None:
+        items = publication.fallback(k, blocked, excluded_rows)
         request.app.state.metrics.fallbacks.inc()
-    return UserRecommendations(
-        user_id=user_id,
-        version=publication.version,
-        fallback=fallback,
-        items=[Item(item_id=r.item_id, score=r.score, reason=r.reason) for r in recs],
-    )
+    else:
+        items = publication.user_list(position, k, blocked, excluded_rows)
+    body = {"user_id": user_id, "version": publication.version, "fallback": position is None, "items": items}
+    return JSONBytes(body)

@@ -1,0 +1,237 @@
+"""Drive the real server over loopback with wrk (peak throughput) and hey -q (latency at a fixed rate).
+
+    python benchmarks/serving_publication.py --home /tmp/rf-bench --fresh     # 1M users x 100, 100k items
+    python benchmarks/serving_load.py --home /tmp/rf-bench --out benchmarks/results/serving_load.json
+
+One run measures, against the same server process: the no-op endpoint ``/v1/noop`` (the
+ceiling: the same routing, middleware and metrics, no work), user recommendations (random
+users over the whole publication via a wrk Lua script) and similar items (random items);
+then ``hey -q`` at a fixed total rate for latency percentiles; then a wrk run on recommendations
+during which a new publication is switched live, counting non-200 answers. Load average is
+recorded before each step, since the machine may be shared.
+
+Targets (issue 8): recommendations >= 70% of the no-op throughput, p99 < 10 ms at 500 req/s;
+similar items p99 < 20 ms; zero non-200 answers across a swap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from serving_publication import clone_version  # noqa: E402
+
+from pipelines.publish import current_version, switch_current  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def get_json(url: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}")
+
+
+def start_server(home: Path, port: int, log_path: Path) -> tuple[subprocess.Popen, float]:
+    env = {
+        **os.environ,
+        "RECFORGE_HOME": str(home),
+        "RECFORGE_PORT": str(port),
+        "RECFORGE_RELOAD_INTERVAL_SECONDS": "1",
+        "PYTHONPATH": str(REPO),
+    }
+    started = time.perf_counter()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "serving"], env=env, stdout=log_path.open("w"), stderr=subprocess.STDOUT
+    )
+    deadline = time.monotonic() + 600
+    while True:
+        if server.poll() is not None:
+            raise RuntimeError(f"the server exited with {server.returncode}; see {log_path}")
+        try:
+            if get_json(f"http://127.0.0.1:{port}/readyz")[0] == 200:
+                return server, time.perf_counter() - started
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            server.kill()
+            raise RuntimeError("the server was not ready within 600 s")
+        time.sleep(0.2)
+
+
+def lua_script(kind: str, users: int, items: int, k: int) -> str:
+    if kind == "noop":
+        return 'request = function() return wrk.format("GET", "/v1/noop") end\n'
+    if kind == "recommendations":
+        width, count, path = len(str(users)), users, "/v1/users/u%0{w}d/recommendations?k={k}"
+    else:
+        width, count, path = len(str(items)), items, "/v1/items/i%0{w}d/similar?k={k}"
+    path = path.format(w=width, k=k)
+    return (
+        "math.randomseed(42)\n"
+        f'request = function() return wrk.format("GET", string.format("{path}", math.random(0, {count - 1}))) end\n'
+    )
+
+
+def parse_wrk(text: str) -> dict:
+    def number(pattern: str, default: float = 0.0) -> float:
+        match = re.search(pattern, text)
+        return float(match.group(1)) if match else default
+
+    def latency_ms(label: str) -> float | None:
+        match = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)\s*$", text, re.MULTILINE)
+        if not match:
+            return None
+        value, unit = float(match.group(1)), match.group(2)
+        return round(value * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit], 3)
+
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    return {
+        "requests_per_second": number(r"Requests/sec:\s+([\d.]+)"),
+        "requests": int(number(r"(\d+) requests in")),
+        "non_2xx": int(number(r"Non-2xx or 3xx responses: (\d+)")),
+        "socket_errors": sum(int(g) for g in errors.groups()) if errors else 0,
+        "p50_ms": latency_ms("50"),
+        "p99_ms": latency_ms("99"),
+    }
+
+
+def server_cpu_seconds(pid: int) -> float:
+    """User + system CPU the server process has used: per request, a figure that shared cores distort less."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_wrk(url: str, script: str, seconds: int, connections: int) -> dict:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
+        handle.write(script)
+    try:
+        out = subprocess.run(
+            ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", handle.name, url],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    finally:
+        os.unlink(handle.name)
+    return parse_wrk(out)
+
+
+def run_hey(url: str, rate: int, seconds: int, workers: int) -> dict:
+    """hey's -q is per worker: `workers` x `rate/workers` requests per second in total."""
+    out = subprocess.run(
+        ["hey", "-z", f"{seconds}s", "-c", str(workers), "-q", str(rate // workers), url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+    def percentile(p: int) -> float | None:
+        match = re.search(rf"{p}% in ([\d.]+) secs", out)
+        return round(float(match.group(1)) * 1000, 3) if match else None
+
+    codes = {int(c): int(n) for c, n in re.findall(r"\[(\d+)\]\s+(\d+) responses", out)}
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    return {
+        "requests_per_second": float(rps.group(1)) if rps else 0.0,
+        "p50_ms": percentile(50),
+        "p90_ms": percentile(90),
+        "p99_ms": percentile(99),
+        "status_codes": codes,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--home", type=Path, required=True)
+    parser.add_argument("--port", type=int, default=8731)
+    parser.add_argument("--seconds", type=int, default=15, help="length of each wrk run")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--rate", type=int, default=500, help="total requests per second for hey -q")
+    parser.add_argument("--hey-seconds", type=int, default=20)
+    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    for tool in ("wrk", "hey"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} is not installed: apt-get install -y wrk hey")
+
+    root = args.home / "published"
+    log_path = Path(tempfile.gettempdir()) / "recforge-serving-bench.log"
+    server, ready_seconds = start_server(args.home, args.port, log_path)
+    base = f"http://127.0.0.1:{args.port}"
+    results: dict = {"ready_seconds": round(ready_seconds, 1), "readyz": get_json(f"{base}/readyz")[1], "runs": []}
+    users, items = results["readyz"]["users"], results["readyz"]["items"]
+    try:
+        time.sleep(3)  # let the loader's garbage settle before measuring
+        for kind in ("noop", "recommendations", "similar"):
+            row = {"tool": "wrk", "endpoint": kind, "load_average": os.getloadavg()}
+            cpu_before = server_cpu_seconds(server.pid)
+            row.update(run_wrk(base, lua_script(kind, users, items, args.k), args.seconds, args.connections))
+            row["server_cpu_us_per_request"] = round(
+                (server_cpu_seconds(server.pid) - cpu_before) / max(row["requests"], 1) * 1e6, 1
+            )
+            print(json.dumps(row), flush=True)
+            results["runs"].append(row)
+        fixed = {
+            "noop": f"{base}/v1/noop",
+            "recommendations": f"{base}/v1/users/u{users // 2:0{len(str(users))}d}/recommendations?k={args.k}",
+            "similar": f"{base}/v1/items/i{items // 2:0{len(str(items))}d}/similar?k={args.k}",
+        }
+        for kind, url in fixed.items():
+            row = {"tool": f"hey -q ({args.rate}/s)", "endpoint": kind, "load_average": os.getloadavg()}
+            row.update(run_hey(url, args.rate, args.hey_seconds, workers=10))
+            print(json.dumps(row), flush=True)
+            results["runs"].append(row)
+
+        # A new publication goes live in the middle of a wrk run on recommendations.
+        before = current_version(root)
+        swap = {"tool": "wrk + swap", "endpoint": "recommendations", "load_average": os.getloadavg()}
+        new_version = clone_version(root, before)
+
+        def switch_later() -> None:
+            time.sleep(2)
+            switch_current(root, new_version)
+
+        import threading
+
+        switcher = threading.Thread(target=switch_later)
+        switcher.start()
+        swap.update(
+            run_wrk(base, lua_script("recommendations", users, items, args.k), max(args.seconds, 40), args.connections)
+        )
+        switcher.join()
+        swap["live_version_after"] = get_json(f"{base}/readyz")[1]["version"]
+        swap["swapped"] = swap["live_version_after"] == new_version
+        print(json.dumps(swap), flush=True)
+        results["runs"].append(swap)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+    wrk_rps = {r["endpoint"]: r["requests_per_second"] for r in results["runs"] if r["tool"] == "wrk"}
+    results["recommendations_share_of_noop"] = round(wrk_rps["recommendations"] / wrk_rps["noop"], 3)
+    cpu = {r["endpoint"]: r["server_cpu_us_per_request"] for r in results["runs"] if r["tool"] == "wrk"}
+    results["noop_cpu_share_of_recommendations_cpu"] = round(cpu["noop"] / cpu["recommendations"], 3)
+    print(json.dumps({k: v for k, v in results.items() if k != "runs"}, indent=2))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
