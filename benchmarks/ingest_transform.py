@@ -32,8 +32,12 @@ SIZES = {
 STAGE_CODE = {
     "simulate": "from pipelines.simulate import simulate; s = get_settings(); s.ensure_dirs(); "
     "print(simulate(s).events_written)",
-    "ingest": "from pipelines.ingest import ingest_interval; s = get_settings(); "
-    "r = ingest_interval(s, START, END); print(r.summary())",
+    # One data interval per day, as the daily DAG runs (and a backfill) do: each day is one transaction.
+    "ingest": "from datetime import timedelta; from pipelines.ingest import ingest_interval; s = get_settings(); "
+    "days = [START + timedelta(days=n) for n in range((END - START).days)]; "
+    "rs = [ingest_interval(s, d, d + timedelta(days=1)) for d in days]; "
+    "print(f'{len(rs)} daily runs: {sum(r.rows_input for r in rs)} rows in, {sum(r.rows_accepted for r in rs)} "
+    "accepted ({sum(r.rows_late for r in rs)} late), {sum(r.rows_quarantined for r in rs)} quarantined')",
     "import": "from pipelines.ingest import ingest_path; s = get_settings(); "
     "print(ingest_path(s, 'movielens', s.datasets_dir / 'ml-100k').summary())",
     "dbt_build": "from pipelines.transform import build_warehouse; print(build_warehouse(get_settings()).summary())",
