@@ -40,7 +40,9 @@ class Recommender(ABC):
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        _REGISTRY[cls.name] = cls
+        # Only concrete algorithms name themselves; shared middle layers stay out of the registry.
+        if "name" in cls.__dict__:
+            _REGISTRY[cls.name] = cls
 
     # --- fitting
     def fit(self, interactions: Interactions) -> Self:
@@ -126,6 +128,14 @@ class Recommender(ABC):
     def _load_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         return None
 
+    def _save_files(self, directory: Path) -> None:
+        """Write state that is not a numpy array (a LightGBM text model, a torch state_dict)."""
+        return None
+
+    def _load_files(self, directory: Path) -> None:
+        """Read what ``_save_files`` wrote; called after ``_load_arrays``."""
+        return None
+
     def save(self, directory: Path) -> Path:
         """Write the model as plain numpy arrays and a JSON header (no pickle)."""
         self._check_fitted()
@@ -139,12 +149,16 @@ class Recommender(ABC):
             seen_col=seen.col,
             **self._arrays(),
         )
+        self._save_files(directory)
         (directory / "model.json").write_text(json.dumps({"name": self.name, "params": self.params()}))
         return directory
 
     @staticmethod
     def load(directory: Path) -> Recommender:
+        """Rebuild a saved model of any registered algorithm from its directory."""
         header = json.loads((directory / "model.json").read_text())
+        if header["name"] not in _REGISTRY:
+            raise ValueError(f"{directory} holds a {header['name']!r} model; known algorithms: {sorted(_REGISTRY)}")
         cls = _REGISTRY[header["name"]]
         model = cls(**header["params"])
         with np.load(directory / "model.npz", allow_pickle=False) as data:
@@ -156,6 +170,7 @@ class Recommender(ABC):
             (np.ones(len(row), dtype=np.float32), (row, col)), shape=(len(model.user_ids), len(model.item_ids))
         )
         model._load_arrays(arrays)
+        model._load_files(directory)
         model.is_fitted = True
         return model
 
