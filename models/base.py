@@ -20,6 +20,13 @@ from models.dataset import Interactions
 _REGISTRY: dict[str, type[Recommender]] = {}
 
 
+def algorithm(name: str) -> type[Recommender]:
+    """The registered recommender class called ``name``."""
+    if name not in _REGISTRY:
+        raise ValueError(f"no recommender called {name!r}; known algorithms: {sorted(_REGISTRY)}")
+    return _REGISTRY[name]
+
+
 class Recommender(ABC):
     """Base recommender.
 
@@ -157,9 +164,7 @@ class Recommender(ABC):
     def load(directory: Path) -> Recommender:
         """Rebuild a saved model of any registered algorithm from its directory."""
         header = json.loads((directory / "model.json").read_text())
-        if header["name"] not in _REGISTRY:
-            raise ValueError(f"{directory} holds a {header['name']!r} model; known algorithms: {sorted(_REGISTRY)}")
-        cls = _REGISTRY[header["name"]]
+        cls = algorithm(header["name"])
         model = cls(**header["params"])
         with np.load(directory / "model.npz", allow_pickle=False) as data:
             arrays = {key: data[key] for key in data.files}
