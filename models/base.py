@@ -91,6 +91,15 @@ class Recommender(ABC):
         allowed_items : boolean mask over items; False items are never recommended (blocked, out of stock).
         """
         self._check_fitted()
+        user_index = np.asarray(user_index, dtype=np.int64)
+        unknown = (user_index < 0) | (user_index >= len(self.user_ids))
+        if unknown.any():
+            # -1 is what Interactions.user_index returns for a user it has never seen; numpy would
+            # silently read the last row instead. Callers route unknown users to the fallback list.
+            raise ValueError(
+                f"{int(unknown.sum())} user index(es) outside 0..{len(self.user_ids) - 1} "
+                f"(e.g. {int(user_index[unknown][0])}): unknown users have no personal list; use the fallback"
+            )
         seen = self.seen if seen is None else seen
         k = min(k, len(self.item_ids))
         items = np.full((len(user_index), k), -1, dtype=np.int64)

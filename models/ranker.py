@@ -167,9 +167,7 @@ class RankerRecommender(Recommender):
         generators = []
         for generator in self._make_generators():
             generators.append(generator.fit(history))
-        label_users = np.flatnonzero(
-            (np.diff(labels.matrix.indptr) > 0) & (np.diff(history.matrix.indptr) > 0)
-        )
+        label_users = np.flatnonzero((np.diff(labels.matrix.indptr) > 0) & (np.diff(history.matrix.indptr) > 0))
         if len(label_users) > self.max_train_users:
             rng = np.random.default_rng(self.random_state + window)
             label_users = np.sort(rng.choice(label_users, self.max_train_users, replace=False))
