@@ -8,8 +8,8 @@ teach the ranker a signal it will not have at serving time.
 
 Feature groups (names in ``FeatureContext.columns``):
 - item popularity: distinct users all-time and in the last ``window_days``, their ratio (trend);
-- item recency: days since the item's last interaction, days since it appeared (``created_at``
-  if known, else its first interaction in the data);
+- item recency: days since the item's last interaction, since its first interaction in the data,
+  and since it was created (``created_at`` if known, else the first interaction);
 - user activity: distinct items, segment (0 cold < 5, 1 casual 5-50, 2 power > 50 — the
   thresholds of ``marts.user_features``), days since the user's last interaction, mean
   popularity of the user's items (how mainstream the user is);
@@ -43,6 +43,7 @@ class FeatureContext:
     item_recent_users: np.ndarray
     item_days_since_last: np.ndarray
     item_age_days: np.ndarray
+    item_days_since_first: np.ndarray
     user_items: np.ndarray
     user_days_since_last: np.ndarray
     user_mean_popularity: np.ndarray
@@ -83,6 +84,7 @@ class FeatureContext:
             item_recent_users=item_recent_users,
             item_days_since_last=_days(now - item_last),
             item_age_days=_days(now - created),
+            item_days_since_first=_days(now - item_first),
             user_items=user_items,
             user_days_since_last=np.where(user_items > 0, _days(now - user_last), np.nan),
             user_mean_popularity=user_mean_pop,
@@ -119,6 +121,7 @@ class FeatureContext:
             "item_trend",
             "item_days_since_last",
             "item_age_days",
+            "item_days_since_first",
             "user_items",
             "user_segment",
             "user_days_since_last",
@@ -142,6 +145,7 @@ class FeatureContext:
                 "item_trend": self.item_recent_users[items] / np.maximum(item_users, 1.0),
                 "item_days_since_last": self.item_days_since_last[items],
                 "item_age_days": self.item_age_days[items],
+                "item_days_since_first": self.item_days_since_first[items],
                 "user_items": user_items,
                 "user_segment": segment_of(user_items).astype(np.float64),
                 "user_days_since_last": self.user_days_since_last[users],
