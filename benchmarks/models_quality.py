@@ -65,6 +65,7 @@ MODELS = (
 )
 RANKER_GENERATORS = ("ease", "als", "itemknn_bm25", "popularity_recent")
 LABEL_WINDOWS = 4
+SASREC_FULL_SOFTMAX_ITEMS, SASREC_NEGATIVES = 5_000, 256
 SECONDS_PER_DAY = 86_400.0
 ML100K_GENRES = (
     "unknown Action Adventure Animation Children's Comedy Crime Documentary Drama Fantasy Film-Noir Horror "
@@ -180,9 +181,16 @@ def load_split(target: Path) -> tuple[Interactions, sp.csr_matrix, dict]:
     return train, relevant, facts
 
 
-def make_model(name: str, test_days: float, seed: int) -> Recommender:
-    """Each algorithm with its defaults; only the time windows follow the data set's test period."""
+def make_model(name: str, test_days: float, n_items: int, seed: int) -> Recommender:
+    """Each algorithm with its defaults; only the time windows follow the data set's test period.
+
+    SASRec switches to sampled softmax (``SASREC_NEGATIVES``) above ``SASREC_FULL_SOFTMAX_ITEMS``
+    items: the full softmax's cost grows with the catalog and would take most of an hour on two
+    shared cores for ml-latest-small's 9k movies.
+    """
     label_days = test_days / 3
+    if name == "sasrec" and n_items > SASREC_FULL_SOFTMAX_ITEMS:
+        return algorithm(name)(n_negatives=SASREC_NEGATIVES, random_state=seed)
     if name == "popularity_recent":
         return algorithm(name)(window_days=label_days, random_state=seed)
     if name == "ranker":
@@ -196,7 +204,7 @@ def make_model(name: str, test_days: float, seed: int) -> Recommender:
 def run_one(target: Path, model_name: str, seed: int) -> dict:
     train, relevant, facts = load_split(target)
     base_rss_mb = _current_rss_mb()
-    model = make_model(model_name, facts["test_days"], seed)
+    model = make_model(model_name, facts["test_days"], train.n_items, seed)
     started = time.perf_counter()
     model.fit(train)
     fit_seconds = time.perf_counter() - started
@@ -302,14 +310,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test-share", type=float, default=0.2, help="Share of events (latest by time) held out.")
     parser.add_argument("--sim-users", type=int, default=3000)
     parser.add_argument("--sim-items", type=int, default=1000)
-    parser.add_argument("--sim-days", type=int, default=42)
+    parser.add_argument("--sim-days", type=int, default=28)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--out", type=Path, default=Path("models_quality.json"))
+    parser.add_argument("--report", nargs="+", type=Path, help="Only print the table of earlier JSON outputs.")
     parser.add_argument("--child", nargs=2, metavar=("SPLIT_DIR", "MODEL"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     if args.child:
         print(json.dumps(run_one(Path(args.child[0]), args.child[1], args.seed)))
+        return 0
+    if args.report:
+        # Runs of single data sets (e.g. run side by side) combined into one table.
+        reports = [json.loads(path.read_text()) for path in args.report]
+        results = {name: rows for report in reports for name, rows in report["results"].items()}
+        print(markdown(results))
+        print("\n".join(check_targets(results)))
         return 0
 
     results: dict[str, list[dict]] = {}
@@ -319,13 +335,16 @@ def main(argv: list[str] | None = None) -> int:
             results[dataset] = []
             for model_name in args.models:
                 log.info("%s: fitting %s", dataset, model_name)
-                done = subprocess.run(
-                    [sys.executable, __file__, "--seed", str(args.seed), "--child", str(target), model_name],
-                    capture_output=True,
-                    text=True,
-                )
+                # The child's progress log goes to a file beside --out, so a long fit can be followed.
+                with args.out.with_suffix(".log").open("a") as progress:
+                    done = subprocess.run(
+                        [sys.executable, __file__, "--seed", str(args.seed), "--child", str(target), model_name],
+                        stdout=subprocess.PIPE,
+                        stderr=progress,
+                        text=True,
+                    )
                 if done.returncode != 0:
-                    raise SystemExit(f"{dataset}/{model_name} failed:\n{done.stderr[-3000:]}")
+                    raise SystemExit(f"{dataset}/{model_name} failed; see {args.out.with_suffix('.log')}")
                 row = json.loads(done.stdout.strip().splitlines()[-1])
                 results[dataset].append(row)
                 log.info(
