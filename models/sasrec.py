@@ -30,8 +30,6 @@ from models.popularity import distinct_users_per_item
 
 log = logging.getLogger(__name__)
 
-TORCH_THREADS = 2
-
 
 class SASRecRecommender(Recommender):
     """Self-attentive sequential recommender.
@@ -43,6 +41,8 @@ class SASRecRecommender(Recommender):
     dropout : on embeddings and inside the blocks.
     epochs, batch_size, learning_rate, weight_decay : Adam training.
     n_negatives : 0 for the full-catalog softmax, else sampled softmax with this many negatives.
+    num_threads : torch intra-op threads while fitting (restored afterwards); on a machine shared
+        with other work, 1 avoids threads waiting for each other at every operation.
     """
 
     name = "sasrec"
@@ -59,6 +59,7 @@ class SASRecRecommender(Recommender):
         learning_rate: float = 1e-3,
         weight_decay: float = 0.0,
         n_negatives: int = 0,
+        num_threads: int = 2,
         random_state: int = 0,
     ):
         super().__init__(random_state)
@@ -67,6 +68,7 @@ class SASRecRecommender(Recommender):
         self.max_len, self.embedding_dim, self.n_blocks, self.n_heads = max_len, embedding_dim, n_blocks, n_heads
         self.dropout, self.epochs, self.batch_size = dropout, epochs, batch_size
         self.learning_rate, self.weight_decay, self.n_negatives = learning_rate, weight_decay, n_negatives
+        self.num_threads = num_threads
 
     def params(self) -> dict:
         return {
@@ -80,6 +82,7 @@ class SASRecRecommender(Recommender):
             "learning_rate": self.learning_rate,
             "weight_decay": self.weight_decay,
             "n_negatives": self.n_negatives,
+            "num_threads": self.num_threads,
             "random_state": self.random_state,
         }
 
@@ -120,7 +123,7 @@ class SASRecRecommender(Recommender):
         import torch
 
         previous_threads = torch.get_num_threads()
-        torch.set_num_threads(TORCH_THREADS)
+        torch.set_num_threads(self.num_threads)
         try:
             torch.manual_seed(self.random_state)
             sequences = self._sequences(interactions)
