@@ -43,6 +43,15 @@ def quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
 
 
+def canonical_projection(field, context: str) -> str:
+    """The canonical columns from `field(name)` (a SQL text expression per column) and a context expression."""
+    return (
+        f"{field('event_id')} as event_id, {field('user_id')} as user_id, {field('item_id')} as item_id, "
+        f"{field('event_type')} as event_type, try_cast({field('event_ts')} as timestamptz) as event_ts, "
+        f"try_cast({field('value')} as double) as value, {field('session_id')} as session_id, {context} as context"
+    )
+
+
 def path_literal(path: Path) -> str:
     """A file path as a SQL string literal (DuckDB's table functions take no parameters)."""
     return "'" + str(path).replace("'", "''") + "'"
@@ -151,14 +160,7 @@ def stage_jsonl(con: duckdb.DuckDBPyConnection, path: Path) -> None:
                       and try_cast({value("value")} as double) is null)
                     then 'schema_mismatch'
             end as parse_error,
-            {value("event_id")} as event_id,
-            {value("user_id")} as user_id,
-            {value("item_id")} as item_id,
-            {value("event_type")} as event_type,
-            try_cast({value("event_ts")} as timestamptz) as event_ts,
-            try_cast({value("value")} as double) as value,
-            {value("session_id")} as session_id,
-            {context} as context
+            {canonical_projection(value, context)}
         from incoming_docs
         """
     )
@@ -199,14 +201,7 @@ def _stage_tabular(con: duckdb.DuckDBPyConnection, path: Path, reader: str, firs
                 when {text("context")} is not null and json_type(try_cast({text("context")} as json)) is distinct
                     from 'OBJECT' then 'schema_mismatch'
             end as parse_error,
-            {text("event_id")} as event_id,
-            {text("user_id")} as user_id,
-            {text("item_id")} as item_id,
-            {text("event_type")} as event_type,
-            try_cast({text("event_ts")} as timestamptz) as event_ts,
-            try_cast({text("value")} as double) as value,
-            {text("session_id")} as session_id,
-            {context} as context
+            {canonical_projection(text, context)}
         from incoming_rows
         """
     )
