@@ -210,6 +210,25 @@ def _session_events(world: _World, rng: np.random.Generator, u: int, day: int, s
     return [e for e in events if e["event_ts"] < _iso(day_end)]
 
 
+def _without_double_fires(events: list[dict]) -> list[dict]:
+    """Drop an event that repeats the same user, item and type within a second (time-sorted input).
+
+    Two overlapping sessions of one user can do that by chance; ingestion quarantines it as a
+    retry_duplicate, so a clean log must not contain it, or the injected truth would not add up.
+    """
+    last_seen: dict[tuple[str, str, str], datetime] = {}
+    kept = []
+    for event in events:
+        key = (event["user_id"], event["item_id"], event["event_type"])
+        ts = datetime.fromisoformat(event["event_ts"].replace("Z", "+00:00"))
+        previous = last_seen.get(key)
+        last_seen[key] = ts
+        if previous is not None and ts - previous < timedelta(seconds=1) and not event["session_id"].startswith("bot-"):
+            continue
+        kept.append(event)
+    return kept
+
+
 def _bot_burst(world: _World, rng: np.random.Generator, bot: int, day: int, seq: list[int]) -> list[dict]:
     """A scraper: hundreds of views in two minutes, far above any human rate."""
     start = world.start + timedelta(days=day, hours=float(rng.uniform(1, 22)))
@@ -288,6 +307,7 @@ def simulate(settings: Settings, out_dir: Path | None = None) -> SimulationSumma
                 day_events.extend(burst)
                 summary.bot_events += len(burst)
         day_events.sort(key=lambda e: e["event_ts"])
+        day_events = _without_double_fires(day_events)
         summary.clean_events += len(day_events)
         by_type.update(e["event_type"] for e in day_events)
         if day + LATE_BY_DAYS < settings.sim_days and settings.sim_late_share > 0:
