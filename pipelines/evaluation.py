@@ -1,0 +1,151 @@
+"""The evaluation stage: read the warehouse, split the log as settings say, backtest models.
+
+Training (``pipelines/train.py``) and ``recforge evaluate`` both call ``load_evaluation_data`` and
+``evaluate_candidates``, so the numbers the gate decides on are the numbers the command prints.
+
+Events come from ``intermediate.int_events_deduped`` rather than ``marts.interactions_split``
+because a rolling backtest needs several cutoffs: each fold re-aggregates the events before its
+cutoff with the warehouse's signal weights (``weight_*`` vars of ``dbt_project/dbt_project.yml``,
+read from that file so SQL and Python share one definition) and the same exponential decay. The
+newest fold is exactly the mart's split (tested in tests/test_evaluation.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from models.columns import Columns
+from models.dataset import Interactions
+from models.evaluation import (
+    BacktestResult,
+    EvaluationConfig,
+    EventLog,
+    Fold,
+    SegmentBounds,
+    backtest,
+    global_time_folds,
+    leave_last_n_fold,
+    random_ratio_folds,
+)
+from pipelines.candidates import candidate_factories
+from pipelines.settings import Settings
+from pipelines.warehouse import read_frame
+
+log = logging.getLogger(__name__)
+
+PRIMARY_METRIC = "ndcg_at_10"
+EVENT_TYPE_WEIGHT_VARS = {
+    "view": "weight_view",
+    "click": "weight_click",
+    "add_to_cart": "weight_add_to_cart",
+    "purchase": "weight_purchase",
+    "rating": "weight_rating",
+}
+
+
+@dataclass
+class EvaluationData:
+    log: EventLog
+    catalog: pd.DataFrame
+    folds: list[Fold]
+    split: str
+    snapshot: str
+
+    def full_interactions(self) -> Interactions:
+        """Every event, decayed to the end of the log: what the model to be served is fitted on."""
+        return self.log.interactions(np.ones(len(self.log), dtype=bool), self.log.end)[0]
+
+
+@dataclass
+class EvaluationRun:
+    """Backtest results per model name, and the data they were measured on."""
+
+    data: EvaluationData
+    config: EvaluationConfig
+    results: dict[str, BacktestResult] = field(default_factory=dict)
+
+    def summaries(self) -> dict[str, dict[str, float]]:
+        return {name: result.summary() for name, result in self.results.items()}
+
+
+@cache
+def signal_weights(dbt_project: Path) -> dict[str, float]:
+    """Event type -> signal weight, from the dbt project's vars (the mart's definition)."""
+    variables = yaml.safe_load(dbt_project.read_text()).get("vars", {})
+    missing = [var for var in EVENT_TYPE_WEIGHT_VARS.values() if var not in variables]
+    if missing:
+        raise ValueError(f"{dbt_project} lacks the signal weight vars {missing}")
+    return {event: float(variables[var]) for event, var in EVENT_TYPE_WEIGHT_VARS.items()}
+
+
+def evaluation_config(settings: Settings) -> EvaluationConfig:
+    return EvaluationConfig(
+        k=settings.eval_k,
+        recall_k=settings.recall_k,
+        category_cap=settings.category_cap,
+        head_share=settings.eval_head_share,
+        segments=SegmentBounds(settings.segment_cold_below, settings.segment_power_above),
+    )
+
+
+def read_event_log(settings: Settings) -> EventLog:
+    frame = read_frame(settings, "select user_id, item_id, event_type, event_ts from intermediate.int_events_deduped")
+    if frame.empty:
+        raise ValueError("intermediate.int_events_deduped is empty: ingest and transform first")
+    weights = signal_weights(settings.dbt_project_dir / "dbt_project.yml")
+    # The macro's `else` branch: an event type without its own weight counts as a view.
+    frame[Columns.Weight] = frame["event_type"].map(weights).fillna(weights["view"])
+    return EventLog.from_frame(frame, settings.decay_half_life_days)
+
+
+def read_catalog(settings: Settings) -> pd.DataFrame:
+    return read_frame(settings, "select item_id, category, in_stock, is_blocked from staging.stg_items")
+
+
+def make_folds(log: EventLog, settings: Settings) -> tuple[list[Fold], str]:
+    """The folds the settings ask for, and a label of the split for tags and reports."""
+    days = settings.eval_new_item_days
+    if settings.eval_split == "global_time":
+        step = settings.backtest_step_days or settings.test_days
+        folds = global_time_folds(log, settings.backtest_folds, settings.test_days, step, days)
+        label = f"global_time:test_days={settings.test_days},folds={settings.backtest_folds},step_days={step:g}"
+    elif settings.eval_split == "leave_last_n":
+        folds = [leave_last_n_fold(log, settings.eval_leave_last_n, days)]
+        label = f"leave_last_n:n={settings.eval_leave_last_n}"
+    else:
+        folds = random_ratio_folds(
+            log, settings.eval_random_ratio, settings.backtest_folds, settings.train_random_state, days
+        )
+        label = f"random_ratio:ratio={settings.eval_random_ratio:g},folds={settings.backtest_folds}"
+    return folds, label
+
+
+def load_evaluation_data(settings: Settings) -> EvaluationData:
+    event_log = read_event_log(settings)
+    catalog = read_catalog(settings)
+    folds, label = make_folds(event_log, settings)
+    for fold in folds:
+        log.info("fold %s", fold.describe())
+    snapshot = pd.Timestamp(event_log.end, unit="s", tz="UTC").isoformat()
+    return EvaluationData(event_log, catalog, folds, label, snapshot)
+
+
+def evaluate_candidates(settings: Settings, data: EvaluationData, names: list[str] | None = None) -> EvaluationRun:
+    """Backtest every configured candidate (or the named subset) on the data's folds."""
+    factories = candidate_factories(settings)
+    if names:
+        unknown = sorted(set(names) - set(factories))
+        if unknown:
+            raise ValueError(f"{unknown} are not among train_candidates {sorted(factories)}")
+        factories = {name: factories[name] for name in names}
+    run = EvaluationRun(data, evaluation_config(settings))
+    for name, factory in factories.items():
+        run.results[name] = backtest(factory, data.folds, data.catalog, run.config)
+    return run
