@@ -149,3 +149,62 @@ def evaluate_candidates(settings: Settings, data: EvaluationData, names: list[st
     for name, factory in factories.items():
         run.results[name] = backtest(factory, data.folds, data.catalog, run.config)
     return run
+
+
+def text_table(headers: list[str], rows: list[list[object]]) -> str:
+    """A plain aligned table for the terminal."""
+    cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def metrics_table(run: EvaluationRun) -> str:
+    """Per model and group (all users, each segment, new items): users and the key metrics, mean +- std."""
+    from models.evaluation import SEGMENTS
+
+    k, recall_k = run.config.k, run.config.recall_k
+    metrics = [f"ndcg_at_{k}", f"recall_at_{recall_k}", f"map_at_{k}", f"mrr_at_{k}", f"hit_rate_at_{k}"]
+    metrics += [f"coverage_at_{k}", f"diversity_at_{k}", f"novelty_at_{k}", f"popularity_bias_at_{k}"]
+    rows = []
+    for name, summary in run.summaries().items():
+        for label, prefix in [("all", ""), *((s, f"segment.{s}.") for s in SEGMENTS), ("new_items", "new_items.")]:
+            row = [name, label, f"{summary.get(prefix + 'n_eval_users', 0.0):.0f}"]
+            row += [f"{summary[prefix + m]:.4f}+-{summary[prefix + m + '_std']:.4f}" for m in metrics]
+            rows.append(row)
+    return text_table(["model", "users", "n", *metrics], rows)
+
+
+def run_evaluation(settings: Settings, names: list[str] | None = None) -> tuple[EvaluationRun, Path, str]:
+    """``recforge evaluate``: backtest candidates, write the report, log it to MLflow; no registration."""
+    import mlflow
+
+    from pipelines.evaluation_report import write_evaluation_report
+    from pipelines.reports import write_index
+    from pipelines.tracking import configure
+    from pipelines.train import code_version, log_backtest
+
+    configure(settings)
+    factories = candidate_factories(settings)
+    unknown = sorted(set(names or []) - set(factories))
+    if unknown:
+        raise ValueError(
+            f"{unknown} are not among train_candidates {sorted(factories)} (set RECFORGE_TRAIN_CANDIDATES)"
+        )
+    data = load_evaluation_data(settings)
+    tags = {"data_snapshot": data.snapshot, "split": data.split, "code_version": code_version(), "kind": "evaluation"}
+    run = EvaluationRun(data, evaluation_config(settings))
+    with mlflow.start_run(run_name="evaluation", tags=tags) as parent:
+        for name in names or list(factories):
+            with mlflow.start_run(run_name=name, nested=True, tags={**tags, "model": name}):
+                run.results[name] = backtest(factories[name], data.folds, data.catalog, run.config)
+                log_backtest(run.results[name])
+        summaries = run.summaries()
+        best = max(summaries, key=lambda name: summaries[name][PRIMARY_METRIC])
+        mlflow.log_metrics({f"{name}.{PRIMARY_METRIC}": m[PRIMARY_METRIC] for name, m in summaries.items()})
+        mlflow.set_tag("best_model", best)
+        report = write_evaluation_report(settings, run, tags, best=best)
+        mlflow.log_artifact(str(report), artifact_path="reports")
+    write_index(settings)
+    return run, report, parent.info.run_id
