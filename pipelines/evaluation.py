@@ -173,7 +173,7 @@ def metrics_table(run: EvaluationRun) -> str:
             row = [name, label, f"{summary.get(prefix + 'n_eval_users', 0.0):.0f}"]
             row += [f"{summary[prefix + m]:.4f}+-{summary[prefix + m + '_std']:.4f}" for m in metrics]
             rows.append(row)
-    return text_table(["model", "users", "n", *metrics], rows)
+    return text_table(["model", "group", "users", *metrics], rows)
 
 
 def run_evaluation(settings: Settings, names: list[str] | None = None) -> tuple[EvaluationRun, Path, str]:
