@@ -115,7 +115,7 @@ def train_and_register(settings: Settings) -> TrainResult:
         final = factories[best]().fit(data.full_interactions())
         version = _log_and_register(final, settings, data)
         decision = decide(settings, summaries[best], champion_metrics, champion_version, basis)
-        _apply_decision(client, settings, str(version.version), decision)
+        apply_decision(client, settings, str(version.version), decision)
 
         mlflow.log_metrics(summaries[best])
         mlflow.log_metrics({f"{name}.{PRIMARY_METRIC}": m[PRIMARY_METRIC] for name, m in summaries.items()})
@@ -184,7 +184,8 @@ def champion_reference(
     return number, recorded, basis, None
 
 
-def _apply_decision(client, settings: Settings, version: str, decision: GateDecision) -> None:
+def apply_decision(client, settings: Settings, version: str, decision: GateDecision) -> None:
+    """Alias the version by the decision (champion, with history; else challenger) and tag it with the reasons."""
     from pipelines.tracking import make_challenger, make_champion
 
     name = settings.registered_model_name
