@@ -95,18 +95,30 @@ def evaluation_config(settings: Settings) -> EvaluationConfig:
     )
 
 
-def read_event_log(settings: Settings) -> EventLog:
+def read_event_log(settings: Settings, catalog: pd.DataFrame | None = None) -> EventLog:
     frame = read_frame(settings, "select user_id, item_id, event_type, event_ts from intermediate.int_events_deduped")
     if frame.empty:
         raise ValueError("intermediate.int_events_deduped is empty: ingest and transform first")
     weights = signal_weights(settings.dbt_project_dir / "dbt_project.yml")
     # The macro's `else` branch: an event type without its own weight counts as a view.
     frame[Columns.Weight] = frame["event_type"].map(weights).fillna(weights["view"])
-    return EventLog.from_frame(frame, settings.decay_half_life_days)
+    return EventLog.from_frame(
+        frame, settings.decay_half_life_days, item_features(read_catalog(settings) if catalog is None else catalog)
+    )
 
 
 def read_catalog(settings: Settings) -> pd.DataFrame:
-    return read_frame(settings, "select item_id, category, in_stock, is_blocked from staging.stg_items")
+    return read_frame(
+        settings, "select item_id, category, price, created_at, in_stock, is_blocked from staging.stg_items"
+    )
+
+
+def item_features(catalog: pd.DataFrame) -> pd.DataFrame:
+    """Static item attributes for models that use them, indexed by item id; created_at in epoch seconds."""
+    features = catalog.set_index("item_id")[["category", "price", "created_at"]].copy()
+    stamps = pd.to_datetime(features["created_at"], utc=True)
+    features["created_at"] = (stamps - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
+    return features
 
 
 def make_folds(log: EventLog, settings: Settings) -> tuple[list[Fold], str]:
@@ -128,8 +140,8 @@ def make_folds(log: EventLog, settings: Settings) -> tuple[list[Fold], str]:
 
 
 def load_evaluation_data(settings: Settings) -> EvaluationData:
-    event_log = read_event_log(settings)
     catalog = read_catalog(settings)
+    event_log = read_event_log(settings, catalog)
     folds, label = make_folds(event_log, settings)
     for fold in folds:
         log.info("fold %s", fold.describe())

@@ -42,6 +42,8 @@ class EventLog:
     """Events as parallel arrays over integer codes; built once, sliced by every split.
 
     ``weight`` is each event's signal weight before time decay; ``ts`` is seconds since the epoch (UTC).
+    ``item_features`` (optional, indexed by item id: category, price, created_at in epoch seconds)
+    are static attributes handed to models that use them (never counts, which would leak the future).
     """
 
     user_ids: np.ndarray
@@ -51,9 +53,12 @@ class EventLog:
     ts: np.ndarray
     weight: np.ndarray
     half_life_days: float
+    item_features: pd.DataFrame | None = None
 
     @classmethod
-    def from_frame(cls, frame: pd.DataFrame, half_life_days: float) -> EventLog:
+    def from_frame(
+        cls, frame: pd.DataFrame, half_life_days: float, item_features: pd.DataFrame | None = None
+    ) -> EventLog:
         """From rows of (user_id, item_id, event_ts, weight); event_ts a timestamp (naive = UTC)."""
         missing = {Columns.User, Columns.Item, EVENT_TS, Columns.Weight} - set(frame.columns)
         if missing:
@@ -76,6 +81,7 @@ class EventLog:
             ts=ts.to_numpy(dtype=np.int64),
             weight=frame[Columns.Weight].to_numpy(dtype=np.float64),
             half_life_days=float(half_life_days),
+            item_features=item_features,
         )
 
     def __len__(self) -> int:
@@ -98,22 +104,34 @@ class EventLog:
     def interactions(self, mask: np.ndarray, reference_ts: int) -> tuple[Interactions, np.ndarray, np.ndarray]:
         """Decayed (user x item) matrix of the masked events, over the users and items they contain.
 
+        Where ``Interactions`` carries them, also the last-interaction time of each cell (epoch
+        seconds, for time-aware models) and the static item features of the training items.
         Returns the interactions and, for the log's user and item codes, their row / column in it (-1 if absent).
         """
-        users, items = self.users[mask], self.items[mask]
-        age_days = (reference_ts - self.ts[mask]) / SECONDS_PER_DAY
+        users, items, ts = self.users[mask], self.items[mask], self.ts[mask]
+        age_days = (reference_ts - ts) / SECONDS_PER_DAY
         weights = self.weight[mask] * np.exp2(-np.maximum(age_days, 0.0) / self.half_life_days)
         user_codes, rows = np.unique(users, return_inverse=True)
         item_codes, cols = np.unique(items, return_inverse=True)
-        matrix = sp.csr_matrix(
-            (weights.astype(np.float32), (rows, cols)), shape=(len(user_codes), len(item_codes)), dtype=np.float32
-        )
-        matrix.sum_duplicates()
+        shape = (len(user_codes), len(item_codes))
+        cells, cell_of_event = np.unique(rows * shape[1] + cols, return_inverse=True)
+        cell_rows, cell_cols = cells // shape[1], cells % shape[1]
+        summed = np.bincount(cell_of_event, weights=weights, minlength=len(cells))
+        matrix = sp.csr_matrix((summed.astype(np.float32), (cell_rows, cell_cols)), shape=shape)
+        extras = {}
+        fields = getattr(Interactions, "__dataclass_fields__", {})
+        if "last_ts" in fields:
+            latest = np.full(len(cells), np.iinfo(np.int64).min, dtype=np.int64)
+            np.maximum.at(latest, cell_of_event, ts)
+            extras["last_ts"] = sp.csr_matrix((latest.astype(np.float64), (cell_rows, cell_cols)), shape=shape)
+        if "item_features" in fields and self.item_features is not None:
+            extras["item_features"] = self.item_features.reindex(self.item_ids[item_codes]).reset_index(drop=True)
         user_map = np.full(len(self.user_ids), -1, dtype=np.int64)
         user_map[user_codes] = np.arange(len(user_codes))
         item_map = np.full(len(self.item_ids), -1, dtype=np.int64)
         item_map[item_codes] = np.arange(len(item_codes))
-        return Interactions(self.user_ids[user_codes], self.item_ids[item_codes], matrix), user_map, item_map
+        interactions = Interactions(self.user_ids[user_codes], self.item_ids[item_codes], matrix, **extras)
+        return interactions, user_map, item_map
 
 
 @dataclass(frozen=True)
