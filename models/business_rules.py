@@ -76,8 +76,11 @@ def rank_with_rules(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-`depth` lists after publication's rules: seen and disallowed items out, category cap on the head.
 
-    Candidates are the top `depth` plus a margin of 50; the few users whose margin is not diverse
-    enough are re-ranked over the whole catalog, so the cap holds wherever the catalog allows it.
+    Candidates are the top `depth` plus a margin of 50; users whose candidates are not diverse
+    enough to fill the head within the cap are re-ranked deeper (4x, then the whole catalog), so
+    the cap holds wherever the catalog allows it. Deeper candidates change nothing for a user whose
+    head is already full: the greedy order only looks further down, so every stage gives the lists
+    a whole-catalog ranking would, at a fraction of the cost.
     """
     n_items = len(model.item_ids)
     margin = min(n_items, depth + 50)
@@ -85,11 +88,15 @@ def rank_with_rules(
     order = category_capped_order(ranked, categories, cap, head)
     ranked, scores = np.take_along_axis(ranked, order, axis=1), np.take_along_axis(scores, order, axis=1)
     short = np.flatnonzero(~head_within_cap(ranked, categories, cap, head))
-    if len(short) and margin < n_items:
-        deep, deep_scores = model.recommend(user_index[short], n_items, allowed_items=allowed)
+    for deeper in (min(n_items, 4 * margin), n_items):
+        if not len(short) or deeper <= margin:
+            continue
+        deep, deep_scores = model.recommend(user_index[short], deeper, allowed_items=allowed)
         order = category_capped_order(deep, categories, cap, head)
-        ranked[short] = np.take_along_axis(deep, order, axis=1)[:, :margin]
-        scores[short] = np.take_along_axis(deep_scores, order, axis=1)[:, :margin]
+        deep, deep_scores = np.take_along_axis(deep, order, axis=1), np.take_along_axis(deep_scores, order, axis=1)
+        ranked[short], scores[short] = deep[:, :margin], deep_scores[:, :margin]
+        if deeper < n_items:
+            short = short[~head_within_cap(deep, categories, cap, head)]
     return _pad(ranked[:, :depth], depth, -1), _pad(scores[:, :depth], depth, -np.inf)
 
 
