@@ -88,7 +88,7 @@ def rank_with_rules(
     order = category_capped_order(ranked, categories, cap, head)
     ranked, scores = np.take_along_axis(ranked, order, axis=1), np.take_along_axis(scores, order, axis=1)
     short = np.flatnonzero(~head_within_cap(ranked, categories, cap, head))
-    for deeper in (min(n_items, 4 * margin), n_items):
+    for deeper in sorted({min(n_items, 4 * margin), n_items}):
         if not len(short) or deeper <= margin:
             continue
         deep, deep_scores = model.recommend(user_index[short], deeper, allowed_items=allowed)

@@ -5,9 +5,11 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 
-from models import ALSRecommender, PopularityRecommender
-from models.business_rules import allowed_and_categories, rank_with_rules
+from models import ALSRecommender, PopularityRecommender, Recommender
+from models.business_rules import allowed_and_categories, category_capped_order, head_within_cap, rank_with_rules
+from models.dataset import Interactions
 from models.evaluation import (
     EvaluationConfig,
     EventLog,
@@ -202,6 +204,45 @@ def test_blocked_and_out_of_stock_items_never_reach_the_scored_lists():
     lists = fold_lists(model, fold, catalog, EvaluationConfig(k=5, recall_k=10))
     assert not np.isin(lists["rules"], np.arange(5)).any()
     assert np.isin(lists["raw"], np.arange(5)).any()  # the raw view shows what the rules removed
+
+
+class FixedScores(Recommender):
+    """A recommender whose scores are given: the ranking a test needs, through the real base class."""
+
+    name = "fixed_scores_test"
+
+    def __init__(self, scores: np.ndarray, random_state: int = 0):
+        super().__init__(random_state)
+        self.scores = scores
+
+    def _fit(self, interactions) -> None:
+        pass
+
+    def _score(self, user_index: np.ndarray) -> np.ndarray:
+        return self.scores[user_index]
+
+
+def test_rules_ranking_equals_a_whole_catalog_ranking_when_the_head_needs_deep_candidates():
+    """Items 0-299 are one category. User 0's ranking is 0, 1, 2, ...: only the whole catalog fills its head.
+    User 1 meets other categories from rank 150 on (the 4x stage). User 2 has a diverse top (the first stage)."""
+    n_users, n_items = 3, 1000
+    categories = np.where(np.arange(n_items) < 300, 0, 1 + np.arange(n_items) % 5)
+    scores = np.tile(-np.arange(n_items, dtype=np.float32), (n_users, 1))
+    scores[1, 300:320] = -150.5 - np.arange(20)
+    scores[2, 300:320] = 10.0 - np.arange(20)
+    interactions = Interactions(
+        np.array(["a", "b", "c"], dtype=object),
+        np.array([f"i{i}" for i in range(n_items)], dtype=object),
+        sp.csr_matrix((n_users, n_items), dtype=np.float32),
+    )
+    model = FixedScores(scores).fit(interactions)
+    allowed = np.ones(n_items, dtype=bool)
+    users = np.arange(n_users)
+    ranked, _ = rank_with_rules(model, users, 20, allowed, categories, cap=0.4)
+    full, _ = model.recommend(users, n_items, allowed_items=allowed)
+    expected = np.take_along_axis(full, category_capped_order(full, categories, 0.4), axis=1)[:, :20]
+    np.testing.assert_array_equal(ranked, expected)
+    assert head_within_cap(ranked, categories, 0.4).all()
 
 
 def test_evaluated_lists_are_the_published_lists(built):
