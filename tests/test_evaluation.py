@@ -229,7 +229,7 @@ def test_rules_ranking_equals_a_whole_catalog_ranking_when_the_head_needs_deep_c
     categories = np.where(np.arange(n_items) < 300, 0, 1 + np.arange(n_items) % 5)
     scores = np.tile(-np.arange(n_items, dtype=np.float32), (n_users, 1))
     scores[1, 300:320] = -150.5 - np.arange(20)
-    scores[2, 300:320] = 10.0 - np.arange(20)
+    scores[2, 300:320] = 10.5 - np.arange(20)  # no ties with the integer scores
     interactions = Interactions(
         np.array(["a", "b", "c"], dtype=object),
         np.array([f"i{i}" for i in range(n_items)], dtype=object),
