@@ -182,10 +182,10 @@ def metrics_table(run: EvaluationRun) -> str:
     rows = []
     for name, summary in run.summaries().items():
         for label, prefix in [("all", ""), *((s, f"segment.{s}.") for s in SEGMENTS), ("new_items", "new_items.")]:
-            row = [name, label, f"{summary.get(prefix + 'n_eval_users', 0.0):.0f}"]
+            row = [name, label, f"{summary.get(prefix + 'n_eval_users', 0.0):.1f}"]
             row += [f"{summary[prefix + m]:.4f}+-{summary[prefix + m + '_std']:.4f}" for m in metrics]
             rows.append(row)
-    return text_table(["model", "group", "users", *metrics], rows)
+    return text_table(["model", "group", "users/fold", *metrics], rows)
 
 
 def run_evaluation(settings: Settings, names: list[str] | None = None) -> tuple[EvaluationRun, Path, str]:

@@ -174,10 +174,12 @@ def render_report(
         "<h2>Metrics by model</h2><p>Mean ± std over folds, after publication's business rules (seen, blocked and "
         "out-of-stock items excluded, category cap on the top 10; unknown users get the popularity fallback).</p>"
     )
+    accuracy, beyond = overall[:5], overall[5:]
     body += html.table(
-        ["model", "users", *overall],
-        [[label(n), f"{summaries[n]['n_eval_users']:.0f}", *(_cell(summaries[n], m) for m in overall)] for n in names],
+        ["model", "users per fold", *accuracy],
+        [[label(n), f"{summaries[n]['n_eval_users']:.1f}", *(_cell(summaries[n], m) for m in accuracy)] for n in names],
     )
+    body += html.table(["model", *beyond], [[label(n), *(_cell(summaries[n], m) for m in beyond)] for n in names])
     body += html.figure_img(metrics_figure(summaries, overall), "metrics by model")
 
     body += "<h2>Business rules: raw ranking vs served lists</h2>"
@@ -203,7 +205,7 @@ def render_report(
                 [
                     n,
                     group.strip(".").replace("segment.", ""),
-                    f"{summaries[n].get(group + 'n_eval_users', 0.0):.0f}",
+                    f"{summaries[n].get(group + 'n_eval_users', 0.0):.1f}",
                     *(
                         _cell(summaries[n], group + m)
                         for m in (
@@ -220,7 +222,7 @@ def render_report(
         [
             "model",
             "group",
-            "users",
+            "users per fold",
             primary,
             f"recall_at_{recall_k}",
             f"hit_rate_at_{k}",
