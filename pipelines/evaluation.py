@@ -194,8 +194,7 @@ def run_evaluation(settings: Settings, names: list[str] | None = None) -> tuple[
 
     from pipelines.evaluation_report import write_evaluation_report
     from pipelines.reports import write_index
-    from pipelines.tracking import configure
-    from pipelines.train import code_version, log_backtest
+    from pipelines.tracking import code_version, configure, log_backtest
 
     configure(settings)
     factories = candidate_factories(settings)

@@ -115,7 +115,7 @@ class Settings(BaseSettings):
     )
     train_model_params: dict[str, dict] = Field(
         default={},
-        description="Per-model constructor overrides by model name, e.g. {\"als\": {\"factors\": 32}}; otherwise a "
+        description='Per-model constructor overrides by model name, e.g. {"als": {"factors": 32}}; otherwise a '
         "model's parameter p comes from the setting <name>_<p> when there is one, else the class default.",
     )
     train_random_state: int = Field(default=42, description="Seed given to every candidate model.")

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from pipelines.settings import Settings
+from pipelines.settings import REPO_ROOT, Settings
+
+# Per-fold values logged with the fold's index as the MLflow step, so the UI plots the spread.
+FOLD_METRICS = ("ndcg_at_10", "recall_at_50", "coverage_at_10", "segment.cold.ndcg_at_10")
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -89,3 +94,24 @@ def rollback_champion(client: MlflowClient, name: str) -> tuple[str, str]:
     client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(earlier))
     client.set_model_version_tag(name, str(current.version), "rolled_back", f"champion returned to v{target}")
     return str(current.version), target
+
+
+def code_version() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def log_backtest(result) -> None:
+    """Params, mean and std of every metric, and the per-fold values of the key metrics, on the active run.
+
+    `result` is a ``models.evaluation.BacktestResult``.
+    """
+    mlflow.log_params(result.params)
+    mlflow.log_metrics(result.summary())
+    for step, fold in enumerate(result.folds):
+        mlflow.log_metrics({f"fold.{m}": fold.metrics[m] for m in FOLD_METRICS if m in fold.metrics}, step=step)
+    mlflow.set_tag("folds", " | ".join(fold.fold for fold in result.folds))

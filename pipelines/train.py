@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,20 +27,18 @@ import pandas as pd
 
 from models import Recommender
 from models.columns import Columns
-from models.evaluation import BacktestResult, backtest
+from models.evaluation import backtest
 from pipelines.candidates import UnknownCandidate, candidate_factories, recipe_factory
 from pipelines.evaluation import PRIMARY_METRIC, EvaluationData, EvaluationRun, evaluation_config, load_evaluation_data
 from pipelines.evaluation_report import write_evaluation_report
 from pipelines.gate import GateDecision, decide
 from pipelines.reports import write_index
 from pipelines.settings import REPO_ROOT, Settings
+from pipelines.tracking import code_version, log_backtest
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PRIMARY_METRIC", "TrainResult", "train_and_register"]
-
-# Per-fold values logged with the fold's index as the MLflow step, so the UI plots the spread.
-FOLD_METRICS = ("ndcg_at_10", "recall_at_50", "coverage_at_10", "segment.cold.ndcg_at_10")
+__all__ = ["PRIMARY_METRIC", "TrainResult", "code_version", "train_and_register"]
 
 
 @dataclass
@@ -62,26 +59,6 @@ class TrainResult:
         )
         verdict = "promoted to champion" if self.promoted else "kept as challenger"
         return f"trained {scores}; {self.best_model} v{self.model_version} {verdict}: {self.decision_reason}"
-
-
-def code_version() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def log_backtest(result: BacktestResult) -> None:
-    """Params, mean and std of every metric, and the per-fold values of the key metrics, on the active run."""
-    import mlflow
-
-    mlflow.log_params(result.params)
-    mlflow.log_metrics(result.summary())
-    for step, fold in enumerate(result.folds):
-        mlflow.log_metrics({f"fold.{m}": fold.metrics[m] for m in FOLD_METRICS if m in fold.metrics}, step=step)
-    mlflow.set_tag("folds", " | ".join(fold.fold for fold in result.folds))
 
 
 def train_and_register(settings: Settings) -> TrainResult:

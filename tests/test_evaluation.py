@@ -348,3 +348,54 @@ def test_an_override_the_model_does_not_take_is_refused(tmp_path):
     settings = make_settings(tmp_path, train_model_params={"als": {"depth": 3}})
     with pytest.raises(ValueError, match=r"sets \['depth'\], which ALSRecommender does not take"):
         candidate_params("als", settings)
+
+
+# --- failure paths
+
+
+def test_an_empty_event_log_is_refused():
+    empty = pd.DataFrame({"user_id": [], "item_id": [], "event_ts": [], "weight": []})
+    with pytest.raises(ValueError, match="event log is empty"):
+        EventLog.from_frame(empty, 14)
+
+
+def test_a_test_window_of_only_returns_to_training_items_is_refused():
+    log = log_of([("a", "x", 0), ("b", "y", 1), ("a", "x", 5), ("b", "y", 5.5)])
+    with pytest.raises(ValueError, match="no held-out interaction with an item the user had not seen"):
+        global_time_folds(log, 1, test_days=2, step_days=2, new_item_days=1)
+
+
+def test_leave_last_n_without_a_user_with_enough_items_is_refused():
+    with pytest.raises(ValueError, match="leave-last-2: no user has more than 2 distinct items"):
+        leave_last_n_fold(log_of([("a", "x", 0), ("a", "y", 1)]), 2, new_item_days=1)
+
+
+def test_segment_bounds_out_of_order_are_refused():
+    with pytest.raises(ValueError, match="0 < cold_below <= power_above"):
+        SegmentBounds(cold_below=60, power_above=50)
+
+
+def test_a_category_cap_outside_zero_one_is_refused():
+    with pytest.raises(ValueError, match=r"category_cap must be in \(0, 1\]"):
+        EvaluationConfig(category_cap=1.5)
+
+
+def test_a_catalog_without_stock_columns_is_refused():
+    from models.business_rules import allowed_and_categories
+
+    with pytest.raises(ValueError, match=r"item catalog lacks columns \['in_stock', 'is_blocked'\]"):
+        allowed_and_categories(np.array(["x"]), pd.DataFrame({"item_id": ["x"], "category": ["c"]}))
+
+
+def test_a_dbt_project_without_signal_weights_is_refused(tmp_path):
+    project = tmp_path / "dbt_project.yml"
+    project.write_text("name: x\nvars:\n  weight_view: 1.0\n")
+    with pytest.raises(ValueError, match=r"lacks the signal weight vars \['weight_click'"):
+        signal_weights(project)
+
+
+def test_an_empty_or_repeated_candidate_list_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="train_candidates is empty"):
+        candidate_factories(make_settings(tmp_path, train_candidates=[]))
+    with pytest.raises(ValueError, match=r"names \['als'\] more than once"):
+        candidate_factories(make_settings(tmp_path, train_candidates=["als", "popularity", "als"]))

@@ -181,3 +181,14 @@ def test_a_tie_at_zero_lift_promotes_the_fresher_model(settings):
 def test_the_gate_refuses_metrics_it_cannot_compare(settings):
     with pytest.raises(ValueError, match=r"needs \['coverage_at_10'\]"):
         decide(settings, {k: v for k, v in BASE.items() if k != "coverage_at_10"}, BASE, "1", "test")
+
+
+def test_a_champion_whose_recipe_is_gone_is_compared_on_its_recorded_metrics(trained, tmp_path):
+    settings = copy_home(trained[0], tmp_path / "home", train_candidates=["popularity"])
+    client = configure(settings)
+    champion = version_by_alias(client, settings.registered_model_name, CHAMPION)
+    client.set_model_version_tag(settings.registered_model_name, champion.version, "model", "retired_algorithm")
+    result = train_and_register(settings)
+    basis = client.get_run(result.run_id).data.tags["promotion.basis"]
+    assert basis.startswith(f"recorded metrics of champion v{champion.version}") and "not the same folds" in basis
+    assert not result.promoted
