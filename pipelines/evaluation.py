@@ -65,11 +65,12 @@ class EvaluationData:
 
 @dataclass
 class EvaluationRun:
-    """Backtest results per model name, and the data they were measured on."""
+    """Backtest results per model name (and errors of candidates that failed), and the data they were measured on."""
 
     data: EvaluationData
     config: EvaluationConfig
     results: dict[str, BacktestResult] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)  # candidate -> error, for candidates left out
 
     def summaries(self) -> dict[str, dict[str, float]]:
         return {name: result.summary() for name, result in self.results.items()}
@@ -149,18 +150,32 @@ def load_evaluation_data(settings: Settings) -> EvaluationData:
     return EvaluationData(event_log, catalog, folds, label, snapshot)
 
 
-def evaluate_candidates(settings: Settings, data: EvaluationData, names: list[str] | None = None) -> EvaluationRun:
-    """Backtest every configured candidate (or the named subset) on the data's folds."""
-    factories = candidate_factories(settings)
-    if names:
-        unknown = sorted(set(names) - set(factories))
-        if unknown:
-            raise ValueError(f"{unknown} are not among train_candidates {sorted(factories)}")
-        factories = {name: factories[name] for name in names}
-    run = EvaluationRun(data, evaluation_config(settings))
+def backtest_candidates(factories: dict, run: EvaluationRun, tags: dict[str, str]) -> None:
+    """Backtest each candidate in a nested MLflow run of the active run, filling ``run.results``.
+
+    A candidate that raises is left out (its run ends FAILED with an ``error`` tag, the error is
+    logged and kept in ``run.failures``), so one broken algorithm cannot block retraining with the
+    others; if every candidate fails, this raises naming each error.
+    """
+    import mlflow
+    from mlflow import MlflowClient
+
+    from pipelines.tracking import log_backtest
+
     for name, factory in factories.items():
-        run.results[name] = backtest(factory, data.folds, data.catalog, run.config)
-    return run
+        with mlflow.start_run(run_name=name, nested=True, tags={**tags, "model": name}) as child:
+            try:
+                run.results[name] = backtest(factory, run.data.folds, run.data.catalog, run.config)
+            except Exception as error:
+                run.failures[name] = f"{type(error).__name__}: {error}"
+                log.error("candidate %s failed and is left out: %s", name, run.failures[name], exc_info=True)
+                mlflow.set_tag("error", run.failures[name][:5000])
+            else:
+                log_backtest(run.results[name])
+        if name in run.failures:
+            MlflowClient().set_terminated(child.info.run_id, "FAILED")
+    if not run.results:
+        raise RuntimeError("every candidate failed: " + "; ".join(f"{n}: {e}" for n, e in run.failures.items()))
 
 
 def text_table(headers: list[str], rows: list[list[object]]) -> str:
@@ -194,7 +209,7 @@ def run_evaluation(settings: Settings, names: list[str] | None = None) -> tuple[
 
     from pipelines.evaluation_report import write_evaluation_report
     from pipelines.reports import write_index
-    from pipelines.tracking import code_version, configure, log_backtest
+    from pipelines.tracking import code_version, configure
 
     configure(settings)
     factories = candidate_factories(settings)
@@ -207,10 +222,7 @@ def run_evaluation(settings: Settings, names: list[str] | None = None) -> tuple[
     tags = {"data_snapshot": data.snapshot, "split": data.split, "code_version": code_version(), "kind": "evaluation"}
     run = EvaluationRun(data, evaluation_config(settings))
     with mlflow.start_run(run_name="evaluation", tags=tags) as parent:
-        for name in names or list(factories):
-            with mlflow.start_run(run_name=name, nested=True, tags={**tags, "model": name}):
-                run.results[name] = backtest(factories[name], data.folds, data.catalog, run.config)
-                log_backtest(run.results[name])
+        backtest_candidates({name: factories[name] for name in names or factories}, run, tags)
         summaries = run.summaries()
         best = max(summaries, key=lambda name: summaries[name][PRIMARY_METRIC])
         mlflow.log_metrics({f"{name}.{PRIMARY_METRIC}": m[PRIMARY_METRIC] for name, m in summaries.items()})

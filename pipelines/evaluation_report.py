@@ -170,6 +170,9 @@ def render_report(
         ],
     )
 
+    if run.failures:
+        body += "<h2>Candidates that failed</h2><p>Left out of this evaluation; the error of each:</p>"
+        body += html.table(["model", "error"], [[name, error] for name, error in run.failures.items()])
     body += (
         "<h2>Metrics by model</h2><p>Mean ± std over folds, after publication's business rules (seen, blocked and "
         "out-of-stock items excluded, category cap on the top 10; unknown users get the popularity fallback).</p>"

@@ -67,7 +67,7 @@ class GateDecision:
         return [check for check in self.checks if not check.passed]
 
     def reason(self) -> str:
-        if self.champion_version is None:
+        if self.champion_version is None or not self.checks:
             return self.basis
         if self.promoted:
             return f"all {len(self.checks)} checks passed against champion v{self.champion_version} ({self.basis})"

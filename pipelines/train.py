@@ -29,7 +29,14 @@ from models import Recommender
 from models.columns import Columns
 from models.evaluation import backtest
 from pipelines.candidates import UnknownCandidate, candidate_factories, recipe_factory
-from pipelines.evaluation import PRIMARY_METRIC, EvaluationData, EvaluationRun, evaluation_config, load_evaluation_data
+from pipelines.evaluation import (
+    PRIMARY_METRIC,
+    EvaluationData,
+    EvaluationRun,
+    backtest_candidates,
+    evaluation_config,
+    load_evaluation_data,
+)
 from pipelines.evaluation_report import write_evaluation_report
 from pipelines.gate import GateDecision, decide
 from pipelines.reports import write_index
@@ -51,6 +58,7 @@ class TrainResult:
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     checks: list[str] = field(default_factory=list)
     report: Path | None = None
+    failures: dict[str, str] = field(default_factory=dict)
 
     def summary(self) -> str:
         scores = ", ".join(
@@ -81,17 +89,24 @@ def train_and_register(settings: Settings) -> TrainResult:
                 "category_cap": settings.category_cap,
             }
         )
-        for name, factory in factories.items():
-            with mlflow.start_run(run_name=name, nested=True, tags={**tags, "model": name}):
-                run.results[name] = backtest(factory, data.folds, data.catalog, run.config)
-                log_backtest(run.results[name])
+        backtest_candidates(factories, run, tags)
+        if run.failures:
+            mlflow.set_tag("failed_candidates", "; ".join(f"{n}: {e}" for n, e in run.failures.items())[:5000])
         summaries = {name: result.summary() for name, result in run.results.items()}
         best = max(summaries, key=lambda name: summaries[name][PRIMARY_METRIC])
         champion_version, champion_metrics, basis, champion_label = champion_reference(settings, client, run, tags)
 
         final = factories[best]().fit(data.full_interactions())
         version = _log_and_register(final, settings, data)
-        decision = decide(settings, summaries[best], champion_metrics, champion_version, basis)
+        try:
+            decision = decide(settings, summaries[best], champion_metrics, champion_version, basis)
+        except ValueError as error:  # e.g. a champion from before its guardrail metrics were recorded
+            decision = GateDecision(
+                False,
+                f"not comparable with champion v{champion_version} ({basis}): {error}; the champion stays. "
+                f"Promote by hand if wanted: recforge models promote {version.version} --force",
+                champion_version,
+            )
         apply_decision(client, settings, str(version.version), decision)
 
         mlflow.log_metrics(summaries[best])
@@ -114,9 +129,10 @@ def train_and_register(settings: Settings) -> TrainResult:
         model_version=str(version.version),
         promoted=decision.promoted,
         decision_reason=decision.reason(),
-        metrics={name: summaries[name] for name in factories},
+        metrics={name: summaries[name] for name in factories if name in summaries},
         checks=[check.describe() for check in decision.checks],
         report=report,
+        failures=dict(run.failures),
     )
     log.info(result.summary())
     return result
@@ -147,14 +163,21 @@ def champion_reference(
         try:
             factory = recipe_factory(algorithm, params)
             factory()  # a recipe whose parameters the class no longer takes fails here, not mid-backtest
-        except (UnknownCandidate, TypeError) as error:
+        except (UnknownCandidate, TypeError, ValueError) as error:
             log.warning("champion v%s recipe cannot be rebuilt (%s); using its recorded metrics", number, error)
         else:
             label = f"champion v{number} ({algorithm})"
             with mlflow.start_run(run_name=label, nested=True, tags={**tags, "model": algorithm, "role": "champion"}):
-                run.results[label] = backtest(factory, run.data.folds, run.data.catalog, run.config)
-                log_backtest(run.results[label])
-            return number, run.results[label].summary(), "champion's recipe re-fitted on the same folds", label
+                try:
+                    run.results[label] = backtest(factory, run.data.folds, run.data.catalog, run.config)
+                except Exception as error:
+                    log.warning(
+                        "champion v%s recipe failed on these folds (%s); using its recorded metrics", number, error
+                    )
+                    mlflow.set_tag("error", f"{type(error).__name__}: {error}"[:5000])
+                else:
+                    log_backtest(run.results[label])
+                    return number, run.results[label].summary(), "champion's recipe re-fitted on the same folds", label
     recorded = client.get_run(champion.run_id).data.metrics
     snapshot = client.get_run(champion.run_id).data.tags.get("data_snapshot", "unknown")
     basis = f"recorded metrics of champion v{number} (data snapshot {snapshot}), not the same folds"

@@ -7,6 +7,7 @@ import mlflow
 import pandas as pd
 import pytest
 
+from models import Recommender
 from pipelines.gate import decide
 from pipelines.tracking import CHALLENGER, CHAMPION, champion_history, configure, version_by_alias
 from pipelines.train import PRIMARY_METRIC, apply_decision, train_and_register
@@ -192,3 +193,35 @@ def test_a_champion_whose_recipe_is_gone_is_compared_on_its_recorded_metrics(tra
     basis = client.get_run(result.run_id).data.tags["promotion.basis"]
     assert basis.startswith(f"recorded metrics of champion v{champion.version}") and "not the same folds" in basis
     assert not result.promoted
+
+
+class BrokenRecommender(Recommender):
+    """An algorithm that cannot be fitted: stands for a candidate that breaks on some data."""
+
+    name = "broken_test"
+
+    def _fit(self, interactions) -> None:
+        raise RuntimeError("cannot fit on this data")
+
+    def _score(self, user_index):
+        raise AssertionError("never fitted")
+
+
+def test_a_failing_candidate_is_left_out_and_recorded_while_the_others_train(trained, tmp_path):
+    settings = copy_home(trained[0], tmp_path / "home", train_candidates=["broken_test", "popularity"])
+    result = train_and_register(settings)
+    assert result.best_model == "popularity" and list(result.metrics) == ["popularity"]
+    assert result.failures == {"broken_test": "RuntimeError: cannot fit on this data"}
+    client = configure(settings)
+    assert "broken_test: RuntimeError" in client.get_run(result.run_id).data.tags["failed_candidates"]
+    broken = next(run for run in child_runs(client, result.run_id) if run.data.tags["model"] == "broken_test")
+    assert broken.info.status == "FAILED" and broken.data.tags["error"] == "RuntimeError: cannot fit on this data"
+    assert "Candidates that failed" in result.report.read_text()
+
+
+def test_training_fails_naming_every_error_when_no_candidate_can_be_fitted(trained, tmp_path):
+    settings = copy_home(trained[0], tmp_path / "home", train_candidates=["broken_test"])
+    with pytest.raises(RuntimeError, match="every candidate failed: broken_test: RuntimeError: cannot fit"):
+        train_and_register(settings)
+    client = configure(settings)
+    assert str(version_by_alias(client, settings.registered_model_name, CHAMPION).version) == trained[1].model_version
