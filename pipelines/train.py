@@ -243,7 +243,15 @@ def _log_and_register(model: Recommender, settings: Settings, data: EvaluationDa
             code_paths=[str(REPO_ROOT / "models")],
             signature=infer_signature(example, output, params={"k": 10}),
             input_example=example,
-            pip_requirements=["numpy", "pandas", "scipy", "implicit", "mlflow"],
+            # An algorithm needing more (lightgbm, torch) names it in a `pip_requirements` class attribute.
+            pip_requirements=[
+                "numpy",
+                "pandas",
+                "scipy",
+                "implicit",
+                "mlflow",
+                *getattr(model, "pip_requirements", []),
+            ],
             registered_model_name=settings.registered_model_name,
             tags={"model": model.name, "data_snapshot": data.snapshot},
         )
