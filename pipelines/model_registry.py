@@ -124,7 +124,8 @@ def promote_version(settings: Settings, number: str, force: bool = False) -> str
         missing = [m for m in needed if m not in target.metrics or m not in current.metrics]
         if missing and not force:
             raise GateRefused(
-                f"cannot apply the gate: {missing} not recorded for v{target.version} or v{current.version}"
+                f"cannot apply the gate: {missing} not recorded for v{target.version} or v{current.version}. "
+                "Use --force to promote it without the gate"
             )
         basis = (
             f"manual: recorded metrics of v{target.version} (data {target.data_snapshot}) vs champion "
@@ -137,14 +138,21 @@ def promote_version(settings: Settings, number: str, force: bool = False) -> str
                 f"v{target.version} fails the gate against champion v{current.version}: {failed}. "
                 "Use --force to promote it anyway"
             )
-    bypassed = "none" if decision is None or decision.promoted else ", ".join(c.name for c in decision.failed)
     if decision is None:
         bypassed = "the whole gate (metrics missing)"
+    else:
+        bypassed = "none" if decision.promoted else ", ".join(c.name for c in decision.failed)
     previous = make_champion(client, name, target.version)
-    tags = {"promotion.manual": "true", "promotion.bypassed": bypassed}
-    if decision is not None:
-        tags.update(decision.tags())
-        tags["promotion.decision"] = "promoted (manual)" if decision.promoted else "forced (manual)"
+    tags = decision.tags() if decision is not None else {}
+    tags.update(
+        {
+            "promotion.manual": "true",
+            "promotion.bypassed": bypassed,
+            "promotion.decision": "promoted (manual)"
+            if decision is not None and decision.promoted
+            else "forced (manual)",
+        }
+    )
     for key, value in tags.items():
         client.set_model_version_tag(name, target.version, key, value)
     return (

@@ -99,3 +99,18 @@ def test_evaluate_runs_other_split_strategies(registry, capsys):
 def test_evaluate_refuses_a_model_that_is_not_a_candidate(registry, capsys):
     assert main(["evaluate", "--models", "telepathy"]) == 1
     assert "['telepathy'] are not among train_candidates" in capsys.readouterr().err
+
+
+def test_a_version_without_recorded_metrics_needs_force_and_then_bypasses_the_whole_gate(registry, capsys):
+    import mlflow
+
+    client = configure(registry)
+    with mlflow.start_run(run_name="hand-made") as run:
+        pass
+    source = client.get_model_version(registry.registered_model_name, "2").source
+    version = client.create_model_version(registry.registered_model_name, source, run_id=run.info.run_id).version
+    assert main(["models", "promote", str(version)]) == 1
+    assert "cannot apply the gate" in capsys.readouterr().err and champion_of(registry) == "2"
+    assert main(["models", "promote", str(version), "--force"]) == 0
+    assert "bypassed: the whole gate (metrics missing)" in capsys.readouterr().out
+    assert champion_of(registry) == str(version)
