@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.base import Recommender
 from models.dataset import Interactions
+from models.factorization import EpochLogger, FactorizationRecommender
 
 
-class ALSRecommender(Recommender):
+class ALSRecommender(FactorizationRecommender):
     """Matrix factorisation by alternating least squares.
 
     Parameters
@@ -41,36 +41,19 @@ class ALSRecommender(Recommender):
             "random_state": self.random_state,
         }
 
-    def _fit(self, interactions: Interactions) -> None:
+    def _fit_factors(self, interactions: Interactions) -> tuple[np.ndarray, np.ndarray]:
         from implicit.cpu.als import AlternatingLeastSquares
-        from threadpoolctl import threadpool_limits
 
         # log1p keeps a heavy purchaser from dominating the confidence scale.
         weights = interactions.matrix.copy()
         weights.data = np.log1p(weights.data)
-        # implicit parallelises itself; a second BLAS thread pool underneath only thrashes.
-        with threadpool_limits(1, "blas"):
-            model = AlternatingLeastSquares(
-                factors=self.factors,
-                regularization=self.regularization,
-                iterations=self.iterations,
-                alpha=self.alpha,
-                random_state=self.random_state,
-                num_threads=2,
-            )
-            model.fit(weights, show_progress=False)
-        self.user_factors = np.asarray(model.user_factors, dtype=np.float32)
-        self.item_factors = np.asarray(model.item_factors, dtype=np.float32)
-
-    def _score(self, user_index: np.ndarray) -> np.ndarray:
-        return self.user_factors[user_index] @ self.item_factors.T
-
-    @property
-    def item_embeddings(self) -> np.ndarray:
-        return self.item_factors
-
-    def _arrays(self) -> dict[str, np.ndarray]:
-        return {"user_factors": self.user_factors, "item_factors": self.item_factors}
-
-    def _load_arrays(self, arrays: dict[str, np.ndarray]) -> None:
-        self.user_factors, self.item_factors = arrays["user_factors"], arrays["item_factors"]
+        model = AlternatingLeastSquares(
+            factors=self.factors,
+            regularization=self.regularization,
+            iterations=self.iterations,
+            alpha=self.alpha,
+            random_state=self.random_state,
+            num_threads=2,
+        )
+        model.fit(weights, show_progress=False, callback=EpochLogger(self.name, self.iterations))
+        return model.user_factors, model.item_factors

@@ -20,6 +20,13 @@ from models.dataset import Interactions
 _REGISTRY: dict[str, type[Recommender]] = {}
 
 
+def algorithm(name: str) -> type[Recommender]:
+    """The registered recommender class called ``name``."""
+    if name not in _REGISTRY:
+        raise ValueError(f"no recommender called {name!r}; known algorithms: {sorted(_REGISTRY)}")
+    return _REGISTRY[name]
+
+
 class Recommender(ABC):
     """Base recommender.
 
@@ -40,7 +47,9 @@ class Recommender(ABC):
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        _REGISTRY[cls.name] = cls
+        # Only concrete algorithms name themselves; shared middle layers stay out of the registry.
+        if "name" in cls.__dict__:
+            _REGISTRY[cls.name] = cls
 
     # --- fitting
     def fit(self, interactions: Interactions) -> Self:
@@ -82,6 +91,15 @@ class Recommender(ABC):
         allowed_items : boolean mask over items; False items are never recommended (blocked, out of stock).
         """
         self._check_fitted()
+        user_index = np.asarray(user_index, dtype=np.int64)
+        unknown = (user_index < 0) | (user_index >= len(self.user_ids))
+        if unknown.any():
+            # -1 is what Interactions.user_index returns for a user it has never seen; numpy would
+            # silently read the last row instead. Callers route unknown users to the fallback list.
+            raise ValueError(
+                f"{int(unknown.sum())} user index(es) outside 0..{len(self.user_ids) - 1} "
+                f"(e.g. {int(user_index[unknown][0])}): unknown users have no personal list; use the fallback"
+            )
         seen = self.seen if seen is None else seen
         k = min(k, len(self.item_ids))
         items = np.full((len(user_index), k), -1, dtype=np.int64)
@@ -126,6 +144,14 @@ class Recommender(ABC):
     def _load_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         return None
 
+    def _save_files(self, directory: Path) -> None:
+        """Write state that is not a numpy array (a LightGBM text model, a torch state_dict)."""
+        return None
+
+    def _load_files(self, directory: Path) -> None:
+        """Read what ``_save_files`` wrote; called after ``_load_arrays``."""
+        return None
+
     def save(self, directory: Path) -> Path:
         """Write the model as plain numpy arrays and a JSON header (no pickle)."""
         self._check_fitted()
@@ -139,13 +165,15 @@ class Recommender(ABC):
             seen_col=seen.col,
             **self._arrays(),
         )
+        self._save_files(directory)
         (directory / "model.json").write_text(json.dumps({"name": self.name, "params": self.params()}))
         return directory
 
     @staticmethod
     def load(directory: Path) -> Recommender:
+        """Rebuild a saved model of any registered algorithm from its directory."""
         header = json.loads((directory / "model.json").read_text())
-        cls = _REGISTRY[header["name"]]
+        cls = algorithm(header["name"])
         model = cls(**header["params"])
         with np.load(directory / "model.npz", allow_pickle=False) as data:
             arrays = {key: data[key] for key in data.files}
@@ -156,6 +184,7 @@ class Recommender(ABC):
             (np.ones(len(row), dtype=np.float32), (row, col)), shape=(len(model.user_ids), len(model.item_ids))
         )
         model._load_arrays(arrays)
+        model._load_files(directory)
         model.is_fitted = True
         return model
 

@@ -9,3 +9,8 @@ class Columns:
     Rank = "rank"
     Score = "score"
     Reason = "reason"
+    # time and item attributes (marts.interactions, marts.item_features)
+    LastTs = "last_ts"
+    Category = "category"
+    Price = "price"
+    CreatedAt = "created_at"

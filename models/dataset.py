@@ -1,11 +1,24 @@
 """Interactions as a sparse user x item matrix with the id maps that give it meaning.
 
 Models and metrics work on integer indices; only this module translates ids.
+
+Time-aware models (recent popularity, the two-stage ranker, SASRec) also need *when* each
+user last touched each item, and the ranker needs a few item attributes. Both are optional
+so that code which only has (user, item, weight) keeps working unchanged:
+
+- ``last_ts``: a CSR matrix with the same sparsity pattern as ``matrix`` holding the
+  last-interaction time of each cell in epoch seconds (the ``last_ts`` of
+  ``marts.interactions``). Epoch seconds rather than datetimes because models do arithmetic
+  on them and scipy cannot hold datetimes.
+- ``item_features``: a DataFrame aligned row-for-row with ``item_ids`` with any of
+  ``category`` (string), ``price`` (float) and ``created_at`` (epoch seconds). Static item
+  attributes only: counts such as ``events_7d`` from ``marts.item_features`` are computed on the
+  whole log and would leak the future into a model trained as of an earlier cutoff.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -13,29 +26,72 @@ import scipy.sparse as sp
 
 from models.columns import Columns
 
+ITEM_FEATURE_COLUMNS = (Columns.Category, Columns.Price, Columns.CreatedAt)
+
+
+def to_epoch_seconds(values) -> np.ndarray:
+    """Timestamps (datetime64, pandas Timestamps with or without zone, or numbers) as float epoch seconds."""
+    series = pd.Series(values)
+    if pd.api.types.is_numeric_dtype(series):
+        return series.to_numpy(dtype=np.float64)
+    stamps = pd.to_datetime(series, utc=True)
+    seconds = (stamps - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
+    return seconds.to_numpy(dtype=np.float64)
+
 
 @dataclass(frozen=True)
 class Interactions:
     user_ids: np.ndarray  # index -> external user id
     item_ids: np.ndarray  # index -> external item id
     matrix: sp.csr_matrix  # users x items, summed weights
+    last_ts: sp.csr_matrix | None = None  # users x items, last interaction (epoch seconds), same pattern as matrix
+    item_features: pd.DataFrame | None = None  # one row per item index: category, price, created_at
+
+    def __post_init__(self):
+        if self.last_ts is not None and self.last_ts.shape != self.matrix.shape:
+            raise ValueError(f"last_ts has shape {self.last_ts.shape}, the interaction matrix {self.matrix.shape}")
+        if self.item_features is not None and len(self.item_features) != len(self.item_ids):
+            raise ValueError(f"item_features has {len(self.item_features)} rows for {len(self.item_ids)} items")
 
     @classmethod
     def from_frame(
-        cls, frame: pd.DataFrame, item_ids: np.ndarray | None = None, user_ids: np.ndarray | None = None
+        cls,
+        frame: pd.DataFrame,
+        item_ids: np.ndarray | None = None,
+        user_ids: np.ndarray | None = None,
+        item_features: pd.DataFrame | None = None,
     ) -> Interactions:
-        """Build from rows of (user_id, item_id, weight). Unknown ids are dropped when maps are given."""
+        """Build from rows of (user_id, item_id, weight[, last_ts]).
+
+        Unknown ids are dropped when maps are given. Repeated (user, item) rows are merged:
+        weights summed, ``last_ts`` the latest, so the rows of ``marts.interactions_split`` can
+        be passed as they are. ``item_features`` (indexed or keyed by ``item_id``) is aligned to
+        the item map; items it lacks get missing values.
+        """
+        missing = {Columns.User, Columns.Item, Columns.Weight} - set(frame.columns)
+        if missing:
+            raise ValueError(f"interactions frame lacks column(s) {sorted(missing)}; it has {list(frame.columns)}")
         users = np.asarray(user_ids if user_ids is not None else np.unique(frame[Columns.User]), dtype=object)
         items = np.asarray(item_ids if item_ids is not None else np.unique(frame[Columns.Item]), dtype=object)
-        user_index = pd.Index(users)
-        item_index = pd.Index(items)
-        rows = user_index.get_indexer(frame[Columns.User])
-        cols = item_index.get_indexer(frame[Columns.Item])
+        rows = pd.Index(users).get_indexer(frame[Columns.User])
+        cols = pd.Index(items).get_indexer(frame[Columns.Item])
         keep = (rows >= 0) & (cols >= 0)
+        shape = (len(users), len(items))
         weights = frame[Columns.Weight].to_numpy(dtype=np.float32)[keep]
-        matrix = sp.csr_matrix((weights, (rows[keep], cols[keep])), shape=(len(users), len(items)))
+        matrix = sp.csr_matrix((weights, (rows[keep], cols[keep])), shape=shape)
         matrix.sum_duplicates()
-        return cls(users, items, matrix)
+        last_ts = None
+        if Columns.LastTs in frame.columns:
+            cells = pd.DataFrame({"r": rows[keep], "c": cols[keep], "t": to_epoch_seconds(frame[Columns.LastTs])[keep]})
+            if cells["t"].isna().any():
+                raise ValueError(f"{int(cells['t'].isna().sum())} interaction rows have no {Columns.LastTs}")
+            latest = cells.groupby(["r", "c"], sort=False)["t"].max()
+            last_ts = sp.csr_matrix(
+                (latest.to_numpy(), (latest.index.get_level_values(0), latest.index.get_level_values(1))), shape=shape
+            )
+            last_ts.sort_indices()
+        aligned = None if item_features is None else align_item_features(item_features, items)
+        return cls(users, items, matrix, last_ts, aligned)
 
     @property
     def n_users(self) -> int:
@@ -44,6 +100,20 @@ class Interactions:
     @property
     def n_items(self) -> int:
         return self.matrix.shape[1]
+
+    @property
+    def max_ts(self) -> float:
+        """The latest interaction time (epoch seconds): the 'now' of this data set."""
+        return float(self.require_time().data.max()) if self.require_time().nnz else 0.0
+
+    def require_time(self) -> sp.csr_matrix:
+        """The last-interaction matrix, or a clear error for models that cannot work without it."""
+        if self.last_ts is None:
+            raise ValueError(
+                f"these interactions carry no {Columns.LastTs}: build them with Interactions.from_frame "
+                f"from a frame that has a {Columns.LastTs} column (marts.interactions has one)"
+            )
+        return self.last_ts
 
     def user_index(self, user_ids) -> np.ndarray:
         """Indices of the given users; -1 for users this data set has never seen."""
@@ -61,3 +131,50 @@ class Interactions:
             shape=(len(other_users), self.n_users),
         )
         return (mapping @ self.matrix).tocsr()
+
+    # --- time slicing (same id maps, so indices stay comparable across the pieces)
+    def split_at(self, cutoff_ts: float) -> tuple[Interactions, Interactions]:
+        """(cells last touched before ``cutoff_ts``, cells last touched at or after it).
+
+        Both halves keep every user and item index. A cell is one aggregated (user, item) row,
+        so an item the user first met before the cutoff and again after it counts as *after*:
+        it is withheld from the history rather than leaked from the future into it.
+        """
+        last_ts = self.require_time()
+        before = last_ts.copy()
+        before.data = (before.data < cutoff_ts).astype(np.float64)
+        return self._masked(before), self._masked(_complement(before))
+
+    def _masked(self, mask: sp.csr_matrix) -> Interactions:
+        """Only the cells where the 0/1 mask (same pattern as ``last_ts``) is 1."""
+        keep_matrix = self.matrix.multiply(mask).tocsr()
+        keep_ts = self.last_ts.multiply(mask).tocsr()
+        keep_matrix.eliminate_zeros()
+        keep_ts.eliminate_zeros()
+        return replace(self, matrix=keep_matrix, last_ts=keep_ts)
+
+    def item_feature(self, column: str) -> np.ndarray | None:
+        """One item attribute as an array aligned to item indices, or None if absent."""
+        if self.item_features is None or column not in self.item_features.columns:
+            return None
+        return self.item_features[column].to_numpy()
+
+
+def _complement(mask: sp.csr_matrix) -> sp.csr_matrix:
+    flipped = mask.copy()
+    flipped.data = 1.0 - flipped.data
+    return flipped
+
+
+def align_item_features(item_features: pd.DataFrame, item_ids: np.ndarray) -> pd.DataFrame:
+    """Item attributes re-indexed to ``item_ids``; ``created_at`` converted to epoch seconds."""
+    frame = item_features.set_index(Columns.Item) if Columns.Item in item_features.columns else item_features
+    frame = frame[[c for c in ITEM_FEATURE_COLUMNS if c in frame.columns]]
+    if frame.index.has_duplicates:
+        raise ValueError(f"item_features has {int(frame.index.duplicated().sum())} duplicated item ids")
+    frame = frame.reindex(pd.Index(item_ids, dtype=object)).reset_index(drop=True)
+    if Columns.CreatedAt in frame.columns:
+        frame[Columns.CreatedAt] = to_epoch_seconds(frame[Columns.CreatedAt])
+    if Columns.Price in frame.columns:
+        frame[Columns.Price] = frame[Columns.Price].astype(np.float64)
+    return frame

@@ -1,6 +1,8 @@
 """Popularity: every user gets the items the most users interacted with.
 
 The baseline every personalised model must beat, and the fallback for users we do not know.
+Two flavours: all-time, and a recent window, which follows trends and new items in a shop
+whose catalogue moves (and is the harder baseline there).
 """
 
 from __future__ import annotations
@@ -10,13 +12,19 @@ import numpy as np
 from models.base import Recommender
 from models.dataset import Interactions
 
+SECONDS_PER_DAY = 86_400.0
+
+
+def distinct_users_per_item(matrix) -> np.ndarray:
+    """Distinct users per item: one heavy user cannot make an item "popular"."""
+    return np.asarray((matrix > 0).sum(axis=0)).ravel().astype(np.float32)
+
 
 class PopularityRecommender(Recommender):
     name = "popularity"
 
     def _fit(self, interactions: Interactions) -> None:
-        # Distinct users per item: one heavy user cannot make an item "popular".
-        self.item_scores = np.asarray((interactions.matrix > 0).sum(axis=0)).ravel().astype(np.float32)
+        self.item_scores = distinct_users_per_item(interactions.matrix)
 
     def _score(self, user_index: np.ndarray) -> np.ndarray:
         return np.broadcast_to(self.item_scores, (len(user_index), len(self.item_scores)))
@@ -26,3 +34,34 @@ class PopularityRecommender(Recommender):
 
     def _load_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         self.item_scores = arrays["item_scores"]
+
+
+class RecentPopularityRecommender(PopularityRecommender):
+    """Distinct users per item within the last ``window_days`` before the data's latest interaction.
+
+    Items with equal recent counts (most often: none in the window) are ordered by all-time
+    popularity, which is added as a fraction below one so it never outranks a recent user.
+
+    Parameters
+    ----------
+    window_days : length of the recent window, in days.
+    """
+
+    name = "popularity_recent"
+
+    def __init__(self, window_days: float = 7.0, random_state: int = 0):
+        super().__init__(random_state)
+        if window_days <= 0:
+            raise ValueError(f"window_days must be positive, got {window_days}")
+        self.window_days = window_days
+
+    def params(self) -> dict:
+        return {"window_days": self.window_days, "random_state": self.random_state}
+
+    def _fit(self, interactions: Interactions) -> None:
+        last_ts = interactions.require_time()
+        recent = last_ts.copy()
+        recent.data = (recent.data > interactions.max_ts - self.window_days * SECONDS_PER_DAY).astype(np.float32)
+        recent_users = distinct_users_per_item(recent)
+        all_time = distinct_users_per_item(interactions.matrix)
+        self.item_scores = (recent_users + all_time / (all_time.max(initial=0.0) + 1.0)).astype(np.float32)

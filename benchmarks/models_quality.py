@@ -1,0 +1,382 @@
+"""Offline quality of every recforge model on two MovieLens sets and a simulated shop log.
+
+    PYTHONPATH=. nice -n 10 python benchmarks/models_quality.py [--datasets ml-100k ...] [--models als ...]
+
+Protocol (the same for every data set and model):
+- one global time cutoff: the last ``--test-share`` of the events (by time) are the test period;
+  models fit on everything before it and never see a later event;
+- the relevant items of a user are those met in the test period, minus the items the user already
+  had in training and items the training data has never seen (no model could rank them);
+- full-catalog ranking with the user's training items excluded; users with at least one relevant
+  item and some training history are evaluated; NDCG@10, Recall@50 and whatever else
+  ``models.metrics.calc_metrics`` reports, plus the standard error of the per-user NDCG@10;
+- each model is fitted in its own subprocess, so its peak resident memory (``ru_maxrss`` of that
+  process, which counts numpy, LightGBM and torch allocations that ``tracemalloc`` cannot see) is
+  its own; it includes the interpreter, libraries and the data set (``base_rss_mb``, measured just
+  before fitting, says how much of it that is).
+
+Time-aware settings are derived from the test period, not tuned on it: the ranker's label window is
+a third of the test period's length (four windows), and recent popularity uses the same window.
+
+Writes a Markdown table to stdout and all figures to ``--out`` (JSON), and checks two targets:
+the best model beats all-time popularity by 50% on NDCG@10 on ml-100k, and the ranker beats its
+best candidate generator on every data set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+from models import Recommender, algorithm  # noqa: E402
+from models.columns import Columns  # noqa: E402
+from models.dataset import Interactions  # noqa: E402
+from models.metrics import calc_metrics, hits_matrix, ndcg_at_k  # noqa: E402
+
+log = logging.getLogger("models_quality")
+
+DATASETS = ("ml-100k", "ml-latest-small", "simulated")
+MODELS = (
+    "popularity",
+    "popularity_recent",
+    "itemknn_cosine",
+    "itemknn_bm25",
+    "als",
+    "bpr",
+    "ease",
+    "sasrec",
+    "ranker",
+)
+RANKER_GENERATORS = ("ease", "als", "itemknn_bm25", "popularity_recent")
+LABEL_WINDOWS = 4
+SASREC_FULL_SOFTMAX_ITEMS, SASREC_NEGATIVES = 5_000, 256
+# One block, 10 epochs, one thread: what fits the time this benchmark had on a machine shared by
+# several jobs (load average 10-50 on 2 cores); the defaults (2 blocks, 30 epochs) took minutes per epoch there.
+SASREC_BENCHMARK = {"n_blocks": 1, "epochs": 10, "num_threads": 1}
+SECONDS_PER_DAY = 86_400.0
+ML100K_GENRES = (
+    "unknown Action Adventure Animation Children's Comedy Crime Documentary Drama Fantasy Film-Noir Horror "
+    "Musical Mystery Romance Sci-Fi Thriller War Western"
+).split()
+# The interactions mart's signal weights (dbt_project.yml vars), for the simulated log.
+EVENT_WEIGHTS = {"view": 1.0, "click": 2.0, "add_to_cart": 4.0, "purchase": 8.0, "rating": 1.0}
+
+
+# --- data sets: events (user_id, item_id, weight, last_ts in epoch seconds) and item attributes
+def load_ml_100k(data_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every rating is a positive interaction; category = first genre flag; created_at = release date."""
+    events = pd.read_csv(data_dir / "ml-100k" / "u.data", sep="\t", names=["user_id", "item_id", "rating", "ts"])
+    items = pd.read_csv(data_dir / "ml-100k" / "u.item", sep="|", header=None, encoding="latin-1")
+    flags = items.iloc[:, 5:24].to_numpy()
+    features = pd.DataFrame(
+        {
+            Columns.Item: items[0].astype(str),
+            Columns.Category: [ML100K_GENRES[int(np.argmax(row))] for row in flags],
+            Columns.CreatedAt: pd.to_datetime(items[2], format="%d-%b-%Y", errors="coerce", utc=True),
+        }
+    )
+    return _events(events["user_id"], events["item_id"], 1.0, events["ts"]), features
+
+
+def load_ml_latest_small(data_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every rating is a positive interaction; category = first listed genre; created_at = 1 January of the year."""
+    events = pd.read_csv(data_dir / "ml-latest-small" / "ratings.csv")
+    movies = pd.read_csv(data_dir / "ml-latest-small" / "movies.csv")
+    year = movies["title"].str.extract(r"\((\d{4})\)\s*$")[0]
+    features = pd.DataFrame(
+        {
+            Columns.Item: movies["movieId"].astype(str),
+            Columns.Category: movies["genres"].str.split("|").str[0],
+            Columns.CreatedAt: pd.to_datetime(year, format="%Y", errors="coerce", utc=True),
+        }
+    )
+    return _events(events["userId"], events["movieId"], 1.0, events["timestamp"]), features
+
+
+def load_simulated(work_dir: Path, users: int, items: int, days: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """recforge's own simulator, cleaned as ingestion would: malformed rows, duplicates and bots dropped."""
+    from pipelines.settings import Settings
+    from pipelines.simulate import simulate
+
+    landing = work_dir / "simulated-landing"
+    settings = Settings(
+        home=work_dir / "simulated-home", sim_users=users, sim_items=items, sim_days=days, sim_seed=seed
+    )
+    summary = simulate(settings, landing)
+    rows = []
+    for path in sorted((landing / "events").glob("date=*/events.jsonl")):
+        # Ingestion's "future_timestamp" rule: nothing stamped after the file's day (plus tolerance).
+        latest = pd.Timestamp(path.parent.name.removeprefix("date="), tz="UTC") + pd.Timedelta(days=1)
+        latest += pd.Timedelta(seconds=settings.future_tolerance_seconds)
+        for line in path.read_text().splitlines():
+            try:
+                event = json.loads(line)
+                stamp = pd.Timestamp(event["event_ts"])
+            except (ValueError, TypeError, KeyError):
+                continue
+            if not event.get("user_id") or event.get("event_type") not in EVENT_WEIGHTS or stamp > latest:
+                continue
+            rows.append((event["event_id"], event["user_id"], event["item_id"], event["event_type"], stamp.timestamp()))
+    events = pd.DataFrame(rows, columns=["event_id", "user_id", "item_id", "event_type", "ts"])
+    events = events.drop_duplicates("event_id")
+    events = events[~events["user_id"].isin(summary.bot_user_ids)]
+    catalog = pd.read_json(landing / "catalog" / "items.jsonl", lines=True)
+    features = catalog[[Columns.Item, Columns.Category, Columns.Price, Columns.CreatedAt]].copy()
+    features[Columns.CreatedAt] = pd.to_datetime(features[Columns.CreatedAt], utc=True)
+    weights = events["event_type"].map(EVENT_WEIGHTS)
+    return _events(events["user_id"], events["item_id"], weights, events["ts"]), features
+
+
+def _events(users, items, weight, ts) -> pd.DataFrame:
+    frame = pd.DataFrame({Columns.User: users.astype(str), Columns.Item: items.astype(str), "ts": ts.astype(float)})
+    frame[Columns.Weight] = weight if np.isscalar(weight) else np.asarray(weight, dtype=np.float64)
+    return frame
+
+
+def prepare(dataset: str, args, work_dir: Path) -> Path:
+    """Load, split by time and store the pieces as parquet for the per-model subprocesses."""
+    if dataset == "ml-100k":
+        events, features = load_ml_100k(args.data_dir)
+    elif dataset == "ml-latest-small":
+        events, features = load_ml_latest_small(args.data_dir)
+    else:
+        events, features = load_simulated(work_dir, args.sim_users, args.sim_items, args.sim_days, args.seed)
+    cutoff = float(events["ts"].quantile(1.0 - args.test_share))
+    target = work_dir / dataset
+    target.mkdir(parents=True, exist_ok=True)
+    events.to_parquet(target / "events.parquet")
+    features.to_parquet(target / "items.parquet")
+    (target / "split.json").write_text(json.dumps({"cutoff": cutoff, "max_ts": float(events["ts"].max())}))
+    return target
+
+
+def load_split(target: Path) -> tuple[Interactions, sp.csr_matrix, dict]:
+    """(training interactions, relevant test items per training user, split facts)."""
+    facts = json.loads((target / "split.json").read_text())
+    events = pd.read_parquet(target / "events.parquet").rename(columns={"ts": Columns.LastTs})
+    features = pd.read_parquet(target / "items.parquet")
+    past = events[Columns.LastTs] < facts["cutoff"]
+    train = Interactions.from_frame(events[past], item_features=features)
+    test = Interactions.from_frame(events[~past], train.item_ids, train.user_ids)
+    relevant = (test.matrix > 0).astype(np.float32)
+    relevant = (relevant - relevant.multiply(train.matrix > 0)).tocsr()
+    relevant.eliminate_zeros()
+    facts |= {
+        "test_days": (facts["max_ts"] - facts["cutoff"]) / SECONDS_PER_DAY,
+        "train_users": train.n_users,
+        "train_items": train.n_items,
+        "train_interactions": int(train.matrix.nnz),
+        "test_events": int((~past).sum()),
+    }
+    return train, relevant, facts
+
+
+def make_model(name: str, test_days: float, n_items: int, seed: int) -> Recommender:
+    """Each algorithm with its defaults; only the time windows follow the data set's test period.
+
+    SASRec runs the lighter ``SASREC_BENCHMARK`` configuration, and sampled softmax
+    (``SASREC_NEGATIVES``) above ``SASREC_FULL_SOFTMAX_ITEMS`` items: the full softmax's cost grows
+    with the catalog.
+    """
+    label_days = test_days / 3
+    if name == "sasrec":
+        negatives = SASREC_NEGATIVES if n_items > SASREC_FULL_SOFTMAX_ITEMS else 0
+        return algorithm(name)(**SASREC_BENCHMARK, n_negatives=negatives, random_state=seed)
+    if name == "popularity_recent":
+        return algorithm(name)(window_days=label_days, random_state=seed)
+    if name == "ranker":
+        return algorithm(name)(
+            label_days=label_days, label_windows=LABEL_WINDOWS, generators=RANKER_GENERATORS, random_state=seed
+        )
+    return algorithm(name)(random_state=seed)
+
+
+# --- one model in its own process
+def run_one(target: Path, model_name: str, seed: int) -> dict:
+    train, relevant, facts = load_split(target)
+    base_rss_mb = _current_rss_mb()
+    model = make_model(model_name, facts["test_days"], train.n_items, seed)
+    started = time.perf_counter()
+    model.fit(train)
+    fit_seconds = time.perf_counter() - started
+    users = np.flatnonzero((np.asarray(relevant.sum(axis=1)).ravel() > 0) & (np.diff(train.matrix.indptr) > 0))
+    started = time.perf_counter()
+    items, _ = model.recommend(users, 50)
+    recommend_seconds = time.perf_counter() - started
+    metrics = calc_metrics(items, relevant[users], 10, 50)
+    n_relevant = np.asarray(relevant[users].sum(axis=1)).ravel().astype(np.int64)
+    per_user = ndcg_at_k(hits_matrix(items, relevant[users]), n_relevant, 10)
+    result = {
+        "model": model_name,
+        "params": model.params(),
+        **metrics,
+        "ndcg_at_10_se": float(per_user.std(ddof=1) / np.sqrt(len(per_user))) if len(per_user) > 1 else 0.0,
+        "fit_seconds": fit_seconds,
+        "recommend_seconds": recommend_seconds,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "base_rss_mb": base_rss_mb,
+        "split": facts,
+    }
+    if model_name == "ranker":
+        result["feature_importance"] = {k: round(v, 1) for k, v in model.feature_importance().items()}
+    return result
+
+
+def _current_rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+# --- report
+def markdown(results: dict[str, list[dict]]) -> str:
+    lines = []
+    for dataset, rows in results.items():
+        if not rows:
+            continue
+        facts = rows[0]["split"]
+        lines += [
+            f"**{dataset}**: {facts['train_users']} users x {facts['train_items']} items, "
+            f"{facts['train_interactions']} training interactions; test = last {facts['test_days']:.1f} days "
+            f"({facts['test_events']} events), {rows[0]['n_eval_users']} users evaluated",
+            "",
+        ]
+        metric_keys = [k for k in rows[0] if k.startswith(("ndcg", "recall", "map", "mrr", "hit", "coverage"))]
+        metric_keys = [k for k in metric_keys if k != "ndcg_at_10_se"]
+        header = ["model", *metric_keys, "fit s", "peak RSS MB (base)"]
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for row in rows:
+            cells = [row["model"]]
+            for key in metric_keys:
+                value = f"{row[key]:.4f}"
+                if key == "ndcg_at_10":
+                    value += f" ± {row['ndcg_at_10_se']:.4f}"
+                cells.append(value)
+            cells += [f"{row['fit_seconds']:.1f}", f"{row['peak_rss_mb']:.0f} ({row['base_rss_mb']:.0f})"]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def check_targets(results: dict[str, list[dict]]) -> list[str]:
+    """The issue's two quality targets, as plain sentences (PASS / FAIL)."""
+    verdicts = []
+    rows = {row["model"]: row for row in results.get("ml-100k", [])}
+    if "popularity" in rows and len(rows) > 1:
+        best = max(rows.values(), key=lambda r: r["ndcg_at_10"])
+        lift = best["ndcg_at_10"] / max(rows["popularity"]["ndcg_at_10"], 1e-12)
+        verdicts.append(
+            f"{'PASS' if lift >= 1.5 else 'FAIL'} ml-100k: best model {best['model']} NDCG@10 "
+            f"{best['ndcg_at_10']:.4f} = {lift:.2f}x popularity (target >= 1.5x)"
+        )
+        personal = [r for r in rows.values() if not r["model"].startswith("popularity")]
+        if personal:
+            best_personal = max(personal, key=lambda r: r["ndcg_at_10"])
+            verdicts.append(
+                f"     ml-100k: best personalised model {best_personal['model']} = "
+                f"{best_personal['ndcg_at_10'] / max(rows['popularity']['ndcg_at_10'], 1e-12):.2f}x popularity"
+            )
+    for dataset, dataset_rows in results.items():
+        by_name = {row["model"]: row for row in dataset_rows}
+        if "ranker" not in by_name:
+            continue
+        generators = [by_name[g] for g in RANKER_GENERATORS if g in by_name]
+        if not generators:
+            continue
+        best = max(generators, key=lambda r: r["ndcg_at_10"])
+        ranker = by_name["ranker"]["ndcg_at_10"]
+        verdicts.append(
+            f"{'PASS' if ranker > best['ndcg_at_10'] else 'FAIL'} {dataset}: ranker NDCG@10 {ranker:.4f} vs best "
+            f"candidate generator {best['model']} {best['ndcg_at_10']:.4f}"
+        )
+    return verdicts
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--data-dir", type=Path, default=REPO_ROOT.parent / "shared" / "data")
+    parser.add_argument("--test-share", type=float, default=0.2, help="Share of events (latest by time) held out.")
+    parser.add_argument("--sim-users", type=int, default=3000)
+    parser.add_argument("--sim-items", type=int, default=1000)
+    parser.add_argument("--sim-days", type=int, default=28)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--out", type=Path, default=Path("models_quality.json"))
+    parser.add_argument("--report", nargs="+", type=Path, help="Only print the table of earlier JSON outputs.")
+    parser.add_argument("--child", nargs=2, metavar=("SPLIT_DIR", "MODEL"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    if args.child:
+        print(json.dumps(run_one(Path(args.child[0]), args.child[1], args.seed)))
+        return 0
+    if args.report:
+        # Runs of single data sets (e.g. run side by side) combined into one table.
+        reports = [json.loads(path.read_text()) for path in args.report]
+        results = {name: rows for report in reports for name, rows in report["results"].items()}
+        print(markdown(results))
+        print("\n".join(check_targets(results)))
+        return 0
+
+    results: dict[str, list[dict]] = {}
+    with tempfile.TemporaryDirectory(prefix="recforge-bench-") as tmp:
+        for dataset in args.datasets:
+            target = prepare(dataset, args, Path(tmp))
+            results[dataset] = []
+            for model_name in args.models:
+                log.info("%s: fitting %s", dataset, model_name)
+                # The child's progress log goes to a file beside --out, so a long fit can be followed.
+                with args.out.with_suffix(".log").open("a") as progress:
+                    done = subprocess.run(
+                        [sys.executable, __file__, "--seed", str(args.seed), "--child", str(target), model_name],
+                        stdout=subprocess.PIPE,
+                        stderr=progress,
+                        text=True,
+                    )
+                if done.returncode != 0:
+                    raise SystemExit(f"{dataset}/{model_name} failed; see {args.out.with_suffix('.log')}")
+                row = json.loads(done.stdout.strip().splitlines()[-1])
+                results[dataset].append(row)
+                log.info(
+                    "%s: %s ndcg@10 %.4f, fit %.1fs, peak %.0f MB",
+                    dataset,
+                    model_name,
+                    row["ndcg_at_10"],
+                    row["fit_seconds"],
+                    row["peak_rss_mb"],
+                )
+    verdicts = check_targets(results)
+    report = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.node()} {platform.machine()} {platform.processor() or ''}".strip(),
+        "cpus": len(__import__("os").sched_getaffinity(0)),
+        "python": platform.python_version(),
+        "args": {k: str(v) for k, v in vars(args).items() if k != "child"},
+        "results": results,
+        "targets": verdicts,
+    }
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(markdown(results))
+    print("\n".join(verdicts))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

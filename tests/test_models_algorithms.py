@@ -1,0 +1,210 @@
+"""Behaviour specific to one algorithm or to the time-aware Interactions (the contract is elsewhere)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from models import (
+    CatalogTooLargeError,
+    EASERecommender,
+    PopularityRecommender,
+    RankerRecommender,
+    RecentPopularityRecommender,
+    Recommender,
+    SASRecRecommender,
+)
+from models.dataset import Interactions
+from models.ranker_features import FeatureContext, segment_of
+from tests.test_model_contract import COMMUNITY_SIZE, DAY, T0, community_data, community_walks
+
+# --- Interactions with time and item attributes
+
+
+def test_repeated_rows_are_merged_summing_weights_and_keeping_the_latest_time():
+    frame = pd.DataFrame(
+        {"user_id": ["u", "u"], "item_id": ["i", "i"], "weight": [1.0, 2.0], "last_ts": [T0, T0 + DAY]}
+    )
+    data = Interactions.from_frame(frame)
+    assert data.matrix[0, 0] == 3.0 and data.last_ts[0, 0] == T0 + DAY
+
+
+def test_timestamps_may_be_datetimes_and_become_epoch_seconds():
+    stamps = pd.to_datetime(["2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z"])
+    data = Interactions.from_frame(
+        pd.DataFrame({"user_id": ["u", "v"], "item_id": ["i", "i"], "weight": [1.0, 1.0], "last_ts": stamps})
+    )
+    assert sorted(data.last_ts.data.tolist()) == [T0, T0 + DAY]
+
+
+def test_a_frame_without_the_key_columns_is_refused_naming_them():
+    with pytest.raises(ValueError, match=r"lacks column\(s\) \['weight'\]"):
+        Interactions.from_frame(pd.DataFrame({"user_id": ["u"], "item_id": ["i"]}))
+
+
+def test_split_at_partitions_the_cells_by_their_last_interaction():
+    data = community_data()
+    cutoff = T0 + 10 * DAY
+    before, after = data.split_at(cutoff)
+    assert before.matrix.nnz + after.matrix.nnz == data.matrix.nnz
+    assert (before.last_ts.data < cutoff).all() and (after.last_ts.data >= cutoff).all()
+    assert before.matrix.multiply(after.matrix).nnz == 0
+    assert before.user_ids is data.user_ids and after.item_ids is data.item_ids
+
+
+def test_time_aware_models_say_they_need_last_ts():
+    plain = Interactions.from_frame(community_walks().drop(columns="last_ts"))
+    for model in (RecentPopularityRecommender(), SASRecRecommender(epochs=1), RankerRecommender()):
+        with pytest.raises(ValueError, match="carry no last_ts"):
+            model.fit(plain)
+
+
+def test_item_features_are_aligned_to_the_item_map_with_gaps_for_unknown_items():
+    features = pd.DataFrame(
+        {"item_id": ["i01", "i00"], "category": ["b", "a"], "created_at": pd.to_datetime(["2026-01-01"] * 2, utc=True)}
+    )
+    data = Interactions.from_frame(community_walks(), item_features=features)
+    categories = data.item_feature("category")
+    assert categories[:2].tolist() == ["a", "b"] and pd.isna(categories[2])
+    assert data.item_feature("created_at")[0] == T0
+    assert data.item_feature("price") is None
+
+
+def test_duplicated_item_features_are_refused():
+    features = pd.DataFrame({"item_id": ["i00", "i00"], "category": ["a", "b"]})
+    with pytest.raises(ValueError, match="1 duplicated item ids"):
+        Interactions.from_frame(community_walks(), item_features=features)
+
+
+# --- persistence
+
+
+def test_loading_an_unknown_algorithm_names_it(tmp_path):
+    model_dir = PopularityRecommender().fit(community_data()).save(tmp_path / "m")
+    header = json.loads((model_dir / "model.json").read_text())
+    (model_dir / "model.json").write_text(json.dumps({**header, "name": "nope"}))
+    with pytest.raises(ValueError, match="no recommender called 'nope'"):
+        Recommender.load(model_dir)
+
+
+# --- popularity
+
+
+def _old_hit_and_new_hit() -> Interactions:
+    """Item 'old' was touched by five users a month ago, item 'new' by two users yesterday."""
+    rows = [(f"a{u}", "old", 1.0, T0) for u in range(5)] + [(f"b{u}", "new", 1.0, T0 + 30 * DAY) for u in range(2)]
+    rows.append(("c", "other", 1.0, T0 + 31 * DAY))
+    return Interactions.from_frame(pd.DataFrame(rows, columns=["user_id", "item_id", "weight", "last_ts"]))
+
+
+def test_recent_popularity_counts_only_the_window_before_the_latest_interaction():
+    data = _old_hit_and_new_hit()
+    user = data.user_index(["c"])
+    recent, _ = RecentPopularityRecommender(window_days=7).fit(data).recommend(user, 2)
+    all_time, _ = PopularityRecommender().fit(data).recommend(user, 2)
+    assert data.item_ids[recent[0]].tolist() == ["new", "old"]  # 'old' still follows, by all-time count
+    assert data.item_ids[all_time[0]].tolist() == ["old", "new"]
+
+
+def test_recent_popularity_window_must_be_positive():
+    with pytest.raises(ValueError, match="window_days must be positive"):
+        RecentPopularityRecommender(window_days=0)
+
+
+# --- EASE
+
+
+def test_ease_refuses_a_catalog_above_its_limit_naming_size_and_limit():
+    with pytest.raises(CatalogTooLargeError, match=r"catalog has 20 items, above max_items=10"):
+        EASERecommender(max_items=10).fit(community_data())
+
+
+def test_ease_never_lets_an_item_predict_itself():
+    model = EASERecommender(regularization=1.0).fit(community_data())
+    assert np.allclose(np.diag(model.weights), 0.0)
+
+
+# --- ranker
+
+
+def _small_ranker(**overrides) -> RankerRecommender:
+    params = {
+        "label_days": 4,
+        "label_windows": 2,
+        "generators": ["als", "popularity"],
+        "generator_params": {"als": {"factors": 4, "iterations": 10, "regularization": 1.0, "alpha": 1.0}},
+        "candidates_per_generator": 8,
+        "n_estimators": 10,
+        "min_child_samples": 5,
+    }
+    return RankerRecommender(**{**params, **overrides})
+
+
+def test_ranker_generators_for_training_never_see_their_label_window_or_later():
+    data = community_data()
+    ranker = _small_ranker().fit(data)
+    cells = data.last_ts.toarray()
+    for window, generators in enumerate(ranker.window_generators):
+        cutoff = data.max_ts - (window + 1) * 4 * DAY
+        expected = (cells > 0) & (cells < cutoff)
+        for generator in generators:
+            np.testing.assert_array_equal(generator.seen.toarray() > 0, expected)
+
+
+def test_ranker_recommends_with_generators_refit_on_all_the_data():
+    data = community_data()
+    ranker = _small_ranker().fit(data)
+    for generator in ranker.serving_generators:
+        np.testing.assert_array_equal(generator.seen.toarray() > 0, data.matrix.toarray() > 0)
+
+
+def test_ranker_features_are_computed_as_of_the_cutoff():
+    data = community_data()
+    history, _ = data.split_at(data.max_ts - 4 * DAY)
+    context = FeatureContext.as_of(history, window_days=4, item_category=None)
+    assert context.now == history.max_ts < data.max_ts - 4 * DAY
+    np.testing.assert_array_equal(context.item_users, (history.matrix.toarray() > 0).sum(axis=0))
+
+
+def test_ranker_without_label_users_says_what_to_change():
+    with pytest.raises(ValueError, match="starts before the first interaction"):
+        _small_ranker(label_days=60, label_windows=1).fit(community_data())
+
+
+def test_ranker_refuses_an_unknown_generator():
+    with pytest.raises(ValueError, match=r"unknown candidate generator\(s\) \['nope'\]"):
+        RankerRecommender(generators=["als", "nope"])
+
+
+def test_ranker_reports_the_importance_of_every_feature():
+    ranker = _small_ranker().fit(community_data())
+    importance = ranker.feature_importance()
+    assert set(importance) == set(ranker.feature_names)
+    assert {"g0_rank", "g1_score", "user_category_share", "price_vs_user_mean"} <= set(importance)
+
+
+def test_user_segments_follow_the_marts_thresholds():
+    assert segment_of(np.array([0, 4, 5, 50, 51])).tolist() == [0, 0, 1, 1, 2]
+
+
+# --- SASRec
+
+
+def test_sasrec_with_sampled_negatives_also_learns_the_walk():
+    data = community_data()
+    model = SASRecRecommender(
+        max_len=8, embedding_dim=16, n_blocks=1, n_heads=1, dropout=0.0, epochs=60, learning_rate=0.01, n_negatives=5
+    ).fit(data)
+    items, _ = model.recommend(np.arange(data.n_users), 1)
+    last = data.last_ts.toarray().argmax(axis=1)
+    numbers = np.array([int(data.item_ids[i][1:]) for i in last])
+    successor = numbers // COMMUNITY_SIZE * COMMUNITY_SIZE + (numbers % COMMUNITY_SIZE + 1) % COMMUNITY_SIZE
+    assert (np.array([int(data.item_ids[i][1:]) for i in items[:, 0]]) == successor).mean() > 0.9
+
+
+def test_sasrec_refuses_heads_that_do_not_divide_the_width():
+    with pytest.raises(ValueError, match="divisible by n_heads"):
+        SASRecRecommender(embedding_dim=10, n_heads=3)
