@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from models import ALSRecommender, PopularityRecommender, Recommender
+from models import ALSRecommender, PopularityRecommender, RecentPopularityRecommender, Recommender
 from models.business_rules import allowed_and_categories, category_capped_order, head_within_cap, rank_with_rules
 from models.dataset import Interactions
 from models.evaluation import (
@@ -399,3 +399,23 @@ def test_an_empty_or_repeated_candidate_list_is_refused(tmp_path):
         candidate_factories(make_settings(tmp_path, train_candidates=[]))
     with pytest.raises(ValueError, match=r"names \['als'\] more than once"):
         candidate_factories(make_settings(tmp_path, train_candidates=["als", "popularity", "als"]))
+
+
+def test_folds_carry_last_interaction_times_and_item_features_for_time_aware_models():
+    features = pd.DataFrame({"category": ["c1", "c2"], "price": [1.0, 2.0], "created_at": [0.0, 0.0]}, index=["x", "y"])
+    frame = pd.DataFrame(
+        {
+            "user_id": ["a", "a", "b", "b"],
+            "item_id": ["x", "x", "y", "x"],
+            "event_ts": [START + timedelta(days=d) for d in (0, 2, 1, 9)],
+            "weight": 1.0,
+        }
+    )
+    fold = global_time_folds(EventLog.from_frame(frame, 14, features), 1, 5, 5, 1)[0]  # cutoff at day 4
+    last = dict(zip(zip(*fold.train.last_ts.nonzero(), strict=True), fold.train.last_ts.data, strict=True))
+    day = (START + timedelta(days=2)).timestamp()
+    assert last[(0, 0)] == day and fold.train.max_ts == day
+    assert fold.train.item_features["category"].tolist() == ["c1", "c2"]
+    model = RecentPopularityRecommender(window_days=0.5).fit(fold.train)
+    scores = dict(zip(model.item_ids, model.item_scores, strict=True))
+    assert scores["x"] > scores["y"]  # one user each, but a's x (day 2) is recent and b's y (day 1) is not

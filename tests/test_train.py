@@ -225,3 +225,13 @@ def test_training_fails_naming_every_error_when_no_candidate_can_be_fitted(train
         train_and_register(settings)
     client = configure(settings)
     assert str(version_by_alias(client, settings.registered_model_name, CHAMPION).version) == trained[1].model_version
+
+
+def test_a_time_aware_algorithm_plugs_in_by_name_and_its_registered_version_recommends(trained, tmp_path):
+    settings = copy_home(trained[0], tmp_path / "home", train_candidates=["popularity_recent"])
+    result = train_and_register(settings)
+    assert result.best_model == "popularity_recent" and result.metrics["popularity_recent"][PRIMARY_METRIC] > 0
+    configure(settings)
+    model = mlflow.pyfunc.load_model(f"models:/{settings.registered_model_name}/{result.model_version}")
+    out = model.predict(pd.DataFrame({"user_id": ["u000002"]}), params={"k": 4})
+    assert len(out) == 4 and out["item_id"].is_unique

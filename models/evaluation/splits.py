@@ -104,8 +104,8 @@ class EventLog:
     def interactions(self, mask: np.ndarray, reference_ts: int) -> tuple[Interactions, np.ndarray, np.ndarray]:
         """Decayed (user x item) matrix of the masked events, over the users and items they contain.
 
-        Where ``Interactions`` carries them, also the last-interaction time of each cell (epoch
-        seconds, for time-aware models) and the static item features of the training items.
+        Also the last-interaction time of each cell (epoch seconds, for time-aware models) and the
+        static item features of the training items.
         Returns the interactions and, for the log's user and item codes, their row / column in it (-1 if absent).
         """
         users, items, ts = self.users[mask], self.items[mask], self.ts[mask]
@@ -118,19 +118,17 @@ class EventLog:
         cell_rows, cell_cols = cells // shape[1], cells % shape[1]
         summed = np.bincount(cell_of_event, weights=weights, minlength=len(cells))
         matrix = sp.csr_matrix((summed.astype(np.float32), (cell_rows, cell_cols)), shape=shape)
-        extras = {}
-        fields = getattr(Interactions, "__dataclass_fields__", {})
-        if "last_ts" in fields:
-            latest = np.full(len(cells), np.iinfo(np.int64).min, dtype=np.int64)
-            np.maximum.at(latest, cell_of_event, ts)
-            extras["last_ts"] = sp.csr_matrix((latest.astype(np.float64), (cell_rows, cell_cols)), shape=shape)
-        if "item_features" in fields and self.item_features is not None:
-            extras["item_features"] = self.item_features.reindex(self.item_ids[item_codes]).reset_index(drop=True)
+        latest = np.full(len(cells), np.iinfo(np.int64).min, dtype=np.int64)
+        np.maximum.at(latest, cell_of_event, ts)
+        last_ts = sp.csr_matrix((latest.astype(np.float64), (cell_rows, cell_cols)), shape=shape)
+        features = None
+        if self.item_features is not None:
+            features = self.item_features.reindex(self.item_ids[item_codes]).reset_index(drop=True)
         user_map = np.full(len(self.user_ids), -1, dtype=np.int64)
         user_map[user_codes] = np.arange(len(user_codes))
         item_map = np.full(len(self.item_ids), -1, dtype=np.int64)
         item_map[item_codes] = np.arange(len(item_codes))
-        interactions = Interactions(self.user_ids[user_codes], self.item_ids[item_codes], matrix, **extras)
+        interactions = Interactions(self.user_ids[user_codes], self.item_ids[item_codes], matrix, last_ts, features)
         return interactions, user_map, item_map
 
 
