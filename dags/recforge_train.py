@@ -1,6 +1,7 @@
-"""recforge_train: marts -> candidate models -> MLflow runs and registry -> promotion gate.
+"""recforge_train: warehouse -> backtested candidate models -> MLflow runs and registry -> promotion gate.
 
 Scheduled by the train_cron setting (weekly by default) and whenever recforge_drift emits DRIFT.
+Every run registers a new version; the gate makes it `champion` or leaves it `challenger`.
 Emits CHAMPION, which schedules recforge_publish, only when the gate promoted the new model.
 """
 
@@ -25,11 +26,14 @@ settings = get_settings()
     default_args={"retries": 1, "retry_delay": timedelta(minutes=2), "pool": WAREHOUSE_POOL},
 )
 def recforge_train():
-    """Train, evaluate on the time split, register the best model, and promote it if it wins."""
+    """Backtest the candidates, register the best model, and promote it only if it passes the gate."""
 
     @task
     def train_and_register() -> dict:
-        """Fit every candidate, log them to MLflow, register the best and apply the promotion gate."""
+        """Backtest every candidate, log them to MLflow, register the best and apply the promotion gate.
+
+        The gate's decision and each check with its numbers are written to this task's log.
+        """
         from pipelines.settings import get_settings
         from pipelines.train import train_and_register as train
 
@@ -40,17 +44,23 @@ def recforge_train():
             "version": result.model_version,
             "promoted": result.promoted,
             "reason": result.decision_reason,
+            "checks": result.checks,
+            "ndcg_at_10": result.metrics[result.best_model]["ndcg_at_10"],
         }
 
     @task.short_circuit
     def was_promoted(outcome: dict) -> bool:
-        """Only a promotion goes on to publication; a rejected challenger stops here."""
+        """Only a promotion goes on to publication; a rejected challenger stops here, with the reason logged."""
+        print(("promoted: " if outcome["promoted"] else "not promoted: ") + outcome["reason"])
         return outcome["promoted"]
 
     @task(outlets=[CHAMPION])
     def announce_champion(outcome: dict):
-        """Emit CHAMPION with the model version, which schedules recforge_publish."""
-        yield Metadata(CHAMPION, {"model": outcome["model"], "version": outcome["version"]})
+        """Emit CHAMPION with the model version and its backtest NDCG@10, which schedules recforge_publish."""
+        yield Metadata(
+            CHAMPION,
+            {"model": outcome["model"], "version": outcome["version"], "ndcg_at_10": outcome["ndcg_at_10"]},
+        )
 
     outcome = train_and_register()
     was_promoted(outcome) >> announce_champion(outcome)

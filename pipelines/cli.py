@@ -6,6 +6,9 @@ recforge ingest --source movielens|retailrocket|recforge --path FILE_OR_DIR
 recforge validate-raw --start D --end D
 recforge transform             dbt build
 recforge train                 train, evaluate, register, gate
+recforge evaluate              backtest the candidates, print metrics per model and segment, write the report
+recforge models list|compare|promote|rollback
+                               the registered versions, their metrics and aliases; manual promotion, rollback
 recforge publish               publish the champion's lists and index
 recforge publish rollback [--to VERSION]   make the previous (or the named) version live again
 recforge run                   everything above as Airflow DAG runs, then serve
@@ -72,6 +75,38 @@ def cmd_train(settings: Settings, args) -> None:
     from pipelines.train import train_and_register
 
     print(train_and_register(settings).summary())
+
+
+def cmd_evaluate(settings: Settings, args) -> None:
+    from pipelines.evaluation import metrics_table, run_evaluation
+
+    overrides = {key: value for key, value in (("eval_split", args.split), ("backtest_folds", args.folds)) if value}
+    if overrides:
+        settings = Settings(**{**settings.model_dump(exclude_unset=True), **overrides})
+    run, report, run_id = run_evaluation(settings, args.models)
+    print(f"split {run.data.split}; {len(run.data.folds)} folds; mean+-std over folds, after the business rules")
+    print(metrics_table(run))
+    print(f"report: {report}\nmlflow run: {run_id}")
+
+
+def cmd_models(settings: Settings, args) -> None:
+    from pipelines import model_registry
+
+    if args.action == "list":
+        print(model_registry.format_versions(model_registry.list_versions(settings)))
+    elif args.action == "compare":
+        print(model_registry.compare_versions(settings, args.first, args.second))
+    elif args.action == "promote":
+        print(model_registry.promote_version(settings, args.version, force=args.force))
+    else:
+        print(model_registry.rollback(settings))
+
+
+def _version(text: str) -> str:
+    number = text.lower().removeprefix("v")
+    if not number.isdigit():
+        raise argparse.ArgumentTypeError(f"not a model version number: {text!r}")
+    return number
 
 
 def cmd_publish(settings: Settings, args) -> None:
@@ -210,6 +245,24 @@ def build_parser() -> argparse.ArgumentParser:
     rollback = publish_actions.add_parser("rollback", help="make the previous complete version live again")
     rollback.add_argument("--to", metavar="VERSION", help="a specific complete version instead of the previous one")
     rollback.set_defaults(func=cmd_publish_rollback)
+    evaluate = sub.add_parser("evaluate", help="backtest the candidates and write the evaluation report")
+    evaluate.add_argument("--models", nargs="+", help="a subset of train_candidates (default: all)")
+    evaluate.add_argument("--split", choices=["global_time", "leave_last_n", "random_ratio"], help="split strategy")
+    evaluate.add_argument("--folds", type=int, help="backtest folds (global_time cutoffs or random seeds)")
+    evaluate.set_defaults(func=cmd_evaluate)
+    models_parser = sub.add_parser("models", help="registered model versions: list, compare, promote, rollback")
+    actions = models_parser.add_subparsers(dest="action", required=True)
+    actions.add_parser("list", help="versions, aliases and key metrics")
+    compare = actions.add_parser("compare", help="metric table of two versions")
+    compare.add_argument("first", type=_version)
+    compare.add_argument("second", type=_version)
+    promote = actions.add_parser("promote", help="make a version champion (through the gate unless --force)")
+    promote.add_argument("version", type=_version)
+    promote.add_argument(
+        "--force", action="store_true", help="promote even if the gate fails; records what it bypassed"
+    )
+    actions.add_parser("rollback", help="give champion back to the previous champion")
+    models_parser.set_defaults(func=cmd_models)
     run = sub.add_parser("run", help="the whole pipeline as Airflow DAG runs, then serve")
     run.add_argument("--no-serve", action="store_true", help="stop after the pipeline (same as RECFORGE_SERVE=0)")
     run.set_defaults(func=cmd_run)

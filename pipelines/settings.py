@@ -8,6 +8,7 @@ the scaled-out configuration changes URLs, never code.
 
 from __future__ import annotations
 
+import json
 from datetime import date
 from functools import cached_property
 from pathlib import Path
@@ -115,7 +116,49 @@ class Settings(BaseSettings):
     als_regularization: float = 0.05
     als_alpha: float = 20.0
     promotion_min_lift: float = Field(
-        default=0.0, description="A challenger must beat the champion's NDCG@10 by this relative lift."
+        default=0.0,
+        description="A challenger must reach the champion's NDCG@10 x (1 + this lift), both measured on the same "
+        "backtest folds. At 0 a tie passes: the same recipe retrained on fresher data replaces the champion.",
+    )
+
+    # --- evaluation, candidates and the promotion gate (models/evaluation, pipelines/train.py, pipelines/gate.py)
+    train_candidates: list[str] = Field(
+        default=["popularity", "als"],
+        description="Registered model names (models.base._REGISTRY) trained and compared at each training; "
+        'JSON in the environment, e.g. RECFORGE_TRAIN_CANDIDATES=\'["popularity","als"]\'.',
+    )
+    train_model_params: dict[str, dict] = Field(
+        default={},
+        description='Per-model constructor overrides by model name, e.g. {"als": {"factors": 32}}; otherwise a '
+        "model's parameter p comes from the setting <name>_<p> when there is one, else the class default.",
+    )
+    train_random_state: int = Field(default=42, description="Seed given to every candidate model.")
+    eval_split: Literal["global_time", "leave_last_n", "random_ratio"] = Field(
+        default="global_time",
+        description="Split strategy of evaluation and training: global time cutoffs (no user sees anyone's "
+        "future; the default), per-user leave-last-n, or seeded random ratio (docs/architecture.md).",
+    )
+    backtest_folds: int = Field(default=3, ge=1, description="Rolling cutoffs (global_time) or seeds (random_ratio).")
+    backtest_step_days: float | None = Field(
+        default=None, gt=0, description="Days between rolling cutoffs; defaults to test_days (disjoint windows)."
+    )
+    eval_leave_last_n: int = Field(default=1, ge=1, description="Items held out per user by leave_last_n.")
+    eval_random_ratio: float = Field(default=0.2, gt=0, lt=1, description="Share of pairs held out by random_ratio.")
+    eval_new_item_days: float = Field(
+        default=7.0, gt=0, description="An item is new if its first event is within this many days before the cutoff."
+    )
+    segment_cold_below: int = Field(default=5, ge=1, description="Cold users have fewer distinct training items.")
+    segment_power_above: int = Field(default=50, ge=1, description="Power users have more distinct training items.")
+    eval_head_share: float = Field(
+        default=0.01, gt=0, le=1, description="Top share of items by popularity that popularity bias counts."
+    )
+    gate_max_cold_ndcg_drop: float = Field(
+        default=0.05,
+        ge=0,
+        description="Guardrail: cold-segment NDCG@10 may fall at most this share below the champion's.",
+    )
+    gate_max_coverage_drop: float = Field(
+        default=0.10, ge=0, description="Guardrail: catalog coverage@10 may fall at most this share below the champion."
     )
 
     # --- publication and serving
@@ -216,7 +259,9 @@ class Settings(BaseSettings):
             if value is None:
                 continue
             text = (
-                value.isoformat()
+                json.dumps(value)
+                if isinstance(value, list | dict)
+                else value.isoformat()
                 if isinstance(value, date)
                 else str(value).lower()
                 if isinstance(value, bool)

@@ -1,38 +1,51 @@
-"""Train candidate models on the time-based split, evaluate them, register the best, gate promotion.
+"""Train the candidate models, backtest them, register the best and let the gate decide its alias.
 
-The flow of one training:
-1. read ``marts.interactions_split``: fit on train + valid, hold out the last test_days;
-2. fit each candidate, score whole-catalog top-k lists for every held-out user
-   (items seen in training excluded) and compute NDCG@k and Recall@k;
-3. refit the best candidate on the whole log, log it to MLflow as a pyfunc and register it;
-4. promote it to ``champion`` only if it beats the current champion's NDCG by the lift in
-   settings; otherwise it stays ``challenger``. The decision and its reason are logged.
+The flow of one training (one MLflow parent run in experiment ``recforge``):
+1. read the event log and the catalog, cut the folds the settings ask for (by default
+   ``backtest_folds`` rolling global time cutoffs; ``pipelines/evaluation.py``);
+2. for every candidate in ``train_candidates`` (a nested run each): fit on each fold's training
+   data, score whole-catalog lists after publication's business rules, log each metric's mean and
+   spread over folds, overall, per activity segment and on new items;
+3. re-fit the champion's recipe on the same folds (reused when it equals a candidate), so both sides
+   of the gate are measured on the same data;
+4. fit the best candidate on the whole log, log it as a self-contained pyfunc and register it as a
+   new version of ``recforge-recommender``;
+5. the gate (``pipelines/gate.py``): alias ``champion`` if it passes, ``challenger`` if not; the
+   decision, each check with its numbers and the evaluation report go on the run, the model version
+   and the log.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-import subprocess
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from models import ALSRecommender, PopularityRecommender, Recommender
+from models import Recommender
 from models.columns import Columns
-from models.dataset import Interactions
-from models.metrics import calc_metrics
+from models.evaluation import backtest
+from pipelines.candidates import UnknownCandidate, candidate_factories, recipe_factory
+from pipelines.evaluation import (
+    PRIMARY_METRIC,
+    EvaluationData,
+    EvaluationRun,
+    backtest_candidates,
+    evaluation_config,
+    load_evaluation_data,
+)
 from pipelines.evaluation_report import write_evaluation_report
+from pipelines.gate import GateDecision, decide
 from pipelines.reports import write_index
 from pipelines.settings import REPO_ROOT, Settings
-from pipelines.warehouse import read_frame
+from pipelines.tracking import code_version, log_backtest
 
 log = logging.getLogger(__name__)
 
-PRIMARY_METRIC = "ndcg_at_10"
+__all__ = ["PRIMARY_METRIC", "TrainResult", "code_version", "train_and_register"]
 
 
 @dataclass
@@ -43,69 +56,17 @@ class TrainResult:
     promoted: bool
     decision_reason: str
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    checks: list[str] = field(default_factory=list)
+    report: Path | None = None
+    failures: dict[str, str] = field(default_factory=dict)
 
     def summary(self) -> str:
-        scores = ", ".join(f"{name} {PRIMARY_METRIC}={m[PRIMARY_METRIC]:.4f}" for name, m in self.metrics.items())
+        scores = ", ".join(
+            f"{name} {PRIMARY_METRIC}={m[PRIMARY_METRIC]:.4f}+-{m.get(PRIMARY_METRIC + '_std', 0.0):.4f}"
+            for name, m in self.metrics.items()
+        )
         verdict = "promoted to champion" if self.promoted else "kept as challenger"
         return f"trained {scores}; {self.best_model} v{self.model_version} {verdict}: {self.decision_reason}"
-
-
-@dataclass
-class SplitData:
-    train: Interactions
-    relevant: object  # users x items sparse matrix of held-out items not seen in training
-    full: Interactions
-    snapshot: str
-
-
-def candidates(settings: Settings) -> list[Recommender]:
-    return [
-        PopularityRecommender(random_state=settings.sim_seed),
-        ALSRecommender(
-            factors=settings.als_factors,
-            regularization=settings.als_regularization,
-            iterations=settings.als_iterations,
-            alpha=settings.als_alpha,
-            random_state=settings.sim_seed,
-        ),
-    ]
-
-
-def load_split(settings: Settings) -> SplitData:
-    frame = read_frame(settings, "select user_id, item_id, split, weight, last_ts from marts.interactions_split")
-    if frame.empty:
-        raise ValueError("marts.interactions_split is empty: nothing to train on")
-    if not (frame[Columns.Split] == "test").any():
-        raise ValueError("marts.interactions_split has no test rows: the log is shorter than test_days")
-    history = (
-        frame[frame[Columns.Split] != "test"]
-        .groupby([Columns.User, Columns.Item], as_index=False)[Columns.Weight]
-        .sum()
-    )
-    train = Interactions.from_frame(history)
-    test = Interactions.from_frame(frame[frame[Columns.Split] == "test"], train.item_ids, train.user_ids)
-    seen = (train.matrix > 0).astype(np.float32)
-    relevant = ((test.matrix > 0).astype(np.float32) - (test.matrix > 0).multiply(seen)).tocsr()
-    relevant.eliminate_zeros()
-    everything = frame.groupby([Columns.User, Columns.Item], as_index=False)[Columns.Weight].sum()
-    snapshot = str(frame["last_ts"].max())
-    return SplitData(train, relevant, Interactions.from_frame(everything), snapshot)
-
-
-def evaluate(model: Recommender, data: SplitData, settings: Settings) -> dict[str, float]:
-    users = np.flatnonzero(np.asarray(data.relevant.sum(axis=1)).ravel() > 0)
-    k = max(settings.eval_k, settings.recall_k)
-    items, _ = model.recommend(users, k)
-    return calc_metrics(items, data.relevant[users], settings.eval_k, settings.recall_k)
-
-
-def code_version() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def train_and_register(settings: Settings) -> TrainResult:
@@ -114,52 +75,154 @@ def train_and_register(settings: Settings) -> TrainResult:
     from pipelines.tracking import configure
 
     client = configure(settings)
-    data = load_split(settings)
-    log.info(
-        "training on %d users x %d items (%d interactions), evaluating %d held-out users",
-        data.train.n_users,
-        data.train.n_items,
-        data.train.matrix.nnz,
-        int((data.relevant.sum(axis=1) > 0).sum()),
-    )
-    tags = {
-        "data_snapshot": data.snapshot,
-        "split": f"global_time_cutoff:test_days={settings.test_days}",
-        "code_version": code_version(),
-    }
-    results: dict[str, dict[str, float]] = {}
+    factories = candidate_factories(settings)  # an unknown candidate fails before any data is read
+    data = load_evaluation_data(settings)
+    tags = {"data_snapshot": data.snapshot, "split": data.split, "code_version": code_version()}
+    run = EvaluationRun(data, evaluation_config(settings))
     with mlflow.start_run(run_name="training", tags=tags) as parent:
-        for model in candidates(settings):
-            started = time.perf_counter()
-            with mlflow.start_run(run_name=model.name, nested=True, tags={**tags, "model": model.name}):
-                model.fit(data.train)
-                fit_seconds = time.perf_counter() - started
-                metrics = evaluate(model, data, settings)
-                metrics["fit_seconds"] = fit_seconds
-                mlflow.log_params(model.params())
-                mlflow.log_metrics(metrics)
-            results[model.name] = metrics
-            log.info("%s: %s", model.name, {k: round(v, 4) for k, v in metrics.items()})
+        mlflow.log_params(
+            {
+                "candidates": ",".join(factories),
+                "promotion_min_lift": settings.promotion_min_lift,
+                "gate_max_cold_ndcg_drop": settings.gate_max_cold_ndcg_drop,
+                "gate_max_coverage_drop": settings.gate_max_coverage_drop,
+                "category_cap": settings.category_cap,
+            }
+        )
+        backtest_candidates(factories, run, tags)
+        if run.failures:
+            mlflow.set_tag("failed_candidates", "; ".join(f"{n}: {e}" for n, e in run.failures.items())[:5000])
+        summaries = {name: result.summary() for name, result in run.results.items()}
+        best = max(summaries, key=lambda name: summaries[name][PRIMARY_METRIC])
+        champion_version, champion_metrics, basis, champion_label = champion_reference(settings, client, run, tags)
 
-        best_name = max(results, key=lambda name: results[name][PRIMARY_METRIC])
-        mlflow.log_metrics({f"{name}.{k}": v for name, m in results.items() for k, v in m.items()})
-        mlflow.log_metrics({k: v for k, v in results[best_name].items()})
-        mlflow.set_tag("best_model", best_name)
-
-        final = next(m for m in candidates(settings) if m.name == best_name).fit(data.full)
+        final = factories[best]().fit(data.full_interactions())
         version = _log_and_register(final, settings, data)
-        promoted, reason = promote_if_better(client, settings, version, results[best_name][PRIMARY_METRIC])
-        mlflow.set_tags({"promotion.decision": "promoted" if promoted else "rejected", "promotion.reason": reason})
-        decision = f"{best_name} v{version.version} {'promoted to champion' if promoted else 'not promoted'}: {reason}"
-        report = write_evaluation_report(settings, results, decision, tags)
+        try:
+            decision = decide(settings, summaries[best], champion_metrics, champion_version, basis)
+        except ValueError as error:  # e.g. a champion from before its guardrail metrics were recorded
+            decision = GateDecision(
+                False,
+                f"not comparable with champion v{champion_version} ({basis}): {error}; the champion stays. "
+                f"Promote by hand if wanted: recforge models promote {version.version} --force",
+                champion_version,
+            )
+        apply_decision(client, settings, str(version.version), decision)
+
+        mlflow.log_metrics(summaries[best])
+        mlflow.log_metrics({f"{name}.{PRIMARY_METRIC}": m[PRIMARY_METRIC] for name, m in summaries.items()})
+        mlflow.set_tags({"best_model": best, "model_version": str(version.version), **decision.tags()})
+        mlflow.log_dict(_decision_record(decision, best, str(version.version)), "gate.json")
+        verdict = "promoted to champion" if decision.promoted else "not promoted (alias challenger)"
+        headline = f"{best} v{version.version} {verdict}: {decision.reason()}"
+        log.info("gate: %s", headline)
+        for check in decision.checks:
+            log.info("gate check: %s", check.describe())
+        report = write_evaluation_report(
+            settings, run, tags, best=best, decision=decision, headline=headline, champion_label=champion_label
+        )
         mlflow.log_artifact(str(report), artifact_path="reports")
     write_index(settings)
-    result = TrainResult(parent.info.run_id, best_name, str(version.version), promoted, reason, results)
+    result = TrainResult(
+        run_id=parent.info.run_id,
+        best_model=best,
+        model_version=str(version.version),
+        promoted=decision.promoted,
+        decision_reason=decision.reason(),
+        metrics={name: summaries[name] for name in factories if name in summaries},
+        checks=[check.describe() for check in decision.checks],
+        report=report,
+        failures=dict(run.failures),
+    )
     log.info(result.summary())
     return result
 
 
-def _log_and_register(model: Recommender, settings: Settings, data: SplitData):
+def champion_reference(
+    settings: Settings, client, run: EvaluationRun, tags: dict[str, str]
+) -> tuple[str | None, dict | None, str, str | None]:
+    """The champion's metrics on this training's folds: (version, metrics, basis, label in the report).
+
+    Re-fits the champion's recorded recipe on the same folds (or reuses a candidate with the same
+    recipe); falls back to the metrics recorded at its own training only when the recipe is gone.
+    """
+    import mlflow
+
+    from pipelines.tracking import CHAMPION, version_by_alias
+
+    champion = version_by_alias(client, settings.registered_model_name, CHAMPION)
+    if champion is None:
+        return None, None, "no champion yet", None
+    number = str(champion.version)
+    algorithm = champion.tags.get("model")
+    params = json.loads(champion.tags["model_params"]) if "model_params" in champion.tags else None
+    if algorithm is not None and params is not None:
+        for name, result in run.results.items():
+            if name == algorithm and json.loads(json.dumps(result.params)) == params:
+                return number, result.summary(), f"champion's recipe = candidate {name}, same folds", name
+        try:
+            factory = recipe_factory(algorithm, params)
+            factory()  # a recipe whose parameters the class no longer takes fails here, not mid-backtest
+        except (UnknownCandidate, TypeError, ValueError) as error:
+            log.warning("champion v%s recipe cannot be rebuilt (%s); using its recorded metrics", number, error)
+        else:
+            label = f"champion v{number} ({algorithm})"
+            with mlflow.start_run(run_name=label, nested=True, tags={**tags, "model": algorithm, "role": "champion"}):
+                try:
+                    run.results[label] = backtest(factory, run.data.folds, run.data.catalog, run.config)
+                except Exception as error:
+                    log.warning(
+                        "champion v%s recipe failed on these folds (%s); using its recorded metrics", number, error
+                    )
+                    mlflow.set_tag("error", f"{type(error).__name__}: {error}"[:5000])
+                else:
+                    log_backtest(run.results[label])
+                    return number, run.results[label].summary(), "champion's recipe re-fitted on the same folds", label
+    recorded = client.get_run(champion.run_id).data.metrics
+    snapshot = client.get_run(champion.run_id).data.tags.get("data_snapshot", "unknown")
+    basis = f"recorded metrics of champion v{number} (data snapshot {snapshot}), not the same folds"
+    return number, recorded, basis, None
+
+
+def apply_decision(client, settings: Settings, version: str, decision: GateDecision) -> None:
+    """Alias the version by the decision (champion, with history; else challenger) and tag it with the reasons."""
+    from pipelines.tracking import make_challenger, make_champion
+
+    name = settings.registered_model_name
+    if decision.promoted:
+        make_champion(client, name, version)
+    else:
+        make_challenger(client, name, version)
+    for key, value in decision.tags().items():
+        client.set_model_version_tag(name, version, key, value)
+
+
+def _decision_record(decision: GateDecision, best: str, version: str) -> dict:
+    return {
+        "model": best,
+        "version": version,
+        "promoted": decision.promoted,
+        "basis": decision.basis,
+        "champion_version": decision.champion_version,
+        "reason": decision.reason(),
+        "checks": [
+            {
+                "name": c.name,
+                "metric": c.metric,
+                "challenger": c.challenger,
+                "challenger_std": c.challenger_std,
+                "champion": c.champion,
+                "champion_std": c.champion_std,
+                "required": c.required,
+                "rule": c.rule,
+                "passed": c.passed,
+            }
+            for c in decision.checks
+        ],
+    }
+
+
+def _log_and_register(model: Recommender, settings: Settings, data: EvaluationData):
     """Log the model as a self-contained pyfunc and register it; return the new model version."""
     import warnings
 
@@ -180,31 +243,26 @@ def _log_and_register(model: Recommender, settings: Settings, data: SplitData):
             code_paths=[str(REPO_ROOT / "models")],
             signature=infer_signature(example, output, params={"k": 10}),
             input_example=example,
-            pip_requirements=["numpy", "pandas", "scipy", "implicit", "mlflow"],
+            # An algorithm needing more (lightgbm, torch) names it in a `pip_requirements` class attribute.
+            pip_requirements=[
+                "numpy",
+                "pandas",
+                "scipy",
+                "implicit",
+                "mlflow",
+                *getattr(model, "pip_requirements", []),
+            ],
             registered_model_name=settings.registered_model_name,
             tags={"model": model.name, "data_snapshot": data.snapshot},
         )
-    return MlflowClient().get_model_version(settings.registered_model_name, str(info.registered_model_version))
-
-
-def promote_if_better(client, settings: Settings, version, challenger_score: float) -> tuple[bool, str]:
-    """Set `champion` on this version only if it beats the champion's held-out NDCG by more than the lift."""
-    from pipelines.tracking import CHALLENGER, CHAMPION, version_by_alias
-
-    name = settings.registered_model_name
-    champion = version_by_alias(client, name, CHAMPION)
-    if champion is None:
-        client.set_registered_model_alias(name, CHAMPION, version.version)
-        return True, f"no champion yet; {PRIMARY_METRIC}={challenger_score:.4f}"
-    champion_score = client.get_run(champion.run_id).data.metrics.get(PRIMARY_METRIC, 0.0)
-    needed = champion_score * (1 + settings.promotion_min_lift)
-    if challenger_score > needed:
-        client.set_registered_model_alias(name, CHAMPION, version.version)
-        return True, (
-            f"{PRIMARY_METRIC} {challenger_score:.4f} > champion v{champion.version} {champion_score:.4f} "
-            f"x (1 + {settings.promotion_min_lift})"
-        )
-    client.set_registered_model_alias(name, CHALLENGER, version.version)
-    return False, (
-        f"{PRIMARY_METRIC} {challenger_score:.4f} < {needed:.4f} needed to replace champion v{champion.version}"
-    )
+    client = MlflowClient()
+    version = str(info.registered_model_version)
+    # The recipe lets a later training re-fit this model on its own folds for a like-for-like gate.
+    for key, value in {
+        "model": model.name,
+        "model_params": json.dumps(model.params(), sort_keys=True),
+        "data_snapshot": data.snapshot,
+        "split": data.split,
+    }.items():
+        client.set_model_version_tag(settings.registered_model_name, version, key, value)
+    return client.get_model_version(settings.registered_model_name, version)

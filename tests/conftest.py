@@ -80,6 +80,19 @@ def trained(built, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def retrained(built, tmp_path_factory):
+    """(settings, [TrainResult] x 3): popularity alone (v1, first champion), then popularity + ALS (v2, better:
+    promoted), then popularity alone again (v3, worse than the champion's ALS: challenger). Read-only."""
+    from pipelines.train import train_and_register
+
+    settings = copy_home(built, tmp_path_factory.mktemp("retrained") / "home")
+    results = []
+    for candidates in (["popularity"], ["popularity", "als"], ["popularity"]):
+        results.append(train_and_register(settings.model_copy(update={"train_candidates": candidates})))
+    return settings, results
+
+
+@pytest.fixture(scope="session")
 def published(trained, tmp_path_factory) -> Settings:
     """Trained, registered and published. Read-only for tests: copy_home() to change it."""
     from pipelines.publish import publish

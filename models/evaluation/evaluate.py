@@ -1,0 +1,140 @@
+"""Score one fitted model on one fold: the lists users would get, then every metric on them.
+
+Two views of the same model. ``rules``: the lists after publication's business rules (seen,
+out-of-stock and blocked items out, the category cap on the top 10; users unknown to training get
+the capped popularity fallback), i.e. what users are served and what promotion decides on. ``raw``:
+the model's own ranking with only seen items filtered, to show what the rules cost or gain.
+
+Every metric is reported overall, per activity segment (``segment.<name>.<metric>``) and on new
+items (``new_items.<metric>``: held-out interactions restricted to new items, over the users who
+have one). Everything is array work over all users at once, batched by ``Recommender.recommend``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from models.business_rules import allowed_and_categories, popularity_fallback, rank_with_rules
+from models.evaluation.segments import SegmentBounds, new_item_relevance, segment_masks
+from models.evaluation.splits import Fold
+from models.metrics import CatalogStats, calc_metrics
+
+VIEWS = ("rules", "raw")
+RAW_PREFIX = "raw."
+LONG_TAIL_BINS = 10
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """What to measure and how lists are built; pipelines fill it from settings."""
+
+    k: int = 10
+    recall_k: int = 50
+    category_cap: float = 0.4
+    cap_head: int = 10
+    head_share: float = 0.01
+    segments: SegmentBounds = field(default_factory=SegmentBounds)
+
+    def __post_init__(self):
+        if self.k < 1 or self.recall_k < 1:
+            raise ValueError(f"metric cut-offs must be >= 1, got k={self.k}, recall_k={self.recall_k}")
+        if not 0 < self.category_cap <= 1:
+            raise ValueError(f"category_cap must be in (0, 1], got {self.category_cap}")
+
+    @property
+    def depth(self) -> int:
+        return max(self.k, self.recall_k)
+
+
+@dataclass
+class FoldScore:
+    """Metrics of one model on one fold (raw view prefixed ``raw.``) and its long-tail exposure per view."""
+
+    fold: str
+    metrics: dict[str, float]
+    exposure: dict[str, np.ndarray]
+
+
+def fold_lists(model, fold: Fold, catalog: pd.DataFrame, config: EvaluationConfig) -> dict[str, np.ndarray]:
+    """Top-`depth` item indices for every evaluated user of the fold, per view (-1 = empty slot)."""
+    allowed, categories = allowed_and_categories(fold.train.item_ids, catalog)
+    return _lists(model, fold, allowed, categories, item_popularity(fold), config)
+
+
+def _lists(model, fold: Fold, allowed, categories, popularity, config: EvaluationConfig) -> dict[str, np.ndarray]:
+    cap = config.category_cap
+    known = fold.train_rows >= 0
+    lists = {}
+    for view in VIEWS:
+        out = np.full((fold.n_eval_users, config.depth), -1, dtype=np.int64)
+        if view == "rules":
+            if known.any():
+                rows = fold.train_rows[known]
+                out[known] = rank_with_rules(model, rows, config.depth, allowed, categories, cap, config.cap_head)[0]
+            fallback = popularity_fallback(popularity, config.depth, allowed, categories, cap)
+        else:
+            if known.any():
+                ranked = model.recommend(fold.train_rows[known], config.depth)[0]
+                out[known, : ranked.shape[1]] = ranked
+            fallback = popularity_fallback(popularity, config.depth, None, None, None)
+        out[~known] = fallback
+        lists[view] = out
+    return lists
+
+
+def item_popularity(fold: Fold) -> np.ndarray:
+    """Distinct training users per item: what 'popular' means for novelty, the head and the fallback."""
+    return np.asarray((fold.train.matrix > 0).sum(axis=0)).ravel().astype(np.float64)
+
+
+def score_fold(model, fold: Fold, catalog: pd.DataFrame, config: EvaluationConfig) -> FoldScore:
+    """Lists for every evaluated user, then overall, per-segment and new-item metrics for both views."""
+    allowed, categories = allowed_and_categories(fold.train.item_ids, catalog)
+    popularity = item_popularity(fold)
+    lists = _lists(model, fold, allowed, categories, popularity, config)
+    masks = segment_masks(fold, config.segments)
+    new_relevant = new_item_relevance(fold)
+    metrics: dict[str, float] = {}
+    exposure = {}
+    for view, recommended in lists.items():
+        stats = CatalogStats(
+            categories=categories,
+            popularity=popularity,
+            n_users=fold.train.n_users,
+            eligible=allowed if view == "rules" else None,
+            is_new=fold.is_new,
+            head_share=config.head_share,
+        )
+        prefix = "" if view == "rules" else RAW_PREFIX
+        metrics.update(_prefixed(prefix, _calc(recommended, fold.relevant, config, stats)))
+        for segment, mask in masks.items():
+            values = _calc(recommended[mask], fold.relevant[mask], config, stats)
+            metrics.update(_prefixed(f"{prefix}segment.{segment}.", values))
+        metrics.update(_prefixed(f"{prefix}new_items.", _calc(recommended, new_relevant, config, stats)))
+        exposure[view] = long_tail_exposure(recommended, popularity, config.k)
+    return FoldScore(fold.name, metrics, exposure)
+
+
+def _calc(recommended, relevant, config: EvaluationConfig, stats: CatalogStats) -> dict[str, float]:
+    return calc_metrics(recommended, relevant, config.k, config.recall_k, k=config.k, catalog=stats)
+
+
+def _prefixed(prefix: str, values: dict[str, float]) -> dict[str, float]:
+    return {f"{prefix}{key}": float(value) for key, value in values.items()}
+
+
+def long_tail_exposure(recommended: np.ndarray, popularity: np.ndarray, k: int, bins: int = LONG_TAIL_BINS):
+    """Share of top-k slots per popularity decile of the catalog (decile 0 = the most popular tenth).
+
+    A model that serves only the head puts nearly everything in decile 0; the long tail is the rest.
+    """
+    order = np.argsort(-popularity, kind="stable")
+    decile = np.empty(len(popularity), dtype=np.int64)
+    decile[order] = np.arange(len(popularity)) * bins // max(len(popularity), 1)
+    top = recommended[:, :k]
+    filled = top[top >= 0]
+    counts = np.bincount(decile[filled], minlength=bins).astype(np.float64)
+    return counts / counts.sum() if counts.sum() else counts

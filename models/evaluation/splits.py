@@ -1,0 +1,320 @@
+"""Train/test splits of an event log, each giving a ``Fold`` that evaluation scores the same way.
+
+Three strategies:
+
+- ``global_time_folds`` (the default, and the only one the promotion gate uses): one cutoff for
+  everyone; training sees only events before it, the test window is the ``test_days`` after it. No
+  user's training data contains anyone's future, which is how the model meets production. A
+  rolling backtest is several such cutoffs, ``step_days`` apart, ending at the end of the log.
+- ``leave_last_n_fold``: per user, the last ``n`` distinct items the user discovered are held out
+  and training keeps only that user's events before them. Every user gets a test case, but one
+  user's training may contain another user's future (popularity trends leak): use it for
+  comparisons with the literature, not for promotion.
+- ``random_ratio_folds``: a seeded random share of the (user, item) pairs is held out. Time is
+  ignored altogether: optimistic, and only for sanity checks and literature comparisons.
+
+In every fold an item counts for a user's test only if the user had not interacted with it in
+training (the lists exclude seen items, so a re-interaction is unreachable), and held-out items the
+model cannot know (first interacted after the cutoff) stay in the denominators: the model is not
+credited for the part of the catalog it could not see.
+
+Training weights are the signal weights of the events with the warehouse's exponential time decay,
+measured from the fold's own reference time (the cutoff), so no fold sees a later one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from models.columns import Columns
+from models.dataset import Interactions
+
+SECONDS_PER_DAY = 86_400
+EVENT_TS = "event_ts"
+
+
+@dataclass(frozen=True)
+class EventLog:
+    """Events as parallel arrays over integer codes; built once, sliced by every split.
+
+    ``weight`` is each event's signal weight before time decay; ``ts`` is seconds since the epoch (UTC).
+    ``item_features`` (optional, indexed by item id: category, price, created_at in epoch seconds)
+    are static attributes handed to models that use them (never counts, which would leak the future).
+    """
+
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+    users: np.ndarray
+    items: np.ndarray
+    ts: np.ndarray
+    weight: np.ndarray
+    half_life_days: float
+    item_features: pd.DataFrame | None = None
+
+    @classmethod
+    def from_frame(
+        cls, frame: pd.DataFrame, half_life_days: float, item_features: pd.DataFrame | None = None
+    ) -> EventLog:
+        """From rows of (user_id, item_id, event_ts, weight); event_ts a timestamp (naive = UTC)."""
+        missing = {Columns.User, Columns.Item, EVENT_TS, Columns.Weight} - set(frame.columns)
+        if missing:
+            raise ValueError(f"event log lacks columns {sorted(missing)}")
+        if frame.empty:
+            raise ValueError("event log is empty: nothing to split")
+        if half_life_days <= 0:
+            raise ValueError(f"decay half-life must be positive, got {half_life_days} days")
+        if frame[[Columns.User, Columns.Item, EVENT_TS]].isna().any().any():
+            raise ValueError("event log has events without user_id, item_id or event_ts")
+        users, user_ids = pd.factorize(frame[Columns.User].astype(str), sort=True)
+        items, item_ids = pd.factorize(frame[Columns.Item].astype(str), sort=True)
+        stamps = pd.to_datetime(frame[EVENT_TS], utc=True)
+        ts = (stamps - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
+        return cls(
+            user_ids=np.asarray(user_ids, dtype=object),
+            item_ids=np.asarray(item_ids, dtype=object),
+            users=users.astype(np.int64),
+            items=items.astype(np.int64),
+            ts=ts.to_numpy(dtype=np.int64),
+            weight=frame[Columns.Weight].to_numpy(dtype=np.float64),
+            half_life_days=float(half_life_days),
+            item_features=item_features,
+        )
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    @property
+    def end(self) -> int:
+        return int(self.ts.max())
+
+    @property
+    def start(self) -> int:
+        return int(self.ts.min())
+
+    def item_first_seen(self) -> np.ndarray:
+        """Per item code: the timestamp of its first event in the whole log."""
+        first = np.full(len(self.item_ids), np.iinfo(np.int64).max, dtype=np.int64)
+        np.minimum.at(first, self.items, self.ts)
+        return first
+
+    def interactions(self, mask: np.ndarray, reference_ts: int) -> tuple[Interactions, np.ndarray, np.ndarray]:
+        """Decayed (user x item) matrix of the masked events, over the users and items they contain.
+
+        Also the last-interaction time of each cell (epoch seconds, for time-aware models) and the
+        static item features of the training items.
+        Returns the interactions and, for the log's user and item codes, their row / column in it (-1 if absent).
+        """
+        users, items, ts = self.users[mask], self.items[mask], self.ts[mask]
+        age_days = (reference_ts - ts) / SECONDS_PER_DAY
+        weights = self.weight[mask] * np.exp2(-np.maximum(age_days, 0.0) / self.half_life_days)
+        user_codes, rows = np.unique(users, return_inverse=True)
+        item_codes, cols = np.unique(items, return_inverse=True)
+        shape = (len(user_codes), len(item_codes))
+        cells, cell_of_event = np.unique(rows * shape[1] + cols, return_inverse=True)
+        cell_rows, cell_cols = cells // shape[1], cells % shape[1]
+        summed = np.bincount(cell_of_event, weights=weights, minlength=len(cells))
+        matrix = sp.csr_matrix((summed.astype(np.float32), (cell_rows, cell_cols)), shape=shape)
+        latest = np.full(len(cells), np.iinfo(np.int64).min, dtype=np.int64)
+        np.maximum.at(latest, cell_of_event, ts)
+        last_ts = sp.csr_matrix((latest.astype(np.float64), (cell_rows, cell_cols)), shape=shape)
+        features = None
+        if self.item_features is not None:
+            features = self.item_features.reindex(self.item_ids[item_codes]).reset_index(drop=True)
+        user_map = np.full(len(self.user_ids), -1, dtype=np.int64)
+        user_map[user_codes] = np.arange(len(user_codes))
+        item_map = np.full(len(self.item_ids), -1, dtype=np.int64)
+        item_map[item_codes] = np.arange(len(item_codes))
+        interactions = Interactions(self.user_ids[user_codes], self.item_ids[item_codes], matrix, last_ts, features)
+        return interactions, user_map, item_map
+
+
+@dataclass(frozen=True)
+class Fold:
+    """One train/test split, ready to score.
+
+    ``relevant`` has one row per evaluated user (``eval_user_ids``; ``train_rows`` gives the row in
+    ``train`` or -1 for a user with no training history) and one column per item: first the
+    training items in ``train.item_ids`` order (so model item indices address it directly), then
+    held-out items unknown to training (``n_unknown_items``). ``is_new`` marks training items
+    first seen within ``new_item_days`` before ``reference_ts``.
+    """
+
+    name: str
+    strategy: str
+    train: Interactions
+    relevant: sp.csr_matrix
+    eval_user_ids: np.ndarray
+    train_rows: np.ndarray
+    reference_ts: int
+    is_new: np.ndarray
+    n_unknown_items: int
+
+    @property
+    def n_eval_users(self) -> int:
+        return len(self.eval_user_ids)
+
+    def describe(self) -> str:
+        return (
+            f"{self.name}: train {self.train.n_users} users x {self.train.n_items} items "
+            f"({self.train.matrix.nnz} pairs), {self.n_eval_users} test users, "
+            f"{int(self.relevant.nnz)} held-out pairs ({self.n_unknown_items} items unknown at training)"
+        )
+
+
+def _make_fold(
+    log: EventLog,
+    name: str,
+    strategy: str,
+    train_mask: np.ndarray,
+    test_users: np.ndarray,
+    test_items: np.ndarray,
+    reference_ts: int,
+    new_item_days: float,
+) -> Fold:
+    """Assemble a fold from the training events and the held-out (user code, item code) pairs."""
+    if not train_mask.any():
+        raise ValueError(f"{name}: no training events before the split")
+    train, user_map, item_map = log.interactions(train_mask, reference_ts)
+    pairs = pd.DataFrame({"u": test_users, "i": test_items}).drop_duplicates()
+    rows, cols = user_map[pairs["u"].to_numpy()], item_map[pairs["i"].to_numpy()]
+    seen = np.zeros(len(pairs), dtype=bool)
+    both = (rows >= 0) & (cols >= 0)
+    if both.any():
+        seen[both] = np.asarray(train.matrix[rows[both], cols[both]]).ravel() > 0
+    pairs = pairs[~seen]
+    if pairs.empty:
+        raise ValueError(f"{name}: no held-out interaction with an item the user had not seen in training")
+    eval_codes, eval_rows = np.unique(pairs["u"].to_numpy(), return_inverse=True)
+    unknown_codes = np.unique(pairs["i"].to_numpy()[item_map[pairs["i"].to_numpy()] < 0])
+    column = item_map.copy()
+    column[unknown_codes] = train.n_items + np.arange(len(unknown_codes))
+    relevant = sp.csr_matrix(
+        (np.ones(len(pairs), dtype=np.float32), (eval_rows, column[pairs["i"].to_numpy()])),
+        shape=(len(eval_codes), train.n_items + len(unknown_codes)),
+    )
+    first_seen = log.item_first_seen()[train_item_codes(item_map, train.n_items)]
+    # An item first seen early in the log may be old, its history just predating the log: only an item
+    # that had new_item_days without events in the log before its first one can be told to be new.
+    window = new_item_days * SECONDS_PER_DAY
+    is_new = first_seen >= max(reference_ts - window, log.start + window)
+    return Fold(
+        name=name,
+        strategy=strategy,
+        train=train,
+        relevant=relevant,
+        eval_user_ids=log.user_ids[eval_codes],
+        train_rows=user_map[eval_codes],
+        reference_ts=int(reference_ts),
+        is_new=is_new,
+        n_unknown_items=len(unknown_codes),
+    )
+
+
+def train_item_codes(item_map: np.ndarray, n_items: int) -> np.ndarray:
+    """The log's item code of each training item, in training order."""
+    codes = np.empty(n_items, dtype=np.int64)
+    present = np.flatnonzero(item_map >= 0)
+    codes[item_map[present]] = present
+    return codes
+
+
+def rolling_cutoffs(log: EventLog, n_folds: int, test_days: float, step_days: float) -> list[int]:
+    """Cutoffs, newest first: end - test_days, then ``step_days`` earlier each, as the warehouse's split does."""
+    if n_folds < 1:
+        raise ValueError(f"a backtest needs at least one fold, got {n_folds}")
+    if test_days <= 0 or step_days <= 0:
+        raise ValueError(f"test_days and step_days must be positive, got {test_days} and {step_days}")
+    newest = log.end - int(test_days * SECONDS_PER_DAY)
+    cutoffs = [newest - int(j * step_days * SECONDS_PER_DAY) for j in range(n_folds)]
+    if cutoffs[-1] <= log.start:
+        span = (log.end - log.start) / SECONDS_PER_DAY
+        raise ValueError(
+            f"the log spans {span:.1f} days: too short for {n_folds} folds of {test_days} test days "
+            f"{step_days} days apart (the earliest fold would have no training data); "
+            "lower backtest_folds or backtest_step_days"
+        )
+    return cutoffs
+
+
+def global_time_folds(
+    log: EventLog, n_folds: int, test_days: float, step_days: float, new_item_days: float
+) -> list[Fold]:
+    """Rolling global-cutoff folds, newest first: train = events before the cutoff, test = the next test_days."""
+    folds = []
+    for j, cutoff in enumerate(rolling_cutoffs(log, n_folds, test_days, step_days)):
+        window = log.ts >= cutoff
+        if j > 0:  # the newest window runs to the end of the log inclusive, like the warehouse's test split
+            window &= log.ts < cutoff + int(test_days * SECONDS_PER_DAY)
+        label = pd.Timestamp(cutoff, unit="s", tz="UTC").strftime("%Y-%m-%d %H:%M")
+        folds.append(
+            _make_fold(
+                log,
+                f"cutoff {label}",
+                f"global_time(test_days={test_days:g})",
+                log.ts < cutoff,
+                log.users[window],
+                log.items[window],
+                cutoff,
+                new_item_days,
+            )
+        )
+    return folds
+
+
+def leave_last_n_fold(log: EventLog, n: int, new_item_days: float) -> Fold:
+    """Per user, the last n distinct items (by first interaction) are held out; training stops before them."""
+    if n < 1:
+        raise ValueError(f"leave-last-n needs n >= 1, got {n}")
+    pairs = (
+        pd.DataFrame({"u": log.users, "i": log.items, "ts": log.ts})
+        .groupby(["u", "i"], as_index=False)["ts"]
+        .min()
+        .sort_values(["u", "ts", "i"])
+    )
+    pairs["from_end"] = pairs.groupby("u").cumcount(ascending=False)
+    pairs["n_items"] = pairs.groupby("u")["i"].transform("size")
+    held = pairs[(pairs["from_end"] < n) & (pairs["n_items"] > n)]
+    if held.empty:
+        raise ValueError(f"leave-last-{n}: no user has more than {n} distinct items")
+    user_start = np.full(len(log.user_ids), np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(user_start, held["u"].to_numpy(), held["ts"].to_numpy())
+    train_mask = log.ts < user_start[log.users]
+    return _make_fold(
+        log,
+        f"leave-last-{n}",
+        f"leave_last_n(n={n})",
+        train_mask,
+        held["u"].to_numpy(),
+        held["i"].to_numpy(),
+        int(log.ts[train_mask].max()) if train_mask.any() else log.end,
+        new_item_days,
+    )
+
+
+def random_ratio_folds(log: EventLog, ratio: float, n_folds: int, seed: int, new_item_days: float) -> list[Fold]:
+    """n_folds seeded random splits of the (user, item) pairs, `ratio` of them held out in each."""
+    if not 0 < ratio < 1:
+        raise ValueError(f"random split ratio must be in (0, 1), got {ratio}")
+    pair_code = log.users * len(log.item_ids) + log.items
+    unique_pairs, pair_of_event = np.unique(pair_code, return_inverse=True)
+    folds = []
+    for j in range(n_folds):
+        held = np.random.default_rng(seed + j).random(len(unique_pairs)) < ratio
+        test_pairs = unique_pairs[held]
+        folds.append(
+            _make_fold(
+                log,
+                f"random seed {seed + j}",
+                f"random_ratio(ratio={ratio:g})",
+                ~held[pair_of_event],
+                test_pairs // len(log.item_ids),
+                test_pairs % len(log.item_ids),
+                log.end,
+                new_item_days,
+            )
+        )
+    return folds

@@ -1,0 +1,68 @@
+"""Candidate models by registered name, configured from settings: new algorithms plug in by name.
+
+A model class registers itself in ``models.base._REGISTRY`` under its ``name`` when its module is
+imported. A candidate's constructor parameter ``p`` takes, in order: ``train_model_params[name][p]``,
+else the setting ``<name>_<p>`` if there is one (``als_factors``), else the class default;
+``random_state`` is ``train_random_state``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable
+from functools import partial
+
+import models  # noqa: F401  (importing the package registers its models)
+from models.base import _REGISTRY, Recommender
+from pipelines.settings import Settings
+
+
+class UnknownCandidate(ValueError):
+    pass
+
+
+def model_class(name: str) -> type[Recommender]:
+    """The registered class of a model name, importing ``models.<name>`` if it is not registered yet."""
+    if name not in _REGISTRY:
+        try:
+            importlib.import_module(f"models.{name}")
+        except ImportError:
+            pass
+    if name not in _REGISTRY:
+        raise UnknownCandidate(f"unknown model {name!r}: registered models are {sorted(_REGISTRY)}")
+    return _REGISTRY[name]
+
+
+def candidate_params(name: str, settings: Settings) -> dict:
+    """Constructor arguments of one candidate, from settings (see the module docstring)."""
+    cls = model_class(name)
+    accepted = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "args", "kwargs")]
+    overrides = dict(settings.train_model_params.get(name, {}))
+    unknown = sorted(set(overrides) - set(accepted))
+    if unknown:
+        raise ValueError(f"train_model_params[{name!r}] sets {unknown}, which {cls.__name__} does not take: {accepted}")
+    params = {}
+    for parameter in accepted:
+        if parameter in overrides:
+            params[parameter] = overrides[parameter]
+        elif parameter == "random_state":
+            params[parameter] = settings.train_random_state
+        elif f"{name}_{parameter}" in type(settings).model_fields:
+            params[parameter] = getattr(settings, f"{name}_{parameter}")
+    return params
+
+
+def candidate_factories(settings: Settings) -> dict[str, Callable[[], Recommender]]:
+    """name -> a function that makes a fresh, unfitted model, for every configured candidate."""
+    if not settings.train_candidates:
+        raise ValueError("train_candidates is empty: name at least one registered model")
+    duplicates = sorted({n for n in settings.train_candidates if settings.train_candidates.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"train_candidates names {duplicates} more than once")
+    return {name: partial(model_class(name), **candidate_params(name, settings)) for name in settings.train_candidates}
+
+
+def recipe_factory(name: str, params: dict) -> Callable[[], Recommender]:
+    """A fresh model of a recorded recipe (algorithm name + params), e.g. the champion's."""
+    return partial(model_class(name), **params)

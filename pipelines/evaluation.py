@@ -1,0 +1,233 @@
+"""The evaluation stage: read the warehouse, split the log as settings say, backtest models.
+
+Training (``pipelines/train.py``) and ``recforge evaluate`` both call ``load_evaluation_data`` and
+``evaluate_candidates``, so the numbers the gate decides on are the numbers the command prints.
+
+Events come from ``intermediate.int_events_deduped`` rather than ``marts.interactions_split``
+because a rolling backtest needs several cutoffs: each fold re-aggregates the events before its
+cutoff with the warehouse's signal weights (``weight_*`` vars of ``dbt_project/dbt_project.yml``,
+read from that file so SQL and Python share one definition) and the same exponential decay. The
+newest fold is exactly the mart's split (tested in tests/test_evaluation.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from models.columns import Columns
+from models.dataset import Interactions
+from models.evaluation import (
+    BacktestResult,
+    EvaluationConfig,
+    EventLog,
+    Fold,
+    SegmentBounds,
+    backtest,
+    global_time_folds,
+    leave_last_n_fold,
+    random_ratio_folds,
+)
+from pipelines.candidates import candidate_factories
+from pipelines.settings import Settings
+from pipelines.warehouse import read_frame
+
+log = logging.getLogger(__name__)
+
+PRIMARY_METRIC = "ndcg_at_10"
+EVENT_TYPE_WEIGHT_VARS = {
+    "view": "weight_view",
+    "click": "weight_click",
+    "add_to_cart": "weight_add_to_cart",
+    "purchase": "weight_purchase",
+    "rating": "weight_rating",
+}
+
+
+@dataclass
+class EvaluationData:
+    log: EventLog
+    catalog: pd.DataFrame
+    folds: list[Fold]
+    split: str
+    snapshot: str
+
+    def full_interactions(self) -> Interactions:
+        """Every event, decayed to the end of the log: what the model to be served is fitted on."""
+        return self.log.interactions(np.ones(len(self.log), dtype=bool), self.log.end)[0]
+
+
+@dataclass
+class EvaluationRun:
+    """Backtest results per model name (and errors of candidates that failed), and the data they were measured on."""
+
+    data: EvaluationData
+    config: EvaluationConfig
+    results: dict[str, BacktestResult] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)  # candidate -> error, for candidates left out
+
+    def summaries(self) -> dict[str, dict[str, float]]:
+        return {name: result.summary() for name, result in self.results.items()}
+
+
+@cache
+def signal_weights(dbt_project: Path) -> dict[str, float]:
+    """Event type -> signal weight, from the dbt project's vars (the mart's definition)."""
+    variables = yaml.safe_load(dbt_project.read_text()).get("vars", {})
+    missing = [var for var in EVENT_TYPE_WEIGHT_VARS.values() if var not in variables]
+    if missing:
+        raise ValueError(f"{dbt_project} lacks the signal weight vars {missing}")
+    return {event: float(variables[var]) for event, var in EVENT_TYPE_WEIGHT_VARS.items()}
+
+
+def evaluation_config(settings: Settings) -> EvaluationConfig:
+    return EvaluationConfig(
+        k=settings.eval_k,
+        recall_k=settings.recall_k,
+        category_cap=settings.category_cap,
+        head_share=settings.eval_head_share,
+        segments=SegmentBounds(settings.segment_cold_below, settings.segment_power_above),
+    )
+
+
+def read_event_log(settings: Settings, catalog: pd.DataFrame | None = None) -> EventLog:
+    frame = read_frame(settings, "select user_id, item_id, event_type, event_ts from intermediate.int_events_deduped")
+    if frame.empty:
+        raise ValueError("intermediate.int_events_deduped is empty: ingest and transform first")
+    weights = signal_weights(settings.dbt_project_dir / "dbt_project.yml")
+    # The macro's `else` branch: an event type without its own weight counts as a view.
+    frame[Columns.Weight] = frame["event_type"].map(weights).fillna(weights["view"])
+    return EventLog.from_frame(
+        frame, settings.decay_half_life_days, item_features(read_catalog(settings) if catalog is None else catalog)
+    )
+
+
+def read_catalog(settings: Settings) -> pd.DataFrame:
+    return read_frame(
+        settings, "select item_id, category, price, created_at, in_stock, is_blocked from staging.stg_items"
+    )
+
+
+def item_features(catalog: pd.DataFrame) -> pd.DataFrame:
+    """Static item attributes for models that use them, indexed by item id; created_at in epoch seconds."""
+    features = catalog.set_index("item_id")[["category", "price", "created_at"]].copy()
+    stamps = pd.to_datetime(features["created_at"], utc=True)
+    features["created_at"] = (stamps - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
+    return features
+
+
+def make_folds(log: EventLog, settings: Settings) -> tuple[list[Fold], str]:
+    """The folds the settings ask for, and a label of the split for tags and reports."""
+    days = settings.eval_new_item_days
+    if settings.eval_split == "global_time":
+        step = settings.backtest_step_days or settings.test_days
+        folds = global_time_folds(log, settings.backtest_folds, settings.test_days, step, days)
+        label = f"global_time:test_days={settings.test_days},folds={settings.backtest_folds},step_days={step:g}"
+    elif settings.eval_split == "leave_last_n":
+        folds = [leave_last_n_fold(log, settings.eval_leave_last_n, days)]
+        label = f"leave_last_n:n={settings.eval_leave_last_n}"
+    else:
+        folds = random_ratio_folds(
+            log, settings.eval_random_ratio, settings.backtest_folds, settings.train_random_state, days
+        )
+        label = f"random_ratio:ratio={settings.eval_random_ratio:g},folds={settings.backtest_folds}"
+    return folds, label
+
+
+def load_evaluation_data(settings: Settings) -> EvaluationData:
+    catalog = read_catalog(settings)
+    event_log = read_event_log(settings, catalog)
+    folds, label = make_folds(event_log, settings)
+    for fold in folds:
+        log.info("fold %s", fold.describe())
+    snapshot = pd.Timestamp(event_log.end, unit="s", tz="UTC").isoformat()
+    return EvaluationData(event_log, catalog, folds, label, snapshot)
+
+
+def backtest_candidates(factories: dict, run: EvaluationRun, tags: dict[str, str]) -> None:
+    """Backtest each candidate in a nested MLflow run of the active run, filling ``run.results``.
+
+    A candidate that raises is left out (its run ends FAILED with an ``error`` tag, the error is
+    logged and kept in ``run.failures``), so one broken algorithm cannot block retraining with the
+    others; if every candidate fails, this raises naming each error.
+    """
+    import mlflow
+    from mlflow import MlflowClient
+
+    from pipelines.tracking import log_backtest
+
+    for name, factory in factories.items():
+        with mlflow.start_run(run_name=name, nested=True, tags={**tags, "model": name}) as child:
+            try:
+                run.results[name] = backtest(factory, run.data.folds, run.data.catalog, run.config)
+            except Exception as error:
+                run.failures[name] = f"{type(error).__name__}: {error}"
+                log.error("candidate %s failed and is left out: %s", name, run.failures[name], exc_info=True)
+                mlflow.set_tag("error", run.failures[name][:5000])
+            else:
+                log_backtest(run.results[name])
+        if name in run.failures:
+            MlflowClient().set_terminated(child.info.run_id, "FAILED")
+    if not run.results:
+        raise RuntimeError("every candidate failed: " + "; ".join(f"{n}: {e}" for n, e in run.failures.items()))
+
+
+def text_table(headers: list[str], rows: list[list[object]]) -> str:
+    """A plain aligned table for the terminal."""
+    cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def metrics_table(run: EvaluationRun) -> str:
+    """Per model and group (all users, each segment, new items): users and the key metrics, mean +- std."""
+    from models.evaluation import SEGMENTS
+
+    k, recall_k = run.config.k, run.config.recall_k
+    metrics = [f"ndcg_at_{k}", f"recall_at_{recall_k}", f"map_at_{k}", f"mrr_at_{k}", f"hit_rate_at_{k}"]
+    metrics += [f"coverage_at_{k}", f"diversity_at_{k}", f"novelty_at_{k}", f"popularity_bias_at_{k}"]
+    rows = []
+    for name, summary in run.summaries().items():
+        for label, prefix in [("all", ""), *((s, f"segment.{s}.") for s in SEGMENTS), ("new_items", "new_items.")]:
+            row = [name, label, f"{summary.get(prefix + 'n_eval_users', 0.0):.1f}"]
+            row += [f"{summary[prefix + m]:.4f}+-{summary[prefix + m + '_std']:.4f}" for m in metrics]
+            rows.append(row)
+    return text_table(["model", "group", "users/fold", *metrics], rows)
+
+
+def run_evaluation(settings: Settings, names: list[str] | None = None) -> tuple[EvaluationRun, Path, str]:
+    """``recforge evaluate``: backtest candidates, write the report, log it to MLflow; no registration."""
+    import mlflow
+
+    from pipelines.evaluation_report import write_evaluation_report
+    from pipelines.reports import write_index
+    from pipelines.tracking import code_version, configure
+
+    configure(settings)
+    factories = candidate_factories(settings)
+    unknown = sorted(set(names or []) - set(factories))
+    if unknown:
+        raise ValueError(
+            f"{unknown} are not among train_candidates {sorted(factories)} (set RECFORGE_TRAIN_CANDIDATES)"
+        )
+    data = load_evaluation_data(settings)
+    tags = {"data_snapshot": data.snapshot, "split": data.split, "code_version": code_version(), "kind": "evaluation"}
+    run = EvaluationRun(data, evaluation_config(settings))
+    with mlflow.start_run(run_name="evaluation", tags=tags) as parent:
+        backtest_candidates({name: factories[name] for name in names or factories}, run, tags)
+        summaries = run.summaries()
+        best = max(summaries, key=lambda name: summaries[name][PRIMARY_METRIC])
+        mlflow.log_metrics({f"{name}.{PRIMARY_METRIC}": m[PRIMARY_METRIC] for name, m in summaries.items()})
+        mlflow.set_tag("best_model", best)
+        report = write_evaluation_report(settings, run, tags, best=best)
+        mlflow.log_artifact(str(report), artifact_path="reports")
+    write_index(settings)
+    return run, report, parent.info.run_id
