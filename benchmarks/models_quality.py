@@ -47,7 +47,7 @@ sys.path.insert(0, str(REPO_ROOT))
 from models import Recommender, algorithm  # noqa: E402
 from models.columns import Columns  # noqa: E402
 from models.dataset import Interactions  # noqa: E402
-from models.metrics import calc_metrics, hits_matrix, ndcg_at_k  # noqa: E402
+from models.metrics import CatalogStats, calc_metrics, hits_matrix, ndcg_at_k  # noqa: E402
 
 log = logging.getLogger("models_quality")
 
@@ -207,6 +207,20 @@ def make_model(name: str, test_days: float, n_items: int, seed: int) -> Recommen
     return algorithm(name)(random_state=seed)
 
 
+METRIC_PREFIXES = ("ndcg", "recall", "map", "mrr", "hit", "coverage", "diversity", "novelty", "popularity_bias")
+
+
+def catalog_stats(train: Interactions) -> CatalogStats:
+    """Categories and popularity of the training items, for coverage, diversity, novelty and popularity bias."""
+    if train.item_features is not None and "category" in train.item_features:
+        categories = train.item_features["category"].fillna("unknown").astype(str).to_numpy()
+    else:
+        categories = np.full(train.n_items, "unknown")
+    codes = np.unique(categories, return_inverse=True)[1].astype(np.int64)
+    popularity = np.asarray((train.matrix > 0).sum(axis=0)).ravel().astype(np.float64)
+    return CatalogStats(categories=codes, popularity=popularity, n_users=train.n_users)
+
+
 # --- one model in its own process
 def run_one(target: Path, model_name: str, seed: int) -> dict:
     train, relevant, facts = load_split(target)
@@ -219,7 +233,7 @@ def run_one(target: Path, model_name: str, seed: int) -> dict:
     started = time.perf_counter()
     items, _ = model.recommend(users, 50)
     recommend_seconds = time.perf_counter() - started
-    metrics = calc_metrics(items, relevant[users], 10, 50)
+    metrics = calc_metrics(items, relevant[users], 10, 50, catalog=catalog_stats(train))
     n_relevant = np.asarray(relevant[users].sum(axis=1)).ravel().astype(np.int64)
     per_user = ndcg_at_k(hits_matrix(items, relevant[users]), n_relevant, 10)
     result = {
@@ -258,7 +272,7 @@ def markdown(results: dict[str, list[dict]]) -> str:
             f"({facts['test_events']} events), {rows[0]['n_eval_users']} users evaluated",
             "",
         ]
-        metric_keys = [k for k in rows[0] if k.startswith(("ndcg", "recall", "map", "mrr", "hit", "coverage"))]
+        metric_keys = [k for k in rows[0] if k.startswith(METRIC_PREFIXES)]
         metric_keys = [k for k in metric_keys if k != "ndcg_at_10_se"]
         header = ["model", *metric_keys, "fit s", "peak RSS MB (base)"]
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
