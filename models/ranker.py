@@ -59,6 +59,8 @@ class RankerRecommender(Recommender):
     """
 
     name = "ranker"
+    # Declared in the registered MLflow model, which must load and rank on its own.
+    pip_requirements = ["lightgbm"]
 
     def __init__(
         self,

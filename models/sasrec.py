@@ -46,6 +46,8 @@ class SASRecRecommender(Recommender):
     """
 
     name = "sasrec"
+    # Declared in the registered MLflow model; the exact version the CPU wheel on disk provides.
+    pip_requirements = ["torch==2.13.0"]
 
     def __init__(
         self,

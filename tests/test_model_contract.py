@@ -241,3 +241,18 @@ class TestSASRec(PersonalisedContract):
         found = (numbers[:, :, None] == neighbours[:, None, :]).any(axis=2)
         assert found.any(axis=1).all()  # every item has a walk neighbour among its two nearest
         assert found.all(axis=1).mean() >= 0.75  # and most have both (rare items are learnt less well)
+
+
+def test_every_algorithm_declares_the_heavy_libraries_its_module_imports():
+    """The registered MLflow model must install what the algorithm needs to load and rank on its own."""
+    import inspect
+    import re
+
+    from models.base import _REGISTRY
+
+    for name, cls in _REGISTRY.items():
+        source = inspect.getsource(inspect.getmodule(cls))
+        for library in ("lightgbm", "torch"):
+            if re.search(rf"^\s*(import|from) {library}\b", source, re.M):
+                declared = " ".join(getattr(cls, "pip_requirements", []))
+                assert library in declared, f"{name} imports {library} but does not declare it in pip_requirements"
