@@ -26,6 +26,7 @@ import scipy.sparse as sp
 
 from models.base import Recommender
 from models.business_rules import (
+    allowed_and_categories,
     category_capped_order,
     head_within_cap,
     history_anchors,
@@ -33,6 +34,7 @@ from models.business_rules import (
     popularity_blend,
 )
 from models.columns import Columns
+from models.popularity import distinct_users_per_item
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -113,7 +115,7 @@ def excluded_matrix(model: Recommender, purchased: pd.DataFrame | None) -> sp.cs
 
 def item_popularity(model: Recommender) -> np.ndarray:
     """Distinct users per item: one heavy user cannot make an item popular."""
-    return np.asarray((model.seen > 0).sum(axis=0)).ravel().astype(np.float32)
+    return distinct_users_per_item(model.seen)
 
 
 def blend_cold_users(
@@ -197,10 +199,7 @@ def build_lists(
     model: Recommender, items: pd.DataFrame, rules: ListRules, purchased: pd.DataFrame | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Top-N per known user and the popularity fallback, both after the business rules."""
-    catalog = items.set_index(Columns.Item)
-    known = catalog.reindex(model.item_ids)
-    allowed = (known["in_stock"].fillna(False) & ~known["is_blocked"].fillna(True)).to_numpy(dtype=bool)
-    categories = pd.factorize(known["category"].fillna("unknown"))[0]
+    allowed, categories = allowed_and_categories(model.item_ids, items)
     excluded = excluded_matrix(model, purchased)
 
     users = np.arange(len(model.user_ids))

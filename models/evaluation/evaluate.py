@@ -21,6 +21,7 @@ from models.business_rules import allowed_and_categories, popularity_fallback, r
 from models.evaluation.segments import SegmentBounds, new_item_relevance, segment_masks
 from models.evaluation.splits import Fold
 from models.metrics import CatalogStats, calc_metrics
+from models.popularity import distinct_users_per_item
 
 VIEWS = ("rules", "raw")
 RAW_PREFIX = "raw."
@@ -87,7 +88,7 @@ def _lists(model, fold: Fold, allowed, categories, popularity, config: Evaluatio
 
 def item_popularity(fold: Fold) -> np.ndarray:
     """Distinct training users per item: what 'popular' means for novelty, the head and the fallback."""
-    return np.asarray((fold.train.matrix > 0).sum(axis=0)).ravel().astype(np.float64)
+    return distinct_users_per_item(fold.train.matrix).astype(np.float64)
 
 
 def score_fold(model, fold: Fold, catalog: pd.DataFrame, config: EvaluationConfig) -> FoldScore:
