@@ -28,10 +28,10 @@ import scipy.sparse as sp
 
 from models.columns import Columns
 from models.dataset import Interactions
+from models.evaluation.segments import SegmentBounds
 
 SECONDS_PER_DAY = 86_400.0
 # Activity segments by distinct items, as marts.user_features defines them.
-CASUAL_MIN_ITEMS, POWER_MIN_ITEMS = 5, 51
 
 
 @dataclass
@@ -193,9 +193,9 @@ class FeatureContext:
         return cls(**values)
 
 
-def segment_of(n_items: np.ndarray) -> np.ndarray:
-    """0 cold, 1 casual, 2 power, by distinct items."""
-    return (n_items >= CASUAL_MIN_ITEMS).astype(np.int8) + (n_items >= POWER_MIN_ITEMS).astype(np.int8)
+def segment_of(n_items: np.ndarray, bounds: SegmentBounds = SegmentBounds()) -> np.ndarray:
+    """0 cold, 1 casual, 2 power, by distinct items: the same bounds evaluation reports segments by."""
+    return (n_items >= bounds.cold_below).astype(np.int8) + (n_items > bounds.power_above).astype(np.int8)
 
 
 def category_codes(interactions: Interactions) -> tuple[np.ndarray | None, np.ndarray | None]:

@@ -9,7 +9,6 @@ rename). A crash at any point leaves the live version untouched.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -32,6 +31,7 @@ from pipelines.lists import ListRules, build_lists, item_vectors
 from pipelines.settings import Settings
 from pipelines.validate import validate_publication
 from pipelines.warehouse import read_frame
+from serving.publication import sha256  # the verifier's own checksum: writer and reader cannot disagree
 
 log = logging.getLogger(__name__)
 
@@ -276,14 +276,6 @@ def prune_versions(root: Path, keep: int) -> list[str]:
     for version in doomed:
         shutil.rmtree(root / version)
     return doomed
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _fsync(path: Path) -> None:

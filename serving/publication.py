@@ -92,7 +92,7 @@ class Publication:
                 raise PublicationError(f"{self.directory}: manifest names a file outside the publication: {name!r}")
             if not path.exists():
                 raise PublicationError(f"{self.directory}: {name} listed in the manifest is missing")
-            if _sha256(path) != facts["sha256"]:
+            if sha256(path) != facts["sha256"]:
                 raise PublicationError(f"{self.directory}: checksum of {name} does not match the manifest")
 
     def _rows_of(self, item_ids: pa.ChunkedArray) -> np.ndarray:
@@ -310,7 +310,8 @@ def _sorted_by_user_and_rank(user_ids: np.ndarray, starts: np.ndarray, ranks: np
     return bool(increasing.all())
 
 
-def _sha256(path: Path) -> str:
+def sha256(path: Path) -> str:
+    """The checksum a manifest records for each file; the publisher computes it with this same function."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 22), b""):
