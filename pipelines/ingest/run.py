@@ -20,6 +20,7 @@ from pipelines.warehouse import connect
 log = logging.getLogger(__name__)
 
 LANDING_FORMATS = ("*.jsonl", "*.csv", "*.parquet")
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass
@@ -142,36 +143,33 @@ def ingest_path(settings: Settings, source_name: str, path: Path) -> IngestResul
     except SchemaError as error:
         raise IngestError(str(error)) from error
     now = datetime.now(UTC)
+    window = BatchWindow(
+        interval_start=EPOCH,
+        interval_end=now,
+        landing_date=now.date(),
+        latest_allowed=now + timedelta(seconds=settings.future_tolerance_seconds),
+        earliest_allowed=EPOCH,
+    )
     results = []
     with connect(settings) as con:
         con.execute("begin transaction")
         try:
-            catalog_items = (
+            if catalog is not None:
                 _replace_catalog(con, catalog)
-                if catalog is not None
-                else con.execute("select count(*) from raw.items").fetchone()[0]
-            )
             for file in files:
-                window = BatchWindow(
-                    interval_start=datetime(1970, 1, 1, tzinfo=UTC),
-                    interval_end=now,
-                    landing_date=now.date(),
-                    latest_allowed=now + timedelta(seconds=settings.future_tolerance_seconds),
-                    earliest_allowed=datetime(1970, 1, 1, tzinfo=UTC),
-                )
                 batch_id = batch_id_for(source.name, None, file.name)
                 result = _guarded(ingest_batch, con, source, file, str(file), batch_id, window, settings)
                 _stamp_import_interval(con, batch_id)
                 result.rows_late = 0  # history has no landing day to be late for
                 results.append(result)
-            if catalog is None:
-                catalog_items = _add_items_seen_in_events(con)
+            # Sources without a catalog (Retailrocket's events file): every item seen becomes a catalog row.
+            catalog_items = _catalog_size(con, add_seen=catalog is None)
+            first, last = con.execute("select min(event_ts), max(event_ts) from raw.events").fetchone()
             con.execute("commit")
         except Exception:
             con.execute("rollback")
             raise
-    first, last = _event_range(settings)
-    result = IngestResult(first, last, results, catalog_items)
+    result = IngestResult(first or EPOCH, last or EPOCH, results, catalog_items)
     log.info(result.summary())
     return result
 
@@ -220,12 +218,6 @@ def _stamp_import_interval(con: duckdb.DuckDBPyConnection, batch_id: str) -> Non
     )
 
 
-def _event_range(settings: Settings) -> tuple[datetime, datetime]:
-    with connect(settings) as con:
-        first, last = con.execute("select min(event_ts), max(event_ts) from raw.events").fetchone()
-    return first or datetime(1970, 1, 1, tzinfo=UTC), last or datetime(1970, 1, 1, tzinfo=UTC)
-
-
 def read_recforge_catalog_or_fail(settings: Settings) -> pd.DataFrame:
     path = catalog_file(settings.landing_dir)
     if not path.exists():
@@ -245,13 +237,14 @@ def _replace_catalog(con: duckdb.DuckDBPyConnection, items: pd.DataFrame) -> int
     return len(items)
 
 
-def _add_items_seen_in_events(con: duckdb.DuckDBPyConnection) -> int:
-    """Sources without a catalog (Retailrocket's events file): every item seen becomes a catalog row."""
-    con.execute(
-        """
-        insert into raw.items (item_id, in_stock, is_blocked)
-        select distinct item_id, true, false from raw.events
-        where item_id not in (select item_id from raw.items)
-        """
-    )
+def _catalog_size(con: duckdb.DuckDBPyConnection, add_seen: bool) -> int:
+    """Items in the catalog; with `add_seen`, first add every item seen in events that it lacks."""
+    if add_seen:
+        con.execute(
+            """
+            insert into raw.items (item_id, in_stock, is_blocked)
+            select distinct item_id, true, false from raw.events
+            where item_id not in (select item_id from raw.items)
+            """
+        )
     return con.execute("select count(*) from raw.items").fetchone()[0]
