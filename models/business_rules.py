@@ -204,41 +204,18 @@ def allowed_and_categories(item_ids: np.ndarray, catalog) -> tuple[np.ndarray, n
     return allowed, codes
 
 
-def rank_with_rules(
-    model, user_index: np.ndarray, depth: int, allowed: np.ndarray, categories: np.ndarray, cap: float, head: int = 10
-) -> tuple[np.ndarray, np.ndarray]:
-    """Top-`depth` lists after publication's rules: seen and disallowed items out, category cap on the head.
-
-    Candidates are the top `depth` plus a margin of 50; users whose candidates are not diverse
-    enough to fill the head within the cap are re-ranked deeper (4x, then the whole catalog), so
-    the cap holds wherever the catalog allows it. Deeper candidates change nothing for a user whose
-    head is already full: the greedy order only looks further down, so every stage gives the lists
-    a whole-catalog ranking would, at a fraction of the cost.
-    """
-    n_items = len(model.item_ids)
-    margin = min(n_items, depth + 50)
-    ranked, scores = model.recommend(user_index, margin, allowed_items=allowed)
-    order = category_capped_order(ranked, categories, cap, head)
-    ranked, scores = np.take_along_axis(ranked, order, axis=1), np.take_along_axis(scores, order, axis=1)
-    short = np.flatnonzero(~head_within_cap(ranked, categories, cap, head))
-    for deeper in sorted({min(n_items, 4 * margin), n_items}):
-        if not len(short) or deeper <= margin:
-            continue
-        deep, deep_scores = model.recommend(user_index[short], deeper, allowed_items=allowed)
-        order = category_capped_order(deep, categories, cap, head)
-        deep, deep_scores = np.take_along_axis(deep, order, axis=1), np.take_along_axis(deep_scores, order, axis=1)
-        ranked[short], scores[short] = deep[:, :margin], deep_scores[:, :margin]
-        if deeper < n_items:
-            short = short[~head_within_cap(deep, categories, cap, head)]
-    return _pad(ranked[:, :depth], depth, -1), _pad(scores[:, :depth], depth, -np.inf)
-
-
 def popularity_fallback(
-    popularity: np.ndarray, depth: int, allowed: np.ndarray | None, categories: np.ndarray | None, cap: float | None
+    popularity: np.ndarray,
+    depth: int,
+    allowed: np.ndarray | None,
+    categories: np.ndarray | None,
+    cap: float | None,
+    head: int = 10,
 ) -> np.ndarray:
     """The list an unknown user gets: most popular allowed items, category cap on the head (-1 padded).
 
-    With `allowed`, `categories` and `cap` None it is the raw popularity order.
+    Publication stores it and evaluation scores it, so both call this. With `allowed`,
+    `categories` and `cap` None it is the raw popularity order.
     """
     scores = popularity.astype(np.float64, copy=True)
     if allowed is not None:
@@ -246,13 +223,7 @@ def popularity_fallback(
     top = np.argsort(-scores, kind="stable")
     top = top[np.isfinite(scores[top])]
     if categories is not None and cap is not None and len(top):
-        top = top[category_capped_order(top[None, :], categories, cap)[0]]
-    return _pad(top[None, :depth], depth, -1)[0]
-
-
-def _pad(matrix: np.ndarray, depth: int, fill) -> np.ndarray:
-    if matrix.shape[1] >= depth:
-        return matrix
-    padded = np.full((matrix.shape[0], depth), fill, dtype=matrix.dtype)
-    padded[:, : matrix.shape[1]] = matrix
+        top = top[category_capped_order(top[None, :], categories, cap, head)[0]]
+    padded = np.full(depth, -1, dtype=np.int64)
+    padded[: min(depth, len(top))] = top[:depth]
     return padded

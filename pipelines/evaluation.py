@@ -34,6 +34,7 @@ from models.evaluation import (
     leave_last_n_fold,
     random_ratio_folds,
 )
+from models.ranked_lists import ListRules
 from pipelines.candidates import candidate_factories
 from pipelines.settings import Settings
 from pipelines.warehouse import read_frame
@@ -90,9 +91,9 @@ def evaluation_config(settings: Settings) -> EvaluationConfig:
     return EvaluationConfig(
         k=settings.eval_k,
         recall_k=settings.recall_k,
-        category_cap=settings.category_cap,
+        rules=ListRules.from_settings(settings),
         head_share=settings.eval_head_share,
-        segments=SegmentBounds(settings.segment_cold_below, settings.segment_power_above),
+        segments=SegmentBounds(settings.cold_user_below, settings.segment_power_above),
     )
 
 

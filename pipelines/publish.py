@@ -26,8 +26,9 @@ import pyarrow.parquet as pq
 
 from models.base import Recommender
 from models.columns import Columns
+from models.ranked_lists import ListRules, item_vectors
 from pipelines.item_index import INDEX_FILE, write_item_index
-from pipelines.lists import ListRules, build_lists, item_vectors
+from pipelines.lists import build_lists
 from pipelines.settings import Settings
 from pipelines.validate import validate_publication
 from pipelines.warehouse import read_frame

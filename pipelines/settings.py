@@ -14,7 +14,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -147,7 +147,12 @@ class Settings(BaseSettings):
     eval_new_item_days: float = Field(
         default=7.0, gt=0, description="An item is new if its first event is within this many days before the cutoff."
     )
-    segment_cold_below: int = Field(default=5, ge=1, description="Cold users have fewer distinct training items.")
+    cold_user_below: int = Field(
+        default=5,
+        ge=1,
+        description="Cold users have fewer distinct training items: their own evaluation segment, and "
+        "the cold-user popularity blend in the lists (evaluated and published alike).",
+    )
     segment_power_above: int = Field(default=50, ge=1, description="Power users have more distinct training items.")
     eval_head_share: float = Field(
         default=0.01, gt=0, le=1, description="Top share of items by popularity that popularity bias counts."
@@ -169,9 +174,6 @@ class Settings(BaseSettings):
     # --- publication: list rules, reasons and the item index (see docs/architecture.md, "Publication")
     publish_candidate_margin: int = Field(
         default=50, description="Candidates scored per user beyond top N, so the rules have items to promote."
-    )
-    cold_user_max_items: int = Field(
-        default=5, description="Users with fewer distinct interacted items than this get the cold-user blend."
     )
     cold_popularity_weight: float = Field(
         default=0.5, ge=0.0, le=1.0, description="Weight of in-category popularity in a cold user's blended score."
@@ -197,6 +199,17 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute_home(cls, value: Path) -> Path:
         return value.expanduser().resolve()
+
+    @model_validator(mode="after")
+    def _evaluated_lists_are_stored_lists(self) -> Settings:
+        """Evaluation scores the head of the lists publication stores, so it cannot look deeper than they go."""
+        deepest = max(self.eval_k, self.recall_k)
+        if deepest > self.publish_top_n:
+            raise ValueError(
+                f"eval_k={self.eval_k} / recall_k={self.recall_k} look deeper than publish_top_n={self.publish_top_n}: "
+                "evaluation scores the stored lists, so raise publish_top_n or lower the cut-offs"
+            )
+        return self
 
     # Paths are derived, never configured separately, so they cannot drift apart.
     @cached_property

@@ -21,7 +21,7 @@ TINY = {
     "sim_bot_users": 2,
     "test_days": 3,
     "valid_days": 3,
-    "publish_top_n": 20,
+    "publish_top_n": 50,
     "als_factors": 16,
     "als_iterations": 12,
 }

@@ -8,7 +8,7 @@ import pytest
 import scipy.sparse as sp
 
 from models import ALSRecommender, PopularityRecommender, RecentPopularityRecommender, Recommender
-from models.business_rules import allowed_and_categories, category_capped_order, head_within_cap, rank_with_rules
+from models.business_rules import allowed_and_categories, category_capped_order, head_within_cap
 from models.dataset import Interactions
 from models.evaluation import (
     EvaluationConfig,
@@ -22,7 +22,8 @@ from models.evaluation import (
 )
 from models.evaluation.evaluate import fold_lists
 from models.evaluation.segments import history_sizes, new_item_relevance, segment_masks
-from models.evaluation.splits import SECONDS_PER_DAY
+from models.evaluation.splits import SECONDS_PER_DAY, Fold
+from models.ranked_lists import ListRules, cold_users, ranked_lists
 from pipelines.candidates import UnknownCandidate, candidate_factories, candidate_params
 from pipelines.evaluation import load_evaluation_data, read_catalog, read_event_log, signal_weights
 from tests.conftest import make_settings
@@ -238,7 +239,8 @@ def test_rules_ranking_equals_a_whole_catalog_ranking_when_the_head_needs_deep_c
     model = FixedScores(scores).fit(interactions)
     allowed = np.ones(n_items, dtype=bool)
     users = np.arange(n_users)
-    ranked, _ = rank_with_rules(model, users, 20, allowed, categories, cap=0.4)
+    no_cold_blend = ListRules(top_n=20, candidate_margin=50, category_cap=0.4, cold_user_below=0)
+    ranked = ranked_lists(model, users, no_cold_blend, allowed, categories).ranked
     full, _ = model.recommend(users, n_items, allowed_items=allowed)
     expected = np.take_along_axis(full, category_capped_order(full, categories, 0.4), axis=1)[:, :20]
     np.testing.assert_array_equal(ranked, expected)
@@ -246,28 +248,51 @@ def test_rules_ranking_equals_a_whole_catalog_ranking_when_the_head_needs_deep_c
 
 
 def test_evaluated_lists_are_the_published_lists(built):
-    """The same model, catalog and cap give the same top-N in evaluation as in publication.
+    """The same model, catalog and rules give the same top N in evaluation as in publication.
 
-    With the cold-user popularity blend switched off: evaluation does not apply that blend (yet),
-    so with it on (the default) only the lists of cold users differ.
+    With every default rule on, the cold-user popularity blend included, and with MMR too.
     """
     import dataclasses
 
-    from pipelines.lists import ListRules, build_lists
+    from pipelines.lists import build_lists
     from pipelines.publish import read_items, read_purchases
 
     data = load_evaluation_data(built)
     model = ALSRecommender(factors=8, iterations=5).fit(data.full_interactions())
-    items = read_items(built)
-    rules = dataclasses.replace(ListRules.from_settings(built), top_n=20, cold_user_max_items=0)
-    published, _ = build_lists(model, items, rules, read_purchases(built))
-    allowed, categories = allowed_and_categories(model.item_ids, read_catalog(built))
-    users = np.arange(len(model.user_ids))
-    ranked, _ = rank_with_rules(model, users, 20, allowed, categories, built.category_cap)
-    evaluated = {
-        (model.user_ids[u], rank + 1, model.item_ids[i]) for u, row in enumerate(ranked) for rank, i in enumerate(row)
-    }
-    assert evaluated == set(published[["user_id", "rank", "item_id"]].itertuples(index=False, name=None))
+    rules = dataclasses.replace(ListRules.from_settings(built), top_n=20)
+    fold = whole_history_fold(model)
+    cold = cold_users(model, np.arange(len(model.user_ids)), rules)
+    assert cold.any() and not cold.all(), "the tiny world should have cold and warm users"
+    for mmr in (False, True):
+        rules = dataclasses.replace(rules, mmr_enabled=mmr)
+        published, _ = build_lists(model, read_items(built), rules, read_purchases(built))
+        assert set(published["reason"]) >= {"model", "popular"}
+        config = EvaluationConfig(k=10, recall_k=20, rules=rules)
+        ranked = fold_lists(model, fold, read_catalog(built), config)["rules"]
+        evaluated = {
+            (model.user_ids[u], rank + 1, model.item_ids[i])
+            for u, row in enumerate(ranked)
+            for rank, i in enumerate(row)
+            if i >= 0
+        }
+        top = published[published["rank"] <= config.depth]
+        assert evaluated == set(top[["user_id", "rank", "item_id"]].itertuples(index=False, name=None)), f"mmr={mmr}"
+
+
+def whole_history_fold(model: Recommender) -> Fold:
+    """A fold whose evaluated users are all of the model's users, with their whole history as training."""
+    n_users, n_items = model.seen.shape
+    return Fold(
+        name="whole_history",
+        strategy="test",
+        train=Interactions(model.user_ids, model.item_ids, model.seen.tocsr()),
+        relevant=sp.csr_matrix((n_users, n_items), dtype=np.float32),
+        eval_user_ids=model.user_ids,
+        train_rows=np.arange(n_users),
+        reference_ts=0,
+        is_new=np.zeros(n_items, dtype=bool),
+        n_unknown_items=0,
+    )
 
 
 def test_the_newest_fold_is_the_warehouse_split(built):
@@ -385,11 +410,15 @@ def test_segment_bounds_out_of_order_are_refused():
 
 def test_a_category_cap_outside_zero_one_is_refused():
     with pytest.raises(ValueError, match=r"category_cap must be in \(0, 1\]"):
-        EvaluationConfig(category_cap=1.5)
+        ListRules(category_cap=1.5)
+
+
+def test_evaluating_deeper_than_publication_stores_is_refused():
+    with pytest.raises(ValueError, match=r"publication stores only the top 20 \(publish_top_n\)"):
+        EvaluationConfig(k=10, recall_k=50, rules=ListRules(top_n=20))
 
 
 def test_a_catalog_without_stock_columns_is_refused():
-    from models.business_rules import allowed_and_categories
 
     with pytest.raises(ValueError, match=r"item catalog lacks columns \['in_stock', 'is_blocked'\]"):
         allowed_and_categories(np.array(["x"]), pd.DataFrame({"item_id": ["x"], "category": ["c"]}))
@@ -427,3 +456,10 @@ def test_folds_carry_last_interaction_times_and_item_features_for_time_aware_mod
     model = RecentPopularityRecommender(window_days=0.5).fit(fold.train)
     scores = dict(zip(model.item_ids, model.item_scores, strict=True))
     assert scores["x"] > scores["y"]  # one user each, but a's x (day 2) is recent and b's y (day 1) is not
+
+
+def test_settings_that_evaluate_deeper_than_the_stored_lists_are_refused(tmp_path):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=r"recall_k=50 look deeper than publish_top_n=30"):
+        make_settings(tmp_path, publish_top_n=30)

@@ -64,7 +64,7 @@ def test_the_manifest_records_the_rules_their_parameters_and_the_index_type(publ
     ]
     parameters = manifest["rules"]["parameters"]
     assert parameters["category_cap"] == published.category_cap
-    assert parameters["cold_user_max_items"] == published.cold_user_max_items
+    assert parameters["cold_user_below"] == published.cold_user_below
     assert parameters["mmr_enabled"] is False
     assert manifest["item_index"] == {"type": "flat", "metric": "inner_product", "dimension": published.als_factors}
     assert sum(manifest["counts"]["reasons"].values()) == manifest["counts"]["user_rows"]

@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 
 from models.business_rules import head_within_cap, history_anchors, mmr_order, popularity_blend, unit_vectors
-from pipelines.lists import ListRules, build_lists, item_vectors
+from models.ranked_lists import ListRules, item_vectors
+from pipelines.lists import build_lists
 from pipelines.publish import load_champion, read_items, read_purchases
 from tests.conftest import copy_home
 
@@ -94,7 +95,7 @@ def histories(model) -> dict[str, set[str]]:
 
 def test_only_cold_users_get_popular_items_and_those_are_in_their_categories(champion):
     settings, model, items, _ = champion
-    recs = lists_with(champion, cold_user_max_items=8)
+    recs = lists_with(champion, cold_user_below=8)
     category = items.set_index("item_id")["category"]
     history = histories(model)
     cold = {user for user, seen in history.items() if len(seen) < 8}
@@ -121,7 +122,7 @@ def test_a_similar_to_reason_names_a_history_item_close_to_the_recommendation(ch
 
 
 def test_without_a_reachable_similarity_every_model_item_is_explained_as_model(champion):
-    recs = lists_with(champion, reason_min_similarity=1.0, cold_user_max_items=0)
+    recs = lists_with(champion, reason_min_similarity=1.0, cold_user_below=0)
     assert set(recs["reason"]) == {"model"}
 
 

@@ -1,8 +1,10 @@
 """Score one fitted model on one fold: the lists users would get, then every metric on them.
 
-Two views of the same model. ``rules``: the lists after publication's business rules (seen,
-out-of-stock and blocked items out, the category cap on the top 10; users unknown to training get
-the capped popularity fallback), i.e. what users are served and what promotion decides on. ``raw``:
+Two views of the same model. ``rules``: the lists after publication's business rules, built by
+the function publication stores (:func:`models.ranked_lists.ranked_lists`: seen, out-of-stock and
+blocked items out, the cold-user popularity blend, MMR if enabled, the category cap on the top 10;
+users unknown to training get the capped popularity fallback), i.e. what users are served and what
+promotion decides on. ``raw``:
 the model's own ranking with only seen items filtered, to show what the rules cost or gain.
 
 Every metric is reported overall, per activity segment (``segment.<name>.<metric>``) and on new
@@ -17,11 +19,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from models.business_rules import allowed_and_categories, popularity_fallback, rank_with_rules
+from models.business_rules import allowed_and_categories, popularity_fallback
 from models.evaluation.segments import SegmentBounds, new_item_relevance, segment_masks
 from models.evaluation.splits import Fold
 from models.metrics import CatalogStats, calc_metrics
 from models.popularity import distinct_users_per_item
+from models.ranked_lists import ListRules, ranked_lists
 
 VIEWS = ("rules", "raw")
 RAW_PREFIX = "raw."
@@ -30,20 +33,22 @@ LONG_TAIL_BINS = 10
 
 @dataclass(frozen=True)
 class EvaluationConfig:
-    """What to measure and how lists are built; pipelines fill it from settings."""
+    """What to measure and how lists are built (publication's rules); pipelines fill it from settings."""
 
     k: int = 10
     recall_k: int = 50
-    category_cap: float = 0.4
-    cap_head: int = 10
+    rules: ListRules = field(default_factory=ListRules)
     head_share: float = 0.01
     segments: SegmentBounds = field(default_factory=SegmentBounds)
 
     def __post_init__(self):
         if self.k < 1 or self.recall_k < 1:
             raise ValueError(f"metric cut-offs must be >= 1, got k={self.k}, recall_k={self.recall_k}")
-        if not 0 < self.category_cap <= 1:
-            raise ValueError(f"category_cap must be in (0, 1], got {self.category_cap}")
+        if self.depth > self.rules.top_n:
+            raise ValueError(
+                f"evaluation scores the top {self.depth} (max of k and recall_k) but publication stores only "
+                f"the top {self.rules.top_n} (publish_top_n): the scored lists would not be the published ones"
+            )
 
     @property
     def depth(self) -> int:
@@ -66,7 +71,7 @@ def fold_lists(model, fold: Fold, catalog: pd.DataFrame, config: EvaluationConfi
 
 
 def _lists(model, fold: Fold, allowed, categories, popularity, config: EvaluationConfig) -> dict[str, np.ndarray]:
-    cap = config.category_cap
+    rules = config.rules
     known = fold.train_rows >= 0
     lists = {}
     for view in VIEWS:
@@ -74,8 +79,10 @@ def _lists(model, fold: Fold, allowed, categories, popularity, config: Evaluatio
         if view == "rules":
             if known.any():
                 rows = fold.train_rows[known]
-                out[known] = rank_with_rules(model, rows, config.depth, allowed, categories, cap, config.cap_head)[0]
-            fallback = popularity_fallback(popularity, config.depth, allowed, categories, cap)
+                ranked = ranked_lists(model, rows, rules, allowed, categories).ranked[:, : config.depth]
+                out[known, : ranked.shape[1]] = ranked  # a catalog smaller than depth leaves -1 slots
+            cap, head = rules.category_cap, rules.category_cap_head
+            fallback = popularity_fallback(popularity, config.depth, allowed, categories, cap, head)
         else:
             if known.any():
                 ranked = model.recommend(fold.train_rows[known], config.depth)[0]
