@@ -9,7 +9,7 @@ RUN apt-get update \
 WORKDIR /opt/recforge
 # The CPU build of torch first: from PyPI, torch==2.13.0 would bring several GB of CUDA libraries.
 RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY pipelines ./pipelines
 COPY models ./models
 COPY serving ./serving

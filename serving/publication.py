@@ -9,6 +9,7 @@ row in Python).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -17,13 +18,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+try:  # built by setup.py where a C compiler is available; the Python path writes the same bytes
+    from serving import _fastpath
+except ImportError:  # pragma: no cover - depends on the install
+    _fastpath = None
+
 log = logging.getLogger(__name__)
 
 INDEX_FILE = "item_index.faiss"
+MAX_FAST_ID_LENGTH = 128  # the id pattern's limit; serving/_fastpath.c keys are at most this wide
 REQUIRED_FILES = ("user_recs.parquet", "fallback.parquet", "items.parquet", INDEX_FILE)
 
 
@@ -64,6 +72,8 @@ class Publication:
         fallback = pq.read_table(directory / "fallback.parquet", columns=["rank", "item_id", "score"]).sort_by("rank")
         self.fallback_items = self._rows_of(fallback.column("item_id"))
         self.fallback_scores = fallback.column("score").to_numpy().astype(np.float32)
+        if not np.isfinite(self.fallback_scores).all():
+            raise PublicationError(f"{directory}: fallback.parquet has a score that is not a finite number")
 
         import faiss
 
@@ -75,6 +85,8 @@ class Publication:
         self.index_spec: dict = self.manifest.get("item_index", {"type": "flat"})
         if self.index_spec.get("type") == "hnsw":
             faiss.downcast_index(self.index).hnsw.efSearch = int(self.index_spec["ef_search"])
+        self._prepare_answers()
+        self.fast_answer = self._fast_answer()
         self.load_seconds = time.perf_counter() - started
         self._blocked_for: frozenset[str] | None = None
         self._blocked_mask: np.ndarray | None = None
@@ -155,6 +167,8 @@ class Publication:
         self.rec_items = self._item_rows(path, recs) if with_rows else self._rows_of(recs.column("item_id"))
         self.rec_scores = recs.column("score").to_numpy().astype(np.float32, copy=False)
         self.reason_names, self.rec_reasons = self._reason_codes(recs.column("reason"))
+        if not np.isfinite(self.rec_scores).all():
+            raise PublicationError(f"{self.directory}: user_recs.parquet has a score that is not a finite number")
         if np.diff(self.offsets).max(initial=0) > self.top_n:
             raise PublicationError(f"{self.directory}: a user has more than top_n={self.top_n} items")
 
@@ -166,9 +180,9 @@ class Publication:
 
     @property
     def list_bytes(self) -> int:
-        """Bytes held for the per-user lists (ids, offsets, items, scores, reasons)."""
+        """Bytes held for the per-user lists (ids, offsets, items, scores, reasons, the fast path's id table)."""
         arrays = (self.user_ids, self.offsets, self.rec_items, self.rec_scores, self.rec_reasons)
-        return int(sum(a.nbytes for a in arrays))
+        return int(sum(a.nbytes for a in arrays)) + self.fast_path_bytes
 
     @property
     def bytes_per_user(self) -> float:
@@ -204,26 +218,44 @@ class Publication:
         position = self.user_position(user_id)
         if position is None:
             return None
-        return [Recommendation(**item) for item in self.user_list(position, k, None, self.excluded_rows(excluded))]
+        rows, scores, codes = self.user_slots(position, k, None, self.excluded_rows(excluded))
+        return [
+            Recommendation(self.item_ids[row], float(score), self.reason_names[code])
+            for row, score, code in zip(rows.tolist(), scores.tolist(), codes.tolist(), strict=True)
+        ]
 
-    def user_list(self, position: int, k: int, blocked: np.ndarray | None, excluded: np.ndarray | None) -> list[dict]:
-        """The user's top-k without blocked or excluded items, refilled from further down the stored list."""
+    def user_slots(
+        self, position: int, k: int, blocked: np.ndarray | None, excluded: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(item rows, scores, reason codes) of the user's top-k without blocked or excluded items.
+
+        Removed items are replaced from further down the stored top N.
+        """
         start, end = int(self.offsets[position]), int(self.offsets[position + 1])
         if blocked is None and excluded is None:  # the common case: a plain slice
             end = min(end, start + k)
-            return self._answer(self.rec_items[start:end], self.rec_scores[start:end], self.rec_reasons[start:end])
+            return self.rec_items[start:end], self.rec_scores[start:end], self.rec_reasons[start:end]
         keep = _allowed(self.rec_items[start:end], blocked, excluded, k)
-        return self._answer(
-            self.rec_items[start:end][keep], self.rec_scores[start:end][keep], self.rec_reasons[start:end][keep]
-        )
+        return self.rec_items[start:end][keep], self.rec_scores[start:end][keep], self.rec_reasons[start:end][keep]
 
-    def fallback(self, k: int, blocked: np.ndarray | None, excluded: np.ndarray | None) -> list[dict]:
-        keep = _allowed(self.fallback_items, blocked, excluded, k)
-        rows = self.fallback_items[keep]
-        return self._answer(rows, self.fallback_scores[keep], reason="popular")
+    # --- answers: JSON bytes assembled from fragments built once per publication
 
-    def similar(self, item_row: int, k: int, blocked: np.ndarray | None, excluded: np.ndarray | None) -> list[dict]:
-        """Nearest items by the item index; the item itself, blocked and excluded items are skipped."""
+    def user_answer(
+        self, user_id: str, position: int | None, k: int, blocked: np.ndarray | None, excluded: np.ndarray | None
+    ) -> bytes:
+        """The body of a recommendations answer: the user's list, or the fallback list when position is None."""
+        if position is None:
+            keep = _allowed(self.fallback_items, blocked, excluded, k)
+            items = self._items_json(self.fallback_items[keep], self.fallback_scores[keep], reason="popular")
+        else:
+            items = self._items_json(*self.user_slots(position, k, blocked, excluded))
+        return b'{"user_id":' + orjson.dumps(user_id) + self._version_json[position is None] + items + b"}"
+
+    def similar_answer(
+        self, item_id: str, item_row: int, k: int, blocked: np.ndarray | None, excluded: np.ndarray | None
+    ) -> bytes:
+        """The body of a similar-items answer: nearest items by the item index, the item itself,
+        blocked and excluded items skipped."""
         extra = (0 if blocked is None else int(blocked.sum())) + (0 if excluded is None else len(excluded))
         depth = min(k + 1 + extra, len(self.item_ids))
         vector = self.index.reconstruct(item_row).reshape(1, -1)
@@ -232,18 +264,76 @@ class Publication:
         valid = (rows >= 0) & (rows != item_row)
         rows, scores = rows[valid], scores[valid]
         keep = _allowed(rows, blocked, excluded, k)
-        return self._answer(rows[keep], scores[keep], reason=f"similar_to:{self.item_ids[item_row]}")
+        items = self._items_json(rows[keep], scores[keep], reason=f"similar_to:{self.item_ids[item_row]}")
+        return b'{"item_id":' + orjson.dumps(item_id) + self._version_json[2] + items + b"}"
 
-    def _answer(
-        self, rows: np.ndarray, scores: np.ndarray, reason_codes: np.ndarray | None = None, reason: str = ""
-    ) -> list[dict]:
-        """Items as dicts; scores stay numpy float32, which orjson writes shortest (0.3, not 0.30000001)."""
-        ids, names = self.item_ids, self.reason_names
-        reasons = [names[c] for c in reason_codes.tolist()] if reason_codes is not None else [reason] * len(rows)
-        return [
-            {"item_id": ids[row], "score": score, "reason": why}
-            for row, score, why in zip(rows.tolist(), scores, reasons, strict=True)
-        ]
+    def _prepare_answers(self) -> None:
+        """JSON fragments per item row and per reason, so an answer costs one join, not a dict per item.
+
+        An answer's items are ``{"item_id":<id>,"score":<score>,"reason":<reason>}``; ids and
+        reasons are escaped once here by orjson, scores at request time (6 significant digits).
+        """
+        self._item_json = [b'{"item_id":' + orjson.dumps(item) + b',"score":' for item in self.item_ids]
+        self._reason_json = [b',"reason":' + orjson.dumps(name) + b"}" for name in self.reason_names]
+        version = orjson.dumps(self.version)
+        self._version_json = (
+            b',"version":' + version + b',"fallback":false,"items":',
+            b',"version":' + version + b',"fallback":true,"items":',
+            b',"version":' + version + b',"items":',
+        )
+
+    def _fast_answer(self):
+        """`fast_answer(user_id, query_string) -> bytes | None`: the common answer in one C call, or None.
+
+        None (the function) when the C extension is not built or the ids are longer than the API
+        can ask for; None (the result) for every request it does not cover, which then takes
+        ``user_answer`` (see serving/_fastpath.c).
+        """
+        self.fast_path_bytes = 0
+        if _fastpath is None or self.user_ids.itemsize // 4 > MAX_FAST_ID_LENGTH:
+            return None
+        item_json, item_offsets = _concatenated(self._item_json)
+        reason_json, reason_offsets = _concatenated(self._reason_json)
+        tables = _fastpath.prepare(
+            self.user_ids,
+            self.user_ids.itemsize // 4,
+            self.offsets,
+            self.rec_items,
+            self.rec_scores,
+            self.rec_reasons,
+            self.rec_reasons.itemsize,
+            item_json,
+            item_offsets,
+            reason_json,
+            reason_offsets,
+            self._version_json[0],
+            self.top_n,
+        )
+        self.fast_path_bytes = _fastpath.table_bytes(tables)
+        return functools.partial(_fastpath.user_answer, tables)
+
+    def _items_json(
+        self, rows: np.ndarray, scores: np.ndarray, codes: np.ndarray | None = None, reason: str = ""
+    ) -> bytes:
+        """A JSON array of items; every slot gets its reason code's text, or `reason` when codes is None."""
+        if not len(rows):
+            return b"[]"
+        score_json = [b"%.6g" % score for score in scores.tolist()]  # 6 significant digits, as the C path
+        rows = rows.tolist()
+        if codes is None:
+            tails = [b',"reason":' + orjson.dumps(reason) + b"}"] * len(rows)
+        else:
+            tails = [self._reason_json[code] for code in codes.tolist()]
+        fragments = self._item_json
+        parts = [fragments[row] + score + tail for row, score, tail in zip(rows, score_json, tails, strict=True)]
+        return b"[" + b",".join(parts) + b"]"
+
+
+def _concatenated(fragments: list[bytes]) -> tuple[bytes, np.ndarray]:
+    """Fragments back to back, and int64 offsets: fragment i is blob[offsets[i]:offsets[i + 1]]."""
+    offsets = np.zeros(len(fragments) + 1, dtype=np.int64)
+    np.cumsum([len(fragment) for fragment in fragments], out=offsets[1:])
+    return b"".join(fragments), offsets
 
 
 def _allowed(rows: np.ndarray, blocked: np.ndarray | None, excluded: np.ndarray | None, k: int) -> np.ndarray:

@@ -11,7 +11,10 @@ from starlette.responses import Response
 
 
 class JSONBytes(Response):
-    """A JSON response; numpy float32 scores are written in their shortest form (0.3, not 0.30000001)."""
+    """A JSON response from a body already serialised (bytes) or from plain data.
+
+    Numpy float32 scores are written in their shortest form (0.3, not 0.30000001).
+    """
 
     media_type = "application/json"
 
@@ -19,7 +22,7 @@ class JSONBytes(Response):
         # Starlette's generic header building is a visible share of a 50-microsecond answer.
         self.status_code = status_code
         self.background = None
-        self.body = orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+        self.body = content if isinstance(content, bytes) else orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
         self.raw_headers = [
             (b"content-length", str(len(self.body)).encode("latin-1")),
             (b"content-type", b"application/json"),

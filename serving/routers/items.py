@@ -38,5 +38,4 @@ def similar_items(request: Request) -> JSONBytes:
     if row is None:
         raise HTTPException(status_code=404, detail=f"item {item_id!r} is not in publication {publication.version}")
     blocked, excluded_rows = filters(publication, store, excluded_ids(request))
-    items = publication.similar(row, k, blocked, excluded_rows)
-    return JSONBytes({"item_id": item_id, "version": publication.version, "items": items})
+    return JSONBytes(publication.similar_answer(item_id, row, k, blocked, excluded_rows))

@@ -30,17 +30,20 @@ async def recommendations_for_user(request: Request) -> JSONBytes:
     items blocked since publication (the server's blocklist) go the same way; the list is then
     filled from further down the stored top-N, so the answer still has k items when N allows.
     """
+    scope = request.scope
+    store = scope["app"].state.store
+    live = store.current
+    if live is not None and live.fast_answer is not None and not store.blocked:
+        # The common request (a known user, plain k, no blocklist) in one C call; None -> the path below.
+        body = live.fast_answer(scope["path_params"]["user_id"], scope["query_string"])
+        if body is not None:
+            return JSONBytes(body)
     user_id = checked_id("user_id", request.path_params["user_id"])
-    store = request.app.state.store
     publication = live_publication(store)
     k = parsed_k(request)
     check_k(k, publication)
     blocked, excluded_rows = filters(publication, store, excluded_ids(request))
     position = publication.user_position(user_id)
     if position is None:
-        items = publication.fallback(k, blocked, excluded_rows)
         request.app.state.metrics.fallbacks.inc()
-    else:
-        items = publication.user_list(position, k, blocked, excluded_rows)
-    body = {"user_id": user_id, "version": publication.version, "fallback": position is None, "items": items}
-    return JSONBytes(body)
+    return JSONBytes(publication.user_answer(user_id, position, k, blocked, excluded_rows))
