@@ -1,9 +1,10 @@
 """How long evaluation takes on a simulated log of 6,000 users x 4,000 items.
 
 Evaluation = for every test user of a fold: whole-catalog top-50 lists in both views (the model's raw
-ranking, and the lists publication stores, by the same function: seen, blocked and out-of-stock items
-out, cold-user popularity blend, category cap on the top 10, popularity fallback for unknown users), then every metric overall, per
-activity segment and on new items. Model fitting is timed separately: it is not evaluation.
+ranking, and the lists publication stores, by the same function: seen, blocked and out-of-stock
+items out, cold-user popularity blend, category cap on the top 10, popularity fallback for unknown
+users), then every metric overall, per activity segment and on new items. Model fitting is timed
+separately: it is not evaluation.
 
 The log comes from recforge's own simulator (no defects injected, so every line is a clean event),
 read back from its landing files. Run:

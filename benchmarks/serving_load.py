@@ -5,10 +5,16 @@
 
 One run measures, against the same server process: the no-op endpoint ``/v1/noop`` (the
 ceiling: the same routing, middleware and metrics, no work), user recommendations (random
-users over the whole publication via a wrk Lua script) and similar items (random items);
-then ``hey -q`` at a fixed total rate for latency percentiles; then a wrk run on recommendations
-during which a new publication is switched live, counting non-200 answers. Load average is
-recorded before each step, since the machine may be shared.
+users over the whole publication via a wrk Lua script), the same with an ``exclude`` parameter
+(which always takes the Python answer path) and similar items (random items); then ``hey -q``
+at a fixed total rate for latency percentiles; then a wrk run on recommendations during which a
+new publication is switched live, counting non-200 answers.
+
+Every endpoint is warmed up first (a few seconds of wrk, not recorded). No-op and
+recommendations then alternate for ``--rounds`` rounds, and the ratio is the median of the
+per-round ratios: on a shared virtual machine two consecutive runs of the same endpoint differ
+by up to 20%, and alternating keeps each pair under the same conditions. Load average is
+recorded before each step.
 
 Targets (issue 8): recommendations >= 70% of the no-op throughput, p99 < 10 ms at 500 req/s;
 similar items p99 < 20 ms; zero non-200 answers across a swap.
@@ -27,6 +33,8 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -78,6 +86,8 @@ def lua_script(kind: str, users: int, items: int, k: int) -> str:
         return 'request = function() return wrk.format("GET", "/v1/noop") end\n'
     if kind == "recommendations":
         width, count, path = len(str(users)), users, "/v1/users/u%0{w}d/recommendations?k={k}"
+    elif kind == "recommendations_exclude":
+        width, count, path = len(str(users)), users, "/v1/users/u%0{w}d/recommendations?k={k}&exclude=i000001"
     else:
         width, count, path = len(str(items)), items, "/v1/items/i%0{w}d/similar?k={k}"
     path = path.format(w=width, k=k)
@@ -155,6 +165,29 @@ def run_hey(url: str, rate: int, seconds: int, workers: int) -> dict:
     }
 
 
+def throughput_summary(runs: list[dict]) -> dict:
+    """Median requests/s and CPU per request of each wrk endpoint, and the median per-round ratio to the no-op."""
+    wrk = [r for r in runs if r["tool"] == "wrk"]
+    summary = {}
+    for endpoint in dict.fromkeys(r["endpoint"] for r in wrk):
+        rows = [r for r in wrk if r["endpoint"] == endpoint]
+        summary[f"{endpoint}_median_rps"] = float(np.median([r["requests_per_second"] for r in rows]))
+        summary[f"{endpoint}_median_cpu_us"] = float(np.median([r["server_cpu_us_per_request"] for r in rows]))
+    rounds = sorted({r["round"] for r in wrk if r["endpoint"] == "noop"})
+    by = {(r["endpoint"], r["round"]): r for r in wrk}
+    rps_ratios = [
+        by["recommendations", n]["requests_per_second"] / by["noop", n]["requests_per_second"] for n in rounds
+    ]
+    cpu_ratios = [
+        by["noop", n]["server_cpu_us_per_request"] / by["recommendations", n]["server_cpu_us_per_request"]
+        for n in rounds
+    ]
+    summary["recommendations_share_of_noop_per_round"] = [round(x, 3) for x in rps_ratios]
+    summary["recommendations_share_of_noop"] = round(float(np.median(rps_ratios)), 3)
+    summary["noop_cpu_share_of_recommendations_cpu"] = round(float(np.median(cpu_ratios)), 3)
+    return summary
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--home", type=Path, required=True)
@@ -164,6 +197,8 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=500, help="total requests per second for hey -q")
     parser.add_argument("--hey-seconds", type=int, default=20)
     parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating no-op / recommendations wrk runs")
+    parser.add_argument("--warmup", type=int, default=5, help="seconds of unrecorded wrk per endpoint first")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     for tool in ("wrk", "hey"):
@@ -178,8 +213,11 @@ def main() -> None:
     users, items = results["readyz"]["users"], results["readyz"]["items"]
     try:
         time.sleep(3)  # let the loader's garbage settle before measuring
-        for kind in ("noop", "recommendations", "similar"):
-            row = {"tool": "wrk", "endpoint": kind, "load_average": os.getloadavg()}
+        for kind in ("noop", "recommendations", "recommendations_exclude", "similar"):
+            run_wrk(base, lua_script(kind, users, items, args.k), args.warmup, args.connections)
+
+        def measured(kind: str, round_number: int) -> dict:
+            row = {"tool": "wrk", "endpoint": kind, "round": round_number, "load_average": os.getloadavg()}
             cpu_before = server_cpu_seconds(server.pid)
             row.update(run_wrk(base, lua_script(kind, users, items, args.k), args.seconds, args.connections))
             row["server_cpu_us_per_request"] = round(
@@ -187,6 +225,13 @@ def main() -> None:
             )
             print(json.dumps(row), flush=True)
             results["runs"].append(row)
+            return row
+
+        for round_number in range(1, args.rounds + 1):
+            for kind in ("noop", "recommendations"):
+                measured(kind, round_number)
+        for kind in ("recommendations_exclude", "similar"):
+            measured(kind, 1)
         fixed = {
             "noop": f"{base}/v1/noop",
             "recommendations": f"{base}/v1/users/u{users // 2:0{len(str(users))}d}/recommendations?k={args.k}",
@@ -223,10 +268,7 @@ def main() -> None:
         server.terminate()
         server.wait(timeout=30)
 
-    wrk_rps = {r["endpoint"]: r["requests_per_second"] for r in results["runs"] if r["tool"] == "wrk"}
-    results["recommendations_share_of_noop"] = round(wrk_rps["recommendations"] / wrk_rps["noop"], 3)
-    cpu = {r["endpoint"]: r["server_cpu_us_per_request"] for r in results["runs"] if r["tool"] == "wrk"}
-    results["noop_cpu_share_of_recommendations_cpu"] = round(cpu["noop"] / cpu["recommendations"], 3)
+    results.update(throughput_summary(results["runs"]))
     print(json.dumps({k: v for k, v in results.items() if k != "runs"}, indent=2))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
