@@ -212,6 +212,105 @@ static PyObject *table_bytes(PyObject *self, PyObject *capsule) {
     return PyLong_FromSize_t((t->slot_mask + 1) * sizeof(int32_t));
 }
 
+/* Exactly printf("%.6g", (double)value) for a finite float, without printf (a tenth of its cost).
+ *
+ * The value is m * 2^e exactly (m < 2^24). Its six significant digits are A / D rounded half to
+ * even, with A = m * 10^max(p,0) * 2^max(e,0) and D = 10^max(-p,0) * 2^max(-e,0), p = 5 - decimal
+ * exponent: exact integers in 128 bits for every value in [1e-10, 1e15). Outside that range (and
+ * for zero) it asks snprintf. tests/test_serving_fastpath.py compares it with Python's b"%.6g".
+ */
+static int format_score(float value, char *out) {
+    double magnitude = fabs((double)value);
+    if (!(magnitude >= 1e-10 && magnitude < 1e15)) return snprintf(out, SCORE_TEXT, "%.6g", (double)value);
+    int binary_exponent;
+    double fraction = frexp(magnitude, &binary_exponent); /* magnitude = fraction * 2^binary_exponent, fraction in [0.5, 1) */
+    unsigned __int128 m = (unsigned __int128)ldexp(fraction, 24);
+    int e = binary_exponent - 24;
+    static const uint64_t powers[16] = {1ULL,           10ULL,           100ULL,           1000ULL,
+                                        10000ULL,       100000ULL,       1000000ULL,       10000000ULL,
+                                        100000000ULL,   1000000000ULL,   10000000000ULL,   100000000000ULL,
+                                        1000000000000ULL, 10000000000000ULL, 100000000000000ULL, 1000000000000000ULL};
+    int exponent = (int)floor(log10(magnitude));
+    unsigned __int128 quotient = 0, remainder = 0, denominator = 1;
+    for (int attempt = 0; attempt < 3; attempt++) { /* log10 may miss by one next to a power of ten */
+        int p = 5 - exponent;
+        if (p > 15 || p < -15) return snprintf(out, SCORE_TEXT, "%.6g", (double)value);
+        unsigned __int128 numerator = m;
+        denominator = 1;
+        if (p >= 0)
+            numerator *= powers[p];
+        else
+            denominator *= powers[-p];
+        if (e >= 0)
+            numerator <<= e;
+        else
+            denominator <<= -e;
+        quotient = numerator / denominator;
+        remainder = numerator % denominator;
+        if (quotient < 100000)
+            exponent -= 1;
+        else if (quotient >= 1000000)
+            exponent += 1;
+        else
+            break;
+    }
+    if (quotient < 100000 || quotient >= 1000000) return snprintf(out, SCORE_TEXT, "%.6g", (double)value);
+    if (2 * remainder > denominator || (2 * remainder == denominator && (quotient & 1))) quotient += 1;
+    if (quotient == 1000000) {
+        quotient = 100000;
+        exponent += 1;
+    }
+    char digits[6];
+    unsigned long n = (unsigned long)quotient;
+    for (int i = 5; i >= 0; i--, n /= 10) digits[i] = (char)('0' + n % 10);
+    int significant = 6; /* %g drops trailing zeros */
+    while (significant > 1 && digits[significant - 1] == '0') significant--;
+    char *start = out;
+    if (value < 0) *out++ = '-';
+    if (exponent >= -4 && exponent < 6) {
+        if (exponent >= 0) {
+            for (int i = 0; i <= exponent; i++) *out++ = digits[i];
+            if (significant > exponent + 1) {
+                *out++ = '.';
+                for (int i = exponent + 1; i < significant; i++) *out++ = digits[i];
+            }
+        } else {
+            *out++ = '0';
+            *out++ = '.';
+            for (int i = 0; i < -exponent - 1; i++) *out++ = '0';
+            for (int i = 0; i < significant; i++) *out++ = digits[i];
+        }
+    } else {
+        *out++ = digits[0];
+        if (significant > 1) {
+            *out++ = '.';
+            for (int i = 1; i < significant; i++) *out++ = digits[i];
+        }
+        *out++ = 'e';
+        *out++ = exponent < 0 ? '-' : '+';
+        int shown = exponent < 0 ? -exponent : exponent;
+        if (shown >= 100) *out++ = (char)('0' + shown / 100);
+        *out++ = (char)('0' + shown / 10 % 10);
+        *out++ = (char)('0' + shown % 10);
+    }
+    *out = '\0';
+    return (int)(out - start);
+}
+
+/* format_score(value) -> bytes: the C formatter on its own, for tests. */
+static PyObject *format_score_py(PyObject *self, PyObject *arg) {
+    (void)self;
+    double value = PyFloat_AsDouble(arg);
+    if (value == -1.0 && PyErr_Occurred()) return NULL;
+    if (!isfinite(value)) {
+        PyErr_SetString(PyExc_ValueError, "format_score takes a finite number");
+        return NULL;
+    }
+    char text[SCORE_TEXT];
+    int length = format_score((float)value, text);
+    return PyBytes_FromStringAndSize(text, length);
+}
+
 /* The id pattern of serving.dependencies.ID_PATTERN: [A-Za-z0-9_.:-]{1,128}. */
 static int is_id_char(Py_UCS4 c) {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '.' ||
@@ -296,7 +395,7 @@ static PyObject *user_answer(PyObject *self, PyObject *const *args, Py_ssize_t n
         double score = scores[start + i];
         if (!isfinite(score)) goto done; /* not JSON: let the Python path decide */
         /* 6 significant digits, as the Python path writes them (b"%.6g" % score); both round exactly. */
-        score_length[i] = snprintf(score_text[i], SCORE_TEXT, "%.6g", score);
+        score_length[i] = format_score(scores[start + i], score_text[i]);
         int32_t row = rows[start + i];
         uint32_t code = read_code(t, start + i);
         size += (item_at[row + 1] - item_at[row]) + score_length[i] + (reason_at[code + 1] - reason_at[code]);
@@ -338,6 +437,7 @@ done:
 
 static PyMethodDef methods[] = {
     {"prepare", prepare, METH_VARARGS, "Borrow a publication's arrays for user_answer; returns a capsule."},
+    {"format_score", format_score_py, METH_O, "A float32 score as the answers write it (printf %.6g)."},
     {"table_bytes", table_bytes, METH_O, "Bytes of the fast path's own hash table of user ids."},
     {"user_answer", (PyCFunction)(void (*)(void))user_answer, METH_FASTCALL,
      "user_answer(tables, user_id, query_string) -> the answer body, or None for the Python path."},

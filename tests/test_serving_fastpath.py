@@ -156,3 +156,26 @@ def test_a_publication_with_a_score_that_is_not_a_number_is_refused(published, t
     (directory / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(PublicationError, match="user_recs.parquet has a score that is not a finite number"):
         Publication(directory)
+
+
+def test_scores_are_written_exactly_as_printf_6g_writes_them():
+    """The C formatter (integer arithmetic, no printf) against Python's b"%.6g" of the same float32."""
+    rng = np.random.default_rng(0)
+    magnitudes = 10.0 ** rng.integers(-12, 17, 60_000)
+    powers = np.array([10.0**k for k in range(-11, 16)], dtype=np.float32)
+    values = np.concatenate(
+        [
+            rng.standard_normal(40_000).astype(np.float32),
+            (rng.random(60_000) * magnitudes * rng.choice([-1, 1], 60_000)).astype(np.float32),
+            powers,
+            np.nextafter(powers, np.float32(np.inf)),
+            np.nextafter(powers, np.float32(0)),
+            np.arange(1_000_000, 1_000_100, dtype=np.float32) * 10 + 5,  # exact ties at the 7th digit
+            np.arange(100_000, 100_200, dtype=np.float32) + 0.5,
+            np.array([0.0, -0.0, 999999.5, 9.999995e-5, 1e-45, 3.4e38, 1e15, 1e-10], dtype=np.float32),
+        ]
+    )
+    wrong = [
+        (v, _fastpath.format_score(v), b"%.6g" % v) for v in values.tolist() if _fastpath.format_score(v) != b"%.6g" % v
+    ]
+    assert wrong == []
