@@ -54,6 +54,12 @@ def get_json(url: str) -> tuple[int, dict]:
         return error.code, json.loads(error.read() or b"{}")
 
 
+# With --pin, the server runs on CPU 0 and the load generators on CPU 1, so that neither steals
+# the other's core; both endpoints are measured under the same placement.
+SERVER_CPU, CLIENT_CPU = "0", "1"
+PINNING = {"server": [], "client": []}
+
+
 def start_server(home: Path, port: int, log_path: Path) -> tuple[subprocess.Popen, float]:
     env = {
         **os.environ,
@@ -64,7 +70,10 @@ def start_server(home: Path, port: int, log_path: Path) -> tuple[subprocess.Pope
     }
     started = time.perf_counter()
     server = subprocess.Popen(
-        [sys.executable, "-m", "serving"], env=env, stdout=log_path.open("w"), stderr=subprocess.STDOUT
+        [*PINNING["server"], sys.executable, "-m", "serving"],
+        env=env,
+        stdout=log_path.open("w"),
+        stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + 600
     while True:
@@ -131,7 +140,8 @@ def run_wrk(url: str, script: str, seconds: int, connections: int) -> dict:
         handle.write(script)
     try:
         out = subprocess.run(
-            ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", handle.name, url],
+            [*PINNING["client"], "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
+            + ["-s", handle.name, url],
             capture_output=True,
             text=True,
             check=True,
@@ -144,7 +154,7 @@ def run_wrk(url: str, script: str, seconds: int, connections: int) -> dict:
 def run_hey(url: str, rate: int, seconds: int, workers: int) -> dict:
     """hey's -q is per worker: `workers` x `rate/workers` requests per second in total."""
     out = subprocess.run(
-        ["hey", "-z", f"{seconds}s", "-c", str(workers), "-q", str(rate // workers), url],
+        [*PINNING["client"], "hey", "-z", f"{seconds}s", "-c", str(workers), "-q", str(rate // workers), url],
         capture_output=True,
         text=True,
         check=True,
@@ -192,12 +202,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--home", type=Path, required=True)
     parser.add_argument("--port", type=int, default=8731)
-    parser.add_argument("--seconds", type=int, default=15, help="length of each wrk run")
+    parser.add_argument("--seconds", type=int, default=10, help="length of each wrk run")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--rate", type=int, default=500, help="total requests per second for hey -q")
     parser.add_argument("--hey-seconds", type=int, default=20)
     parser.add_argument("--k", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=3, help="alternating no-op / recommendations wrk runs")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating no-op / recommendations wrk runs")
+    parser.add_argument(
+        "--no-pin", dest="pin", action="store_false", help="do not pin the server to CPU 0 and wrk/hey to CPU 1"
+    )
     parser.add_argument("--warmup", type=int, default=5, help="seconds of unrecorded wrk per endpoint first")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -205,11 +218,18 @@ def main() -> None:
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is not installed: apt-get install -y wrk hey")
 
+    if args.pin and (os.cpu_count() or 1) >= 2 and shutil.which("taskset"):
+        PINNING.update(server=["taskset", "-c", SERVER_CPU], client=["taskset", "-c", CLIENT_CPU])
     root = args.home / "published"
     log_path = Path(tempfile.gettempdir()) / "recforge-serving-bench.log"
     server, ready_seconds = start_server(args.home, args.port, log_path)
     base = f"http://127.0.0.1:{args.port}"
-    results: dict = {"ready_seconds": round(ready_seconds, 1), "readyz": get_json(f"{base}/readyz")[1], "runs": []}
+    results: dict = {
+        "pinned": bool(PINNING["server"]),
+        "ready_seconds": round(ready_seconds, 1),
+        "readyz": get_json(f"{base}/readyz")[1],
+        "runs": [],
+    }
     users, items = results["readyz"]["users"], results["readyz"]["items"]
     try:
         time.sleep(3)  # let the loader's garbage settle before measuring
@@ -228,7 +248,8 @@ def main() -> None:
             return row
 
         for round_number in range(1, args.rounds + 1):
-            for kind in ("noop", "recommendations"):
+            order = ("noop", "recommendations") if round_number % 2 else ("recommendations", "noop")
+            for kind in order:  # alternating which goes first cancels a drift within the run
                 measured(kind, round_number)
         for kind in ("recommendations_exclude", "similar"):
             measured(kind, 1)
