@@ -225,15 +225,25 @@ def test_lists_that_are_not_sorted_by_user_still_load_correctly(published, tmp_p
     assert publication.n_users == recs["user_id"].nunique()
 
 
-def test_a_publication_whose_lists_name_an_unknown_item_is_refused(published, tmp_path):
-    settings = copy_home(published, tmp_path / "home")
+def resealed_with_user_recs(published, home, edit):
+    """A copy of the live publication whose user_recs.parquet `edit(frame)` changed, manifest checksums
+    renewed, so that only the change itself is wrong."""
+    settings = copy_home(published, home)
     directory = settings.published_dir / current_version(settings.published_dir)
     recs = pd.read_parquet(directory / "user_recs.parquet")
-    recs.loc[0, "item_id"] = "not-in-the-catalog"
+    edit(recs)
     recs.to_parquet(directory / "user_recs.parquet", index=False)
     manifest = json.loads((directory / "manifest.json").read_text())
     manifest["files"] = {k: v for k, v in file_facts(directory).items() if k != "manifest.json"}
     (directory / "manifest.json").write_text(json.dumps(manifest))
+    return directory
+
+
+def test_a_publication_whose_lists_name_an_unknown_item_is_refused(published, tmp_path):
+    def unknown_item(recs):
+        recs.loc[0, "item_id"] = "not-in-the-catalog"
+
+    directory = resealed_with_user_recs(published, tmp_path / "home", unknown_item)
     with pytest.raises(PublicationError, match="lists name item not-in-the-catalog"):
         Publication(directory)
 

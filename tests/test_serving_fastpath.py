@@ -9,14 +9,12 @@ import os
 import re
 
 import numpy as np
-import pandas as pd
 import pytest
 
-from pipelines.publish import current_version, file_facts
+from pipelines.publish import current_version
 from serving.dependencies import ID_PATTERN
 from serving.publication import Publication, PublicationError
-from tests.conftest import copy_home
-from tests.test_serving import client_for
+from tests.test_serving import client_for, resealed_with_user_recs
 
 try:
     from serving import _fastpath
@@ -146,14 +144,10 @@ def test_the_server_answers_the_same_bytes_with_and_without_the_fast_path(publis
 
 
 def test_a_publication_with_a_score_that_is_not_a_number_is_refused(published, tmp_path):
-    settings = copy_home(published, tmp_path / "home")
-    directory = settings.published_dir / current_version(settings.published_dir)
-    recs = pd.read_parquet(directory / "user_recs.parquet")
-    recs.loc[3, "score"] = np.nan
-    recs.to_parquet(directory / "user_recs.parquet", index=False)
-    manifest = json.loads((directory / "manifest.json").read_text())
-    manifest["files"] = {k: v for k, v in file_facts(directory).items() if k != "manifest.json"}
-    (directory / "manifest.json").write_text(json.dumps(manifest))
+    def not_a_number(recs):
+        recs.loc[3, "score"] = np.nan
+
+    directory = resealed_with_user_recs(published, tmp_path / "home", not_a_number)
     with pytest.raises(PublicationError, match="user_recs.parquet has a score that is not a finite number"):
         Publication(directory)
 
