@@ -132,6 +132,11 @@ def test_inconsistent_tables_are_refused_when_prepared(overrides, message):
         tables_for(["u1", "u2"], [[0], [1]], **overrides)
 
 
+def test_readyz_says_the_c_fast_path_is_in_use(published):
+    with client_for(published) as client:
+        assert client.get("/readyz").json()["fast_path"] is True
+
+
 def test_the_server_answers_the_same_bytes_with_and_without_the_fast_path(published):
     user = str(Publication(published.published_dir / current_version(published.published_dir)).user_ids[3])
     with client_for(published) as client:
@@ -173,3 +178,14 @@ def test_scores_are_written_exactly_as_printf_6g_writes_them():
         (v, _fastpath.format_score(v), b"%.6g" % v) for v in values.tolist() if _fastpath.format_score(v) != b"%.6g" % v
     ]
     assert wrong == []
+
+
+def test_without_the_extension_a_publication_answers_through_python_alone(published, monkeypatch, live):
+    import serving.publication
+
+    monkeypatch.setattr(serving.publication, "_fastpath", None)
+    plain = Publication(published.published_dir / current_version(published.published_dir))
+    assert plain.fast_answer is None and plain.fast_path_bytes == 0
+    assert plain.list_bytes == live.list_bytes - live.fast_path_bytes
+    user = str(plain.user_ids[5])
+    assert plain.user_answer(user, plain.user_position(user), 4, None, None) == live.fast_answer(user, b"k=4")

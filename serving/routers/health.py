@@ -35,6 +35,7 @@ async def readyz(store: Annotated[PublicationStore, Depends(get_store)]) -> JSON
             "top_n": live.top_n,
             "item_index": live.index_spec.get("type"),
             "list_bytes_per_user": round(live.bytes_per_user, 1),
+            "fast_path": live.fast_answer is not None,
             "load_seconds": round(live.load_seconds, 3),
         }
     )
