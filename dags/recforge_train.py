@@ -37,16 +37,7 @@ def recforge_train():
         from pipelines.settings import get_settings
         from pipelines.train import train_and_register as train
 
-        result = train(get_settings())
-        return {
-            "run_id": result.run_id,
-            "model": result.best_model,
-            "version": result.model_version,
-            "promoted": result.promoted,
-            "reason": result.decision_reason,
-            "checks": result.checks,
-            "ndcg_at_10": result.metrics[result.best_model]["ndcg_at_10"],
-        }
+        return train(get_settings()).outcome()
 
     @task.short_circuit
     def was_promoted(outcome: dict) -> bool:

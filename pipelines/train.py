@@ -68,6 +68,18 @@ class TrainResult:
         verdict = "promoted to champion" if self.promoted else "kept as challenger"
         return f"trained {scores}; {self.best_model} v{self.model_version} {verdict}: {self.decision_reason}"
 
+    def outcome(self) -> dict:
+        """What the training DAG passes on (XCom, so plain JSON): the decision, and for a champion its score."""
+        return {
+            "run_id": self.run_id,
+            "model": self.best_model,
+            "version": self.model_version,
+            "promoted": self.promoted,
+            "reason": self.decision_reason,
+            "checks": self.checks,
+            PRIMARY_METRIC: self.metrics[self.best_model][PRIMARY_METRIC],
+        }
+
 
 def train_and_register(settings: Settings) -> TrainResult:
     import mlflow
