@@ -67,8 +67,8 @@ class FeatureContext:
         recent = last_ts.copy()
         recent.data = (recent.data > now - window_days * SECONDS_PER_DAY).astype(np.float32)
         item_recent_users = np.asarray(recent.sum(axis=0)).ravel()
-        item_last = _column_max(last_ts)
-        item_first = _column_min(last_ts)
+        item_last = _column_reduce(last_ts, np.maximum)
+        item_first = _column_reduce(last_ts, np.minimum)
         created = interactions.item_feature(Columns.CreatedAt)
         if created is not None:
             created = np.where(np.isnan(created.astype(np.float64)), item_first, created.astype(np.float64))
@@ -211,18 +211,10 @@ def _days(seconds: np.ndarray) -> np.ndarray:
     return np.asarray(seconds, dtype=np.float64) / SECONDS_PER_DAY
 
 
-def _column_max(matrix: sp.csr_matrix) -> np.ndarray:
-    """Per column maximum of the stored values; NaN for empty columns."""
+def _column_reduce(matrix: sp.csr_matrix, reduce: np.ufunc) -> np.ndarray:
+    """Per column `reduce` (np.maximum, np.minimum) of the stored values; NaN for empty columns."""
     csc = matrix.tocsc()
     result = np.full(matrix.shape[1], np.nan)
     nonempty = np.diff(csc.indptr) > 0
-    result[nonempty] = np.maximum.reduceat(csc.data, csc.indptr[:-1][nonempty])
-    return result
-
-
-def _column_min(matrix: sp.csr_matrix) -> np.ndarray:
-    csc = matrix.tocsc()
-    result = np.full(matrix.shape[1], np.nan)
-    nonempty = np.diff(csc.indptr) > 0
-    result[nonempty] = np.minimum.reduceat(csc.data, csc.indptr[:-1][nonempty])
+    result[nonempty] = reduce.reduceat(csc.data, csc.indptr[:-1][nonempty])
     return result
