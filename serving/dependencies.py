@@ -66,22 +66,22 @@ def query_values(request: Request) -> dict[str, list[str]]:
     return values
 
 
-def parsed_k(request: Request, default: int = 10) -> int:
+def checked_k(request: Request, publication: Publication, default: int = 10) -> int:
+    """The `k` of the query (default 10), an integer within 1..top_n of the publication, else a 422."""
     given = query_values(request).get("k")
     if not given:
-        return default
-    text = given[-1]
-    try:
-        return int(text)
-    except ValueError:
-        raise HTTPException(status_code=422, detail=f"k must be an integer, got {text[:40]!r}") from None
-
-
-def check_k(k: int, publication: Publication) -> None:
+        k = default
+    else:
+        text = given[-1]
+        try:
+            k = int(text)
+        except ValueError:
+            raise HTTPException(status_code=422, detail=f"k must be an integer, got {text[:40]!r}") from None
     if not 1 <= k <= publication.top_n:
         raise HTTPException(
             status_code=422, detail=f"k must be between 1 and {publication.top_n} for publication {publication.version}"
         )
+    return k
 
 
 def excluded_ids(request: Request) -> list[str]:

@@ -246,10 +246,13 @@ class Publication:
         """The body of a recommendations answer: the user's list, or the fallback list when position is None."""
         if position is None:
             keep = _allowed(self.fallback_items, blocked, excluded, k)
-            items = self._items_json(self.fallback_items[keep], self.fallback_scores[keep], reason="popular")
+            head, items = (
+                self._fallback_head,
+                self._items_json(self.fallback_items[keep], self.fallback_scores[keep], reason="popular"),
+            )
         else:
-            items = self._items_json(*self.user_slots(position, k, blocked, excluded))
-        return b'{"user_id":' + orjson.dumps(user_id) + self._version_json[position is None] + items + b"}"
+            head, items = self._user_head, self._items_json(*self.user_slots(position, k, blocked, excluded))
+        return b'{"user_id":' + orjson.dumps(user_id) + head + items + b"}"
 
     def similar_answer(
         self, item_id: str, item_row: int, k: int, blocked: np.ndarray | None, excluded: np.ndarray | None
@@ -265,7 +268,7 @@ class Publication:
         rows, scores = rows[valid], scores[valid]
         keep = _allowed(rows, blocked, excluded, k)
         items = self._items_json(rows[keep], scores[keep], reason=f"similar_to:{self.item_ids[item_row]}")
-        return b'{"item_id":' + orjson.dumps(item_id) + self._version_json[2] + items + b"}"
+        return b'{"item_id":' + orjson.dumps(item_id) + self._similar_head + items + b"}"
 
     def _prepare_answers(self) -> None:
         """JSON fragments per item row and per reason, so an answer costs one join, not a dict per item.
@@ -276,11 +279,10 @@ class Publication:
         self._item_json = [b'{"item_id":' + orjson.dumps(item) + b',"score":' for item in self.item_ids]
         self._reason_json = [b',"reason":' + orjson.dumps(name) + b"}" for name in self.reason_names]
         version = orjson.dumps(self.version)
-        self._version_json = (
-            b',"version":' + version + b',"fallback":false,"items":',
-            b',"version":' + version + b',"fallback":true,"items":',
-            b',"version":' + version + b',"items":',
-        )
+        # What follows the requested id in each kind of answer, up to the items array.
+        self._user_head = b',"version":' + version + b',"fallback":false,"items":'
+        self._fallback_head = b',"version":' + version + b',"fallback":true,"items":'
+        self._similar_head = b',"version":' + version + b',"items":'
 
     def _fast_answer(self):
         """`fast_answer(user_id, query_string) -> bytes | None`: the common answer in one C call, or None.
@@ -306,7 +308,7 @@ class Publication:
             item_offsets,
             reason_json,
             reason_offsets,
-            self._version_json[0],
+            self._user_head,
             self.top_n,
         )
         self.fast_path_bytes = _fastpath.table_bytes(tables)

@@ -3,13 +3,12 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, Request
 
 from serving.dependencies import (
-    check_k,
     checked_id,
+    checked_k,
     excluded_ids,
     filters,
     live_publication,
     openapi_parameters,
-    parsed_k,
 )
 from serving.responses import JSONBytes
 from serving.schemas import SimilarItems
@@ -32,8 +31,7 @@ def similar_items(request: Request) -> JSONBytes:
     item_id = checked_id("item_id", request.path_params["item_id"])
     store = request.app.state.store
     publication = live_publication(store)
-    k = parsed_k(request)
-    check_k(k, publication)
+    k = checked_k(request, publication)
     row = publication.item_rows.get(item_id)
     if row is None:
         raise HTTPException(status_code=404, detail=f"item {item_id!r} is not in publication {publication.version}")

@@ -3,13 +3,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from serving.dependencies import (
-    check_k,
     checked_id,
+    checked_k,
     excluded_ids,
     filters,
     live_publication,
     openapi_parameters,
-    parsed_k,
 )
 from serving.responses import JSONBytes
 from serving.schemas import UserRecommendations
@@ -40,8 +39,7 @@ async def recommendations_for_user(request: Request) -> JSONBytes:
             return JSONBytes(body)
     user_id = checked_id("user_id", request.path_params["user_id"])
     publication = live_publication(store)
-    k = parsed_k(request)
-    check_k(k, publication)
+    k = checked_k(request, publication)
     blocked, excluded_rows = filters(publication, store, excluded_ids(request))
     position = publication.user_position(user_id)
     if position is None:
