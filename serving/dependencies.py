@@ -15,11 +15,11 @@ from urllib.parse import unquote_plus
 import numpy as np
 from fastapi import HTTPException, Request
 
-from serving.publication import Publication
+from serving.publication import MAX_ID_LENGTH, Publication
 from serving.store import PublicationStore
 
 # Ids are opaque strings of a safe alphabet: nothing in a request can name a path.
-ID_PATTERN = r"^[A-Za-z0-9_.:\-]{1,128}$"
+ID_PATTERN = rf"^[A-Za-z0-9_.:\-]{{1,{MAX_ID_LENGTH}}}$"
 MAX_EXCLUDED = 200
 _ID = re.compile(ID_PATTERN)
 EXCLUDE_DESCRIPTION = "Item ids the app already shows (repeated or comma-separated)"

@@ -31,7 +31,7 @@ except ImportError:  # pragma: no cover - depends on the install
 log = logging.getLogger(__name__)
 
 INDEX_FILE = "item_index.faiss"
-MAX_FAST_ID_LENGTH = 128  # the id pattern's limit; serving/_fastpath.c keys are at most this wide
+MAX_ID_LENGTH = 128  # the longest id a request may name (serving.dependencies.ID_PATTERN); also _fastpath.c's
 REQUIRED_FILES = ("user_recs.parquet", "fallback.parquet", "items.parquet", INDEX_FILE)
 
 
@@ -292,7 +292,7 @@ class Publication:
         ``user_answer`` (see serving/_fastpath.c).
         """
         self.fast_path_bytes = 0
-        if _fastpath is None or self.user_ids.itemsize // 4 > MAX_FAST_ID_LENGTH:
+        if _fastpath is None or self.user_ids.itemsize // 4 > MAX_ID_LENGTH:
             return None
         item_json, item_offsets = _concatenated(self._item_json)
         reason_json, reason_offsets = _concatenated(self._reason_json)
