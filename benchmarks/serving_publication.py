@@ -29,9 +29,10 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipelines.item_index import INDEX_FILE, write_item_index  # noqa: E402
-from pipelines.publish import STAGING_PREFIX, file_facts, seal_version, switch_current  # noqa: E402
+from pipelines.item_index import write_item_index  # noqa: E402
+from pipelines.publish import seal_version, switch_current  # noqa: E402
 from pipelines.settings import Settings  # noqa: E402
+from serving.format import FALLBACK, INDEX_FILE, ITEMS, MANIFEST, STAGING_PREFIX, USER_RECS, file_facts  # noqa: E402
 
 USERS_PER_CHUNK = 20_000
 
@@ -102,7 +103,7 @@ def generate(home: Path, n_users: int, n_items: int, top_n: int, dimension: int,
 
     timings = {}
     started = time.perf_counter()
-    rows = write_user_recs(staging / "user_recs.parquet", n_users, item_ids, top_n, rng)
+    rows = write_user_recs(staging / USER_RECS, n_users, item_ids, top_n, rng)
     timings["user_recs_seconds"] = time.perf_counter() - started
 
     categories = rng.integers(0, 50, size=n_items)
@@ -117,7 +118,7 @@ def generate(home: Path, n_users: int, n_items: int, top_n: int, dimension: int,
             "index_row": np.arange(n_items, dtype=np.int32),
         }
     )
-    pq.write_table(items, staging / "items.parquet")
+    pq.write_table(items, staging / ITEMS)
     popular = rng.choice(n_items, size=top_n, replace=False)
     pq.write_table(
         pa.table(
@@ -128,7 +129,7 @@ def generate(home: Path, n_users: int, n_items: int, top_n: int, dimension: int,
                 "reason": ["popular"] * top_n,
             }
         ),
-        staging / "fallback.parquet",
+        staging / FALLBACK,
     )
 
     # Clustered embeddings (items near one of 200 centres), like a trained model's, not uniform noise.
@@ -164,9 +165,9 @@ def clone_version(root: Path, source: str) -> str:
     staging = root / f"{STAGING_PREFIX}{version}"
     staging.mkdir()
     for path in (root / source).iterdir():
-        if path.name != "manifest.json":
+        if path.name != MANIFEST:
             os.link(path, staging / path.name)
-    manifest = json.loads((root / source / "manifest.json").read_text())
+    manifest = json.loads((root / source / MANIFEST).read_text())
     manifest.update(version=version, created_at=datetime.now(UTC).isoformat())
     seal_version(staging, manifest)
     os.rename(staging, root / version)

@@ -20,8 +20,6 @@ import numpy as np
 from models.business_rules import unit_vectors
 from pipelines.settings import Settings
 
-INDEX_FILE = "item_index.faiss"
-
 
 def index_spec(n_items: int, dimension: int, settings: Settings) -> dict:
     """Which index a catalog of this size gets, with its parameters (recorded in the manifest)."""

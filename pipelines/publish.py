@@ -4,6 +4,9 @@ A publication is a directory ``published/<version>/`` that is complete before an
 see it: files are written into a hidden staging directory, fsynced, the directory is
 renamed into place, and only then is ``CURRENT`` replaced (write a temp file, fsync,
 rename). A crash at any point leaves the live version untouched.
+
+The contract itself (file names, manifest file table, checksum, verification) is
+``serving/format.py``, which serving imports too: the writer and the reader cannot disagree.
 """
 
 from __future__ import annotations
@@ -27,19 +30,29 @@ import pyarrow.parquet as pq
 from models.base import Recommender
 from models.columns import Columns
 from models.ranked_lists import ListRules, item_vectors
-from pipelines.item_index import INDEX_FILE, write_item_index
+from pipelines.item_index import write_item_index
 from pipelines.lists import build_lists
 from pipelines.settings import Settings
 from pipelines.validate import validate_publication
 from pipelines.warehouse import read_frame
-from serving.publication import sha256  # the verifier's own checksum: writer and reader cannot disagree
+from serving.format import (
+    CURRENT,
+    FALLBACK,
+    INDEX_FILE,
+    ITEMS,
+    MANIFEST,
+    STAGING_PREFIX,
+    USER_RECS,
+    PublicationError,
+    current_version,
+    file_facts,
+    is_complete_version,
+)
+from serving.format import verify_version as verify_files
 
 log = logging.getLogger(__name__)
 
-CURRENT = "CURRENT"
-MANIFEST = "manifest.json"
-STAGING_PREFIX = ".staging-"
-LOCK = ".publish.lock"
+LOCK = ".publish.lock"  # the publisher's own concern, not part of what serving reads
 
 
 class PublishError(RuntimeError):
@@ -122,9 +135,9 @@ def publish(settings: Settings) -> PublishResult:
         try:
             # The publication suite runs before anything can go live; a critical failure raises here.
             validate_publication(settings, user_recs, items, purchased, version)
-            pq.write_table(pa.Table.from_pandas(user_recs, preserve_index=False), staging / "user_recs.parquet")
-            pq.write_table(pa.Table.from_pandas(fallback, preserve_index=False), staging / "fallback.parquet")
-            pq.write_table(pa.Table.from_pandas(indexed, preserve_index=False), staging / "items.parquet")
+            pq.write_table(pa.Table.from_pandas(user_recs, preserve_index=False), staging / USER_RECS)
+            pq.write_table(pa.Table.from_pandas(fallback, preserve_index=False), staging / FALLBACK)
+            pq.write_table(pa.Table.from_pandas(indexed, preserve_index=False), staging / ITEMS)
             index_spec = write_item_index(item_vectors(model), staging / INDEX_FILE, settings)
             manifest = {
                 "version": version,
@@ -164,11 +177,6 @@ def reason_counts(user_recs: pd.DataFrame) -> dict[str, int]:
     return {str(kind): int(count) for kind, count in kinds.items()}
 
 
-def file_facts(directory: Path) -> dict:
-    """sha256 and size of every file of a version: serving refuses a version that does not match."""
-    return {p.name: {"sha256": sha256(p), "bytes": p.stat().st_size} for p in sorted(directory.iterdir())}
-
-
 def seal_version(staging: Path, manifest: dict) -> None:
     """Write the manifest last and fsync everything, so a renamed version is complete on disk."""
     (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
@@ -204,22 +212,15 @@ def versions(root: Path) -> list[str]:
     """Complete versions (renamed into place, so sealed with a manifest), oldest first."""
     if not root.exists():
         return []
-    return sorted(
-        p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST).exists()
-    )
+    return sorted(p.name for p in root.iterdir() if is_complete_version(p))
 
 
 def verify_version(directory: Path) -> dict:
-    """The version's manifest, after checking every file against its recorded checksum."""
+    """The version's manifest, after the same verification serving applies before it loads a version."""
     try:
-        manifest = json.loads((directory / MANIFEST).read_text())
-    except (OSError, ValueError) as error:
-        raise PublishError(f"{directory / MANIFEST} is unreadable: {error}") from None
-    for name, facts in manifest.get("files", {}).items():
-        path = directory / name
-        if not path.exists() or sha256(path) != facts["sha256"]:
-            raise PublishError(f"{path} is missing or does not match its checksum in the manifest")
-    return manifest
+        return verify_files(directory)
+    except PublicationError as error:
+        raise PublishError(str(error)) from None
 
 
 def rollback(settings: Settings, to: str | None = None) -> str:
@@ -262,11 +263,6 @@ def switch_current(root: Path, version: str) -> None:
         os.fsync(handle.fileno())
     os.replace(tmp, root / CURRENT)
     _fsync(root)
-
-
-def current_version(root: Path) -> str | None:
-    path = root / CURRENT
-    return path.read_text().strip() if path.exists() else None
 
 
 def prune_versions(root: Path, keep: int) -> list[str]:

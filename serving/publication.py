@@ -10,8 +10,6 @@ row in Python).
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -28,15 +26,13 @@ try:  # built by setup.py where a C compiler is available; the Python path write
 except ImportError:  # pragma: no cover - depends on the install
     _fastpath = None
 
+from serving.format import FALLBACK, INDEX_FILE, ITEMS, USER_RECS, PublicationError, verify_version
+
 log = logging.getLogger(__name__)
 
-INDEX_FILE = "item_index.faiss"
+__all__ = ["MAX_ID_LENGTH", "Publication", "PublicationError", "Recommendation"]
+
 MAX_ID_LENGTH = 128  # the longest id a request may name (serving.dependencies.ID_PATTERN); also _fastpath.c's
-REQUIRED_FILES = ("user_recs.parquet", "fallback.parquet", "items.parquet", INDEX_FILE)
-
-
-class PublicationError(RuntimeError):
-    """The publication on disk is incomplete or does not match its manifest."""
 
 
 @dataclass(frozen=True)
@@ -52,24 +48,20 @@ class Publication:
     def __init__(self, directory: Path):
         started = time.perf_counter()
         self.directory = directory
-        try:
-            self.manifest = json.loads((directory / "manifest.json").read_text())
-        except (OSError, ValueError) as error:
-            raise PublicationError(f"{directory}: manifest.json is unreadable: {error}") from None
+        self.manifest = verify_version(directory)
         self.version: str = self.manifest["version"]
         self.top_n: int = int(self.manifest["top_n"])
-        self._verify_checksums()
 
-        items = pq.read_table(directory / "items.parquet", columns=["item_id", "index_row"]).sort_by("index_row")
+        items = pq.read_table(directory / ITEMS, columns=["item_id", "index_row"]).sort_by("index_row")
         self._items_arrow = items.column("item_id").combine_chunks().cast(pa.string())
         self.item_ids: list[str] = self._items_arrow.to_pylist()  # row -> id, for building answers
         self.item_rows: dict[str, int] = {item: row for row, item in enumerate(self.item_ids)}
         if len(self.item_rows) != len(self.item_ids):
-            raise PublicationError(f"{directory}: items.parquet repeats an item id")
+            raise PublicationError(f"{directory}: {ITEMS} repeats an item id")
 
-        self._load_user_lists(directory / "user_recs.parquet")
+        self._load_user_lists(directory / USER_RECS)
 
-        fallback = pq.read_table(directory / "fallback.parquet", columns=["rank", "item_id", "score"]).sort_by("rank")
+        fallback = pq.read_table(directory / FALLBACK, columns=["rank", "item_id", "score"]).sort_by("rank")
         self.fallback_items = self._rows_of(fallback.column("item_id"))
         self.fallback_scores = fallback.column("score").to_numpy().astype(np.float32)
         if not np.isfinite(self.fallback_scores).all():
@@ -92,20 +84,6 @@ class Publication:
         self._blocked_mask: np.ndarray | None = None
 
     # --- loading
-
-    def _verify_checksums(self) -> None:
-        files = self.manifest.get("files", {})
-        missing = [name for name in REQUIRED_FILES if name not in files]
-        if missing:
-            raise PublicationError(f"{self.directory}: the manifest lists no {', '.join(missing)}")
-        for name, facts in files.items():
-            path = self.directory / name
-            if path.resolve().parent != self.directory.resolve():
-                raise PublicationError(f"{self.directory}: manifest names a file outside the publication: {name!r}")
-            if not path.exists():
-                raise PublicationError(f"{self.directory}: {name} listed in the manifest is missing")
-            if sha256(path) != facts["sha256"]:
-                raise PublicationError(f"{self.directory}: checksum of {name} does not match the manifest")
 
     def _rows_of(self, item_ids: pa.ChunkedArray) -> np.ndarray:
         """Item rows for a column of item ids: one hash lookup per distinct id of each dictionary."""
@@ -408,12 +386,3 @@ def _sorted_by_user_and_rank(user_ids: np.ndarray, starts: np.ndarray, ranks: np
     increasing[1:] = ranks[1:] > ranks[:-1]
     increasing[starts] = True
     return bool(increasing.all())
-
-
-def sha256(path: Path) -> str:
-    """The checksum a manifest records for each file; the publisher computes it with this same function."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -11,6 +11,7 @@ import logging
 import threading
 from pathlib import Path
 
+from serving.format import BLOCKLIST, current_version, version_directory
 from serving.publication import Publication
 
 log = logging.getLogger(__name__)
@@ -29,11 +30,7 @@ class PublicationStore:
         self._thread: threading.Thread | None = None
 
     def live_version_on_disk(self) -> str | None:
-        path = self.published_dir / "CURRENT"
-        try:
-            return path.read_text().strip() or None
-        except FileNotFoundError:
-            return None
+        return current_version(self.published_dir)
 
     def refresh(self) -> bool:
         """Load the version CURRENT names if it is new. Returns True if a new version went live."""
@@ -42,11 +39,8 @@ class PublicationStore:
             return False
         if version in self.refused:
             return False  # refused once: do not re-read gigabytes every interval
-        directory = (self.published_dir / version).resolve()
         try:
-            if directory.parent != self.published_dir.resolve():
-                raise ValueError("CURRENT must name a directory inside the published directory")
-            publication = Publication(directory)
+            publication = Publication(version_directory(self.published_dir, version))
             if publication.version != version:
                 raise ValueError(f"its manifest says version {publication.version!r}")
         except Exception as error:  # a broken publication must never take the service down
@@ -65,7 +59,7 @@ class PublicationStore:
     @property
     def blocklist_path(self) -> Path:
         """Items blocked after publication, one id per line ('#' starts a comment)."""
-        return self.published_dir / "blocklist.txt"
+        return self.published_dir / BLOCKLIST
 
     def refresh_blocklist(self) -> bool:
         """Reload the blocklist if the file changed; it applies to every answer at once."""

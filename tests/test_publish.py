@@ -13,20 +13,19 @@ import pytest
 from models.business_rules import category_capped_order
 from pipelines import publish as publish_module
 from pipelines.publish import (
-    MANIFEST,
     PublishError,
     current_version,
     prune_versions,
     publish,
     publish_lock,
     rollback,
-    sha256,
     switch_current,
     verify_version,
     versions,
 )
 from pipelines.validate import ValidationFailed
 from pipelines.warehouse import connect
+from serving.format import MANIFEST, sha256
 from tests.conftest import copy_home
 
 REPO = Path(__file__).resolve().parent.parent
