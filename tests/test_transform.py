@@ -155,3 +155,22 @@ def test_a_weight_setting_changes_the_event_mart_and_what_is_built_from_it(built
     assert low == high == settings.weight_purchase
     assert total > purchases(built)[2]
     assert settings.weight_purchase in set(read_event_log(settings).weight)
+
+
+def test_every_mart_states_its_grain_and_describes_every_column_it_has(built):
+    """The marts are the interface: a reader learns each column's meaning from _marts.yml, not from the SQL."""
+    import yaml
+
+    documented = yaml.safe_load((built.dbt_project_dir / "models" / "marts" / "_marts.yml").read_text())["models"]
+    with connect(built) as con:
+        built_marts = {
+            table: {row[0] for row in con.execute(f"describe marts.{table}").fetchall()}
+            for (table,) in con.execute(
+                "select table_name from information_schema.tables where table_schema = 'marts'"
+            ).fetchall()
+        }
+    assert set(built_marts) == {model["name"] for model in documented}
+    for model in documented:
+        assert model["description"].startswith("One row per"), model["name"]
+        described = {column["name"] for column in model["columns"] if column.get("description")}
+        assert described == built_marts[model["name"]], model["name"]
