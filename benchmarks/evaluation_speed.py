@@ -33,7 +33,7 @@ from models.evaluation import (  # noqa: E402
     random_ratio_folds,
     score_fold,
 )
-from pipelines.evaluation import item_features, signal_weights  # noqa: E402
+from pipelines.evaluation import item_features  # noqa: E402
 from pipelines.settings import Settings  # noqa: E402
 from pipelines.simulate import simulate  # noqa: E402
 
@@ -54,8 +54,7 @@ def simulated_log(users: int, items: int, days: int, home: Path) -> tuple[EventL
     events = pd.concat(frames, ignore_index=True)
     catalog = pd.read_json(settings.landing_dir / "catalog" / "items.jsonl", lines=True)
     catalog["item_id"] = catalog["item_id"].astype(str)
-    weights = signal_weights(settings.dbt_project_dir / "dbt_project.yml")
-    events["weight"] = events["event_type"].map(weights).fillna(weights["view"])
+    events["weight"] = events["event_type"].map(settings.signal_weights)
     log = EventLog.from_frame(events, settings.decay_half_life_days, item_features(catalog))
     return log, catalog
 

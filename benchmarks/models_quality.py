@@ -74,8 +74,6 @@ ML100K_GENRES = (
     "unknown Action Adventure Animation Children's Comedy Crime Documentary Drama Fantasy Film-Noir Horror "
     "Musical Mystery Romance Sci-Fi Thriller War Western"
 ).split()
-# The interactions mart's signal weights (dbt_project.yml vars), for the simulated log.
-EVENT_WEIGHTS = {"view": 1.0, "click": 2.0, "add_to_cart": 4.0, "purchase": 8.0, "rating": 1.0}
 
 
 # --- data sets: events (user_id, item_id, weight, last_ts in epoch seconds) and item attributes
@@ -119,6 +117,8 @@ def load_simulated(work_dir: Path, users: int, items: int, days: int, seed: int)
         home=work_dir / "simulated-home", sim_users=users, sim_items=items, sim_days=days, sim_seed=seed
     )
     summary = simulate(settings, landing)
+    # The signal weights marts.interaction_events carries (settings the pipeline passes to dbt).
+    signal_weights = settings.signal_weights
     rows = []
     for path in sorted((landing / "events").glob("date=*/events.jsonl")):
         # Ingestion's "future_timestamp" rule: nothing stamped after the file's day (plus tolerance).
@@ -130,7 +130,7 @@ def load_simulated(work_dir: Path, users: int, items: int, days: int, seed: int)
                 stamp = pd.Timestamp(event["event_ts"])
             except (ValueError, TypeError, KeyError):
                 continue
-            if not event.get("user_id") or event.get("event_type") not in EVENT_WEIGHTS or stamp > latest:
+            if not event.get("user_id") or event.get("event_type") not in signal_weights or stamp > latest:
                 continue
             rows.append((event["event_id"], event["user_id"], event["item_id"], event["event_type"], stamp.timestamp()))
     events = pd.DataFrame(rows, columns=["event_id", "user_id", "item_id", "event_type", "ts"])
@@ -139,7 +139,7 @@ def load_simulated(work_dir: Path, users: int, items: int, days: int, seed: int)
     catalog = pd.read_json(landing / "catalog" / "items.jsonl", lines=True)
     features = catalog[[Columns.Item, Columns.Category, Columns.Price, Columns.CreatedAt]].copy()
     features[Columns.CreatedAt] = pd.to_datetime(features[Columns.CreatedAt], utc=True)
-    weights = events["event_type"].map(EVENT_WEIGHTS)
+    weights = events["event_type"].map(signal_weights)
     return _events(events["user_id"], events["item_id"], weights, events["ts"]), features
 
 

@@ -26,7 +26,9 @@ import sys
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from pipelines.settings import Settings, get_settings
+from pydantic import ValidationError
+
+from pipelines.settings import Settings, describe_invalid_settings, get_settings
 
 
 def _day(text: str) -> datetime:
@@ -285,7 +287,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("great_expectations", "mlflow", "alembic", "faiss"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ValidationError as error:
+        print(f"recforge {args.command}: error: {describe_invalid_settings(error)}", file=sys.stderr)
+        return 1
     settings.ensure_dirs()
     try:
         args.func(settings, args)

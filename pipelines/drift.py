@@ -113,17 +113,19 @@ def psi(expected: np.ndarray, actual: np.ndarray, floor: float = 1e-4) -> float:
 
 
 def load_window(settings: Settings, end: datetime | None = None) -> Window:
-    """The last `drift_window_days` of deduplicated events, ending at `end` (default: the newest event)."""
+    """The last `drift_window_days` of the events training learns from, ending at `end` (default: the newest).
+
+    Read from ``marts.interaction_events``, so bots dbt filters out move neither drift nor training.
+    """
     with connect(settings, must_exist=True) as con:
         if end is None:
-            newest = con.execute("select max(event_ts) from intermediate.int_events_deduped").fetchone()[0]
+            newest = con.execute("select max(event_ts) from marts.interaction_events").fetchone()[0]
             if newest is None:
                 raise ValueError("no events in the warehouse: nothing to check for drift")
             end = pd.Timestamp(newest).tz_localize("UTC").to_pydatetime() + timedelta(microseconds=1)
         start = end - timedelta(days=settings.drift_window_days)
         frame = con.execute(
-            "select user_id, item_id, event_type from intermediate.int_events_deduped "
-            "where event_ts >= ? and event_ts < ?",
+            "select user_id, item_id, event_type from marts.interaction_events where event_ts >= ? and event_ts < ?",
             [start.replace(tzinfo=None), end.replace(tzinfo=None)],
         ).fetch_df()
     types = frame["event_type"].value_counts().reindex(list(EVENT_TYPES), fill_value=0)

@@ -3,25 +3,23 @@
 Training (``pipelines/train.py``) and ``recforge evaluate`` both call ``load_evaluation_data`` and
 ``evaluate_candidates``, so the numbers the gate decides on are the numbers the command prints.
 
-Events come from ``intermediate.int_events_deduped`` rather than ``marts.interactions_split``
-because a rolling backtest needs several cutoffs: each fold re-aggregates the events before its
-cutoff with the warehouse's signal weights (``weight_*`` vars of ``dbt_project/dbt_project.yml``,
-read from that file so SQL and Python share one definition) and the same exponential decay. The
-newest fold is exactly the mart's split (tested in tests/test_evaluation.py).
+Events come from ``marts.interaction_events`` (one row per accepted, deduplicated, non-bot event
+with its signal weight) rather than ``marts.interactions_split`` because a rolling backtest needs
+several cutoffs: each fold re-aggregates the events before its cutoff with the mart's weights and
+the warehouse's exponential decay (``decay_half_life_days``, the setting dbt gets as a var) measured
+from that cutoff. The newest fold is exactly the mart's split (tested in tests/test_evaluation.py).
+The catalog comes from ``marts.item_features``. Nothing here reads staging or intermediate.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
-from models.columns import Columns
 from models.dataset import Interactions
 from models.evaluation import (
     BacktestResult,
@@ -42,13 +40,6 @@ from pipelines.warehouse import read_frame
 log = logging.getLogger(__name__)
 
 PRIMARY_METRIC = "ndcg_at_10"
-EVENT_TYPE_WEIGHT_VARS = {
-    "view": "weight_view",
-    "click": "weight_click",
-    "add_to_cart": "weight_add_to_cart",
-    "purchase": "weight_purchase",
-    "rating": "weight_rating",
-}
 
 
 @dataclass
@@ -77,16 +68,6 @@ class EvaluationRun:
         return {name: result.summary() for name, result in self.results.items()}
 
 
-@cache
-def signal_weights(dbt_project: Path) -> dict[str, float]:
-    """Event type -> signal weight, from the dbt project's vars (the mart's definition)."""
-    variables = yaml.safe_load(dbt_project.read_text()).get("vars", {})
-    missing = [var for var in EVENT_TYPE_WEIGHT_VARS.values() if var not in variables]
-    if missing:
-        raise ValueError(f"{dbt_project} lacks the signal weight vars {missing}")
-    return {event: float(variables[var]) for event, var in EVENT_TYPE_WEIGHT_VARS.items()}
-
-
 def evaluation_config(settings: Settings) -> EvaluationConfig:
     return EvaluationConfig(
         k=settings.eval_k,
@@ -98,20 +79,20 @@ def evaluation_config(settings: Settings) -> EvaluationConfig:
 
 
 def read_event_log(settings: Settings, catalog: pd.DataFrame | None = None) -> EventLog:
-    frame = read_frame(settings, "select user_id, item_id, event_type, event_ts from intermediate.int_events_deduped")
+    """The events training and evaluation learn from, each with its signal weight (before decay)."""
+    frame = read_frame(settings, "select user_id, item_id, event_ts, weight from marts.interaction_events")
     if frame.empty:
-        raise ValueError("intermediate.int_events_deduped is empty: ingest and transform first")
-    weights = signal_weights(settings.dbt_project_dir / "dbt_project.yml")
-    # The macro's `else` branch: an event type without its own weight counts as a view.
-    frame[Columns.Weight] = frame["event_type"].map(weights).fillna(weights["view"])
+        raise ValueError("marts.interaction_events is empty: ingest and transform first")
     return EventLog.from_frame(
         frame, settings.decay_half_life_days, item_features(read_catalog(settings) if catalog is None else catalog)
     )
 
 
 def read_catalog(settings: Settings) -> pd.DataFrame:
+    """The catalog's items (not items seen only in events) with what the list rules and models use."""
     return read_frame(
-        settings, "select item_id, category, price, created_at, in_stock, is_blocked from staging.stg_items"
+        settings,
+        "select item_id, category, price, created_at, in_stock, is_blocked from marts.item_features where in_catalog",
     )
 
 

@@ -98,15 +98,18 @@ def load_champion(settings: Settings) -> tuple[Recommender, dict]:
 
 
 def read_items(settings: Settings) -> pd.DataFrame:
+    """The catalog's items (``marts.item_features`` rows it lists): what the lists and items.parquet need."""
     return read_frame(
-        settings, "select item_id, title, category, price, in_stock, is_blocked from staging.stg_items order by item_id"
+        settings,
+        "select item_id, title, category, price, in_stock, is_blocked from marts.item_features "
+        "where in_catalog order by item_id",
     )
 
 
 def read_purchases(settings: Settings) -> pd.DataFrame:
-    """(user_id, item_id) pairs the user bought or rated: never to be recommended back."""
+    """(user_id, item_id) pairs the user bought or rated (``marts.interactions``): never to be recommended back."""
     return read_frame(
-        settings, "select distinct user_id, item_id from staging.stg_events where event_type in ('purchase', 'rating')"
+        settings, "select user_id, item_id from marts.interactions where n_purchases > 0 or n_ratings > 0"
     )
 
 

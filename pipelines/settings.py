@@ -9,12 +9,13 @@ the scaled-out configuration changes URLs, never code.
 from __future__ import annotations
 
 import json
+import math
 from datetime import date
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -87,7 +88,15 @@ class Settings(BaseSettings):
     # --- transformation
     test_days: int = Field(default=7, description="Days at the end of the log held out as the test window.")
     valid_days: int = Field(default=7, description="Days before the test window that form the validation window.")
-    decay_half_life_days: float = 14.0
+    decay_half_life_days: float = Field(
+        default=14.0, gt=0, description="Time decay: an interaction this many days old counts half (dbt and folds)."
+    )
+    # Signal strength per event type: dbt's signal_weight macro gives marts.interaction_events its weight column.
+    weight_view: float = Field(default=1.0, description="Signal weight of a view (finite, >= 0).")
+    weight_click: float = Field(default=2.0, description="Signal weight of a click (finite, >= 0).")
+    weight_add_to_cart: float = Field(default=4.0, description="Signal weight of an add_to_cart (finite, >= 0).")
+    weight_purchase: float = Field(default=8.0, description="Signal weight of a purchase (finite, >= 0).")
+    weight_rating: float = Field(default=1.0, description="Signal weight of a rating (finite, >= 0).")
     session_gap_minutes: int = Field(default=30, description="Inactivity that ends a session (int_sessions).")
     bot_max_events_per_day: int = Field(
         default=2000, description="More behavioural events than this on one day marks a user as a bot (dbt)."
@@ -200,6 +209,13 @@ class Settings(BaseSettings):
     def _absolute_home(cls, value: Path) -> Path:
         return value.expanduser().resolve()
 
+    @field_validator("weight_view", "weight_click", "weight_add_to_cart", "weight_purchase", "weight_rating")
+    @classmethod
+    def _finite_non_negative_weight(cls, value: float) -> float:
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"must be a finite number >= 0, got {value}")
+        return value
+
     @model_validator(mode="after")
     def _evaluated_lists_are_stored_lists(self) -> Settings:
         """Evaluation scores the head of the lists publication stores, so it cannot look deeper than they go."""
@@ -210,6 +226,11 @@ class Settings(BaseSettings):
                 "evaluation scores the stored lists, so raise publish_top_n or lower the cut-offs"
             )
         return self
+
+    @property
+    def signal_weights(self) -> dict[str, float]:
+        """Event type -> signal weight (the ``weight_<event type>`` settings), for code that bypasses the warehouse."""
+        return {event: getattr(self, f"weight_{event}") for event in EVENT_TYPES}
 
     # Paths are derived, never configured separately, so they cannot drift apart.
     @cached_property
@@ -295,6 +316,22 @@ class Settings(BaseSettings):
             self.models_dir,
         ):
             path.mkdir(parents=True, exist_ok=True)
+
+
+def describe_invalid_settings(error: ValidationError) -> str:
+    """One line naming each invalid setting by its environment variable and what it must be.
+
+    For the CLI, which must exit with one clear line rather than pydantic's multi-line report.
+    """
+    problems = []
+    for item in error.errors():
+        message = item["msg"].removeprefix("Value error, ")
+        if item["loc"]:
+            name = f"{Settings.model_config['env_prefix']}{item['loc'][0]}".upper()
+            problems.append(f"{name}={item['input']!r}: {message}")
+        else:
+            problems.append(message)
+    return "invalid settings: " + "; ".join(problems)
 
 
 def get_settings() -> Settings:

@@ -88,14 +88,27 @@ def generate_docs(settings: Settings) -> Path:
     return target
 
 
+# Settings that are dbt vars under the same name: dbt_project.yml holds their defaults (tested equal).
+DBT_VARS = (
+    "test_days",
+    "valid_days",
+    "decay_half_life_days",
+    "session_gap_minutes",
+    "bot_max_events_per_day",
+    "cold_user_below",
+    "segment_power_above",
+    "weight_view",
+    "weight_click",
+    "weight_add_to_cart",
+    "weight_purchase",
+    "weight_rating",
+)
+
+
+def dbt_vars(settings: Settings) -> dict[str, object]:
+    """The dbt vars that come from settings, so one setting changes the SQL and whatever reads the marts."""
+    return {name: getattr(settings, name) for name in DBT_VARS}
+
+
 def _vars(settings: Settings) -> str:
-    """dbt vars that come from settings, so one setting changes SQL and Python alike."""
-    return json.dumps(
-        {
-            "test_days": settings.test_days,
-            "valid_days": settings.valid_days,
-            "decay_half_life_days": settings.decay_half_life_days,
-            "session_gap_minutes": settings.session_gap_minutes,
-            "bot_max_events_per_day": settings.bot_max_events_per_day,
-        }
-    )
+    return json.dumps(dbt_vars(settings))

@@ -25,8 +25,8 @@ from models.evaluation.segments import history_sizes, new_item_relevance, segmen
 from models.evaluation.splits import SECONDS_PER_DAY, Fold
 from models.ranked_lists import ListRules, cold_users, ranked_lists
 from pipelines.candidates import UnknownCandidate, candidate_factories, candidate_params
-from pipelines.evaluation import load_evaluation_data, read_catalog, read_event_log, signal_weights
-from tests.conftest import make_settings
+from pipelines.evaluation import load_evaluation_data, read_catalog, read_event_log
+from tests.conftest import copy_home, make_settings
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -312,11 +312,60 @@ def test_the_newest_fold_is_the_warehouse_split(built):
     assert fold.relevant.nnz == len(unknown)
 
 
-def test_signal_weights_come_from_the_dbt_project(built):
-    weights = signal_weights(built.dbt_project_dir / "dbt_project.yml")
+def test_signal_weights_come_from_the_settings_through_the_event_mart(built):
+    weights = built.signal_weights
     assert weights["purchase"] > weights["add_to_cart"] > weights["click"] > weights["view"]
     log = read_event_log(built)
     assert set(np.unique(log.weight)) <= set(weights.values())
+
+
+def test_a_bot_only_dbt_flags_never_reaches_training_or_drift(built, tmp_path):
+    """A steady scraper: more than bot_max_events_per_day views on one day, but under the per-minute rule."""
+    import json
+
+    from pipelines.drift import load_window
+    from pipelines.ingest import ingest_interval
+    from pipelines.simulate import landing_file_for
+    from pipelines.transform import build_warehouse
+    from pipelines.warehouse import connect
+
+    settings = copy_home(built, tmp_path / "home")
+    day = START + timedelta(days=2)
+    items = read_catalog(settings)["item_id"].tolist()
+    gap = timedelta(seconds=30)  # two events a minute: far below bot_max_events_per_minute
+    assert 60 / gap.total_seconds() < settings.bot_max_events_per_minute
+    n_events = settings.bot_max_events_per_day + 1
+    assert n_events * gap < timedelta(days=1)
+    scraper = [
+        {
+            "event_id": f"scraper-{n}",
+            "user_id": "steady-scraper",
+            "item_id": items[n % len(items)],
+            "event_type": "view",
+            "event_ts": (day + n * gap).isoformat(),
+            "session_id": "scraper",
+            "context": {},
+        }
+        for n in range(n_events)
+    ]
+    (landing_file_for(settings.landing_dir, day).parent / "scraper.jsonl").write_text(
+        "\n".join(json.dumps(event) for event in scraper) + "\n"
+    )
+    ingest_interval(settings, day, day + timedelta(days=1))
+    build_warehouse(settings)
+    with connect(settings) as con:  # the premise: ingest accepts every event, dbt flags the user
+        accepted = con.execute("select count(*) from raw.events where user_id = 'steady-scraper'").fetchone()[0]
+        flagged = con.execute("select count(*) from intermediate.int_bot_users where user_id = 'steady-scraper'")
+        flagged = flagged.fetchone()[0]
+    assert accepted == n_events and flagged == 1
+
+    data = load_evaluation_data(settings)
+    assert "steady-scraper" not in set(data.log.user_ids)
+    assert "steady-scraper" not in set(data.full_interactions().user_ids)
+    for fold in data.folds:
+        assert "steady-scraper" not in set(fold.train.user_ids) | set(fold.eval_user_ids)
+    window = load_window(settings, day + timedelta(days=1))
+    assert "steady-scraper" not in window.users.index and len(window.users)
 
 
 # --- backtest
@@ -424,11 +473,18 @@ def test_a_catalog_without_stock_columns_is_refused():
         allowed_and_categories(np.array(["x"]), pd.DataFrame({"item_id": ["x"], "category": ["c"]}))
 
 
-def test_a_dbt_project_without_signal_weights_is_refused(tmp_path):
-    project = tmp_path / "dbt_project.yml"
-    project.write_text("name: x\nvars:\n  weight_view: 1.0\n")
-    with pytest.raises(ValueError, match=r"lacks the signal weight vars \['weight_click'"):
-        signal_weights(project)
+@pytest.mark.parametrize("value", ["-1", "inf", "nan"])
+def test_an_invalid_signal_weight_is_refused_in_one_line_naming_the_variable_and_its_range(
+    value, tmp_path, monkeypatch, capsys
+):
+    from pipelines.cli import main
+
+    monkeypatch.setenv("RECFORGE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("RECFORGE_WEIGHT_CLICK", value)
+    assert main(["status"]) == 1
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1
+    assert f"RECFORGE_WEIGHT_CLICK='{value}': must be a finite number >= 0" in error
 
 
 def test_an_empty_or_repeated_candidate_list_is_refused(tmp_path):

@@ -72,7 +72,9 @@ def test_the_manifest_records_the_rules_their_parameters_and_the_index_type(publ
 def test_lists_hold_distinct_allowed_unseen_items(published):
     recs = pd.read_parquet(live_dir(published) / "user_recs.parquet")
     with connect(published) as con:
-        banned_rows = con.execute("select item_id from staging.stg_items where is_blocked or not in_stock").fetchall()
+        banned_rows = con.execute(
+            "select item_id from marts.item_features where in_catalog and (is_blocked or not in_stock)"
+        ).fetchall()
         banned = {row[0] for row in banned_rows}
         seen = set(con.execute("select user_id || '|' || item_id from marts.interactions").fetchall())
     assert banned, "the simulated catalog should have blocked or out-of-stock items to exclude"
@@ -139,7 +141,9 @@ def test_a_publication_that_fails_its_suite_never_goes_live(published, tmp_path,
     def with_a_blocked_item(*args, **kwargs):
         user_recs, fallback = original(*args, **kwargs)
         with connect(settings) as con:
-            blocked = con.execute("select item_id from staging.stg_items where is_blocked limit 1").fetchone()[0]
+            blocked = con.execute(
+                "select item_id from marts.item_features where in_catalog and is_blocked limit 1"
+            ).fetchone()[0]
         user_recs.loc[user_recs.index[0], "item_id"] = blocked
         return user_recs, fallback
 

@@ -1,6 +1,7 @@
 """The dbt project builds on PostgreSQL and gives the same marts as on DuckDB, on the same input."""
 
 import hashlib
+from datetime import date
 
 import pandas as pd
 import pytest
@@ -13,6 +14,7 @@ from tests.conftest import copy_home
 pytestmark = pytest.mark.scaled
 
 MARTS = {
+    "interaction_events": ["event_id"],
     "interactions": ["user_id", "item_id"],
     "interactions_split": ["user_id", "item_id", "split"],
 }
@@ -24,7 +26,8 @@ def fingerprint(frame: pd.DataFrame, keys: list[str]) -> tuple[int, str]:
     for column in frame.columns:
         if pd.api.types.is_float_dtype(frame[column]):
             frame[column] = frame[column].map(lambda v: f"{v:.9g}")
-        elif pd.api.types.is_datetime64_any_dtype(frame[column]):
+        elif pd.api.types.is_datetime64_any_dtype(frame[column]) or isinstance(frame[column].iloc[0], date):
+            # DuckDB hands dates to pandas as datetime64, psycopg as datetime.date objects.
             frame[column] = pd.to_datetime(frame[column], utc=True).dt.strftime("%Y-%m-%dT%H:%M:%S.%f")
     return len(frame), hashlib.sha256(frame.to_csv(index=False).encode()).hexdigest()
 

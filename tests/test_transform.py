@@ -124,3 +124,53 @@ def test_an_incremental_build_after_rerunning_a_day_equals_a_full_refresh(built,
         assert incremental[0] == con.execute("select count(*) from intermediate.int_events_deduped").fetchone()[0]
     run_dbt(settings, ["build", "--full-refresh", "--select", "int_events_deduped+"])
     assert fingerprint() == pytest.approx(incremental)
+
+
+def test_every_dbt_var_is_a_setting_whose_default_dbt_project_yml_repeats():
+    """A bare `dbt build` (defaults from dbt_project.yml) builds what the pipeline builds with default settings."""
+    import yaml
+
+    from pipelines.settings import Settings
+    from pipelines.transform import DBT_VARS
+
+    project = yaml.safe_load((Settings().dbt_project_dir / "dbt_project.yml").read_text())
+    defaults = {name: field.default for name, field in Settings.model_fields.items() if name in DBT_VARS}
+    assert project["vars"] == defaults and set(defaults) == set(DBT_VARS)
+
+
+def test_a_weight_setting_changes_the_event_mart_and_what_is_built_from_it(built, tmp_path):
+    from pipelines.evaluation import read_event_log
+
+    settings = copy_home(built, tmp_path / "home", weight_purchase=3 * built.weight_purchase)
+    build_warehouse(settings)
+
+    def purchases(home) -> tuple:
+        with connect(home) as con:
+            return con.execute(
+                "select min(weight), max(weight), (select sum(weight) from marts.interactions where n_purchases > 0) "
+                "from marts.interaction_events where event_type = 'purchase'"
+            ).fetchone()
+
+    low, high, total = purchases(settings)
+    assert low == high == settings.weight_purchase
+    assert total > purchases(built)[2]
+    assert settings.weight_purchase in set(read_event_log(settings).weight)
+
+
+def test_every_mart_states_its_grain_and_describes_every_column_it_has(built):
+    """The marts are the interface: a reader learns each column's meaning from _marts.yml, not from the SQL."""
+    import yaml
+
+    documented = yaml.safe_load((built.dbt_project_dir / "models" / "marts" / "_marts.yml").read_text())["models"]
+    with connect(built) as con:
+        built_marts = {
+            table: {row[0] for row in con.execute(f"describe marts.{table}").fetchall()}
+            for (table,) in con.execute(
+                "select table_name from information_schema.tables where table_schema = 'marts'"
+            ).fetchall()
+        }
+    assert set(built_marts) == {model["name"] for model in documented}
+    for model in documented:
+        assert model["description"].startswith("One row per"), model["name"]
+        described = {column["name"] for column in model["columns"] if column.get("description")}
+        assert described == built_marts[model["name"]], model["name"]

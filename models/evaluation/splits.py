@@ -18,8 +18,12 @@ training (the lists exclude seen items, so a re-interaction is unreachable), and
 model cannot know (first interacted after the cutoff) stay in the denominators: the model is not
 credited for the part of the catalog it could not see.
 
-Training weights are the signal weights of the events with the warehouse's exponential time decay,
-measured from the fold's own reference time (the cutoff), so no fold sees a later one.
+Training weights are the signal weights of the events (the ``weight`` column of
+``marts.interaction_events``: dbt applies the weights, once) with the warehouse's exponential time
+decay, measured from the fold's own reference time (the cutoff), so no fold sees a later one. The
+decay stays here rather than in a mart because a table can only decay to reference times it knows:
+``marts.interactions`` decays to the snapshot and ``marts.interactions_split`` to its one split,
+while a backtest has a cutoff per fold. The half-life is the same setting dbt gets as a var.
 """
 
 from __future__ import annotations

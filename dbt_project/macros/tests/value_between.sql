@@ -1,6 +1,7 @@
-{#- Fails on every non-null value outside [low, high]. -#}
-{% test value_between(model, column_name, low, high) %}
+{#- Fails on every non-null value outside [low, high]; a bound left out is not checked. -#}
+{% test value_between(model, column_name, low=none, high=none) %}
 select {{ column_name }}
 from {{ model }}
-where {{ column_name }} < {{ low }} or {{ column_name }} > {{ high }}
+where {% if low is not none %}{{ column_name }} < {{ low }}{% else %}false{% endif %}
+   or {% if high is not none %}{{ column_name }} > {{ high }}{% else %}false{% endif %}
 {% endtest %}

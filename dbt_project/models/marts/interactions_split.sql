@@ -2,7 +2,7 @@
 -- test_days are `test`, the valid_days before them `valid`, everything earlier `train`.
 -- Decay is measured from the end of each row's own window, so no split sees a later one.
 with events as (
-    select * from {{ ref('int_events_without_bots') }}
+    select * from {{ ref('interaction_events') }}
 ),
 
 cutoffs as (
@@ -17,7 +17,7 @@ assigned as (
     select
         events.user_id,
         events.item_id,
-        events.event_type,
+        events.weight,
         events.event_ts,
         case
             when events.event_ts >= cutoffs.test_start then 'test'
@@ -38,7 +38,7 @@ final as (
         user_id,
         item_id,
         split,
-        sum({{ signal_weight('event_type') }} * {{ decay('event_ts', 'window_end') }}) as weight,
+        sum(weight * {{ decay('event_ts', 'window_end') }}) as weight,
         count(*) as n_events,
         min(event_ts) as first_ts,
         max(event_ts) as last_ts,

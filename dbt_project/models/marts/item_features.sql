@@ -2,7 +2,7 @@
 -- catalog): what it is, how old, how popular over 1/7/30 days, and how well it converts.
 -- Windows end at the snapshot (the latest event), so the mart is the same whenever it is built.
 with events as (
-    select * from {{ ref('int_events_without_bots') }}
+    select * from {{ ref('interaction_events') }}
 ),
 
 items as (
@@ -39,7 +39,10 @@ all_items as (
 final as (
     select
         all_items.item_id,
-        coalesce(items.category, 'unknown') as category,
+        items.title,
+        -- As the catalog gives it: null means unknown, and readers decide what that means
+        -- (publication's rules treat it as the category 'unknown'; validation counts the gaps).
+        items.category,
         items.price,
         coalesce(items.in_stock, false) as in_stock,
         coalesce(items.is_blocked, false) as is_blocked,

@@ -1,8 +1,9 @@
 -- One row per user: how active, since when, in which segment, and which categories they prefer.
--- Segments by distinct items interacted with: cold < 5, casual 5-50, power > 50 (the same cut
--- evaluation reports metrics by, and publication uses for its cold-user blend).
+-- Segments by distinct items interacted with: cold below cold_user_below, power above
+-- segment_power_above, casual between (vars from the settings evaluation reports metrics by and
+-- publication uses for its cold-user blend; defaults 5 and 50).
 with events as (
-    select * from {{ ref('int_events_without_bots') }}
+    select * from {{ ref('interaction_events') }}
 ),
 
 items as (
@@ -73,8 +74,8 @@ final as (
         activity.first_ts,
         activity.last_ts,
         case
-            when activity.n_items < 5 then 'cold'
-            when activity.n_items <= 50 then 'casual'
+            when activity.n_items < {{ var('cold_user_below') }} then 'cold'
+            when activity.n_items <= {{ var('segment_power_above') }} then 'casual'
             else 'power'
         end as segment,
         top_categories.top_category,

@@ -1,0 +1,23 @@
+-- One row per accepted, deduplicated event of a user who is not a bot, with its signal weight.
+-- The event-grain interface out of the warehouse: every other mart aggregates it, and training's
+-- rolling backtest reads it directly because each fold cuts the log at its own time. The weight
+-- is the signal strength only; time decay depends on a reference time, which each reader sets.
+with events as (
+    select * from {{ ref('int_events_without_bots') }}
+),
+
+final as (
+    select
+        event_id,
+        user_id,
+        item_id,
+        event_type,
+        event_ts,
+        event_date,
+        session_id,
+        event_value,
+        {{ signal_weight('event_type') }} as weight
+    from events
+)
+
+select * from final
