@@ -21,6 +21,7 @@ that the same process (dbt, when tasks run in-process) already has open.
 from __future__ import annotations
 
 import io
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -55,34 +56,39 @@ def duckdb_connection(database: str, settings: Settings) -> duckdb.DuckDBPyConne
     return con
 
 
-class Warehouse:
+class Warehouse(ABC):
     """What both engines offer; `connect` opens the right one."""
 
     dialect: str
 
+    @abstractmethod
     def execute(self, sql: str, params=None):
-        raise NotImplementedError
+        """Run one statement (`?` placeholders); the result has fetchone, fetchall and fetch_df."""
 
+    @abstractmethod
     def executemany(self, sql: str, rows: list) -> None:
-        raise NotImplementedError
+        """Run one statement once per row of parameters."""
 
+    @abstractmethod
     def append_frame(self, table: str, frame: pd.DataFrame) -> None:
         """Insert `frame`'s rows into `table`, matching columns by name."""
-        raise NotImplementedError
 
     @property
+    @abstractmethod
     def sql_engine(self) -> duckdb.DuckDBPyConnection:
-        raise NotImplementedError
+        """The DuckDB connection where SQL that stays in DuckDB (ingest's rules) runs."""
 
+    @abstractmethod
     def insert_from_engine(self, table: str, select_sql: str, params: list) -> None:
         """Insert what `select_sql` (run on `sql_engine`) returns into `table`, by column alias."""
-        raise NotImplementedError
 
+    @abstractmethod
     def close(self) -> None:
-        raise NotImplementedError
+        """Close the connection(s)."""
 
     @contextmanager
     def transaction(self) -> Iterator[Warehouse]:
+        """All statements of the block commit together or not at all (a failed ingest run leaves no trace)."""
         self.execute("begin transaction")
         try:
             yield self
@@ -93,6 +99,8 @@ class Warehouse:
 
 
 class DuckDBWarehouse(Warehouse):
+    """The embedded default: the file RECFORGE_HOME/warehouse.duckdb, which dbt-duckdb builds in too."""
+
     dialect = "duckdb"
 
     def __init__(self, con: duckdb.DuckDBPyConnection):
@@ -178,6 +186,8 @@ def _csv_field(value) -> str:
 
 
 class PostgresWarehouse(Warehouse):
+    """The database RECFORGE_PG_DATABASE, which dbt-postgres builds in with RECFORGE_DBT_TARGET=postgres."""
+
     dialect = "postgres"
 
     def __init__(self, pg, settings: Settings):
