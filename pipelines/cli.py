@@ -204,7 +204,8 @@ def cmd_scaled_up(settings: Settings, args) -> None:
 
     signal.signal(signal.SIGTERM, stop_on_term)
 
-    ensure_databases(settings, (args.airflow_db, args.mlflow_db))
+    warehouse_db = (settings.pg_database,) if settings.dbt_target == "postgres" else ()  # the whole warehouse
+    ensure_databases(settings, (args.airflow_db, args.mlflow_db, *warehouse_db))
     stack = ScaledStack(settings, args.airflow_db, args.mlflow_db, args.redis_url)
     with stack:
         print(

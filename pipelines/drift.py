@@ -173,9 +173,7 @@ def _store_baseline(con, window: Window) -> None:
     frame = pd.DataFrame(rows, columns=["kind", "key", "value"])
     frame.insert(0, "window_end", window.end)
     frame.insert(0, "window_start", window.start)
-    con.register("baseline_rows", frame)
-    con.execute("insert into monitoring.drift_baseline select * from baseline_rows")
-    con.unregister("baseline_rows")
+    con.append_frame("monitoring.drift_baseline", frame)
 
 
 def _load_baseline(con) -> Window | None:
@@ -213,8 +211,7 @@ def check_drift(settings: Settings, end: datetime | None = None) -> DriftResult:
         measures=compare(baseline, current, settings) if baseline else [],
     )
     result.report = str(write_drift_report(settings, result, baseline, current))
-    with connect(settings) as con:
-        con.execute("begin transaction")
+    with connect(settings) as con, con.transaction():
         rows = [
             (
                 result.checked_at, result.window_start, result.window_end, result.baseline_start,
@@ -231,7 +228,6 @@ def check_drift(settings: Settings, end: datetime | None = None) -> DriftResult:
         con.executemany("insert into monitoring.drift_results values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
         if result.retrain:
             _store_baseline(con, current)
-        con.execute("commit")
     write_index(settings)
     log.info(result.summary())
     return result

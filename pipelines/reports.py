@@ -64,7 +64,7 @@ def _validation_rows(settings: Settings) -> list[list[str]]:
 def _drift_rows(settings: Settings) -> list[list[str]]:
     with connect(settings) as con:
         checks = con.execute(
-            "select checked_at, window_end, bool_or(retrain_triggered), any_value(report), "
+            "select checked_at, window_end, bool_or(retrain_triggered), max(report), "
             "string_agg(case when drifted then measure end, ', ') from monitoring.drift_results "
             "group by checked_at, window_end order by checked_at desc limit 10"
         ).fetchall()

@@ -31,7 +31,8 @@ class Settings(BaseSettings):
     # --- external services (embedded defaults; the scaled configuration overrides these URLs)
     mlflow_tracking_uri: str | None = Field(default=None, description="Defaults to SQLite under RECFORGE_HOME/mlflow.")
     dbt_target: Literal["duckdb", "postgres"] = Field(
-        default="duckdb", description="Where dbt builds the warehouse models (profiles.yml output)."
+        default="duckdb",
+        description="The warehouse of every stage: dbt's profiles.yml output and pipelines/warehouse.py's connection.",
     )
     pg_host: str = "127.0.0.1"
     pg_port: int = 5432

@@ -8,9 +8,9 @@ from pipelines.settings import Settings
 
 
 def _warehouse_lines(settings: Settings) -> list[str]:
-    from pipelines.warehouse import connect
+    from pipelines.warehouse import connect, location, warehouse_exists
 
-    if not settings.warehouse_path.exists():
+    if not warehouse_exists(settings):
         return ["warehouse: not built yet"]
     with connect(settings) as con:
         batches, rows_in, accepted, quarantined = con.execute(
@@ -22,7 +22,7 @@ def _warehouse_lines(settings: Settings) -> list[str]:
         ).fetchall()
     by_reason = ", ".join(f"{reason} {n}" for reason, n in reasons) or "none"
     return [
-        f"warehouse:   {settings.warehouse_path}",
+        f"warehouse:   {location(settings)}",
         f"  ingested {batches} batches: {rows_in} rows in = {accepted} accepted + {quarantined} quarantined",
         f"  quarantine by reason: {by_reason}",
     ]

@@ -43,6 +43,19 @@ def handmade(tmp_path, simulated):
     return settings
 
 
+@pytest.fixture(params=["duckdb", pytest.param("postgres", marks=pytest.mark.scaled)])
+def target_home(request, handmade):
+    """`handmade` with the warehouse in DuckDB, and again in a fresh PostgreSQL database.
+
+    On PostgreSQL the rules run in an in-memory DuckDB fed from PostgreSQL: the behaviours that
+    depend on earlier batches (cross-day duplicates, re-runs, all-or-nothing runs) must not change.
+    """
+    if request.param == "duckdb":
+        return handmade
+    database = request.getfixturevalue("postgres_database")
+    return handmade.model_copy(update={"dbt_target": "postgres", "pg_database": database})
+
+
 def quarantined(settings) -> list[tuple[int, str]]:
     with connect(settings) as con:
         return con.execute("select line_number, reason from quarantine.events order by line_number").fetchall()
@@ -151,24 +164,26 @@ def test_a_line_that_is_not_utf8_is_quarantined_with_its_bytes_escaped(handmade)
         ]
 
 
-def test_a_late_event_lands_in_its_own_day_without_duplicating(handmade):
+def test_a_late_event_lands_in_its_own_day_without_duplicating(target_home):
     on_time = event(1, event_ts=(DAY + timedelta(hours=3)).isoformat())
-    write_day(handmade, DAY, [json.dumps(on_time)])
-    write_day(handmade, DAY + timedelta(days=1), [json.dumps(event(2, event_ts=(DAY + timedelta(days=1)).isoformat()))])
+    write_day(target_home, DAY, [json.dumps(on_time)])
+    write_day(
+        target_home, DAY + timedelta(days=1), [json.dumps(event(2, event_ts=(DAY + timedelta(days=1)).isoformat()))]
+    )
     late = event(3, event_ts=(DAY + timedelta(hours=5)).isoformat())  # happened on DAY, delivered two days later
-    write_day(handmade, DAY + timedelta(days=2), [json.dumps(late), json.dumps(on_time)])  # and a re-delivery
+    write_day(target_home, DAY + timedelta(days=2), [json.dumps(late), json.dumps(on_time)])  # and a re-delivery
     for offset in range(3):  # the daily runs, in order, then the last one again
-        ingest_interval(handmade, DAY + timedelta(days=offset), DAY + timedelta(days=offset + 1))
-    result = ingest_interval(handmade, DAY + timedelta(days=2), DAY + timedelta(days=3))
+        ingest_interval(target_home, DAY + timedelta(days=offset), DAY + timedelta(days=offset + 1))
+    result = ingest_interval(target_home, DAY + timedelta(days=2), DAY + timedelta(days=3))
     assert (result.rows_accepted, result.rows_late, result.rows_quarantined) == (1, 1, 1)
-    with connect(handmade) as con:
+    with connect(target_home) as con:
         rows = con.execute("select event_id, event_date, landing_date from raw.events order by event_id").fetchall()
     assert rows == [
         ("t1", DAY.date(), DAY.date()),
         ("t2", DAY.date() + timedelta(days=1), DAY.date() + timedelta(days=1)),
         ("t3", DAY.date(), DAY.date() + timedelta(days=2)),
     ]
-    assert quarantined(handmade) == [(2, "duplicate_event_id")]
+    assert quarantined(target_home) == [(2, "duplicate_event_id")]
 
 
 def test_an_unknown_extra_column_is_kept_in_context(handmade):
@@ -214,12 +229,12 @@ def test_a_csv_without_a_required_column_fails_naming_file_and_column(handmade):
         ingest_interval(handmade, DAY, DAY + timedelta(days=1))
 
 
-def test_an_event_id_accepted_on_another_day_is_a_duplicate(handmade):
-    write_day(handmade, DAY, [json.dumps(event(1))])
+def test_an_event_id_accepted_on_another_day_is_a_duplicate(target_home):
+    write_day(target_home, DAY, [json.dumps(event(1))])
     next_day = DAY + timedelta(days=1)
-    write_day(handmade, next_day, [json.dumps(event(1, event_ts=(next_day + timedelta(hours=1)).isoformat()))])
-    ingest_interval(handmade, DAY, DAY + timedelta(days=2))
-    assert quarantined(handmade) == [(1, "duplicate_event_id")]
+    write_day(target_home, next_day, [json.dumps(event(1, event_ts=(next_day + timedelta(hours=1)).isoformat()))])
+    ingest_interval(target_home, DAY, DAY + timedelta(days=2))
+    assert quarantined(target_home) == [(1, "duplicate_event_id")]
 
 
 def test_a_user_above_the_per_minute_rate_is_quarantined_as_a_bot(handmade):
@@ -239,15 +254,15 @@ def test_a_missing_landing_file_fails_the_batch_naming_the_file(handmade):
         ingest_interval(handmade, DAY, DAY + timedelta(days=1))
 
 
-def test_a_failed_batch_leaves_the_warehouse_as_it_was(handmade):
-    write_day(handmade, DAY, [json.dumps(event(1))])
-    ingest_interval(handmade, DAY, DAY + timedelta(days=1))
-    catalog_file(handmade.landing_dir).write_text('{"item_id": "x"}\n')  # lacks required columns
+def test_a_failed_batch_leaves_the_warehouse_as_it_was(target_home):
+    write_day(target_home, DAY, [json.dumps(event(1))])
+    ingest_interval(target_home, DAY, DAY + timedelta(days=1))
+    catalog_file(target_home.landing_dir).write_text('{"item_id": "x"}\n')  # lacks required columns
     with pytest.raises(IngestError, match="catalog lacks required column"):
-        ingest_interval(handmade, DAY, DAY + timedelta(days=1))
-    with connect(handmade) as con:
+        ingest_interval(target_home, DAY, DAY + timedelta(days=1))
+    with connect(target_home) as con:
         assert con.execute("select count(*) from raw.events").fetchone()[0] == 1
-        assert con.execute("select count(*) from raw.items").fetchone()[0] == handmade.sim_items
+        assert con.execute("select count(*) from raw.items").fetchone()[0] == target_home.sim_items
 
 
 def test_an_interval_owns_the_days_whose_midnight_it_contains():

@@ -1,4 +1,8 @@
-"""The dbt project builds on PostgreSQL and gives the same marts as on DuckDB, on the same input."""
+"""The dbt project builds on PostgreSQL and gives the same marts as on DuckDB, on the same input.
+
+Ingest writes the raw layer straight into PostgreSQL (no DuckDB file in between), as the
+pipeline does with RECFORGE_DBT_TARGET=postgres.
+"""
 
 import hashlib
 from datetime import date
@@ -6,10 +10,10 @@ from datetime import date
 import pandas as pd
 import pytest
 
-from pipelines.postgres_raw import copy_raw_to_postgres, pg_connect
+from pipelines.ingest import ingest_interval
 from pipelines.transform import build_warehouse
 from pipelines.warehouse import connect
-from tests.conftest import copy_home
+from tests.conftest import copy_home, whole_log
 
 pytestmark = pytest.mark.scaled
 
@@ -32,17 +36,18 @@ def fingerprint(frame: pd.DataFrame, keys: list[str]) -> tuple[int, str]:
     return len(frame), hashlib.sha256(frame.to_csv(index=False).encode()).hexdigest()
 
 
-def test_postgres_marts_equal_duckdb_marts(built, tmp_path, postgres_database):
-    settings = copy_home(built, tmp_path / "home", dbt_target="postgres", pg_database=postgres_database)
-    copied = copy_raw_to_postgres(settings)
-    with connect(settings) as duck:
-        assert copied["events"] == duck.execute("select count(*) from raw.events").fetchone()[0]
+def test_postgres_marts_equal_duckdb_marts(simulated, built, tmp_path, postgres_database):
+    settings = copy_home(simulated, tmp_path / "home", dbt_target="postgres", pg_database=postgres_database)
+    ingested = ingest_interval(settings, *whole_log(settings))
+    with connect(built, must_exist=True) as duck:
+        assert ingested.rows_accepted == duck.execute("select count(*) from raw.events").fetchone()[0]
     result = build_warehouse(settings)
     assert result.nodes_ok == result.nodes_total
+    assert not settings.warehouse_path.exists()
 
-    with connect(settings) as duck, pg_connect(settings) as pg:
+    with connect(built, must_exist=True) as duck, connect(settings, must_exist=True) as pg:
         for mart, keys in MARTS.items():
             columns = duck.execute(f"select * from marts.{mart} limit 0").fetch_df().columns.tolist()
             in_duckdb = duck.execute(f"select {', '.join(columns)} from marts.{mart}").fetch_df()
-            in_postgres = pd.read_sql(f"select {', '.join(columns)} from marts.{mart}", pg)
+            in_postgres = pg.execute(f"select {', '.join(columns)} from marts.{mart}").fetch_df()
             assert fingerprint(in_postgres, keys) == fingerprint(in_duckdb, keys), mart

@@ -7,6 +7,8 @@ Why it is shaped like this:
   its raw content and a reason code). ``raw.batches`` records the counts by outcome, and the
   batch is refused (nothing written) unless accepted + quarantined = input.
 - The caller owns the transaction, so an interval of several files commits all or nothing.
+- The rules run in DuckDB whatever the warehouse (`Warehouse.sql_engine`): on PostgreSQL in an
+  in-memory DuckDB, fed the event ids PostgreSQL already holds, and the outcome is copied across.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 import duckdb
 
 from pipelines.ingest.sources import Source
+from pipelines.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +63,7 @@ class BatchWindow:
 
 
 def ingest_batch(
-    con: duckdb.DuckDBPyConnection,
+    warehouse: Warehouse,
     source: Source,
     path: Path,
     display_name: str,
@@ -70,10 +73,13 @@ def ingest_batch(
 ) -> BatchResult:
     """Classify `path` and replace batch `batch_id` with its rows; the caller commits."""
     started = datetime.now(UTC)
+    con = warehouse.sql_engine
     try:
         source.stage(con, path)
     except duckdb.Error as error:
         raise IngestError(f"{display_name}: cannot read as {source.name}: {error}") from error
+    if warehouse.dialect != "duckdb":
+        _mirror_accepted_before(warehouse, batch_id, window.landing_date)
     con.execute(
         CLASSIFY_SQL.read_text(),
         {
@@ -98,28 +104,28 @@ def ingest_batch(
     if accepted + quarantined != rows_input:
         raise IngestError(f"{display_name}: {rows_input} rows in but {accepted} accepted + {quarantined} quarantined")
 
-    con.execute("delete from raw.events where batch_id = ?", [batch_id])
-    con.execute("delete from quarantine.events where batch_id = ?", [batch_id])
-    con.execute("delete from raw.batches where batch_id = ?", [batch_id])
-    con.execute(
+    warehouse.execute("delete from raw.events where batch_id = ?", [batch_id])
+    warehouse.execute("delete from quarantine.events where batch_id = ?", [batch_id])
+    warehouse.execute("delete from raw.batches where batch_id = ?", [batch_id])
+    warehouse.insert_from_engine(
+        "raw.events",
         """
-        insert into raw.events (event_id, user_id, item_id, event_type, event_ts, value, session_id, context,
-                                source, batch_id, landing_date, ingested_at, event_date)
         select event_id, user_id, item_id, event_type, event_ts, value, session_id, context,
-               ?, ?, ?, ?, cast(event_ts as date)
+               ? as source, ? as batch_id, ? as landing_date, ? as ingested_at, cast(event_ts as date) as event_date
         from classified where reason is null
         """,
         [source.name, batch_id, window.landing_date, started],
     )
-    con.execute(
+    warehouse.insert_from_engine(
+        "quarantine.events",
         """
-        insert into quarantine.events (batch_id, landing_date, file, line_number, reason, raw, ingested_at)
-        select ?, ?, ?, line_number, reason, raw, ? from classified where reason is not null
+        select ? as batch_id, ? as landing_date, ? as file, line_number, reason, raw, ? as ingested_at
+        from classified where reason is not null
         """,
         [batch_id, window.landing_date, display_name, started],
     )
     finished = datetime.now(UTC)
-    con.execute(
+    warehouse.execute(
         """
         insert into raw.batches (batch_id, source, interval_start, interval_end, file, rows_input, rows_accepted,
                                  rows_quarantined, quarantined_by_reason, started_at, finished_at, landing_date,
@@ -138,3 +144,29 @@ def ingest_batch(
     )
     log.info(result.summary())
     return result
+
+
+def _mirror_accepted_before(warehouse: Warehouse, batch_id: str, landing_date: date) -> None:
+    """Give the in-memory rule engine the `raw.events` rows the cross-batch duplicate rule looks at.
+
+    That rule (classify_events.sql, `accepted_before`) reads raw.events; off DuckDB those rows live
+    in the warehouse, so the ids of this batch already accepted there from an earlier landing day
+    by another batch are copied into the engine's own raw.events first (only those: a batch's
+    ids, not the whole history, cross over).
+    """
+    con = warehouse.sql_engine
+    ids = con.execute("select distinct event_id from incoming where event_id is not null").fetch_df()
+    warehouse.execute("create temp table if not exists incoming_event_ids (event_id varchar not null)")
+    warehouse.execute("truncate incoming_event_ids")
+    warehouse.append_frame("incoming_event_ids", ids)
+    prior = warehouse.execute(
+        "select distinct raw_events.event_id, raw_events.landing_date, raw_events.batch_id "
+        "from raw.events as raw_events join incoming_event_ids using (event_id) "
+        "where raw_events.landing_date < ? and raw_events.batch_id <> ?",
+        [landing_date, batch_id],
+    ).fetch_df()
+    con.execute("create schema if not exists raw")
+    con.execute("create or replace table raw.events (event_id varchar, landing_date date, batch_id varchar)")
+    con.register("prior_rows", prior)
+    con.execute("insert into raw.events select event_id, cast(landing_date as date), batch_id from prior_rows")
+    con.unregister("prior_rows")

@@ -8,14 +8,13 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-import duckdb
 import pandas as pd
 
 from pipelines.ingest.batch import BatchResult, BatchWindow, IngestError, ingest_batch
 from pipelines.ingest.sources import CATALOG_COLUMNS, SchemaError, get_source, read_recforge_catalog
 from pipelines.settings import Settings
 from pipelines.simulate import catalog_file
-from pipelines.warehouse import connect
+from pipelines.warehouse import Warehouse, connect
 
 log = logging.getLogger(__name__)
 
@@ -101,27 +100,21 @@ def ingest_interval(settings: Settings, interval_start: datetime, interval_end: 
         plan.append((day, files))
 
     results = []
-    with connect(settings) as con:
-        con.execute("begin transaction")
-        try:
-            catalog_items = _replace_catalog(con, read_recforge_catalog_or_fail(settings))
-            for day, files in plan:
-                _forget_landing_day(con, source.name, day)
-                window = BatchWindow(
-                    interval_start=_midnight(day),
-                    interval_end=_midnight(day) + timedelta(days=1),
-                    landing_date=day,
-                    latest_allowed=_midnight(day) + timedelta(days=1, seconds=settings.future_tolerance_seconds),
-                    earliest_allowed=_midnight(day) - timedelta(days=settings.late_arrival_days),
-                )
-                for path in files:
-                    display = str(path.relative_to(settings.landing_dir))
-                    batch_id = batch_id_for(source.name, day, path.name)
-                    results.append(_guarded(ingest_batch, con, source, path, display, batch_id, window, settings))
-            con.execute("commit")
-        except Exception:
-            con.execute("rollback")
-            raise
+    with connect(settings) as con, con.transaction():
+        catalog_items = _replace_catalog(con, read_recforge_catalog_or_fail(settings))
+        for day, files in plan:
+            _forget_landing_day(con, source.name, day)
+            window = BatchWindow(
+                interval_start=_midnight(day),
+                interval_end=_midnight(day) + timedelta(days=1),
+                landing_date=day,
+                latest_allowed=_midnight(day) + timedelta(days=1, seconds=settings.future_tolerance_seconds),
+                earliest_allowed=_midnight(day) - timedelta(days=settings.late_arrival_days),
+            )
+            for path in files:
+                display = str(path.relative_to(settings.landing_dir))
+                batch_id = batch_id_for(source.name, day, path.name)
+                results.append(_guarded(ingest_batch, con, source, path, display, batch_id, window, settings))
     result = IngestResult(interval_start, interval_end, results, catalog_items)
     log.info(result.summary())
     return result
@@ -151,24 +144,18 @@ def ingest_path(settings: Settings, source_name: str, path: Path) -> IngestResul
         earliest_allowed=EPOCH,
     )
     results = []
-    with connect(settings) as con:
-        con.execute("begin transaction")
-        try:
-            if catalog is not None:
-                _replace_catalog(con, catalog)
-            for file in files:
-                batch_id = batch_id_for(source.name, None, file.name)
-                result = _guarded(ingest_batch, con, source, file, str(file), batch_id, window, settings)
-                _stamp_import_interval(con, batch_id)
-                result.rows_late = 0  # history has no landing day to be late for
-                results.append(result)
-            # Sources without a catalog (Retailrocket's events file): every item seen becomes a catalog row.
-            catalog_items = _catalog_size(con, add_seen=catalog is None)
-            first, last = con.execute("select min(event_ts), max(event_ts) from raw.events").fetchone()
-            con.execute("commit")
-        except Exception:
-            con.execute("rollback")
-            raise
+    with connect(settings) as con, con.transaction():
+        if catalog is not None:
+            _replace_catalog(con, catalog)
+        for file in files:
+            batch_id = batch_id_for(source.name, None, file.name)
+            result = _guarded(ingest_batch, con, source, file, str(file), batch_id, window, settings)
+            _stamp_import_interval(con, batch_id)
+            result.rows_late = 0  # history has no landing day to be late for
+            results.append(result)
+        # Sources without a catalog (Retailrocket's events file): every item seen becomes a catalog row.
+        catalog_items = _catalog_size(con, add_seen=catalog is None)
+        first, last = con.execute("select min(event_ts), max(event_ts) from raw.events").fetchone()
     result = IngestResult(first or EPOCH, last or EPOCH, results, catalog_items)
     log.info(result.summary())
     return result
@@ -181,7 +168,7 @@ def _guarded(ingest, con, source, path, display, batch_id, window, settings) -> 
         raise IngestError(str(error)) from error
 
 
-def _forget_landing_day(con: duckdb.DuckDBPyConnection, source: str, day: date) -> None:
+def _forget_landing_day(con: Warehouse, source: str, day: date) -> None:
     """Drop every batch an earlier run wrote for this landing day, including files since removed."""
     con.execute(
         "delete from quarantine.events where batch_id in "
@@ -192,7 +179,7 @@ def _forget_landing_day(con: duckdb.DuckDBPyConnection, source: str, day: date) 
     con.execute("delete from raw.batches where source = ? and landing_date = ?", [source, day])
 
 
-def _stamp_import_interval(con: duckdb.DuckDBPyConnection, batch_id: str) -> None:
+def _stamp_import_interval(con: Warehouse, batch_id: str) -> None:
     """An imported file's interval is the span of its accepted events; its landing day is the last one."""
     con.execute(
         """
@@ -228,16 +215,14 @@ def read_recforge_catalog_or_fail(settings: Settings) -> pd.DataFrame:
         raise IngestError(str(error)) from error
 
 
-def _replace_catalog(con: duckdb.DuckDBPyConnection, items: pd.DataFrame) -> int:
+def _replace_catalog(con: Warehouse, items: pd.DataFrame) -> int:
     """Replace raw.items with a catalog snapshot (it is small and always complete)."""
     con.execute("delete from raw.items")
-    con.register("catalog_rows", items[CATALOG_COLUMNS])
-    con.execute(f"insert into raw.items ({', '.join(CATALOG_COLUMNS)}) select * from catalog_rows")
-    con.unregister("catalog_rows")
+    con.append_frame("raw.items", items[CATALOG_COLUMNS])
     return len(items)
 
 
-def _catalog_size(con: duckdb.DuckDBPyConnection, add_seen: bool) -> int:
+def _catalog_size(con: Warehouse, add_seen: bool) -> int:
     """Items in the catalog; with `add_seen`, first add every item seen in events that it lacks."""
     if add_seen:
         con.execute(

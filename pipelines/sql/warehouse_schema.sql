@@ -1,4 +1,5 @@
 -- What Python writes: the raw layer (ingestion) and the monitoring tables (validation, drift).
+-- Portable SQL: the same file creates them in DuckDB and in PostgreSQL (pipelines/warehouse.py).
 -- Everything downstream of raw.* lives in dbt_project/.
 create schema if not exists raw;
 create schema if not exists quarantine;
@@ -10,7 +11,7 @@ create table if not exists raw.events (
     item_id      varchar not null,
     event_type   varchar not null,
     event_ts     timestamptz not null,
-    value        double,
+    value        double precision,
     session_id   varchar,
     context      json,
     source       varchar not null,
@@ -26,7 +27,7 @@ create table if not exists raw.items (
     item_id    varchar not null,
     title      varchar,
     category   varchar,
-    price      double,
+    price      double precision,
     in_stock   boolean,
     is_blocked boolean,
     created_at timestamptz,
@@ -74,8 +75,8 @@ create table if not exists monitoring.drift_results (
     baseline_end      timestamptz,
     measure           varchar not null,
     method            varchar not null,
-    value             double,
-    threshold         double,
+    value             double precision,
+    threshold         double precision,
     drifted           boolean not null,
     retrain_triggered boolean not null,
     report            varchar
@@ -87,7 +88,7 @@ create table if not exists monitoring.drift_baseline (
     window_end   timestamptz not null,
     kind         varchar not null,  -- event_type | item | user
     key          varchar not null,
-    value        double not null
+    value        double precision not null
 );
 
 -- One row per checkpoint run: what analysts see in reports/index.html, and the previous
