@@ -37,18 +37,14 @@ from models.evaluation import (
 from models.metrics import MetricNames, in_segment
 from models.ranked_lists import ListRules
 from pipelines.candidates import candidate_factories
+from pipelines.contract import EVENT_TYPES
 from pipelines.settings import Settings
 from pipelines.warehouse import read_frame
 
 log = logging.getLogger(__name__)
 
-EVENT_TYPE_WEIGHT_VARS = {
-    "view": "weight_view",
-    "click": "weight_click",
-    "add_to_cart": "weight_add_to_cart",
-    "purchase": "weight_purchase",
-    "rating": "weight_rating",
-}
+# The dbt var holding each event type's signal weight (dbt_project/dbt_project.yml).
+EVENT_TYPE_WEIGHT_VARS = {event_type: f"weight_{event_type}" for event_type in EVENT_TYPES}
 
 
 @dataclass

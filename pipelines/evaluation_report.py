@@ -86,7 +86,7 @@ def long_tail_figure(exposures: dict[str, np.ndarray], reference: np.ndarray):
     for i, (name, shares) in enumerate(exposures.items()):
         axis.plot(deciles, shares, marker="o", label=name, color=COLORS[i % len(COLORS)])
     axis.set_xlabel("item popularity decile (1 = most popular tenth of the catalog)")
-    axis.set_ylabel("share of top-10 slots")
+    axis.set_ylabel("share of top-k slots (k = eval_k)")
     axis.set_xticks(deciles)
     axis.set_title("long-tail exposure")
     axis.legend(fontsize=8)
@@ -162,7 +162,8 @@ def render_report(
         body += html.table(["model", "error"], [[name, error] for name, error in run.failures.items()])
     body += (
         "<h2>Metrics by model</h2><p>Mean ± std over folds, after publication's business rules (seen, blocked and "
-        "out-of-stock items excluded, category cap on the top 10; unknown users get the popularity fallback).</p>"
+        f"out-of-stock items excluded, category cap on the top {run.config.rules.category_cap_head}; unknown users get "
+        "the popularity fallback).</p>"
     )
     body += html.table(
         ["model", "users per fold", *accuracy],

@@ -19,8 +19,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-EVENT_TYPES = ("view", "click", "add_to_cart", "purchase", "rating")
-
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RECFORGE_", extra="ignore")
@@ -169,7 +167,12 @@ class Settings(BaseSettings):
     # --- publication and serving
     publish_top_n: int = 100
     publish_keep_versions: int = 5
-    category_cap: float = Field(default=0.4, description="No category may fill more than this share of a top 10.")
+    category_cap: float = Field(
+        default=0.4, description="No category may fill more than this share of the first category_cap_head slots."
+    )
+    category_cap_head: int = Field(
+        default=10, ge=1, description="The slots the category cap holds on: what users see first (a top 10)."
+    )
 
     # --- publication: list rules, reasons and the item index (see docs/architecture.md, "Publication")
     publish_candidate_margin: int = Field(

@@ -2,7 +2,7 @@
 
 Two views of the same model. ``rules``: the lists after publication's business rules, built by
 the function publication stores (:func:`models.ranked_lists.ranked_lists`: seen, out-of-stock and
-blocked items out, the cold-user popularity blend, MMR if enabled, the category cap on the top 10;
+blocked items out, the cold-user popularity blend, MMR if enabled, the category cap on the first ``category_cap_head``;
 users unknown to training get the capped popularity fallback), i.e. what users are served and what
 promotion decides on. ``raw``:
 the model's own ranking with only seen items filtered, to show what the rules cost or gain.
