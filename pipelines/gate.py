@@ -33,12 +33,26 @@ def guardrail_metrics(settings: Settings) -> dict[str, float]:
     return {names.cold_primary: settings.gate_max_cold_ndcg_drop, names.coverage: settings.gate_max_coverage_drop}
 
 
-def missing_metrics_message(settings: Settings, needed: list[str], side: str, recorded: dict[str, float]) -> str:
-    """Why ``side`` cannot be compared: which metrics it lacks, and whether it was measured at other cut-offs.
+def gate_metrics(settings: Settings) -> list[str]:
+    """Every metric the gate reads: the primary one, then the guardrails."""
+    return [primary_metric(settings), *guardrail_metrics(settings)]
 
-    A champion trained under another ``eval_k`` / ``recall_k`` carries the same metrics under other
+
+def missing_gate_metrics(settings: Settings, sides: dict[str, dict[str, float]]) -> str:
+    """Why the sides (label -> metrics) cannot be compared, one clause per side lacking a gate metric; "" if all can.
+
+    A version trained under another ``eval_k`` / ``recall_k`` carries the same metrics under other
     names (``ndcg_at_10`` where this gate asks for ``ndcg_at_20``); say so instead of a bare KeyError.
     """
+    needed = gate_metrics(settings)
+    return "; ".join(
+        _missing_on_one_side(settings, needed, side, metrics)
+        for side, metrics in sides.items()
+        if any(m not in metrics for m in needed)
+    )
+
+
+def _missing_on_one_side(settings: Settings, needed: list[str], side: str, recorded: dict[str, float]) -> str:
     missing = [m for m in needed if m not in recorded]
     others = sorted(
         {
@@ -124,15 +138,10 @@ def decide(
     primary = primary_metric(settings)
     if champion is None:
         return GateDecision(True, f"no champion yet; {primary}={challenger.get(primary, 0.0):.4f}")
-    needed = [primary, *guardrail_metrics(settings)]
-    missing = [m for m in needed if m not in challenger or m not in champion]
+    missing = [m for m in gate_metrics(settings) if m not in challenger or m not in champion]
     if missing:
-        sides = [
-            missing_metrics_message(settings, needed, side, metrics)
-            for side, metrics in (("the challenger", challenger), ("the champion", champion))
-            if any(m not in metrics for m in needed)
-        ]
-        raise ValueError(f"the gate needs {missing} for both challenger and champion: {'; '.join(sides)}")
+        why = missing_gate_metrics(settings, {"the challenger": challenger, "the champion": champion})
+        raise ValueError(f"the gate needs {missing} for both challenger and champion: {why}")
 
     def check(name: str, metric: str, factor: float, rule: str) -> Check:
         return Check(

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from mlflow.exceptions import MlflowException
 
 from pipelines.evaluation import metric_names, text_table
-from pipelines.gate import decide, guardrail_metrics, primary_metric
+from pipelines.gate import decide, missing_gate_metrics
 from pipelines.settings import Settings
 from pipelines.tracking import CHAMPION, RegistryError, configure, make_champion, rollback_champion, version_by_alias
 
@@ -120,13 +120,11 @@ def promote_version(settings: Settings, number: str, force: bool = False) -> str
         decision = decide(settings, target.metrics, None)
     else:
         current = _facts(client, settings, champion)
-        needed = [primary_metric(settings), *guardrail_metrics(settings)]
-        missing = [m for m in needed if m not in target.metrics or m not in current.metrics]
+        missing = missing_gate_metrics(
+            settings, {f"v{target.version}": target.metrics, f"v{current.version}": current.metrics}
+        )
         if missing and not force:
-            raise GateRefused(
-                f"cannot apply the gate: {missing} not recorded for v{target.version} or v{current.version}. "
-                "Use --force to promote it without the gate"
-            )
+            raise GateRefused(f"cannot apply the gate: {missing}. Use --force to promote it without the gate")
         basis = (
             f"manual: recorded metrics of v{target.version} (data {target.data_snapshot}) vs champion "
             f"v{current.version} (data {current.data_snapshot}), not a same-fold backtest"

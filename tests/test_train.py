@@ -186,6 +186,17 @@ def test_the_gate_refuses_metrics_it_cannot_compare(settings):
         decide(settings, {k: v for k, v in BASE.items() if k != "coverage_at_10"}, BASE, "1", "test")
 
 
+def test_the_gate_names_a_champion_measured_at_other_cut_offs(settings):
+    at_20 = settings.model_copy(update={"eval_k": 20})
+    challenger = {key.replace("_at_10", "_at_20"): value for key, value in BASE.items()}
+    with pytest.raises(ValueError) as refused:
+        decide(at_20, challenger, BASE, "1", "test")
+    message = str(refused.value)
+    assert "the champion lacks ['ndcg_at_20', 'segment.cold.ndcg_at_20', 'coverage_at_20']" in message
+    assert "but has ['coverage_at_10', 'ndcg_at_10', 'segment.cold.ndcg_at_10']" in message
+    assert "measured at other cut-offs than eval_k=20" in message and "the challenger lacks" not in message
+
+
 def test_a_champion_whose_recipe_is_gone_is_compared_on_its_recorded_metrics(trained, tmp_path):
     settings = copy_home(trained[0], tmp_path / "home", train_candidates=["popularity"])
     client = configure(settings)
