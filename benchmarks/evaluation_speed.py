@@ -95,7 +95,7 @@ def main() -> None:
                     "catalog_items": fold.train.n_items,
                     "fit_s": round(fitted - fit_started, 2),
                     "eval_s": round(seconds, 2),
-                    "ndcg_at_10": round(score.metrics["ndcg_at_10"], 4),
+                    config.names.primary: round(score.metrics[config.names.primary], 4),
                 }
             )
             print(json.dumps(results[-1]))

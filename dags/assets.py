@@ -7,12 +7,12 @@ recforge_ingest --RAW_EVENTS--> recforge_transform --MARTS--> recforge_drift
 
 from airflow.sdk import Asset
 
+from pipelines.contract import WAREHOUSE_POOL
+
 RAW_EVENTS = Asset("recforge://warehouse/raw/events", group="warehouse")
 MARTS = Asset("recforge://warehouse/marts", group="warehouse")
 DRIFT = Asset("recforge://monitoring/drift", group="monitoring")
 CHAMPION = Asset("recforge://registry/recforge-recommender/champion", group="models")
 PUBLICATION = Asset("recforge://published/current", group="serving")
 
-# The Airflow pool of every task that opens the DuckDB warehouse: one slot, because DuckDB takes one
-# writing process at a time. pipelines/orchestrate.py and pipelines/scaled.py create it.
-WAREHOUSE_POOL = "warehouse"
+__all__ = ["CHAMPION", "DRIFT", "MARTS", "PUBLICATION", "RAW_EVENTS", "WAREHOUSE_POOL"]

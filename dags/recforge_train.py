@@ -47,11 +47,8 @@ def recforge_train():
 
     @task(outlets=[CHAMPION])
     def announce_champion(outcome: dict):
-        """Emit CHAMPION with the model version and its backtest NDCG@10, which schedules recforge_publish."""
-        yield Metadata(
-            CHAMPION,
-            {"model": outcome["model"], "version": outcome["version"], "ndcg_at_10": outcome["ndcg_at_10"]},
-        )
+        """Emit CHAMPION with the model version and its backtest primary metric, which schedules recforge_publish."""
+        yield Metadata(CHAMPION, outcome["champion_metadata"])
 
     outcome = train_and_register()
     was_promoted(outcome) >> announce_champion(outcome)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 
-def category_capped_order(ranked: np.ndarray, categories: np.ndarray, cap: float, head: int = 10) -> np.ndarray:
+def category_capped_order(ranked: np.ndarray, categories: np.ndarray, cap: float, head: int) -> np.ndarray:
     """Slot order per row such that no category fills more than `cap` of the first `head` slots.
 
     Greedy and stable: walk the ranked list, keep an item in the head while its category has
@@ -41,7 +41,7 @@ def category_capped_order(ranked: np.ndarray, categories: np.ndarray, cap: float
     return order
 
 
-def head_within_cap(ranked: np.ndarray, categories: np.ndarray, cap: float, head: int = 10) -> np.ndarray:
+def head_within_cap(ranked: np.ndarray, categories: np.ndarray, cap: float, head: int) -> np.ndarray:
     """Per row: does no category fill more than `cap` of the first `head` (valid) slots?"""
     per_category = max(1, int(np.floor(cap * head)))
     heads = ranked[:, :head]
@@ -210,13 +210,16 @@ def popularity_fallback(
     allowed: np.ndarray | None,
     categories: np.ndarray | None,
     cap: float | None,
-    head: int = 10,
+    head: int | None = None,
 ) -> np.ndarray:
     """The list an unknown user gets: most popular allowed items, category cap on the head (-1 padded).
 
     Publication stores it and evaluation scores it, so both call this. With `allowed`,
-    `categories` and `cap` None it is the raw popularity order.
+    `categories` and `cap` None it is the raw popularity order; with a `cap`, `head` is the
+    ``category_cap_head`` of the rules.
     """
+    if cap is not None and head is None:
+        raise ValueError("popularity_fallback: a category cap needs its head size (ListRules.category_cap_head)")
     scores = popularity.astype(np.float64, copy=True)
     if allowed is not None:
         scores[~allowed] = -np.inf

@@ -34,6 +34,70 @@ import numpy as np
 import scipy.sparse as sp
 
 
+def at(metric: str, k: int) -> str:
+    """The one spelling of a metric at a cut-off: ``at("ndcg", 10)`` -> ``ndcg_at_10``."""
+    return f"{metric}_at_{k}"
+
+
+def in_segment(segment: str, metric: str) -> str:
+    """A metric measured on one activity segment's users: ``segment.cold.ndcg_at_10``."""
+    return f"segment.{segment}.{metric}"
+
+
+@dataclass(frozen=True)
+class MetricNames:
+    """The names every stage uses for the metrics at the evaluation cut-offs (``eval_k``, ``recall_k``).
+
+    Training logs, tracking, the gate, the registry listing, status and the DAG's asset metadata all
+    read them from here, so changing ``eval_k`` renames the metrics everywhere at once instead of
+    leaving a literal ``ndcg_at_10`` to fail with a KeyError.
+    """
+
+    k: int = 10
+    recall_k: int = 50
+
+    @property
+    def primary(self) -> str:
+        """What the best candidate is chosen by and the gate's lift check compares."""
+        return at("ndcg", self.k)
+
+    @property
+    def recall(self) -> str:
+        return at("recall", self.recall_k)
+
+    @property
+    def coverage(self) -> str:
+        return at("coverage", self.k)
+
+    @property
+    def cold_primary(self) -> str:
+        """The primary metric on the cold segment: a gate guardrail."""
+        return in_segment("cold", self.primary)
+
+    @property
+    def accuracy(self) -> tuple[str, ...]:
+        return (self.primary, self.recall, at("map", self.k), at("mrr", self.k), at("hit_rate", self.k))
+
+    @property
+    def beyond_accuracy(self) -> tuple[str, ...]:
+        """Always computed with a catalog (new-item exposure only when the catalog marks new items)."""
+        return tuple(at(m, self.k) for m in ("coverage", "diversity", "novelty", "popularity_bias"))
+
+    @property
+    def new_item_exposure(self) -> str:
+        return at("new_item_exposure", self.k)
+
+    @property
+    def key(self) -> tuple[str, ...]:
+        """The few that sum a model up: logged per fold, shown by ``recforge models list``."""
+        return (self.primary, self.cold_primary, self.coverage, self.recall)
+
+    @property
+    def headline(self) -> tuple[str, ...]:
+        """What ``recforge status`` prints for the champion."""
+        return (self.primary, self.recall)
+
+
 @dataclass(frozen=True)
 class CatalogStats:
     """What beyond-accuracy metrics need to know about the items the lists are drawn from.
@@ -199,20 +263,20 @@ def calc_metrics(
     n_rel = n_relevant[users]
     empty = not len(users)
     metrics = {
-        f"ndcg_at_{ndcg_k}": 0.0 if empty else float(ndcg_at_k(hits, n_rel, ndcg_k).mean()),
-        f"recall_at_{recall_k}": 0.0 if empty else float(recall_at_k(hits, n_rel, recall_k).mean()),
+        at("ndcg", ndcg_k): 0.0 if empty else float(ndcg_at_k(hits, n_rel, ndcg_k).mean()),
+        at("recall", recall_k): 0.0 if empty else float(recall_at_k(hits, n_rel, recall_k).mean()),
         "n_eval_users": int(len(users)),
-        f"map_at_{k}": 0.0 if empty else float(map_at_k(hits, n_rel, k).mean()),
-        f"mrr_at_{k}": 0.0 if empty else float(mrr_at_k(hits, k).mean()),
-        f"hit_rate_at_{k}": 0.0 if empty else float(hit_rate_at_k(hits, k).mean()),
+        at("map", k): 0.0 if empty else float(map_at_k(hits, n_rel, k).mean()),
+        at("mrr", k): 0.0 if empty else float(mrr_at_k(hits, k).mean()),
+        at("hit_rate", k): 0.0 if empty else float(hit_rate_at_k(hits, k).mean()),
     }
     if catalog is not None:
         if lists.size and lists.max() >= catalog.n_items:
             raise ValueError(f"lists name item index {lists.max()} but the catalog has {catalog.n_items} items")
-        metrics[f"coverage_at_{k}"] = coverage_at_k(lists, k, catalog.n_eligible)
-        metrics[f"diversity_at_{k}"] = _mean(diversity_at_k(lists, catalog.categories, k))
-        metrics[f"novelty_at_{k}"] = _mean(slot_mean(lists, catalog.self_information(), k))
-        metrics[f"popularity_bias_at_{k}"] = _mean(slot_mean(lists, catalog.head_items().astype(np.float64), k))
+        metrics[at("coverage", k)] = coverage_at_k(lists, k, catalog.n_eligible)
+        metrics[at("diversity", k)] = _mean(diversity_at_k(lists, catalog.categories, k))
+        metrics[at("novelty", k)] = _mean(slot_mean(lists, catalog.self_information(), k))
+        metrics[at("popularity_bias", k)] = _mean(slot_mean(lists, catalog.head_items().astype(np.float64), k))
         if catalog.is_new is not None:
-            metrics[f"new_item_exposure_at_{k}"] = _mean(slot_mean(lists, catalog.is_new.astype(np.float64), k))
+            metrics[at("new_item_exposure", k)] = _mean(slot_mean(lists, catalog.is_new.astype(np.float64), k))
     return metrics

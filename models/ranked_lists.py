@@ -11,9 +11,9 @@ promote items from below the cut:
 2. cold users (fewer than `cold_user_below` distinct training items) get the model blended with
    popularity within their categories (:func:`models.business_rules.popularity_blend`);
 3. optional MMR diversity re-ranking;
-4. the category cap on the first 10 slots, a hard rule, so it comes last and wins; users whose
-   candidates are too uniform to fill the head within the cap are re-ranked deeper (4x the
-   candidates, then the whole catalog).
+4. the category cap on the first ``category_cap_head`` slots (10 by default), a hard rule, so it
+   comes last and wins; users whose candidates are too uniform to fill the head within the cap are
+   re-ranked deeper (4x the candidates, then the whole catalog).
 
 Each slot remembers where its item came from (``MODEL`` or ``POPULAR``), which publication turns
 into the reason it shows.
@@ -63,7 +63,7 @@ class ListRules:
             top_n=settings.publish_top_n,
             candidate_margin=settings.publish_candidate_margin,
             category_cap=settings.category_cap,
-            category_cap_head=10,
+            category_cap_head=settings.category_cap_head,
             cold_user_below=settings.cold_user_below,
             cold_popularity_weight=settings.cold_popularity_weight,
             mmr_enabled=settings.mmr_enabled,
@@ -81,7 +81,7 @@ class ListRules:
                 "exclude_out_of_stock_items",
                 "cold_user_popularity_blend",
                 *(["mmr_diversity"] if self.mmr_enabled else []),
-                "category_cap_top10",
+                f"category_cap_top{self.category_cap_head}",
                 "reasons",
             ],
             "parameters": asdict(self),

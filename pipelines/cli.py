@@ -95,7 +95,7 @@ def cmd_models(settings: Settings, args) -> None:
     from pipelines import model_registry
 
     if args.action == "list":
-        print(model_registry.format_versions(model_registry.list_versions(settings)))
+        print(model_registry.format_versions(settings, model_registry.list_versions(settings)))
     elif args.action == "compare":
         print(model_registry.compare_versions(settings, args.first, args.second))
     elif args.action == "promote":

@@ -22,7 +22,8 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandas as pd
 
-from pipelines.settings import EVENT_TYPES, Settings
+from pipelines.contract import EVENT_TYPES
+from pipelines.settings import Settings
 from pipelines.warehouse import connect
 
 log = logging.getLogger(__name__)

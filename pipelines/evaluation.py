@@ -32,6 +32,7 @@ from models.evaluation import (
     leave_last_n_fold,
     random_ratio_folds,
 )
+from models.metrics import MetricNames, in_segment
 from models.ranked_lists import ListRules
 from pipelines.candidates import candidate_factories
 from pipelines.settings import Settings
@@ -39,7 +40,6 @@ from pipelines.warehouse import read_frame
 
 log = logging.getLogger(__name__)
 
-PRIMARY_METRIC = "ndcg_at_10"
 
 
 @dataclass
@@ -66,6 +66,21 @@ class EvaluationRun:
 
     def summaries(self) -> dict[str, dict[str, float]]:
         return {name: result.summary() for name, result in self.results.items()}
+
+
+def metric_names(settings: Settings) -> MetricNames:
+    """The metric names at the configured cut-offs: what the registry, status and gate look up."""
+    return MetricNames(settings.eval_k, settings.recall_k)
+
+
+def best_candidate(summaries: dict[str, dict[str, float]], names: MetricNames) -> str:
+    """The candidate with the highest primary metric (mean over folds)."""
+    return max(summaries, key=lambda name: summaries[name][names.primary])
+
+
+def primary_by_candidate(summaries: dict[str, dict[str, float]], names: MetricNames) -> dict[str, float]:
+    """``<candidate>.<primary metric>`` for every candidate: logged on the parent run to compare them at a glance."""
+    return {f"{name}.{names.primary}": m[names.primary] for name, m in summaries.items()}
 
 
 def evaluation_config(settings: Settings) -> EvaluationConfig:
@@ -153,7 +168,7 @@ def backtest_candidates(factories: dict, run: EvaluationRun, tags: dict[str, str
                 log.error("candidate %s failed and is left out: %s", name, run.failures[name], exc_info=True)
                 mlflow.set_tag("error", run.failures[name][:5000])
             else:
-                log_backtest(run.results[name])
+                log_backtest(run.results[name], run.config.names)
         if name in run.failures:
             MlflowClient().set_terminated(child.info.run_id, "FAILED")
     if not run.results:
@@ -173,12 +188,10 @@ def metrics_table(run: EvaluationRun) -> str:
     """Per model and group (all users, each segment, new items): users and the key metrics, mean +- std."""
     from models.evaluation import SEGMENTS
 
-    k, recall_k = run.config.k, run.config.recall_k
-    metrics = [f"ndcg_at_{k}", f"recall_at_{recall_k}", f"map_at_{k}", f"mrr_at_{k}", f"hit_rate_at_{k}"]
-    metrics += [f"coverage_at_{k}", f"diversity_at_{k}", f"novelty_at_{k}", f"popularity_bias_at_{k}"]
+    metrics = [*run.config.names.accuracy, *run.config.names.beyond_accuracy]
     rows = []
     for name, summary in run.summaries().items():
-        for label, prefix in [("all", ""), *((s, f"segment.{s}.") for s in SEGMENTS), ("new_items", "new_items.")]:
+        for label, prefix in [("all", ""), *((s, in_segment(s, "")) for s in SEGMENTS), ("new_items", "new_items.")]:
             row = [name, label, f"{summary.get(prefix + 'n_eval_users', 0.0):.1f}"]
             row += [f"{summary[prefix + m]:.4f}+-{summary[prefix + m + '_std']:.4f}" for m in metrics]
             rows.append(row)
@@ -206,8 +219,8 @@ def run_evaluation(settings: Settings, names: list[str] | None = None) -> tuple[
     with mlflow.start_run(run_name="evaluation", tags=tags) as parent:
         backtest_candidates({name: factories[name] for name in names or factories}, run, tags)
         summaries = run.summaries()
-        best = max(summaries, key=lambda name: summaries[name][PRIMARY_METRIC])
-        mlflow.log_metrics({f"{name}.{PRIMARY_METRIC}": m[PRIMARY_METRIC] for name, m in summaries.items()})
+        best = best_candidate(summaries, run.config.names)
+        mlflow.log_metrics(primary_by_candidate(summaries, run.config.names))
         mlflow.set_tag("best_model", best)
         report = write_evaluation_report(settings, run, tags, best=best)
         mlflow.log_artifact(str(report), artifact_path="reports")

@@ -16,25 +16,11 @@ import numpy as np
 
 from models.evaluation import SEGMENTS
 from models.evaluation.evaluate import LONG_TAIL_BINS, item_popularity
+from models.metrics import at, in_segment
 from pipelines import html
 from pipelines.settings import Settings
 
 COLORS = ["#3e7cb1", "#f0a202", "#6a994e", "#bc4749", "#8e7dbe", "#5c677d", "#e07a5f", "#2a9d8f"]
-
-
-def _overall_metrics(k: int, recall_k: int) -> list[str]:
-    return [
-        f"ndcg_at_{k}",
-        f"recall_at_{recall_k}",
-        f"map_at_{k}",
-        f"mrr_at_{k}",
-        f"hit_rate_at_{k}",
-        f"coverage_at_{k}",
-        f"diversity_at_{k}",
-        f"novelty_at_{k}",
-        f"popularity_bias_at_{k}",
-        f"new_item_exposure_at_{k}",
-    ]
 
 
 def _cell(summary: dict[str, float], key: str) -> str:
@@ -75,7 +61,7 @@ def segment_figure(summaries: dict[str, dict[str, float]], metric: str):
     """Grouped bars: the metric per segment (and on new items), one bar per model."""
     plt = _plt()
     groups = [*SEGMENTS, "new_items"]
-    keys = [f"segment.{s}.{metric}" for s in SEGMENTS] + [f"new_items.{metric}"]
+    keys = [in_segment(s, metric) for s in SEGMENTS] + [f"new_items.{metric}"]
     names = list(summaries)
     width = 0.8 / max(len(names), 1)
     x = np.arange(len(groups))
@@ -100,7 +86,7 @@ def long_tail_figure(exposures: dict[str, np.ndarray], reference: np.ndarray):
     for i, (name, shares) in enumerate(exposures.items()):
         axis.plot(deciles, shares, marker="o", label=name, color=COLORS[i % len(COLORS)])
     axis.set_xlabel("item popularity decile (1 = most popular tenth of the catalog)")
-    axis.set_ylabel("share of top-10 slots")
+    axis.set_ylabel("share of top-k slots (k = eval_k)")
     axis.set_xticks(deciles)
     axis.set_title("long-tail exposure")
     axis.legend(fontsize=8)
@@ -126,11 +112,12 @@ def render_report(
     champion_label: str | None = None,
 ) -> str:
     """The report body (HTML) for an ``EvaluationRun``; the gate section only when a decision is given."""
-    k, recall_k = run.config.k, run.config.recall_k
+    k, metric = run.config.k, run.config.names
     summaries = run.summaries()
     names = list(summaries)
-    overall = _overall_metrics(k, recall_k)
-    primary = f"ndcg_at_{k}"
+    accuracy, beyond = list(metric.accuracy), [*metric.beyond_accuracy, metric.new_item_exposure]
+    overall = accuracy + beyond
+    primary = metric.primary
 
     def label(name: str) -> str:
         marks = [m for m, on in (("best", name == best), ("champion", name == champion_label)) if on]
@@ -175,9 +162,9 @@ def render_report(
         body += html.table(["model", "error"], [[name, error] for name, error in run.failures.items()])
     body += (
         "<h2>Metrics by model</h2><p>Mean ± std over folds, after publication's business rules (seen, blocked and "
-        "out-of-stock items excluded, category cap on the top 10; unknown users get the popularity fallback).</p>"
+        f"out-of-stock items excluded, category cap on the top {run.config.rules.category_cap_head}; unknown users get "
+        "the popularity fallback).</p>"
     )
-    accuracy, beyond = overall[:5], overall[5:]
     body += html.table(
         ["model", "users per fold", *accuracy],
         [[label(n), f"{summaries[n]['n_eval_users']:.1f}", *(_cell(summaries[n], m) for m in accuracy)] for n in names],
@@ -186,7 +173,7 @@ def render_report(
     body += html.figure_img(metrics_figure(summaries, overall), "metrics by model")
 
     body += "<h2>Business rules: raw ranking vs served lists</h2>"
-    raw_metrics = [primary, f"recall_at_{recall_k}", f"coverage_at_{k}", f"diversity_at_{k}"]
+    raw_metrics = [primary, metric.recall, metric.coverage, at("diversity", k)]
     body += html.table(
         ["model", *(f"{m} raw" for m in raw_metrics), *(f"{m} served" for m in raw_metrics)],
         [
@@ -201,43 +188,23 @@ def render_report(
         f"power &gt; {run.config.segments.power_above}. New items: first event within {settings.eval_new_item_days:g} "
         "days before the cutoff; their metrics count only held-out interactions with new items.</p>"
     )
+    segment_metrics = [primary, metric.recall, at("hit_rate", k), metric.coverage, at("novelty", k)]
     segment_rows = []
     for n in names:
-        for group in [*(f"segment.{s}." for s in SEGMENTS), "new_items."]:
+        for group in [*(in_segment(s, "") for s in SEGMENTS), "new_items."]:
             segment_rows.append(
                 [
                     n,
                     group.strip(".").replace("segment.", ""),
                     f"{summaries[n].get(group + 'n_eval_users', 0.0):.1f}",
-                    *(
-                        _cell(summaries[n], group + m)
-                        for m in (
-                            primary,
-                            f"recall_at_{recall_k}",
-                            f"hit_rate_at_{k}",
-                            f"coverage_at_{k}",
-                            f"novelty_at_{k}",
-                        )
-                    ),
+                    *(_cell(summaries[n], group + m) for m in segment_metrics),
                 ]
             )
-    body += html.table(
-        [
-            "model",
-            "group",
-            "users per fold",
-            primary,
-            f"recall_at_{recall_k}",
-            f"hit_rate_at_{k}",
-            f"coverage_at_{k}",
-            f"novelty_at_{k}",
-        ],
-        segment_rows,
-    )
+    body += html.table(["model", "group", "users per fold", *segment_metrics], segment_rows)
     body += html.figure_img(segment_figure(summaries, primary), "NDCG by segment")
 
     body += (
-        "<h2>Long-tail exposure</h2><p>Where the top-10 slots go, by item popularity decile (training popularity of "
+        f"<h2>Long-tail exposure</h2><p>Where the top-{k} slots go, by item popularity decile (training popularity of "
         "the newest fold), averaged over folds; the dashed line is how training interactions are spread.</p>"
     )
     reference = interaction_share_by_decile(item_popularity(run.data.folds[0]))

@@ -1,9 +1,10 @@
 """The promotion gate: may a challenger replace the champion? Every check is kept, with its numbers.
 
 A challenger becomes champion only if
-1. its mean NDCG@10 over the backtest folds reaches the champion's x (1 + ``promotion_min_lift``), and
-2. no guardrail regresses beyond its tolerance: cold-segment NDCG@10 at least the champion's x
-   (1 - ``gate_max_cold_ndcg_drop``), catalog coverage@10 at least the champion's x (1 - ``gate_max_coverage_drop``).
+1. its mean NDCG@k (k = ``eval_k``) over the backtest folds reaches the champion's x (1 + ``promotion_min_lift``), and
+2. no guardrail regresses beyond its tolerance: cold-segment NDCG@k at least the champion's x
+   (1 - ``gate_max_cold_ndcg_drop``), catalog coverage@k at least the champion's x (1 - ``gate_max_coverage_drop``).
+The metric names come from ``models.metrics.MetricNames`` at the configured cut-offs.
 
 Both sides are measured on the same folds: training re-fits the champion's recipe (algorithm and
 parameters, recorded on its model version) on the folds the challenger was scored on, so a change in
@@ -14,22 +15,60 @@ and it says so in the decision. The spread over folds is reported beside each me
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from models.evaluation.backtest import STD_SUFFIX
+from pipelines.evaluation import metric_names
 from pipelines.settings import Settings
 
 
 def primary_metric(settings: Settings) -> str:
-    return f"ndcg_at_{settings.eval_k}"
+    return metric_names(settings).primary
 
 
 def guardrail_metrics(settings: Settings) -> dict[str, float]:
     """Guardrail metric -> allowed relative drop."""
-    return {
-        f"segment.cold.ndcg_at_{settings.eval_k}": settings.gate_max_cold_ndcg_drop,
-        f"coverage_at_{settings.eval_k}": settings.gate_max_coverage_drop,
-    }
+    names = metric_names(settings)
+    return {names.cold_primary: settings.gate_max_cold_ndcg_drop, names.coverage: settings.gate_max_coverage_drop}
+
+
+def gate_metrics(settings: Settings) -> list[str]:
+    """Every metric the gate reads: the primary one, then the guardrails."""
+    return [primary_metric(settings), *guardrail_metrics(settings)]
+
+
+def missing_gate_metrics(settings: Settings, sides: dict[str, dict[str, float]]) -> str:
+    """Why the sides (label -> metrics) cannot be compared, one clause per side lacking a gate metric; "" if all can.
+
+    A version trained under another ``eval_k`` / ``recall_k`` carries the same metrics under other
+    names (``ndcg_at_10`` where this gate asks for ``ndcg_at_20``); say so instead of a bare KeyError.
+    """
+    needed = gate_metrics(settings)
+    return "; ".join(
+        _missing_on_one_side(settings, needed, side, metrics)
+        for side, metrics in sides.items()
+        if any(m not in metrics for m in needed)
+    )
+
+
+def _missing_on_one_side(settings: Settings, needed: list[str], side: str, recorded: dict[str, float]) -> str:
+    missing = [m for m in needed if m not in recorded]
+    others = sorted(
+        {
+            name
+            for m in missing
+            for name in recorded
+            if re.fullmatch(re.escape(m.rsplit("_at_", 1)[0]) + r"_at_\d+", name) and name != m
+        }
+    )
+    message = f"{side} lacks {missing}"
+    if others:
+        message += (
+            f" but has {others}: it was measured at other cut-offs than eval_k={settings.eval_k}, "
+            f"recall_k={settings.recall_k}"
+        )
+    return message
 
 
 @dataclass(frozen=True)
@@ -99,9 +138,10 @@ def decide(
     primary = primary_metric(settings)
     if champion is None:
         return GateDecision(True, f"no champion yet; {primary}={challenger.get(primary, 0.0):.4f}")
-    missing = [m for m in (primary, *guardrail_metrics(settings)) if m not in challenger or m not in champion]
+    missing = [m for m in gate_metrics(settings) if m not in challenger or m not in champion]
     if missing:
-        raise ValueError(f"the gate needs {missing} for both challenger and champion")
+        why = missing_gate_metrics(settings, {"the challenger": challenger, "the champion": champion})
+        raise ValueError(f"the gate needs {missing} for both challenger and champion: {why}")
 
     def check(name: str, metric: str, factor: float, rule: str) -> Check:
         return Check(

@@ -12,12 +12,10 @@ from dataclasses import dataclass
 
 from mlflow.exceptions import MlflowException
 
-from pipelines.evaluation import text_table
-from pipelines.gate import decide, guardrail_metrics, primary_metric
+from pipelines.evaluation import metric_names, text_table
+from pipelines.gate import decide, missing_gate_metrics
 from pipelines.settings import Settings
 from pipelines.tracking import CHAMPION, RegistryError, configure, make_champion, rollback_champion, version_by_alias
-
-LIST_METRICS = ("ndcg_at_10", "segment.cold.ndcg_at_10", "coverage_at_10", "recall_at_50")
 
 
 class GateRefused(RegistryError):
@@ -67,7 +65,9 @@ def list_versions(settings: Settings) -> list[VersionFacts]:
     return [_facts(client, settings, v) for v in sorted(versions, key=lambda v: int(v.version), reverse=True)]
 
 
-def format_versions(facts: list[VersionFacts]) -> str:
+def format_versions(settings: Settings, facts: list[VersionFacts]) -> str:
+    """One row per version with its key metrics at the configured cut-offs ("-" where a version lacks one)."""
+    shown = metric_names(settings).key
     if not facts:
         return "no registered versions yet: run `recforge train`"
     rows = [
@@ -77,11 +77,11 @@ def format_versions(facts: list[VersionFacts]) -> str:
             f.algorithm,
             f.data_snapshot,
             f.decision,
-            *(f"{f.metrics[m]:.4f}" if m in f.metrics else "-" for m in LIST_METRICS),
+            *(f"{f.metrics[m]:.4f}" if m in f.metrics else "-" for m in shown),
         ]
         for f in facts
     ]
-    return text_table(["version", "aliases", "model", "data snapshot", "gate", *LIST_METRICS], rows)
+    return text_table(["version", "aliases", "model", "data snapshot", "gate", *shown], rows)
 
 
 def compare_versions(settings: Settings, first: str, second: str) -> str:
@@ -120,13 +120,11 @@ def promote_version(settings: Settings, number: str, force: bool = False) -> str
         decision = decide(settings, target.metrics, None)
     else:
         current = _facts(client, settings, champion)
-        needed = [primary_metric(settings), *guardrail_metrics(settings)]
-        missing = [m for m in needed if m not in target.metrics or m not in current.metrics]
+        missing = missing_gate_metrics(
+            settings, {f"v{target.version}": target.metrics, f"v{current.version}": current.metrics}
+        )
         if missing and not force:
-            raise GateRefused(
-                f"cannot apply the gate: {missing} not recorded for v{target.version} or v{current.version}. "
-                "Use --force to promote it without the gate"
-            )
+            raise GateRefused(f"cannot apply the gate: {missing}. Use --force to promote it without the gate")
         basis = (
             f"manual: recorded metrics of v{target.version} (data {target.data_snapshot}) vs champion "
             f"v{current.version} (data {current.data_snapshot}), not a same-fold backtest"

@@ -19,13 +19,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+from pipelines.contract import WAREHOUSE_POOL, WAREHOUSE_POOL_DESCRIPTION, WAREHOUSE_POOL_SLOTS
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
 
-WAREHOUSE_POOL = "warehouse"  # every task that opens DuckDB runs in it; one slot = one writer (dags/assets.py)
-# `airflow ...` arguments that create it; every launcher runs them after migrating the metadata DB.
-CREATE_WAREHOUSE_POOL = ("pools", "set", WAREHOUSE_POOL, "1", "DuckDB takes one writer at a time")
+# `airflow ...` arguments that create the warehouse pool the DAGs run in; every launcher runs them
+# after migrating the metadata DB.
+CREATE_WAREHOUSE_POOL = ("pools", "set", WAREHOUSE_POOL, str(WAREHOUSE_POOL_SLOTS), WAREHOUSE_POOL_DESCRIPTION)
 DAG_IDS = ("recforge_ingest", "recforge_transform", "recforge_drift", "recforge_train", "recforge_publish")
 
 

@@ -18,9 +18,12 @@ from typing import Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pipelines.contract import EVENT_TYPES
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-EVENT_TYPES = ("view", "click", "add_to_cart", "purchase", "rating")
+# Event type -> the setting (and dbt var) holding its signal weight in the marts.
+SIGNAL_WEIGHT_SETTINGS = {event_type: f"weight_{event_type}" for event_type in EVENT_TYPES}
 
 
 class Settings(BaseSettings):
@@ -179,7 +182,12 @@ class Settings(BaseSettings):
     # --- publication and serving
     publish_top_n: int = 100
     publish_keep_versions: int = 5
-    category_cap: float = Field(default=0.4, description="No category may fill more than this share of a top 10.")
+    category_cap: float = Field(
+        default=0.4, description="No category may fill more than this share of the first category_cap_head slots."
+    )
+    category_cap_head: int = Field(
+        default=10, ge=1, description="The slots the category cap holds on: what users see first (a top 10)."
+    )
 
     # --- publication: list rules, reasons and the item index (see docs/architecture.md, "Publication")
     publish_candidate_margin: int = Field(
@@ -231,7 +239,7 @@ class Settings(BaseSettings):
     @property
     def signal_weights(self) -> dict[str, float]:
         """Event type -> signal weight (the ``weight_<event type>`` settings), for code that bypasses the warehouse."""
-        return {event: getattr(self, f"weight_{event}") for event in EVENT_TYPES}
+        return {event: getattr(self, name) for event, name in SIGNAL_WEIGHT_SETTINGS.items()}
 
     # Paths are derived, never configured separately, so they cannot drift apart.
     @cached_property

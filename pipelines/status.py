@@ -35,8 +35,13 @@ def _registry_lines(settings: Settings) -> list[str]:
     champion = version_by_alias(client, settings.registered_model_name, CHAMPION)
     if champion is None:
         return [f"mlflow:      {settings.tracking_uri} (no champion yet)"]
+    from pipelines.evaluation import metric_names
+
     metrics = client.get_run(champion.run_id).data.metrics
-    scores = ", ".join(f"{name} {metrics[name]:.4f}" for name in ("ndcg_at_10", "recall_at_50") if name in metrics)
+    shown = metric_names(settings).headline
+    scores = ", ".join(f"{name} {metrics[name]:.4f}" for name in shown if name in metrics)
+    if not scores:  # trained under other cut-offs than the settings': say so rather than print nothing
+        scores = f"none of {list(shown)} recorded (trained with another eval_k / recall_k?)"
     return [
         f"mlflow:      {settings.tracking_uri}",
         f"  champion: {settings.registered_model_name} v{champion.version} "

@@ -10,9 +10,6 @@ from mlflow.exceptions import MlflowException
 
 from pipelines.settings import REPO_ROOT, Settings
 
-# Per-fold values logged with the fold's index as the MLflow step, so the UI plots the spread.
-FOLD_METRICS = ("ndcg_at_10", "recall_at_50", "coverage_at_10", "segment.cold.ndcg_at_10")
-
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 
@@ -105,13 +102,15 @@ def code_version() -> str:
         return "unknown"
 
 
-def log_backtest(result) -> None:
+def log_backtest(result, names) -> None:
     """Params, mean and std of every metric, and the per-fold values of the key metrics, on the active run.
 
-    `result` is a ``models.evaluation.BacktestResult``.
+    `result` is a ``models.evaluation.BacktestResult``; the key metrics are ``names.key`` (a
+    ``models.metrics.MetricNames``), logged with the fold's index as the MLflow step so the UI plots
+    the spread.
     """
     mlflow.log_params(result.params)
     mlflow.log_metrics(result.summary())
     for step, fold in enumerate(result.folds):
-        mlflow.log_metrics({f"fold.{m}": fold.metrics[m] for m in FOLD_METRICS if m in fold.metrics}, step=step)
+        mlflow.log_metrics({f"fold.{m}": fold.metrics[m] for m in names.key if m in fold.metrics}, step=step)
     mlflow.set_tag("folds", " | ".join(fold.fold for fold in result.folds))

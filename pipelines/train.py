@@ -28,14 +28,16 @@ import pandas as pd
 from models import Recommender
 from models.columns import Columns
 from models.evaluation import backtest
+from models.evaluation.backtest import STD_SUFFIX
 from pipelines.candidates import UnknownCandidate, candidate_factories, recipe_factory
 from pipelines.evaluation import (
-    PRIMARY_METRIC,
     EvaluationData,
     EvaluationRun,
     backtest_candidates,
+    best_candidate,
     evaluation_config,
     load_evaluation_data,
+    primary_by_candidate,
 )
 from pipelines.evaluation_report import write_evaluation_report
 from pipelines.gate import GateDecision, decide
@@ -45,12 +47,13 @@ from pipelines.tracking import code_version, log_backtest
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PRIMARY_METRIC", "TrainResult", "code_version", "train_and_register"]
+__all__ = ["TrainResult", "code_version", "train_and_register"]
 
 
 @dataclass
 class TrainResult:
     run_id: str
+    primary_metric: str  # the name the best model was chosen by, e.g. ndcg_at_10 (from eval_k)
     best_model: str
     model_version: str
     promoted: bool
@@ -61,15 +64,22 @@ class TrainResult:
     failures: dict[str, str] = field(default_factory=dict)
 
     def summary(self) -> str:
+        primary = self.primary_metric
         scores = ", ".join(
-            f"{name} {PRIMARY_METRIC}={m[PRIMARY_METRIC]:.4f}+-{m.get(PRIMARY_METRIC + '_std', 0.0):.4f}"
+            f"{name} {primary}={m[primary]:.4f}+-{m.get(primary + STD_SUFFIX, 0.0):.4f}"
             for name, m in self.metrics.items()
         )
         verdict = "promoted to champion" if self.promoted else "kept as challenger"
         return f"trained {scores}; {self.best_model} v{self.model_version} {verdict}: {self.decision_reason}"
 
     def outcome(self) -> dict:
-        """What the training DAG passes on (XCom, so plain JSON): the decision, and for a champion its score."""
+        """What the training DAG passes on (XCom, so plain JSON): the decision, and for a champion its score.
+
+        ``champion_metadata`` is the CHAMPION asset event's metadata as it stands: the model, its
+        version and its primary metric under that metric's own name (``ndcg_at_<eval_k>``), so the
+        DAG passes it on without spelling a metric name.
+        """
+        score = {self.primary_metric: self.metrics[self.best_model][self.primary_metric]}
         return {
             "run_id": self.run_id,
             "model": self.best_model,
@@ -77,7 +87,8 @@ class TrainResult:
             "promoted": self.promoted,
             "reason": self.decision_reason,
             "checks": self.checks,
-            PRIMARY_METRIC: self.metrics[self.best_model][PRIMARY_METRIC],
+            "primary_metric": self.primary_metric,
+            "champion_metadata": {"model": self.best_model, "version": self.model_version, **score},
         }
 
 
@@ -105,7 +116,7 @@ def train_and_register(settings: Settings) -> TrainResult:
         if run.failures:
             mlflow.set_tag("failed_candidates", "; ".join(f"{n}: {e}" for n, e in run.failures.items())[:5000])
         summaries = {name: result.summary() for name, result in run.results.items()}
-        best = max(summaries, key=lambda name: summaries[name][PRIMARY_METRIC])
+        best = best_candidate(summaries, run.config.names)
         champion_version, champion_metrics, basis, champion_label = champion_reference(settings, client, run, tags)
 
         final = factories[best]().fit(data.full_interactions())
@@ -122,7 +133,7 @@ def train_and_register(settings: Settings) -> TrainResult:
         apply_decision(client, settings, str(version.version), decision)
 
         mlflow.log_metrics(summaries[best])
-        mlflow.log_metrics({f"{name}.{PRIMARY_METRIC}": m[PRIMARY_METRIC] for name, m in summaries.items()})
+        mlflow.log_metrics(primary_by_candidate(summaries, run.config.names))
         mlflow.set_tags({"best_model": best, "model_version": str(version.version), **decision.tags()})
         mlflow.log_dict(_decision_record(decision, best, str(version.version)), "gate.json")
         verdict = "promoted to champion" if decision.promoted else "not promoted (alias challenger)"
@@ -137,6 +148,7 @@ def train_and_register(settings: Settings) -> TrainResult:
     write_index(settings)
     result = TrainResult(
         run_id=parent.info.run_id,
+        primary_metric=run.config.names.primary,
         best_model=best,
         model_version=str(version.version),
         promoted=decision.promoted,
@@ -188,7 +200,7 @@ def champion_reference(
                     )
                     mlflow.set_tag("error", f"{type(error).__name__}: {error}"[:5000])
                 else:
-                    log_backtest(run.results[label])
+                    log_backtest(run.results[label], run.config.names)
                     return number, run.results[label].summary(), "champion's recipe re-fitted on the same folds", label
     recorded = client.get_run(champion.run_id).data.metrics
     snapshot = client.get_run(champion.run_id).data.tags.get("data_snapshot", "unknown")

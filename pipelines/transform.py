@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipelines.environment import temporary_environment
-from pipelines.settings import Settings
+from pipelines.settings import SIGNAL_WEIGHT_SETTINGS, Settings
 
 log = logging.getLogger(__name__)
 
@@ -97,11 +97,7 @@ DBT_VARS = (
     "bot_max_events_per_day",
     "cold_user_below",
     "segment_power_above",
-    "weight_view",
-    "weight_click",
-    "weight_add_to_cart",
-    "weight_purchase",
-    "weight_rating",
+    *SIGNAL_WEIGHT_SETTINGS.values(),
 )
 
 

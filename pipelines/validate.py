@@ -233,14 +233,14 @@ def validate_publication(
     lists["already_purchased"] = [(u, i) in bought for u, i in zip(lists["user_id"], lists["item_id"], strict=True)]
     lists["in_stock"] = lists["in_stock"].fillna(False).astype(bool)
     lists["is_blocked"] = lists["is_blocked"].fillna(True).astype(bool)
-    top = lists[lists["rank"] <= 10]
+    top = lists[lists["rank"] <= settings.category_cap_head]
     category_share = (
         top.groupby(["user_id", "category"]).size().groupby("user_id").max() / top.groupby("user_id").size()
     )
     users = pd.DataFrame(
         {
             "n_items": lists.groupby("user_id")["item_id"].nunique(),
-            "max_category_share_top10": category_share,
+            "max_category_share_head": category_share,
         }
     ).reset_index()
     parameters = {

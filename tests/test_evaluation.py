@@ -242,9 +242,11 @@ def test_rules_ranking_equals_a_whole_catalog_ranking_when_the_head_needs_deep_c
     no_cold_blend = ListRules(top_n=20, candidate_margin=50, category_cap=0.4, cold_user_below=0)
     ranked = ranked_lists(model, users, no_cold_blend, allowed, categories).ranked
     full, _ = model.recommend(users, n_items, allowed_items=allowed)
-    expected = np.take_along_axis(full, category_capped_order(full, categories, 0.4), axis=1)[:, :20]
+    expected = np.take_along_axis(
+        full, category_capped_order(full, categories, 0.4, no_cold_blend.category_cap_head), axis=1
+    )[:, :20]
     np.testing.assert_array_equal(ranked, expected)
-    assert head_within_cap(ranked, categories, 0.4).all()
+    assert head_within_cap(ranked, categories, 0.4, no_cold_blend.category_cap_head).all()
 
 
 def test_evaluated_lists_are_the_published_lists(built):

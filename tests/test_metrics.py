@@ -6,6 +6,7 @@ import scipy.sparse as sp
 
 from models.metrics import (
     CatalogStats,
+    MetricNames,
     calc_metrics,
     coverage_at_k,
     diversity_at_k,
@@ -132,3 +133,12 @@ def test_metrics_over_six_thousand_users_take_well_under_a_second():
     started = time.perf_counter()
     calc_metrics(recommended, relevant, 10, 50, catalog=catalog)
     assert time.perf_counter() - started < 1.0
+
+
+def test_metric_names_follow_the_cut_offs_that_calc_metrics_uses():
+    names = MetricNames(k=3, recall_k=4)
+    relevant = relevant_of([[0]], 5)
+    metrics = calc_metrics(np.array([[0, 1, 2, 3]]), relevant, ndcg_k=3, recall_k=4)
+    assert {names.primary, names.recall, *names.accuracy} <= set(metrics)
+    assert (names.primary, names.cold_primary) == ("ndcg_at_3", "segment.cold.ndcg_at_3")
+    assert (names.coverage, names.recall) == ("coverage_at_3", "recall_at_4")

@@ -128,7 +128,7 @@ def test_no_category_fills_more_than_its_cap_of_a_top_10(published):
 def test_the_cap_reorders_only_the_head_and_keeps_every_item():
     ranked = np.array([[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], [0, 1, 2, -1, -1, -1, -1, -1, -1, -1, -1, -1]])
     categories = np.array([0, 0, 0, 0, 0, 0, 1, 1, 2, 2, 3, 3])
-    capped = np.take_along_axis(ranked, category_capped_order(ranked, categories, cap=0.4), axis=1)
+    capped = np.take_along_axis(ranked, category_capped_order(ranked, categories, cap=0.4, head=10), axis=1)
     assert capped[0].tolist() == [0, 1, 2, 3, 6, 7, 8, 9, 10, 11, 4, 5]
     assert capped[1].tolist() == ranked[1].tolist()  # too few categories to do better: unchanged
 

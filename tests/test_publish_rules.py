@@ -148,7 +148,7 @@ def test_mmr_makes_lists_more_diverse_and_the_category_cap_still_holds(champion)
     ranked = np.full((diverse["user_id"].nunique(), settings.publish_top_n), -1)
     for row, (_, group) in enumerate(diverse.groupby("user_id")):
         ranked[row, : len(group)] = [codes[i] for i in group.sort_values("rank")["item_id"]]
-    assert head_within_cap(ranked, categories, settings.category_cap).all()
+    assert head_within_cap(ranked, categories, settings.category_cap, settings.category_cap_head).all()
 
 
 def test_an_item_bought_after_the_models_snapshot_is_not_recommended_back(champion):

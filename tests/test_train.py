@@ -10,7 +10,7 @@ import pytest
 from models import Recommender
 from pipelines.gate import decide
 from pipelines.tracking import CHALLENGER, CHAMPION, champion_history, configure, version_by_alias
-from pipelines.train import PRIMARY_METRIC, apply_decision, train_and_register
+from pipelines.train import apply_decision, train_and_register
 from tests.conftest import copy_home
 
 
@@ -21,7 +21,8 @@ def child_runs(client, parent_run_id: str):
 
 def test_als_beats_popularity_on_the_backtest(trained):
     _, result = trained
-    assert result.metrics["als"][PRIMARY_METRIC] > 1.2 * result.metrics["popularity"][PRIMARY_METRIC]
+    primary = result.primary_metric
+    assert result.metrics["als"][primary] > 1.2 * result.metrics["popularity"][primary]
     assert result.best_model == "als"
 
 
@@ -114,7 +115,8 @@ def test_the_champions_recipe_is_refitted_on_the_challengers_folds(retrained):
     refit = [run for run in child_runs(client, worse.run_id) if run.data.tags.get("role") == "champion"]
     assert [run.data.tags["mlflow.runName"] for run in refit] == [f"champion v{better.model_version} (als)"]
     # same data, same recipe, same seed: the champion scores what it scored when it was trained
-    assert refit[0].data.metrics[PRIMARY_METRIC] == pytest.approx(better.metrics["als"][PRIMARY_METRIC], rel=0.02)
+    primary = better.primary_metric
+    assert refit[0].data.metrics[primary] == pytest.approx(better.metrics["als"][primary], rel=0.02)
 
 
 def test_promotions_are_recorded_in_the_champion_history(retrained):
@@ -184,6 +186,17 @@ def test_the_gate_refuses_metrics_it_cannot_compare(settings):
         decide(settings, {k: v for k, v in BASE.items() if k != "coverage_at_10"}, BASE, "1", "test")
 
 
+def test_the_gate_names_a_champion_measured_at_other_cut_offs(settings):
+    at_20 = settings.model_copy(update={"eval_k": 20})
+    challenger = {key.replace("_at_10", "_at_20"): value for key, value in BASE.items()}
+    with pytest.raises(ValueError) as refused:
+        decide(at_20, challenger, BASE, "1", "test")
+    message = str(refused.value)
+    assert "the champion lacks ['ndcg_at_20', 'segment.cold.ndcg_at_20', 'coverage_at_20']" in message
+    assert "but has ['coverage_at_10', 'ndcg_at_10', 'segment.cold.ndcg_at_10']" in message
+    assert "measured at other cut-offs than eval_k=20" in message and "the challenger lacks" not in message
+
+
 def test_a_champion_whose_recipe_is_gone_is_compared_on_its_recorded_metrics(trained, tmp_path):
     settings = copy_home(trained[0], tmp_path / "home", train_candidates=["popularity"])
     client = configure(settings)
@@ -230,8 +243,45 @@ def test_training_fails_naming_every_error_when_no_candidate_can_be_fitted(train
 def test_a_time_aware_algorithm_plugs_in_by_name_and_its_registered_version_recommends(trained, tmp_path):
     settings = copy_home(trained[0], tmp_path / "home", train_candidates=["popularity_recent"])
     result = train_and_register(settings)
-    assert result.best_model == "popularity_recent" and result.metrics["popularity_recent"][PRIMARY_METRIC] > 0
+    assert result.best_model == "popularity_recent" and result.metrics["popularity_recent"][result.primary_metric] > 0
     configure(settings)
     model = mlflow.pyfunc.load_model(f"models:/{settings.registered_model_name}/{result.model_version}")
     out = model.predict(pd.DataFrame({"user_id": ["u000002"]}), params={"k": 4})
     assert len(out) == 4 and out["item_id"].is_unique
+
+
+def test_training_at_another_eval_k_names_every_metric_by_it_and_promotes(built, tmp_path):
+    settings = copy_home(built, tmp_path / "home", eval_k=20, train_candidates=["popularity"])
+    result = train_and_register(settings)
+    assert result.promoted and result.primary_metric == "ndcg_at_20"
+    client = configure(settings)
+    champion = version_by_alias(client, settings.registered_model_name, CHAMPION)
+    assert str(champion.version) == result.model_version
+    metrics = client.get_run(champion.run_id).data.metrics
+    assert {"ndcg_at_20", "segment.cold.ndcg_at_20", "coverage_at_20", "recall_at_50"} <= set(metrics)
+    assert not [name for name in metrics if "_at_10" in name]
+    assert result.outcome()["champion_metadata"] == {
+        "model": "popularity",
+        "version": result.model_version,
+        "ndcg_at_20": result.metrics["popularity"]["ndcg_at_20"],
+    }
+
+
+def test_a_champion_trained_at_another_eval_k_is_refitted_under_this_eval_k(trained, tmp_path):
+    settings = copy_home(trained[0], tmp_path / "home", eval_k=20, train_candidates=["popularity"])
+    result = train_and_register(settings)
+    run = configure(settings).get_run(result.run_id).data.tags
+    assert run["promotion.basis"] == "champion's recipe re-fitted on the same folds"
+    assert run["promotion.check.lift"].startswith("FAIL lift: ndcg_at_20 challenger")
+
+
+def test_a_champion_recorded_at_another_eval_k_is_not_comparable_and_the_gate_says_why(trained, tmp_path):
+    settings = copy_home(trained[0], tmp_path / "home", eval_k=20, train_candidates=["popularity"])
+    client = configure(settings)
+    champion = version_by_alias(client, settings.registered_model_name, CHAMPION)
+    client.set_model_version_tag(settings.registered_model_name, champion.version, "model", "retired_algorithm")
+    result = train_and_register(settings)
+    assert not result.promoted
+    assert "the champion lacks ['ndcg_at_20', 'segment.cold.ndcg_at_20', 'coverage_at_20']" in result.decision_reason
+    assert "but has ['coverage_at_10', 'ndcg_at_10', 'segment.cold.ndcg_at_10']" in result.decision_reason
+    assert "measured at other cut-offs than eval_k=20" in result.decision_reason

@@ -85,7 +85,7 @@ def backtest(
             result.model,
             fold.name,
             config.k,
-            result.folds[-1].metrics[f"ndcg_at_{config.k}"],
+            result.folds[-1].metrics[config.names.primary],
             result.fit_seconds[-1],
             result.eval_seconds[-1],
         )

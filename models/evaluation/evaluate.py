@@ -2,7 +2,7 @@
 
 Two views of the same model. ``rules``: the lists after publication's business rules, built by
 the function publication stores (:func:`models.ranked_lists.ranked_lists`: seen, out-of-stock and
-blocked items out, the cold-user popularity blend, MMR if enabled, the category cap on the top 10;
+blocked items out, the cold-user popularity blend, MMR if enabled, the category cap on the first ``category_cap_head``;
 users unknown to training get the capped popularity fallback), i.e. what users are served and what
 promotion decides on. ``raw``:
 the model's own ranking with only seen items filtered, to show what the rules cost or gain.
@@ -22,7 +22,7 @@ import pandas as pd
 from models.business_rules import allowed_and_categories, popularity_fallback
 from models.evaluation.segments import SegmentBounds, new_item_relevance, segment_masks
 from models.evaluation.splits import Fold
-from models.metrics import CatalogStats, calc_metrics
+from models.metrics import CatalogStats, MetricNames, calc_metrics, in_segment
 from models.popularity import distinct_users_per_item
 from models.ranked_lists import ListRules, ranked_lists
 
@@ -49,6 +49,11 @@ class EvaluationConfig:
                 f"evaluation scores the top {self.depth} (max of k and recall_k) but publication stores only "
                 f"the top {self.rules.top_n} (publish_top_n): the scored lists would not be the published ones"
             )
+
+    @property
+    def names(self) -> MetricNames:
+        """The metric names at these cut-offs, for every stage that reads the scores."""
+        return MetricNames(self.k, self.recall_k)
 
     @property
     def depth(self) -> int:
@@ -120,7 +125,7 @@ def score_fold(model, fold: Fold, catalog: pd.DataFrame, config: EvaluationConfi
         metrics.update(_prefixed(prefix, _calc(recommended, fold.relevant, config, stats)))
         for segment, mask in masks.items():
             values = _calc(recommended[mask], fold.relevant[mask], config, stats)
-            metrics.update(_prefixed(f"{prefix}segment.{segment}.", values))
+            metrics.update(_prefixed(prefix + in_segment(segment, ""), values))
         metrics.update(_prefixed(f"{prefix}new_items.", _calc(recommended, new_relevant, config, stats)))
         exposure[view] = long_tail_exposure(recommended, popularity, config.k)
     return FoldScore(fold.name, metrics, exposure)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import duckdb
 
+from pipelines.contract import EVENT_TYPES
 from pipelines.ingest.sources import Source
 from pipelines.warehouse import Warehouse
 
@@ -88,6 +89,7 @@ def ingest_batch(
             "landing_date": window.landing_date,
             "batch_id": batch_id,
             "bot_max_events_per_minute": bot_max_events_per_minute,
+            "event_types": list(EVENT_TYPES),
         },
     )
     rows_input = con.execute("select count(*) from incoming").fetchone()[0]

@@ -1,4 +1,5 @@
 -- Give every incoming row of one batch exactly one outcome: a reason code, or NULL (accepted).
+-- Parameters: $event_types is pipelines.contract.EVENT_TYPES, the one list of known event types.
 -- Input: temp table `incoming` (the canonical columns an adapter produced, see pipelines/ingest/sources.py).
 -- Rules are applied in order and the first one that fails wins, so each row has one reason:
 --   1. what the adapter could not parse (malformed_json, invalid_utf8, schema_mismatch)
@@ -16,7 +17,7 @@ with row_rules as (
             when event_id is null or trim(event_id) = '' then 'missing_event_id'
             when user_id is null or trim(user_id) = '' then 'missing_user_id'
             when item_id is null or trim(item_id) = '' then 'missing_item_id'
-            when event_type is null or event_type not in ('view', 'click', 'add_to_cart', 'purchase', 'rating')
+            when event_type is null or not list_contains($event_types, event_type)
                 then 'unknown_event_type'
             when event_ts is null then 'bad_timestamp'
             when event_ts > $latest_allowed then 'future_timestamp'
