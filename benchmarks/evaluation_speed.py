@@ -33,9 +33,9 @@ from models.evaluation import (  # noqa: E402
     random_ratio_folds,
     score_fold,
 )
-from pipelines.evaluation import item_features  # noqa: E402
 from pipelines.settings import Settings  # noqa: E402
 from pipelines.simulate import simulate  # noqa: E402
+from pipelines.training.data import item_features  # noqa: E402
 
 
 def simulated_log(users: int, items: int, days: int, home: Path) -> tuple[EventLog, pd.DataFrame]:

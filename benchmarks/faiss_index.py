@@ -22,8 +22,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from models.business_rules import unit_vectors  # noqa: E402
-from pipelines.item_index import build_index, index_spec  # noqa: E402
+from models.lists.rules import unit_vectors  # noqa: E402
+from pipelines.publication.item_index import build_index, index_spec  # noqa: E402
 from pipelines.settings import Settings  # noqa: E402
 
 K = 10

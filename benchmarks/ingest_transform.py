@@ -40,7 +40,8 @@ STAGE_CODE = {
     "accepted ({sum(r.rows_late for r in rs)} late), {sum(r.rows_quarantined for r in rs)} quarantined')",
     "import": "from pipelines.ingest import ingest_path; s = get_settings(); "
     "print(ingest_path(s, 'movielens', s.datasets_dir / 'ml-100k').summary())",
-    "dbt_build": "from pipelines.transform import build_warehouse; print(build_warehouse(get_settings()).summary())",
+    "dbt_build": "from pipelines.warehouse.transform import build_warehouse; "
+    "print(build_warehouse(get_settings()).summary())",
 }
 
 

@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from serving_publication import clone_version  # noqa: E402
 
-from pipelines.publish import current_version, switch_current  # noqa: E402
+from pipelines.publication.publish import current_version, switch_current  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -2,7 +2,7 @@
 
     python benchmarks/serving_publication.py --home /tmp/recforge-bench --users 1000000 --items 100000
 
-Writes ``<home>/published/<version>/`` exactly as ``pipelines.publish`` does (user_recs.parquet
+Writes ``<home>/published/<version>/`` exactly as ``pipelines.publication.publish`` does (user_recs.parquet
 sorted by user and rank, fallback.parquet, items.parquet, the item index chosen by catalog size,
 manifest.json with sha256 of every file) and switches ``CURRENT`` to it with the same atomic
 switch. The lists are random but shaped like real ones: 100 distinct items per user with
@@ -29,8 +29,8 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipelines.item_index import write_item_index  # noqa: E402
-from pipelines.publish import seal_version, switch_current  # noqa: E402
+from pipelines.publication.item_index import write_item_index  # noqa: E402
+from pipelines.publication.publish import seal_version, switch_current  # noqa: E402
 from pipelines.settings import Settings  # noqa: E402
 from serving.format import FALLBACK, INDEX_FILE, ITEMS, MANIFEST, STAGING_PREFIX, USER_RECS, file_facts  # noqa: E402
 

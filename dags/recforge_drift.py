@@ -27,7 +27,7 @@ def recforge_drift():
     @task
     def measure_drift() -> dict:
         """Event-type mix, item popularity, user activity, new items and users vs the baseline."""
-        from pipelines.drift import check_drift, result_as_metadata
+        from pipelines.monitoring.drift import check_drift, result_as_metadata
         from pipelines.settings import get_settings
 
         result = check_drift(get_settings())

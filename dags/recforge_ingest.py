@@ -44,7 +44,7 @@ def recforge_ingest():
     def validate_raw_events(counts: dict, data_interval_start=None, data_interval_end=None):
         """Run the raw_events checkpoint; a critical failure stops the chain here."""
         from pipelines.settings import get_settings
-        from pipelines.validate import validate_raw_batch
+        from pipelines.validation.checkpoints import validate_raw_batch
 
         validate_raw_batch(get_settings(), data_interval_start, data_interval_end)
         yield Metadata(RAW_EVENTS, {**counts, "interval_start": data_interval_start.isoformat()})

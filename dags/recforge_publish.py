@@ -27,7 +27,7 @@ def recforge_publish():
     @task(outlets=[PUBLICATION])
     def publish_lists():
         """Write published/<version>/ completely, then switch CURRENT to it."""
-        from pipelines.publish import publish
+        from pipelines.publication.publish import publish
         from pipelines.settings import get_settings
 
         result = publish(get_settings())

@@ -35,7 +35,7 @@ def recforge_train():
         The gate's decision and each check with its numbers are written to this task's log.
         """
         from pipelines.settings import get_settings
-        from pipelines.train import train_and_register as train
+        from pipelines.training.train import train_and_register as train
 
         return train(get_settings()).outcome()
 

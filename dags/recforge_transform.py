@@ -27,7 +27,7 @@ def recforge_transform():
     def build_marts() -> dict:
         """`dbt build`: a failed model or test fails this task and nothing downstream runs."""
         from pipelines.settings import get_settings
-        from pipelines.transform import build_warehouse
+        from pipelines.warehouse.transform import build_warehouse
 
         result = build_warehouse(get_settings())
         return {"nodes": result.nodes_total, "warnings": result.nodes_warned}
@@ -36,7 +36,7 @@ def recforge_transform():
     def document_warehouse(built: dict) -> None:
         """`dbt docs generate --static` into reports/dbt_docs for analysts."""
         from pipelines.settings import get_settings
-        from pipelines.transform import generate_docs
+        from pipelines.warehouse.transform import generate_docs
 
         generate_docs(get_settings())
 
@@ -44,7 +44,7 @@ def recforge_transform():
     def validate_marts(built: dict):
         """The `marts` checkpoint: row-count band, weights, splits, coverage. Critical failures stop here."""
         from pipelines.settings import get_settings
-        from pipelines.validate import validate_marts as validate
+        from pipelines.validation.checkpoints import validate_marts as validate
 
         report = validate(get_settings())
         yield Metadata(MARTS, {**built, "rows": report.rows.get("marts_interactions", 0)})

@@ -5,7 +5,7 @@ they are written. Change a suite here, run ``.venv/bin/python expectations/defin
 and commit the regenerated files together with the change.
 
 Each checkpoint guards one point of the pipeline, and each of its validation definitions applies
-one suite to one data frame that pipelines/validate.py builds. Every expectation carries a
+one suite to one data frame that pipelines/validation/checkpoints.py builds. Every expectation carries a
 severity: ``critical`` stops the run, ``warning`` is reported and the run goes on. Thresholds that
 live in settings arrive as ``$PARAMETER`` values at run time.
 """

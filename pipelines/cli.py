@@ -62,25 +62,25 @@ def cmd_ingest(settings: Settings, args) -> None:
 
 
 def cmd_validate_raw(settings: Settings, args) -> None:
-    from pipelines.validate import validate_raw_batch
+    from pipelines.validation.checkpoints import validate_raw_batch
 
     print(validate_raw_batch(settings, args.start, args.end).summary())
 
 
 def cmd_transform(settings: Settings, args) -> None:
-    from pipelines.transform import build_warehouse
+    from pipelines.warehouse.transform import build_warehouse
 
     print(build_warehouse(settings).summary())
 
 
 def cmd_train(settings: Settings, args) -> None:
-    from pipelines.train import train_and_register
+    from pipelines.training.train import train_and_register
 
     print(train_and_register(settings).summary())
 
 
 def cmd_evaluate(settings: Settings, args) -> None:
-    from pipelines.evaluation import metrics_table, run_evaluation
+    from pipelines.training.evaluation import metrics_table, run_evaluation
 
     overrides = {key: value for key, value in (("eval_split", args.split), ("backtest_folds", args.folds)) if value}
     if overrides:
@@ -92,7 +92,7 @@ def cmd_evaluate(settings: Settings, args) -> None:
 
 
 def cmd_models(settings: Settings, args) -> None:
-    from pipelines import model_registry
+    from pipelines.training import registry as model_registry
 
     if args.action == "list":
         print(model_registry.format_versions(settings, model_registry.list_versions(settings)))
@@ -112,47 +112,47 @@ def _version(text: str) -> str:
 
 
 def cmd_publish(settings: Settings, args) -> None:
-    from pipelines.publish import publish
+    from pipelines.publication.publish import publish
 
     print(publish(settings).summary())
 
 
 def cmd_publish_rollback(settings: Settings, args) -> None:
-    from pipelines.publish import current_version, rollback
+    from pipelines.publication.publish import current_version, rollback
 
     before = current_version(settings.published_dir)
     print(f"rolled back: {rollback(settings, args.to)} is live (was {before})")
 
 
 def cmd_status(settings: Settings, args) -> None:
-    from pipelines.status import status_lines
+    from pipelines.monitoring.status import status_lines
 
     print("\n".join(status_lines(settings)))
 
 
 def cmd_reports(settings: Settings, args) -> None:
     """Rewrite reports/index.html from what exists now and print its path."""
-    from pipelines.reports import write_index
+    from pipelines.reports.index import write_index
 
     print(write_index(settings))
 
 
 def cmd_drift(settings: Settings, args) -> None:
-    from pipelines.drift import check_drift
+    from pipelines.monitoring.drift import check_drift
 
     print(check_drift(settings).summary())
 
 
 def cmd_validate_marts(settings: Settings, args) -> None:
-    from pipelines.validate import validate_marts
+    from pipelines.validation.checkpoints import validate_marts
 
     print(validate_marts(settings).summary())
 
 
 def cmd_run(settings: Settings, args) -> None:
     """Simulate (if there is no landing data yet), run every DAG through Airflow, report, then serve."""
-    from pipelines.orchestrate import run_pipeline
-    from pipelines.status import status_lines
+    from pipelines.monitoring.status import status_lines
+    from pipelines.runtime.orchestrate import run_pipeline
 
     settings.ensure_dirs()
     if not any((settings.landing_dir / "events").glob("date=*")):
@@ -176,7 +176,7 @@ def cmd_ui(settings: Settings, args) -> None:
     import subprocess
     from pathlib import Path
 
-    from pipelines.orchestrate import configure_airflow
+    from pipelines.runtime.orchestrate import configure_airflow
 
     configure_airflow(settings)
     bin_dir = Path(sys.executable).parent
@@ -197,7 +197,7 @@ def cmd_scaled_up(settings: Settings, args) -> None:
     import signal
     import time
 
-    from pipelines.scaled import ScaledStack, ensure_databases
+    from pipelines.runtime.scaled import ScaledStack, ensure_databases
 
     def stop_on_term(signum, frame):
         raise KeyboardInterrupt  # a SIGTERM (systemd, timeout, docker stop) stops the children too

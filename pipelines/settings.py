@@ -35,7 +35,7 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str | None = Field(default=None, description="Defaults to SQLite under RECFORGE_HOME/mlflow.")
     dbt_target: Literal["duckdb", "postgres"] = Field(
         default="duckdb",
-        description="The warehouse of every stage: dbt's profiles.yml output and pipelines/warehouse.py's connection.",
+        description="The warehouse of every stage: dbt's profiles.yml output and pipelines.warehouse.connection's.",
     )
     pg_host: str = "127.0.0.1"
     pg_port: int = 5432
@@ -134,7 +134,7 @@ class Settings(BaseSettings):
         "backtest folds. At 0 a tie passes: the same recipe retrained on fresher data replaces the champion.",
     )
 
-    # --- evaluation, candidates and the promotion gate (models/evaluation, pipelines/train.py, pipelines/gate.py)
+    # --- evaluation, candidates and the promotion gate (models/evaluation, pipelines/training/)
     train_candidates: list[str] = Field(
         default=["popularity", "als"],
         description="Registered model names (models.base._REGISTRY) trained and compared at each training; "

@@ -1,6 +1,6 @@
 """The publication contract: what a version directory holds and how it is proven complete.
 
-The publisher (``pipelines/publish.py``) writes it and serving reads it; both import this
+The publisher (``pipelines/publication/publish.py``) writes it and serving reads it; both import this
 module, so the file names, the manifest's file table, the checksum and the rules of
 verification are spelled once. It imports nothing but the standard library: serving stays thin.
 

@@ -62,7 +62,7 @@ def simulated(tmp_path_factory) -> Settings:
 def built(simulated, tmp_path_factory) -> Settings:
     """Simulated, ingested and transformed by dbt. Read-only for tests: copy_home() to change it."""
     from pipelines.ingest import ingest_interval
-    from pipelines.transform import build_warehouse
+    from pipelines.warehouse.transform import build_warehouse
 
     settings = copy_home(simulated, tmp_path_factory.mktemp("built") / "home")
     ingest_interval(settings, *whole_log(settings))
@@ -73,7 +73,7 @@ def built(simulated, tmp_path_factory) -> Settings:
 @pytest.fixture(scope="session")
 def trained(built, tmp_path_factory):
     """(settings, TrainResult) after one training. Read-only for tests: copy_home() to change it."""
-    from pipelines.train import train_and_register
+    from pipelines.training.train import train_and_register
 
     settings = copy_home(built, tmp_path_factory.mktemp("trained") / "home")
     return settings, train_and_register(settings)
@@ -83,7 +83,7 @@ def trained(built, tmp_path_factory):
 def retrained(built, tmp_path_factory):
     """(settings, [TrainResult] x 3): popularity alone (v1, first champion), then popularity + ALS (v2, better:
     promoted), then popularity alone again (v3, worse than the champion's ALS: challenger). Read-only."""
-    from pipelines.train import train_and_register
+    from pipelines.training.train import train_and_register
 
     settings = copy_home(built, tmp_path_factory.mktemp("retrained") / "home")
     results = []
@@ -95,7 +95,7 @@ def retrained(built, tmp_path_factory):
 @pytest.fixture(scope="session")
 def published(trained, tmp_path_factory) -> Settings:
     """Trained, registered and published. Read-only for tests: copy_home() to change it."""
-    from pipelines.publish import publish
+    from pipelines.publication.publish import publish
 
     settings = copy_home(trained[0], tmp_path_factory.mktemp("published") / "home")
     publish(settings)

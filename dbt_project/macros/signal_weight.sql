@@ -1,4 +1,4 @@
-{#- The weight of one event by its type, from the weight_* vars (settings passed by pipelines/transform.py;
+{#- The weight of one event by its type, from the weight_* vars (settings passed by pipelines/warehouse/transform.py;
     dbt_project.yml holds the same defaults). Used once, in interaction_events: every other reader takes
     the weight from that mart. -#}
 {% macro signal_weight(event_type_column) -%}

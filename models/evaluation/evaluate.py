@@ -1,7 +1,7 @@
 """Score one fitted model on one fold: the lists users would get, then every metric on them.
 
 Two views of the same model. ``rules``: the lists after publication's business rules, built by
-the function publication stores (:func:`models.ranked_lists.ranked_lists`: seen, out-of-stock and
+the function publication stores (:func:`models.lists.ranked.ranked_lists`: seen, out-of-stock and
 blocked items out, the cold-user popularity blend, MMR if enabled, the category cap on the first ``category_cap_head``;
 users unknown to training get the capped popularity fallback), i.e. what users are served and what
 promotion decides on. ``raw``:
@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from models.business_rules import allowed_and_categories, popularity_fallback
 from models.evaluation.segments import SegmentBounds, new_item_relevance, segment_masks
 from models.evaluation.splits import Fold
+from models.lists.ranked import ListRules, ranked_lists
+from models.lists.rules import allowed_and_categories, popularity_fallback
 from models.metrics import CatalogStats, MetricNames, calc_metrics, in_segment
 from models.popularity import distinct_users_per_item
-from models.ranked_lists import ListRules, ranked_lists
 
 VIEWS = ("rules", "raw")
 RAW_PREFIX = "raw."

@@ -1,7 +1,7 @@
 """Ingestion: landing files and imported data sets -> the DuckDB raw layer (+ quarantine).
 
 Two entry points share one batch writer (``batch.py``) and one set of rules
-(``pipelines/sql/ingest/classify_events.sql``):
+(``pipelines/ingest/sql/classify_events.sql``):
 - ``ingest_interval``: the ingest DAG's task. Owns the landing days of its data interval
   (``landing/events/date=YYYY-MM-DD/*.jsonl|csv|parquet``) and replaces them whole.
 - ``ingest_path``: ``recforge ingest --source <adapter> --path <file or dir>`` for data sets

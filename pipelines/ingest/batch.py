@@ -23,11 +23,11 @@ import duckdb
 
 from pipelines.contract import EVENT_TYPES
 from pipelines.ingest.sources import Source
-from pipelines.warehouse import Warehouse
+from pipelines.warehouse.connection import Warehouse
 
 log = logging.getLogger(__name__)
 
-CLASSIFY_SQL = Path(__file__).resolve().parent.parent / "sql" / "ingest" / "classify_events.sql"
+CLASSIFY_SQL = Path(__file__).resolve().parent / "sql" / "classify_events.sql"
 
 
 class IngestError(RuntimeError):

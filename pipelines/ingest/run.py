@@ -14,7 +14,7 @@ from pipelines.ingest.batch import BatchResult, BatchWindow, IngestError, ingest
 from pipelines.ingest.sources import CATALOG_COLUMNS, SchemaError, get_source, read_recforge_catalog
 from pipelines.settings import Settings
 from pipelines.simulate import catalog_file
-from pipelines.warehouse import Warehouse, connect
+from pipelines.warehouse.connection import Warehouse, connect
 
 log = logging.getLogger(__name__)
 

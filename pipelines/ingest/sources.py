@@ -11,7 +11,7 @@ Every adapter fills the DuckDB temp table ``incoming`` with the same columns:
     value (double), session_id, context (JSON text: the row's context plus unknown columns)
 
 and may provide the item catalog that comes with the data. Adapters only translate; every
-accept / quarantine decision is made once, in ``pipelines/sql/ingest/classify_events.sql``.
+accept / quarantine decision is made once, in ``pipelines/ingest/sql/classify_events.sql``.
 
 Formats: recforge's own JSONL, CSV and Parquet (the canonical columns), MovieLens
 (``ratings.csv`` of ml-latest-small and the larger csv releases, ``ratings.dat`` of ml-1m / ml-10m,

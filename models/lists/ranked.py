@@ -1,0 +1,228 @@
+"""The lists users get: a model's ranking after publication's business rules, for any set of users.
+
+One function, :func:`ranked_lists`, builds them for publication (every known user) and for offline
+evaluation (the users of a fold), so the number a model is promoted on is the number users get.
+
+Order of the rules, per user, all on one candidate array of top N + margin, so that each rule can
+promote items from below the cut:
+
+1. hard exclusions while scoring: items the user has seen (purchased, rated, ...), blocked and
+   out-of-stock items are never candidates;
+2. cold users (fewer than `cold_user_below` distinct training items) get the model blended with
+   popularity within their categories (:func:`models.lists.rules.popularity_blend`);
+3. optional MMR diversity re-ranking;
+4. the category cap on the first ``category_cap_head`` slots (10 by default), a hard rule, so it
+   comes last and wins; users whose candidates are too uniform to fill the head within the cap are
+   re-ranked deeper (4x the candidates, then the whole catalog).
+
+Each slot remembers where its item came from (``MODEL`` or ``POPULAR``), which publication turns
+into the reason it shows.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from models.base import Recommender
+from models.lists.rules import category_capped_order, head_within_cap, mmr_order, popularity_blend
+from models.popularity import distinct_users_per_item
+
+log = logging.getLogger(__name__)
+
+MODEL, POPULAR = 0, 1  # where a slot's item came from
+
+
+@dataclass(frozen=True)
+class ListRules:
+    """The rules a publication applies, exactly as recorded in its manifest (defaults = the settings' defaults)."""
+
+    top_n: int = 100
+    candidate_margin: int = 50
+    category_cap: float = 0.4
+    category_cap_head: int = 10
+    cold_user_below: int = 5
+    cold_popularity_weight: float = 0.5
+    mmr_enabled: bool = False
+    mmr_lambda: float = 0.7
+    reason_min_similarity: float = 0.5
+
+    def __post_init__(self):
+        if self.top_n < 1 or self.candidate_margin < 0:
+            raise ValueError(f"top_n must be >= 1 and candidate_margin >= 0, got {self.top_n}, {self.candidate_margin}")
+        if not 0 < self.category_cap <= 1:
+            raise ValueError(f"category_cap must be in (0, 1], got {self.category_cap}")
+
+    @classmethod
+    def from_settings(cls, settings) -> ListRules:
+        """From the recforge settings (any object with their attribute names; models/ does not import pipelines/)."""
+        return cls(
+            top_n=settings.publish_top_n,
+            candidate_margin=settings.publish_candidate_margin,
+            category_cap=settings.category_cap,
+            category_cap_head=settings.category_cap_head,
+            cold_user_below=settings.cold_user_below,
+            cold_popularity_weight=settings.cold_popularity_weight,
+            mmr_enabled=settings.mmr_enabled,
+            mmr_lambda=settings.mmr_lambda,
+            reason_min_similarity=settings.reason_min_similarity,
+        )
+
+    def manifest(self) -> dict:
+        """Rule names and their parameters, in the order they are applied."""
+        return {
+            "applied": [
+                "exclude_seen_items",
+                "exclude_purchased_items",
+                "exclude_blocked_items",
+                "exclude_out_of_stock_items",
+                "cold_user_popularity_blend",
+                *(["mmr_diversity"] if self.mmr_enabled else []),
+                f"category_cap_top{self.category_cap_head}",
+                "reasons",
+            ],
+            "parameters": asdict(self),
+        }
+
+
+@dataclass
+class Candidates:
+    """Per-user slot arrays that every rule permutes together (row r belongs to ``users[r]``)."""
+
+    ranked: np.ndarray  # users x width item indices, -1 = empty
+    scores: np.ndarray
+    source: np.ndarray  # MODEL or POPULAR per slot
+
+    def reorder(self, order: np.ndarray) -> None:
+        """Apply one per-row slot order (from a rule) to items, scores and sources alike."""
+        for name in ("ranked", "scores", "source"):
+            setattr(self, name, np.take_along_axis(getattr(self, name), order, axis=1))
+
+    def head(self, width: int) -> Candidates:
+        return Candidates(self.ranked[:, :width], self.scores[:, :width], self.source[:, :width])
+
+
+def ranked_lists(
+    model: Recommender,
+    users: np.ndarray,
+    rules: ListRules,
+    allowed: np.ndarray,
+    categories: np.ndarray,
+    excluded: sp.csr_matrix | None = None,
+) -> Candidates:
+    """Top `rules.top_n` slots for each of `users` (indices into ``model.user_ids``) after every rule.
+
+    `allowed` masks the items that may be recommended (in stock, not blocked), `categories` holds
+    an integer category code per item, and `excluded` the items each user must never get back
+    (default: the model's training interactions; publication adds purchases made since).
+    """
+    users = np.asarray(users, dtype=np.int64)
+    excluded = model.seen.tocsr() if excluded is None else excluded
+    depth = min(len(model.item_ids), rules.top_n + rules.candidate_margin)
+    ranked, scores = model.recommend(users, depth, allowed_items=allowed, seen=excluded)
+    candidates = Candidates(ranked, scores, np.full(ranked.shape, MODEL, dtype=np.int8))
+    cold = blend_cold_users(model, users, candidates, excluded, allowed, categories, rules)
+    if rules.mmr_enabled:
+        candidates.reorder(mmr_order(candidates.ranked, candidates.scores, item_vectors(model), rules.mmr_lambda))
+    apply_category_cap(model, users, candidates, excluded, allowed, categories, rules)
+    log.debug("ranked lists: %d users (%d cold, blended with popularity), mmr=%s", len(users), cold, rules.mmr_enabled)
+    return candidates.head(rules.top_n)
+
+
+def cold_users(model: Recommender, users: np.ndarray, rules: ListRules) -> np.ndarray:
+    """Mask over `users`: fewer than `cold_user_below` distinct training items."""
+    return np.diff(model.seen.tocsr().indptr)[users] < rules.cold_user_below
+
+
+def blend_cold_users(
+    model: Recommender,
+    users: np.ndarray,
+    candidates: Candidates,
+    excluded: sp.csr_matrix,
+    allowed: np.ndarray,
+    categories: np.ndarray,
+    rules: ListRules,
+) -> int:
+    """Replace the lists of cold users by the model x in-category popularity blend; returns how many."""
+    cold_rows = np.flatnonzero(cold_users(model, users, rules))
+    if not len(cold_rows):
+        return 0
+    seen = model.seen.tocsr()
+    popularity = distinct_users_per_item(seen)
+    popular_items = np.argsort(-popularity, kind="stable")
+    popular_items = popular_items[allowed[popular_items]]
+    width = candidates.ranked.shape[1]
+    for row in cold_rows:
+        user = users[row]
+        never_again = excluded.indices[excluded.indptr[user] : excluded.indptr[user + 1]]
+        items, scores, from_popularity = popularity_blend(
+            candidates.ranked[row],
+            candidates.scores[row],
+            seen.indices[seen.indptr[user] : seen.indptr[user + 1]],
+            popular_items[~np.isin(popular_items, never_again)],
+            popularity,
+            categories,
+            rules.cold_popularity_weight,
+            width,
+        )
+        candidates.ranked[row], candidates.scores[row] = items, scores
+        candidates.source[row] = np.where(from_popularity, POPULAR, MODEL)
+    return len(cold_rows)
+
+
+def apply_category_cap(
+    model: Recommender,
+    users: np.ndarray,
+    candidates: Candidates,
+    excluded: sp.csr_matrix,
+    allowed: np.ndarray,
+    categories: np.ndarray,
+    rules: ListRules,
+) -> None:
+    """Enforce the cap; users whose candidates are too uniform get deeper model items appended first.
+
+    Deeper means 4x the candidates, then the whole catalog, for the users still short. For a row
+    in the model's order a deeper stage changes nothing once the head is full, as the greedy capped
+    order only looks further down: every stage gives the slots a whole-catalog ranking would, at a
+    fraction of the cost.
+    """
+    head, cap = rules.category_cap_head, rules.category_cap
+    candidates.reorder(category_capped_order(candidates.ranked, categories, cap, head))
+    short = np.flatnonzero(~head_within_cap(candidates.ranked, categories, cap, head))
+    width, n_items = candidates.ranked.shape[1], len(model.item_ids)
+    for deeper in sorted({min(n_items, 4 * width), n_items}):
+        if not len(short) or deeper <= width:
+            continue
+        deep, deep_scores = model.recommend(users[short], deeper, allowed_items=allowed, seen=excluded)
+        for deep_row, row in enumerate(short):
+            _extend_and_cap(candidates, row, deep[deep_row], deep_scores[deep_row], categories, cap, head)
+        short = short[~head_within_cap(candidates.ranked[short], categories, cap, head)]
+
+
+def _extend_and_cap(candidates: Candidates, row: int, deep, deep_scores, categories, cap: float, head: int) -> None:
+    """One row: its candidates, then the deeper model items it lacks, in capped order, cut to the width."""
+    width = candidates.ranked.shape[1]
+    present = candidates.ranked[row] >= 0
+    fresh = (deep >= 0) & ~np.isin(deep, candidates.ranked[row])
+    extended = np.concatenate([candidates.ranked[row][present], deep[fresh]])
+    extended_scores = np.concatenate([candidates.scores[row][present], deep_scores[fresh]])
+    extended_source = np.concatenate([candidates.source[row][present], np.full(fresh.sum(), MODEL, dtype=np.int8)])
+    order = category_capped_order(extended[None, :], categories, cap, head)[0][:width]
+    filled = len(order)
+    candidates.ranked[row, :filled], candidates.ranked[row, filled:] = extended[order], -1
+    candidates.scores[row, :filled], candidates.scores[row, filled:] = extended_scores[order], -np.inf
+    candidates.source[row, :filled], candidates.source[row, filled:] = extended_source[order], MODEL
+
+
+def item_vectors(model: Recommender) -> np.ndarray:
+    """Embeddings for the similar-items index and MMR: the model's own, else an SVD of item co-occurrence."""
+    if model.item_embeddings is not None:
+        return np.asarray(model.item_embeddings, dtype=np.float32)
+    from scipy.sparse.linalg import svds
+
+    dims = max(1, min(32, min(model.seen.shape) - 1))
+    _, s, vt = svds(model.seen.astype(np.float32), k=dims)
+    return (vt.T * s).astype(np.float32)

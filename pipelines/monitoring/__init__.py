@@ -1,0 +1,3 @@
+"""Watching the data and what is live: drift of the latest window against its baseline (and its
+report), and the status lines.
+"""

@@ -1,0 +1,286 @@
+"""Publish the champion's precomputed lists and item index, then make them live atomically.
+
+A publication is a directory ``published/<version>/`` that is complete before anyone can
+see it: files are written into a hidden staging directory, fsynced, the directory is
+renamed into place, and only then is ``CURRENT`` replaced (write a temp file, fsync,
+rename). A crash at any point leaves the live version untouched.
+
+The contract itself (file names, manifest file table, checksum, verification) is
+``serving/format.py``, which serving imports too: the writer and the reader cannot disagree.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from models.base import Recommender
+from models.columns import Columns
+from models.lists.ranked import ListRules, item_vectors
+from models.lists.stored import build_lists
+from pipelines.publication.item_index import write_item_index
+from pipelines.settings import Settings
+from pipelines.validation.checkpoints import validate_publication
+from pipelines.warehouse.connection import read_frame
+from serving.format import (
+    CURRENT,
+    FALLBACK,
+    INDEX_FILE,
+    ITEMS,
+    MANIFEST,
+    STAGING_PREFIX,
+    USER_RECS,
+    PublicationError,
+    current_version,
+    file_facts,
+    is_complete_version,
+)
+from serving.format import verify_version as verify_files
+
+log = logging.getLogger(__name__)
+
+LOCK = ".publish.lock"  # the publisher's own concern, not part of what serving reads
+
+
+class PublishError(RuntimeError):
+    pass
+
+
+@dataclass
+class PublishResult:
+    version: str
+    path: Path
+    users: int
+    items_indexed: int
+
+    def summary(self) -> str:
+        return f"published {self.version}: {self.users} users, {self.items_indexed} items indexed -> {self.path}"
+
+
+def load_champion(settings: Settings) -> tuple[Recommender, dict]:
+    """Download the model behind the `champion` alias and load it; also return its registry facts."""
+    import mlflow
+
+    from pipelines.training.tracking import CHAMPION, configure, version_by_alias
+
+    client = configure(settings)
+    version = version_by_alias(client, settings.registered_model_name, CHAMPION)
+    if version is None:
+        raise PublishError(f"registered model {settings.registered_model_name!r} has no '{CHAMPION}' alias")
+    local = Path(
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{settings.registered_model_name}@{CHAMPION}",
+            dst_path=str(settings.models_dir / f"champion-v{version.version}"),
+        )
+    )
+    model = Recommender.load(local / "artifacts" / "bundle")
+    facts = {
+        "registered_model": settings.registered_model_name,
+        "version": str(version.version),
+        "run_id": version.run_id,
+        "algorithm": model.name,
+        "data_snapshot": client.get_run(version.run_id).data.tags.get("data_snapshot"),
+    }
+    return model, facts
+
+
+def read_items(settings: Settings) -> pd.DataFrame:
+    """The catalog's items (``marts.item_features`` rows it lists): what the lists and items.parquet need."""
+    return read_frame(
+        settings,
+        "select item_id, title, category, price, in_stock, is_blocked from marts.item_features "
+        "where in_catalog order by item_id",
+    )
+
+
+def read_purchases(settings: Settings) -> pd.DataFrame:
+    """(user_id, item_id) pairs the user bought or rated (``marts.interactions``): never to be recommended back."""
+    return read_frame(
+        settings, "select user_id, item_id from marts.interactions where n_purchases > 0 or n_ratings > 0"
+    )
+
+
+def publish(settings: Settings) -> PublishResult:
+    """Score the champion for every known user and make the result the live publication."""
+    model, facts = load_champion(settings)
+    items = read_items(settings)
+    purchased = read_purchases(settings)
+    rules = ListRules.from_settings(settings)
+    user_recs, fallback = build_lists(model, items, rules, purchased)
+    # Sorted by user then rank: serving finds each user's run of rows without re-sorting 100M rows.
+    user_recs = user_recs.sort_values([Columns.User, Columns.Rank], kind="stable", ignore_index=True)
+    indexed = pd.DataFrame({Columns.Item: model.item_ids.astype(str)}).merge(items, on=Columns.Item, how="left")
+    indexed["index_row"] = np.arange(len(indexed), dtype=np.int32)
+    # The item's row in items.parquet / the index, beside its id: serving reads 4 bytes per row
+    # instead of decoding 100M id strings.
+    user_recs["item_row"] = pd.Index(indexed[Columns.Item]).get_indexer(user_recs[Columns.Item]).astype(np.int32)
+
+    root = settings.published_dir
+    root.mkdir(parents=True, exist_ok=True)
+    with publish_lock(root):
+        remove_stale_staging(root)
+        version = f"{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-v{facts['version']}"
+        staging = root / f"{STAGING_PREFIX}{version}"
+        staging.mkdir()
+        try:
+            # The publication suite runs before anything can go live; a critical failure raises here.
+            validate_publication(settings, user_recs, items, purchased, version)
+            pq.write_table(pa.Table.from_pandas(user_recs, preserve_index=False), staging / USER_RECS)
+            pq.write_table(pa.Table.from_pandas(fallback, preserve_index=False), staging / FALLBACK)
+            pq.write_table(pa.Table.from_pandas(indexed, preserve_index=False), staging / ITEMS)
+            index_spec = write_item_index(item_vectors(model), staging / INDEX_FILE, settings)
+            manifest = {
+                "version": version,
+                "created_at": datetime.now(UTC).isoformat(),
+                "model": facts,
+                "data_snapshot": facts["data_snapshot"],
+                "top_n": settings.publish_top_n,
+                "rules": rules.manifest(),
+                "category_cap": settings.category_cap,
+                "item_index": index_spec,
+                "counts": {
+                    "users": int(user_recs[Columns.User].nunique()),
+                    "user_rows": len(user_recs),
+                    "fallback_items": len(fallback),
+                    "indexed_items": len(indexed),
+                    "reasons": reason_counts(user_recs),
+                },
+                "files": file_facts(staging),
+            }
+            seal_version(staging, manifest)
+            final = root / version
+            os.rename(staging, final)
+            _fsync(root)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        switch_current(root, version)
+        prune_versions(root, settings.publish_keep_versions)
+    result = PublishResult(version, final, manifest["counts"]["users"], len(indexed))
+    log.info(result.summary())
+    return result
+
+
+def reason_counts(user_recs: pd.DataFrame) -> dict[str, int]:
+    """Rows per kind of reason (model, popular, similar_to), for the manifest."""
+    kinds = user_recs[Columns.Reason].str.split(":").str[0].value_counts()
+    return {str(kind): int(count) for kind, count in kinds.items()}
+
+
+def seal_version(staging: Path, manifest: dict) -> None:
+    """Write the manifest last and fsync everything, so a renamed version is complete on disk."""
+    (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    for path in staging.iterdir():
+        _fsync(path)
+    _fsync(staging)
+
+
+@contextmanager
+def publish_lock(root: Path) -> Iterator[None]:
+    """One publisher (or rollback) at a time; the kernel drops the lock if the holder dies."""
+    with open(root / LOCK, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise PublishError(f"another publish or rollback holds {root / LOCK}") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def remove_stale_staging(root: Path) -> list[str]:
+    """Delete staging directories a killed publish left behind (safe: we hold the publish lock)."""
+    stale = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name.startswith(STAGING_PREFIX))
+    for name in stale:
+        log.warning("removing %s left by an interrupted publish", root / name)
+        shutil.rmtree(root / name)
+    return stale
+
+
+def versions(root: Path) -> list[str]:
+    """Complete versions (renamed into place, so sealed with a manifest), oldest first."""
+    if not root.exists():
+        return []
+    return sorted(p.name for p in root.iterdir() if is_complete_version(p))
+
+
+def verify_version(directory: Path) -> dict:
+    """The version's manifest, after the same verification serving applies before it loads a version."""
+    try:
+        return verify_files(directory)
+    except PublicationError as error:
+        raise PublishError(str(error)) from None
+
+
+def rollback(settings: Settings, to: str | None = None) -> str:
+    """Make the complete version before the live one (or `to`) live again, through the same atomic switch.
+
+    The target is verified against its manifest first, so a rollback never points serving at a
+    damaged version. Newer versions are kept (a later rollback with `to` can return to them).
+    """
+    root = settings.published_dir
+    if not root.exists():
+        raise PublishError(f"nothing to roll back: {root} does not exist")
+    with publish_lock(root):
+        live = current_version(root)
+        available = versions(root)
+        if to is None:
+            if live is None:
+                raise PublishError(f"nothing to roll back: {root / CURRENT} does not exist")
+            older = [v for v in available if v < live]
+            if not older:
+                raise PublishError(f"no complete version older than the live {live} in {root}")
+            to = older[-1]
+        elif to not in available:
+            raise PublishError(f"version {to!r} is not a complete version in {root} (have: {', '.join(available)})")
+        if to == live:
+            raise PublishError(f"{to} is already live")
+        verify_version(root / to)
+        switch_current(root, to)
+    log.info("rolled back from %s to %s", live, to)
+    return to
+
+
+def switch_current(root: Path, version: str) -> None:
+    """Point CURRENT at a complete version: write a temp file, fsync it, rename over CURRENT."""
+    if not (root / version / MANIFEST).exists():
+        raise PublishError(f"refusing to make {version} live: {root / version / MANIFEST} is missing")
+    tmp = root / f".{CURRENT}.tmp"
+    with open(tmp, "w") as handle:
+        handle.write(version + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, root / CURRENT)
+    _fsync(root)
+
+
+def prune_versions(root: Path, keep: int) -> list[str]:
+    """Delete all but the newest `keep` complete versions; never the live one."""
+    live = current_version(root)
+    complete = versions(root)
+    doomed = [v for v in complete[:-keep] if v != live] if keep > 0 else []
+    for version in doomed:
+        shutil.rmtree(root / version)
+    return doomed
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,1 @@
+"""What analysts open: reports/index.html and the HTML pieces every report shares."""

@@ -1,0 +1,186 @@
+"""The scaled-out configuration on one machine, without Docker.
+
+The same processes docker-compose.yml runs, started directly: Airflow's api-server,
+scheduler, dag-processor, triggerer and a Celery worker with the metadata DB on PostgreSQL
+and the Celery broker on Redis, plus an MLflow tracking server backed by PostgreSQL. Only
+settings differ from the embedded default: the DAGs, pipelines and dbt project are the same.
+
+``recforge scaled-up`` (``make up-scaled``) runs it in the foreground; the integration tests
+start and stop it around a pipeline run.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipelines.runtime.orchestrate import CREATE_WAREHOUSE_POOL, airflow_environment
+from pipelines.settings import Settings
+
+BIN = Path(sys.executable).parent
+CELERY_CONFIG_OPTIONS = "pipelines.runtime.celery_config.CELERY_CONFIG"  # warm workers (see that module)
+
+
+@dataclass
+class ScaledStack:
+    settings: Settings
+    airflow_database: str
+    mlflow_database: str
+    redis_url: str
+    api_port: int = 8080
+    mlflow_port: int = 5000
+    worker_concurrency: int = 2
+    log_server_port: int = 8793
+    jwt_secret: str = field(default_factory=lambda: secrets.token_hex(16))
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    def _pg_url(self, database: str, driver: str = "postgresql+psycopg2") -> str:
+        s = self.settings
+        password = f":{s.pg_password}" if s.pg_password else ""
+        return f"{driver}://{s.pg_user}{password}@{s.pg_host}:{s.pg_port}/{database}"
+
+    @property
+    def mlflow_url(self) -> str:
+        return f"http://127.0.0.1:{self.mlflow_port}"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.settings.home / "scaled-logs"
+
+    def environment(self) -> dict[str, str]:
+        """Everything the processes read: the embedded default's Airflow settings with the scaled URLs."""
+        # RECFORGE_* come from the settings object alone, so a stray variable cannot contradict it.
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("RECFORGE_")}
+        env = {**inherited, **self.settings.to_environment(), **airflow_environment(self.settings)}
+        env.update(
+            {
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self._pg_url(self.airflow_database),
+                "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+                "AIRFLOW__CELERY__BROKER_URL": self.redis_url,
+                "AIRFLOW__CELERY__RESULT_BACKEND": self._pg_url(self.airflow_database, "db+postgresql+psycopg2"),
+                "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(self.worker_concurrency),
+                "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS": CELERY_CONFIG_OPTIONS,
+                "AIRFLOW__API__PORT": str(self.api_port),
+                "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(self.log_server_port),
+                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{self.api_port}/execution/",
+                "AIRFLOW__API_AUTH__JWT_SECRET": self.jwt_secret,
+                "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+                "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+                "RECFORGE_HOME": str(self.settings.home),
+                "RECFORGE_MLFLOW_TRACKING_URI": self.mlflow_url,
+                "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+            }
+        )
+        return env
+
+    def airflow(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        """Run one `airflow` CLI command against this stack."""
+        result = subprocess.run(
+            [str(BIN / "airflow"), *args], env=self.environment(), capture_output=True, text=True, timeout=300
+        )
+        if check and result.returncode != 0:
+            raise RuntimeError(f"airflow {' '.join(args)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+        return result
+
+    def _spawn(self, name: str, command: list[str]) -> None:
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.logs_dir / f"{name}.log", "w")  # noqa: SIM115 - owned by the process for its lifetime
+        self.processes[name] = subprocess.Popen(
+            command, env=self.environment(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def start(self) -> None:
+        """The MLflow server and every Airflow component; returns once they answer."""
+        self.settings.ensure_dirs()
+        self.airflow("db", "migrate")
+        self.airflow(*CREATE_WAREHOUSE_POOL)
+        self.start_mlflow()
+        self._spawn("api-server", [str(BIN / "airflow"), "api-server", "--port", str(self.api_port)])
+        for component in ("scheduler", "dag-processor", "triggerer"):
+            self._spawn(component, [str(BIN / "airflow"), component])
+        self._spawn("celery-worker", [str(BIN / "airflow"), "celery", "worker"])
+        self.wait_until_ready(("api-server", "mlflow"))
+
+    def start_mlflow(self) -> None:
+        self._spawn(
+            "mlflow",
+            [
+                str(BIN / "mlflow"), "server",
+                "--backend-store-uri", self._pg_url(self.mlflow_database),
+                "--artifacts-destination", str(self.settings.mlflow_dir / "server-artifacts"),
+                "--host", "127.0.0.1", "--port", str(self.mlflow_port), "--workers", "1",
+            ],
+        )  # fmt: skip
+
+    def wait_until_ready(self, components: tuple[str, ...], timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        checks = {
+            "api-server": f"http://127.0.0.1:{self.api_port}/api/v2/monitor/health",
+            "mlflow": f"{self.mlflow_url}/health",
+        }
+        pending = {name: checks[name] for name in components}
+        while pending and time.monotonic() < deadline:
+            for name, url in list(pending.items()):
+                self.raise_if_exited()
+                try:
+                    with urllib.request.urlopen(url, timeout=5) as response:
+                        if response.status == 200:
+                            pending.pop(name)
+                except OSError:
+                    pass
+            time.sleep(1)
+        if pending:
+            raise RuntimeError(f"not ready after {timeout:.0f} s: {sorted(pending)}; logs in {self.logs_dir}")
+
+    def raise_if_exited(self) -> None:
+        for name, process in self.processes.items():
+            if process.poll() is not None:
+                tail = (self.logs_dir / f"{name}.log").read_text()[-3000:]
+                raise RuntimeError(f"{name} exited with {process.returncode}:\n{tail}")
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+        self.processes.clear()
+
+    def __enter__(self) -> ScaledStack:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()  # a component that failed to come up must not leave the others running
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def ensure_databases(settings: Settings, names: tuple[str, ...]) -> None:
+    """Create the PostgreSQL databases the stack needs, if they do not exist yet (UTC)."""
+    import psycopg2
+
+    admin = psycopg2.connect(
+        host=settings.pg_host, port=settings.pg_port, user=settings.pg_user,
+        password=settings.pg_password or None, dbname="postgres",
+    )  # fmt: skip
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        for name in names:
+            cur.execute("select 1 from pg_database where datname = %s", (name,))
+            if cur.fetchone() is None:
+                cur.execute(f'create database "{name}"')
+                cur.execute(f"alter database \"{name}\" set timezone to 'UTC'")
+    admin.close()

@@ -1,0 +1,163 @@
+"""The promotion gate: may a challenger replace the champion? Every check is kept, with its numbers.
+
+A challenger becomes champion only if
+1. its mean NDCG@k (k = ``eval_k``) over the backtest folds reaches the champion's x (1 + ``promotion_min_lift``), and
+2. no guardrail regresses beyond its tolerance: cold-segment NDCG@k at least the champion's x
+   (1 - ``gate_max_cold_ndcg_drop``), catalog coverage@k at least the champion's x (1 - ``gate_max_coverage_drop``).
+The metric names come from ``models.metrics.MetricNames`` at the configured cut-offs.
+
+Both sides are measured on the same folds: training re-fits the champion's recipe (algorithm and
+parameters, recorded on its model version) on the folds the challenger was scored on, so a change in
+the data cannot pass for a better model. Only when that recipe cannot be rebuilt (an algorithm that
+no longer exists) does the gate fall back to the metrics recorded at the champion's own training,
+and it says so in the decision. The spread over folds is reported beside each mean.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from models.evaluation.backtest import STD_SUFFIX
+from pipelines.settings import Settings
+from pipelines.training.evaluation import metric_names
+
+
+def primary_metric(settings: Settings) -> str:
+    return metric_names(settings).primary
+
+
+def guardrail_metrics(settings: Settings) -> dict[str, float]:
+    """Guardrail metric -> allowed relative drop."""
+    names = metric_names(settings)
+    return {names.cold_primary: settings.gate_max_cold_ndcg_drop, names.coverage: settings.gate_max_coverage_drop}
+
+
+def gate_metrics(settings: Settings) -> list[str]:
+    """Every metric the gate reads: the primary one, then the guardrails."""
+    return [primary_metric(settings), *guardrail_metrics(settings)]
+
+
+def missing_gate_metrics(settings: Settings, sides: dict[str, dict[str, float]]) -> str:
+    """Why the sides (label -> metrics) cannot be compared, one clause per side lacking a gate metric; "" if all can.
+
+    A version trained under another ``eval_k`` / ``recall_k`` carries the same metrics under other
+    names (``ndcg_at_10`` where this gate asks for ``ndcg_at_20``); say so instead of a bare KeyError.
+    """
+    needed = gate_metrics(settings)
+    return "; ".join(
+        _missing_on_one_side(settings, needed, side, metrics)
+        for side, metrics in sides.items()
+        if any(m not in metrics for m in needed)
+    )
+
+
+def _missing_on_one_side(settings: Settings, needed: list[str], side: str, recorded: dict[str, float]) -> str:
+    missing = [m for m in needed if m not in recorded]
+    others = sorted(
+        {
+            name
+            for m in missing
+            for name in recorded
+            if re.fullmatch(re.escape(m.rsplit("_at_", 1)[0]) + r"_at_\d+", name) and name != m
+        }
+    )
+    message = f"{side} lacks {missing}"
+    if others:
+        message += (
+            f" but has {others}: it was measured at other cut-offs than eval_k={settings.eval_k}, "
+            f"recall_k={settings.recall_k}"
+        )
+    return message
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    metric: str
+    challenger: float
+    champion: float
+    required: float
+    rule: str
+    challenger_std: float = 0.0
+    champion_std: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return self.challenger >= self.required - 1e-12
+
+    def describe(self) -> str:
+        verdict = "pass" if self.passed else "FAIL"
+        return (
+            f"{verdict} {self.name}: {self.metric} challenger {self.challenger:.4f} (std {self.challenger_std:.4f}) "
+            f"vs champion {self.champion:.4f} (std {self.champion_std:.4f}); needs >= {self.required:.4f} = {self.rule}"
+        )
+
+
+@dataclass
+class GateDecision:
+    promoted: bool
+    basis: str
+    champion_version: str | None = None
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[Check]:
+        return [check for check in self.checks if not check.passed]
+
+    def reason(self) -> str:
+        if self.champion_version is None or not self.checks:
+            return self.basis
+        if self.promoted:
+            return f"all {len(self.checks)} checks passed against champion v{self.champion_version} ({self.basis})"
+        failed = "; ".join(check.describe() for check in self.failed)
+        return f"rejected against champion v{self.champion_version} ({self.basis}): {failed}"
+
+    def tags(self) -> dict[str, str]:
+        """What MLflow records on the training run and the model version."""
+        tags = {
+            "promotion.decision": "promoted" if self.promoted else "rejected",
+            "promotion.reason": self.reason()[:5000],
+            "promotion.basis": self.basis,
+        }
+        if self.champion_version is not None:
+            tags["promotion.champion_version"] = self.champion_version
+        for check in self.checks:
+            tags[f"promotion.check.{check.name}"] = check.describe()
+        return tags
+
+
+def decide(
+    settings: Settings,
+    challenger: dict[str, float],
+    champion: dict[str, float] | None,
+    champion_version: str | None = None,
+    basis: str = "",
+) -> GateDecision:
+    """Apply the lift check and every guardrail; promote only if all pass (or there is no champion)."""
+    primary = primary_metric(settings)
+    if champion is None:
+        return GateDecision(True, f"no champion yet; {primary}={challenger.get(primary, 0.0):.4f}")
+    missing = [m for m in gate_metrics(settings) if m not in challenger or m not in champion]
+    if missing:
+        why = missing_gate_metrics(settings, {"the challenger": challenger, "the champion": champion})
+        raise ValueError(f"the gate needs {missing} for both challenger and champion: {why}")
+
+    def check(name: str, metric: str, factor: float, rule: str) -> Check:
+        return Check(
+            name=name,
+            metric=metric,
+            challenger=challenger[metric],
+            champion=champion[metric],
+            required=champion[metric] * factor,
+            rule=rule,
+            challenger_std=challenger.get(metric + STD_SUFFIX, 0.0),
+            champion_std=champion.get(metric + STD_SUFFIX, 0.0),
+        )
+
+    lift = settings.promotion_min_lift
+    checks = [check("lift", primary, 1 + lift, f"champion x (1 + {lift:g} lift)")]
+    for metric, drop in guardrail_metrics(settings).items():
+        name = "guardrail_" + metric.replace(".", "_")
+        checks.append(check(name, metric, 1 - drop, f"champion x (1 - {drop:g} tolerance)"))
+    return GateDecision(all(c.passed for c in checks), basis, champion_version, checks)

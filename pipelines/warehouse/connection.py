@@ -1,0 +1,297 @@
+"""The warehouse every stage reads and writes: DuckDB or PostgreSQL, chosen by ``settings.dbt_target``.
+
+One small interface (`Warehouse`) so that ingest, validation, drift, training, publication,
+reports and status run unchanged on either engine, against the database dbt builds in:
+
+- ``execute(sql, params)`` returns a result with ``fetchone``/``fetchall``/``fetch_df``;
+  callers write ``?`` placeholders and portable SQL (one DDL file serves both engines).
+- ``append_frame(table, frame)`` bulk-loads a DataFrame (DuckDB: insert from the registered
+  frame; PostgreSQL: one COPY).
+- ``transaction()`` makes a block all-or-nothing; outside one, every statement commits alone.
+- ``sql_engine`` is a DuckDB connection for the SQL that stays in DuckDB whatever the target
+  (ingest's classification rules): the warehouse itself on DuckDB, an in-memory database on
+  PostgreSQL, so the PostgreSQL target never creates ``warehouse.duckdb``.
+
+DuckDB allows one writing process at a time, so every stage opens the warehouse, does its
+transaction and closes it again; nothing holds a connection between tasks. DuckDB
+connections are always opened read-write: DuckDB refuses a read-only connection to a file
+that the same process (dbt, when tasks run in-process) already has open.
+"""
+
+from __future__ import annotations
+
+import io
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from pipelines.settings import Settings
+
+SCHEMA_SQL = Path(__file__).with_name("schema.sql")
+# Any constant will do: it serialises concurrent schema creation, which PostgreSQL's
+# `create ... if not exists` does not (two sessions can both find the table missing).
+SCHEMA_LOCK = 7_302_421
+
+
+class WarehouseNotFound(FileNotFoundError):
+    """A reader of built data found no warehouse: ingest has not run for these settings."""
+
+
+def location(settings: Settings) -> str:
+    """Where the warehouse of these settings lives, for messages and `recforge status`."""
+    if settings.dbt_target == "postgres":
+        return f"postgresql://{settings.pg_host}:{settings.pg_port}/{settings.pg_database}"
+    return str(settings.warehouse_path)
+
+
+def duckdb_connection(database: str, settings: Settings) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection configured as every stage expects (UTC days, the memory limit)."""
+    con = duckdb.connect(database)
+    con.execute("set TimeZone = 'UTC'")  # event days are UTC days, whatever the machine's zone
+    con.execute("set memory_limit = ?", [settings.warehouse_memory_limit])
+    return con
+
+
+class Warehouse(ABC):
+    """What both engines offer; `connect` opens the right one."""
+
+    dialect: str
+
+    @abstractmethod
+    def execute(self, sql: str, params=None):
+        """Run one statement (`?` placeholders); the result has fetchone, fetchall and fetch_df."""
+
+    @abstractmethod
+    def executemany(self, sql: str, rows: list) -> None:
+        """Run one statement once per row of parameters."""
+
+    @abstractmethod
+    def append_frame(self, table: str, frame: pd.DataFrame) -> None:
+        """Insert `frame`'s rows into `table`, matching columns by name."""
+
+    @property
+    @abstractmethod
+    def sql_engine(self) -> duckdb.DuckDBPyConnection:
+        """The DuckDB connection where SQL that stays in DuckDB (ingest's rules) runs."""
+
+    @abstractmethod
+    def insert_from_engine(self, table: str, select_sql: str, params: list) -> None:
+        """Insert what `select_sql` (run on `sql_engine`) returns into `table`, by column alias."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Close the connection(s)."""
+
+    @contextmanager
+    def transaction(self) -> Iterator[Warehouse]:
+        """All statements of the block commit together or not at all (a failed ingest run leaves no trace)."""
+        self.execute("begin transaction")
+        try:
+            yield self
+        except BaseException:
+            self.execute("rollback")
+            raise
+        self.execute("commit")
+
+
+class DuckDBWarehouse(Warehouse):
+    """The embedded default: the file RECFORGE_HOME/warehouse.duckdb, which dbt-duckdb builds in too."""
+
+    dialect = "duckdb"
+
+    def __init__(self, con: duckdb.DuckDBPyConnection):
+        self.con = con
+
+    def execute(self, sql: str, params=None):
+        return self.con.execute(sql, params or [])
+
+    def executemany(self, sql: str, rows: list) -> None:
+        self.con.executemany(sql, rows)
+
+    def append_frame(self, table: str, frame: pd.DataFrame) -> None:
+        self.con.register("appended_rows", frame)
+        try:
+            columns = ", ".join(frame.columns)
+            self.con.execute(f"insert into {table} ({columns}) select {columns} from appended_rows")
+        finally:
+            self.con.unregister("appended_rows")
+
+    @property
+    def sql_engine(self) -> duckdb.DuckDBPyConnection:
+        return self.con
+
+    def insert_from_engine(self, table: str, select_sql: str, params: list) -> None:
+        # Same database: one insert-select, no rows pass through Python.
+        columns = [d[0] for d in self.con.execute(f"select * from ({select_sql}) limit 0", params).description]
+        self.con.execute(f"insert into {table} ({', '.join(columns)}) {select_sql}", params)
+
+    def close(self) -> None:
+        self.con.close()
+
+
+def postgres_placeholders(sql: str) -> str:
+    """`?` placeholders as psycopg2's `%s` (and a literal `%` doubled), leaving quoted text alone."""
+    out, quoted = [], False
+    for char in sql:
+        if char == "'":
+            quoted = not quoted
+        if char == "%":
+            out.append("%%")
+        elif char == "?" and not quoted:
+            out.append("%s")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+# PostgreSQL type OIDs that DuckDB's fetch_df returns as datetime64, so frames look alike on both.
+PG_DATE, PG_TIMESTAMP, PG_TIMESTAMPTZ, PG_NUMERIC = 1082, 1114, 1184, 1700
+
+
+class PostgresResult:
+    """The rows of one statement, with DuckDB's fetch methods."""
+
+    def __init__(self, cursor):
+        self.description = cursor.description
+        self.rows = cursor.fetchall() if cursor.description else []
+
+    def fetchone(self):
+        return self.rows[0] if self.rows else None
+
+    def fetchall(self) -> list:
+        return list(self.rows)
+
+    def fetch_df(self) -> pd.DataFrame:
+        names = [d.name for d in self.description]
+        frame = pd.DataFrame.from_records(self.rows, columns=names, coerce_float=True)
+        for column, name in zip(self.description, names, strict=True):
+            if column.type_code in (PG_DATE, PG_TIMESTAMP):
+                frame[name] = pd.to_datetime(frame[name])
+            elif column.type_code == PG_TIMESTAMPTZ:
+                frame[name] = pd.to_datetime(frame[name], utc=True)
+            elif column.type_code == PG_NUMERIC:
+                frame[name] = pd.to_numeric(frame[name])
+        return frame
+
+
+def _csv_field(value) -> str:
+    """One COPY CSV field: NULL unquoted and empty, everything else quoted (so '' stays a string)."""
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return ""
+    return '"' + str(value).replace('"', '""') + '"'
+
+
+class PostgresWarehouse(Warehouse):
+    """The database RECFORGE_PG_DATABASE, which dbt-postgres builds in with RECFORGE_DBT_TARGET=postgres."""
+
+    dialect = "postgres"
+
+    def __init__(self, pg, settings: Settings):
+        self.pg = pg
+        self.settings = settings
+        self._engine: duckdb.DuckDBPyConnection | None = None
+
+    def execute(self, sql: str, params=None) -> PostgresResult:
+        with self.pg.cursor() as cur:
+            cur.execute(postgres_placeholders(sql), list(params or []))
+            return PostgresResult(cur)
+
+    def executemany(self, sql: str, rows: list) -> None:
+        with self.pg.cursor() as cur:
+            cur.executemany(postgres_placeholders(sql), rows)
+
+    def append_frame(self, table: str, frame: pd.DataFrame) -> None:
+        buffer = io.StringIO()
+        for row in frame.itertuples(index=False, name=None):
+            buffer.write(",".join(_csv_field(v) for v in row))
+            buffer.write("\n")
+        buffer.seek(0)
+        with self.pg.cursor() as cur:
+            cur.copy_expert(f"copy {table} ({', '.join(frame.columns)}) from stdin with (format csv)", buffer)
+
+    @property
+    def sql_engine(self) -> duckdb.DuckDBPyConnection:
+        if self._engine is None:
+            self._engine = duckdb_connection(":memory:", self.settings)
+        return self._engine
+
+    def insert_from_engine(self, table: str, select_sql: str, params: list) -> None:
+        self.append_frame(table, self.sql_engine.execute(select_sql, params).fetch_df())
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.close()
+        self.pg.close()
+
+
+def postgres_connection(settings: Settings):
+    """A psycopg2 connection to the settings' database: autocommit, UTC, JSON left as text (as DuckDB does)."""
+    import psycopg2
+    import psycopg2.extras
+
+    pg = psycopg2.connect(
+        host=settings.pg_host,
+        port=settings.pg_port,
+        user=settings.pg_user,
+        password=settings.pg_password or None,
+        dbname=settings.pg_database,
+        options="-c TimeZone=UTC",
+    )
+    pg.autocommit = True  # transactions are explicit: Warehouse.transaction()
+    psycopg2.extras.register_default_json(pg, loads=lambda text: text)
+    psycopg2.extras.register_default_jsonb(pg, loads=lambda text: text)
+    return pg
+
+
+def _open(settings: Settings, must_exist: bool) -> Warehouse:
+    if settings.dbt_target == "postgres":
+        warehouse: Warehouse = PostgresWarehouse(postgres_connection(settings), settings)
+        try:
+            if must_exist and warehouse.execute("select to_regclass('raw.batches')").fetchone()[0] is None:
+                raise WarehouseNotFound(f"warehouse not found at {location(settings)}: run ingest first")
+            with warehouse.transaction():
+                warehouse.execute("select pg_advisory_xact_lock(?)", [SCHEMA_LOCK])
+                warehouse.execute(SCHEMA_SQL.read_text())
+        except BaseException:
+            warehouse.close()
+            raise
+        return warehouse
+    if must_exist and not settings.warehouse_path.exists():
+        raise WarehouseNotFound(f"warehouse not found at {location(settings)}: run ingest first")
+    settings.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
+    con = duckdb_connection(str(settings.warehouse_path), settings)
+    try:
+        con.execute(SCHEMA_SQL.read_text())
+    except BaseException:
+        con.close()
+        raise
+    return DuckDBWarehouse(con)
+
+
+@contextmanager
+def connect(settings: Settings, must_exist: bool = False) -> Iterator[Warehouse]:
+    """Open the warehouse (creating the raw and monitoring tables if needed); `must_exist` for readers of built data."""
+    warehouse = _open(settings, must_exist)
+    try:
+        yield warehouse
+    finally:
+        warehouse.close()
+
+
+def warehouse_exists(settings: Settings) -> bool:
+    """Whether ingest has created the warehouse of these settings (without creating it)."""
+    try:
+        with connect(settings, must_exist=True):
+            return True
+    except WarehouseNotFound:
+        return False
+
+
+def read_frame(settings: Settings, sql: str, parameters: list | None = None) -> pd.DataFrame:
+    """One query's result as a pandas DataFrame, from a warehouse that must already exist."""
+    with connect(settings, must_exist=True) as warehouse:
+        return warehouse.execute(sql, parameters).fetch_df()

@@ -1,0 +1,106 @@
+-- What Python writes: the raw layer (ingestion) and the monitoring tables (validation, drift).
+-- Portable SQL: the same file creates them in DuckDB and in PostgreSQL (pipelines/warehouse/connection.py).
+-- Everything downstream of raw.* lives in dbt_project/.
+create schema if not exists raw;
+create schema if not exists quarantine;
+
+-- One row per accepted event, in the canonical event contract (docs/architecture.md).
+create table if not exists raw.events (
+    event_id     varchar not null,
+    user_id      varchar not null,
+    item_id      varchar not null,
+    event_type   varchar not null,
+    event_ts     timestamptz not null,
+    value        double precision,
+    session_id   varchar,
+    context      json,
+    source       varchar not null,
+    batch_id     varchar not null,
+    landing_date date not null,   -- the landing day the row arrived in: what a re-run replaces
+    ingested_at  timestamptz not null,
+    event_date   date             -- the UTC day the event happened: late events land in their own day
+);
+alter table raw.events add column if not exists event_date date;
+
+-- One row per item, replaced whole by each catalog snapshot.
+create table if not exists raw.items (
+    item_id    varchar not null,
+    title      varchar,
+    category   varchar,
+    price      double precision,
+    in_stock   boolean,
+    is_blocked boolean,
+    created_at timestamptz,
+    attributes json
+);
+
+-- One row per rejected input row: its raw text, why, and where it came from.
+create table if not exists quarantine.events (
+    batch_id     varchar not null,
+    landing_date date not null,
+    file         varchar not null,
+    line_number  integer not null,
+    reason       varchar not null,
+    raw          varchar not null,
+    ingested_at  timestamptz not null
+);
+
+-- One row per ingested file and interval: accepted + quarantined = input, always.
+create table if not exists raw.batches (
+    batch_id       varchar not null,
+    source         varchar not null,
+    interval_start timestamptz not null,
+    interval_end   timestamptz not null,
+    file           varchar not null,
+    rows_input     integer not null,
+    rows_accepted  integer not null,
+    rows_quarantined integer not null,
+    quarantined_by_reason json,
+    started_at     timestamptz not null,
+    finished_at    timestamptz not null,
+    landing_date   date,           -- the landing day (or, for an imported file, its last event day)
+    rows_late      integer         -- accepted events that happened before the landing day
+);
+alter table raw.batches add column if not exists landing_date date;
+alter table raw.batches add column if not exists rows_late integer;
+
+create schema if not exists monitoring;
+
+-- One row per measure per drift check (one 'baseline' row when there was no baseline yet).
+create table if not exists monitoring.drift_results (
+    checked_at        timestamptz not null,
+    window_start      timestamptz not null,
+    window_end        timestamptz not null,
+    baseline_start    timestamptz,
+    baseline_end      timestamptz,
+    measure           varchar not null,
+    method            varchar not null,
+    value             double precision,
+    threshold         double precision,
+    drifted           boolean not null,
+    retrain_triggered boolean not null,
+    report            varchar
+);
+
+-- The distributions of the window the current model family was trained on.
+create table if not exists monitoring.drift_baseline (
+    window_start timestamptz not null,
+    window_end   timestamptz not null,
+    kind         varchar not null,  -- event_type | item | user
+    key          varchar not null,
+    value        double precision not null
+);
+
+-- One row per checkpoint run: what analysts see in reports/index.html, and the previous
+-- row counts the marts suite compares against.
+create table if not exists monitoring.validation_runs (
+    validated_at     timestamptz not null,
+    suite            varchar not null,
+    batch            varchar not null,
+    rows_validated   bigint not null,
+    passed           boolean not null,
+    failed_critical  json,
+    failed_warning   json,
+    docs_page        varchar   -- this suite's result page in Data Docs, relative to reports/
+);
+alter table monitoring.validation_runs add column if not exists docs_page varchar;

@@ -1,0 +1,110 @@
+"""Build the warehouse with dbt (staging -> intermediate -> marts, with their tests).
+
+dbt is run in-process through its programmatic entry point, so a failing model or
+test raises here with dbt's own message and the Airflow task fails with it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipelines.runtime.environment import temporary_environment
+from pipelines.settings import SIGNAL_WEIGHT_SETTINGS, Settings
+
+log = logging.getLogger(__name__)
+
+
+class TransformError(RuntimeError):
+    """dbt reported a failed model or test."""
+
+
+@dataclass
+class TransformResult:
+    nodes_ok: int
+    nodes_warned: int
+    nodes_total: int
+
+    def summary(self) -> str:
+        return f"dbt build: {self.nodes_ok}/{self.nodes_total} nodes ok, {self.nodes_warned} warnings"
+
+
+def dbt_environment(settings: Settings) -> dict[str, str]:
+    """What profiles.yml reads: target and connections come from settings, never from the profile."""
+    return {
+        "RECFORGE_WAREHOUSE": str(settings.warehouse_path),
+        "RECFORGE_WAREHOUSE_MEMORY_LIMIT": settings.warehouse_memory_limit,
+        "RECFORGE_DBT_TARGET": settings.dbt_target,
+        "RECFORGE_PG_HOST": settings.pg_host,
+        "RECFORGE_PG_PORT": str(settings.pg_port),
+        "RECFORGE_PG_USER": settings.pg_user,
+        "RECFORGE_PG_PASSWORD": settings.pg_password,
+        "RECFORGE_PG_DATABASE": settings.pg_database,
+        "DBT_LOG_PATH": str(settings.home / "dbt" / "logs"),
+        "DBT_TARGET_PATH": str(settings.home / "dbt" / "target"),
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+    }
+
+
+def run_dbt(settings: Settings, args: list[str]):
+    """Invoke one dbt command against the project in dbt_project/; return dbt's result object."""
+    from dbt.cli.main import dbtRunner
+
+    project = str(settings.dbt_project_dir)
+    with temporary_environment(dbt_environment(settings)):
+        outcome = dbtRunner().invoke([*args, "--project-dir", project, "--profiles-dir", project])
+    if outcome.exception is not None:
+        raise TransformError(f"dbt {' '.join(args)} could not run: {outcome.exception}")
+    return outcome
+
+
+def build_warehouse(settings: Settings) -> TransformResult:
+    """`dbt build`: every model and its tests, in dependency order. Raises on any error or failed test."""
+    outcome = run_dbt(settings, ["build", "--vars", _vars(settings)])
+    results = list(outcome.result or [])
+    failed = [r for r in results if str(r.status) in {"error", "fail", "runtime error"}]
+    warned = [r for r in results if str(r.status) == "warn"]
+    if failed or not outcome.success:
+        details = "; ".join(f"{r.node.name}: {r.status} ({r.message})" for r in failed) or "see dbt log"
+        raise TransformError(f"dbt build failed: {details}")
+    result = TransformResult(len(results) - len(warned), len(warned), len(results))
+    log.info(result.summary())
+    return result
+
+
+def generate_docs(settings: Settings) -> Path:
+    """`dbt docs generate --static`: one self-contained page under reports/dbt_docs/ for analysts."""
+    from pipelines.reports.index import write_index
+
+    run_dbt(settings, ["docs", "generate", "--static", "--vars", _vars(settings)])
+    target = settings.reports_dir / "dbt_docs" / "index.html"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(Path(dbt_environment(settings)["DBT_TARGET_PATH"]) / "static_index.html", target)
+    write_index(settings)
+    log.info("dbt docs written to %s", target)
+    return target
+
+
+# Settings that are dbt vars under the same name: dbt_project.yml holds their defaults (tested equal).
+DBT_VARS = (
+    "test_days",
+    "valid_days",
+    "decay_half_life_days",
+    "session_gap_minutes",
+    "bot_max_events_per_day",
+    "cold_user_below",
+    "segment_power_above",
+    *SIGNAL_WEIGHT_SETTINGS.values(),
+)
+
+
+def dbt_vars(settings: Settings) -> dict[str, object]:
+    """The dbt vars that come from settings, so one setting changes the SQL and whatever reads the marts."""
+    return {name: getattr(settings, name) for name in DBT_VARS}
+
+
+def _vars(settings: Settings) -> str:
+    return json.dumps(dbt_vars(settings))

@@ -1,0 +1,146 @@
+"""End to end: `recforge run` drives every DAG through Airflow on a tiny simulated log,
+then the API (in-process) answers with exactly what was published.
+"""
+
+import json
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+
+from pipelines.publication.publish import current_version
+from pipelines.training.tracking import CHAMPION, configure, version_by_alias
+from pipelines.warehouse.connection import connect
+from serving.config import ServingSettings
+from serving.main import create_app
+from tests.conftest import CHROMIUM_FLAGS, TINY, make_settings
+
+pytestmark = pytest.mark.e2e
+
+
+def recforge_run(home: Path) -> str:
+    env = {
+        **os.environ,
+        "RECFORGE_HOME": str(home),
+        "RECFORGE_SERVE": "0",
+        **{f"RECFORGE_{key.upper()}": str(value) for key, value in TINY.items()},
+    }
+    recforge = Path(sys.executable).with_name("recforge")
+    run = subprocess.run([str(recforge), "run"], env=env, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, f"recforge run failed:\n{run.stdout[-4000:]}\n{run.stderr[-4000:]}"
+    return run.stdout
+
+
+@pytest.fixture(scope="module")
+def pipeline_home(tmp_path_factory) -> Path:
+    home = tmp_path_factory.mktemp("e2e") / "home"
+    out = recforge_run(home)
+    assert "sample user" in out and "Airflow UI" in out and "MLflow UI" in out and "reports:" in out
+    return home
+
+
+@pytest.fixture(scope="module")
+def rerun_output(pipeline_home) -> str:
+    """The same pipeline again over the same days: nothing changed, so no drift and no training."""
+    return recforge_run(pipeline_home)
+
+
+def test_airflow_metadata_holds_successful_runs_of_every_dag(pipeline_home):
+    with sqlite3.connect(pipeline_home / "airflow" / "airflow.db") as con:
+        runs = dict(con.execute("select dag_id, count(*) from dag_run where state = 'success' group by dag_id"))
+        failed = con.execute("select count(*) from dag_run where state != 'success'").fetchone()[0]
+    assert runs == {
+        "recforge_ingest": TINY["sim_days"],
+        "recforge_transform": 1,
+        "recforge_drift": 1,
+        "recforge_train": 1,
+        "recforge_publish": 1,
+    }
+    assert failed == 0
+
+
+def test_mlflow_holds_the_runs_and_a_champion(pipeline_home):
+    settings = make_settings(pipeline_home)
+    client = configure(settings)
+    champion = version_by_alias(client, settings.registered_model_name, CHAMPION)
+    assert champion is not None
+    experiment = client.get_experiment_by_name(settings.mlflow_experiment)
+    assert len(client.search_runs([experiment.experiment_id])) >= 3  # parent + popularity + als
+
+
+def test_the_api_serves_what_was_published(pipeline_home):
+    settings = make_settings(pipeline_home)
+    version = current_version(settings.published_dir)
+    live = settings.published_dir / version
+    manifest = json.loads((live / "manifest.json").read_text())
+    recs = pd.read_parquet(live / "user_recs.parquet")
+    assert manifest["counts"]["user_rows"] == len(recs)
+    with TestClient(create_app(ServingSettings(home=pipeline_home))) as client:
+        deadline = time.monotonic() + 30  # the first publication loads in the background
+        while client.get("/readyz").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        ready = client.get("/readyz").json()
+        assert (ready["ready"], ready["version"], ready["users"]) == (True, version, recs["user_id"].nunique())
+        for user in recs["user_id"].drop_duplicates().sample(5, random_state=0):
+            body = client.get(f"/v1/users/{user}/recommendations", params={"k": 10}).json()
+            expected = recs[recs["user_id"] == user].sort_values("rank")["item_id"].head(10).tolist()
+            assert [item["item_id"] for item in body["items"]] == expected
+            assert len(set(expected)) == len(expected) == 10
+            assert body["version"] == version and body["fallback"] is False
+
+
+def test_a_rerun_without_drift_does_not_retrain_and_changes_no_data(pipeline_home, rerun_output):
+    assert "no drift above threshold" in rerun_output
+    with sqlite3.connect(pipeline_home / "airflow" / "airflow.db") as con:
+        runs = dict(con.execute("select dag_id, count(*) from dag_run where state = 'success' group by dag_id"))
+        events = dict(
+            con.execute("select a.uri, count(*) from asset_event e join asset a on a.id = e.asset_id group by a.uri")
+        )
+    assert runs["recforge_drift"] == 2 and runs["recforge_train"] == 1 and runs["recforge_publish"] == 1
+    assert events["recforge://monitoring/drift"] == 1
+    assert events["recforge://registry/recforge-recommender/champion"] == 1
+    with connect(make_settings(pipeline_home)) as con:
+        batches = con.execute("select count(*), sum(rows_input) from raw.batches").fetchone()
+    assert batches[0] == TINY["sim_days"]
+
+
+def test_the_reports_index_renders_in_chromium_and_every_link_resolves(pipeline_home, chromium, tmp_path):
+    index = pipeline_home / "reports" / "index.html"
+    links = re.findall(r"href='([^']+)'", index.read_text())
+    targets = {link for link in links if not link.startswith(("http:", "https:"))}
+    assert any(t.startswith("data_docs/validations/") for t in targets)
+    assert {"data_docs/index.html", "drift/latest.html", "evaluation/latest.html", "dbt_docs/index.html"} <= targets
+    for target in targets:
+        assert (index.parent / target).exists(), f"broken link in reports/index.html: {target}"
+
+    screenshot = tmp_path / "reports-index.png"
+    shot = subprocess.run(
+        [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium'}", "--window-size=1300,1000",
+         f"--screenshot={screenshot}", index.as_uri()],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert shot.returncode == 0 and screenshot.stat().st_size > 10_000, shot.stderr[-2000:]
+
+    expected_text = {
+        "index.html": "recforge reports",
+        "drift/latest.html": "recforge drift report",
+        "evaluation/latest.html": "recforge evaluation report",
+        "dbt_docs/index.html": "dbt",
+    }
+    expected_text.update(
+        {t: "Expectation Validation Result" for t in targets if t.startswith("data_docs/validations/")}
+    )
+    for target, text in expected_text.items():
+        dom = subprocess.run(
+            [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium'}", "--dump-dom",
+             (index.parent / target).as_uri()],
+            capture_output=True, text=True, timeout=120,
+        ).stdout  # fmt: skip
+        assert text in dom, f"{target} did not render (no {text!r} in its DOM)"

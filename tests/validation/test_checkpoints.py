@@ -1,0 +1,105 @@
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from pipelines.validation.checkpoints import ValidationFailed, validate_marts, validate_raw_batch
+from pipelines.warehouse.connection import connect
+from pipelines.warehouse.transform import build_warehouse
+from tests.conftest import copy_home
+
+
+def first_day(settings) -> tuple[datetime, datetime]:
+    start = datetime.combine(settings.sim_start_date, datetime.min.time(), tzinfo=UTC)
+    return start, start + timedelta(days=1)
+
+
+def corrupt_three_rows(settings, start: datetime, assignment: str) -> None:
+    with connect(settings) as con:
+        con.execute(
+            f"update raw.events set {assignment} where event_id in "
+            "(select event_id from raw.events where landing_date = ? limit 3)",
+            [start.date()],
+        )
+
+
+def test_a_clean_batch_passes_and_writes_data_docs(built, tmp_path):
+    settings = copy_home(built, tmp_path / "home")
+    report = validate_raw_batch(settings, *first_day(settings))
+    assert report.passed and report.rows["raw_events"] > 0
+    assert report.data_docs.exists()
+    assert set(report.pages) == {"raw_events", "raw_batch_quality"}
+    assert all(page.exists() for page in report.pages.values())
+
+
+def test_a_critical_failure_stops_with_suite_expectation_and_batch_named(built, tmp_path):
+    settings = copy_home(built, tmp_path / "home")
+    start, end = first_day(settings)
+    corrupt_three_rows(settings, start, "event_type = 'hover'")
+    with pytest.raises(ValidationFailed) as failure:
+        validate_raw_batch(settings, start, end)
+    message = str(failure.value)
+    assert "checkpoint 'raw_batch'" in message
+    assert "raw_events.expect_column_values_to_be_in_set(event_type)" in message
+    assert f"raw_batch:{start:%Y-%m-%d}" in message
+
+
+def test_a_warning_is_reported_and_the_run_goes_on(built, tmp_path):
+    settings = copy_home(built, tmp_path / "home")
+    start, end = first_day(settings)
+    corrupt_three_rows(settings, start, "value = -1")
+    report = validate_raw_batch(settings, start, end)
+    assert report.passed
+    assert "raw_events.expect_column_values_to_be_between(value)" in report.failed_warning
+
+
+def test_validation_never_writes_into_the_repository(built, tmp_path):
+    settings = copy_home(built, tmp_path / "home")
+    validate_raw_batch(settings, *first_day(settings))
+    assert not (settings.expectations_dir / "uncommitted").exists()
+
+
+def test_a_batch_full_of_duplicates_is_a_critical_failure(built, tmp_path):
+    settings = copy_home(built, tmp_path / "home", max_duplicate_share=0.0001)
+    with pytest.raises(
+        ValidationFailed, match=r"raw_batch_quality.expect_column_values_to_be_between\(duplicate_share\)"
+    ):
+        validate_raw_batch(settings, *first_day(settings))
+
+
+def test_marts_pass_and_the_next_run_is_held_to_the_row_count_band(built, tmp_path):
+    settings = copy_home(built, tmp_path / "home")
+    first = validate_marts(settings)
+    assert first.passed and set(first.rows) == {"marts_interactions", "marts_splits", "item_coverage"}
+    with connect(settings) as con:
+        con.execute("delete from marts.interactions where hash(user_id) % 3 = 0")  # a third of the mart vanishes
+    tight = copy_home(settings, tmp_path / "tight", mart_row_count_band=0.1)
+    with pytest.raises(ValidationFailed, match=r"marts_interactions.expect_table_row_count_to_be_between\(table\)"):
+        validate_marts(tight)
+
+
+def test_a_missing_split_is_a_critical_failure(built, tmp_path):
+    settings = copy_home(built, tmp_path / "home")
+    with connect(settings) as con:
+        con.execute("delete from marts.interactions_split where split = 'valid'")
+    with pytest.raises(ValidationFailed, match=r"marts_splits.expect_column_distinct_values_to_equal_set\(split\)"):
+        validate_marts(settings)
+
+
+def test_missing_item_features_are_a_warning(built, tmp_path):
+    settings = copy_home(built, tmp_path / "home")
+    with connect(settings) as con:
+        con.execute("update raw.items set category = null where hash(item_id) % 4 = 0")
+    build_warehouse(settings)  # the checkpoint reads the marts, which carry the catalog's gaps
+    report = validate_marts(settings)
+    assert report.passed
+    assert "item_coverage.expect_column_values_to_not_be_null(category)" in report.failed_warning
+
+
+def test_every_outcome_is_recorded_for_the_reports(built, tmp_path):
+    settings = copy_home(built, tmp_path / "home")
+    validate_marts(settings)
+    with connect(settings) as con:
+        suites = {row[0] for row in con.execute("select suite from monitoring.validation_runs").fetchall()}
+    assert {"marts.marts_interactions", "marts.marts_splits", "marts.item_coverage"} <= suites
+    index = (settings.reports_dir / "index.html").read_text()
+    assert "marts_interactions" in index

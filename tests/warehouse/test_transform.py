@@ -1,0 +1,176 @@
+import pytest
+
+from pipelines.warehouse.connection import connect
+from pipelines.warehouse.transform import TransformError, build_warehouse, run_dbt
+from tests.conftest import copy_home
+
+
+def test_marts_hold_every_accepted_event_of_a_person_exactly_once(built):
+    with connect(built) as con:
+        raw = con.execute(
+            "select count(*) from raw.events where user_id not in (select user_id from intermediate.int_bot_users)"
+        ).fetchone()[0]
+        in_mart = con.execute("select sum(n_events) from marts.interactions").fetchone()[0]
+        in_split = con.execute("select sum(n_events) from marts.interactions_split").fetchone()[0]
+    assert raw == in_mart == in_split
+
+
+def test_interaction_weights_rank_purchases_above_views(built):
+    with connect(built) as con:
+        bought, only_viewed = con.execute(
+            """
+            with kinds as (
+                select user_id, item_id, bool_or(event_type = 'purchase') as bought,
+                       bool_and(event_type = 'view') as only_viewed
+                from staging.stg_events group by user_id, item_id
+            )
+            select avg(weight) filter (where bought), avg(weight) filter (where only_viewed)
+            from marts.interactions join kinds using (user_id, item_id)
+            """
+        ).fetchone()
+    assert bought > 5 * only_viewed
+
+
+def test_split_is_ordered_in_time_with_no_look_ahead(built):
+    with connect(built) as con:
+        bounds = dict(
+            con.execute(
+                "select split, struct_pack(lo := min(first_ts), hi := max(last_ts)) "
+                "from marts.interactions_split group by split"
+            ).fetchall()
+        )
+    assert set(bounds) == {"train", "valid", "test"}
+    assert bounds["train"]["hi"] < bounds["valid"]["lo"]
+    assert bounds["valid"]["hi"] < bounds["test"]["lo"]
+
+
+def test_a_failing_dbt_test_fails_the_build_naming_it(built, tmp_path):
+    settings = copy_home(built, tmp_path / "home")
+    with connect(settings) as con:
+        con.execute(
+            "insert into raw.events select * replace ('hover' as event_type, 'x-' || event_id as event_id) "
+            "from raw.events limit 1"
+        )
+    with pytest.raises(TransformError, match="accepted_values_stg_events_event_type"):
+        build_warehouse(settings)
+
+
+def test_features_cover_every_item_and_user_of_the_interactions(built):
+    with connect(built) as con:
+        missing_items, missing_users = con.execute(
+            """
+            select
+                (select count(distinct item_id) from marts.interactions
+                 where item_id not in (select item_id from marts.item_features)),
+                (select count(distinct user_id) from marts.interactions
+                 where user_id not in (select user_id from marts.user_features))
+            """
+        ).fetchone()
+        segments = dict(con.execute("select segment, count(*) from marts.user_features group by segment").fetchall())
+        windows_ordered = con.execute(
+            "select bool_and(events_1d <= events_7d and events_7d <= events_30d and events_30d <= events_total) "
+            "from marts.item_features"
+        ).fetchone()[0]
+    assert (missing_items, missing_users) == (0, 0)
+    assert set(segments) <= {"cold", "casual", "power"} and segments.get("cold", 0) > 0
+    assert windows_ordered
+
+
+def test_user_segments_follow_distinct_items_in_the_interactions_mart(built):
+    with connect(built) as con:
+        disagreements = con.execute(
+            """
+            with counted as (select user_id, count(*) as n_items from marts.interactions group by user_id)
+            select count(*) from counted join marts.user_features using (user_id)
+            where counted.n_items <> user_features.n_items
+               or user_features.segment <> case when counted.n_items < 5 then 'cold'
+                                                when counted.n_items <= 50 then 'casual' else 'power' end
+            """
+        ).fetchone()[0]
+    assert disagreements == 0
+
+
+def test_sessions_hold_every_event_once(built):
+    with connect(built) as con:
+        in_sessions, events = con.execute(
+            "select (select sum(n_events) from intermediate.int_sessions), "
+            "(select count(*) from intermediate.int_events_without_bots)"
+        ).fetchone()
+    assert in_sessions == events > 0
+
+
+def test_an_incremental_build_after_rerunning_a_day_equals_a_full_refresh(built, tmp_path):
+    from datetime import timedelta
+
+    from pipelines.ingest import ingest_interval
+    from tests.conftest import whole_log
+
+    settings = copy_home(built, tmp_path / "home")
+    start, _ = whole_log(settings)
+    ingest_interval(settings, start + timedelta(days=3), start + timedelta(days=5))  # re-run two days
+    build_warehouse(settings)  # incremental: only the replaced batches are reprocessed
+
+    def fingerprint() -> tuple:
+        with connect(settings) as con:
+            return (
+                con.execute(
+                    "select count(*), sum(hash(event_id, batch_id, event_ts)) from intermediate.int_events_deduped"
+                ).fetchone()
+                + con.execute("select count(*), sum(weight) from marts.interactions").fetchone()
+            )
+
+    incremental = fingerprint()
+    with connect(built) as con:
+        assert incremental[0] == con.execute("select count(*) from intermediate.int_events_deduped").fetchone()[0]
+    run_dbt(settings, ["build", "--full-refresh", "--select", "int_events_deduped+"])
+    assert fingerprint() == pytest.approx(incremental)
+
+
+def test_every_dbt_var_is_a_setting_whose_default_dbt_project_yml_repeats():
+    """A bare `dbt build` (defaults from dbt_project.yml) builds what the pipeline builds with default settings."""
+    import yaml
+
+    from pipelines.settings import Settings
+    from pipelines.warehouse.transform import DBT_VARS
+
+    project = yaml.safe_load((Settings().dbt_project_dir / "dbt_project.yml").read_text())
+    defaults = {name: field.default for name, field in Settings.model_fields.items() if name in DBT_VARS}
+    assert project["vars"] == defaults and set(defaults) == set(DBT_VARS)
+
+
+def test_a_weight_setting_changes_the_event_mart_and_what_is_built_from_it(built, tmp_path):
+    from pipelines.training.data import read_event_log
+
+    settings = copy_home(built, tmp_path / "home", weight_purchase=3 * built.weight_purchase)
+    build_warehouse(settings)
+
+    def purchases(home) -> tuple:
+        with connect(home) as con:
+            return con.execute(
+                "select min(weight), max(weight), (select sum(weight) from marts.interactions where n_purchases > 0) "
+                "from marts.interaction_events where event_type = 'purchase'"
+            ).fetchone()
+
+    low, high, total = purchases(settings)
+    assert low == high == settings.weight_purchase
+    assert total > purchases(built)[2]
+    assert settings.weight_purchase in set(read_event_log(settings).weight)
+
+
+def test_every_mart_states_its_grain_and_describes_every_column_it_has(built):
+    """The marts are the interface: a reader learns each column's meaning from _marts.yml, not from the SQL."""
+    import yaml
+
+    documented = yaml.safe_load((built.dbt_project_dir / "models" / "marts" / "_marts.yml").read_text())["models"]
+    with connect(built) as con:
+        built_marts = {
+            table: {row[0] for row in con.execute(f"describe marts.{table}").fetchall()}
+            for (table,) in con.execute(
+                "select table_name from information_schema.tables where table_schema = 'marts'"
+            ).fetchall()
+        }
+    assert set(built_marts) == {model["name"] for model in documented}
+    for model in documented:
+        assert model["description"].startswith("One row per"), model["name"]
+        described = {column["name"] for column in model["columns"] if column.get("description")}
+        assert described == built_marts[model["name"]], model["name"]
