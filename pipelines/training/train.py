@@ -261,7 +261,7 @@ def _log_and_register(model: Recommender, settings: Settings, data: EvaluationDa
         bundle = model.save(Path(tmp) / "bundle")
         info = mlflow.pyfunc.log_model(
             name="model",
-            python_model=str(REPO_ROOT / "pipelines" / "mlflow_model.py"),
+            python_model=str(Path(__file__).with_name("mlflow_model.py")),  # models from code
             artifacts={"bundle": str(bundle)},
             code_paths=[str(REPO_ROOT / "models")],
             signature=infer_signature(example, output, params={"k": 10}),
