@@ -80,6 +80,13 @@ class Settings(BaseSettings):
     future_tolerance_seconds: int = Field(
         default=300, description="Events stamped later than the batch's interval end plus this are 'future'."
     )
+    ingest_max_line_bytes: int = Field(
+        default=1 << 20,
+        ge=1024,
+        le=1 << 30,
+        description="A JSONL line or CSV row longer than this (bytes, 1 KiB..1 GiB) is quarantined as "
+        "line_too_long, and never held whole in memory.",
+    )
 
     warehouse_memory_limit: str = Field(
         default="4GB", description="DuckDB's memory limit (ingest and dbt); beyond it DuckDB spills to disk."

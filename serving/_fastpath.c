@@ -28,7 +28,7 @@
 #include <string.h>
 
 #define CAPSULE_NAME "serving._fastpath.tables"
-#define MAX_ID_LENGTH 128
+#define MAX_ID_LENGTH 128 /* serving/ids.py MAX_ID_LENGTH (tests/serving/test_ids.py checks they agree) */
 #define DEFAULT_K 10
 #define SCORE_TEXT 32
 
@@ -311,7 +311,7 @@ static PyObject *format_score_py(PyObject *self, PyObject *arg) {
     return PyBytes_FromStringAndSize(text, length);
 }
 
-/* The id pattern of serving.dependencies.ID_PATTERN: [A-Za-z0-9_.:-]{1,128}. */
+/* The id contract of serving/ids.py (ID_PATTERN: [A-Za-z0-9_.:-]{1,128}). */
 static int is_id_char(Py_UCS4 c) {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '.' ||
            c == ':' || c == '-';

@@ -15,11 +15,11 @@ from urllib.parse import unquote_plus
 import numpy as np
 from fastapi import HTTPException, Request
 
-from serving.publication import MAX_ID_LENGTH, Publication
+from serving.ids import ID_PATTERN
+from serving.publication import Publication
 from serving.store import PublicationStore
 
-# Ids are opaque strings of a safe alphabet: nothing in a request can name a path.
-ID_PATTERN = rf"^[A-Za-z0-9_.:\-]{{1,{MAX_ID_LENGTH}}}$"
+# Ids follow the one id contract (serving/ids.py): nothing in a request can name a path.
 MAX_EXCLUDED = 200
 _ID = re.compile(ID_PATTERN)
 EXCLUDE_DESCRIPTION = "Item ids the app already shows (repeated or comma-separated)"
@@ -37,7 +37,7 @@ def live_publication(store: PublicationStore) -> Publication:
 
 
 def checked_id(name: str, value: str) -> str:
-    if not _ID.match(value):
+    if not _ID.fullmatch(value):  # fullmatch: "$" alone would let "u1\n" through
         raise HTTPException(status_code=422, detail=f"{name} {value[:140]!r} does not match the pattern {ID_PATTERN}")
     return value
 

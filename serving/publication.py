@@ -27,12 +27,11 @@ except ImportError:  # pragma: no cover - depends on the install
     _fastpath = None
 
 from serving.format import FALLBACK, INDEX_FILE, ITEMS, USER_RECS, PublicationError, verify_version
+from serving.ids import MAX_ID_LENGTH  # the id contract; also _fastpath.c's width limit
 
 log = logging.getLogger(__name__)
 
 __all__ = ["MAX_ID_LENGTH", "Publication", "PublicationError", "Recommendation"]
-
-MAX_ID_LENGTH = 128  # the longest id a request may name (serving.dependencies.ID_PATTERN); also _fastpath.c's
 
 
 @dataclass(frozen=True)

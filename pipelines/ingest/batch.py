@@ -1,8 +1,9 @@
 """Ingest one file as one batch: classify every row, replace the batch's rows, record its counts.
 
 Why it is shaped like this:
-- A batch id is stable for a file (source, landing day, file name), so re-running replaces
-  exactly that batch's rows: a retry or a backfill can never duplicate anything.
+- A batch id is stable for a file (source, landing day and file name; for an import, source and
+  the file's full resolved path), so re-running replaces exactly that batch's rows: a retry or a
+  backfill can never duplicate anything, and two files that share a name are two batches.
 - Every input row ends up in exactly one place: ``raw.events`` or ``quarantine.events`` (with
   its raw content and a reason code). ``raw.batches`` records the counts by outcome, and the
   batch is refused (nothing written) unless accepted + quarantined = input.
@@ -24,6 +25,7 @@ import duckdb
 from pipelines.contract import EVENT_TYPES
 from pipelines.ingest.sources import Source
 from pipelines.warehouse.connection import Warehouse
+from serving.ids import ID_CHARACTERS_REGEX, MAX_ID_LENGTH
 
 log = logging.getLogger(__name__)
 
@@ -71,12 +73,13 @@ def ingest_batch(
     batch_id: str,
     window: BatchWindow,
     bot_max_events_per_minute: int,
+    max_line_bytes: int,
 ) -> BatchResult:
     """Classify `path` and replace batch `batch_id` with its rows; the caller commits."""
     started = datetime.now(UTC)
     con = warehouse.sql_engine
     try:
-        source.stage(con, path)
+        source.stage(con, path, max_line_bytes)
     except duckdb.Error as error:
         raise IngestError(f"{display_name}: cannot read as {source.name}: {error}") from error
     if warehouse.dialect != "duckdb":
@@ -90,6 +93,8 @@ def ingest_batch(
             "batch_id": batch_id,
             "bot_max_events_per_minute": bot_max_events_per_minute,
             "event_types": list(EVENT_TYPES),
+            "max_id_length": MAX_ID_LENGTH,
+            "id_characters": ID_CHARACTERS_REGEX,
         },
     )
     rows_input = con.execute("select count(*) from incoming").fetchone()[0]
@@ -139,8 +144,9 @@ def ingest_batch(
             quarantined, json.dumps(by_reason), started, finished, window.landing_date, late,
         ],
     )  # fmt: skip
-    for table in ("incoming", "classified", "incoming_docs", "incoming_rows"):
+    for table in ("incoming", "classified", "incoming_docs", "incoming_rows", "incoming_rejects"):
         con.execute(f"drop table if exists {table}")
+    con.execute("drop table if exists incoming_rejects_scans")
     result = BatchResult(
         batch_id, display_name, rows_input, accepted, quarantined, by_reason, late, (finished - started).total_seconds()
     )

@@ -2,24 +2,41 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
 
 from pipelines.ingest.batch import BatchResult, BatchWindow, IngestError, ingest_batch
-from pipelines.ingest.sources import CATALOG_COLUMNS, SchemaError, get_source, read_recforge_catalog
+from pipelines.ingest.sources import (
+    CATALOG_COLUMNS,
+    RECFORGE_FORMATS,
+    SchemaError,
+    get_source,
+    read_recforge_catalog,
+    recforge_format,
+)
 from pipelines.settings import Settings
 from pipelines.simulate import catalog_file
 from pipelines.warehouse.connection import Warehouse, connect
 
 log = logging.getLogger(__name__)
 
-LANDING_FORMATS = ("*.jsonl", "*.csv", "*.parquet")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    """A file of a landing day that was not read, and why: ``unsupported_format`` (not one of
+    RECFORGE_FORMATS), ``not_a_file`` (a directory), or ``duplicate_of:<name>`` (the same bytes as
+    a file of the same day that was read: a copy would double its raw rows)."""
+
+    file: str
+    reason: str
 
 
 @dataclass
@@ -28,6 +45,7 @@ class IngestResult:
     interval_end: datetime
     batches: list[BatchResult]
     catalog_items: int
+    skipped: list[SkippedFile] = field(default_factory=list)
 
     @property
     def rows_accepted(self) -> int:
@@ -54,6 +72,11 @@ class IngestResult:
             f"{self.interval_end:%Y-%m-%d %H:%M}): {self.rows_input} rows in, {self.rows_accepted} accepted "
             f"({self.rows_late} late), {self.rows_quarantined} quarantined {dict(sorted(reasons.items()))}; "
             f"catalog {self.catalog_items} items"
+            + (
+                f"; skipped {len(self.skipped)} file(s): " + ", ".join(f"{s.file} ({s.reason})" for s in self.skipped)
+                if self.skipped
+                else ""
+            )
         )
 
 
@@ -70,9 +93,42 @@ def days_in_interval(start: datetime, end: datetime) -> list[date]:
     return days
 
 
-def batch_id_for(source: str, landing_day: date | None, file_name: str) -> str:
-    """Stable per file, so a re-run replaces its own batch."""
-    return f"{source}:{landing_day.isoformat() if landing_day else 'import'}:{file_name}"
+def batch_id_for(source: str, landing_day: date | None, file: Path) -> str:
+    """Stable per file, so a re-run replaces its own batch, and never shared by two files.
+
+    A landing day's files sit in one directory, so there the name is the file (``source:day:name``);
+    an imported file can come from anywhere, so its identity is its full resolved path
+    (``source:import:/abs/path``): two ``events.jsonl`` from two directories are two batches.
+    """
+    if landing_day is not None:
+        return f"{source}:{landing_day.isoformat()}:{file.name}"
+    return f"{source}:import:{Path(file).resolve()}"
+
+
+def landing_files(directory: Path) -> tuple[list[Path], list[SkippedFile]]:
+    """The files of a landing day to read, and those skipped with their reason (never silently).
+
+    Two files with the same content (by SHA-256) are one delivery copied twice: the first by name
+    is read, the copy is skipped as ``duplicate_of:<first>``.
+    """
+    files: list[Path] = []
+    skipped: list[SkippedFile] = []
+    first_with: dict[str, Path] = {}
+    for path in sorted(directory.iterdir()) if directory.is_dir() else []:
+        if not path.is_file():
+            skipped.append(SkippedFile(path.name, "not_a_file"))
+        elif recforge_format(path) is None:
+            skipped.append(SkippedFile(path.name, "unsupported_format"))
+        elif (first := first_with.setdefault(_content_digest(path), path)) is not path:
+            skipped.append(SkippedFile(path.name, f"duplicate_of:{first.name}"))
+        else:
+            files.append(path)
+    return files, skipped
+
+
+def _content_digest(path: Path) -> str:
+    with path.open("rb") as content:
+        return hashlib.file_digest(content, "sha256").hexdigest()
 
 
 def landing_day_dir(settings: Settings, day: date) -> Path:
@@ -92,11 +148,17 @@ def ingest_interval(settings: Settings, interval_start: datetime, interval_end: 
     source = get_source("recforge")
     days = days_in_interval(interval_start, interval_end)
     plan: list[tuple[date, list[Path]]] = []
+    skipped: list[SkippedFile] = []
     for day in days:
         directory = landing_day_dir(settings, day)
-        files = sorted(p for pattern in LANDING_FORMATS for p in directory.glob(pattern))
+        files, skipped_here = landing_files(directory)
         if not files:
-            raise IngestError(f"no landing file for {day}: expected {directory}/*.jsonl|csv|parquet")
+            found = f" (found only {', '.join(f'{s.file}: {s.reason}' for s in skipped_here)})" if skipped_here else ""
+            raise IngestError(f"no landing file for {day}: expected {directory}/*{'|'.join(RECFORGE_FORMATS)}{found}")
+        for skip in skipped_here:
+            skip = SkippedFile(str((directory / skip.file).relative_to(settings.landing_dir)), skip.reason)
+            log.warning("skipped %s: %s", skip.file, skip.reason)
+            skipped.append(skip)
         plan.append((day, files))
 
     results = []
@@ -113,9 +175,9 @@ def ingest_interval(settings: Settings, interval_start: datetime, interval_end: 
             )
             for path in files:
                 display = str(path.relative_to(settings.landing_dir))
-                batch_id = batch_id_for(source.name, day, path.name)
+                batch_id = batch_id_for(source.name, day, path)
                 results.append(_guarded(ingest_batch, con, source, path, display, batch_id, window, settings))
-    result = IngestResult(interval_start, interval_end, results, catalog_items)
+    result = IngestResult(interval_start, interval_end, results, catalog_items, skipped)
     log.info(result.summary())
     return result
 
@@ -148,7 +210,8 @@ def ingest_path(settings: Settings, source_name: str, path: Path) -> IngestResul
         if catalog is not None:
             _replace_catalog(con, catalog)
         for file in files:
-            batch_id = batch_id_for(source.name, None, file.name)
+            batch_id = batch_id_for(source.name, None, file)
+            _forget_name_keyed_import(con, source.name, file)
             result = _guarded(ingest_batch, con, source, file, str(file), batch_id, window, settings)
             _stamp_import_interval(con, batch_id)
             result.rows_late = 0  # history has no landing day to be late for
@@ -163,7 +226,10 @@ def ingest_path(settings: Settings, source_name: str, path: Path) -> IngestResul
 
 def _guarded(ingest, con, source, path, display, batch_id, window, settings) -> BatchResult:
     try:
-        return ingest(con, source, path, display, batch_id, window, settings.bot_max_events_per_minute)
+        return ingest(
+            con, source, path, display, batch_id, window, settings.bot_max_events_per_minute,
+            settings.ingest_max_line_bytes,
+        )  # fmt: skip
     except SchemaError as error:
         raise IngestError(str(error)) from error
 
@@ -177,6 +243,17 @@ def _forget_landing_day(con: Warehouse, source: str, day: date) -> None:
     )
     con.execute("delete from raw.events where source = ? and landing_date = ?", [source, day])
     con.execute("delete from raw.batches where source = ? and landing_date = ?", [source, day])
+
+
+def _forget_name_keyed_import(con: Warehouse, source: str, file: Path) -> None:
+    """Drop this file's batch from before import ids were paths (``source:import:<name>``), so
+    re-importing it replaces it instead of keeping both (and quarantining its own events as
+    duplicates of the old batch). Only a batch recorded for this very path is dropped."""
+    legacy = f"{source}:import:{file.name}"
+    recorded = con.execute("select batch_id from raw.batches where batch_id = ? and file = ?", [legacy, str(file)])
+    if recorded.fetchall():
+        for table in ("raw.events", "quarantine.events", "raw.batches"):
+            con.execute(f"delete from {table} where batch_id = ?", [legacy])
 
 
 def _stamp_import_interval(con: Warehouse, batch_id: str) -> None:

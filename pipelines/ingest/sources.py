@@ -21,17 +21,23 @@ Formats: recforge's own JSONL, CSV and Parquet (the canonical columns), MovieLen
 
 from __future__ import annotations
 
+import csv
+import gzip
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
 REQUIRED_COLUMNS = ("event_id", "user_id", "item_id", "event_type", "event_ts")
 OPTIONAL_COLUMNS = ("value", "session_id", "context")
 CANONICAL_COLUMNS = (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS)
+log = logging.getLogger(__name__)
 CATALOG_COLUMNS = ["item_id", "title", "category", "price", "in_stock", "is_blocked", "created_at", "attributes"]
 
 
@@ -52,47 +58,64 @@ def canonical_projection(field, context: str) -> str:
     )
 
 
+def sql_string(text: str) -> str:
+    """Text as a SQL string literal (DuckDB's table functions take no parameters)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
 def path_literal(path: Path) -> str:
-    """A file path as a SQL string literal (DuckDB's table functions take no parameters)."""
-    return "'" + str(path).replace("'", "''") + "'"
+    return sql_string(str(path))
 
 
 def _sql_list(values) -> str:
-    return "(" + ", ".join("'" + v.replace("'", "''") + "'" for v in values) + ")"
+    return "(" + ", ".join(sql_string(v) for v in values) + ")"
 
 
 # --- recforge JSONL -------------------------------------------------------------------------
 
 
-def _read_lines(path: Path) -> pa.Table:
-    """Non-blank lines with their line numbers. Lines that are not UTF-8 are kept (escaped) and flagged."""
-    data = path.read_bytes()
+RAW_PREFIX_CHARS = 1000  # what quarantine keeps of a line_too_long row: enough to recognise it, never megabytes
+
+
+def open_events(path: Path) -> BinaryIO:
+    """The file's bytes, gunzipped on the fly for ``.gz`` (read as a stream: never decompressed whole)."""
+    return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else path.open("rb")
+
+
+def _read_lines(path: Path, max_line_bytes: int) -> pa.Table:
+    """Non-blank lines with their line numbers; invalid UTF-8 and over-long lines are kept, flagged.
+
+    Read line by line with a bounded ``readline``, so a line longer than `max_line_bytes` is
+    never held whole: its first bytes are kept (as its raw text) and the rest is skipped.
+    """
+    limit = max_line_bytes + 2  # room for the line's own "\r\n"
     numbers, texts, errors = [], [], []
-    try:
-        lines = data.decode("utf-8").split("\n")
-        decoded_whole = True
-    except UnicodeDecodeError:
-        lines = data.split(b"\n")
-        decoded_whole = False
-    for n, line in enumerate(lines, start=1):
-        error = None
-        if not decoded_whole:
+    with open_events(path) as lines:
+        for n, line in enumerate(iter(lambda: lines.readline(limit), b""), start=1):
+            error = None
+            if len(line) == limit and not line.endswith(b"\n"):
+                while (rest := lines.readline(1 << 20)) and not rest.endswith(b"\n"):
+                    pass  # the rest of the over-long line, a megabyte at a time
+            line = line.removesuffix(b"\n").removesuffix(b"\r")
+            if len(line) > max_line_bytes:
+                error, line = "line_too_long", line[: RAW_PREFIX_CHARS * 4]
             try:
-                line = line.decode("utf-8")
+                text = line.decode("utf-8")
             except UnicodeDecodeError:
-                line, error = line.decode("utf-8", errors="backslashreplace"), "invalid_utf8"
-        line = line.removesuffix("\r")
-        if not line.strip():
-            continue
-        numbers.append(n)
-        texts.append(line)
-        errors.append(error)
+                text, error = line.decode("utf-8", errors="backslashreplace"), error or "invalid_utf8"
+            if error == "line_too_long":
+                text = text[:RAW_PREFIX_CHARS]
+            elif not text.strip():
+                continue
+            numbers.append(n)
+            texts.append(text)
+            errors.append(error)
     return pa.table({"line_number": pa.array(numbers, pa.int64()), "raw": texts, "read_error": errors})
 
 
-def stage_jsonl(con: duckdb.DuckDBPyConnection, path: Path) -> None:
-    """One JSON object per line. Unknown keys are folded into `context`; a key no row has fails the file."""
-    con.register("incoming_lines", _read_lines(path))
+def stage_jsonl(con: duckdb.DuckDBPyConnection, path: Path, max_line_bytes: int) -> None:
+    """One JSON object per line (``.gz`` too). Unknown keys go into `context`; a key no row has fails the file."""
+    con.register("incoming_lines", _read_lines(path, max_line_bytes))
     fields = ", ".join(f"'$.{c}'" for c in CANONICAL_COLUMNS)
     # Each document is parsed once; the fields and their JSON types are read as lists in one pass.
     con.execute(
@@ -169,9 +192,17 @@ def stage_jsonl(con: duckdb.DuckDBPyConnection, path: Path) -> None:
 # --- recforge CSV and Parquet --------------------------------------------------------------
 
 
-def _stage_tabular(con: duckdb.DuckDBPyConnection, path: Path, reader: str, first_line: int) -> None:
-    """Rows of a table with the canonical columns (as text); extra columns go into `context`."""
+def _stage_tabular(
+    con: duckdb.DuckDBPyConnection, path: Path, reader: str, first_line: int, rejects: str | None = None
+) -> None:
+    """Rows of a table with the canonical columns (as text); extra columns go into `context`.
+
+    `rejects` names the table of rows the reader could not read (DuckDB's CSV rejects table:
+    ``line``, ``error_type``, ``csv_line``): they become rows with a parse error, and the rows
+    read keep their own line numbers (the lines that were not rejected, in order).
+    """
     con.execute(f"create or replace temp table incoming_rows as select * from {reader}")
+    n_rejected = con.execute(f"select count(distinct line) from {rejects}").fetchone()[0] if rejects else 0
     columns = [row[0] for row in con.execute("describe incoming_rows").fetchall()]
     if missing := [c for c in REQUIRED_COLUMNS if c not in columns]:
         raise SchemaError(f"{path}: missing required column(s) {', '.join(missing)} (has {', '.join(columns)})")
@@ -189,11 +220,41 @@ def _stage_tabular(con: duckdb.DuckDBPyConnection, path: Path, reader: str, firs
         if extras
         else f"cast({base_context} as varchar)"
     )
+    if n_rejected:
+        # Row i read is on the i-th line that was not rejected (one row per line, as recforge writes CSV).
+        numbered = f"""(
+            select free.line as line_number, read.* exclude (i)
+            from (select row_number() over () as i, * from incoming_rows) as read
+            join (
+                select line, row_number() over (order by line) as i
+                from range({first_line}, {first_line} + (select count(*) from incoming_rows) + {n_rejected}) as t(line)
+                where line not in (select line from {rejects})
+            ) as free using (i)
+        )"""
+    else:
+        numbered = f"(select row_number() over () + {first_line - 1} as line_number, * from incoming_rows)"
+    # DuckDB may log several errors for one row: one row (and reason) per rejected line.
+    unread = (
+        f"""
+        union all
+        select
+            line as line_number,
+            left(any_value(csv_line), {RAW_PREFIX_CHARS}) as raw,
+            case when bool_or(error_type = 'LINE SIZE OVER MAXIMUM') then 'line_too_long'
+                 when bool_or(error_type = 'INVALID UNICODE') then 'invalid_utf8' else 'malformed_row' end
+                as parse_error,
+            {canonical_projection(lambda column: "null", "null")}
+        from {rejects}
+        group by line
+        """
+        if n_rejected
+        else ""
+    )
     con.execute(
         f"""
         create or replace temp table incoming as
         select
-            row_number() over () + {first_line - 1} as line_number,
+            line_number,
             cast(to_json(struct_pack({everything})) as varchar) as raw,
             case
                 when {text("value")} is not null and try_cast({text("value")} as double) is null
@@ -202,17 +263,56 @@ def _stage_tabular(con: duckdb.DuckDBPyConnection, path: Path, reader: str, firs
                     from 'OBJECT' then 'schema_mismatch'
             end as parse_error,
             {canonical_projection(text, context)}
-        from incoming_rows
+        from {numbered} as numbered
+        {unread}
         """
     )
 
 
-def stage_csv(con: duckdb.DuckDBPyConnection, path: Path) -> None:
-    reader = f"read_csv({path_literal(path)}, header = true, all_varchar = true, hive_partitioning = false)"
-    _stage_tabular(con, path, reader, first_line=2)
+def csv_header(path: Path, max_line_bytes: int) -> list[str]:
+    """The column names of a comma-separated file's first line (read by us, not guessed from the rows)."""
+    with open_events(path) as lines:
+        first = lines.readline(max_line_bytes + 2)
+    if len(first) > max_line_bytes + 1 or (len(first) == max_line_bytes + 2 and not first.endswith(b"\n")):
+        raise SchemaError(f"{path}: header line longer than {max_line_bytes} bytes")
+    try:
+        text = first.decode("utf-8-sig").rstrip("\r\n")
+    except UnicodeDecodeError as error:
+        raise SchemaError(f"{path}: header line is not UTF-8 ({error})") from error
+    columns = next(csv.reader([text]), [])
+    if not text.strip() or not columns:
+        raise SchemaError(f"{path}: no header line (the first line must name the columns)")
+    if duplicated := sorted({c for c in columns if columns.count(c) > 1}):
+        raise SchemaError(f"{path}: header names column(s) {', '.join(duplicated)} more than once")
+    return columns
 
 
-def stage_parquet(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+def csv_reader(path: Path, columns: list[str], max_line_bytes: int, rejects: str) -> str:
+    """read_csv over a file whose header we read: nothing is sniffed, so one odd row cannot change how
+    the whole file is read; a row that does not fit (too many / few fields, an unterminated quote,
+    invalid UTF-8, longer than `max_line_bytes`) goes to the `rejects` table instead of failing the file."""
+    line_size = max_line_bytes + 1  # DuckDB counts the newline
+    buffer_size = max(32 << 20, 2 * line_size)  # DuckDB wants its buffer larger than a line
+    spec = "{" + ", ".join(f"{sql_string(c)}: 'VARCHAR'" for c in columns) + "}"
+    return (
+        f"read_csv({path_literal(path)}, header = true, auto_detect = false, columns = {spec}, delim = ',', "
+        f"quote = '\"', escape = '\"', strict_mode = true, null_padding = false, hive_partitioning = false, "
+        f"max_line_size = {line_size}, buffer_size = {buffer_size}, store_rejects = true, rejects_table = '{rejects}', "
+        f"rejects_scan = '{rejects}_scans')"
+    )
+
+
+def stage_csv(con: duckdb.DuckDBPyConnection, path: Path, max_line_bytes: int) -> None:
+    """A header line naming the columns, then one comma-separated row per line; bad rows are quarantined."""
+    columns = csv_header(path, max_line_bytes)
+    if missing := [c for c in REQUIRED_COLUMNS if c not in columns]:
+        raise SchemaError(f"{path}: missing required column(s) {', '.join(missing)} (has {', '.join(columns)})")
+    con.execute("drop table if exists incoming_rejects")
+    con.execute("drop table if exists incoming_rejects_scans")
+    _stage_tabular(con, path, csv_reader(path, columns, max_line_bytes, "incoming_rejects"), 2, "incoming_rejects")
+
+
+def stage_parquet(con: duckdb.DuckDBPyConnection, path: Path, max_line_bytes: int) -> None:
     _stage_tabular(con, path, f"read_parquet({path_literal(path)}, hive_partitioning = false)", first_line=1)
 
 
@@ -233,9 +333,25 @@ def _catalog_frame(items: pd.DataFrame) -> pd.DataFrame:
         if column not in items:
             items[column] = None
     items["item_id"] = items["item_id"].astype(str)
+    items["price"] = _finite_prices(items)
     items["created_at"] = pd.to_datetime(items["created_at"], utc=True, errors="coerce", format="ISO8601")
     items["attributes"] = [json.dumps(a) if isinstance(a, dict) else None for a in items["attributes"]]
     return items[CATALOG_COLUMNS]
+
+
+def _finite_prices(items: pd.DataFrame) -> pd.Series:
+    """Prices as numbers; a NaN or infinite price becomes NULL (unknown), with a warning naming the items.
+
+    The catalog is replaced whole, so refusing it for one bad price would stop every run; an
+    unknown price is what items without one already have (MovieLens), and the business rules
+    treat it as such.
+    """
+    prices = pd.to_numeric(items["price"], errors="coerce").astype("float64")
+    bad = items["price"].notna() & ~np.isfinite(prices)
+    if bad.any():
+        named = ", ".join(items.loc[bad, "item_id"].head(10))
+        log.warning("catalog: %d non-finite price(s) set to NULL (items %s)", int(bad.sum()), named)
+    return prices.where(np.isfinite(prices)).astype(object).where(np.isfinite(prices), None)
 
 
 # --- MovieLens -------------------------------------------------------------------------------
@@ -391,6 +507,23 @@ def stage_retailrocket(con: duckdb.DuckDBPyConnection, path: Path) -> None:
     )
 
 
+# recforge's own files by how their name ends. `.json` is read as JSON Lines (one object per line).
+RECFORGE_FORMATS = {
+    ".jsonl": stage_jsonl,
+    ".jsonl.gz": stage_jsonl,
+    ".json": stage_jsonl,
+    ".json.gz": stage_jsonl,
+    ".csv": stage_csv,
+    ".parquet": stage_parquet,
+}
+
+
+def recforge_format(path: Path):
+    """The stage function for a recforge file by its name's ending, or None if it is no recforge format."""
+    name = path.name.lower()
+    return next((stage for ending, stage in RECFORGE_FORMATS.items() if name.endswith(ending)), None)
+
+
 @dataclass(frozen=True)
 class Source:
     """A named way to read events (and maybe the catalog that comes with them)."""
@@ -398,13 +531,12 @@ class Source:
     name: str
     description: str
 
-    def stage(self, con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    def stage(self, con: duckdb.DuckDBPyConnection, path: Path, max_line_bytes: int) -> None:
         if self.name == "recforge":
-            suffix = path.suffix.lower()
-            stage = {".jsonl": stage_jsonl, ".json": stage_jsonl, ".csv": stage_csv, ".parquet": stage_parquet}
-            if suffix not in stage:
-                raise SchemaError(f"{path}: unsupported landing format {suffix!r} (jsonl, csv or parquet)")
-            stage[suffix](con, path)
+            stage = recforge_format(path)
+            if stage is None:
+                raise SchemaError(f"{path}: unsupported format (one of {', '.join(RECFORGE_FORMATS)})")
+            stage(con, path, max_line_bytes)
         elif self.name == "movielens":
             stage_movielens(con, path)
         elif self.name == "retailrocket":
@@ -419,7 +551,7 @@ class Source:
             return [directory / _movielens_layout(directory).ratings]
         if path.is_file():
             return [path]
-        patterns = ("*.csv",) if self.name == "retailrocket" else ("*.jsonl", "*.csv", "*.parquet")
+        patterns = ("*.csv",) if self.name == "retailrocket" else tuple(f"*{s}" for s in RECFORGE_FORMATS)
         files = sorted(p for pattern in patterns for p in path.glob(pattern))
         if not files:
             raise SchemaError(f"{path}: no {self.name} event files ({', '.join(patterns)})")

@@ -49,6 +49,7 @@ from serving.format import (
     is_complete_version,
 )
 from serving.format import verify_version as verify_files
+from serving.ids import ID_PATTERN, id_violation
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,23 @@ LOCK = ".publish.lock"  # the publisher's own concern, not part of what serving 
 
 class PublishError(RuntimeError):
     pass
+
+
+def check_publishable_ids(kind: str, ids: pd.Series) -> None:
+    """Refuse ids outside the id contract (serving/ids.py), naming the first one and its violation.
+
+    Ingest quarantines such ids, so this is the backstop: a fixed-width id column sized by one
+    100,000-character id, or an id the API can never be asked for, must not be published. The
+    check is one vectorised match over the distinct ids.
+    """
+    distinct = pd.Series(ids.astype(str).unique())
+    bad = distinct[~distinct.str.fullmatch(ID_PATTERN)]
+    if len(bad):
+        first = bad.iloc[0]
+        raise PublishError(
+            f"refusing to publish: {len(bad)} {kind} id(s) break the id contract {ID_PATTERN}, "
+            f"e.g. {first[:140]!r} ({id_violation(first)}, {len(first)} characters)"
+        )
 
 
 @dataclass
@@ -119,6 +137,8 @@ def publish(settings: Settings) -> PublishResult:
     items = read_items(settings)
     purchased = read_purchases(settings)
     rules = ListRules.from_settings(settings)
+    check_publishable_ids("user", pd.Series(model.user_ids))
+    check_publishable_ids("item", pd.Series(model.item_ids))
     user_recs, fallback = build_lists(model, items, rules, purchased)
     # Sorted by user then rank: serving finds each user's run of rows without re-sorting 100M rows.
     user_recs = user_recs.sort_values([Columns.User, Columns.Rank], kind="stable", ignore_index=True)

@@ -31,18 +31,6 @@ def write_day(settings, day: datetime, lines: list[str]) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-@pytest.fixture
-def handmade(tmp_path, simulated):
-    """A home with the simulated catalog but hand-written landing files."""
-    settings = copy_home(simulated, tmp_path / "home")
-    for day_dir in (settings.landing_dir / "events").iterdir():
-        for f in day_dir.iterdir():
-            f.unlink()
-        day_dir.rmdir()
-    assert catalog_file(settings.landing_dir).exists()
-    return settings
-
-
 @pytest.fixture(params=["duckdb", pytest.param("postgres", marks=pytest.mark.scaled)])
 def target_home(request, handmade):
     """`handmade` with the warehouse in DuckDB, and again in a fresh PostgreSQL database.

@@ -1,9 +1,14 @@
 -- Give every incoming row of one batch exactly one outcome: a reason code, or NULL (accepted).
--- Parameters: $event_types is pipelines.contract.EVENT_TYPES, the one list of known event types.
+-- Parameters: $event_types is pipelines.contract.EVENT_TYPES, the one list of known event types;
+-- $max_id_length and $id_characters are the id contract of serving/ids.py (MAX_ID_LENGTH,
+-- ID_CHARACTERS_REGEX), so ingest, the publisher and the API apply one rule set.
 -- Input: temp table `incoming` (the canonical columns an adapter produced, see pipelines/ingest/sources.py).
 -- Rules are applied in order and the first one that fails wins, so each row has one reason:
---   1. what the adapter could not parse (malformed_json, invalid_utf8, schema_mismatch)
---   2. row rules: missing ids, unknown event type, unparseable / future / too-late timestamp
+--   1. what the adapter could not read (line_too_long, malformed_row, malformed_json, invalid_utf8,
+--      schema_mismatch)
+--   2. row rules: missing ids, user / item ids outside the id contract (too long, bad characters;
+--      never trimmed), unknown event type, a value that is NaN or infinite, unparseable / future /
+--      too-late timestamp
 --   3. duplicate_event_id: the same event id earlier in this batch, or accepted from an earlier landing day
 --   4. bot_suspected: a user above $bot_max_events_per_minute behavioural events (not ratings: people
 --      rate films in bulk, MovieLens users rate dozens a minute) in any minute loses all its rows in the batch
@@ -17,8 +22,12 @@ with row_rules as (
             when event_id is null or trim(event_id) = '' then 'missing_event_id'
             when user_id is null or trim(user_id) = '' then 'missing_user_id'
             when item_id is null or trim(item_id) = '' then 'missing_item_id'
+            when length(user_id) > $max_id_length or length(item_id) > $max_id_length then 'id_too_long'
+            when not regexp_full_match(user_id, $id_characters) or not regexp_full_match(item_id, $id_characters)
+                then 'id_bad_characters'
             when event_type is null or not list_contains($event_types, event_type)
                 then 'unknown_event_type'
+            when value is not null and not isfinite(value) then 'non_finite_value'
             when event_ts is null then 'bad_timestamp'
             when event_ts > $latest_allowed then 'future_timestamp'
             when event_ts < $earliest_allowed then 'late_beyond_window'

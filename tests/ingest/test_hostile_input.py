@@ -1,0 +1,224 @@
+"""Hostile and careless input: ids outside the id contract, non-finite values, huge lines, bad CSV rows,
+files that share a name, and landing days holding copies or files of other formats."""
+
+import gzip
+import json
+import logging
+import math
+import shutil
+import tracemalloc
+from datetime import timedelta
+
+import duckdb
+import pytest
+from pydantic import ValidationError
+
+from pipelines.ingest import ingest_interval, ingest_path
+from pipelines.ingest.run import landing_day_dir
+from pipelines.settings import Settings
+from pipelines.simulate import catalog_file
+from pipelines.warehouse.connection import connect
+from serving.ids import ID_CHARACTERS_REGEX, MAX_ID_LENGTH, id_violation
+from tests.ingest.test_ingest import DAY, event, quarantined, write_day
+
+HOSTILE_IDS = {
+    "nul\x00byte": "id_bad_characters",
+    "new\nline": "id_bad_characters",
+    " leading-space": "id_bad_characters",
+    "trailing-space ": "id_bad_characters",
+    "zero\u200bwidth": "id_bad_characters",
+    "bell\x07": "id_bad_characters",
+    "tab\tinside": "id_bad_characters",
+    "slash/../etc": "id_bad_characters",
+    "x" * 100_000: "id_too_long",
+    "y" * (MAX_ID_LENGTH + 1): "id_too_long",
+}
+
+
+def one_day(settings):
+    return ingest_interval(settings, DAY, DAY + timedelta(days=1))
+
+
+def test_user_and_item_ids_outside_the_id_contract_are_quarantined_with_their_violation(handmade):
+    hostile = list(HOSTILE_IDS.items())
+    lines = [json.dumps(event(1, user_id="u:1.a_b-" + "z" * (MAX_ID_LENGTH - 8)))]  # exactly the limit: fine
+    lines += [json.dumps(event(2 + 2 * n, user_id=bad)) for n, (bad, _) in enumerate(hostile)]
+    lines += [json.dumps(event(3 + 2 * n, item_id=bad)) for n, (bad, _) in enumerate(hostile)]
+    write_day(handmade, DAY, lines)
+    result = one_day(handmade)
+    assert (result.rows_input, result.rows_accepted) == (1 + 2 * len(hostile), 1)
+    expected = [(2 + n, reason) for n, (_, reason) in enumerate(hostile)]
+    expected += [(2 + len(hostile) + n, reason) for n, (_, reason) in enumerate(hostile)]
+    assert quarantined(handmade) == sorted(expected)
+
+
+def test_the_sql_rule_and_the_python_rule_agree_on_every_id():
+    """Ingest checks ids in SQL, the publisher and the API in Python: one contract, the same verdicts."""
+    ids = [*HOSTILE_IDS, "u1", "a:b.c_d-e", "z" * MAX_ID_LENGTH, "Ünïcode", "semi;colon", "quote'd"]
+    con = duckdb.connect()
+    in_sql = con.execute(
+        "select case when length(i) > ? then 'id_too_long' when not regexp_full_match(i, ?) "
+        "then 'id_bad_characters' end from unnest(?::varchar[]) as t(i)",
+        [MAX_ID_LENGTH, ID_CHARACTERS_REGEX, ids],
+    ).fetchall()
+    assert [reason for (reason,) in in_sql] == [id_violation(i) for i in ids]
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf, "NaN", "inf", "-Infinity"])
+def test_a_non_finite_value_is_quarantined(handmade, value):
+    text = json.dumps(event(2, event_type="rating", value=value))  # json.dumps writes NaN / Infinity tokens
+    write_day(handmade, DAY, [json.dumps(event(1, event_type="rating", value=4.5)), text])
+    result = one_day(handmade)
+    assert result.rows_accepted == 1
+    assert quarantined(handmade) == [(2, "non_finite_value")]
+
+
+def test_a_line_longer_than_the_limit_is_quarantined_without_being_held_whole(handmade):
+    huge = json.dumps(event(2, context={"padding": "p" * (20 << 20)}))  # a 20 MB line
+    write_day(handmade, DAY, [json.dumps(event(1)), huge, json.dumps(event(3))])
+    tracemalloc.start()
+    try:
+        result = one_day(handmade)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, f"reading held {peak} bytes for a 20 MB line"
+    assert (result.rows_accepted, result.rows_quarantined) == (2, 1)
+    with connect(handmade) as con:
+        line, reason, raw = con.execute("select line_number, reason, raw from quarantine.events").fetchone()
+    assert (line, reason, len(raw)) == (2, "line_too_long", 1000)
+    assert raw.startswith('{"event_id": "t2"')
+
+
+def test_the_line_limit_is_a_setting_with_a_range(handmade):
+    small = handmade.model_copy(update={"ingest_max_line_bytes": 1024})
+    write_day(small, DAY, [json.dumps(event(1)), json.dumps(event(2, session_id="s" * 1024))])
+    assert quarantined(small) == [] and one_day(small).rows_quarantined == 1
+    assert quarantined(small) == [(2, "line_too_long")]
+    for wrong in (0, 1023, (1 << 30) + 1):
+        with pytest.raises(ValidationError, match="ingest_max_line_bytes"):
+            Settings(ingest_max_line_bytes=wrong)
+
+
+CSV_HEADER = "event_id,user_id,item_id,event_type,event_ts,value"
+
+
+def test_bad_csv_rows_are_quarantined_and_the_rest_of_the_file_is_kept(handmade):
+    rows = [
+        CSV_HEADER,
+        "c1,u1,i000001,view,2026-03-01T10:00:00Z,",
+        "c2,u1,i000001,view,2026-03-01T10:01:00Z,,surplus",  # one field too many
+        "c3,u1,i000001,view",  # too few
+        "c4,u1,i000001,view,2026-03-01T10:03:00Z,",
+        "c5,u1,i000001,click,2026-03-01T10:04:00Z," + "v" * 2000,  # longer than the limit
+        "c6,u1,i000001,view,2026-03-01T10:05:00Z,",
+        'c7,"u1,i000001,view,2026-03-01T10:06:00Z,',  # an unterminated quote runs to the end of the file
+    ]
+    directory = landing_day_dir(handmade, DAY.date())
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "shop.csv").write_text("\n".join(rows) + "\n")
+    result = one_day(handmade.model_copy(update={"ingest_max_line_bytes": 1024}))
+    (batch,) = result.batches
+    assert (batch.rows_input, batch.rows_accepted, batch.rows_quarantined) == (7, 3, 4)
+    assert quarantined(handmade) == [(3, "malformed_row"), (4, "malformed_row"), (6, "line_too_long"),
+                                     (8, "malformed_row")]  # fmt: skip
+    with connect(handmade) as con:
+        assert con.execute("select event_id from raw.events order by event_id").fetchall() == [
+            ("c1",),
+            ("c4",),
+            ("c6",),
+        ]
+        assert con.execute("select raw from quarantine.events where line_number = 3").fetchone() == (rows[2],)
+
+
+def test_a_csv_row_with_a_bad_value_does_not_change_how_the_file_is_read(handmade):
+    """DuckDB's sniffer, given such a row, once read the header as data ("missing required column(s)")."""
+    directory = landing_day_dir(handmade, DAY.date())
+    directory.mkdir(parents=True, exist_ok=True)
+    good = [f"c{n},u1,i000001,view,2026-03-01T10:0{n}:00Z,1" for n in range(1, 4)]
+    (directory / "shop.csv").write_text("\n".join([CSV_HEADER, *good, "c9,u1,i000001,view,2026-03-01T10:09:00Z,x;y"]))
+    result = one_day(handmade)
+    assert (result.rows_accepted, result.rows_quarantined) == (3, 1)
+    assert quarantined(handmade) == [(5, "schema_mismatch")]
+
+
+def test_two_files_with_one_name_from_two_directories_are_both_kept(settings, tmp_path):
+    for folder, ids in (("a", (1, 2)), ("b", (3, 4, 5))):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "events.jsonl").write_text("\n".join(json.dumps(event(n)) for n in ids) + "\n")
+    ingest_path(settings, "recforge", tmp_path / "a" / "events.jsonl")
+    ingest_path(settings, "recforge", tmp_path / "b" / "events.jsonl")
+    (tmp_path / "a" / "events.jsonl").write_text(json.dumps(event(1)) + "\n")
+    ingest_path(settings, "recforge", tmp_path / "a" / "events.jsonl")  # the same file again: replaces only it
+    with connect(settings) as con:
+        assert con.execute("select event_id from raw.events order by event_id").fetchall() == [
+            ("t1",), ("t3",), ("t4",), ("t5",)
+        ]  # fmt: skip
+        assert con.execute("select batch_id from raw.batches order by batch_id").fetchall() == [
+            (f"recforge:import:{tmp_path / 'a' / 'events.jsonl'}",),
+            (f"recforge:import:{tmp_path / 'b' / 'events.jsonl'}",),
+        ]
+
+
+def test_reimporting_a_file_replaces_its_batch_from_before_import_ids_were_paths(settings, tmp_path):
+    path = tmp_path / "events.jsonl"
+    path.write_text(json.dumps(event(1)) + "\n")
+    ingest_path(settings, "recforge", path)
+    with connect(settings) as con:
+        for table in ("raw.events", "raw.batches"):
+            con.execute(f"update {table} set batch_id = 'recforge:import:events.jsonl'")
+    ingest_path(settings, "recforge", path)
+    with connect(settings) as con:
+        assert con.execute("select count(*) from raw.events").fetchone()[0] == 1
+        assert con.execute("select count(*) from quarantine.events").fetchone()[0] == 0
+
+
+def test_a_copy_of_a_landing_file_is_skipped_and_reported(handmade, caplog):
+    write_day(handmade, DAY, [json.dumps(event(n)) for n in range(1, 4)])
+    directory = landing_day_dir(handmade, DAY.date())
+    shutil.copy(directory / "events.jsonl", directory / "events-copy.jsonl")
+    with caplog.at_level(logging.WARNING):
+        result = one_day(handmade)
+    assert [b.file for b in result.batches] == ["events/date=2026-03-01/events-copy.jsonl"]
+    assert result.rows_accepted == 3
+    assert [(s.file, s.reason) for s in result.skipped] == [
+        ("events/date=2026-03-01/events.jsonl", "duplicate_of:events-copy.jsonl")
+    ]
+    assert "skipped 1 file(s): events/date=2026-03-01/events.jsonl (duplicate_of:events-copy.jsonl)" in result.summary()
+    assert "events.jsonl: duplicate_of:events-copy.jsonl" in caplog.text
+
+
+def test_gzipped_and_json_files_of_a_landing_day_are_read_and_other_files_reported(handmade):
+    directory = landing_day_dir(handmade, DAY.date())
+    directory.mkdir(parents=True, exist_ok=True)
+    with gzip.open(directory / "app.jsonl.gz", "wt") as compressed:
+        compressed.write("\n".join(json.dumps(event(n)) for n in (1, 2)) + "\n")
+    (directory / "web.json").write_text(json.dumps(event(3)) + "\n")
+    (directory / "notes.txt").write_text("not events\n")
+    result = one_day(handmade)
+    assert sorted((b.file, b.rows_accepted) for b in result.batches) == [
+        ("events/date=2026-03-01/app.jsonl.gz", 2), ("events/date=2026-03-01/web.json", 1)
+    ]  # fmt: skip
+    assert [(s.file, s.reason) for s in result.skipped] == [("events/date=2026-03-01/notes.txt", "unsupported_format")]
+
+
+def test_a_day_with_only_unreadable_files_fails_naming_them(handmade):
+    directory = landing_day_dir(handmade, DAY.date())
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "events.xml").write_text("<events/>\n")
+    with pytest.raises(Exception, match=r"no landing file for 2026-03-01: .*found only events.xml: unsupported_format"):
+        one_day(handmade)
+
+
+def test_a_non_finite_catalog_price_becomes_null_with_a_warning(handmade, caplog):
+    path = catalog_file(handmade.landing_dir)
+    items = [json.loads(line) for line in path.read_text().splitlines()][:3]
+    items[0]["price"], items[1]["price"] = math.inf, -math.inf  # (NaN reads as missing: NULL already)
+    path.write_text("\n".join(json.dumps(i) for i in items) + "\n")
+    write_day(handmade, DAY, [json.dumps(event(1, item_id=items[2]["item_id"]))])
+    with caplog.at_level(logging.WARNING):
+        one_day(handmade)
+    with connect(handmade) as con:
+        prices = dict(con.execute("select item_id, price from raw.items").fetchall())
+    assert prices == {items[0]["item_id"]: None, items[1]["item_id"]: None, items[2]["item_id"]: items[2]["price"]}
+    assert f"2 non-finite price(s) set to NULL (items {items[0]['item_id']}, {items[1]['item_id']})" in caplog.text
