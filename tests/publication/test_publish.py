@@ -154,6 +154,35 @@ def test_a_publication_that_fails_its_suite_never_goes_live(published, tmp_path,
     assert not [p for p in settings.published_dir.iterdir() if p.name.startswith(".staging")]
 
 
+@pytest.mark.parametrize(
+    ("kind", "bad", "violation"),
+    [
+        ("user", "x" * 100_000, "id_too_long"),
+        ("item", "i 1", "id_bad_characters"),
+        ("user", "u\x001", "id_bad_characters"),
+    ],
+)
+def test_an_id_outside_the_id_contract_is_never_published(published, tmp_path, monkeypatch, kind, bad, violation):
+    """Ingest quarantines such ids; if one still reaches the model, the publisher refuses before any allocation."""
+    settings = copy_home(published, tmp_path / "home")
+    before = current_version(settings.published_dir)
+    original = publish_module.load_champion
+
+    def with_a_bad_id(*args, **kwargs):
+        model, facts = original(*args, **kwargs)
+        ids = getattr(model, f"{kind}_ids").astype(object)
+        ids[0] = bad
+        setattr(model, f"{kind}_ids", ids)
+        return model, facts
+
+    monkeypatch.setattr(publish_module, "load_champion", with_a_bad_id)
+    with pytest.raises(
+        PublishError, match=rf"refusing to publish: 1 {kind} id\(s\) break the id contract .*{violation}"
+    ):
+        publish(settings)
+    assert current_version(settings.published_dir) == before
+
+
 # --- rollback
 
 
