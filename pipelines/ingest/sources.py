@@ -25,6 +25,7 @@ import csv
 import gzip
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -82,34 +83,72 @@ def open_events(path: Path) -> BinaryIO:
     return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else path.open("rb")
 
 
+READ_CHUNK_BYTES = 1 << 20
+
+
+class _Cut(bytes):
+    """The first bytes of a line longer than the limit; the rest was skipped, never held."""
+
+
+def _line_blocks(stream: BinaryIO, max_line_bytes: int) -> Iterator[list[bytes]]:
+    """The stream's lines (without their newline), one block per chunk read.
+
+    Memory stays near one chunk plus one line of at most `max_line_bytes`: a line that grows past
+    the limit is cut to its first bytes (a `_Cut`) and the rest of it is skipped as it streams by.
+    """
+    keep = RAW_PREFIX_CHARS * 4  # bytes enough for RAW_PREFIX_CHARS characters of any UTF-8
+    pending, cut = b"", False  # the start of a line whose end has not been read yet; is it over the limit?
+    while chunk := stream.read(READ_CHUNK_BYTES):
+        parts = chunk.split(b"\n")
+        if not cut:
+            pending += parts[0]
+            if len(pending) > max_line_bytes + 1:  # + 1: a line's own "\r"
+                pending, cut = pending[:keep], True
+        if len(parts) == 1:
+            continue
+        yield [_Cut(pending) if cut else pending, *parts[1:-1]]
+        pending, cut = parts[-1], False
+        if len(pending) > max_line_bytes + 1:
+            pending, cut = pending[:keep], True
+    if pending or cut:
+        yield [_Cut(pending) if cut else pending]
+
+
 def _read_lines(path: Path, max_line_bytes: int) -> pa.Table:
     """Non-blank lines with their line numbers; invalid UTF-8 and over-long lines are kept, flagged.
 
-    Read line by line with a bounded ``readline``, so a line longer than `max_line_bytes` is
-    never held whole: its first bytes are kept (as its raw text) and the rest is skipped.
+    Read in chunks (see `_line_blocks`), so a line longer than `max_line_bytes` is never held
+    whole: its first characters are kept (as its raw text) with ``line_too_long``. A chunk of
+    short, valid lines is decoded in one call; only a chunk with a bad line is read line by line.
     """
-    limit = max_line_bytes + 2  # room for the line's own "\r\n"
     numbers, texts, errors = [], [], []
-    with open_events(path) as lines:
-        for n, line in enumerate(iter(lambda: lines.readline(limit), b""), start=1):
-            error = None
-            if len(line) == limit and not line.endswith(b"\n"):
-                while (rest := lines.readline(1 << 20)) and not rest.endswith(b"\n"):
-                    pass  # the rest of the over-long line, a megabyte at a time
-            line = line.removesuffix(b"\n").removesuffix(b"\r")
-            if len(line) > max_line_bytes:
-                error, line = "line_too_long", line[: RAW_PREFIX_CHARS * 4]
-            try:
-                text = line.decode("utf-8")
-            except UnicodeDecodeError:
-                text, error = line.decode("utf-8", errors="backslashreplace"), error or "invalid_utf8"
-            if error == "line_too_long":
-                text = text[:RAW_PREFIX_CHARS]
-            elif not text.strip():
-                continue
-            numbers.append(n)
-            texts.append(text)
-            errors.append(error)
+    n = 0
+    with open_events(path) as stream:
+        for block in _line_blocks(stream, max_line_bytes):
+            lines, by_line = block, True
+            if type(block[0]) is not _Cut and max(map(len, block)) <= max_line_bytes:  # only a first line is cut
+                try:
+                    lines, by_line = b"\n".join(block).decode("utf-8").split("\n"), False
+                except UnicodeDecodeError:
+                    pass
+            for line in lines:
+                n += 1
+                error = None
+                if by_line:
+                    if type(line) is _Cut or len(line.removesuffix(b"\r")) > max_line_bytes:
+                        error, line = "line_too_long", line[: RAW_PREFIX_CHARS * 4]
+                    try:
+                        line = line.decode("utf-8")
+                    except UnicodeDecodeError:
+                        line, error = line.decode("utf-8", errors="backslashreplace"), error or "invalid_utf8"
+                    if error == "line_too_long":
+                        line = line[:RAW_PREFIX_CHARS]
+                line = line.removesuffix("\r")
+                if error is None and not line.strip():
+                    continue
+                numbers.append(n)
+                texts.append(line)
+                errors.append(error)
     return pa.table({"line_number": pa.array(numbers, pa.int64()), "raw": texts, "read_error": errors})
 
 
@@ -192,6 +231,42 @@ def stage_jsonl(con: duckdb.DuckDBPyConnection, path: Path, max_line_bytes: int)
 # --- recforge CSV and Parquet --------------------------------------------------------------
 
 
+def _numbered_rows(first_line: int, rejects: str | None, n_rejected: int) -> str:
+    """`incoming_rows` with each row's line number: row i read is on the i-th line not rejected
+    (one row per line, as recforge writes CSV)."""
+    if not n_rejected:
+        return f"(select row_number() over () + {first_line - 1} as line_number, * from incoming_rows)"
+    return f"""(
+        select free.line as line_number, read.* exclude (i)
+        from (select row_number() over () as i, * from incoming_rows) as read
+        join (
+            select line, row_number() over (order by line) as i
+            from range({first_line}, {first_line} + (select count(*) from incoming_rows) + {n_rejected}) as t(line)
+            where line not in (select line from {rejects})
+        ) as free using (i)
+    )"""
+
+
+def _unread_rows(rejects: str | None, n_rejected: int) -> str:
+    """``union all`` the rows the reader rejected, as canonical rows with their parse error (or nothing).
+
+    DuckDB may log several errors for one row: one row (and reason) per rejected line."""
+    if not n_rejected:
+        return ""
+    return f"""
+        union all
+        select
+            line as line_number,
+            left(any_value(csv_line), {RAW_PREFIX_CHARS}) as raw,
+            case when bool_or(error_type = 'LINE SIZE OVER MAXIMUM') then 'line_too_long'
+                 when bool_or(error_type = 'INVALID UNICODE') then 'invalid_utf8' else 'malformed_row' end
+                as parse_error,
+            {canonical_projection(lambda column: "null", "null")}
+        from {rejects}
+        group by line
+        """
+
+
 def _stage_tabular(
     con: duckdb.DuckDBPyConnection, path: Path, reader: str, first_line: int, rejects: str | None = None
 ) -> None:
@@ -220,36 +295,7 @@ def _stage_tabular(
         if extras
         else f"cast({base_context} as varchar)"
     )
-    if n_rejected:
-        # Row i read is on the i-th line that was not rejected (one row per line, as recforge writes CSV).
-        numbered = f"""(
-            select free.line as line_number, read.* exclude (i)
-            from (select row_number() over () as i, * from incoming_rows) as read
-            join (
-                select line, row_number() over (order by line) as i
-                from range({first_line}, {first_line} + (select count(*) from incoming_rows) + {n_rejected}) as t(line)
-                where line not in (select line from {rejects})
-            ) as free using (i)
-        )"""
-    else:
-        numbered = f"(select row_number() over () + {first_line - 1} as line_number, * from incoming_rows)"
-    # DuckDB may log several errors for one row: one row (and reason) per rejected line.
-    unread = (
-        f"""
-        union all
-        select
-            line as line_number,
-            left(any_value(csv_line), {RAW_PREFIX_CHARS}) as raw,
-            case when bool_or(error_type = 'LINE SIZE OVER MAXIMUM') then 'line_too_long'
-                 when bool_or(error_type = 'INVALID UNICODE') then 'invalid_utf8' else 'malformed_row' end
-                as parse_error,
-            {canonical_projection(lambda column: "null", "null")}
-        from {rejects}
-        group by line
-        """
-        if n_rejected
-        else ""
-    )
+    numbered, unread = _numbered_rows(first_line, rejects, n_rejected), _unread_rows(rejects, n_rejected)
     con.execute(
         f"""
         create or replace temp table incoming as
@@ -302,14 +348,25 @@ def csv_reader(path: Path, columns: list[str], max_line_bytes: int, rejects: str
     )
 
 
-def stage_csv(con: duckdb.DuckDBPyConnection, path: Path, max_line_bytes: int) -> None:
-    """A header line naming the columns, then one comma-separated row per line; bad rows are quarantined."""
+def csv_rows_reader(path: Path, max_line_bytes: int, required: tuple[str, ...]) -> tuple[list[str], str]:
+    """The file's columns and a reader of its rows, after checking it has the `required` columns
+    (the only thing that fails a CSV file, naming the column). Bad rows go to ``incoming_rejects``."""
     columns = csv_header(path, max_line_bytes)
-    if missing := [c for c in REQUIRED_COLUMNS if c not in columns]:
+    if missing := [c for c in required if c not in columns]:
         raise SchemaError(f"{path}: missing required column(s) {', '.join(missing)} (has {', '.join(columns)})")
+    return columns, csv_reader(path, columns, max_line_bytes, "incoming_rejects")
+
+
+def _reset_rejects(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("drop table if exists incoming_rejects")
     con.execute("drop table if exists incoming_rejects_scans")
-    _stage_tabular(con, path, csv_reader(path, columns, max_line_bytes, "incoming_rejects"), 2, "incoming_rejects")
+
+
+def stage_csv(con: duckdb.DuckDBPyConnection, path: Path, max_line_bytes: int) -> None:
+    """A header line naming the columns, then one comma-separated row per line; bad rows are quarantined."""
+    _, reader = csv_rows_reader(path, max_line_bytes, REQUIRED_COLUMNS)
+    _reset_rejects(con)
+    _stage_tabular(con, path, reader, 2, "incoming_rejects")
 
 
 def stage_parquet(con: duckdb.DuckDBPyConnection, path: Path, max_line_bytes: int) -> None:
@@ -474,23 +531,21 @@ def read_movielens_catalog(path: Path) -> pd.DataFrame:
 RETAILROCKET_EVENTS = {"view": "view", "addtocart": "add_to_cart", "transaction": "purchase"}
 
 
-def stage_retailrocket(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+def stage_retailrocket(con: duckdb.DuckDBPyConnection, path: Path, max_line_bytes: int) -> None:
     """`timestamp,visitorid,event,itemid,transactionid` (epoch milliseconds); the transaction id goes to context."""
-    con.execute(
-        f"create or replace temp table incoming_rows as "
-        f"select * from read_csv({path_literal(path)}, header = true, all_varchar = true, hive_partitioning = false)"
-    )
-    columns = [row[0] for row in con.execute("describe incoming_rows").fetchall()]
-    if missing := [c for c in ("timestamp", "visitorid", "event", "itemid") if c not in columns]:
-        raise SchemaError(f"{path}: missing required column(s) {', '.join(missing)} (has {', '.join(columns)})")
+    columns, reader = csv_rows_reader(path, max_line_bytes, ("timestamp", "visitorid", "event", "itemid"))
+    _reset_rejects(con)
+    con.execute(f"create or replace temp table incoming_rows as select * from {reader}")
+    n_rejected = con.execute("select count(distinct line) from incoming_rejects").fetchone()[0]
+    fields = ", ".join(f"{quote(c)} := {quote(c)}" for c in columns)
     transaction = "transactionid" if "transactionid" in columns else "null::varchar"
     mapping = " ".join(f"when '{k}' then '{v}'" for k, v in RETAILROCKET_EVENTS.items())
     con.execute(
         f"""
         create or replace temp table incoming as
         select
-            row_number() over () + 1 as line_number,
-            cast(to_json(incoming_rows) as varchar) as raw,
+            line_number,
+            cast(to_json(struct_pack({fields})) as varchar) as raw,
             case when timestamp is not null and try_cast(timestamp as bigint) is null then 'schema_mismatch' end
                 as parse_error,
             'rr:' || visitorid || ':' || itemid || ':' || event || ':' || timestamp as event_id,
@@ -502,7 +557,8 @@ def stage_retailrocket(con: duckdb.DuckDBPyConnection, path: Path) -> None:
             null::varchar as session_id,
             case when {transaction} is not null then cast(json_object('transaction_id', {transaction}) as varchar)
                 end as context
-        from incoming_rows
+        from {_numbered_rows(2, "incoming_rejects", n_rejected)} as numbered
+        {_unread_rows("incoming_rejects", n_rejected)}
         """
     )
 
@@ -540,7 +596,7 @@ class Source:
         elif self.name == "movielens":
             stage_movielens(con, path)
         elif self.name == "retailrocket":
-            stage_retailrocket(con, path)
+            stage_retailrocket(con, path, max_line_bytes)
         else:
             raise KeyError(self.name)
 

@@ -222,3 +222,19 @@ def test_a_non_finite_catalog_price_becomes_null_with_a_warning(handmade, caplog
         prices = dict(con.execute("select item_id, price from raw.items").fetchall())
     assert prices == {items[0]["item_id"]: None, items[1]["item_id"]: None, items[2]["item_id"]: items[2]["price"]}
     assert f"2 non-finite price(s) set to NULL (items {items[0]['item_id']}, {items[1]['item_id']})" in caplog.text
+
+
+@pytest.mark.parametrize("chunk", [7, 1024, 1 << 20])
+def test_lines_are_read_alike_whatever_the_chunk_boundaries(tmp_path, monkeypatch, chunk):
+    """Chunked reading must not split, merge, renumber or miss a cut line at any boundary."""
+    from pipelines.ingest import sources
+
+    monkeypatch.setattr(sources, "READ_CHUNK_BYTES", chunk)
+    path = tmp_path / "e.jsonl"
+    path.write_bytes(b"a\nbb\r\n\n" + b"x" * 3000 + b"\nc\n\xff\n" + b"y" * 1025 + b"\r\n" + b"z" * 5000)
+    rows = [(r["line_number"], r["raw"][:2], len(r["raw"]), r["read_error"]) for r in
+            sources._read_lines(path, 1024).to_pylist()]  # fmt: skip
+    assert rows == [
+        (1, "a", 1, None), (2, "bb", 2, None), (4, "xx", 1000, "line_too_long"), (5, "c", 1, None),
+        (6, "\\x", 4, "invalid_utf8"), (7, "yy", 1000, "line_too_long"), (8, "zz", 1000, "line_too_long"),
+    ]  # fmt: skip

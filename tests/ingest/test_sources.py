@@ -105,6 +105,22 @@ def test_retailrocket_events_map_to_the_canonical_types(settings, tmp_path):
     assert items == [("248676", True), ("355908", True)]
 
 
+def test_a_bad_retailrocket_row_is_quarantined_and_the_file_kept(settings, tmp_path):
+    log = tmp_path / "events.csv"
+    log.write_text(
+        "timestamp,visitorid,event,itemid,transactionid\n"
+        "1433221332117,257597,view,355908,\n"
+        "1433224214164,992329,addtocart,248676,,surplus\n"
+        "1433224214165,992329,view,248676,\n"
+    )
+    result = ingest_path(settings, "retailrocket", log)
+    assert (result.rows_input, result.rows_accepted, result.rows_quarantined) == (3, 2, 1)
+    with connect(settings) as con:
+        assert con.execute("select line_number, reason, raw from quarantine.events").fetchall() == [
+            (3, "malformed_row", "1433224214164,992329,addtocart,248676,,surplus")
+        ]
+
+
 def test_a_retailrocket_file_without_its_columns_fails_naming_file_and_column(settings, tmp_path):
     log = tmp_path / "events.csv"
     log.write_text("timestamp,visitor,event,itemid\n1433221332117,1,view,2\n")
