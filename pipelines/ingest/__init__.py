@@ -3,9 +3,11 @@
 Two entry points share one batch writer (``batch.py``) and one set of rules
 (``pipelines/ingest/sql/classify_events.sql``):
 - ``ingest_interval``: the ingest DAG's task. Owns the landing days of its data interval
-  (``landing/events/date=YYYY-MM-DD/*.jsonl|csv|parquet``) and replaces them whole.
+  (``landing/events/date=YYYY-MM-DD/*.jsonl[.gz]|json[.gz]|csv|parquet``; other files and copies of
+  a file are reported as skipped) and replaces them whole.
 - ``ingest_path``: ``recforge ingest --source <adapter> --path <file or dir>`` for data sets
-  (MovieLens, Retailrocket, recforge files anywhere). One batch per file, replaced on re-run.
+  (MovieLens, Retailrocket, recforge files anywhere). One batch per file (keyed by its full path),
+  replaced on re-run.
 """
 
 from pipelines.ingest.batch import BatchResult, IngestError

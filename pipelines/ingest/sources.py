@@ -5,8 +5,8 @@ Every adapter fills the DuckDB temp table ``incoming`` with the same columns:
     line_number  where the row is in its file (1-based; for CSV the header is line 1)
     raw          the row as it arrived: the original line for JSONL, the row's fields as a
                  JSON object (all values as text) for CSV and Parquet
-    parse_error  why the row could not even be read (malformed_json, invalid_utf8,
-                 schema_mismatch), else NULL
+    parse_error  why the row could not even be read (line_too_long, malformed_row, malformed_json,
+                 invalid_utf8, schema_mismatch), else NULL
     event_id, user_id, item_id, event_type, event_ts (timestamptz, NULL if unparseable),
     value (double), session_id, context (JSON text: the row's context plus unknown columns)
 
