@@ -80,17 +80,22 @@ def test_movielens_dat_release_with_a_bad_row(settings, tmp_path):
         ]  # fmt: skip
 
 
-def test_retailrocket_events_map_to_the_canonical_types(settings, tmp_path):
+def import_retailrocket(settings, tmp_path, *rows: str):
+    """Import a Retailrocket events.csv of these rows (under its header)."""
     log = tmp_path / "events.csv"
-    log.write_text(
-        "timestamp,visitorid,event,itemid,transactionid\n"
-        "1433221332117,257597,view,355908,\n"
-        "1433224214164,992329,addtocart,248676,\n"
-        "1433224214165,992329,transaction,248676,4000\n"
-        "1433224214166,992329,wishlist,248676,\n"
-        "not-a-time,992329,view,248676,\n"
-    )
-    result = ingest_path(settings, "retailrocket", log)
+    log.write_text("\n".join(["timestamp,visitorid,event,itemid,transactionid", *rows]) + "\n")
+    return ingest_path(settings, "retailrocket", log)
+
+
+def test_retailrocket_events_map_to_the_canonical_types(settings, tmp_path):
+    result = import_retailrocket(
+        settings, tmp_path,
+        "1433221332117,257597,view,355908,",
+        "1433224214164,992329,addtocart,248676,",
+        "1433224214165,992329,transaction,248676,4000",
+        "1433224214166,992329,wishlist,248676,",
+        "not-a-time,992329,view,248676,",
+    )  # fmt: skip
     assert (result.rows_input, result.rows_accepted, result.rows_quarantined) == (5, 3, 2)
     with connect(settings) as con:
         rows = con.execute("select user_id, item_id, event_type, context from raw.events order by event_ts").fetchall()
@@ -106,14 +111,12 @@ def test_retailrocket_events_map_to_the_canonical_types(settings, tmp_path):
 
 
 def test_a_bad_retailrocket_row_is_quarantined_and_the_file_kept(settings, tmp_path):
-    log = tmp_path / "events.csv"
-    log.write_text(
-        "timestamp,visitorid,event,itemid,transactionid\n"
-        "1433221332117,257597,view,355908,\n"
-        "1433224214164,992329,addtocart,248676,,surplus\n"
-        "1433224214165,992329,view,248676,\n"
-    )
-    result = ingest_path(settings, "retailrocket", log)
+    result = import_retailrocket(
+        settings, tmp_path,
+        "1433221332117,257597,view,355908,",
+        "1433224214164,992329,addtocart,248676,,surplus",
+        "1433224214165,992329,view,248676,",
+    )  # fmt: skip
     assert (result.rows_input, result.rows_accepted, result.rows_quarantined) == (3, 2, 1)
     with connect(settings) as con:
         assert con.execute("select line_number, reason, raw from quarantine.events").fetchall() == [
