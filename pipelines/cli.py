@@ -28,7 +28,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from pipelines.settings import Settings, describe_invalid_settings, get_settings
+from pipelines.settings import InvalidSettings, Settings, describe_invalid_settings, get_settings
 
 
 def _day(text: str) -> datetime:
@@ -167,7 +167,9 @@ def cmd_run(settings: Settings, args) -> None:
 
 def cmd_serve(settings: Settings, args) -> None:
     from serving.__main__ import main as serve
+    from serving.config import get_settings as serving_settings
 
+    serving_settings()  # a rejected RECFORGE_PORT etc. is reported like every other setting
     serve()
 
 
@@ -290,14 +292,17 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         settings = get_settings()
-    except ValidationError as error:
-        print(f"recforge {args.command}: error: {describe_invalid_settings(error)}", file=sys.stderr)
+    except InvalidSettings as error:
+        print(f"recforge {args.command}: error: {error}", file=sys.stderr)
         return 1
     settings.ensure_dirs()
     try:
         args.func(settings, args)
     except KeyboardInterrupt:
         return 130
+    except ValidationError as error:  # settings rebuilt from command-line options (evaluate --folds)
+        print(f"recforge {args.command}: error: {describe_invalid_settings(error)}", file=sys.stderr)
+        return 1
     except Exception as error:  # one clear line for the user; the traceback is in the log above
         logging.getLogger("recforge").debug("failure", exc_info=True)
         print(f"recforge {args.command}: error: {error}", file=sys.stderr)
