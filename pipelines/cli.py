@@ -14,7 +14,7 @@ recforge publish rollback [--to VERSION]   make the previous (or the named) vers
 recforge run                   everything above as Airflow DAG runs, then serve
 recforge serve                 the HTTP API on the live publication
 recforge status                where everything is, and what is live
-recforge ui                    Airflow UI (:8080) and MLflow UI (:5000)
+recforge ui [--host ADDR]      Airflow UI (:8080) and MLflow UI (:5000), on 127.0.0.1 by default
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from pipelines.settings import Settings, describe_invalid_settings, get_settings
+from pipelines.settings import InvalidSettings, Settings, describe_invalid_settings, get_settings
 
 
 def _day(text: str) -> datetime:
@@ -167,42 +167,32 @@ def cmd_run(settings: Settings, args) -> None:
 
 def cmd_serve(settings: Settings, args) -> None:
     from serving.__main__ import main as serve
+    from serving.config import get_settings as serving_settings
 
+    serving_settings()  # a rejected RECFORGE_PORT etc. is reported like every other setting
     serve()
 
 
 def cmd_ui(settings: Settings, args) -> None:
-    """Airflow standalone (UI on :8080) and the MLflow UI (:5000) on the embedded default's stores."""
-    import subprocess
-    from pathlib import Path
-
-    from pipelines.runtime.orchestrate import configure_airflow
+    """The Airflow UI (:8080) and the MLflow UI (:5000) on the embedded default's stores, on 127.0.0.1
+    unless --host says otherwise (pipelines/runtime/ui.py says what is open to whom)."""
+    from pipelines.runtime.orchestrate import airflow_environment, configure_airflow
+    from pipelines.runtime.ui import UiLaunch, owner_only
 
     configure_airflow(settings)
-    bin_dir = Path(sys.executable).parent
-    # `airflow standalone` starts its components as `airflow ...` subprocesses found on PATH.
-    os.environ["PATH"] = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
-    mlflow_ui = subprocess.Popen(
-        [str(bin_dir / "mlflow"), "ui", "--backend-store-uri", settings.tracking_uri, "--port", "5000"]
-    )
-    print("MLflow UI on http://127.0.0.1:5000; Airflow UI on http://127.0.0.1:8080 (login printed below)")
-    try:
-        subprocess.run([str(bin_dir / "airflow"), "standalone"], env=os.environ.copy(), check=False)
-    finally:
-        mlflow_ui.terminate()
+    owner_only(settings.airflow_home / "airflow.cfg")  # holds the JWT secret and the Fernet key
+    launch = UiLaunch(settings, args.host).build(airflow_environment(settings))
+    print(launch.summary(launch.admin_password()), flush=True)
+    launch.run()
 
 
 def cmd_scaled_up(settings: Settings, args) -> None:
     """The scaled-out configuration on this machine: Airflow (Celery, PostgreSQL), MLflow server."""
-    import signal
     import time
 
-    from pipelines.runtime.scaled import ScaledStack, ensure_databases
+    from pipelines.runtime.scaled import ScaledStack, ensure_databases, interrupt_on_sigterm
 
-    def stop_on_term(signum, frame):
-        raise KeyboardInterrupt  # a SIGTERM (systemd, timeout, docker stop) stops the children too
-
-    signal.signal(signal.SIGTERM, stop_on_term)
+    interrupt_on_sigterm()
 
     warehouse_db = (settings.pg_database,) if settings.dbt_target == "postgres" else ()  # the whole warehouse
     ensure_databases(settings, (args.airflow_db, args.mlflow_db, *warehouse_db))
@@ -271,7 +261,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
     sub.add_parser("serve", help="serve the live publication over HTTP").set_defaults(func=cmd_serve)
     sub.add_parser("status", help="where everything is and what is live").set_defaults(func=cmd_status)
-    sub.add_parser("ui", help="Airflow and MLflow web UIs").set_defaults(func=cmd_ui)
+    ui = sub.add_parser("ui", help="Airflow and MLflow web UIs")
+    ui.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address the UIs listen on (default 127.0.0.1: this host only; another address turns on "
+        "MLflow's login, see README 'What is open')",
+    )
+    ui.set_defaults(func=cmd_ui)
     sub.add_parser("reports", help="print the path of reports/index.html").set_defaults(func=cmd_reports)
     scaled = sub.add_parser("scaled-up", help="Airflow on PostgreSQL + Celery/Redis and an MLflow server, no Docker")
     scaled.add_argument("--airflow-db", default="airflow")
@@ -290,14 +287,17 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         settings = get_settings()
-    except ValidationError as error:
-        print(f"recforge {args.command}: error: {describe_invalid_settings(error)}", file=sys.stderr)
+    except InvalidSettings as error:
+        print(f"recforge {args.command}: error: {error}", file=sys.stderr)
         return 1
     settings.ensure_dirs()
     try:
         args.func(settings, args)
     except KeyboardInterrupt:
         return 130
+    except ValidationError as error:  # settings rebuilt from command-line options (evaluate --folds)
+        print(f"recforge {args.command}: error: {describe_invalid_settings(error)}", file=sys.stderr)
+        return 1
     except Exception as error:  # one clear line for the user; the traceback is in the log above
         logging.getLogger("recforge").debug("failure", exc_info=True)
         print(f"recforge {args.command}: error: {error}", file=sys.stderr)

@@ -9,7 +9,7 @@ the scaled-out configuration changes URLs, never code.
 from __future__ import annotations
 
 import json
-import math
+import re
 from datetime import date
 from functools import cached_property
 from pathlib import Path
@@ -19,49 +19,62 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipelines.contract import EVENT_TYPES
+from serving.config import InvalidSettings, load_settings
+from serving.config import describe_invalid_settings as describe_for
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# What DuckDB's memory_limit accepts: a number and a unit.
+MEMORY_SIZE = re.compile(r"\s*\d+(\.\d+)?\s*(B|bytes|[KMGT]i?B)\s*", re.IGNORECASE)
 
 # Event type -> the setting (and dbt var) holding its signal weight in the marts.
 SIGNAL_WEIGHT_SETTINGS = {event_type: f"weight_{event_type}" for event_type in EVENT_TYPES}
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="RECFORGE_", extra="ignore")
+    # Every field states its valid range (Field bounds, Literal, a validator); floats must be finite.
+    # tests/test_settings.py refuses a numeric field without a bound.
+    model_config = SettingsConfigDict(env_prefix="RECFORGE_", extra="ignore", allow_inf_nan=False)
 
     home: Path = Field(default=Path("var"), description="Root of everything the embedded default writes.")
 
     # --- external services (embedded defaults; the scaled configuration overrides these URLs)
-    mlflow_tracking_uri: str | None = Field(default=None, description="Defaults to SQLite under RECFORGE_HOME/mlflow.")
+    mlflow_tracking_uri: str | None = Field(
+        default=None, min_length=1, description="Defaults to SQLite under RECFORGE_HOME/mlflow."
+    )
     dbt_target: Literal["duckdb", "postgres"] = Field(
         default="duckdb",
         description="The warehouse of every stage: dbt's profiles.yml output and pipelines.warehouse.connection's.",
     )
-    pg_host: str = "127.0.0.1"
-    pg_port: int = 5432
-    pg_user: str = "root"
+    pg_host: str = Field(default="127.0.0.1", min_length=1)
+    pg_port: int = Field(default=5432, ge=1, le=65535)
+    pg_user: str = Field(default="root", min_length=1)
     pg_password: str = ""
-    pg_database: str = "recforge"
-    mlflow_experiment: str = "recforge"
-    registered_model_name: str = "recforge-recommender"
+    pg_database: str = Field(default="recforge", min_length=1)
+    mlflow_experiment: str = Field(default="recforge", min_length=1)
+    registered_model_name: str = Field(default="recforge-recommender", min_length=1)
 
     # --- simulator (the demo data recforge generates itself)
-    sim_seed: int = 42
-    sim_users: int = 1500
-    sim_items: int = 600
-    sim_categories: int = 12
-    sim_days: int = 28
+    sim_seed: int = Field(default=42, ge=0, lt=2**32)  # numpy seeds are unsigned 32-bit
+    sim_users: int = Field(default=1500, ge=1)
+    sim_items: int = Field(default=600, ge=1)
+    sim_categories: int = Field(default=12, ge=1)
+    sim_days: int = Field(default=28, ge=1)
     sim_start_date: date = date(2026, 1, 1)
-    sim_duplicate_share: float = 0.01
-    sim_malformed_share: float = 0.005
-    sim_retry_share: float = Field(default=0.002, description="Client retries: same action, new id, 300 ms later.")
-    sim_late_share: float = Field(default=0.002, description="Events delivered in the file of two days later.")
-    sim_bot_users: int = 3
+    sim_duplicate_share: float = Field(default=0.01, ge=0, le=1)
+    sim_malformed_share: float = Field(default=0.005, ge=0, le=1)
+    sim_retry_share: float = Field(
+        default=0.002, ge=0, le=1, description="Client retries: same action, new id, 300 ms later."
+    )
+    sim_late_share: float = Field(
+        default=0.002, ge=0, le=1, description="Events delivered in the file of two days later."
+    )
+    sim_bot_users: int = Field(default=3, ge=0)
     sim_shift: Literal["none", "taste", "new_items"] = Field(
         default="none",
         description="A distribution shift from sim_shift_day on: new user tastes, or a wave of new items.",
     )
-    sim_shift_day: int = 14
+    sim_shift_day: int = Field(default=14, ge=0, description="Day (from sim_start_date) the shift begins.")
 
     # --- scheduling of the daily ingest DAG (read by dags/recforge_ingest.py)
     ingest_start_date: date = Field(default=date(2026, 1, 1), description="First data interval of recforge_ingest.")
@@ -72,13 +85,13 @@ class Settings(BaseSettings):
 
     # --- ingestion
     bot_max_events_per_minute: int = Field(
-        default=30, description="A user with more events than this in any one minute is quarantined as a bot."
+        default=30, ge=1, description="A user with more events than this in any one minute is quarantined as a bot."
     )
     late_arrival_days: int = Field(
-        default=3, description="Events may arrive this many days after they happened and still be accepted."
+        default=3, ge=0, description="Events may arrive this many days after they happened and still be accepted."
     )
     future_tolerance_seconds: int = Field(
-        default=300, description="Events stamped later than the batch's interval end plus this are 'future'."
+        default=300, ge=0, description="Events stamped later than the batch's interval end plus this are 'future'."
     )
     ingest_max_line_bytes: int = Field(
         default=1 << 20,
@@ -97,46 +110,60 @@ class Settings(BaseSettings):
     )
 
     # --- transformation
-    test_days: int = Field(default=7, description="Days at the end of the log held out as the test window.")
-    valid_days: int = Field(default=7, description="Days before the test window that form the validation window.")
+    test_days: int = Field(default=7, ge=1, description="Days at the end of the log held out as the test window.")
+    valid_days: int = Field(default=7, ge=1, description="Days before the test window that form the validation window.")
     decay_half_life_days: float = Field(
         default=14.0, gt=0, description="Time decay: an interaction this many days old counts half (dbt and folds)."
     )
     # Signal strength per event type: dbt's signal_weight macro gives marts.interaction_events its weight column.
-    weight_view: float = Field(default=1.0, description="Signal weight of a view (finite, >= 0).")
-    weight_click: float = Field(default=2.0, description="Signal weight of a click (finite, >= 0).")
-    weight_add_to_cart: float = Field(default=4.0, description="Signal weight of an add_to_cart (finite, >= 0).")
-    weight_purchase: float = Field(default=8.0, description="Signal weight of a purchase (finite, >= 0).")
-    weight_rating: float = Field(default=1.0, description="Signal weight of a rating (finite, >= 0).")
-    session_gap_minutes: int = Field(default=30, description="Inactivity that ends a session (int_sessions).")
+    weight_view: float = Field(ge=0, default=1.0, description="Signal weight of a view (finite, >= 0).")
+    weight_click: float = Field(ge=0, default=2.0, description="Signal weight of a click (finite, >= 0).")
+    weight_add_to_cart: float = Field(ge=0, default=4.0, description="Signal weight of an add_to_cart (finite, >= 0).")
+    weight_purchase: float = Field(ge=0, default=8.0, description="Signal weight of a purchase (finite, >= 0).")
+    weight_rating: float = Field(ge=0, default=1.0, description="Signal weight of a rating (finite, >= 0).")
+    session_gap_minutes: int = Field(default=30, ge=1, description="Inactivity that ends a session (int_sessions).")
     bot_max_events_per_day: int = Field(
-        default=2000, description="More behavioural events than this on one day marks a user as a bot (dbt)."
+        default=2000, ge=1, description="More behavioural events than this on one day marks a user as a bot (dbt)."
     )
 
     # --- drift (compare the latest window with the window of the last retraining)
-    drift_window_days: int = 7
-    drift_max_event_type_js: float = Field(default=0.02, description="Jensen-Shannon (bits) of the event-type mix.")
-    drift_max_item_popularity_js: float = Field(default=0.15, description="Jensen-Shannon (bits) of item shares.")
-    drift_max_user_activity_psi: float = Field(default=0.2, description="PSI of events-per-user bins.")
-    drift_max_new_item_share: float = Field(default=0.15, description="Share of events on items the baseline lacks.")
-    drift_max_new_user_share: float = Field(default=0.3, description="Share of events by users the baseline lacks.")
+    drift_window_days: int = Field(default=7, ge=1)
+    # Jensen-Shannon in bits and shares lie in [0, 1]; a threshold outside can never or always fire.
+    drift_max_event_type_js: float = Field(
+        default=0.02, ge=0, le=1, description="Jensen-Shannon (bits) of the event-type mix."
+    )
+    drift_max_item_popularity_js: float = Field(
+        default=0.15, ge=0, le=1, description="Jensen-Shannon (bits) of item shares."
+    )
+    drift_max_user_activity_psi: float = Field(default=0.2, ge=0, description="PSI of events-per-user bins.")
+    drift_max_new_item_share: float = Field(
+        default=0.15, ge=0, le=1, description="Share of events on items the baseline lacks."
+    )
+    drift_max_new_user_share: float = Field(
+        default=0.3, ge=0, le=1, description="Share of events by users the baseline lacks."
+    )
 
     # --- validation
-    max_duplicate_share: float = Field(default=0.05, description="Critical: duplicate share of a raw batch.")
-    max_bot_share: float = Field(default=0.15, description="Warning: share of a raw batch quarantined as bots.")
+    max_duplicate_share: float = Field(
+        default=0.05, ge=0, le=1, description="Critical: duplicate share of a raw batch."
+    )
+    max_bot_share: float = Field(
+        default=0.15, ge=0, le=1, description="Warning: share of a raw batch quarantined as bots."
+    )
     mart_row_count_band: float = Field(
-        default=0.5, description="Marts may change by at most this fraction of the previous run's row count."
+        default=0.5, ge=0, description="Marts may change by at most this fraction of the previous run's row count."
     )
 
     # --- training and evaluation
-    eval_k: int = 10
-    recall_k: int = 50
-    als_factors: int = 64
-    als_iterations: int = 20
-    als_regularization: float = 0.05
-    als_alpha: float = 20.0
+    eval_k: int = Field(default=10, ge=1)
+    recall_k: int = Field(default=50, ge=1)
+    als_factors: int = Field(default=64, ge=1, le=4096)
+    als_iterations: int = Field(default=20, ge=1)
+    als_regularization: float = Field(default=0.05, ge=0)
+    als_alpha: float = Field(default=20.0, gt=0, description="Confidence scaling of implicit feedback.")
     promotion_min_lift: float = Field(
         default=0.0,
+        ge=0,
         description="A challenger must reach the champion's NDCG@10 x (1 + this lift), both measured on the same "
         "backtest folds. At 0 a tie passes: the same recipe retrained on fresher data replaces the champion.",
     )
@@ -152,7 +179,7 @@ class Settings(BaseSettings):
         description='Per-model constructor overrides by model name, e.g. {"als": {"factors": 32}}; otherwise a '
         "model's parameter p comes from the setting <name>_<p> when there is one, else the class default.",
     )
-    train_random_state: int = Field(default=42, description="Seed given to every candidate model.")
+    train_random_state: int = Field(default=42, ge=0, lt=2**32, description="Seed given to every candidate model.")
     eval_split: Literal["global_time", "leave_last_n", "random_ratio"] = Field(
         default="global_time",
         description="Split strategy of evaluation and training: global time cutoffs (no user sees anyone's "
@@ -180,17 +207,24 @@ class Settings(BaseSettings):
     gate_max_cold_ndcg_drop: float = Field(
         default=0.05,
         ge=0,
+        le=1,
         description="Guardrail: cold-segment NDCG@10 may fall at most this share below the champion's.",
     )
     gate_max_coverage_drop: float = Field(
-        default=0.10, ge=0, description="Guardrail: catalog coverage@10 may fall at most this share below the champion."
+        default=0.10,
+        ge=0,
+        le=1,
+        description="Guardrail: catalog coverage@10 may fall at most this share below the champion.",
     )
 
     # --- publication and serving
-    publish_top_n: int = 100
-    publish_keep_versions: int = 5
+    publish_top_n: int = Field(default=100, ge=1)
+    publish_keep_versions: int = Field(default=5, ge=1, description="Complete versions kept for rollback.")
     category_cap: float = Field(
-        default=0.4, description="No category may fill more than this share of the first category_cap_head slots."
+        default=0.4,
+        gt=0,
+        le=1,
+        description="No category may fill more than this share of the first category_cap_head slots.",
     )
     category_cap_head: int = Field(
         default=10, ge=1, description="The slots the category cap holds on: what users see first (a top 10)."
@@ -198,7 +232,7 @@ class Settings(BaseSettings):
 
     # --- publication: list rules, reasons and the item index (see docs/architecture.md, "Publication")
     publish_candidate_margin: int = Field(
-        default=50, description="Candidates scored per user beyond top N, so the rules have items to promote."
+        default=50, ge=0, description="Candidates scored per user beyond top N, so the rules have items to promote."
     )
     cold_popularity_weight: float = Field(
         default=0.5, ge=0.0, le=1.0, description="Weight of in-category popularity in a cold user's blended score."
@@ -214,22 +248,31 @@ class Settings(BaseSettings):
         description="A model item is explained as similar_to:<history item> when their cosine reaches this.",
     )
     faiss_exact_max_items: int = Field(
-        default=50_000, description="Catalogs up to this size get an exact (Flat) index; larger ones HNSW."
+        default=50_000, ge=0, description="Catalogs up to this size get an exact (Flat) index; larger ones HNSW."
     )
-    faiss_hnsw_m: int = Field(default=32, description="HNSW graph degree (memory vs recall).")
-    faiss_hnsw_ef_construction: int = Field(default=80, description="HNSW build-time beam width.")
-    faiss_hnsw_ef_search: int = Field(default=128, description="HNSW query-time beam width (recall vs speed).")
+    faiss_hnsw_m: int = Field(default=32, ge=2, le=512, description="HNSW graph degree (memory vs recall).")
+    faiss_hnsw_ef_construction: int = Field(default=80, ge=1, description="HNSW build-time beam width.")
+    faiss_hnsw_ef_search: int = Field(default=128, ge=1, description="HNSW query-time beam width (recall vs speed).")
 
     @field_validator("home", mode="after")
     @classmethod
     def _absolute_home(cls, value: Path) -> Path:
         return value.expanduser().resolve()
 
-    @field_validator("weight_view", "weight_click", "weight_add_to_cart", "weight_purchase", "weight_rating")
+    @field_validator("warehouse_memory_limit", mode="after")
     @classmethod
-    def _finite_non_negative_weight(cls, value: float) -> float:
-        if not math.isfinite(value) or value < 0:
-            raise ValueError(f"must be a finite number >= 0, got {value}")
+    def _duckdb_memory_size(cls, value: str) -> str:
+        if not MEMORY_SIZE.fullmatch(value):
+            raise ValueError("must be a size DuckDB reads, a number and a unit (B, KB, MB, GB, TB, KiB ... TiB): 4GB")
+        return value
+
+    @field_validator("train_cron", mode="after")
+    @classmethod
+    def _cron_expression(cls, value: str) -> str:
+        from croniter import croniter  # Airflow's own cron parser (a dependency of the pipeline extra)
+
+        if not croniter.is_valid(value):
+            raise ValueError("must be a cron expression of five fields (minute hour day month weekday) or @daily etc.")
         return value
 
     @model_validator(mode="after")
@@ -238,8 +281,29 @@ class Settings(BaseSettings):
         deepest = max(self.eval_k, self.recall_k)
         if deepest > self.publish_top_n:
             raise ValueError(
+                "RECFORGE_EVAL_K / RECFORGE_RECALL_K must not exceed RECFORGE_PUBLISH_TOP_N: "
                 f"eval_k={self.eval_k} / recall_k={self.recall_k} look deeper than publish_top_n={self.publish_top_n}: "
                 "evaluation scores the stored lists, so raise publish_top_n or lower the cut-offs"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _ingest_window_is_not_empty(self) -> Settings:
+        """The ingest DAG's last day cannot come before its first."""
+        if self.ingest_end_date is not None and self.ingest_end_date < self.ingest_start_date:
+            raise ValueError(
+                f"RECFORGE_INGEST_END_DATE={self.ingest_end_date} is before RECFORGE_INGEST_START_DATE="
+                f"{self.ingest_start_date}: must be on or after it, or unset"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _segments_do_not_overlap(self) -> Settings:
+        """A user cannot be cold (below cold_user_below items) and a power user (above segment_power_above)."""
+        if self.segment_power_above < self.cold_user_below:
+            raise ValueError(
+                f"RECFORGE_SEGMENT_POWER_ABOVE={self.segment_power_above} is below RECFORGE_COLD_USER_BELOW="
+                f"{self.cold_user_below}: must be >= it, or a user is cold and power at once"
             )
         return self
 
@@ -335,21 +399,27 @@ class Settings(BaseSettings):
 
 
 def describe_invalid_settings(error: ValidationError) -> str:
-    """One line naming each invalid setting by its environment variable and what it must be.
+    """One line naming each invalid setting by its environment variable, its value and its valid range.
 
     For the CLI, which must exit with one clear line rather than pydantic's multi-line report.
     """
-    problems = []
-    for item in error.errors():
-        message = item["msg"].removeprefix("Value error, ")
-        if item["loc"]:
-            name = f"{Settings.model_config['env_prefix']}{item['loc'][0]}".upper()
-            problems.append(f"{name}={item['input']!r}: {message}")
-        else:
-            problems.append(message)
-    return "invalid settings: " + "; ".join(problems)
+    return describe_for(error, Settings)
 
 
 def get_settings() -> Settings:
-    """Read settings from the environment now (not cached: tests and tasks change it)."""
-    return Settings()
+    """Read settings from the environment now (not cached: tests and tasks change it).
+
+    A rejected setting raises InvalidSettings, whose message is one line naming the variable, its
+    value and its range: what the CLI prints and what a DAG file's import error shows.
+    """
+    return load_settings(Settings)
+
+
+__all__ = [
+    "REPO_ROOT",
+    "SIGNAL_WEIGHT_SETTINGS",
+    "InvalidSettings",
+    "Settings",
+    "describe_invalid_settings",
+    "get_settings",
+]

@@ -4,13 +4,16 @@ import logging
 
 import uvicorn
 
-from serving.config import get_settings
+from serving.config import InvalidSettings, get_settings
 from serving.main import create_app
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except InvalidSettings as error:  # one line and a non-zero exit, for `recforge serve` too
+        raise SystemExit(f"serve: error: {error}") from None
     uvicorn.run(
         create_app(settings), host=settings.host, port=settings.port, log_level="info", access_log=settings.access_log
     )

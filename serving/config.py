@@ -1,33 +1,145 @@
 """Serving settings: where the publications are and how often to look for a new one.
 
 Deliberately separate from pipelines.settings so that the API host installs and imports
-nothing of the pipeline stack; both read the same RECFORGE_HOME.
+nothing of the pipeline stack; both read the same RECFORGE_HOME. The helpers that turn a
+rejected setting into one line (``describe_invalid_settings``) live here for the same reason:
+pipelines.settings may import serving, never the other way round.
 """
 
 from __future__ import annotations
 
+import datetime
+import os
+import re
+import types
+import typing
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+import annotated_types
+from pydantic import Field, ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+
+ENV_PREFIX = "RECFORGE_"
+_Model = typing.TypeVar("_Model", bound=BaseSettings)
+
+
+class InvalidSettings(ValueError):
+    """A setting is outside its valid range; the message is the one line a user sees."""
 
 
 class ServingSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="RECFORGE_", extra="ignore")
+    # Floats must be finite: an inf/nan threshold is never what someone meant.
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", allow_inf_nan=False)
 
     home: Path = Path("var")
-    reload_interval_seconds: float = 2.0
-    host: str = "127.0.0.1"
-    port: int = 8000
+    reload_interval_seconds: float = Field(
+        default=2.0, ge=0.1, le=3600, description="How often the server looks for a new CURRENT publication."
+    )
+    host: str = Field(default="127.0.0.1", min_length=1, description="Address the API binds (0.0.0.0: every one).")
+    port: int = Field(default=8000, ge=1, le=65535, description="TCP port the API listens on.")
     access_log: bool = Field(default=False, description="One log line per request (costly at high rates).")
-    faiss_threads: int = Field(default=1, description="OpenMP threads per similar-items query.")
+    faiss_threads: int = Field(default=1, ge=1, le=256, description="OpenMP threads per similar-items query.")
 
     @property
     def published_dir(self) -> Path:
         return self.home.expanduser().resolve() / "published"
 
 
+_TYPE_NAMES = {
+    bool: "true or false",
+    int: "an integer",
+    float: "a finite number",
+    str: "text",
+    Path: "a path",
+    datetime.date: "a date (YYYY-MM-DD)",
+    list: "a JSON list",
+    dict: "a JSON object",
+}
+_BOUND_SYMBOLS = (
+    (annotated_types.Ge, "ge", ">="),
+    (annotated_types.Gt, "gt", ">"),
+    (annotated_types.Le, "le", "<="),
+    (annotated_types.Lt, "lt", "<"),
+)
+
+
+def _base_type(annotation) -> tuple[object, bool]:
+    """The annotation without ``| None``, and whether None (unset) is allowed."""
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        members = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return members[0], len(members) < len(typing.get_args(annotation))
+    return annotation, False
+
+
+def valid_range(field: FieldInfo) -> str:
+    """What a field accepts, in words, derived from its type and constraints (so it is written once).
+
+    ``an integer >= 1``, ``a finite number in [0, 1]``, ``one of 'duckdb', 'postgres'``.
+    """
+    annotation, optional = _base_type(field.annotation)
+    if typing.get_origin(annotation) is typing.Literal:
+        text = "one of " + ", ".join(repr(v) for v in typing.get_args(annotation))
+    else:
+        text = _TYPE_NAMES.get(typing.get_origin(annotation) or annotation, getattr(annotation, "__name__", "a value"))
+        bounds = {
+            symbol: getattr(item, attr)
+            for item in field.metadata
+            for kind, attr, symbol in _BOUND_SYMBOLS
+            if isinstance(item, kind)
+        }
+        lower = next(((s, bounds[s]) for s in (">=", ">") if s in bounds), None)
+        upper = next(((s, bounds[s]) for s in ("<=", "<") if s in bounds), None)
+        if lower and upper:
+            text += f" in {'[' if lower[0] == '>=' else '('}{lower[1]}, {upper[1]}{']' if upper[0] == '<=' else ')'}"
+        elif lower or upper:
+            text += f" {' '.join(str(x) for x in (lower or upper))}"
+        lengths = [item.min_length for item in field.metadata if isinstance(item, annotated_types.MinLen)]
+        if lengths:
+            text = f"non-empty {text}" if lengths[0] == 1 else f"{text} of at least {lengths[0]}"
+    return f"{text}, or unset" if optional else text
+
+
+def describe_invalid_settings(error: ValidationError, model: type[BaseSettings]) -> str:
+    """One line naming each rejected setting by its environment variable, its value and its valid range.
+
+    A field's own validator words its rule in its error message; every other rule is derived from
+    the field's type and constraints (``valid_range``). Cross-field rules (no location) speak for
+    themselves.
+    """
+    prefix = model.model_config.get("env_prefix", "")
+    problems = []
+    for item in error.errors():
+        message = item["msg"].removeprefix("Value error, ")
+        if not item["loc"] or item["loc"][0] not in model.model_fields:
+            problems.append(message)
+            continue
+        name = str(item["loc"][0])
+        rule = message if item["type"] == "value_error" else f"must be {valid_range(model.model_fields[name])}"
+        problems.append(f"{prefix}{name}".upper() + f"={item['input']!r}: {rule}")
+    plural = "s" if len(problems) > 1 else ""
+    return f"invalid setting{plural}: " + "; ".join(dict.fromkeys(problems))
+
+
+def load_settings(model: type[_Model], **values) -> _Model:
+    """``model(**values)``, with a rejected setting raised as one line (InvalidSettings) instead of
+    pydantic's multi-line report: the CLI, the API server and DAG files all show that line."""
+    try:
+        return model(**values)
+    except ValidationError as error:
+        raise InvalidSettings(describe_invalid_settings(error, model)) from None
+    except SettingsError as error:  # a JSON-valued variable that is not JSON: no ValidationError to read
+        found = re.search(r'field "(\w+)"', str(error))
+        if not found or found.group(1) not in model.model_fields:
+            raise InvalidSettings(f"invalid settings: {error}") from None
+        name = found.group(1)
+        variable = f"{model.model_config.get('env_prefix', '')}{name}".upper()
+        raise InvalidSettings(
+            f"invalid setting: {variable}={os.environ.get(variable)!r}: must be {valid_range(model.model_fields[name])}"
+        ) from None
+
+
 @lru_cache
 def get_settings() -> ServingSettings:
-    return ServingSettings()
+    return load_settings(ServingSettings)

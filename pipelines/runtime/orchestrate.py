@@ -54,6 +54,8 @@ def airflow_environment(settings: Settings) -> dict[str, str]:
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
         "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+        # Task slots sized to the machine (Airflow's default of 32 LocalExecutor workers swamps 2 cores).
+        "AIRFLOW__CORE__PARALLELISM": str(os.cpu_count() or 1),
         "RECFORGE_HOME": str(settings.home),
     }
 

@@ -90,11 +90,7 @@ class ScaledStack:
         return result
 
     def _spawn(self, name: str, command: list[str]) -> None:
-        self.logs_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.logs_dir / f"{name}.log", "w")  # noqa: SIM115 - owned by the process for its lifetime
-        self.processes[name] = subprocess.Popen(
-            command, env=self.environment(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        spawn(self.processes, self.logs_dir, name, command, self.environment())
 
     def start(self) -> None:
         """The MLflow server and every Airflow component; returns once they answer."""
@@ -102,7 +98,8 @@ class ScaledStack:
         self.airflow("db", "migrate")
         self.airflow(*CREATE_WAREHOUSE_POOL)
         self.start_mlflow()
-        self._spawn("api-server", [str(BIN / "airflow"), "api-server", "--port", str(self.api_port)])
+        api_server = [str(BIN / "airflow"), "api-server", "--host", "127.0.0.1", "--port", str(self.api_port)]
+        self._spawn("api-server", api_server)
         for component in ("scheduler", "dag-processor", "triggerer"):
             self._spawn(component, [str(BIN / "airflow"), component])
         self._spawn("celery-worker", [str(BIN / "airflow"), "celery", "worker"])
@@ -140,21 +137,10 @@ class ScaledStack:
             raise RuntimeError(f"not ready after {timeout:.0f} s: {sorted(pending)}; logs in {self.logs_dir}")
 
     def raise_if_exited(self) -> None:
-        for name, process in self.processes.items():
-            if process.poll() is not None:
-                tail = (self.logs_dir / f"{name}.log").read_text()[-3000:]
-                raise RuntimeError(f"{name} exited with {process.returncode}:\n{tail}")
+        raise_if_exited(self.processes, self.logs_dir)
 
     def stop(self) -> None:
-        for process in self.processes.values():
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in self.processes.values():
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-        self.processes.clear()
+        stop(self.processes)
 
     def __enter__(self) -> ScaledStack:
         try:
@@ -166,6 +152,43 @@ class ScaledStack:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def interrupt_on_sigterm() -> None:
+    """Turn SIGTERM (systemd, timeout, docker stop) into KeyboardInterrupt, so the children are stopped too."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+def spawn(processes: dict[str, subprocess.Popen], logs_dir: Path, name: str, command: list[str], env: dict) -> None:
+    """Start `command` in its own process group, its output in logs_dir/<name>.log."""
+    logs_dir.mkdir(parents=True, exist_ok=True)
+    log = open(logs_dir / f"{name}.log", "w")  # noqa: SIM115 - owned by the process for its lifetime
+    processes[name] = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def raise_if_exited(processes: dict[str, subprocess.Popen], logs_dir: Path) -> None:
+    """A component that stopped on its own ends the whole stack, with the tail of its log."""
+    for name, process in processes.items():
+        if process.poll() is not None:
+            tail = (logs_dir / f"{name}.log").read_text()[-3000:]
+            raise RuntimeError(f"{name} exited with {process.returncode}:\n{tail}")
+
+
+def stop(processes: dict[str, subprocess.Popen]) -> None:
+    """SIGTERM each process group (children too: executor workers, gunicorn), SIGKILL after 30 s."""
+    for process in processes.values():
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+    for process in processes.values():
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+    processes.clear()
 
 
 def ensure_databases(settings: Settings, names: tuple[str, ...]) -> None:

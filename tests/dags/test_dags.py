@@ -66,3 +66,19 @@ def test_dagbag_loads_without_import_errors_and_chains_by_assets(tmp_path):
     assert dags["recforge_publish"]["schedule"] == [champion] and dags["recforge_publish"]["outlets"] == [publication]
     for dag in dags.values():
         assert dag["catchup"] is False and dag["retries"] >= 1 and "recforge" in dag["tags"] and dag["documented"]
+
+
+def test_an_invalid_setting_shows_as_the_dag_files_import_error_with_the_clis_line(tmp_path):
+    """The DagBag (so the UI's import errors) shows the same line the CLI prints."""
+    settings = make_settings(tmp_path / "home")
+    env = {**os.environ, **airflow_environment(settings), "RECFORGE_LATE_ARRIVAL_DAYS": "-5"}
+    script = (
+        "import json; from airflow.dag_processing.dagbag import DagBag; "
+        f"bag = DagBag({str(settings.dags_dir / 'recforge_ingest.py')!r}); "
+        "print(json.dumps(bag.import_errors))"
+    )
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    errors = json.loads(out.stdout.strip().splitlines()[-1])
+    (error,) = errors.values()
+    assert "InvalidSettings: invalid setting: RECFORGE_LATE_ARRIVAL_DAYS='-5': must be an integer >= 0" in error

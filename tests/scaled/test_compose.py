@@ -3,6 +3,7 @@ checked by Compose's own validator (`docker-compose config`, Debian's package) a
 what it configures is run for real in test_scaled_stack.py."""
 
 import re
+import secrets as secrets_module
 import shutil
 import subprocess
 from pathlib import Path
@@ -14,6 +15,8 @@ from pipelines.settings import REPO_ROOT, Settings
 from serving.config import ServingSettings
 from tests.conftest import debian_tool
 
+# The secrets the compose file needs, each refused by ${VAR:?message} while unset or empty.
+SECRETS = ("POSTGRES_PASSWORD", "AIRFLOW__API_AUTH__JWT_SECRET")
 LONG_RUNNING = {
     "postgres", "redis", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
     "airflow-triggerer", "airflow-worker", "mlflow", "serving",
@@ -27,17 +30,24 @@ def compose_cli() -> list[str]:
     return ["docker-compose"]
 
 
-def project(tmp_path: Path, compose_text: str | None = None) -> Path:
+def project(tmp_path: Path, compose_text: str | None = None, secrets: dict[str, str] | None = None) -> Path:
+    """A compose project from the repository's files, its .env the example with `secrets` filled in
+    (by default each one set, as README's `openssl rand -hex 32` lines do)."""
     directory = tmp_path / "project"
     directory.mkdir()
     (directory / "docker-compose.yml").write_text(compose_text or (REPO_ROOT / "docker-compose.yml").read_text())
     shutil.copytree(REPO_ROOT / "deploy", directory / "deploy")
-    shutil.copy(REPO_ROOT / ".env.example", directory / ".env")
+    env = (REPO_ROOT / ".env.example").read_text()
+    for name, value in (secrets if secrets is not None else {n: secrets_module.token_hex(32) for n in SECRETS}).items():
+        env, replaced = re.subn(rf"^{name}=.*$", f"{name}={value}", env, flags=re.M)
+        assert replaced == 1, f"{name} is not in .env.example"
+    (directory / ".env").write_text(env)
     return directory
 
 
-def config(cli: list[str], directory: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([*cli, "config", "-q"], cwd=directory, capture_output=True, text=True, timeout=60)
+def config(cli: list[str], directory: Path, quiet: bool = True) -> subprocess.CompletedProcess:
+    command = [*cli, "config", *(["-q"] if quiet else [])]
+    return subprocess.run(command, cwd=directory, capture_output=True, text=True, timeout=60)
 
 
 def test_the_compose_file_passes_composes_own_validation(compose_cli, tmp_path):
@@ -69,3 +79,44 @@ def test_env_example_lists_every_setting():
     expected = {f"RECFORGE_{name.upper()}" for name in (*Settings.model_fields, *ServingSettings.model_fields)}
     assert expected - listed == set(), f"missing from .env.example: {sorted(expected - listed)}"
     assert listed - expected == set(), f"not settings: {sorted(listed - expected)}"
+
+
+@pytest.mark.parametrize("missing", SECRETS)
+def test_compose_refuses_to_start_while_a_secret_is_unset(missing, compose_cli, tmp_path):
+    """.env.example as shipped (secrets empty) cannot start: the `:?` guard names what to set."""
+    filled = {name: ("" if name == missing else "x" * 64) for name in SECRETS}
+    result = config(compose_cli, project(tmp_path, secrets=filled))
+    assert result.returncode != 0
+    assert f"set {missing} in .env (openssl rand -hex 32)" in result.stderr
+
+
+def test_every_use_of_a_secret_is_guarded_and_no_secret_value_ships():
+    compose = (REPO_ROOT / "docker-compose.yml").read_text()
+    example = (REPO_ROOT / ".env.example").read_text()
+    for name in SECRETS:
+        uses = re.findall(rf"\$\{{{name}(:?.)", compose)
+        assert uses and set(uses) == {":?"}, f"{name} is used without its :? guard: {uses}"
+        assert re.search(rf"^{name}=$", example, re.M), f".env.example must leave {name} empty"
+    # No password in a URL, and no setting of the example that looks like a secret carries a value.
+    assert not re.search(r"://[^/\s:]+:[^@/\s$]+@", compose + example), "a URL with a literal password"
+    valued = re.findall(r"^([A-Z0-9_]*(?:PASSWORD|SECRET|TOKEN|KEY)[A-Z0-9_]*)=(.+)$", example, re.M)
+    assert valued == [], f"secret values in .env.example: {valued}"
+    assert "change-me" not in compose + example
+
+
+def test_published_ports_listen_on_localhost_unless_told_otherwise(compose_cli, tmp_path):
+    """After interpolation with the example .env every published port binds 127.0.0.1."""
+    result = config(compose_cli, project(tmp_path), quiet=False)
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    published = {
+        name: [p if isinstance(p, str) else f"{p.get('host_ip', '')}:{p['published']}:{p['target']}" for p in ports]
+        for name, service in services.items()
+        if (ports := service.get("ports"))
+    }
+    assert set(published) == {"airflow-apiserver", "mlflow", "serving"}
+    for name, ports in published.items():
+        assert all(p.startswith("127.0.0.1:") for p in ports), f"{name} publishes {ports} beyond localhost"
+    raw = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())["services"]
+    for name in published:
+        assert all(p.startswith("${HOST_BIND_ADDRESS:-127.0.0.1}:") for p in raw[name]["ports"]), name
