@@ -19,6 +19,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipelines.contract import EVENT_TYPES
+from serving.format import MAX_TOP_N
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -180,7 +181,9 @@ class Settings(BaseSettings):
     )
 
     # --- publication and serving
-    publish_top_n: int = 100
+    publish_top_n: int = Field(
+        default=100, ge=1, le=MAX_TOP_N, description="Items stored per user: the largest k serving answers."
+    )
     publish_keep_versions: int = 5
     category_cap: float = Field(
         default=0.4, description="No category may fill more than this share of the first category_cap_head slots."

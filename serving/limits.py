@@ -30,7 +30,7 @@ class RequestTooLarge(Exception):
 
 
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
-    """Uvicorn's httptools protocol with limits on the request head and body (class attributes, set by ``protocol_for``)."""
+    """Uvicorn's httptools protocol with limits on the request head and body (set by ``protocol_for``)."""
 
     max_header_bytes = 16 * 1024
     max_header_count = 100

@@ -14,7 +14,7 @@ import pytest
 from pipelines.publication.publish import current_version
 from serving.dependencies import ID_PATTERN
 from serving.publication import Publication, PublicationError
-from tests.test_serving import client_for, resealed_with_user_recs
+from tests.serving.test_serving import client_for, resealed_with_user_recs
 
 try:
     from serving import _fastpath

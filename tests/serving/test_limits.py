@@ -95,7 +95,8 @@ def test_a_body_declared_longer_than_the_limit_gets_413_before_it_is_read(server
 def test_a_chunked_body_over_the_limit_ends_the_connection(server):
     """A chunked body names no length: once it passes the limit nothing more on the connection is parsed."""
     chunk = b"100000\r\n" + b"a" * 0x100000 + b"\r\n"
-    chunked = b"POST /healthz HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk * 2 + b"0\r\n\r\n"
+    head = b"POST /healthz HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n"
+    chunked = head + chunk * 2 + b"0\r\n\r\n"
     pipelined = get_with_headers(b"")
     received = b""
     with socket.create_connection(("127.0.0.1", server), timeout=10) as connection:
