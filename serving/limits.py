@@ -43,6 +43,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._header_count = 0
         self._body_bytes = 0
         self._refused = False
+        self._request_cycle = None  # the current request's cycle, once its head is complete
 
     def data_received(self, data: bytes) -> None:
         # A copy of uvicorn's data_received that also counts the head: a header still being
@@ -74,6 +75,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._request_cycle = None  # self.cycle is still the previous request's on a kept-alive connection
         self._header_count = 0
         self._body_bytes = 0
 
@@ -90,6 +92,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._in_body = True
         self._head_bytes = 0
         super().on_headers_complete()
+        self._request_cycle = self.cycle
 
     def on_body(self, body: bytes) -> None:
         self._body_bytes += len(body)
@@ -105,9 +108,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         """Answer the refusal and stop parsing; the app's own answer, if one is under way, is dropped."""
         self.logger.warning("refused a request: %s", refusal)
         self._refused = True
-        if self.cycle is not None:
-            self.cycle.disconnected = True
-        if self.cycle is None or not self.cycle.response_started:  # else too late for a status
+        cycle = self._request_cycle
+        if cycle is not None:
+            cycle.disconnected = True
+        if cycle is None or not cycle.response_started:  # else too late for a status
             reason = str(refusal).encode("ascii")
             self.transport.write(
                 b"".join(
