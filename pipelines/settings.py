@@ -21,6 +21,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from pipelines.contract import EVENT_TYPES
 from serving.config import InvalidSettings, load_settings
 from serving.config import describe_invalid_settings as describe_for
+from serving.format import MAX_TOP_N
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -218,7 +219,9 @@ class Settings(BaseSettings):
     )
 
     # --- publication and serving
-    publish_top_n: int = Field(default=100, ge=1)
+    publish_top_n: int = Field(
+        default=100, ge=1, le=MAX_TOP_N, description="Items stored per user: the largest k serving answers."
+    )
     publish_keep_versions: int = Field(default=5, ge=1, description="Complete versions kept for rollback.")
     category_cap: float = Field(
         default=0.4,

@@ -5,6 +5,7 @@ import logging
 import uvicorn
 
 from serving.config import InvalidSettings, get_settings
+from serving.limits import uvicorn_options
 from serving.main import create_app
 
 
@@ -14,9 +15,7 @@ def main() -> None:
         settings = get_settings()
     except InvalidSettings as error:  # one line and a non-zero exit, for `recforge serve` too
         raise SystemExit(f"serve: error: {error}") from None
-    uvicorn.run(
-        create_app(settings), host=settings.host, port=settings.port, log_level="info", access_log=settings.access_log
-    )
+    uvicorn.run(create_app(settings), log_level="info", **uvicorn_options(settings))
 
 
 if __name__ == "__main__":

@@ -41,6 +41,12 @@ class ServingSettings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535, description="TCP port the API listens on.")
     access_log: bool = Field(default=False, description="One log line per request (costly at high rates).")
     faiss_threads: int = Field(default=1, ge=1, le=256, description="OpenMP threads per similar-items query.")
+    # Requests over these get 431 (head) or 413 (body) and a closed connection (serving.limits).
+    max_header_bytes: int = Field(
+        default=16 * 1024, ge=1024, le=1024 * 1024, description="Longest request head (request line + headers)."
+    )
+    max_header_count: int = Field(default=100, ge=10, le=1000, description="Most headers in one request.")
+    max_body_bytes: int = Field(default=1024 * 1024, ge=0, le=100 * 1024 * 1024, description="Longest request body.")
 
     @property
     def published_dir(self) -> Path:

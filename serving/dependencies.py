@@ -15,14 +15,19 @@ from urllib.parse import unquote_plus
 import numpy as np
 from fastapi import HTTPException, Request
 
-from serving.ids import ID_PATTERN
+from serving.format import MAX_TOP_N
+from serving.ids import ID_PATTERN, MAX_ID_LENGTH
 from serving.publication import Publication
+from serving.schemas import ErrorDetail
 from serving.store import PublicationStore
 
 # Ids follow the one id contract (serving/ids.py): nothing in a request can name a path.
 MAX_EXCLUDED = 200
 _ID = re.compile(ID_PATTERN)
-EXCLUDE_DESCRIPTION = "Item ids the app already shows (repeated or comma-separated)"
+EXCLUDE_DESCRIPTION = (
+    f"Item ids the app already shows, repeated or comma-separated (at most {MAX_EXCLUDED}): they are "
+    "left out and the list is filled from further down, so it still has `k` items when enough are stored."
+)
 
 
 def get_store(request: Request) -> PublicationStore:
@@ -98,12 +103,40 @@ def filters(
     return publication.blocked_mask(store.blocked), publication.excluded_rows(excluded)
 
 
-def openapi_parameters(path_name: str) -> dict:
+K_DESCRIPTION = (
+    "How many items to return (default 10): from 1 to the live publication's `top_n` (the items stored "
+    f"per user, shown by `/readyz`), which is never above {MAX_TOP_N}."
+)
+ERRORS = {
+    404: "The item is not in the live publication.",
+    422: "A parameter is invalid: an id outside the pattern, `k` out of range, too many `exclude` ids.",
+    503: "No publication is loaded yet (see `/readyz`).",
+}
+
+
+def error_responses(*statuses: int) -> dict:
+    """OpenAPI ``responses`` for the errors an endpoint answers, each with the ``detail`` body."""
+    return {status: {"model": ErrorDetail, "description": ERRORS[status]} for status in statuses}
+
+
+def openapi_parameters(path_name: str, path_description: str) -> dict:
     """OpenAPI description of the parameters the hot endpoints parse themselves."""
     return {
         "parameters": [
-            {"name": path_name, "in": "path", "required": True, "schema": {"type": "string", "pattern": ID_PATTERN}},
-            {"name": "k", "in": "query", "required": False, "schema": {"type": "integer", "default": 10, "minimum": 1}},
+            {
+                "name": path_name,
+                "in": "path",
+                "required": True,
+                "description": path_description,
+                "schema": {"type": "string", "pattern": ID_PATTERN, "minLength": 1, "maxLength": MAX_ID_LENGTH},
+            },
+            {
+                "name": "k",
+                "in": "query",
+                "required": False,
+                "description": K_DESCRIPTION,
+                "schema": {"type": "integer", "default": 10, "minimum": 1, "maximum": MAX_TOP_N},
+            },
             {
                 "name": "exclude",
                 "in": "query",

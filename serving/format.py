@@ -32,6 +32,7 @@ ITEMS = "items.parquet"
 INDEX_FILE = "item_index.faiss"
 REQUIRED_FILES = (USER_RECS, FALLBACK, ITEMS, INDEX_FILE)
 STAGING_PREFIX = ".staging-"  # a directory being written; its name can never be a version
+MAX_TOP_N = 1000  # the deepest list a manifest's top_n may promise (settings.publish_top_n's bound)
 
 
 class PublicationError(RuntimeError):
@@ -97,12 +98,20 @@ def version_directory(root: Path, version: str) -> Path:
     """The directory of a version ``CURRENT`` names; it must lie directly inside ``root``."""
     directory = (root / version).resolve()
     if directory.parent != root.resolve():
-        raise PublicationError(
-            f"{CURRENT} must name a directory inside the published directory {root}, not {version!r}"
-        )
+        raise PublicationError(f"{CURRENT} must name a directory inside {root}, not {version!r}")
     return directory
 
 
 def is_complete_version(path: Path) -> bool:
     """A renamed-into-place version (sealed with its manifest), not a staging directory or a stray file."""
     return path.is_dir() and not path.name.startswith(".") and (path / MANIFEST).exists()
+
+
+def complete_versions(root: Path) -> list[str]:
+    """Complete versions (renamed into place, so sealed with a manifest), oldest first.
+
+    Version names start with their UTC creation time, so name order is age order.
+    """
+    if not root.exists():
+        return []
+    return sorted(p.name for p in root.iterdir() if is_complete_version(p))

@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.routing import request_response
 
 from serving.config import ServingSettings, get_settings
+from serving.docs import add_offline_docs
 from serving.metrics import MetricsMiddleware, ServingMetrics
 from serving.routers import health, items, recommendations
 from serving.store import PublicationStore
@@ -31,7 +32,14 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         finally:
             store.stop()
 
-    app = FastAPI(title="recforge serving", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(
+        title="recforge serving",
+        version="0.1.0",
+        description=API_DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,  # served by add_offline_docs, with local assets
+        redoc_url=None,
+    )
     app.state.metrics = ServingMetrics(lambda: getattr(app.state, "store", None))
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
 
@@ -43,9 +51,15 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(recommendations.router)
     app.include_router(items.router)
+    add_offline_docs(app)
     _serve_lean(app, HOT_PATHS)
     return app
 
+
+API_DESCRIPTION = (
+    "Recommendations precomputed by recforge's pipeline and published as versions: every answer names "
+    "the `version` that produced it. Errors are JSON objects with a `detail` saying what was wrong."
+)
 
 # Endpoints that take the raw Request and parse their own parameters (serving.dependencies),
 # matched first and in this order: recommendations (the hottest), then the no-op (which pays one

@@ -26,7 +26,7 @@ try:  # built by setup.py where a C compiler is available; the Python path write
 except ImportError:  # pragma: no cover - depends on the install
     _fastpath = None
 
-from serving.format import FALLBACK, INDEX_FILE, ITEMS, USER_RECS, PublicationError, verify_version
+from serving.format import FALLBACK, INDEX_FILE, ITEMS, MAX_TOP_N, USER_RECS, PublicationError, verify_version
 from serving.ids import MAX_ID_LENGTH  # the id contract; also _fastpath.c's width limit
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,8 @@ class Publication:
         self.manifest = verify_version(directory)
         self.version: str = self.manifest["version"]
         self.top_n: int = int(self.manifest["top_n"])
+        if not 1 <= self.top_n <= MAX_TOP_N:  # the API documents k's maximum as MAX_TOP_N
+            raise PublicationError(f"{directory}: the manifest's top_n {self.top_n} is outside 1..{MAX_TOP_N}")
 
         items = pq.read_table(directory / ITEMS, columns=["item_id", "index_row"]).sort_by("index_row")
         self._items_arrow = items.column("item_id").combine_chunks().cast(pa.string())

@@ -7,11 +7,15 @@ publication's arrays, whose shape the schemas in ``serving.schemas`` document (O
 from __future__ import annotations
 
 import orjson
-from starlette.responses import Response
+from starlette.responses import JSONResponse
 
 
-class JSONBytes(Response):
+class JSONBytes(JSONResponse):
     """A JSON response from a body already serialised (bytes) or from plain data.
+
+    A JSONResponse subclass so that FastAPI documents the bodies with their JSON schema (with a
+    plain Response it declares them ``"type": "string"``); its own ``__init__`` replaces all of
+    JSONResponse's work.
 
     Numpy float32 scores are written in their shortest form (0.3, not 0.30000001).
     """

@@ -2,7 +2,13 @@
 
 A new version named by ``CURRENT`` is loaded and verified off the request path and swapped in
 with one reference assignment, so a request sees either the old publication or the new one,
-whole. A version that fails to load is refused and logged; the old one keeps serving.
+whole. A version that fails to load is refused and logged; the old one keeps serving. When nothing
+is live yet (a server started while ``CURRENT`` names a broken version), the newest complete
+version older than the refused one that loads and verifies is served instead, and said so, while
+``CURRENT`` is still watched: a good new version goes live as usual.
+
+Errors are reported with paths relative to the published directory: ``/healthz`` is public and
+must not tell a client where the server's files are.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ import logging
 import threading
 from pathlib import Path
 
-from serving.format import BLOCKLIST, current_version, version_directory
+from serving.format import BLOCKLIST, complete_versions, current_version, version_directory
 from serving.publication import Publication
 
 log = logging.getLogger(__name__)
@@ -24,6 +30,7 @@ class PublicationStore:
         self.current: Publication | None = None
         self.last_error: str | None = None
         self.refused: set[str] = set()
+        self.current_refused: str | None = None  # the version CURRENT names, when it was refused
         self.blocked: frozenset[str] = frozenset()
         self._blocklist_mtime: float | None = None
         self._stop = threading.Event()
@@ -31,6 +38,11 @@ class PublicationStore:
 
     def live_version_on_disk(self) -> str | None:
         return current_version(self.published_dir)
+
+    @property
+    def serving_fallback_version(self) -> bool:
+        """True when the live version is not the one CURRENT names, because that one was refused."""
+        return self.current is not None and self.current_refused is not None
 
     def refresh(self) -> bool:
         """Load the version CURRENT names if it is new. Returns True if a new version went live."""
@@ -40,21 +52,56 @@ class PublicationStore:
         if version in self.refused:
             return False  # refused once: do not re-read gigabytes every interval
         try:
-            publication = Publication(version_directory(self.published_dir, version))
-            if publication.version != version:
-                raise ValueError(f"its manifest says version {publication.version!r}")
+            publication = self._load(version)
         except Exception as error:  # a broken publication must never take the service down
             self.refused.add(version)
-            self.last_error = f"refused publication {version}: {error}"
+            self.current_refused = version
+            self.last_error = f"refused publication {version}: {self.relative(str(error))}"
             log.error(self.last_error)
+            if self.current is None:
+                return self._fall_back(version)
             return False
-        self.current = publication
+        self._go_live(publication)
+        self.current_refused = None
         self.last_error = None
+        return True
+
+    def _load(self, version: str) -> Publication:
+        publication = Publication(version_directory(self.published_dir, version))
+        if publication.version != version:
+            raise ValueError(f"its manifest says version {publication.version!r}")
+        return publication
+
+    def _fall_back(self, refused: str) -> bool:
+        """Nothing is live and CURRENT's version was refused: go live on the newest older version that verifies."""
+        for version in reversed([v for v in complete_versions(self.published_dir) if v < refused]):
+            if version in self.refused:
+                continue
+            try:
+                publication = self._load(version)
+            except Exception as error:
+                self.refused.add(version)
+                log.error("fallback candidate %s refused too: %s", version, self.relative(str(error)))
+                continue
+            self._go_live(publication)
+            log.warning("CURRENT names the refused %s: serving the older complete version %s", refused, version)
+            return True
+        log.error("CURRENT names the refused %s and no older complete version verifies: nothing to serve", refused)
+        return False
+
+    def _go_live(self, publication: Publication) -> None:
+        self.current = publication
         log.info(
             "publication %s is live: %d users, %.0f bytes/user, loaded in %.1fs",
-            version, publication.n_users, publication.bytes_per_user, publication.load_seconds,
+            publication.version, publication.n_users, publication.bytes_per_user, publication.load_seconds,
         )  # fmt: skip
-        return True
+
+    def relative(self, message: str) -> str:
+        """The message with the published directory's absolute path taken out (paths inside it become relative)."""
+        roots = {str(self.published_dir), str(self.published_dir.resolve())}
+        for root in sorted(roots, key=len, reverse=True):
+            message = message.replace(root + "/", "").replace(root, "the published directory")
+        return message
 
     @property
     def blocklist_path(self) -> Path:

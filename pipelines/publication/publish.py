@@ -44,9 +44,9 @@ from serving.format import (
     STAGING_PREFIX,
     USER_RECS,
     PublicationError,
+    complete_versions,
     current_version,
     file_facts,
-    is_complete_version,
 )
 from serving.format import verify_version as verify_files
 from serving.ids import ID_PATTERN, id_violation
@@ -232,10 +232,8 @@ def remove_stale_staging(root: Path) -> list[str]:
 
 
 def versions(root: Path) -> list[str]:
-    """Complete versions (renamed into place, so sealed with a manifest), oldest first."""
-    if not root.exists():
-        return []
-    return sorted(p.name for p in root.iterdir() if is_complete_version(p))
+    """Complete versions, oldest first (the publication contract's listing)."""
+    return complete_versions(root)
 
 
 def verify_version(directory: Path) -> dict:

@@ -5,6 +5,7 @@ from fastapi import APIRouter, HTTPException, Request
 from serving.dependencies import (
     checked_id,
     checked_k,
+    error_responses,
     excluded_ids,
     filters,
     live_publication,
@@ -16,18 +17,22 @@ from serving.schemas import SimilarItems
 router = APIRouter(prefix="/v1/items", tags=["items"])
 
 
+# Documented by the declaration, served through Starlette's plain wrapper (serving.main._serve_lean).
 @router.get(
     "/{item_id}/similar",
     response_class=JSONBytes,
-    responses={200: {"model": SimilarItems}},
-    openapi_extra=openapi_parameters("item_id"),
+    response_model=SimilarItems,
+    responses=error_responses(404, 422, 503),
+    summary="Items similar to an item",
+    description=(
+        "The `k` items nearest to the item by the published item embeddings (cosine similarity), "
+        "nearest first, without the item itself, the `exclude` ids or items blocked since the publication."
+    ),
+    openapi_extra=openapi_parameters("item_id", "An item of the live publication's catalog."),
 )
 def similar_items(request: Request) -> JSONBytes:
-    """Nearest items (`k`, default 10) by the published item index (cosine of the item embeddings).
-
-    A plain ``def``: the FAISS search runs in the thread pool (it releases the GIL), so a slow
-    exact search over a large catalog never stalls the event loop that serves the other endpoints.
-    """
+    # A plain `def`: the FAISS search runs in the thread pool (it releases the GIL), so a slow
+    # exact search over a large catalog never stalls the event loop that serves the other endpoints.
     item_id = checked_id("item_id", request.path_params["item_id"])
     store = request.app.state.store
     publication = live_publication(store)

@@ -5,6 +5,7 @@ from fastapi import APIRouter, Request
 from serving.dependencies import (
     checked_id,
     checked_k,
+    error_responses,
     excluded_ids,
     filters,
     live_publication,
@@ -16,19 +17,24 @@ from serving.schemas import UserRecommendations
 router = APIRouter(prefix="/v1/users", tags=["recommendations"])
 
 
+# The declaration documents the endpoint; requests reach the function through Starlette's plain
+# wrapper (serving.main._serve_lean), so response_model is never applied to an answer.
 @router.get(
     "/{user_id}/recommendations",
     response_class=JSONBytes,
-    responses={200: {"model": UserRecommendations}},
-    openapi_extra=openapi_parameters("user_id"),
+    response_model=UserRecommendations,
+    responses=error_responses(422, 503),
+    summary="Recommendations for a user",
+    description=(
+        "The user's top `k` items from the live publication, best first. A user the publication does "
+        "not know gets the popularity list, flagged with `fallback: true`. Items named in `exclude` and "
+        "items blocked since the publication are left out and the list is filled from further down."
+    ),
+    openapi_extra=openapi_parameters("user_id", "The user, as the app's events name it."),
 )
 async def recommendations_for_user(request: Request) -> JSONBytes:
-    """The user's precomputed top-k (`k`, default 10); unknown users get the fallback list, flagged.
-
-    `exclude` (item ids the app already shows, repeated or comma-separated) removes items, and
-    items blocked since publication (the server's blocklist) go the same way; the list is then
-    filled from further down the stored top-N, so the answer still has k items when N allows.
-    """
+    # The stored top-N is filtered, never re-ranked: `exclude` and the server's blocklist remove
+    # items and the list is refilled from further down the stored N.
     scope = request.scope
     store = scope["app"].state.store
     live = store.current

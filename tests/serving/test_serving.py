@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from pipelines.publication.publish import current_version, file_facts, publish, switch_current
 from serving.config import ServingSettings
+from serving.format import MAX_TOP_N
 from serving.main import create_app
 from serving.publication import Publication, PublicationError
 from tests.conftest import copy_home
@@ -362,3 +363,82 @@ def test_exclude_may_be_repeated_and_percent_encoded(published):
         query = f"k=%33&exclude={ranked[0]}%2C{ranked[1]}&exclude={ranked[3]}&unrelated=x+y"
         body = client.get(f"/v1/users/{user}/recommendations?{query}").json()
     assert [item["item_id"] for item in body["items"]] == [ranked[2], ranked[4], ranked[5]]
+
+
+# --- starting on the newest verified version when CURRENT's is refused
+
+
+def corrupted_clone(root, name):
+    clone_live_version(root, name)
+    (root / name / "fallback.parquet").write_bytes(b"broken")
+    return name
+
+
+def test_a_server_started_on_a_broken_current_serves_the_newest_older_version_that_verifies(published, tmp_path):
+    settings = copy_home(published, tmp_path / "home")
+    root = settings.published_dir
+    good = current_version(root)
+    new = clone_live_version(root, "29990101T000003000000Z-v9")  # newer than CURRENT's: not a fallback
+    corrupted_clone(root, "29990101T000001000000Z-v9")  # newer than good, older than CURRENT's: skipped
+    refused = corrupted_clone(root, "29990101T000002000000Z-v9")
+    switch_current(root, refused)
+    with client_for(settings) as client:
+        ready = client.get("/readyz").json()
+        assert (ready["version"], ready["serving_fallback_version"], ready["current_refused"]) == (good, True, refused)
+        health = client.get("/healthz").json()
+        assert (health["version"], health["serving_fallback_version"], health["current_refused"]) == (
+            good,
+            True,
+            refused,
+        )
+        assert health["last_error"].startswith(f"refused publication {refused}: {refused}: fallback.parquet ")
+
+        # CURRENT is still watched: a good new version goes live and the fallback flags clear.
+        switch_current(root, new)
+        wait_until(lambda: client.get("/readyz").json()["version"] == new, "the good new version never went live")
+        ready = client.get("/readyz").json()
+        assert (ready["serving_fallback_version"], ready["current_refused"]) == (False, None)
+
+
+def test_with_no_older_version_that_verifies_the_server_is_not_ready_and_names_the_refused_one(published, tmp_path):
+    settings = copy_home(published, tmp_path / "home")
+    root = settings.published_dir
+    only = current_version(root)
+    (root / only / "fallback.parquet").write_bytes(b"broken")
+    with client_for(settings, wait_ready=False) as client:
+        wait_until(
+            lambda: client.get("/healthz").json()["last_error"] is not None, "the broken CURRENT was not noticed"
+        )
+        answer = client.get("/readyz")
+        assert answer.status_code == 503
+        assert answer.json() == {
+            "ready": False,
+            "version": None,
+            "serving_fallback_version": False,
+            "current_refused": only,
+        }
+
+
+def test_errors_name_paths_relative_to_the_published_directory(published, tmp_path):
+    settings = copy_home(published, tmp_path / "home")
+    root = settings.published_dir
+    broken = clone_live_version(root, "29990101T000001000000Z-v9")
+    (root / broken / "items.parquet").unlink()  # an error from the file system names the path it tried
+    with client_for(settings) as client:
+        switch_current(root, broken)
+        wait_until(
+            lambda: client.get("/healthz").json()["last_error"] is not None, "the broken version was not refused"
+        )
+        error = client.get("/healthz").json()["last_error"]
+    assert str(tmp_path) not in error and str(tmp_path.resolve()) not in error
+    assert f"{broken}: items.parquet listed in the manifest is missing" in error
+
+
+def test_a_publication_promising_more_than_the_api_allows_is_refused(published, tmp_path):
+    settings = copy_home(published, tmp_path / "home")
+    root = settings.published_dir
+    deep = clone_live_version(root, "29990101T000001000000Z-v9")
+    manifest = json.loads((root / deep / "manifest.json").read_text())
+    (root / deep / "manifest.json").write_text(json.dumps({**manifest, "top_n": MAX_TOP_N + 1}))
+    with pytest.raises(PublicationError, match=rf"top_n {MAX_TOP_N + 1} is outside 1..{MAX_TOP_N}"):
+        Publication(root / deep)
