@@ -236,3 +236,10 @@ def test_a_backfill_that_fails_half_way_is_undone_and_named(pipeline_home, tmp_p
     with sqlite3.connect(home / "airflow" / "airflow.db") as con:
         assert con.execute("select count(*) from backfill").fetchone()[0] == 0  # the next backfill is not blocked
     assert backfill_runs(home) == []
+
+
+def test_a_backfill_needs_an_end_after_its_start(tmp_path):
+    out = recforge_backfill(tmp_path / "home", "--start", "2026-01-05", "--end", "2026-01-05")
+    assert out.returncode == 1
+    assert "recforge backfill: error: --end 2026-01-05 must be after --start 2026-01-05" in out.stderr
+    assert not (tmp_path / "home" / "airflow" / "airflow.db").exists()  # refused before touching Airflow
