@@ -173,6 +173,13 @@ def cmd_serve(settings: Settings, args) -> None:
     serve()
 
 
+def cmd_backfill(settings: Settings, args) -> None:
+    """Airflow backfill of recforge_ingest over [start, end), safe while `recforge ui` runs."""
+    from pipelines.runtime.backfill import create_backfill
+
+    print(create_backfill(settings, args.start, args.end).summary())
+
+
 def cmd_ui(settings: Settings, args) -> None:
     """The Airflow UI (:8080) and the MLflow UI (:5000) on the embedded default's stores, on 127.0.0.1
     unless --host says otherwise (pipelines/runtime/ui.py says what is open to whom)."""
@@ -269,6 +276,10 @@ def build_parser() -> argparse.ArgumentParser:
         "MLflow's login, see README 'What is open')",
     )
     ui.set_defaults(func=cmd_ui)
+    backfill = sub.add_parser("backfill", help="Airflow backfill of recforge_ingest; the UI's scheduler runs it")
+    backfill.add_argument("--start", type=_day, required=True, help="first day, YYYY-MM-DD")
+    backfill.add_argument("--end", type=_day, help="day after the last, YYYY-MM-DD (default: start + 1 day)")
+    backfill.set_defaults(func=cmd_backfill)
     sub.add_parser("reports", help="print the path of reports/index.html").set_defaults(func=cmd_reports)
     scaled = sub.add_parser("scaled-up", help="Airflow on PostgreSQL + Celery/Redis and an MLflow server, no Docker")
     scaled.add_argument("--airflow-db", default="airflow")

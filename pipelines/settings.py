@@ -81,6 +81,10 @@ class Settings(BaseSettings):
     ingest_start_date: date = Field(default=date(2026, 1, 1), description="First data interval of recforge_ingest.")
     ingest_end_date: date | None = Field(default=None, description="Last day to ingest (inclusive); open if unset.")
     ingest_catchup: bool = Field(default=False, description="Let the scheduler run every missed day (a backfill).")
+    airflow_db_lock_timeout_seconds: float = Field(
+        default=60, ge=1, le=3600,
+        description="How long an embedded Airflow process waits for SQLite's write lock (held by the others).",
+    )  # fmt: skip
 
     train_cron: str = Field(default="0 4 * * 1", description="Scheduled retraining (besides drift), in UTC.")
 

@@ -27,8 +27,8 @@ def _link(root: Path, target: Path, label: str) -> str:
 def _validation_rows(settings: Settings) -> list[list[str]]:
     """The latest run of each checkpoint (its suites share one timestamp), linking each suite's result page.
 
-    Result pages are static HTML and readable offline; the Data Docs index lists them with
-    scripts from public CDNs, so it shows its list only where those can be reached.
+    Result pages are static HTML; they and the Data Docs index, which lists every result, load their
+    scripts and styles from copies shipped with recforge, so they work offline (offline_docs.py).
     """
     with connect(settings) as con:
         runs = con.execute(

@@ -52,6 +52,9 @@ def airflow_environment(settings: Settings) -> dict[str, str]:
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        # One SQLite writer at a time: every process waits its turn instead of "database is locked".
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "pipelines.runtime.backfill.SQLITE_CONNECT_ARGS",
+        "RECFORGE_AIRFLOW_DB_LOCK_TIMEOUT_SECONDS": str(settings.airflow_db_lock_timeout_seconds),
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
         "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
         # Task slots sized to the machine (Airflow's default of 32 LocalExecutor workers swamps 2 cores).

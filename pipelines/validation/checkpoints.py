@@ -7,7 +7,8 @@ list of validation definitions, each applying one suite to one data frame built 
 Every expectation carries a severity. A failed ``critical`` expectation raises
 ``ValidationFailed`` naming the checkpoint, the failed expectations and the batch, so the Airflow
 task fails and nothing downstream runs; failed ``warning`` expectations are logged, shown in Data
-Docs and reports/index.html, and the run goes on. Data Docs are updated after every checkpoint.
+Docs and reports/index.html, and the run goes on. Data Docs are updated after every checkpoint,
+and their pages load their scripts and styles from copies shipped with recforge (offline_docs.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,6 +27,7 @@ import pandas as pd
 from pipelines.ingest import days_in_interval
 from pipelines.runtime.environment import temporary_environment
 from pipelines.settings import Settings
+from pipelines.validation.offline_docs import localise
 from pipelines.warehouse.connection import connect
 
 log = logging.getLogger(__name__)
@@ -127,8 +130,10 @@ def _run_definitions(
         if key.run_id.run_name == run_id.run_name and key.run_id.run_time == run_id.run_time
     ]
     suites = list({key.expectation_suite_identifier for key in this_run})
+    built_at = time.time()
     context.build_data_docs(resource_identifiers=[*this_run, *suites])
     report.data_docs = settings.reports_dir / "data_docs" / "index.html"
+    localise(report.data_docs.parent, since=built_at)  # CDN assets -> shipped copies: readable offline
     for suite in report.rows:
         # GX names result pages validations/<suite>/<run name>/<run time>/<asset>.html
         pages = sorted((report.data_docs.parent / "validations" / suite / batch).glob("*/*.html"))

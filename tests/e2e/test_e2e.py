@@ -5,10 +5,13 @@ then the API (in-process) answers with exactly what was published.
 import json
 import os
 import re
+import shutil
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -144,3 +147,99 @@ def test_the_reports_index_renders_in_chromium_and_every_link_resolves(pipeline_
             capture_output=True, text=True, timeout=120,
         ).stdout  # fmt: skip
         assert text in dom, f"{target} did not render (no {text!r} in its DOM)"
+
+
+def recforge_backfill(home: Path, *args: str, script: str = "", **env: str) -> subprocess.CompletedProcess:
+    """`recforge backfill ARGS` on `home` (with `script` run first in the same process, after Airflow's setup)."""
+    setup = (
+        "from pipelines.runtime.orchestrate import configure_airflow\nfrom pipelines.settings import get_settings\n"
+        f"configure_airflow(get_settings(), 'WARNING')\n{script}\n"
+    )
+    code = "import sys\nfrom pipelines.cli import main\n" + (setup if script else "")
+    code += "sys.exit(main(['backfill', *sys.argv[1:]]))"
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], env={**os.environ, "RECFORGE_HOME": str(home), **env},
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+
+
+def airflow_copy(pipeline_home: Path, tmp_path: Path) -> Path:
+    """A home holding a copy of the pipeline's Airflow metadata DB (what `make ui` would serve)."""
+    home = tmp_path / "home"
+    shutil.copytree(pipeline_home / "airflow", home / "airflow")
+    return home
+
+
+def backfill_runs(home: Path) -> list[tuple]:
+    with sqlite3.connect(home / "airflow" / "airflow.db") as con:
+        return con.execute(
+            "select substr(logical_date, 1, 10), run_type, state from dag_run where backfill_id is not null"
+            " order by logical_date"
+        ).fetchall()
+
+
+def test_a_backfill_waits_for_the_busy_metadata_db_and_leaves_today_to_the_daily_run(pipeline_home, tmp_path):
+    """What `make ui`'s scheduler does to SQLite (hold the write lock for seconds at a time) made
+    `airflow backfill create` fail with "database is locked"; `recforge backfill` waits its turn."""
+    home = airflow_copy(pipeline_home, tmp_path)
+    database = home / "airflow" / "airflow.db"
+    busy, done = threading.Event(), threading.Event()
+
+    def scheduler_like_writer():
+        con = sqlite3.connect(database, isolation_level=None)
+        while not done.is_set():
+            con.execute("begin immediate")  # the write lock, longer than sqlite3's default 5 s wait
+            busy.set()
+            done.wait(6)
+            con.execute("rollback")
+            time.sleep(1)
+        con.close()
+
+    writer = threading.Thread(target=scheduler_like_writer)
+    writer.start()
+    busy.wait(10)
+    today = datetime.now(UTC).date()
+    try:
+        out = recforge_backfill(
+            home, "--start", f"{today - timedelta(days=2)}", "--end", f"{today + timedelta(days=1)}"
+        )
+    finally:
+        done.set()
+        writer.join()
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert f"{today}'s interval has not ended" in out.stdout
+    assert "2 run(s)" in out.stdout
+    assert backfill_runs(home) == [
+        (f"{today - timedelta(days=2)}", "backfill", "queued"),
+        (f"{today - timedelta(days=1)}", "backfill", "queued"),
+    ]
+    with sqlite3.connect(database) as con:
+        paused = dict(con.execute("select dag_id, is_paused from dag"))
+    assert paused == {"recforge_ingest": 0, **{d: 1 for d in paused if d != "recforge_ingest"}}
+
+
+def test_a_backfill_that_fails_half_way_is_undone_and_named(pipeline_home, tmp_path):
+    home = airflow_copy(pipeline_home, tmp_path)
+    fail_after_the_backfill_row = (
+        "import sqlite3, sqlalchemy.exc, airflow.models.backfill as b\n"
+        "def locked(**kwargs):\n"
+        "    raise sqlalchemy.exc.OperationalError('insert', {}, sqlite3.OperationalError('database is locked'))\n"
+        "b._create_runs_non_partitioned = locked"
+    )
+    out = recforge_backfill(
+        home, "--start", "2026-01-02", "--end", "2026-01-05", script=fail_after_the_backfill_row,
+        RECFORGE_AIRFLOW_DB_LOCK_TIMEOUT_SECONDS="2",
+    )  # fmt: skip
+    assert out.returncode == 1
+    assert "recforge backfill: error: creating the backfill of recforge_ingest in " in out.stderr
+    assert re.search(r"failed and was undone \(\d+ attempt\(s\)\): OperationalError: .*database is locked", out.stderr)
+    with sqlite3.connect(home / "airflow" / "airflow.db") as con:
+        assert con.execute("select count(*) from backfill").fetchone()[0] == 0  # the next backfill is not blocked
+    assert backfill_runs(home) == []
+
+
+def test_a_backfill_needs_an_end_after_its_start(tmp_path):
+    out = recforge_backfill(tmp_path / "home", "--start", "2026-01-05", "--end", "2026-01-05")
+    assert out.returncode == 1
+    assert "recforge backfill: error: --end 2026-01-05 must be after --start 2026-01-05" in out.stderr
+    assert not (tmp_path / "home" / "airflow" / "airflow.db").exists()  # refused before touching Airflow
