@@ -44,15 +44,22 @@ class PipelineRun:
 
 
 def airflow_environment(settings: Settings) -> dict[str, str]:
-    """The Airflow configuration of the embedded default, as environment variables."""
+    """The Airflow configuration of the embedded default, as environment variables.
+
+    Airflow writes an ``airflow.cfg`` with absolute paths into AIRFLOW_HOME on first start; every
+    one of them is overridden here from the current home, so a copied or moved RECFORGE_HOME never
+    reads or writes the old location (tests/runtime/test_orchestrate.py checks the list is complete).
+    """
     home = settings.airflow_home
     return {
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(settings.dags_dir),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(home / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
+        "AIRFLOW__LOGGING__DAG_PROCESSOR_CHILD_PROCESS_LOG_DIRECTORY": str(home / "logs" / "dag_processor"),
         "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
         "RECFORGE_HOME": str(settings.home),
     }
