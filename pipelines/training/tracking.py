@@ -80,11 +80,17 @@ def rebase_local_store(settings: Settings) -> int:
             if "experiments" not in tables:
                 return 0
             old_roots = {
-                location
+                root
                 for (location,) in con.execute("select distinct artifact_location from experiments")
-                if location and location != new_root and location.endswith(suffix)
+                if (root := _artifact_root(location, suffix)) is not None and root != new_root
             }
-            changed = 0
+            # MLflow creates its Default experiment (id 0) in ./mlruns of whatever directory it ran in:
+            # give it a place in this home too, so no location depends on the working directory.
+            changed = con.execute(
+                "update experiments set artifact_location = ? where experiment_id = 0 and "
+                "(artifact_location is null or substr(artifact_location, 1, ?) != ?)",
+                (f"{new_root}/0", len(new_root), new_root),
+            ).rowcount
             for old_root in old_roots:
                 for table, column in ARTIFACT_URI_COLUMNS:
                     if table not in tables:
@@ -100,6 +106,19 @@ def rebase_local_store(settings: Settings) -> int:
     if changed:
         log.info("MLflow store moved with its home: %d artifact locations now under %s", changed, new_root)
     return changed
+
+
+def _artifact_root(location: str | None, suffix: str) -> str | None:
+    """The ``.../mlflow/artifacts`` prefix of a stored location (a root or a folder below it), else None."""
+    if not location:
+        return None
+    end = location.rfind(suffix)
+    while end >= 0:
+        cut = end + len(suffix)
+        if cut == len(location) or location[cut] == "/":
+            return location[:cut]
+        end = location.rfind(suffix, 0, end)
+    return None
 
 
 def version_by_alias(client: MlflowClient, name: str, alias: str):
