@@ -177,8 +177,10 @@ def cmd_ui(settings: Settings, args) -> None:
     from pathlib import Path
 
     from pipelines.runtime.orchestrate import configure_airflow
+    from pipelines.training.tracking import rebase_local_store
 
     configure_airflow(settings)
+    rebase_local_store(settings)  # a moved home: the MLflow UI must serve artifacts from here, not the old place
     bin_dir = Path(sys.executable).parent
     # `airflow standalone` starts its components as `airflow ...` subprocesses found on PATH.
     os.environ["PATH"] = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
