@@ -29,15 +29,18 @@ def recforge_train():
     """Backtest the candidates, register the best model, and promote it only if it passes the gate."""
 
     @task
-    def train_and_register() -> dict:
+    def train_and_register(ti=None, logical_date=None) -> dict:
         """Backtest every candidate, log them to MLflow, register the best and apply the promotion gate.
 
-        The gate's decision and each check with its numbers are written to this task's log.
+        The gate's decision and each check with its numbers are written to this task's log; the MLflow
+        runs and the model version are tagged with this DAG run and link to this task's page.
         """
         from pipelines.settings import get_settings
+        from pipelines.training.train import AirflowRun
         from pipelines.training.train import train_and_register as train
 
-        return train(get_settings()).outcome()
+        when = logical_date.isoformat() if logical_date is not None else None  # None for asset-triggered runs
+        return train(get_settings(), AirflowRun(ti.dag_id, ti.run_id, when, ti.log_url)).outcome()
 
     @task.short_circuit
     def was_promoted(outcome: dict) -> bool:

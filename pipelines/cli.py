@@ -185,8 +185,10 @@ def cmd_ui(settings: Settings, args) -> None:
     unless --host says otherwise (pipelines/runtime/ui.py says what is open to whom)."""
     from pipelines.runtime.orchestrate import airflow_environment, configure_airflow
     from pipelines.runtime.ui import UiLaunch, owner_only
+    from pipelines.training.tracking import rebase_local_store
 
     configure_airflow(settings)
+    rebase_local_store(settings)  # a moved home: the MLflow UI must serve artifacts from here, not the old place
     owner_only(settings.airflow_home / "airflow.cfg")  # holds the JWT secret and the Fernet key
     launch = UiLaunch(settings, args.host).build(airflow_environment(settings))
     print(launch.summary(launch.admin_password()), flush=True)

@@ -169,8 +169,13 @@ class Settings(BaseSettings):
     promotion_min_lift: float = Field(
         default=0.0,
         ge=0,
-        description="A challenger must reach the champion's NDCG@10 x (1 + this lift), both measured on the same "
-        "backtest folds. At 0 a tie passes: the same recipe retrained on fresher data replaces the champion.",
+        description="A challenger must beat the champion's NDCG@10 x (1 + this lift), both measured on the same "
+        "backtest folds; strictly, unless promotion_allow_tie.",
+    )
+    promotion_allow_tie: bool = Field(
+        default=False,
+        description="Tie policy of the gate. Off: a challenger that only equals the bar (an identical retrain on "
+        "the same folds) keeps the champion. On: at equal scores the fresher model replaces the champion.",
     )
 
     # --- evaluation, candidates and the promotion gate (models/evaluation, pipelines/training/)

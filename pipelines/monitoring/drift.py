@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pandas as pd
 
@@ -100,18 +101,20 @@ def check_drift(settings: Settings, end: datetime | None = None) -> DriftResult:
         measures=compare(baseline, current, settings) if baseline else [],
     )
     result.report = str(write_drift_report(settings, result, baseline, current))
+    # Stored relative to reports/, so a copied or moved home still finds (and links) it.
+    stored_report = Path(result.report).relative_to(settings.reports_dir).as_posix()
     with connect(settings) as con, con.transaction():
         rows = [
             (
                 result.checked_at, result.window_start, result.window_end, result.baseline_start,
                 result.baseline_end, m.name, m.method, m.value, m.threshold, m.drifted, result.retrain,
-                result.report,
+                stored_report,
             )
             for m in result.measures
         ] or [
             (
                 result.checked_at, result.window_start, result.window_end, None, None, "baseline", "none",
-                None, None, False, True, result.report,
+                None, None, False, True, stored_report,
             )
         ]  # fmt: skip
         con.executemany("insert into monitoring.drift_results values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)

@@ -67,12 +67,36 @@ def _publication_lines(settings: Settings) -> list[str]:
     ]
 
 
+def champion_not_published(settings: Settings) -> str | None:
+    """A warning line when the registry's champion is not the model the live publication serves; else None.
+
+    After a manual promotion, a rollback, or a publish that failed, users are served another model
+    than the one the registry calls champion until ``recforge publish`` runs.
+    """
+    from pipelines.training.tracking import CHAMPION, configure, version_by_alias
+    from serving.format import current_version, read_manifest
+
+    champion = version_by_alias(configure(settings), settings.registered_model_name, CHAMPION)
+    live = current_version(settings.published_dir)
+    if champion is None or live is None:
+        return None
+    served = str(read_manifest(settings.published_dir / live)["model"]["version"])
+    if served == str(champion.version):
+        return None
+    return (
+        f"WARNING: the champion is v{champion.version} but the live publication {live} serves v{served}: "
+        "run `recforge publish` to serve the champion"
+    )
+
+
 def status_lines(settings: Settings) -> list[str]:
     docs: Path = settings.reports_dir / "data_docs" / "index.html"
+    warning = champion_not_published(settings)
     return [
         *_warehouse_lines(settings),
         *_registry_lines(settings),
         *_publication_lines(settings),
+        *([warning] if warning else []),
         "API:         http://127.0.0.1:8000  (docs at /docs; `make run` serves it, `recforge serve` alone too)",
         "Airflow UI:  make ui   -> http://127.0.0.1:8080 (admin password printed by `airflow standalone`)",
         "MLflow UI:   make ui   -> http://127.0.0.1:5000",

@@ -24,6 +24,23 @@ def _link(root: Path, target: Path, label: str) -> str:
     return f"<a href='{html.escape(target.relative_to(root).as_posix())}'>{html.escape(label)}</a>"
 
 
+def stored_report(settings: Settings, stored: str) -> Path:
+    """The file a report path stored in the warehouse names, in this home.
+
+    Paths are stored relative to ``reports/``; rows written before that hold absolute paths, which
+    a copied or moved home rebases by their part below the last ``reports`` folder.
+    """
+    path = Path(stored)
+    if not path.is_absolute():
+        return settings.reports_dir / path
+    if path.is_relative_to(settings.reports_dir):
+        return path
+    parts = path.parts
+    name = settings.reports_dir.name
+    below = len(parts) - parts[::-1].index(name) if name in parts else len(parts) - 1
+    return settings.reports_dir.joinpath(*parts[below:])
+
+
 def _validation_rows(settings: Settings) -> list[list[str]]:
     """The latest run of each checkpoint (its suites share one timestamp), linking each suite's result page.
 
@@ -70,7 +87,7 @@ def _drift_rows(settings: Settings) -> list[list[str]]:
         ).fetchall()
     rows = []
     for checked_at, window_end, retrain, report, drifted in checks:
-        link = _link(settings.reports_dir, Path(report), Path(report).name) if report else "-"
+        link = _link(settings.reports_dir, stored_report(settings, report), Path(report).name) if report else "-"
         verdict = html.status(not retrain, good="quiet", bad=f"retrain ({drifted or 'no baseline'})")
         rows.append([f"{checked_at:%Y-%m-%d %H:%M} UTC", f"{window_end:%Y-%m-%d %H:%M}", verdict, link])
     return rows

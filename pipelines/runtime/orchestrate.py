@@ -44,11 +44,17 @@ class PipelineRun:
 
 
 def airflow_environment(settings: Settings) -> dict[str, str]:
-    """The Airflow configuration of the embedded default, as environment variables."""
+    """The Airflow configuration of the embedded default, as environment variables.
+
+    Airflow writes an ``airflow.cfg`` with absolute paths into AIRFLOW_HOME on first start; every
+    one of them is overridden here from the current home, so a copied or moved RECFORGE_HOME never
+    reads or writes the old location (tests/runtime/test_orchestrate.py checks the list is complete).
+    """
     home = settings.airflow_home
     return {
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(settings.dags_dir),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(home / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
@@ -56,6 +62,7 @@ def airflow_environment(settings: Settings) -> dict[str, str]:
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "pipelines.runtime.backfill.SQLITE_CONNECT_ARGS",
         "RECFORGE_AIRFLOW_DB_LOCK_TIMEOUT_SECONDS": str(settings.airflow_db_lock_timeout_seconds),
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
+        "AIRFLOW__LOGGING__DAG_PROCESSOR_CHILD_PROCESS_LOG_DIRECTORY": str(home / "logs" / "dag_processor"),
         "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
         # Task slots sized to the machine (Airflow's default of 32 LocalExecutor workers swamps 2 cores).
         "AIRFLOW__CORE__PARALLELISM": str(os.cpu_count() or 1),

@@ -16,12 +16,16 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from models.columns import Columns
 from models.dataset import Interactions
 from models.evaluation import EventLog, Fold, global_time_folds, leave_last_n_fold, random_ratio_folds
+from models.evaluation.splits import EVENT_TS
 from pipelines.settings import Settings
 from pipelines.warehouse.connection import read_frame
 
 log = logging.getLogger(__name__)
+
+EVENTS_RELATION = "marts.interaction_events"  # what training learns from: the source of its MLflow dataset
 
 
 @dataclass
@@ -32,6 +36,17 @@ class EvaluationData:
     split: str
     snapshot: str
 
+    def events_frame(self) -> pd.DataFrame:
+        """The event log as read from ``EVENTS_RELATION`` (user, item, event time, weight): training's data set."""
+        return pd.DataFrame(
+            {
+                Columns.User: self.log.user_ids[self.log.users],
+                Columns.Item: self.log.item_ids[self.log.items],
+                EVENT_TS: pd.to_datetime(self.log.ts, unit="s", utc=True),
+                Columns.Weight: self.log.weight,
+            }
+        )
+
     def full_interactions(self) -> Interactions:
         """Every event, decayed to the end of the log: what the model to be served is fitted on."""
         return self.log.interactions(np.ones(len(self.log), dtype=bool), self.log.end)[0]
@@ -39,9 +54,9 @@ class EvaluationData:
 
 def read_event_log(settings: Settings, catalog: pd.DataFrame | None = None) -> EventLog:
     """The events training and evaluation learn from, each with its signal weight (before decay)."""
-    frame = read_frame(settings, "select user_id, item_id, event_ts, weight from marts.interaction_events")
+    frame = read_frame(settings, f"select user_id, item_id, event_ts, weight from {EVENTS_RELATION}")
     if frame.empty:
-        raise ValueError("marts.interaction_events is empty: ingest and transform first")
+        raise ValueError(f"{EVENTS_RELATION} is empty: ingest and transform first")
     return EventLog.from_frame(
         frame, settings.decay_half_life_days, item_features(read_catalog(settings) if catalog is None else catalog)
     )

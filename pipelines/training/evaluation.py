@@ -34,6 +34,7 @@ class EvaluationRun:
     config: EvaluationConfig
     results: dict[str, BacktestResult] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)  # candidate -> error, for candidates left out
+    run_ids: dict[str, str] = field(default_factory=dict)  # candidate -> its nested MLflow run
 
     def summaries(self) -> dict[str, dict[str, float]]:
         return {name: result.summary() for name, result in self.results.items()}
@@ -78,6 +79,7 @@ def backtest_candidates(factories: dict, run: EvaluationRun, tags: dict[str, str
 
     for name, factory in factories.items():
         with mlflow.start_run(run_name=name, nested=True, tags={**tags, "model": name}) as child:
+            run.run_ids[name] = child.info.run_id
             try:
                 run.results[name] = backtest(factory, run.data.folds, run.data.catalog, run.config)
             except Exception as error:

@@ -1,7 +1,9 @@
 """The promotion gate: may a challenger replace the champion? Every check is kept, with its numbers.
 
 A challenger becomes champion only if
-1. its mean NDCG@k (k = ``eval_k``) over the backtest folds reaches the champion's x (1 + ``promotion_min_lift``), and
+1. its mean NDCG@k (k = ``eval_k``) over the backtest folds beats the champion's x (1 + ``promotion_min_lift``):
+   strictly, so a tie (an identical retrain scores exactly what the champion scores on the same folds)
+   keeps the champion, unless ``promotion_allow_tie`` lets the fresher model take over at equal scores; and
 2. no guardrail regresses beyond its tolerance: cold-segment NDCG@k at least the champion's x
    (1 - ``gate_max_cold_ndcg_drop``), catalog coverage@k at least the champion's x (1 - ``gate_max_coverage_drop``).
 The metric names come from ``models.metrics.MetricNames`` at the configured cut-offs.
@@ -81,16 +83,21 @@ class Check:
     rule: str
     challenger_std: float = 0.0
     champion_std: float = 0.0
+    strict: bool = False  # must exceed `required` (beyond float noise), not merely reach it
 
     @property
     def passed(self) -> bool:
+        if self.strict:
+            return self.challenger > self.required + 1e-12
         return self.challenger >= self.required - 1e-12
 
     def describe(self) -> str:
         verdict = "pass" if self.passed else "FAIL"
+        needs = ">" if self.strict else ">="
         return (
             f"{verdict} {self.name}: {self.metric} challenger {self.challenger:.4f} (std {self.challenger_std:.4f}) "
-            f"vs champion {self.champion:.4f} (std {self.champion_std:.4f}); needs >= {self.required:.4f} = {self.rule}"
+            f"vs champion {self.champion:.4f} (std {self.champion_std:.4f}); "
+            f"needs {needs} {self.required:.4f} = {self.rule}"
         )
 
 
@@ -143,7 +150,7 @@ def decide(
         why = missing_gate_metrics(settings, {"the challenger": challenger, "the champion": champion})
         raise ValueError(f"the gate needs {missing} for both challenger and champion: {why}")
 
-    def check(name: str, metric: str, factor: float, rule: str) -> Check:
+    def check(name: str, metric: str, factor: float, rule: str, strict: bool = False) -> Check:
         return Check(
             name=name,
             metric=metric,
@@ -153,10 +160,14 @@ def decide(
             rule=rule,
             challenger_std=challenger.get(metric + STD_SUFFIX, 0.0),
             champion_std=champion.get(metric + STD_SUFFIX, 0.0),
+            strict=strict,
         )
 
     lift = settings.promotion_min_lift
-    checks = [check("lift", primary, 1 + lift, f"champion x (1 + {lift:g} lift)")]
+    tie = "a tie passes (promotion_allow_tie)" if settings.promotion_allow_tie else "a tie keeps the champion"
+    checks = [
+        check("lift", primary, 1 + lift, f"champion x (1 + {lift:g} lift); {tie}", not settings.promotion_allow_tie)
+    ]
     for metric, drop in guardrail_metrics(settings).items():
         name = "guardrail_" + metric.replace(".", "_")
         checks.append(check(name, metric, 1 - drop, f"champion x (1 - {drop:g} tolerance)"))

@@ -1,33 +1,124 @@
-"""MLflow access in one place: tracking URI, experiment, registry aliases."""
+"""MLflow access in one place: tracking URI, experiment, registry aliases, a local store that moves with its home."""
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 import subprocess
+from dataclasses import dataclass
 
 import mlflow
 from mlflow import MlflowClient
+from mlflow.data.dataset_source import DatasetSource
 from mlflow.exceptions import MlflowException
 
 from pipelines.settings import REPO_ROOT, Settings
 
+log = logging.getLogger(__name__)
+
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+
+# The MLflow 3 UI opens an experiment in its classic ML view (runs, metrics, models) rather than the
+# GenAI one (traces, evaluations) when the experiment carries this tag; the value is the UI's
+# ``ExperimentKind.CUSTOM_MODEL_DEVELOPMENT``.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+CLASSIC_ML_KIND = "custom_model_development"
+
+# Every column of MLflow 3's SQL backend that holds an artifact URI (MLflow stores them absolute).
+ARTIFACT_URI_COLUMNS = (
+    ("experiments", "artifact_location"),
+    ("runs", "artifact_uri"),
+    ("logged_models", "artifact_location"),
+    ("model_versions", "source"),
+    ("model_versions", "storage_location"),
+)
 
 
 def configure(settings: Settings) -> MlflowClient:
     """Point MLflow at the configured tracking server and make sure the experiment exists."""
     settings.mlflow_dir.mkdir(parents=True, exist_ok=True)
+    rebase_local_store(settings)
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_registry_uri(settings.tracking_uri)
     client = MlflowClient()
-    if client.get_experiment_by_name(settings.mlflow_experiment) is None:
+    experiment = client.get_experiment_by_name(settings.mlflow_experiment)
+    if experiment is None:
         # A tracking server decides where artifacts go (it proxies them); a local store keeps them in HOME.
         local = settings.tracking_uri.startswith(("sqlite:", "file:"))
         client.create_experiment(
-            settings.mlflow_experiment, artifact_location=settings.mlflow_artifact_location if local else None
+            settings.mlflow_experiment,
+            artifact_location=settings.mlflow_artifact_location if local else None,
+            tags={EXPERIMENT_KIND_TAG: CLASSIC_ML_KIND},
         )
+    elif experiment.tags.get(EXPERIMENT_KIND_TAG) != CLASSIC_ML_KIND:  # created before the tag was set
+        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, CLASSIC_ML_KIND)
     mlflow.set_experiment(settings.mlflow_experiment)
     return client
+
+
+def rebase_local_store(settings: Settings) -> int:
+    """Re-point the embedded store's artifact URIs at this home if the home was copied or moved; how many changed.
+
+    MLflow records every artifact location as an absolute ``file://`` URI (the experiment's, each
+    run's, each logged model's, each model version's) and has no relative form for a local store.
+    Rather than a tracking server only for the sake of ``mlflow-artifacts:`` URIs, the embedded
+    default rewrites the stored prefix on open: a location ending in ``mlflow/artifacts`` that is not
+    this home's becomes this home's, in every column of ``ARTIFACT_URI_COLUMNS``, in one transaction
+    (all or nothing), before MLflow opens the database. A configured ``mlflow_tracking_uri`` (a
+    server, PostgreSQL) owns its artifact root and is left alone.
+    """
+    database = settings.mlflow_dir / "mlflow.db"
+    if settings.mlflow_tracking_uri is not None or not database.exists():
+        return 0
+    new_root = settings.mlflow_artifact_location
+    suffix = "/" + (settings.mlflow_dir / "artifacts").relative_to(settings.home).as_posix()
+    con = sqlite3.connect(database, timeout=30)
+    try:
+        with con:  # one transaction: commits on success, rolls back on any error
+            tables = {name for (name,) in con.execute("select name from sqlite_master where type = 'table'")}
+            if "experiments" not in tables:
+                return 0
+            old_roots = {
+                root
+                for (location,) in con.execute("select distinct artifact_location from experiments")
+                if (root := _artifact_root(location, suffix)) is not None and root != new_root
+            }
+            # MLflow creates its Default experiment (id 0) in ./mlruns of whatever directory it ran in:
+            # give it a place in this home too, so no location depends on the working directory.
+            changed = con.execute(
+                "update experiments set artifact_location = ? where experiment_id = 0 and "
+                "(artifact_location is null or substr(artifact_location, 1, ?) != ?)",
+                (f"{new_root}/0", len(new_root), new_root),
+            ).rowcount
+            for old_root in old_roots:
+                for table, column in ARTIFACT_URI_COLUMNS:
+                    if table not in tables:
+                        continue
+                    changed += con.execute(
+                        f"update {table} set {column} = ? || substr({column}, ?) "  # noqa: S608 (fixed names)
+                        f"where substr({column}, 1, ?) = ? "
+                        f"and (length({column}) = ? or substr({column}, ?, 1) = '/')",
+                        (new_root, len(old_root) + 1, len(old_root), old_root, len(old_root), len(old_root) + 1),
+                    ).rowcount
+    finally:
+        con.close()
+    if changed:
+        log.info("MLflow store moved with its home: %d artifact locations now under %s", changed, new_root)
+    return changed
+
+
+def _artifact_root(location: str | None, suffix: str) -> str | None:
+    """The ``.../mlflow/artifacts`` prefix of a stored location (a root or a folder below it), else None."""
+    if not location:
+        return None
+    end = location.rfind(suffix)
+    while end >= 0:
+        cut = end + len(suffix)
+        if cut == len(location) or location[cut] == "/":
+            return location[:cut]
+        end = location.rfind(suffix, 0, end)
+    return None
 
 
 def version_by_alias(client: MlflowClient, name: str, alias: str):
@@ -114,3 +205,73 @@ def log_backtest(result, names) -> None:
     for step, fold in enumerate(result.folds):
         mlflow.log_metrics({f"fold.{m}": fold.metrics[m] for m in names.key if m in fold.metrics}, step=step)
     mlflow.set_tag("folds", " | ".join(fold.fold for fold in result.folds))
+
+
+@dataclass(frozen=True)
+class AirflowRun:
+    """The Airflow DAG run a training ran in, as the DAG task passes it (``None`` when run from the CLI).
+
+    Tagged on every MLflow run of the training and on the model version, so the MLflow UI links
+    back to the task's page (``url``: the task instance's ``log_url`` in the Airflow UI).
+    """
+
+    dag_id: str
+    run_id: str
+    logical_date: str | None = None
+    url: str | None = None
+
+    def tags(self) -> dict[str, str]:
+        tags = {"airflow.dag_id": self.dag_id, "airflow.run_id": self.run_id}
+        if self.logical_date:
+            tags["airflow.logical_date"] = self.logical_date
+        if self.url:
+            tags["airflow.url"] = self.url
+        return tags
+
+
+class WarehouseRelation(DatasetSource):
+    """An MLflow dataset source naming a warehouse relation (``marts.interaction_events``) and its engine.
+
+    MLflow's own sources are files, URLs, tables of Spark or Delta; a relation in DuckDB or
+    PostgreSQL is none of them, and a file path would pin the data set to one home.
+    """
+
+    def __init__(self, relation: str, engine: str):
+        self.relation = relation
+        self.engine = engine
+
+    @staticmethod
+    def _get_source_type() -> str:
+        return "warehouse"
+
+    def load(self, **kwargs):
+        """The relation's rows now, from the warehouse of the current settings."""
+        from pipelines.settings import get_settings
+        from pipelines.warehouse.connection import read_frame
+
+        return read_frame(get_settings(), f"select * from {self.relation}")  # noqa: S608 (a relation name)
+
+    @staticmethod
+    def _can_resolve(raw_source) -> bool:
+        return False  # only built explicitly, never guessed from a string
+
+    @classmethod
+    def _resolve(cls, raw_source) -> WarehouseRelation:
+        raise NotImplementedError("a WarehouseRelation is built from a relation name, not resolved")
+
+    def to_dict(self) -> dict[str, str]:
+        return {"relation": self.relation, "engine": self.engine}
+
+    @classmethod
+    def from_dict(cls, source_dict: dict) -> WarehouseRelation:
+        return cls(source_dict["relation"], source_dict["engine"])
+
+
+def log_training_data(frame, relation: str, settings: Settings, snapshot: str) -> None:
+    """Log what the active run learned from as an MLflow dataset (schema, row count, digest, source relation)."""
+    import mlflow.data
+
+    dataset = mlflow.data.from_pandas(
+        frame, source=WarehouseRelation(relation, settings.dbt_target), name=f"{relation}@{snapshot}"
+    )
+    mlflow.log_input(dataset, context="training", tags={"data_snapshot": snapshot})

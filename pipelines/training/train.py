@@ -8,11 +8,15 @@ The flow of one training (one MLflow parent run in experiment ``recforge``):
    spread over folds, overall, per activity segment and on new items;
 3. re-fit the champion's recipe on the same folds (reused when it equals a candidate), so both sides
    of the gate are measured on the same data;
-4. fit the best candidate on the whole log, log it as a self-contained pyfunc and register it as a
-   new version of ``recforge-recommender``;
+4. fit the best candidate on the whole log, log it as a self-contained pyfunc on that candidate's
+   own nested run (so the version's run is the one whose backtest chose it) with the training data
+   as an MLflow dataset, and register it as a new version of ``recforge-recommender``;
 5. the gate (``pipelines/training/gate.py``): alias ``champion`` if it passes, ``challenger`` if not; the
    decision, each check with its numbers and the evaluation report go on the run, the model version
-   and the log.
+   (its description) and the log.
+
+Run from the ``recforge_train`` DAG, every run and the version carry the DAG run's ids and a link to
+its Airflow task (``AirflowRun``).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from models.evaluation.backtest import STD_SUFFIX
 from pipelines.reports.index import write_index
 from pipelines.settings import REPO_ROOT, Settings
 from pipelines.training.candidates import UnknownCandidate, candidate_factories, recipe_factory
-from pipelines.training.data import EvaluationData, load_evaluation_data
+from pipelines.training.data import EVENTS_RELATION, EvaluationData, load_evaluation_data
 from pipelines.training.evaluation import (
     EvaluationRun,
     backtest_candidates,
@@ -42,11 +46,19 @@ from pipelines.training.evaluation import (
 )
 from pipelines.training.gate import GateDecision, decide
 from pipelines.training.report import write_evaluation_report
-from pipelines.training.tracking import code_version, log_backtest
+from pipelines.training.tracking import AirflowRun, code_version, log_backtest, log_training_data
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TrainResult", "code_version", "train_and_register"]
+__all__ = ["AirflowRun", "TrainResult", "code_version", "train_and_register"]
+
+# What the registered pyfunc answers, said on every version: it is the model, not serving's lists.
+PYFUNC_NOTE = (
+    "The pyfunc returns raw model scores: the model's top-k per known user, without publication's business "
+    "rules (blocked, out-of-stock and already-purchased items are not removed, no category cap) and without "
+    "the popularity fallback (an unknown user gets no rows). What users are served comes from "
+    "`recforge publish` (published/<version>/), which applies both."
+)
 
 
 @dataclass
@@ -91,7 +103,8 @@ class TrainResult:
         }
 
 
-def train_and_register(settings: Settings) -> TrainResult:
+def train_and_register(settings: Settings, airflow: AirflowRun | None = None) -> TrainResult:
+    """One training (see the module docstring); ``airflow`` is the DAG run it runs in, if any."""
     import mlflow
 
     from pipelines.training.tracking import configure
@@ -100,8 +113,12 @@ def train_and_register(settings: Settings) -> TrainResult:
     factories = candidate_factories(settings)  # an unknown candidate fails before any data is read
     data = load_evaluation_data(settings)
     tags = {"data_snapshot": data.snapshot, "split": data.split, "code_version": code_version()}
+    if airflow is not None:
+        tags.update(airflow.tags())
     run = EvaluationRun(data, evaluation_config(settings))
+    events = data.events_frame()
     with mlflow.start_run(run_name="training", tags=tags) as parent:
+        log_training_data(events, EVENTS_RELATION, settings, data.snapshot)
         mlflow.log_params(
             {
                 "candidates": ",".join(factories),
@@ -119,7 +136,9 @@ def train_and_register(settings: Settings) -> TrainResult:
         champion_version, champion_metrics, basis, champion_label = champion_reference(settings, client, run, tags)
 
         final = factories[best]().fit(data.full_interactions())
-        version = _log_and_register(final, settings, data)
+        with mlflow.start_run(run_id=run.run_ids[best], nested=True):  # the winner's run gets its model
+            log_training_data(events, EVENTS_RELATION, settings, data.snapshot)
+            version = _log_and_register(final, settings, data, airflow)
         try:
             decision = decide(settings, summaries[best], champion_metrics, champion_version, basis)
         except ValueError as error:  # e.g. a champion from before its guardrail metrics were recorded
@@ -130,6 +149,9 @@ def train_and_register(settings: Settings) -> TrainResult:
                 champion_version,
             )
         apply_decision(client, settings, str(version.version), decision)
+        client.update_model_version(
+            settings.registered_model_name, str(version.version), description=version_description(decision, best)
+        )
 
         mlflow.log_metrics(summaries[best])
         mlflow.log_metrics(primary_by_candidate(summaries, run.config.names))
@@ -220,6 +242,15 @@ def apply_decision(client, settings: Settings, version: str, decision: GateDecis
         client.set_model_version_tag(name, version, key, value)
 
 
+def version_description(decision: GateDecision, best: str) -> str:
+    """The model version's description in the MLflow UI: the gate's verdict, each check with its numbers, the pyfunc."""
+    verdict = "Promoted to champion" if decision.promoted else "Not promoted (alias challenger)"
+    lines = [f"**{verdict}** ({best}): {decision.reason()}", "", f"Basis: {decision.basis}"]
+    if decision.checks:
+        lines += ["", "Gate checks:", *(f"- {check.describe()}" for check in decision.checks)]
+    return "\n".join([*lines, "", PYFUNC_NOTE])
+
+
 def _decision_record(decision: GateDecision, best: str, version: str) -> dict:
     return {
         "model": best,
@@ -245,8 +276,8 @@ def _decision_record(decision: GateDecision, best: str, version: str) -> dict:
     }
 
 
-def _log_and_register(model: Recommender, settings: Settings, data: EvaluationData):
-    """Log the model as a self-contained pyfunc and register it; return the new model version."""
+def _log_and_register(model: Recommender, settings: Settings, data: EvaluationData, airflow: AirflowRun | None):
+    """Log the model as a self-contained pyfunc on the active run and register it; return the new model version."""
     import warnings
 
     import mlflow
@@ -286,6 +317,7 @@ def _log_and_register(model: Recommender, settings: Settings, data: EvaluationDa
         "model_params": json.dumps(model.params(), sort_keys=True),
         "data_snapshot": data.snapshot,
         "split": data.split,
+        **(airflow.tags() if airflow is not None else {}),
     }.items():
         client.set_model_version_tag(settings.registered_model_name, version, key, value)
     return client.get_model_version(settings.registered_model_name, version)

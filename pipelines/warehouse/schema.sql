@@ -79,7 +79,7 @@ create table if not exists monitoring.drift_results (
     threshold         double precision,
     drifted           boolean not null,
     retrain_triggered boolean not null,
-    report            varchar
+    report            varchar   -- the HTML report, relative to reports/ (absolute in rows from before 2026-12)
 );
 
 -- The distributions of the window the current model family was trained on.
