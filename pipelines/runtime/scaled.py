@@ -59,6 +59,8 @@ class ScaledStack:
         # RECFORGE_* come from the settings object alone, so a stray variable cannot contradict it.
         inherited = {k: v for k, v in os.environ.items() if not k.startswith("RECFORGE_")}
         env = {**inherited, **self.settings.to_environment(), **airflow_environment(self.settings)}
+        # The embedded default's SQLite lock wait (a `timeout` connect argument) means nothing to psycopg2.
+        env.pop("AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS")
         env.update(
             {
                 "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self._pg_url(self.airflow_database),

@@ -19,7 +19,7 @@ from models import (
 )
 from models.dataset import Interactions
 from models.ranker_features import FeatureContext, segment_of
-from tests.test_model_contract import COMMUNITY_SIZE, DAY, T0, community_data, community_walks
+from tests.models.test_contract import COMMUNITY_SIZE, DAY, T0, community_data, community_walks
 
 # --- Interactions with time and item attributes
 
