@@ -27,16 +27,6 @@ TINY = {
 }
 
 
-# Files that take minutes of wall time mostly waiting on their own server processes. Collected
-# first, so that xdist's loadfile scheduling starts them on one worker while the other works
-# through the rest, instead of leaving them for the end of the run.
-SLOWEST_FILES_FIRST = ("tests/scaled/test_stack.py",)
-
-
-def pytest_collection_modifyitems(items):
-    items.sort(key=lambda item: not item.nodeid.startswith(SLOWEST_FILES_FIRST))  # stable: the rest keep their order
-
-
 def make_settings(home: Path, **overrides) -> Settings:
     settings = Settings(home=home, **{**TINY, **overrides})
     settings.ensure_dirs()
