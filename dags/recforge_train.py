@@ -1,6 +1,7 @@
 """recforge_train: warehouse -> backtested candidate models -> MLflow runs and registry -> promotion gate.
 
-Scheduled by the train_cron setting (weekly by default) and whenever recforge_drift emits DRIFT.
+Scheduled by the train_cron setting (weekly by default; empty: never by time) and whenever
+recforge_drift emits DRIFT.
 Every run registers a new version; the gate makes it `champion` or leaves it `challenger`.
 Emits CHAMPION, which schedules recforge_publish, only when the gate promoted the new model.
 """
@@ -18,7 +19,9 @@ settings = get_settings()
 
 @dag(
     dag_id="recforge_train",
-    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable(settings.train_cron, timezone="UTC"), assets=DRIFT),
+    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable(settings.train_cron, timezone="UTC"), assets=DRIFT)
+    if settings.train_cron
+    else [DRIFT],
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,

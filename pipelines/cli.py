@@ -183,14 +183,14 @@ def cmd_backfill(settings: Settings, args) -> None:
 def cmd_ui(settings: Settings, args) -> None:
     """The Airflow UI (:8080) and the MLflow UI (:5000) on the embedded default's stores, on 127.0.0.1
     unless --host says otherwise (pipelines/runtime/ui.py says what is open to whom)."""
-    from pipelines.runtime.orchestrate import airflow_environment, configure_airflow
+    from pipelines.runtime.airflow_home import configure_airflow
     from pipelines.runtime.ui import UiLaunch, owner_only
     from pipelines.training.tracking import rebase_local_store
 
     configure_airflow(settings)
     rebase_local_store(settings)  # a moved home: the MLflow UI must serve artifacts from here, not the old place
     owner_only(settings.airflow_home / "airflow.cfg")  # holds the JWT secret and the Fernet key
-    launch = UiLaunch(settings, args.host).build(airflow_environment(settings))
+    launch = UiLaunch(settings, args.host).build()
     print(launch.summary(launch.admin_password()), flush=True)
     launch.run()
 
@@ -199,7 +199,8 @@ def cmd_scaled_up(settings: Settings, args) -> None:
     """The scaled-out configuration on this machine: Airflow (Celery, PostgreSQL), MLflow server."""
     import time
 
-    from pipelines.runtime.scaled import ScaledStack, ensure_databases, interrupt_on_sigterm
+    from pipelines.runtime.processes import interrupt_on_sigterm
+    from pipelines.runtime.scaled import ScaledStack, ensure_databases
 
     interrupt_on_sigterm()
 

@@ -86,7 +86,9 @@ class Settings(BaseSettings):
         description="How long an embedded Airflow process waits for SQLite's write lock (held by the others).",
     )  # fmt: skip
 
-    train_cron: str = Field(default="0 4 * * 1", description="Scheduled retraining (besides drift), in UTC.")
+    train_cron: str = Field(
+        default="0 4 * * 1", description="Scheduled retraining (besides drift), in UTC; empty: on drift only."
+    )
 
     # --- ingestion
     bot_max_events_per_minute: int = Field(
@@ -283,8 +285,11 @@ class Settings(BaseSettings):
     def _cron_expression(cls, value: str) -> str:
         from croniter import croniter  # Airflow's own cron parser (a dependency of the pipeline extra)
 
-        if not croniter.is_valid(value):
-            raise ValueError("must be a cron expression of five fields (minute hour day month weekday) or @daily etc.")
+        if value and not croniter.is_valid(value):
+            raise ValueError(
+                "must be a cron expression of five fields (minute hour day month weekday), @daily etc., "
+                "or empty (retrain on drift only)"
+            )
         return value
 
     @model_validator(mode="after")

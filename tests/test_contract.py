@@ -7,7 +7,7 @@ import yaml
 
 from pipelines.contract import EVENT_TYPES, WAREHOUSE_POOL
 from pipelines.ingest.batch import CLASSIFY_SQL
-from pipelines.runtime.orchestrate import CREATE_WAREHOUSE_POOL
+from pipelines.runtime.airflow_home import CREATE_WAREHOUSE_POOL
 from pipelines.settings import REPO_ROOT, SIGNAL_WEIGHT_SETTINGS
 
 DBT = REPO_ROOT / "dbt_project"

@@ -39,6 +39,7 @@ INVALID = [
     ("RECFORGE_TRAIN_CANDIDATES", "als", "a JSON list"),
     ("RECFORGE_WAREHOUSE_MEMORY_LIMIT", "lots", "a size DuckDB reads"),
     ("RECFORGE_TRAIN_CRON", "every monday", "a cron expression"),
+    ("RECFORGE_TRAIN_CRON", " ", "a cron expression"),
 ]
 SERVING_INVALID = [
     ("RECFORGE_PORT", "99999", "an integer in [1, 65535]"),
@@ -169,6 +170,6 @@ def test_duckdb_memory_sizes_are_accepted(value, tmp_path):
     assert Settings(home=tmp_path, warehouse_memory_limit=value).warehouse_memory_limit == value
 
 
-@pytest.mark.parametrize("value", ["0 4 * * 1", "@daily", "*/15 * * * *"])
+@pytest.mark.parametrize("value", ["0 4 * * 1", "@daily", "*/15 * * * *", ""])
 def test_cron_expressions_are_accepted(value, tmp_path):
     assert Settings(home=tmp_path, train_cron=value).train_cron == value

@@ -98,7 +98,7 @@ def status_lines(settings: Settings) -> list[str]:
         *_publication_lines(settings),
         *([warning] if warning else []),
         "API:         http://127.0.0.1:8000  (docs at /docs; `make run` serves it, `recforge serve` alone too)",
-        "Airflow UI:  make ui   -> http://127.0.0.1:8080 (admin password printed by `airflow standalone`)",
+        "Airflow UI:  make ui   -> http://127.0.0.1:8080 (login admin; `make ui` prints the password)",
         "MLflow UI:   make ui   -> http://127.0.0.1:5000",
         f"validation:  {docs.as_uri() if docs.exists() else '(no Data Docs yet)'}",
         f"reports:     {(settings.reports_dir / 'index.html').as_uri()}  (Data Docs, drift, evaluation, dbt docs)",

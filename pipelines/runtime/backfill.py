@@ -59,12 +59,16 @@ class BackfillCreated:
 
 def create_backfill(settings: Settings, start: datetime, end: datetime) -> BackfillCreated:
     """Create a backfill of recforge_ingest over the landing days [start, end) (see the module doc)."""
-    from pipelines.runtime.orchestrate import configure_airflow
+    from pipelines.runtime.airflow_home import configure_airflow
 
     if end <= start:
         raise BackfillFailed(f"--end {end:%Y-%m-%d} must be after --start {start:%Y-%m-%d}")
     configure_airflow(settings, "WARNING")
+    return create_ingest_backfill(settings, start, end)
 
+
+def create_ingest_backfill(settings: Settings, start: datetime, end: datetime) -> BackfillCreated:
+    """`create_backfill` in a process whose Airflow environment is configured already (`recforge run`)."""
     from airflow.models import DagModel, DagRun
     from airflow.models.backfill import Backfill, BackfillDagRun, ReprocessBehavior, _create_backfill
     from airflow.models.serialized_dag import SerializedDagModel
@@ -74,7 +78,7 @@ def create_backfill(settings: Settings, start: datetime, end: datetime) -> Backf
     with create_session() as session:
         registered = session.scalar(select(SerializedDagModel.dag_id).where(SerializedDagModel.dag_id == INGEST_DAG))
     if registered is None:  # a fresh home: neither `recforge run` nor the UI's DAG processor has parsed the DAGs
-        _register_dags()
+        register_dags()
     with create_session() as session:  # an UPDATE first, not a read: SQLite's busy wait covers it
         unpaused = session.execute(update(DagModel).where(DagModel.dag_id == INGEST_DAG).values(is_paused=False))
         if unpaused.rowcount != 1:
@@ -122,9 +126,37 @@ def create_backfill(settings: Settings, start: datetime, end: datetime) -> Backf
         return BackfillCreated(backfill_id=backfill.id, days=[f"{d:%Y-%m-%d}" for d in dates])
 
 
-def _register_dags() -> None:
+def register_dags() -> None:
     """`airflow dags reserialize`: a backfill needs the DAG's serialized form, which a fresh home lacks."""
     airflow = Path(sys.executable).with_name("airflow")
     done = subprocess.run([str(airflow), "dags", "reserialize"], capture_output=True, text=True, env=os.environ.copy())
     if done.returncode != 0:
         raise BackfillFailed(f"airflow dags reserialize failed:\n{done.stderr[-2000:]}")
+
+
+def close_backfill(backfill_id: int) -> None:
+    """Mark a backfill complete now, as the scheduler would at its next 30-second check.
+
+    `recforge run` stops its scheduler as soon as the chain ends, often before that check; a
+    backfill left open would refuse the next one ("Another backfill is running"). Runs it left
+    unfinished (an interrupted `recforge run`) are marked failed, so the Airflow UI says what
+    happened and the next backfill over those days reprocesses them.
+    """
+    from airflow.models import DagRun
+    from airflow.models.backfill import Backfill
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState
+    from sqlalchemy import update
+
+    unfinished = (DagRunState.QUEUED, DagRunState.RUNNING)
+    with create_session() as session:  # statements that write first: SQLite's busy wait covers them
+        session.execute(
+            update(DagRun)
+            .where(DagRun.backfill_id == backfill_id, DagRun.state.in_(unfinished))
+            .values(state=DagRunState.FAILED)
+        )
+        session.execute(
+            update(Backfill)
+            .where(Backfill.id == backfill_id, Backfill.completed_at.is_(None))
+            .values(completed_at=datetime.now(UTC))
+        )

@@ -10,28 +10,19 @@ Selected with ``AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS=pipelines.runtime.celery_
 
 from __future__ import annotations
 
-import importlib
 import logging
 
 from airflow.providers.celery.executors.default_celery import DEFAULT_CELERY_CONFIG
 from celery.signals import worker_init
 
+from pipelines.runtime.warm_airflow import PRELOADED_MODULES, preload
+
 log = logging.getLogger(__name__)
 
 CELERY_CONFIG = DEFAULT_CELERY_CONFIG
 
-# What the DAG tasks import inside their functions, heaviest first.
-PRELOADED_MODULES = (
-    "great_expectations",
-    "pipelines.validation.checkpoints",
-    "pipelines.ingest",
-    "pipelines.warehouse.transform",
-    "pandas",
-)
-
 
 @worker_init.connect
 def preload_stage_libraries(**_) -> None:
-    for name in PRELOADED_MODULES:
-        importlib.import_module(name)
+    preload()
     log.info("preloaded %s for the tasks this worker forks", ", ".join(PRELOADED_MODULES))

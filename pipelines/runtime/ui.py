@@ -24,7 +24,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipelines.runtime.scaled import interrupt_on_sigterm, raise_if_exited, spawn, stop
+from pipelines.runtime.airflow_home import local_executor_environment
+from pipelines.runtime.processes import interrupt_on_sigterm, raise_if_exited, spawn, stop
 from pipelines.settings import Settings
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -93,26 +94,19 @@ class UiLaunch:
         write_secret(self.mlflow_password_file, password + "\n")
         return password
 
-    def build(self, airflow_environment: dict[str, str]) -> UiLaunch:
+    def build(self) -> UiLaunch:
         """Fill in `commands` and `environment` (writes the secret files, starts nothing)."""
         bin_dir = Path(sys.executable).parent
         airflow, mlflow = str(bin_dir / "airflow"), str(bin_dir / "mlflow")
-        reach = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host  # where local clients connect
         self.environment = {
             **os.environ,
-            **airflow_environment,
-            "AIRFLOW__API__HOST": self.host,
-            "AIRFLOW__API__PORT": str(AIRFLOW_PORT),
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://{reach}:{AIRFLOW_PORT}/execution/",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            **local_executor_environment(self.settings, self.host, AIRFLOW_PORT),
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.passwords_file),
-            # `airflow ...` subprocesses (task runners) are found on PATH.
-            "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
         }
         self.commands = {
             "api-server": [airflow, "api-server", "--host", self.host, "--port", str(AIRFLOW_PORT)],
-            "scheduler": [airflow, "scheduler", "--skip-serve-logs"],
+            "scheduler": [sys.executable, "-m", "pipelines.runtime.warm_airflow", "scheduler", "--skip-serve-logs"],
             "dag-processor": [airflow, "dag-processor"],
             "triggerer": [airflow, "triggerer", "--skip-serve-logs"],
         }

@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 
-from pipelines.runtime.orchestrate import airflow_environment
+from pipelines.runtime.airflow_home import airflow_environment
 from tests.conftest import make_settings
 
 INSPECT = """
@@ -31,9 +31,9 @@ print(json.dumps({"errors": {k: v for k, v in bag.import_errors.items()}, "dags"
 """
 
 
-def load_dags(tmp_path) -> dict:
+def load_dags(tmp_path, **environment: str) -> dict:
     settings = make_settings(tmp_path / "home")
-    env = {**os.environ, **airflow_environment(settings)}
+    env = {**os.environ, **airflow_environment(settings), **environment}
     out = subprocess.run([sys.executable, "-c", INSPECT], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -66,6 +66,13 @@ def test_dagbag_loads_without_import_errors_and_chains_by_assets(tmp_path):
     assert dags["recforge_publish"]["schedule"] == [champion] and dags["recforge_publish"]["outlets"] == [publication]
     for dag in dags.values():
         assert dag["catchup"] is False and dag["retries"] >= 1 and "recforge" in dag["tags"] and dag["documented"]
+
+
+def test_an_empty_train_cron_retrains_on_drift_only(tmp_path):
+    """What `recforge run` gives its scheduler: unpausing recforge_train then starts no run by time."""
+    dags = load_dags(tmp_path, RECFORGE_TRAIN_CRON="")["dags"]
+    assert dags["recforge_train"]["schedule"] == ["recforge://monitoring/drift"]
+    assert dags["recforge_train"]["timetable"] == "AssetTriggeredTimetable"
 
 
 def test_an_invalid_setting_shows_as_the_dag_files_import_error_with_the_clis_line(tmp_path):

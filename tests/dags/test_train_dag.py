@@ -16,7 +16,7 @@ pytestmark = pytest.mark.e2e
 # states of the gate's tasks and the CHAMPION asset events after each run.
 DRIVER = """
 import json, os, sys
-from pipelines.runtime.orchestrate import configure_airflow
+from pipelines.runtime.airflow_home import configure_airflow
 from pipelines.settings import get_settings
 settings = get_settings()
 configure_airflow(settings, "WARNING")

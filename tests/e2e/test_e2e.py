@@ -69,6 +69,37 @@ def test_airflow_metadata_holds_successful_runs_of_every_dag(pipeline_home):
     assert failed == 0
 
 
+def test_the_runs_are_the_schedulers_own_with_task_logs_and_real_times(pipeline_home):
+    """What `make ui` shows of a `make run`: the scheduler's runs (not `dag.test()`'s), every task's
+    log on disk where the UI reads it, the gate's decision in the train task's log, real durations,
+    the backfill closed and every DAG paused again."""
+    with sqlite3.connect(pipeline_home / "airflow" / "airflow.db") as con:
+        kinds = set(con.execute("select dag_id, run_type, triggered_by from dag_run"))
+        runs = con.execute("select start_date, end_date from dag_run").fetchall()
+        tasks = con.execute("select dag_id, run_id, task_id, try_number, state from task_instance").fetchall()
+        open_backfills = con.execute("select count(*) from backfill where completed_at is null").fetchone()[0]
+        paused = dict(con.execute("select dag_id, is_paused from dag"))
+    assert kinds == {
+        ("recforge_ingest", "backfill", "BACKFILL"),
+        ("recforge_transform", "manual", "CLI"),
+        ("recforge_drift", "asset_triggered", "ASSET"),
+        ("recforge_train", "asset_triggered", "ASSET"),
+        ("recforge_publish", "asset_triggered", "ASSET"),
+    }
+    for start, end in runs:
+        seconds = (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+        assert 0 < seconds < 600, (start, end)
+    logs = pipeline_home / "airflow" / "logs"
+    for dag_id, run_id, task_id, try_number, state in tasks:
+        if state == "success":
+            log = logs / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={task_id}" / f"attempt={try_number}.log"
+            assert log.exists() and log.stat().st_size > 0, log
+    (train_log,) = logs.glob("dag_id=recforge_train/run_id=*/task_id=train_and_register/attempt=1.log")
+    assert "promoted to champion" in train_log.read_text()
+    assert open_backfills == 0  # the next `recforge run` or `recforge backfill` is not blocked
+    assert set(paused.values()) == {1}
+
+
 def test_mlflow_holds_the_runs_and_a_champion(pipeline_home):
     settings = make_settings(pipeline_home)
     client = configure(settings)
@@ -152,7 +183,7 @@ def test_the_reports_index_renders_in_chromium_and_every_link_resolves(pipeline_
 def recforge_backfill(home: Path, *args: str, script: str = "", **env: str) -> subprocess.CompletedProcess:
     """`recforge backfill ARGS` on `home` (with `script` run first in the same process, after Airflow's setup)."""
     setup = (
-        "from pipelines.runtime.orchestrate import configure_airflow\nfrom pipelines.settings import get_settings\n"
+        "from pipelines.runtime.airflow_home import configure_airflow\nfrom pipelines.settings import get_settings\n"
         f"configure_airflow(get_settings(), 'WARNING')\n{script}\n"
     )
     code = "import sys\nfrom pipelines.cli import main\n" + (setup if script else "")
@@ -170,11 +201,18 @@ def airflow_copy(pipeline_home: Path, tmp_path: Path) -> Path:
     return home
 
 
-def backfill_runs(home: Path) -> list[tuple]:
+def newest_backfill(home: Path) -> int:
+    with sqlite3.connect(home / "airflow" / "airflow.db") as con:
+        return con.execute("select coalesce(max(id), 0) from backfill").fetchone()[0]
+
+
+def backfill_runs(home: Path, after_backfill: int) -> list[tuple]:
+    """The runs of the backfills newer than backfill `after_backfill` (`recforge run` makes one per run)."""
     with sqlite3.connect(home / "airflow" / "airflow.db") as con:
         return con.execute(
-            "select substr(logical_date, 1, 10), run_type, state from dag_run where backfill_id is not null"
-            " order by logical_date"
+            "select substr(logical_date, 1, 10), run_type, state from dag_run where backfill_id > ?"
+            " order by logical_date",
+            (after_backfill,),
         ).fetchall()
 
 
@@ -183,6 +221,7 @@ def test_a_backfill_waits_for_the_busy_metadata_db_and_leaves_today_to_the_daily
     `airflow backfill create` fail with "database is locked"; `recforge backfill` waits its turn."""
     home = airflow_copy(pipeline_home, tmp_path)
     database = home / "airflow" / "airflow.db"
+    before = newest_backfill(home)
     busy, done = threading.Event(), threading.Event()
 
     def scheduler_like_writer():
@@ -209,7 +248,7 @@ def test_a_backfill_waits_for_the_busy_metadata_db_and_leaves_today_to_the_daily
     assert out.returncode == 0, out.stderr[-3000:]
     assert f"{today}'s interval has not ended" in out.stdout
     assert "2 run(s)" in out.stdout
-    assert backfill_runs(home) == [
+    assert backfill_runs(home, before) == [
         (f"{today - timedelta(days=2)}", "backfill", "queued"),
         (f"{today - timedelta(days=1)}", "backfill", "queued"),
     ]
@@ -220,6 +259,7 @@ def test_a_backfill_waits_for_the_busy_metadata_db_and_leaves_today_to_the_daily
 
 def test_a_backfill_that_fails_half_way_is_undone_and_named(pipeline_home, tmp_path):
     home = airflow_copy(pipeline_home, tmp_path)
+    before = newest_backfill(home)
     fail_after_the_backfill_row = (
         "import sqlite3, sqlalchemy.exc, airflow.models.backfill as b\n"
         "def locked(**kwargs):\n"
@@ -233,9 +273,8 @@ def test_a_backfill_that_fails_half_way_is_undone_and_named(pipeline_home, tmp_p
     assert out.returncode == 1
     assert "recforge backfill: error: creating the backfill of recforge_ingest in " in out.stderr
     assert re.search(r"failed and was undone \(\d+ attempt\(s\)\): OperationalError: .*database is locked", out.stderr)
-    with sqlite3.connect(home / "airflow" / "airflow.db") as con:
-        assert con.execute("select count(*) from backfill").fetchone()[0] == 0  # the next backfill is not blocked
-    assert backfill_runs(home) == []
+    assert newest_backfill(home) == before  # the next backfill is not blocked
+    assert backfill_runs(home, before) == []
 
 
 def test_a_backfill_needs_an_end_after_its_start(tmp_path):

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pipelines.runtime.orchestrate import airflow_environment
+from pipelines.runtime.airflow_home import airflow_environment
 from tests.conftest import make_settings
 
 # Prints, for every option of airflow.cfg whose written value names `old`, what Airflow now uses.

@@ -9,7 +9,6 @@ import os
 import stat
 
 from pipelines.cli import build_parser
-from pipelines.runtime.orchestrate import airflow_environment
 from pipelines.runtime.ui import UiLaunch, owner_only, write_secret
 from tests.conftest import make_settings
 
@@ -20,7 +19,7 @@ def mode(path) -> int:
 
 def launch(tmp_path, host="127.0.0.1") -> UiLaunch:
     settings = make_settings(tmp_path / "home")
-    return UiLaunch(settings, host).build(airflow_environment(settings))
+    return UiLaunch(settings, host).build()
 
 
 def test_recforge_ui_listens_on_localhost_unless_told_otherwise():
