@@ -31,9 +31,10 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 @dataclass(frozen=True)
 class SkippedFile:
-    """A file of a landing day that was not read, and why: ``unsupported_format`` (not one of
-    RECFORGE_FORMATS), ``not_a_file`` (a directory), or ``duplicate_of:<name>`` (the same bytes as
-    a file of the same day that was read: a copy would double its raw rows)."""
+    """A file of a landing day or an import that was not read, and why: ``unsupported_format`` (not
+    one of RECFORGE_FORMATS), ``not_a_file`` (a directory), or ``duplicate_of:<name>`` (the same
+    bytes as a file of the same day or import that was read: a copy would double its raw rows).
+    Recorded in raw.skipped_files and replaced with the day or the file, like its batches."""
 
     file: str
     reason: str
@@ -111,19 +112,31 @@ def landing_files(directory: Path) -> tuple[list[Path], list[SkippedFile]]:
     Two files with the same content (by SHA-256) are one delivery copied twice: the first by name
     is read, the copy is skipped as ``duplicate_of:<first>``.
     """
-    files: list[Path] = []
+    readable: list[Path] = []
     skipped: list[SkippedFile] = []
-    first_with: dict[str, Path] = {}
     for path in sorted(directory.iterdir()) if directory.is_dir() else []:
         if not path.is_file():
             skipped.append(SkippedFile(path.name, "not_a_file"))
         elif recforge_format(path) is None:
             skipped.append(SkippedFile(path.name, "unsupported_format"))
-        elif (first := first_with.setdefault(_content_digest(path), path)) is not path:
-            skipped.append(SkippedFile(path.name, f"duplicate_of:{first.name}"))
         else:
-            files.append(path)
-    return files, skipped
+            readable.append(path)
+    files, copies = without_copies(readable)
+    return files, sorted(skipped + [SkippedFile(p.name, reason) for p, reason in copies], key=lambda s: s.file)
+
+
+def without_copies(files: list[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """`files` with every later file of identical content left out, and those copies with their reason."""
+    kept: list[Path] = []
+    copies: list[tuple[Path, str]] = []
+    first_with: dict[str, Path] = {}
+    for path in files:
+        first = first_with.setdefault(_content_digest(path), path)
+        if first is path:
+            kept.append(path)
+        else:
+            copies.append((path, f"duplicate_of:{first.name}"))
+    return kept, copies
 
 
 def _content_digest(path: Path) -> str:
@@ -147,7 +160,7 @@ def ingest_interval(settings: Settings, interval_start: datetime, interval_end: 
     """
     source = get_source("recforge")
     days = days_in_interval(interval_start, interval_end)
-    plan: list[tuple[date, list[Path]]] = []
+    plan: list[tuple[date, list[Path], list[SkippedFile]]] = []
     skipped: list[SkippedFile] = []
     for day in days:
         directory = landing_day_dir(settings, day)
@@ -155,17 +168,21 @@ def ingest_interval(settings: Settings, interval_start: datetime, interval_end: 
         if not files:
             found = f" (found only {', '.join(f'{s.file}: {s.reason}' for s in skipped_here)})" if skipped_here else ""
             raise IngestError(f"no landing file for {day}: expected {directory}/*{'|'.join(RECFORGE_FORMATS)}{found}")
-        for skip in skipped_here:
-            skip = SkippedFile(str((directory / skip.file).relative_to(settings.landing_dir)), skip.reason)
+        day_skipped = [
+            SkippedFile(str((directory / skip.file).relative_to(settings.landing_dir)), skip.reason)
+            for skip in skipped_here
+        ]
+        for skip in day_skipped:
             log.warning("skipped %s: %s", skip.file, skip.reason)
-            skipped.append(skip)
-        plan.append((day, files))
+        skipped += day_skipped
+        plan.append((day, files, day_skipped))
 
     results = []
     with connect(settings) as con, con.transaction():
         catalog_items = _replace_catalog(con, read_recforge_catalog_or_fail(settings))
-        for day, files in plan:
+        for day, files, day_skipped in plan:
             _forget_landing_day(con, source.name, day)
+            _record_skipped(con, source.name, day, day_skipped)
             window = BatchWindow(
                 interval_start=_midnight(day),
                 interval_end=_midnight(day) + timedelta(days=1),
@@ -193,10 +210,13 @@ def ingest_path(settings: Settings, source_name: str, path: Path) -> IngestResul
     if not path.exists():
         raise IngestError(f"{path}: no such file or directory")
     try:
-        files = source.event_files(path)
+        files, copies = without_copies(source.event_files(path))
         catalog = source.catalog(path)
     except SchemaError as error:
         raise IngestError(str(error)) from error
+    skipped = [SkippedFile(str(copy), reason) for copy, reason in copies]
+    for skip in skipped:
+        log.warning("skipped %s: %s", skip.file, skip.reason)
     now = datetime.now(UTC)
     window = BatchWindow(
         interval_start=EPOCH,
@@ -209,6 +229,10 @@ def ingest_path(settings: Settings, source_name: str, path: Path) -> IngestResul
     with connect(settings) as con, con.transaction():
         if catalog is not None:
             _replace_catalog(con, catalog)
+        for copy, _ in copies:  # a file imported before and now a copy of another: its old batch goes
+            for table in ("raw.events", "quarantine.events", "raw.batches"):
+                con.execute(f"delete from {table} where batch_id = ?", [batch_id_for(source.name, None, copy)])
+        _record_skipped(con, source.name, None, skipped, replacing=[str(f) for f in files + [c for c, _ in copies]])
         for file in files:
             batch_id = batch_id_for(source.name, None, file)
             _forget_name_keyed_import(con, source.name, file)
@@ -219,7 +243,7 @@ def ingest_path(settings: Settings, source_name: str, path: Path) -> IngestResul
         # Sources without a catalog (Retailrocket's events file): every item seen becomes a catalog row.
         catalog_items = _catalog_size(con, add_seen=catalog is None)
         first, last = con.execute("select min(event_ts), max(event_ts) from raw.events").fetchone()
-    result = IngestResult(first or EPOCH, last or EPOCH, results, catalog_items)
+    result = IngestResult(first or EPOCH, last or EPOCH, results, catalog_items, skipped)
     log.info(result.summary())
     return result
 
@@ -243,6 +267,24 @@ def _forget_landing_day(con: Warehouse, source: str, day: date) -> None:
     )
     con.execute("delete from raw.events where source = ? and landing_date = ?", [source, day])
     con.execute("delete from raw.batches where source = ? and landing_date = ?", [source, day])
+    con.execute("delete from raw.skipped_files where source = ? and landing_date = ?", [source, day])
+
+
+def _record_skipped(
+    con: Warehouse, source: str, day: date | None, skipped: list[SkippedFile], replacing: list[str] = ()
+) -> None:
+    """Write a run's skipped files to raw.skipped_files: a landing day's rows are replaced with the
+    day (by _forget_landing_day); an import replaces the rows of the files it covers (`replacing`)."""
+    for file in replacing:
+        con.execute(
+            "delete from raw.skipped_files where source = ? and landing_date is null and file = ?", [source, file]
+        )
+    now = datetime.now(UTC)
+    for skip in skipped:
+        con.execute(
+            "insert into raw.skipped_files (source, landing_date, file, reason, skipped_at) values (?, ?, ?, ?, ?)",
+            [source, day, skip.file, skip.reason, now],
+        )
 
 
 def _forget_name_keyed_import(con: Warehouse, source: str, file: Path) -> None:

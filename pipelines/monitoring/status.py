@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 from pipelines.settings import Settings
@@ -20,12 +21,18 @@ def _warehouse_lines(settings: Settings) -> list[str]:
         reasons = con.execute(
             "select reason, count(*) from quarantine.events group by reason order by count(*) desc"
         ).fetchall()
+        skipped = con.execute("select reason from raw.skipped_files").fetchall()
     by_reason = ", ".join(f"{reason} {n}" for reason, n in reasons) or "none"
-    return [
+    lines = [
         f"warehouse:   {location(settings)}",
         f"  ingested {batches} batches: {rows_in} rows in = {accepted} accepted + {quarantined} quarantined",
         f"  quarantine by reason: {by_reason}",
     ]
+    if skipped:
+        kinds = Counter(reason.split(":")[0] for (reason,) in skipped)
+        listed = ", ".join(f"{kind} {n}" for kind, n in kinds.most_common())
+        lines.append(f"  files skipped (not read, see raw.skipped_files): {len(skipped)}: {listed}")
+    return lines
 
 
 def _registry_lines(settings: Settings) -> list[str]:

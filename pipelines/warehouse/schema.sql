@@ -64,6 +64,16 @@ create table if not exists raw.batches (
 alter table raw.batches add column if not exists landing_date date;
 alter table raw.batches add column if not exists rows_late integer;
 
+-- One row per file a run found but did not read, and why: nothing in a landing day or an import
+-- is ignored silently (reasons: pipelines.ingest.run.SkippedFile).
+create table if not exists raw.skipped_files (
+    source       varchar not null,
+    landing_date date,             -- the landing day; null for a file of an import
+    file         varchar not null,
+    reason       varchar not null,
+    skipped_at   timestamptz not null
+);
+
 create schema if not exists monitoring;
 
 -- One row per measure per drift check (one 'baseline' row when there was no baseline yet).

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from pipelines.ingest import ingest_interval, ingest_path
 from pipelines.ingest.run import landing_day_dir
+from pipelines.monitoring.status import status_lines
 from pipelines.settings import Settings
 from pipelines.simulate import catalog_file
 from pipelines.warehouse.connection import connect
@@ -186,6 +187,35 @@ def test_a_copy_of_a_landing_file_is_skipped_and_reported(handmade, caplog):
     ]
     assert "skipped 1 file(s): events/date=2026-03-01/events.jsonl (duplicate_of:events-copy.jsonl)" in result.summary()
     assert "events.jsonl: duplicate_of:events-copy.jsonl" in caplog.text
+    one_day(handmade)  # a re-run replaces the day's record of skipped files with its own
+    assert skipped_rows(handmade) == [
+        ("recforge", DAY.date(), "events/date=2026-03-01/events.jsonl", "duplicate_of:events-copy.jsonl")
+    ]
+    assert "files skipped (not read, see raw.skipped_files): 1: duplicate_of 1" in "\n".join(status_lines(handmade))
+
+
+def skipped_rows(settings) -> list[tuple]:
+    with connect(settings) as con:
+        return con.execute(
+            "select source, landing_date, file, reason from raw.skipped_files order by landing_date, file"
+        ).fetchall()
+
+
+def test_a_copy_inside_an_imported_directory_is_skipped_recorded_and_its_old_batch_dropped(settings, tmp_path):
+    directory = tmp_path / "export"
+    directory.mkdir()
+    (directory / "a.jsonl").write_text(json.dumps(event(1)) + "\n")
+    (directory / "b.jsonl").write_text(json.dumps(event(2)) + "\n")
+    ingest_path(settings, "recforge", directory)
+    shutil.copy(directory / "a.jsonl", directory / "b.jsonl")  # b is now a copy of a
+    result = ingest_path(settings, "recforge", directory)
+    assert [b.file for b in result.batches] == [str(directory / "a.jsonl")]
+    assert [(s.file, s.reason) for s in result.skipped] == [(str(directory / "b.jsonl"), "duplicate_of:a.jsonl")]
+    with connect(settings) as con:
+        assert con.execute("select event_id from raw.events").fetchall() == [("t1",)]  # not doubled, b's old row gone
+        assert con.execute("select count(*) from raw.batches").fetchone()[0] == 1
+    ingest_path(settings, "recforge", directory)  # the same import again: one record of the skip, not two
+    assert skipped_rows(settings) == [("recforge", None, str(directory / "b.jsonl"), "duplicate_of:a.jsonl")]
 
 
 def test_gzipped_and_json_files_of_a_landing_day_are_read_and_other_files_reported(handmade):
