@@ -48,6 +48,8 @@ def airflow_environment(settings: Settings) -> dict[str, str]:
         # Task slots sized to the machine (Airflow's default of 32 LocalExecutor workers swamps 2 cores).
         "AIRFLOW__CORE__PARALLELISM": str(os.cpu_count() or 1),
         "RECFORGE_HOME": str(settings.home),
+        # A progress bar redrawn on stderr is a wall of "errors" in a task log.
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     }
 
 

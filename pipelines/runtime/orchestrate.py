@@ -19,6 +19,7 @@ until someone unpauses a DAG.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -85,6 +86,7 @@ def run_pipeline(settings: Settings, days: list[date] | None = None) -> Pipeline
     days = days or landing_days(settings)
     window = dag_window(days)
     os.environ.update(window)  # this process reads the DAGs too (the backfill), with the same window
+    logging.getLogger("airflow").setLevel(logging.WARNING)  # its import-time INFO lines are not progress
     configure_airflow(settings, "WARNING")
     refuse_a_second_scheduler(settings)
     outcome = PipelineRun()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import sqlite3
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import mlflow
@@ -35,8 +38,41 @@ ARTIFACT_URI_COLUMNS = (
 )
 
 
+class _LinesToLog(io.TextIOBase):
+    """A text stream whose every line becomes an INFO record of `logger`."""
+
+    def __init__(self, logger: logging.Logger):
+        self.logger, self.pending = logger, ""
+
+    def write(self, text: str) -> int:
+        self.pending += text
+        *lines, self.pending = self.pending.replace("\r", "\n").split("\n")
+        for line in lines:
+            if line.strip():
+                self.logger.info(line.strip())
+        return len(text)
+
+
+@contextlib.contextmanager
+def mlflow_output_logged() -> Iterator[None]:
+    """MLflow prints some messages straight to stderr ("Successfully registered model ..."), which an
+    Airflow task log shows as errors; inside this block they are INFO records of the "mlflow" logger."""
+    with contextlib.redirect_stderr(_LinesToLog(logging.getLogger("mlflow"))):
+        yield
+
+
+def _mlflow_logs_through_logging() -> None:
+    """MLflow's logger writes to stderr itself (which an Airflow task log marks as errors); let its
+    records propagate to the root logger instead, so a task log shows them at their own level."""
+    mlflow_logger = logging.getLogger("mlflow")
+    for handler in list(mlflow_logger.handlers):
+        mlflow_logger.removeHandler(handler)
+    mlflow_logger.propagate = True
+
+
 def configure(settings: Settings) -> MlflowClient:
     """Point MLflow at the configured tracking server and make sure the experiment exists."""
+    _mlflow_logs_through_logging()
     settings.mlflow_dir.mkdir(parents=True, exist_ok=True)
     rebase_local_store(settings)
     mlflow.set_tracking_uri(settings.tracking_uri)

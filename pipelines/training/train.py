@@ -46,7 +46,13 @@ from pipelines.training.evaluation import (
 )
 from pipelines.training.gate import GateDecision, decide
 from pipelines.training.report import write_evaluation_report
-from pipelines.training.tracking import AirflowRun, code_version, log_backtest, log_training_data
+from pipelines.training.tracking import (
+    AirflowRun,
+    code_version,
+    log_backtest,
+    log_training_data,
+    mlflow_output_logged,
+)
 
 log = logging.getLogger(__name__)
 
@@ -286,7 +292,7 @@ def _log_and_register(model: Recommender, settings: Settings, data: EvaluationDa
 
     example = pd.DataFrame({Columns.User: [str(model.user_ids[0])]})
     output = pd.DataFrame({Columns.User: ["u"], Columns.Rank: [1], Columns.Item: ["i"], Columns.Score: [1.0]})
-    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings(), mlflow_output_logged():
         # MLflow warns that integer columns cannot hold missing values: ranks never are missing.
         warnings.filterwarnings("ignore", message=".*[Ii]nteger column.*")
         bundle = model.save(Path(tmp) / "bundle")
