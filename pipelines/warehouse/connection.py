@@ -6,7 +6,7 @@ reports and status run unchanged on either engine, against the database dbt buil
 - ``execute(sql, params)`` returns a result with ``fetchone``/``fetchall``/``fetch_df``;
   callers write ``?`` placeholders and portable SQL (one DDL file serves both engines).
 - ``append_frame(table, frame)`` bulk-loads a DataFrame (DuckDB: insert from the registered
-  frame; PostgreSQL: one COPY).
+  frame; PostgreSQL: one COPY of a CSV Arrow writes).
 - ``transaction()`` makes a block all-or-nothing; outside one, every statement commits alone.
 - ``sql_engine`` is a DuckDB connection for the SQL that stays in DuckDB whatever the target
   (ingest's classification rules): the warehouse itself on DuckDB, an in-memory database on
@@ -134,17 +134,33 @@ class DuckDBWarehouse(Warehouse):
 
 
 def postgres_placeholders(sql: str) -> str:
-    """`?` placeholders as psycopg2's `%s` (and a literal `%` doubled), leaving quoted text alone."""
-    out, quoted = [], False
-    for char in sql:
-        if char == "'":
-            quoted = not quoted
-        if char == "%":
-            out.append("%%")
-        elif char == "?" and not quoted:
-            out.append("%s")
+    """`?` placeholders as psycopg2's `%s`, and every literal `%` doubled.
+
+    A `?` inside a string literal ('...'), a quoted identifier ("..."), a line comment (-- ...) or a
+    block comment (/* ... */) is text, not a placeholder; psycopg2 reads `%` everywhere, so it is
+    doubled everywhere.
+    """
+    out: list[str] = []
+    i, n = 0, len(sql)
+    while i < n:
+        char = sql[i]
+        if char in "'\"":
+            end = sql.find(char, i + 1)
+            while end != -1 and sql[end + 1 : end + 2] == char:  # '' or "" escapes the quote
+                end = sql.find(char, end + 2)
+            end = n if end == -1 else end + 1
+        elif sql.startswith("--", i):
+            end = sql.find("\n", i)
+            end = n if end == -1 else end
+        elif sql.startswith("/*", i):
+            end = sql.find("*/", i + 2)
+            end = n if end == -1 else end + 2
         else:
-            out.append(char)
+            out.append("%s" if char == "?" else "%%" if char == "%" else char)
+            i += 1
+            continue
+        out.append(sql[i:end].replace("%", "%%"))
+        i = end
     return "".join(out)
 
 
@@ -178,13 +194,6 @@ class PostgresResult:
         return frame
 
 
-def _csv_field(value) -> str:
-    """One COPY CSV field: NULL unquoted and empty, everything else quoted (so '' stays a string)."""
-    if value is None or (not isinstance(value, str) and pd.isna(value)):
-        return ""
-    return '"' + str(value).replace('"', '""') + '"'
-
-
 class PostgresWarehouse(Warehouse):
     """The database RECFORGE_PG_DATABASE, which dbt-postgres builds in with RECFORGE_DBT_TARGET=postgres."""
 
@@ -205,10 +214,14 @@ class PostgresWarehouse(Warehouse):
             cur.executemany(postgres_placeholders(sql), rows)
 
     def append_frame(self, table: str, frame: pd.DataFrame) -> None:
-        buffer = io.StringIO()
-        for row in frame.itertuples(index=False, name=None):
-            buffer.write(",".join(_csv_field(v) for v in row))
-            buffer.write("\n")
+        """One COPY, its CSV written by Arrow (no Python loop over rows): a NULL is an unquoted empty
+        field and every other value is quoted, so an empty string stays a string."""
+        import pyarrow as pa
+        import pyarrow.csv as pa_csv
+
+        buffer = io.BytesIO()
+        options = pa_csv.WriteOptions(include_header=False, quoting_style="all_valid")
+        pa_csv.write_csv(pa.Table.from_pandas(frame, preserve_index=False), buffer, options)
         buffer.seek(0)
         with self.pg.cursor() as cur:
             cur.copy_expert(f"copy {table} ({', '.join(frame.columns)}) from stdin with (format csv)", buffer)

@@ -1,0 +1,56 @@
+"""The Warehouse interface's PostgreSQL side: placeholders and bulk loads, on a real server."""
+
+import math
+from datetime import UTC, datetime
+
+import pandas as pd
+import pytest
+
+from pipelines.warehouse.connection import connect, postgres_placeholders
+from tests.conftest import make_settings
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        ("select ? , ?", "select %s , %s"),
+        ("select '?', ?", "select '?', %s"),
+        ("select 'it''s ?', ?", "select 'it''s ?', %s"),
+        ('select "odd?name" from t where a = ?', 'select "odd?name" from t where a = %s'),
+        ("select ? -- why? because\nfrom t", "select %s -- why? because\nfrom t"),
+        ("select /* ? */ ?", "select /* ? */ %s"),
+        ("select '100%' like ?", "select '100%%' like %s"),
+        ("select 5 % ? -- 10%", "select 5 %% %s -- 10%%"),
+        ("select 'unterminated ?", "select 'unterminated ?"),
+    ],
+)
+def test_only_real_placeholders_become_percent_s(sql, expected):
+    assert postgres_placeholders(sql) == expected
+
+
+@pytest.mark.scaled
+def test_a_bulk_load_keeps_nulls_empty_strings_quotes_newlines_and_times(postgres_database, tmp_path):
+    settings = make_settings(tmp_path / "home", dbt_target="postgres", pg_database=postgres_database)
+    when = datetime(2026, 3, 1, 12, 30, 15, 123456, tzinfo=UTC)
+    frame = pd.DataFrame(
+        {
+            "name": ["plain", "", None, 'say "hi", then\nleave', "100% ?"],
+            "amount": [1.5, math.nan, -2.0, 0.0, 1e-9],
+            "flag": [True, False, None, True, False],
+            "at": [when, when, pd.NaT, when, when],
+            "doc": ['{"a": 1}', "{}", None, '{"q": "x,y"}', "[]"],
+        }
+    )
+    with connect(settings) as con:
+        con.execute(
+            "create table loaded (name varchar, amount double precision, flag boolean, at timestamptz, doc json)"
+        )
+        con.append_frame("loaded", frame)
+        rows = con.execute("select name, amount, flag, at, doc::text from loaded").fetchall()
+    assert len(rows) == 5
+    by_name = {row[0]: row for row in rows}
+    assert by_name[""][1] is None and by_name[""][2] is False  # '' stayed a string; NaN became NULL
+    assert by_name[None][1:4] == (-2.0, None, None)
+    assert by_name['say "hi", then\nleave'][4] == '{"q": "x,y"}'
+    assert by_name["100% ?"][1] == 1e-9
+    assert by_name["plain"][3] == when  # microseconds and the time zone survive
