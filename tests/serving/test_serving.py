@@ -101,12 +101,17 @@ def test_a_new_publication_is_swapped_in_and_a_broken_one_refused(published, tmp
             time.sleep(0.1)
         assert client.get("/readyz").json()["version"] == new
 
-        # Corrupt the next publication after it is written: the server must refuse it.
-        broken = publish(settings).version
+        # A corrupt version made live (corrupted before CURRENT names it, so the server cannot have
+        # loaded it intact first): the server must refuse it and keep serving the last good one.
+        broken = f"{new}-broken"
+        shutil.copytree(settings.published_dir / new, settings.published_dir / broken)
         (settings.published_dir / broken / "fallback.parquet").write_bytes(b"garbage")
-        time.sleep(1.0)
+        switch_current(settings.published_dir, broken)
+        deadline = time.monotonic() + 10
+        while "checksum of fallback.parquet" not in (client.get("/healthz").json()["last_error"] or ""):
+            assert time.monotonic() < deadline, client.get("/healthz").json()
+            time.sleep(0.1)
         assert client.get("/readyz").json()["version"] == new
-        assert "checksum of fallback.parquet" in client.get("/healthz").json()["last_error"]
 
 
 def test_serving_imports_none_of_the_pipeline_stack():
