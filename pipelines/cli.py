@@ -130,6 +130,13 @@ def cmd_status(settings: Settings, args) -> None:
     print("\n".join(status_lines(settings)))
 
 
+def cmd_alert_rules(settings: Settings, args) -> None:
+    """Render the Prometheus rules of the serving levels (the slo_* settings) and print where."""
+    from pipelines.operations.alert_rules import RULES_FILE, write_rules
+
+    print(write_rules(settings, Path(args.output) if args.output else RULES_FILE))
+
+
 def cmd_reports(settings: Settings, args) -> None:
     """Rewrite reports/index.html from what exists now and print its path."""
     from pipelines.reports.index import write_index
@@ -284,6 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument("--end", type=_day, help="day after the last, YYYY-MM-DD (default: start + 1 day)")
     backfill.set_defaults(func=cmd_backfill)
     sub.add_parser("reports", help="print the path of reports/index.html").set_defaults(func=cmd_reports)
+    rules = sub.add_parser("alert-rules", help="render deploy/prometheus/rules.yml from the slo_* settings")
+    rules.add_argument("--output", help="write here instead of deploy/prometheus/rules.yml")
+    rules.set_defaults(func=cmd_alert_rules)
     scaled = sub.add_parser("scaled-up", help="Airflow on PostgreSQL + Celery/Redis and an MLflow server, no Docker")
     scaled.add_argument("--airflow-db", default="airflow")
     scaled.add_argument("--mlflow-db", default="mlflow")

@@ -268,6 +268,26 @@ class Settings(BaseSettings):
     faiss_hnsw_ef_construction: int = Field(default=80, ge=1, description="HNSW build-time beam width.")
     faiss_hnsw_ef_search: int = Field(default=128, ge=1, description="HNSW query-time beam width (recall vs speed).")
 
+    # --- service levels (pipelines/operations/; rendered into deploy/prometheus/rules.yml)
+    slo_serving_p99_seconds: float = Field(
+        default=0.05, gt=0, le=60, description="Serving p99 latency objective over 5 minutes (API endpoints)."
+    )
+    slo_latency_regression_factor: float = Field(
+        default=2.0,
+        gt=1,
+        le=100,
+        description="Alert when the p99 exceeds this multiple of its own median over the previous day.",
+    )
+    slo_error_rate: float = Field(
+        default=0.01, gt=0, lt=1, description="Share of API answers that may be 5xx over 5 minutes."
+    )
+    slo_publication_age_hours: float = Field(
+        default=36, gt=0, le=24 * 365, description="Oldest the live publication may be (daily publishing + slack)."
+    )
+    slo_fallback_share: float = Field(
+        default=0.25, gt=0, le=1, description="Share of recommendation answers that may come from the fallback."
+    )
+
     @field_validator("home", mode="after")
     @classmethod
     def _absolute_home(cls, value: Path) -> Path:

@@ -16,10 +16,12 @@ from serving.config import ServingSettings
 from tests.conftest import debian_tool
 
 # The secrets the compose file needs, each refused by ${VAR:?message} while unset or empty.
-SECRETS = ("POSTGRES_PASSWORD", "AIRFLOW__API_AUTH__JWT_SECRET")
+SECRETS = ("POSTGRES_PASSWORD", "AIRFLOW__API_AUTH__JWT_SECRET", "GRAFANA_ADMIN_PASSWORD")
+# Required like the secrets (refused while empty) but not secret: a path.
+REQUIRED_PATHS = {"ALERT_WEBHOOK_URL_FILE": "./alert_webhook_url"}
 LONG_RUNNING = {
     "postgres", "redis", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
-    "airflow-triggerer", "airflow-worker", "mlflow", "serving",
+    "airflow-triggerer", "airflow-worker", "mlflow", "serving", "prometheus", "alertmanager", "grafana",
 }  # fmt: skip
 
 
@@ -38,7 +40,8 @@ def project(tmp_path: Path, compose_text: str | None = None, secrets: dict[str, 
     (directory / "docker-compose.yml").write_text(compose_text or (REPO_ROOT / "docker-compose.yml").read_text())
     shutil.copytree(REPO_ROOT / "deploy", directory / "deploy")
     env = (REPO_ROOT / ".env.example").read_text()
-    for name, value in (secrets if secrets is not None else {n: secrets_module.token_hex(32) for n in SECRETS}).items():
+    filled = secrets if secrets is not None else {n: secrets_module.token_hex(32) for n in SECRETS}
+    for name, value in {**REQUIRED_PATHS, **filled}.items():
         env, replaced = re.subn(rf"^{name}=.*$", f"{name}={value}", env, flags=re.M)
         assert replaced == 1, f"{name} is not in .env.example"
     (directory / ".env").write_text(env)
@@ -67,7 +70,9 @@ def test_every_service_is_there_with_a_health_check_and_named_volumes():
     assert LONG_RUNNING | {"airflow-init"} == set(services)
     for name in LONG_RUNNING:
         assert "healthcheck" in services[name], f"{name} has no health check"
-    assert set(compose["volumes"]) == {"postgres-data", "recforge-home", "mlflow-artifacts"}
+    assert set(compose["volumes"]) == {
+        "postgres-data", "recforge-home", "mlflow-artifacts", "prometheus-data", "grafana-data"
+    }  # fmt: skip
     assert "mlflow-artifacts:/mlartifacts" in services["mlflow"]["volumes"]
     assert "postgresql" in " ".join(services["mlflow"]["command"].split())
     worker_env = (REPO_ROOT / ".env.example").read_text()
@@ -114,9 +119,18 @@ def test_published_ports_listen_on_localhost_unless_told_otherwise(compose_cli, 
         for name, service in services.items()
         if (ports := service.get("ports"))
     }
-    assert set(published) == {"airflow-apiserver", "mlflow", "serving"}
+    assert set(published) == {"airflow-apiserver", "mlflow", "serving", "prometheus", "alertmanager", "grafana"}
     for name, ports in published.items():
         assert all(p.startswith("127.0.0.1:") for p in ports), f"{name} publishes {ports} beyond localhost"
     raw = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())["services"]
     for name in published:
         assert all(p.startswith("${HOST_BIND_ADDRESS:-127.0.0.1}:") for p in raw[name]["ports"]), name
+
+
+def test_compose_refuses_to_start_without_the_alert_webhook_url_file(compose_cli, tmp_path):
+    directory = project(tmp_path)
+    env = (directory / ".env").read_text()
+    (directory / ".env").write_text(re.sub(r"^ALERT_WEBHOOK_URL_FILE=.*$", "ALERT_WEBHOOK_URL_FILE=", env, flags=re.M))
+    result = config(compose_cli, directory)
+    assert result.returncode != 0
+    assert "set ALERT_WEBHOOK_URL_FILE in .env (a file holding the operators webhook URL)" in result.stderr
