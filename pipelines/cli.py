@@ -130,6 +130,17 @@ def cmd_status(settings: Settings, args) -> None:
     print("\n".join(status_lines(settings)))
 
 
+def cmd_health(settings: Settings, args) -> None:
+    """Measure every service level now (what recforge_health does), print them, fail on a breach."""
+    from datetime import UTC, datetime
+
+    from pipelines.operations.health import enforce, measure
+
+    run_id = f"cli__{datetime.now(UTC):%Y-%m-%dT%H:%M:%S}"
+    print(measure(settings, run_id).summary())
+    enforce(settings, run_id)
+
+
 def cmd_alert_rules(settings: Settings, args) -> None:
     """Render the Prometheus rules of the serving levels (the slo_* settings) and print where."""
     from pipelines.operations.alert_rules import RULES_FILE, write_rules
@@ -291,6 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument("--end", type=_day, help="day after the last, YYYY-MM-DD (default: start + 1 day)")
     backfill.set_defaults(func=cmd_backfill)
     sub.add_parser("reports", help="print the path of reports/index.html").set_defaults(func=cmd_reports)
+    sub.add_parser("health", help="measure every service level now; fail naming a breached one").set_defaults(
+        func=cmd_health
+    )
     rules = sub.add_parser("alert-rules", help="render deploy/prometheus/rules.yml from the slo_* settings")
     rules.add_argument("--output", help="write here instead of deploy/prometheus/rules.yml")
     rules.set_defaults(func=cmd_alert_rules)

@@ -288,6 +288,30 @@ class Settings(BaseSettings):
         default=0.25, gt=0, le=1, description="Share of recommendation answers that may come from the fallback."
     )
 
+    # --- health checks (pipelines/operations/health.py, dags/recforge_health.py)
+    slo_data_age_hours: float = Field(
+        default=36, gt=0, le=24 * 365, description="Oldest the newest accepted event's arrival and mart build may be."
+    )
+    slo_model_age_days: float = Field(
+        default=14, gt=0, le=3650, description="Oldest the champion model may be (weekly retraining + slack)."
+    )
+    slo_validation_pass_rate: float = Field(
+        default=0.9, ge=0, le=1, description="Share of the last week's checkpoint runs that must pass."
+    )
+    health_cron: str = Field(
+        default="0 6 * * *", description="When recforge_health runs besides after each publication (UTC)."
+    )
+    health_webhook_url: str | None = Field(
+        default=None, description="Slack-compatible webhook told of breached service levels; unset: nobody."
+    )
+    health_webhook_attempts: int = Field(
+        default=3, ge=1, le=20, description="Tries of one webhook delivery before giving up (it never blocks)."
+    )
+    serving_metrics_url: str | None = Field(
+        default=None,
+        description="The serving API's /metrics, for serving's levels in the health check; unset: not measured.",
+    )
+
     @field_validator("home", mode="after")
     @classmethod
     def _absolute_home(cls, value: Path) -> Path:
@@ -300,7 +324,16 @@ class Settings(BaseSettings):
             raise ValueError("must be a size DuckDB reads, a number and a unit (B, KB, MB, GB, TB, KiB ... TiB): 4GB")
         return value
 
-    @field_validator("train_cron", mode="after")
+    @field_validator("health_webhook_url", "serving_metrics_url", mode="after")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        from urllib.parse import urlparse
+
+        if value is not None and (urlparse(value).scheme not in ("http", "https") or not urlparse(value).netloc):
+            raise ValueError("must be an http(s) URL with a host, e.g. http://127.0.0.1:8000/metrics, or unset")
+        return value
+
+    @field_validator("train_cron", "health_cron", mode="after")
     @classmethod
     def _cron_expression(cls, value: str) -> str:
         from croniter import croniter  # Airflow's own cron parser (a dependency of the pipeline extra)
@@ -308,7 +341,7 @@ class Settings(BaseSettings):
         if value and not croniter.is_valid(value):
             raise ValueError(
                 "must be a cron expression of five fields (minute hour day month weekday), @daily etc., "
-                "or empty (retrain on drift only)"
+                "or empty (no time schedule: on its assets only)"
             )
         return value
 

@@ -40,6 +40,8 @@ INVALID = [
     ("RECFORGE_WAREHOUSE_MEMORY_LIMIT", "lots", "a size DuckDB reads"),
     ("RECFORGE_TRAIN_CRON", "every monday", "a cron expression"),
     ("RECFORGE_TRAIN_CRON", " ", "a cron expression"),
+    ("RECFORGE_HEALTH_WEBHOOK_URL", "hooks.slack.com/x", "an http(s) URL with a host"),
+    ("RECFORGE_SERVING_METRICS_URL", "ftp://host/metrics", "an http(s) URL with a host"),
 ]
 SERVING_INVALID = [
     ("RECFORGE_PORT", "99999", "an integer in [1, 65535]"),

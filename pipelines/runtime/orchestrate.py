@@ -8,7 +8,7 @@ them execute, in the order production uses:
    per day, while the DAGs downstream stay paused so none of them sees a half-loaded log;
 2. then recforge_transform, triggered once, and from there the Asset chain as the scheduler runs
    it: MARTS schedules the drift check, DRIFT (only if drift is measured) schedules training,
-   CHAMPION (only if the gate promotes) schedules publication.
+   CHAMPION (only if the gate promotes) schedules publication, and PUBLICATION the health check.
 
 The DAGs are given a window of exactly the landing days (RECFORGE_INGEST_START_DATE/END_DATE) and
 retrain on drift only (RECFORGE_TRAIN_CRON empty), so unpausing them schedules no run of their own
@@ -36,7 +36,8 @@ CHAIN = (
     ("recforge_transform", "validate_marts"),
     ("recforge_drift", "request_retraining"),
     ("recforge_train", "announce_champion"),
-    ("recforge_publish", None),
+    ("recforge_publish", "publish_lists"),
+    ("recforge_health", None),
 )
 DAG_IDS = (INGEST_DAG, *(dag_id for dag_id, _ in CHAIN))
 CHAIN_STOPS = {

@@ -114,3 +114,21 @@ create table if not exists monitoring.validation_runs (
     docs_page        varchar   -- this suite's result page in Data Docs, relative to reports/
 );
 alter table monitoring.validation_runs add column if not exists docs_page varchar;
+
+-- One row per service level per health check (recforge_health): the history the weekly report reads.
+create table if not exists monitoring.health_checks (
+    checked_at   timestamptz not null,
+    run_id       varchar not null,     -- the Airflow run (or "cli") that measured it
+    level        varchar not null,     -- pipelines.operations.health.LEVELS
+    value        double precision,     -- null: not measured (see detail)
+    objective    double precision not null,
+    breached     boolean not null,
+    detail       varchar
+);
+
+-- One row per webhook notification delivered, so a retried check never tells the operators twice.
+create table if not exists monitoring.health_notifications (
+    run_id       varchar not null,
+    notified_at  timestamptz not null,
+    breached     varchar not null     -- the breached levels, comma-separated
+);

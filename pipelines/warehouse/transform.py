@@ -10,6 +10,7 @@ import json
 import logging
 import shutil
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pipelines.runtime.environment import temporary_environment
@@ -71,8 +72,24 @@ def build_warehouse(settings: Settings) -> TransformResult:
         details = "; ".join(f"{r.node.name}: {r.status} ({r.message})" for r in failed) or "see dbt log"
         raise TransformError(f"dbt build failed: {details}")
     result = TransformResult(len(results) - len(warned), len(warned), len(results))
+    last_build_file(settings).write_text(
+        json.dumps({"built_at": datetime.now(UTC).isoformat(), "nodes": len(results), "warned": len(warned)}) + "\n"
+    )
     log.info(result.summary())
     return result
+
+
+def last_build_file(settings: Settings) -> Path:
+    """When `dbt build` last succeeded (the health check's mart freshness); dbt's own run_results.json
+    is rewritten by every dbt command, `dbt docs generate` included."""
+    path = settings.home / "dbt" / "last_build.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def last_build(settings: Settings) -> datetime | None:
+    path = last_build_file(settings)
+    return datetime.fromisoformat(json.loads(path.read_text())["built_at"]) if path.exists() else None
 
 
 def generate_docs(settings: Settings) -> Path:

@@ -49,6 +49,7 @@ def test_dagbag_loads_without_import_errors_and_chains_by_assets(tmp_path):
         "recforge_drift",
         "recforge_train",
         "recforge_publish",
+        "recforge_health",
     }
     raw, marts, drift, champion, publication = (
         "recforge://warehouse/raw/events",
@@ -64,6 +65,8 @@ def test_dagbag_loads_without_import_errors_and_chains_by_assets(tmp_path):
     assert dags["recforge_train"]["schedule"] == [drift] and dags["recforge_train"]["outlets"] == [champion]
     assert dags["recforge_train"]["timetable"] == "AssetOrTimeSchedule"  # weekly, and on drift
     assert dags["recforge_publish"]["schedule"] == [champion] and dags["recforge_publish"]["outlets"] == [publication]
+    assert dags["recforge_health"]["schedule"] == [publication] and dags["recforge_health"]["outlets"] == []
+    assert dags["recforge_health"]["timetable"] == "AssetOrTimeSchedule"  # daily, and after each publication
     for dag in dags.values():
         assert dag["catchup"] is False and dag["retries"] >= 1 and "recforge" in dag["tags"] and dag["documented"]
 

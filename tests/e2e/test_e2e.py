@@ -65,6 +65,7 @@ def test_airflow_metadata_holds_successful_runs_of_every_dag(pipeline_home):
         "recforge_drift": 1,
         "recforge_train": 1,
         "recforge_publish": 1,
+        "recforge_health": 1,
     }
     assert failed == 0
 
@@ -85,6 +86,7 @@ def test_the_runs_are_the_schedulers_own_with_task_logs_and_real_times(pipeline_
         ("recforge_drift", "asset_triggered", "ASSET"),
         ("recforge_train", "asset_triggered", "ASSET"),
         ("recforge_publish", "asset_triggered", "ASSET"),
+        ("recforge_health", "asset_triggered", "ASSET"),
     }
     for start, end in runs:
         seconds = (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
