@@ -11,7 +11,8 @@ them execute, in the order production uses:
    CHAMPION (only if the gate promotes) schedules publication, and PUBLICATION the health check.
 
 The DAGs are given a window of exactly the landing days (RECFORGE_INGEST_START_DATE/END_DATE) and
-retrain on drift only (RECFORGE_TRAIN_CRON empty), so unpausing them schedules no run of their own
+retrain on drift only and check health after publication only (RECFORGE_TRAIN_CRON and
+RECFORGE_HEALTH_CRON empty), so unpausing them schedules no run of their own
 by time, and every DAG is left paused again
 afterwards, as it was: `recforge ui` shows the runs with their task logs and schedules nothing
 until someone unpauses a DAG.
@@ -71,11 +72,13 @@ def landing_days(settings: Settings) -> list[date]:
 
 def dag_window(days: list[date]) -> dict[str, str]:
     """The DAGs as this run's scheduler sees them: ingest over exactly the landing days, training on
-    drift only (unpausing a weekly retraining would start a run for its latest tick at once)."""
+    drift only and the health check after publication only (unpausing a DAG with a cron schedule
+    starts a run for its latest tick at once)."""
     return {
         "RECFORGE_INGEST_START_DATE": days[0].isoformat(),
         "RECFORGE_INGEST_END_DATE": days[-1].isoformat(),
         "RECFORGE_TRAIN_CRON": "",
+        "RECFORGE_HEALTH_CRON": "",
     }
 
 
