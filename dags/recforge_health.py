@@ -47,6 +47,13 @@ def recforge_health():
 
         return notify(get_settings(), run_id)
 
+    @task
+    def write_weekly_report(measured: dict) -> str:
+        """reports/health/weekly.html (linked from reports/index.html), written whether or not a level broke."""
+        from pipelines.reports.health_report import write_health_report
+
+        return str(write_health_report(get_settings()))
+
     @task(retries=0)
     def enforce_service_levels(measured: dict, run_id=None) -> None:
         """Fail, naming every breached level with its value and objective."""
@@ -55,7 +62,7 @@ def recforge_health():
         enforce(get_settings(), run_id)
 
     measured = measure_service_levels()
-    notify_operators(measured) >> enforce_service_levels(measured)
+    [notify_operators(measured), write_weekly_report(measured)] >> enforce_service_levels(measured)
 
 
 recforge_health()

@@ -312,6 +312,17 @@ class Settings(BaseSettings):
         description="The serving API's /metrics, for serving's levels in the health check; unset: not measured.",
     )
 
+    # --- the weekly health report (pipelines/reports/health_report.py)
+    report_anomaly_weeks: int = Field(
+        default=4, ge=2, le=52, description="Previous weeks a metric's recent range is taken from."
+    )
+    report_anomaly_tolerance: float = Field(
+        default=0.25,
+        ge=0,
+        le=10,
+        description="A week is flagged when a metric leaves its recent [min, max] by more than this share of it.",
+    )
+
     @field_validator("home", mode="after")
     @classmethod
     def _absolute_home(cls, value: Path) -> Path:

@@ -100,8 +100,11 @@ def write_index(settings: Settings) -> Path:
     drift = root / "drift" / "latest.html"
     evaluation = root / "evaluation" / "latest.html"
     dbt_docs = root / "dbt_docs" / "index.html"
+    health = root / "health" / "weekly.html"  # pipelines/reports/health_report.REPORT
 
-    body = "<h2>Data validation (Great Expectations)</h2>"
+    body = "<h2>Weekly health</h2>"
+    body += f"<p>{_link(root, health, 'weekly health report')} &middot; updated {_modified(health)}</p>"
+    body += "<h2>Data validation (Great Expectations)</h2>"
     body += f"<p>{_link(root, data_docs, 'Data Docs')} &middot; updated {_modified(data_docs)}</p>"
     body += html.table(
         ["checkpoint", "last run", "batch", "status", "suites (result pages)"],
