@@ -137,6 +137,7 @@ def main() -> int:
     parser.add_argument("size", choices=SIZES)
     parser.add_argument("--home", type=Path, help="default /tmp/recforge-scale-SIZE (outside the repository)")
     parser.add_argument("--keep-log", action="store_true", help="reuse the simulated log already in --home")
+    parser.add_argument("--generate-only", action="store_true", help="simulate the log and stop (nothing timed)")
     parser.add_argument("--stop-after", choices=PIPELINE, help="end the full run after this stage (no daily run)")
     args = parser.parse_args()
     size = SIZES[args.size]
@@ -150,6 +151,8 @@ def main() -> int:
     if not reuse:
         generated = run_stage("simulate", env, 0, 0, "generate")
         print(f"(generation is not part of the figures: {generated['seconds']} s)")
+    if args.generate_only:
+        return 0
 
     days = size["sim_days"]
     rows: list[dict] = []
