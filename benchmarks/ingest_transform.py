@@ -9,6 +9,11 @@ Each stage runs in its own child process so its wall time and peak resident memo
 
 Writes ``<home>/benchmark.json`` and prints one Markdown table row per stage. The home
 defaults to ``/tmp/recforge-bench-<size>`` (outside the repository: the data is large).
+
+For the simulated sizes the ingest is measured against DuckDB's own ``read_json`` of the same
+landing files into a table of a fresh database file, run side by side (alternating, each in its
+own child process) ``--repeat`` times; the report gives both medians, their spread and the ratio
+of rates (recforge's lines per second over read_json's): the issue's target is at least 1/3.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -35,11 +41,21 @@ STAGE_CODE = {
     # One data interval per day, as the daily DAG runs (and a backfill) do: each day is one transaction.
     "ingest": "from datetime import timedelta; from pipelines.ingest import ingest_interval; s = get_settings(); "
     "days = [START + timedelta(days=n) for n in range((END - START).days)]; "
-    "rs = [ingest_interval(s, d, d + timedelta(days=1)) for d in days]; "
+    "T0 = time.perf_counter(); rs = [ingest_interval(s, d, d + timedelta(days=1)) for d in days]; "
+    "print(f'WORK_SECONDS={time.perf_counter() - T0:.3f}'); "
     "print(f'{len(rs)} daily runs: {sum(r.rows_input for r in rs)} rows in, {sum(r.rows_accepted for r in rs)} "
     "accepted ({sum(r.rows_late for r in rs)} late), {sum(r.rows_quarantined for r in rs)} quarantined')",
     "import": "from pipelines.ingest import ingest_path; s = get_settings(); "
     "print(ingest_path(s, 'movielens', s.datasets_dir / 'ml-100k').summary())",
+    # The reference: DuckDB's own reader over the same files into a table, nothing else
+    # (ignore_errors: the log is dirty on purpose, and read_json would stop at its first bad line).
+    "read_json": "import duckdb, glob; s = get_settings(); db = s.home / 'read_json_reference.duckdb'; "
+    "db.unlink(missing_ok=True); files = sorted(glob.glob(str(s.landing_dir / 'events' / '*' / 'events.jsonl'))); "
+    "T0 = time.perf_counter(); con = duckdb.connect(str(db)); con.execute(\"set TimeZone = 'UTC'\"); "
+    "con.execute('create table events as select * from read_json(?, format = \\'newline_delimited\\', "
+    "ignore_errors = true)', [files]); n = con.execute('select count(*) from events').fetchone()[0]; "
+    "con.close(); print(f'WORK_SECONDS={time.perf_counter() - T0:.3f}'); db.unlink(); "
+    "print(f'{n} rows read from {len(files)} files')",
     "dbt_build": "from pipelines.warehouse.transform import build_warehouse; "
     "print(build_warehouse(get_settings()).summary())",
 }
@@ -48,7 +64,7 @@ STAGE_CODE = {
 def run_stage(stage: str, env: dict[str, str], start: datetime | None = None, end: datetime | None = None) -> dict:
     """Run one stage in a child process; return its wall seconds, peak RSS and last output line."""
     prelude = (
-        "import logging, os, sys; from datetime import datetime; "
+        "import logging, os, sys, time; from datetime import datetime; "
         "logging.basicConfig(level=logging.WARNING, stream=sys.stderr); "
         "from pipelines.settings import get_settings; "
         "START = datetime.fromisoformat(os.environ['BENCH_START']) if 'BENCH_START' in os.environ else None; "
@@ -65,9 +81,35 @@ def run_stage(stage: str, env: dict[str, str], start: datetime | None = None, en
     seconds = time.perf_counter() - started
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"stage {stage} failed (exit {os.waitstatus_to_exitcode(status)})")
-    lines = [line for line in output.splitlines() if line.strip()]
+    work = [float(line.split("=", 1)[1]) for line in output.splitlines() if line.startswith("WORK_SECONDS=")]
+    lines = [line for line in output.splitlines() if line.strip() and not line.startswith("WORK_SECONDS=")]
     return {"stage": stage, "seconds": round(seconds, 1), "peak_rss_mib": round(usage.ru_maxrss / 1024),
-            "output": lines[-1] if lines else ""}  # fmt: skip
+            "work_seconds": work[0] if work else None, "output": lines[-1] if lines else ""}  # fmt: skip
+
+
+def _median_run(runs: list[dict]) -> dict:
+    """The run of median wall time, with the spread of all runs beside it."""
+    ordered = sorted(runs, key=lambda r: r["seconds"])
+    return {**ordered[len(ordered) // 2], "all_seconds": [r["seconds"] for r in runs]}
+
+
+def _compare(ingests: list[dict], references: list[dict]) -> dict:
+    """recforge's ingest against read_json on the same files: medians, spreads and the ratio of rates.
+
+    Both sides are timed inside their process around the work alone (``WORK_SECONDS``), so the
+    interpreter's start and imports, the same for both, do not flatter the ratio."""
+    ingest = statistics.median(r["work_seconds"] for r in ingests)
+    reference = statistics.median(r["work_seconds"] for r in references)
+    ratio = reference / ingest  # same lines: the ratio of rates is the inverse ratio of times
+    spread = {k: [min(r["work_seconds"] for r in rs), max(r["work_seconds"] for r in rs)]
+              for k, rs in (("ingest", ingests), ("read_json", references))}  # fmt: skip
+    line = (
+        f"ingest {ingest:.2f} s (min {spread['ingest'][0]}, max {spread['ingest'][1]}) vs read_json "
+        f"{reference:.2f} s (min {spread['read_json'][0]}, max {spread['read_json'][1]}) over {len(ingests)} runs: "
+        f"recforge ingests at {ratio:.2f} of DuckDB's read_json rate (target >= 0.33)"
+    )
+    return {"ingest_median_s": ingest, "read_json_median_s": reference, "rate_ratio": round(ratio, 3),
+            "spread_s": spread, "runs": len(ingests), "line": line}  # fmt: skip
 
 
 def main() -> int:
@@ -76,13 +118,15 @@ def main() -> int:
     parser.add_argument("--home", type=Path, help="where the log and warehouse go (default /tmp/recforge-bench-SIZE)")
     parser.add_argument("--keep-log", action="store_true", help="reuse an already simulated log in --home")
     parser.add_argument("--generate-only", action="store_true", help="simulate the log and stop (nothing timed)")
+    parser.add_argument("--repeat", type=int, default=3, help="ingest and read_json runs, side by side (default 3)")
+    parser.add_argument("--no-dbt", action="store_true", help="stop after ingest (the ratio only)")
     args = parser.parse_args()
     home = (args.home or Path(f"/tmp/recforge-bench-{args.size}")).resolve()
     overrides = SIZES.get(args.size, {})
     env = {**os.environ, "RECFORGE_HOME": str(home)}
     env.update({f"RECFORGE_{k.upper()}": str(v) for k, v in overrides.items()})
 
-    results = []
+    results, comparison = [], None
     if args.size == "ml-100k":
         (home / "warehouse.duckdb").unlink(missing_ok=True)
         results.append(run_stage("import", env))
@@ -92,15 +136,23 @@ def main() -> int:
             print(f"simulated {generated['output']} landing lines in {generated['seconds']}s (not part of the figures)")
         if args.generate_only:
             return 0
-        (home / "warehouse.duckdb").unlink(missing_ok=True)
         start = datetime(2026, 1, 1, tzinfo=UTC)
-        results.append(run_stage("ingest", env, start, start + timedelta(days=overrides["sim_days"])))
-    results.append(run_stage("dbt_build", env))
+        ingests, references = [], []
+        for _ in range(max(1, args.repeat)):
+            references.append(run_stage("read_json", env))
+            (home / "warehouse.duckdb").unlink(missing_ok=True)
+            ingests.append(run_stage("ingest", env, start, start + timedelta(days=overrides["sim_days"])))
+        results.append(_median_run(ingests))
+        comparison = _compare(ingests, references)
+        print(comparison["line"])
+    if not args.no_dbt:
+        results.append(run_stage("dbt_build", env))
 
     lines_in = json.loads((home / "landing" / "simulation.json").read_text())["events_written"] if overrides else None
     total = round(sum(r["seconds"] for r in results), 1)
     report = {
-        "size": args.size, "landing_lines": lines_in, "stages": results, "total_seconds": total,
+        "size": args.size,
+        "ingest_vs_read_json": comparison, "landing_lines": lines_in, "stages": results, "total_seconds": total,
         "peak_rss_mib": max(r["peak_rss_mib"] for r in results),
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"), "machine": platform.platform(),
         "cpus": os.cpu_count(), "load_average_at_end": os.getloadavg(),

@@ -25,9 +25,13 @@ class FactorizationRecommender(Recommender):
     item_factors: np.ndarray
 
     def _fit(self, interactions: Interactions) -> None:
+        import scipy.linalg.cython_blas  # noqa: F401  (loads the BLAS implicit's kernels call, see below)
         from threadpoolctl import threadpool_limits
 
-        # implicit parallelises itself; a second BLAS thread pool underneath only thrashes.
+        # implicit parallelises itself; a second BLAS thread pool underneath only thrashes (and
+        # implicit warns about it). threadpool_limits only reaches libraries already loaded, and
+        # scipy's own OpenBLAS (not numpy's) is loaded by implicit's first import: loading it
+        # above puts it under the limit too.
         with threadpool_limits(1, "blas"):
             users, items = self._fit_factors(interactions)
         self.user_factors = np.ascontiguousarray(users, dtype=np.float32)

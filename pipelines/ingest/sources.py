@@ -156,10 +156,9 @@ def stage_jsonl(con: duckdb.DuckDBPyConnection, path: Path, max_line_bytes: int)
     """One JSON object per line (``.gz`` too). Unknown keys go into `context`; a key no row has fails the file."""
     con.register("incoming_lines", _read_lines(path, max_line_bytes))
     fields = ", ".join(f"'$.{c}'" for c in CANONICAL_COLUMNS)
-    # Each document is parsed once; the fields and their JSON types are read as lists in one pass.
-    con.execute(
-        f"""
-        create or replace temp table incoming_docs as
+    # The documents, their fields and the fields' JSON types, as a query (not a table): the wide rows
+    # are materialised once, in `incoming`, and each document is parsed in one pass per use.
+    documents = f"""
         with documents as (
             select line_number, raw, read_error, try_cast(raw as json) as doc from incoming_lines
         ),
@@ -172,12 +171,17 @@ def stage_jsonl(con: duckdb.DuckDBPyConnection, path: Path, max_line_bytes: int)
             json_type(obj, [{fields}]) as t,
             json_keys(obj) as keys
         from objects
-        """
-    )
-    con.unregister("incoming_lines")
-    present = {key for (key,) in con.execute("select distinct unnest(keys) from incoming_docs").fetchall()}
-    has_objects = con.execute("select count(obj) from incoming_docs").fetchone()[0] > 0
+    """
+    n_objects, keys = con.execute(
+        "with objects as (select doc from (select try_cast(raw as json) as doc from incoming_lines) "
+        "where json_type(doc) = 'OBJECT') "
+        "select (select count(*) from objects), "
+        "(select list(distinct key) from (select unnest(json_keys(doc)) as key from objects))"
+    ).fetchall()[0]
+    present = set(keys or [])
+    has_objects = n_objects > 0
     if has_objects and (missing := [c for c in REQUIRED_COLUMNS if c not in present]):
+        con.unregister("incoming_lines")
         raise SchemaError(f"{path}: no row has the required column(s) {', '.join(missing)}")
     known = _sql_list(CANONICAL_COLUMNS)
     extras_exist = bool(present - set(CANONICAL_COLUMNS))
@@ -223,9 +227,10 @@ def stage_jsonl(con: duckdb.DuckDBPyConnection, path: Path, max_line_bytes: int)
                     then 'schema_mismatch'
             end as parse_error,
             {canonical_projection(value, context)}
-        from incoming_docs
+        from ({documents}) as incoming_docs
         """
     )
+    con.unregister("incoming_lines")
 
 
 # --- recforge CSV and Parquet --------------------------------------------------------------

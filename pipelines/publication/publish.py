@@ -156,9 +156,10 @@ def publish(settings: Settings) -> PublishResult:
         staging = root / f"{STAGING_PREFIX}{version}"
         staging.mkdir()
         try:
-            # The publication suite runs before anything can go live; a critical failure raises here.
-            validate_publication(settings, user_recs, items, purchased, version)
+            # The lists are written first (staging is invisible to serving) so the publication suite
+            # runs as SQL over the file; a critical failure raises here, before anything can go live.
             pq.write_table(pa.Table.from_pandas(user_recs, preserve_index=False), staging / USER_RECS)
+            validate_publication(settings, staging / USER_RECS, items, purchased, version)
             pq.write_table(pa.Table.from_pandas(fallback, preserve_index=False), staging / FALLBACK)
             pq.write_table(pa.Table.from_pandas(indexed, preserve_index=False), staging / ITEMS)
             index_spec = write_item_index(item_vectors(model), staging / INDEX_FILE, settings)

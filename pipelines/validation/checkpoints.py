@@ -224,34 +224,49 @@ def validate_marts(settings: Settings) -> ValidationReport:
     return run_checkpoint(settings, "marts", frames, f"marts:{datetime.now(UTC):%Y-%m-%dT%H:%M}", parameters)
 
 
-def validate_publication(
-    settings: Settings, user_recs: pd.DataFrame, items: pd.DataFrame, purchased: pd.DataFrame, version: str
-) -> ValidationReport:
-    """Checkpoint `publication`: run on the lists before they go live.
+PUBLICATION_SQL = Path(__file__).resolve().parent / "sql" / "publication_users.sql"
 
-    `items` has item_id, category, in_stock, is_blocked; `purchased` has user_id, item_id.
+
+def publication_user_checks(
+    settings: Settings, lists_path: Path, items: pd.DataFrame, purchased: pd.DataFrame
+) -> pd.DataFrame:
+    """One row per user of the lists in `lists_path`: the flags and counts the suites check.
+
+    Computed by DuckDB over the Parquet file (sql/publication_users.sql), not in pandas: the
+    lists of 1M users x 100 are 100M rows, which a frame (and a Python pass over it) cannot hold
+    on this machine; the per-user result is as many rows as users.
     """
-    lists = user_recs[["user_id", "item_id", "rank"]].merge(
-        items[["item_id", "category", "in_stock", "is_blocked"]], on="item_id", how="left"
-    )
-    bought = set(zip(purchased["user_id"], purchased["item_id"], strict=True))
-    lists["already_purchased"] = [(u, i) in bought for u, i in zip(lists["user_id"], lists["item_id"], strict=True)]
-    lists["in_stock"] = lists["in_stock"].fillna(False).astype(bool)
-    lists["is_blocked"] = lists["is_blocked"].fillna(True).astype(bool)
-    top = lists[lists["rank"] <= settings.category_cap_head]
-    category_share = (
-        top.groupby(["user_id", "category"]).size().groupby("user_id").max() / top.groupby("user_id").size()
-    )
-    users = pd.DataFrame(
-        {
-            "n_items": lists.groupby("user_id")["item_id"].nunique(),
-            "max_category_share_head": category_share,
-        }
-    ).reset_index()
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        con.execute("set memory_limit = ?", [settings.warehouse_memory_limit])
+        con.register("publication_items", items[["item_id", "category", "in_stock", "is_blocked"]])
+        con.register("publication_purchased", purchased[["user_id", "item_id"]])
+        con.execute(PUBLICATION_SQL.read_text(), {"lists": str(lists_path), "head": settings.category_cap_head})
+        return con.execute("select * from publication_user_checks").fetch_df()
+    finally:
+        con.close()
+
+
+def validate_publication(
+    settings: Settings, lists_path: Path, items: pd.DataFrame, purchased: pd.DataFrame, version: str
+) -> ValidationReport:
+    """Checkpoint `publication`: run on the written lists (``user_recs.parquet`` in staging) before they go live.
+
+    `items` has item_id, category, in_stock, is_blocked; `purchased` has user_id, item_id. Both
+    suites get the one-row-per-user frame of `publication_user_checks`: ``publication_lists``
+    checks that no user's list holds a blocked, out-of-stock or already purchased item or repeats
+    one, ``publication_users`` the list lengths and the category cap.
+    """
+    users = publication_user_checks(settings, lists_path, items, purchased)
     parameters = {
         "min_items": min(settings.eval_k, settings.publish_top_n),
         "max_items": settings.publish_top_n,
         "category_cap": settings.category_cap,
     }
-    frames = {"publication_lists": lists, "publication_users": users}
+    frames = {
+        "publication_lists": users[["user_id", "is_blocked", "in_stock", "already_purchased", "repeats_an_item"]],
+        "publication_users": users[["user_id", "n_items", "max_category_share_head"]],
+    }
     return run_checkpoint(settings, "publication", frames, f"publication:{version}", parameters)

@@ -13,10 +13,19 @@
 --   4. bot_suspected: a user above $bot_max_events_per_minute behavioural events (not ratings: people
 --      rate films in bulk, MovieLens users rate dozens a minute) in any minute loses all its rows in the batch
 --   5. retry_duplicate: same user, item and event type less than a second after the previous one
+-- Each rule works on the narrow columns it needs and yields (line_number, reason) for the rows it
+-- rejects; the wide rows (raw text, context) are joined to their reason once at the end. Sorting
+-- and hashing only narrow rows is what keeps a batch near DuckDB's own read rate. line_number is
+-- unique within a batch (every adapter numbers its rows), so it is the join key.
 create or replace temp table classified as
 with row_rules as (
     select
-        *,
+        line_number,
+        event_id,
+        user_id,
+        item_id,
+        event_type,
+        event_ts,
         case
             when parse_error is not null then parse_error
             when event_id is null or trim(event_id) = '' then 'missing_event_id'
@@ -35,32 +44,46 @@ with row_rules as (
     from incoming
 ),
 
+passed_row_rules as (
+    select line_number, event_id, user_id, item_id, event_type, event_ts
+    from row_rules
+    where row_reason is null
+),
+
 -- Event ids already accepted from an earlier landing day (a re-delivery, or a reused id) by another batch.
 accepted_before as (
     select distinct raw_events.event_id
     from raw.events as raw_events
     where raw_events.landing_date < $landing_date
       and raw_events.batch_id <> $batch_id  -- a re-run replaces its own earlier rows
-      and raw_events.event_id in (select event_id from row_rules where row_reason is null)
+      and raw_events.event_id in (select event_id from passed_row_rules)
+),
+
+-- The first line of each event id keeps it; every later line with that id is a duplicate.
+first_line_of_id as (
+    select event_id, min(line_number) as first_line
+    from passed_row_rules
+    group by event_id
 ),
 
 deduplicated as (
     select
-        row_rules.*,
-        case
-            when row_reason is not null then row_reason
-            when accepted_before.event_id is not null then 'duplicate_event_id'
-            when row_number() over (partition by row_rules.event_id, row_reason is null order by line_number) > 1
-                then 'duplicate_event_id'
-        end as dedup_reason
-    from row_rules
-    left join accepted_before on row_rules.event_id = accepted_before.event_id
+        passed_row_rules.*,
+        accepted_before.event_id is not null or passed_row_rules.line_number > first_line_of_id.first_line
+            as is_duplicate
+    from passed_row_rules
+    inner join first_line_of_id on passed_row_rules.event_id = first_line_of_id.event_id
+    left join accepted_before on passed_row_rules.event_id = accepted_before.event_id
+),
+
+unique_events as (
+    select * from deduplicated where not is_duplicate
 ),
 
 per_minute as (
     select user_id, date_trunc('minute', event_ts) as minute, count(*) as n_events
-    from deduplicated
-    where dedup_reason is null and event_type <> 'rating'
+    from unique_events
+    where event_type <> 'rating'
     group by all
 ),
 
@@ -68,39 +91,49 @@ bots as (
     select distinct user_id from per_minute where n_events > $bot_max_events_per_minute
 ),
 
-bot_checked as (
-    select
-        deduplicated.*,
-        case
-            when dedup_reason is not null then dedup_reason
-            when bots.user_id is not null then 'bot_suspected'
-        end as bot_reason
-    from deduplicated
-    left join bots on deduplicated.user_id = bots.user_id
+human_events as (
+    select unique_events.*
+    from unique_events
+    left join bots on unique_events.user_id = bots.user_id
+    where bots.user_id is null
 ),
 
-retry_checked as (
-    select
-        *,
-        case
-            when bot_reason is not null then bot_reason
-            when event_ts - lag(event_ts) over (
-                partition by user_id, item_id, event_type, bot_reason is null order by event_ts, line_number
-            ) < interval 1 second then 'retry_duplicate'
-        end as reason
-    from bot_checked
+retries as (
+    select line_number
+    from (
+        select
+            line_number,
+            event_ts - lag(event_ts) over (
+                partition by user_id, item_id, event_type order by event_ts, line_number
+            ) as since_previous
+        from human_events
+    ) as gaps
+    where since_previous < interval 1 second
+),
+
+reasons as (
+    select line_number, row_reason as reason from row_rules where row_reason is not null
+    union all
+    select line_number, 'duplicate_event_id' as reason from deduplicated where is_duplicate
+    union all
+    select unique_events.line_number, 'bot_suspected' as reason
+    from unique_events
+    inner join bots on unique_events.user_id = bots.user_id
+    union all
+    select line_number, 'retry_duplicate' as reason from retries
 )
 
 select
-    line_number,
-    raw,
-    reason,
-    event_id,
-    user_id,
-    item_id,
-    event_type,
-    event_ts,
-    value,
-    session_id,
-    context
-from retry_checked
+    incoming.line_number,
+    incoming.raw,
+    reasons.reason,
+    incoming.event_id,
+    incoming.user_id,
+    incoming.item_id,
+    incoming.event_type,
+    incoming.event_ts,
+    incoming.value,
+    incoming.session_id,
+    incoming.context
+from incoming
+left join reasons on incoming.line_number = reasons.line_number

@@ -1,0 +1,61 @@
+"""The scale benchmark's own measurement (benchmarks/pipeline_scale.py); its stages are the
+pipeline's, each covered by its stage's tests at a tiny size."""
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "pipeline_scale.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("pipeline_scale", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+GRANDCHILD_HOLDS_200_MIB = """
+import subprocess, sys
+subprocess.run([sys.executable, "-c", "import time; block = bytearray(200 * 2**20); time.sleep(1.0)"], check=True)
+print("done")
+"""
+
+
+def test_peak_memory_counts_the_whole_process_tree(bench):
+    code, seconds, peak, output = bench.run_measured([sys.executable, "-c", GRANDCHILD_HOLDS_200_MIB], dict(os.environ))
+    assert code == 0 and output.strip() == "done"
+    assert peak >= 200 * 2**20  # held by the grandchild, not by the process the benchmark started
+    assert seconds >= 1.0
+
+
+def test_a_failing_stage_returns_its_exit_code(bench):
+    code, _, _, _ = bench.run_measured([sys.executable, "-c", "raise SystemExit(3)"], dict(os.environ))
+    assert code == 3
+
+
+def test_a_home_the_benchmark_did_not_make_is_never_cleared(bench, tmp_path):
+    (tmp_path / "precious.txt").write_text("keep me")
+    with pytest.raises(SystemExit, match="was not made by this benchmark"):
+        bench.clear_home(tmp_path, keep_landing=False)
+    assert (tmp_path / "precious.txt").exists()
+
+
+def test_a_kept_log_survives_clearing_and_everything_else_goes(bench, tmp_path):
+    (tmp_path / "landing").mkdir()
+    (tmp_path / "landing" / "simulation.json").write_text("{}")
+    (tmp_path / "warehouse.duckdb").write_text("old")
+    (tmp_path / "published").mkdir()
+    bench.clear_home(tmp_path, keep_landing=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["landing"]
+
+
+def test_the_large_size_is_the_issues_target(bench):
+    large = bench.SIZES["large"]
+    assert large["sim_users"] == 1_000_000 and large["sim_items"] == 100_000
+    # ~3.2 landing lines per user and day (the 1M-event log: 1,143,237 lines from 20k users x 18 days)
+    assert large["sim_users"] * large["sim_days"] * 3.2 >= 50_000_000
