@@ -1,4 +1,4 @@
-"""Each model says when the data cannot support it (``Recommender.refuses``), so training leaves it out with a reason."""
+"""Each model says when the data cannot support it (``Recommender.refuses``): training leaves it out, with why."""
 
 from __future__ import annotations
 
