@@ -2,9 +2,13 @@
 
     PYTHONPATH=. nice -n 10 python benchmarks/models_quality.py [--datasets ml-100k ...] [--models als ...]
 
-Protocol (the same for every data set and model):
-- one global time cutoff: the last ``--test-share`` of the events (by time) are the test period;
-  models fit on everything before it and never see a later event;
+Protocol (the same for every data set and model), by ``--protocol``:
+- ``global_time`` (the default): one global time cutoff: the last ``--test-share`` of the events
+  (by time) are the test period; models fit on everything before it and never see a later event;
+- ``stratified``: the literature's stratified random split: per item, 75% of its ratings (after a
+  seeded shuffle, ``--seed``) go to training and the rest are held out, every held-out rating
+  relevant; time is ignored for the split (time-aware models still get the events' times, and the
+  ranker's and recent popularity's window is a fixed 7 days);
 - the relevant items of a user are those met in the test period, minus the items the user already
   had in training and items the training data has never seen (no model could rank them);
 - full-catalog ranking with the user's training items excluded; users with at least one relevant
@@ -66,10 +70,9 @@ MODELS = (
 RANKER_GENERATORS = ("ease", "als", "itemknn_bm25", "popularity_recent")
 LABEL_WINDOWS = 4
 SASREC_FULL_SOFTMAX_ITEMS, SASREC_NEGATIVES = 5_000, 256
-# One block, 10 epochs, one thread: what fits the time this benchmark had on a machine shared by
-# several jobs (load average 10-50 on 2 cores); the defaults (2 blocks, 30 epochs) took minutes per epoch there.
-SASREC_BENCHMARK = {"n_blocks": 1, "epochs": 10, "num_threads": 1}
 SECONDS_PER_DAY = 86_400.0
+STRATIFIED_TRAIN_SHARE = 0.75
+STRATIFIED_WINDOW_DAYS = 7.0  # the ranker's label window and recent popularity's window without a test period
 ML100K_GENRES = (
     "unknown Action Adventure Animation Children's Comedy Crime Documentary Drama Fantasy Film-Noir Horror "
     "Musical Mystery Romance Sci-Fi Thriller War Western"
@@ -158,12 +161,26 @@ def prepare(dataset: str, args, work_dir: Path) -> Path:
     else:
         events, features = load_simulated(work_dir, args.sim_users, args.sim_items, args.sim_days, args.seed)
     cutoff = float(events["ts"].quantile(1.0 - args.test_share))
+    facts = {"cutoff": cutoff, "max_ts": float(events["ts"].max()), "protocol": args.protocol}
+    if args.protocol == "stratified":
+        events["in_train"] = stratified_train_mask(events, STRATIFIED_TRAIN_SHARE, args.seed)
     target = work_dir / dataset
     target.mkdir(parents=True, exist_ok=True)
     events.to_parquet(target / "events.parquet")
     features.to_parquet(target / "items.parquet")
-    (target / "split.json").write_text(json.dumps({"cutoff": cutoff, "max_ts": float(events["ts"].max())}))
+    (target / "split.json").write_text(json.dumps(facts))
     return target
+
+
+def stratified_train_mask(events: pd.DataFrame, share: float, seed: int) -> np.ndarray:
+    """Per item, the first ``share`` (rounded up) of its events after a seeded shuffle are training events."""
+    order = np.random.default_rng(seed).permutation(len(events))
+    shuffled = events.iloc[order]
+    rank = shuffled.groupby(Columns.Item).cumcount().to_numpy()
+    size = shuffled.groupby(Columns.Item)[Columns.Item].transform("size").to_numpy()
+    mask = np.empty(len(events), dtype=bool)
+    mask[order] = rank < np.ceil(share * size)
+    return mask
 
 
 def load_split(target: Path) -> tuple[Interactions, sp.csr_matrix, dict]:
@@ -171,14 +188,15 @@ def load_split(target: Path) -> tuple[Interactions, sp.csr_matrix, dict]:
     facts = json.loads((target / "split.json").read_text())
     events = pd.read_parquet(target / "events.parquet").rename(columns={"ts": Columns.LastTs})
     features = pd.read_parquet(target / "items.parquet")
-    past = events[Columns.LastTs] < facts["cutoff"]
+    past = events["in_train"] if "in_train" in events else events[Columns.LastTs] < facts["cutoff"]
     train = Interactions.from_frame(events[past], item_features=features)
     test = Interactions.from_frame(events[~past], train.item_ids, train.user_ids)
     relevant = (test.matrix > 0).astype(np.float32)
     relevant = (relevant - relevant.multiply(train.matrix > 0)).tocsr()
     relevant.eliminate_zeros()
+    test_days = (facts["max_ts"] - facts["cutoff"]) / SECONDS_PER_DAY
     facts |= {
-        "test_days": (facts["max_ts"] - facts["cutoff"]) / SECONDS_PER_DAY,
+        "test_days": 3 * STRATIFIED_WINDOW_DAYS if facts.get("protocol") == "stratified" else test_days,
         "train_users": train.n_users,
         "train_items": train.n_items,
         "train_interactions": int(train.matrix.nnz),
@@ -190,14 +208,14 @@ def load_split(target: Path) -> tuple[Interactions, sp.csr_matrix, dict]:
 def make_model(name: str, test_days: float, n_items: int, seed: int) -> Recommender:
     """Each algorithm with its defaults; only the time windows follow the data set's test period.
 
-    SASRec runs the lighter ``SASREC_BENCHMARK`` configuration, and sampled softmax
-    (``SASREC_NEGATIVES``) above ``SASREC_FULL_SOFTMAX_ITEMS`` items: the full softmax's cost grows
-    with the catalog.
+    SASRec (one block, one thread, early-stopped, as its defaults are since issue 15) switches to
+    sampled softmax (``SASREC_NEGATIVES``) above ``SASREC_FULL_SOFTMAX_ITEMS`` items: the full
+    softmax's cost grows with the catalog.
     """
     label_days = test_days / 3
     if name == "sasrec":
         negatives = SASREC_NEGATIVES if n_items > SASREC_FULL_SOFTMAX_ITEMS else 0
-        return algorithm(name)(**SASREC_BENCHMARK, n_negatives=negatives, random_state=seed)
+        return algorithm(name)(n_negatives=negatives, random_state=seed)
     if name == "popularity_recent":
         return algorithm(name)(window_days=label_days, random_state=seed)
     if name == "ranker":
@@ -266,10 +284,13 @@ def markdown(results: dict[str, list[dict]]) -> str:
         if not rows:
             continue
         facts = rows[0]["split"]
+        if facts.get("protocol") == "stratified":
+            test = f"test = a stratified random 25% of each item's ratings ({facts['test_events']} events)"
+        else:
+            test = f"test = last {facts['test_days']:.1f} days ({facts['test_events']} events)"
         lines += [
             f"**{dataset}**: {facts['train_users']} users x {facts['train_items']} items, "
-            f"{facts['train_interactions']} training interactions; test = last {facts['test_days']:.1f} days "
-            f"({facts['test_events']} events), {rows[0]['n_eval_users']} users evaluated",
+            f"{facts['train_interactions']} training interactions; {test}, {rows[0]['n_eval_users']} users evaluated",
             "",
         ]
         metric_keys = [k for k in rows[0] if k.startswith(METRIC_PREFIXES)]
@@ -328,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--data-dir", type=Path, default=REPO_ROOT.parent / "shared" / "data")
+    parser.add_argument("--protocol", choices=("global_time", "stratified"), default="global_time")
     parser.add_argument("--test-share", type=float, default=0.2, help="Share of events (latest by time) held out.")
     parser.add_argument("--sim-users", type=int, default=3000)
     parser.add_argument("--sim-items", type=int, default=1000)

@@ -60,6 +60,17 @@ class Recommender(ABC):
         self.is_fitted = True
         return self
 
+    def refuses(self, interactions: Interactions) -> str | None:
+        """Why this model cannot learn from these interactions, or None if it can.
+
+        Training asks every candidate before fitting it, so a model the data cannot support (a
+        catalog above EASE's size guard, no sequences for SASRec) is left out with this reason
+        recorded, rather than failing mid-backtest or crashing the training. Subclasses extend it.
+        """
+        if interactions.matrix.nnz == 0:
+            return "no interactions to learn from"
+        return None
+
     @abstractmethod
     def _fit(self, interactions: Interactions) -> None: ...
 

@@ -7,21 +7,35 @@ list is judged on; ALS fits the confidence-weighted matrix instead. Weights are 
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from models.dataset import Interactions
+from models.early_stopping import EpochSearch, validation_window
 from models.factorization import EpochLogger, FactorizationRecommender
+
+log = logging.getLogger(__name__)
 
 
 class BPRRecommender(FactorizationRecommender):
-    """Matrix factorisation trained with the BPR pairwise loss by SGD.
+    """Matrix factorisation trained with the BPR pairwise loss by SGD, early-stopped on a validation window.
+
+    Defaults come from ml-100k (stratified random 75/25 split, benchmarks/README.md): a small step
+    and L2 penalty learn steadily, and the epoch count is chosen on the validation window
+    (``models/early_stopping.py``) because BPR overfits after a data-dependent number of epochs
+    (a fixed 100 epochs at step 0.05 scored NDCG@10 0.19 there; early-stopped, 0.36).
 
     Parameters
     ----------
     factors : latent dimensions (``implicit`` adds one more for the item bias).
     learning_rate : SGD step.
     regularization : L2 penalty on the factors.
-    iterations : passes over the interactions.
+    iterations : the most passes over the interactions (all of them without early stopping).
+    early_stopping : choose the epoch count on a validation window cut from the given interactions.
+    validation_share : share of the interaction cells (the latest by time, if known) in that window.
+    eval_every, patience : score the window every ``eval_every`` epochs; stop after ``patience``
+        scores without a gain.
     """
 
     name = "bpr"
@@ -29,14 +43,24 @@ class BPRRecommender(FactorizationRecommender):
     def __init__(
         self,
         factors: int = 64,
-        learning_rate: float = 0.05,
+        learning_rate: float = 0.01,
         regularization: float = 0.01,
-        iterations: int = 100,
+        iterations: int = 300,
+        early_stopping: bool = True,
+        validation_share: float = 0.1,
+        eval_every: int = 10,
+        patience: int = 3,
         random_state: int = 0,
     ):
         super().__init__(random_state)
+        if eval_every < 1 or patience < 1:
+            raise ValueError(f"eval_every and patience must be >= 1, got {eval_every} and {patience}")
         self.factors, self.learning_rate = factors, learning_rate
         self.regularization, self.iterations = regularization, iterations
+        self.early_stopping, self.validation_share = early_stopping, validation_share
+        self.eval_every, self.patience = eval_every, patience
+        self.epoch_search: EpochSearch | None = None  # the validation curve of the last fit, if early-stopped
+        self.validation_cutoff_ts: float | None = None  # where that window began (epoch seconds), if cut by time
 
     def params(self) -> dict:
         return {
@@ -44,21 +68,57 @@ class BPRRecommender(FactorizationRecommender):
             "learning_rate": self.learning_rate,
             "regularization": self.regularization,
             "iterations": self.iterations,
+            "early_stopping": self.early_stopping,
+            "validation_share": self.validation_share,
+            "eval_every": self.eval_every,
+            "patience": self.patience,
             "random_state": self.random_state,
         }
 
-    def _fit_factors(self, interactions: Interactions) -> tuple[np.ndarray, np.ndarray]:
+    def _implicit(self, iterations: int):
         from implicit.cpu.bpr import BayesianPersonalizedRanking
 
         # One thread: implicit's multi-threaded SGD updates race (Hogwild), so two runs with the
         # same seed would differ. The data sets it is meant for fit in seconds on one core.
-        model = BayesianPersonalizedRanking(
+        return BayesianPersonalizedRanking(
             factors=self.factors,
             learning_rate=self.learning_rate,
             regularization=self.regularization,
-            iterations=self.iterations,
+            iterations=iterations,
             random_state=self.random_state,
             num_threads=1,
         )
-        model.fit(interactions.matrix, show_progress=False, callback=EpochLogger(self.name, self.iterations, every=20))
+
+    def _best_epochs(self, interactions: Interactions) -> int:
+        """Epochs that score best on the validation window (``iterations`` if there is none to speak of)."""
+        self.epoch_search, self.validation_cutoff_ts = None, None
+        if not self.early_stopping:
+            return self.iterations
+        window = validation_window(interactions, self.validation_share, self.random_state)
+        if window is None:
+            log.info("%s: validation window too small for early stopping; %d epochs", self.name, self.iterations)
+            return self.iterations
+        search = EpochSearch(self.eval_every, self.patience, self.iterations)
+        step = self._implicit(self.eval_every)
+        done = 0
+        while True:
+            step.fit(window.history.matrix, show_progress=False)  # implicit continues from its current factors
+            done += self.eval_every
+            score = window.ndcg(lambda users: step.user_factors[users] @ step.item_factors.T)
+            log.info("%s: epoch %d validation ndcg@10 %.4f", self.name, done, score)
+            if search.record(done, score):
+                break
+        self.epoch_search, self.validation_cutoff_ts = search, window.cutoff_ts
+        log.info(
+            "%s: early stopping chose %d epochs (validation ndcg@10 %.4f)",
+            self.name,
+            search.best_epochs,
+            dict(search.curve)[search.best_epochs],
+        )
+        return search.best_epochs
+
+    def _fit_factors(self, interactions: Interactions) -> tuple[np.ndarray, np.ndarray]:
+        epochs = self._best_epochs(interactions)
+        model = self._implicit(epochs)
+        model.fit(interactions.matrix, show_progress=False, callback=EpochLogger(self.name, epochs, every=20))
         return model.user_factors, model.item_factors

@@ -41,13 +41,20 @@ class EASERecommender(Recommender):
     def params(self) -> dict:
         return {"regularization": self.regularization, "max_items": self.max_items, "random_state": self.random_state}
 
-    def _fit(self, interactions: Interactions) -> None:
+    def refuses(self, interactions: Interactions) -> str | None:
         n_items = interactions.n_items
         if n_items > self.max_items:
-            raise CatalogTooLargeError(
+            return (
                 f"EASE needs a dense {n_items} x {n_items} matrix ({4 * n_items**2 / 1e9:.1f} GB); the catalog has "
                 f"{n_items} items, above max_items={self.max_items}. Use ALS or item-kNN, or raise max_items."
             )
+        return super().refuses(interactions)
+
+    def _fit(self, interactions: Interactions) -> None:
+        n_items = interactions.n_items
+        too_large = self.refuses(interactions) if n_items > self.max_items else None
+        if too_large:
+            raise CatalogTooLargeError(too_large)
         started = time.perf_counter()
         binary = (interactions.matrix > 0).astype(np.float32)
         gram = (binary.T @ binary).toarray()

@@ -58,6 +58,11 @@ class RecentPopularityRecommender(PopularityRecommender):
     def params(self) -> dict:
         return {"window_days": self.window_days, "random_state": self.random_state}
 
+    def refuses(self, interactions: Interactions) -> str | None:
+        if interactions.last_ts is None:
+            return "recent popularity needs interaction times (last_ts); these interactions carry none"
+        return super().refuses(interactions)
+
     def _fit(self, interactions: Interactions) -> None:
         last_ts = interactions.require_time()
         recent = last_ts.copy()

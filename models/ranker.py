@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_GENERATORS = ("ease", "als", "itemknn_bm25", "popularity_recent")
 MIN_EARLY_STOPPING_GROUPS = 50
+# A label window with fewer users who have both a history before it and interactions in it gives
+# LambdaRank too few groups to learn anything but noise.
+MIN_LABEL_USERS = 5
 
 
 class RankerRecommender(Recommender):
@@ -112,6 +115,41 @@ class RankerRecommender(Recommender):
         }
 
     # --- fitting
+    def refuses(self, interactions: Interactions) -> str | None:
+        """The ranker needs ``label_windows`` label windows, each with a history before it and label users in it."""
+        if interactions.last_ts is None:
+            return (
+                "the ranker needs interaction times (last_ts) to cut its label windows; these interactions carry none"
+            )
+        last_ts = interactions.require_time().tocsr()
+        if not last_ts.nnz:
+            return super().refuses(interactions)
+        first, latest = float(last_ts.data.min()), float(last_ts.data.max())
+        needed = self.label_windows * self.label_days
+        span = (latest - first) / SECONDS_PER_DAY
+        if span <= needed:
+            return (
+                f"the ranker needs more than {needed:g} days of interactions for {self.label_windows} label "
+                f"window(s) of {self.label_days:g} days with a history before them; the data spans {span:.1f} days"
+            )
+        rows = np.repeat(np.arange(interactions.n_users), np.diff(last_ts.indptr))
+        for window in range(self.label_windows):
+            cutoff = latest - (window + 1) * self.label_days * SECONDS_PER_DAY
+            end = cutoff + self.label_days * SECONDS_PER_DAY
+            before = np.unique(rows[last_ts.data < cutoff])
+            inside = np.unique(rows[(last_ts.data >= cutoff) & ((last_ts.data < end) if window else True)])
+            users = len(np.intersect1d(before, inside, assume_unique=True))
+            if users < MIN_LABEL_USERS:
+                return (
+                    f"label window {window + 1} of {self.label_windows} ({self.label_days:g} days) has {users} users "
+                    f"with a history before it and interactions in it; the ranker needs at least {MIN_LABEL_USERS}"
+                )
+        for generator in self._make_generators():
+            reason = generator.refuses(interactions)
+            if reason:
+                return f"its candidate generator {generator.name} refuses: {reason}"
+        return super().refuses(interactions)
+
     def _make_generators(self) -> list[Recommender]:
         made = []
         for name in self.generators:

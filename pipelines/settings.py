@@ -182,8 +182,10 @@ class Settings(BaseSettings):
 
     # --- evaluation, candidates and the promotion gate (models/evaluation, pipelines/training/)
     train_candidates: list[str] = Field(
-        default=["popularity", "als"],
+        default=["ease", "itemknn_bm25", "als", "bpr", "popularity_recent", "popularity", "sasrec", "ranker"],
         description="Registered model names (models.base._REGISTRY) trained and compared at each training; "
+        "by default every algorithm, each of which refuses (with its reason, on the training run) when the data "
+        "cannot support it; on a tie the earlier name wins. "
         'JSON in the environment, e.g. RECFORGE_TRAIN_CANDIDATES=\'["popularity","als"]\'.',
     )
     train_model_params: dict[str, dict] = Field(

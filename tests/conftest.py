@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,7 +25,17 @@ TINY = {
     "publish_top_n": 50,
     "als_factors": 16,
     "als_iterations": 12,
+    # Two cheap candidates keep the shared fixtures fast; tests/training/test_candidates.py trains the default set.
+    "train_candidates": ["popularity", "als"],
 }
+
+
+def tiny_environment(values: dict | None = None) -> dict[str, str]:
+    """TINY (or ``values``) as RECFORGE_* environment variables; lists and dicts as the JSON settings read."""
+    return {
+        f"RECFORGE_{key.upper()}": json.dumps(value) if isinstance(value, list | dict) else str(value)
+        for key, value in (TINY if values is None else values).items()
+    }
 
 
 def make_settings(home: Path, **overrides) -> Settings:

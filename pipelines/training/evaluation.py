@@ -34,6 +34,7 @@ class EvaluationRun:
     config: EvaluationConfig
     results: dict[str, BacktestResult] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)  # candidate -> error, for candidates left out
+    refusals: dict[str, str] = field(default_factory=dict)  # candidate -> why the data cannot support it
     run_ids: dict[str, str] = field(default_factory=dict)  # candidate -> its nested MLflow run
 
     def summaries(self) -> dict[str, dict[str, float]]:
@@ -65,12 +66,31 @@ def evaluation_config(settings: Settings) -> EvaluationConfig:
     )
 
 
+def refusal(factory, data: EvaluationData) -> str | None:
+    """Why a candidate cannot be trained on this data (``Recommender.refuses``), asked of every fold and the whole log.
+
+    A model must fit every fold to be compared on their mean, and the whole log to be served.
+    """
+    model = factory()
+    for label, interactions in [*((fold.name, fold.train) for fold in data.folds), ("the whole log", None)]:
+        reason = model.refuses(data.full_interactions() if interactions is None else interactions)
+        if reason:
+            return f"{reason} (on {label})"
+    return None
+
+
+REFUSED_TAG = "refused_candidates"  # on the parent run: every candidate the data could not support, with its reason
+
+
 def backtest_candidates(factories: dict, run: EvaluationRun, tags: dict[str, str]) -> None:
     """Backtest each candidate in a nested MLflow run of the active run, filling ``run.results``.
 
+    A candidate the data cannot support (``Recommender.refuses``: EASE above its size guard,
+    SASRec without sequences, the ranker without enough label windows) is not fitted: its reason
+    is logged, kept in ``run.refusals`` and tagged on the active (parent) run as ``refused_candidates``.
     A candidate that raises is left out (its run ends FAILED with an ``error`` tag, the error is
     logged and kept in ``run.failures``), so one broken algorithm cannot block retraining with the
-    others; if every candidate fails, this raises naming each error.
+    others; if every candidate is refused or fails, this raises naming each reason.
     """
     import mlflow
     from mlflow import MlflowClient
@@ -78,6 +98,11 @@ def backtest_candidates(factories: dict, run: EvaluationRun, tags: dict[str, str
     from pipelines.training.tracking import log_backtest
 
     for name, factory in factories.items():
+        reason = refusal(factory, run.data)
+        if reason:
+            run.refusals[name] = reason
+            log.info("candidate %s refused: %s", name, reason)
+            continue
         with mlflow.start_run(run_name=name, nested=True, tags={**tags, "model": name}) as child:
             run.run_ids[name] = child.info.run_id
             try:
@@ -90,8 +115,15 @@ def backtest_candidates(factories: dict, run: EvaluationRun, tags: dict[str, str
                 log_backtest(run.results[name], run.config.names)
         if name in run.failures:
             MlflowClient().set_terminated(child.info.run_id, "FAILED")
+    if run.refusals:
+        mlflow.set_tag(REFUSED_TAG, "; ".join(f"{n}: {r}" for n, r in run.refusals.items())[:5000])
     if not run.results:
-        raise RuntimeError("every candidate failed: " + "; ".join(f"{n}: {e}" for n, e in run.failures.items()))
+        reasons = [
+            *(f"{n}: {e}" for n, e in run.failures.items()),
+            *(f"{n} refused: {r}" for n, r in run.refusals.items()),
+        ]
+        what = "failed or was refused" if run.refusals else "failed"
+        raise RuntimeError(f"every candidate {what}: " + "; ".join(reasons))
 
 
 def text_table(headers: list[str], rows: list[list[object]]) -> str:

@@ -160,6 +160,9 @@ def render_report(
     if run.failures:
         body += "<h2>Candidates that failed</h2><p>Left out of this evaluation; the error of each:</p>"
         body += html.table(["model", "error"], [[name, error] for name, error in run.failures.items()])
+    if run.refusals:
+        body += "<h2>Candidates the data cannot support</h2><p>Not fitted; the reason each model gave:</p>"
+        body += html.table(["model", "reason"], [[name, reason] for name, reason in run.refusals.items()])
     body += (
         "<h2>Metrics by model</h2><p>Mean ± std over folds, after publication's business rules (seen, blocked and "
         f"out-of-stock items excluded, category cap on the top {run.config.rules.category_cap_head}; unknown users get "

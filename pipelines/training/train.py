@@ -79,6 +79,7 @@ class TrainResult:
     checks: list[str] = field(default_factory=list)
     report: Path | None = None
     failures: dict[str, str] = field(default_factory=dict)
+    refusals: dict[str, str] = field(default_factory=dict)  # candidates the data could not support, with why
 
     def summary(self) -> str:
         primary = self.primary_metric
@@ -87,7 +88,8 @@ class TrainResult:
             for name, m in self.metrics.items()
         )
         verdict = "promoted to champion" if self.promoted else "kept as challenger"
-        return f"trained {scores}; {self.best_model} v{self.model_version} {verdict}: {self.decision_reason}"
+        refused = f"; refused {', '.join(self.refusals)}" if self.refusals else ""
+        return f"trained {scores}{refused}; {self.best_model} v{self.model_version} {verdict}: {self.decision_reason}"
 
     def outcome(self) -> dict:
         """What the training DAG passes on (XCom, so plain JSON): the decision, and for a champion its score.
@@ -184,6 +186,7 @@ def train_and_register(settings: Settings, airflow: AirflowRun | None = None) ->
         checks=[check.describe() for check in decision.checks],
         report=report,
         failures=dict(run.failures),
+        refusals=dict(run.refusals),
     )
     log.info(result.summary())
     return result

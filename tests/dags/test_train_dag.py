@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.conftest import TINY, copy_home
+from tests.conftest import copy_home, tiny_environment
 
 pytestmark = pytest.mark.e2e
 
@@ -42,7 +42,7 @@ def dag_runs(trained, tmp_path_factory):
     settings = copy_home(trained[0], tmp_path_factory.mktemp("train_dag") / "home")
     env = {
         **os.environ,
-        **{f"RECFORGE_{key.upper()}": str(value) for key, value in TINY.items()},
+        **tiny_environment(),
         "RECFORGE_HOME": str(settings.home),
         "PYTHONPATH": os.getcwd(),
     }

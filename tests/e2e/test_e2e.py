@@ -23,7 +23,7 @@ from pipelines.training.tracking import CHAMPION, configure, version_by_alias
 from pipelines.warehouse.connection import connect
 from serving.config import ServingSettings
 from serving.main import create_app
-from tests.conftest import CHROMIUM_FLAGS, TINY, make_settings
+from tests.conftest import CHROMIUM_FLAGS, TINY, make_settings, tiny_environment
 
 pytestmark = pytest.mark.e2e
 
@@ -33,7 +33,7 @@ def recforge_run(home: Path) -> str:
         **os.environ,
         "RECFORGE_HOME": str(home),
         "RECFORGE_SERVE": "0",
-        **{f"RECFORGE_{key.upper()}": str(value) for key, value in TINY.items()},
+        **tiny_environment(),
     }
     recforge = Path(sys.executable).with_name("recforge")
     run = subprocess.run([str(recforge), "run"], env=env, capture_output=True, text=True, timeout=900)

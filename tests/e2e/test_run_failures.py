@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TINY
+from tests.conftest import TINY, tiny_environment
 
 pytestmark = pytest.mark.e2e
 
@@ -22,7 +22,7 @@ def test_a_failing_task_fails_the_run_naming_it_and_leaves_the_home_ready_for_th
     """Two simulated days cannot fill the marts' train/valid/test splits: the marts checkpoint fails."""
     home = tmp_path / "home"
     env = {**os.environ, "RECFORGE_HOME": str(home), "RECFORGE_SERVE": "0"}
-    env.update({f"RECFORGE_{key.upper()}": str(value) for key, value in {**TINY, "sim_days": 2}.items()})
+    env.update(tiny_environment({**TINY, "sim_days": 2}))
     recforge = Path(sys.executable).with_name("recforge")
     run = subprocess.run([str(recforge), "run"], env=env, capture_output=True, text=True, timeout=900)
     assert run.returncode == 1, run.stdout[-3000:]
