@@ -11,6 +11,7 @@ import numpy as np
 
 from models.dataset import Interactions
 from models.factorization import EpochLogger, FactorizationRecommender
+from models.search import FloatRange, IntRange, SearchSpace
 
 
 class BPRRecommender(FactorizationRecommender):
@@ -45,6 +46,16 @@ class BPRRecommender(FactorizationRecommender):
             "regularization": self.regularization,
             "iterations": self.iterations,
             "random_state": self.random_state,
+        }
+
+    @classmethod
+    def search_space(cls) -> SearchSpace:
+        """SGD is sensitive to its step and penalty by orders of magnitude, hence log scales."""
+        return {
+            "factors": IntRange(8, 256, log=True),
+            "learning_rate": FloatRange(1e-3, 0.3, log=True),
+            "regularization": FloatRange(1e-4, 0.1, log=True),
+            "iterations": IntRange(20, 400, log=True),
         }
 
     def _fit_factors(self, interactions: Interactions) -> tuple[np.ndarray, np.ndarray]:

@@ -27,6 +27,7 @@ import numpy as np
 from models.base import Recommender
 from models.dataset import Interactions
 from models.popularity import distinct_users_per_item
+from models.search import Choice, FloatRange, IntRange, SearchSpace
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,16 @@ class SASRecRecommender(Recommender):
             "n_negatives": self.n_negatives,
             "num_threads": self.num_threads,
             "random_state": self.random_state,
+        }
+
+    @classmethod
+    def search_space(cls) -> SearchSpace:
+        """Width, regularisation and the Adam step; sizes are choices divisible by the default head count."""
+        return {
+            "embedding_dim": Choice((32, 64, 128)),
+            "dropout": FloatRange(0.0, 0.5),
+            "learning_rate": FloatRange(1e-4, 1e-2, log=True),
+            "epochs": IntRange(5, 60, log=True),
         }
 
     # --- data

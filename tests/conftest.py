@@ -24,6 +24,7 @@ TINY = {
     "publish_top_n": 50,
     "als_factors": 16,
     "als_iterations": 12,
+    "tune_enabled": False,  # tuning has its own tests (tests/training/test_tuning.py); the rest train on defaults
 }
 
 
