@@ -99,7 +99,10 @@ def cmd_tune(settings: Settings, args) -> None:
     stored, run_id = run_tuning(settings, args.model)
     for name, record in stored.items():
         default = "n/a" if record.default_value is None else f"{record.default_value:.4f}"
-        print(f"{name}: {record.params} ({record.metric} {record.best_value:.4f}, defaults {default})")
+        print(
+            f"{name}: {record.params} ({record.metric} {record.best_value:.4f}, defaults {default}; "
+            f"trials in mlflow run {record.run_id})"
+        )
     print(f"stored in {store_path(settings)}; mlflow run: {run_id}")
     if not settings.tune_enabled:
         print("note: tune_enabled is false, so training does not use them until it is turned on")
