@@ -24,6 +24,7 @@ from pipelines.training.evaluation import evaluation_config
 from pipelines.training.tuned_params import read_tuned, store_path, utc_now
 from pipelines.training.tuning import (
     TuningUnavailable,
+    choose_best,
     earliest_test_start,
     params_for_training,
     tune_and_store,
@@ -362,3 +363,24 @@ def test_recforge_tune_refuses_a_model_it_cannot_tune_with_one_line(model, messa
     assert main(["tune", "--model", model]) == 1
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and error.startswith(message), error
+
+
+def test_the_best_trial_is_one_the_gates_guardrails_would_let_through(world):
+    import optuna
+
+    settings, config = world[0], evaluation_config(world[0])
+    cold, coverage = config.names.cold_primary, config.names.coverage
+    study = optuna.create_study(direction="maximize")
+    distributions = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
+    for x, value, guardrails in [
+        (0.5, 0.10, {cold: 0.10, coverage: 0.90}),  # trial 0: the defaults
+        (0.9, 0.30, {cold: 0.10, coverage: 0.50}),  # best NDCG, but coverage falls beyond 10%
+        (0.7, 0.20, {cold: 0.099, coverage: 0.85}),  # within both tolerances
+    ]:
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"x": x}, distributions=distributions, value=value, user_attrs={"guardrails": guardrails}
+            )
+        )
+    assert choose_best(study, settings, config, has_default=True).number == 2
+    assert choose_best(study, settings, config, has_default=False).number == 1
