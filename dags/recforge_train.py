@@ -32,18 +32,21 @@ def recforge_train():
     """Backtest the candidates, register the best model, and promote it only if it passes the gate."""
 
     @task
-    def train_and_register(ti=None, logical_date=None) -> dict:
+    def train_and_register(ti=None, logical_date=None, triggering_asset_events=None) -> dict:
         """Backtest every candidate, log them to MLflow, register the best and apply the promotion gate.
 
         The gate's decision and each check with its numbers are written to this task's log; the MLflow
-        runs and the model version are tagged with this DAG run and link to this task's page.
+        runs and the model version are tagged with this DAG run and link to this task's page. A run
+        DRIFT triggered (the only asset it is scheduled by) re-tunes the candidates' parameters; a
+        scheduled one reuses the stored ones until tune_retune_after_days have passed.
         """
         from pipelines.settings import get_settings
         from pipelines.training.train import AirflowRun
         from pipelines.training.train import train_and_register as train
 
         when = logical_date.isoformat() if logical_date is not None else None  # None for asset-triggered runs
-        return train(get_settings(), AirflowRun(ti.dag_id, ti.run_id, when, ti.log_url)).outcome()
+        drift = bool(triggering_asset_events)  # asset events only when DRIFT scheduled this run
+        return train(get_settings(), AirflowRun(ti.dag_id, ti.run_id, when, ti.log_url), drift=drift).outcome()
 
     @task.short_circuit
     def was_promoted(outcome: dict) -> bool:

@@ -6,6 +6,7 @@ import numpy as np
 
 from models.dataset import Interactions
 from models.factorization import EpochLogger, FactorizationRecommender
+from models.search import FloatRange, IntRange, SearchSpace
 
 
 class ALSRecommender(FactorizationRecommender):
@@ -39,6 +40,16 @@ class ALSRecommender(FactorizationRecommender):
             "iterations": self.iterations,
             "alpha": self.alpha,
             "random_state": self.random_state,
+        }
+
+    @classmethod
+    def search_space(cls) -> SearchSpace:
+        """Size, penalty and confidence scale matter most; sweeps beyond ~40 rarely change the ranking."""
+        return {
+            "factors": IntRange(8, 256, log=True),
+            "regularization": FloatRange(1e-3, 10.0, log=True),
+            "alpha": FloatRange(1.0, 100.0, log=True),
+            "iterations": IntRange(5, 40),
         }
 
     def _fit_factors(self, interactions: Interactions) -> tuple[np.ndarray, np.ndarray]:

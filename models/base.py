@@ -16,6 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from models.dataset import Interactions
+from models.search import SearchSpace
 
 _REGISTRY: dict[str, type[Recommender]] = {}
 
@@ -81,6 +82,15 @@ class Recommender(ABC):
     def params(self) -> dict:
         """Hyper-parameters, as logged to the tracking server."""
         return {"random_state": self.random_state}
+
+    @classmethod
+    def search_space(cls) -> SearchSpace:
+        """Constructor parameters worth tuning and their ranges (``models/search.py``); none by default.
+
+        Declared here, beside the model, so the ranges change with the model; the tuner in
+        ``pipelines/training/tuning.py`` translates them for its sampler.
+        """
+        return {}
 
     # --- inference
     def recommend(

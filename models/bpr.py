@@ -14,6 +14,7 @@ import numpy as np
 from models.dataset import Interactions
 from models.early_stopping import EpochSearch, validation_window
 from models.factorization import EpochLogger, FactorizationRecommender
+from models.search import FloatRange, IntRange, SearchSpace
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,16 @@ class BPRRecommender(FactorizationRecommender):
             "eval_every": self.eval_every,
             "patience": self.patience,
             "random_state": self.random_state,
+        }
+
+    @classmethod
+    def search_space(cls) -> SearchSpace:
+        """SGD is sensitive to its step and penalty by orders of magnitude, hence log scales."""
+        return {
+            "factors": IntRange(8, 256, log=True),
+            "learning_rate": FloatRange(1e-3, 0.3, log=True),
+            "regularization": FloatRange(1e-4, 0.1, log=True),
+            "iterations": IntRange(20, 400, log=True),
         }
 
     def _implicit(self, iterations: int):

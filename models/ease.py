@@ -15,6 +15,7 @@ import numpy as np
 
 from models.base import Recommender
 from models.dataset import Interactions
+from models.search import FloatRange, SearchSpace
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,11 @@ class EASERecommender(Recommender):
 
     def params(self) -> dict:
         return {"regularization": self.regularization, "max_items": self.max_items, "random_state": self.random_state}
+
+    @classmethod
+    def search_space(cls) -> SearchSpace:
+        """λ is EASE's one knob; its best value scales with the data's density, over orders of magnitude."""
+        return {"regularization": FloatRange(1.0, 5000.0, log=True)}
 
     def refuses(self, interactions: Interactions) -> str | None:
         n_items = interactions.n_items

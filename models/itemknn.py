@@ -18,6 +18,7 @@ import scipy.sparse as sp
 from models.base import Recommender
 from models.dataset import Interactions
 from models.ease import top_k_rows
+from models.search import FloatRange, IntRange, SearchSpace
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,11 @@ class ItemKNNRecommender(Recommender):
 
     def params(self) -> dict:
         return {"neighbours": self.neighbours, "random_state": self.random_state}
+
+    @classmethod
+    def search_space(cls) -> SearchSpace:
+        """How many neighbours each item keeps trades noise against reach."""
+        return {"neighbours": IntRange(5, 500, log=True)}
 
     def _make(self):
         raise NotImplementedError
@@ -117,6 +123,11 @@ class BM25ItemKNNRecommender(ItemKNNRecommender):
 
     def params(self) -> dict:
         return {**super().params(), "k1": self.k1, "b": self.b}
+
+    @classmethod
+    def search_space(cls) -> SearchSpace:
+        """BM25's saturation and length normalisation on top of the neighbourhood size."""
+        return {**super().search_space(), "k1": FloatRange(0.3, 3.0), "b": FloatRange(0.0, 1.0)}
 
     def _make(self):
         from implicit.nearest_neighbours import BM25Recommender

@@ -11,6 +11,7 @@ import numpy as np
 
 from models.base import Recommender
 from models.dataset import Interactions
+from models.search import FloatRange, SearchSpace
 
 SECONDS_PER_DAY = 86_400.0
 
@@ -57,6 +58,11 @@ class RecentPopularityRecommender(PopularityRecommender):
 
     def params(self) -> dict:
         return {"window_days": self.window_days, "random_state": self.random_state}
+
+    @classmethod
+    def search_space(cls) -> SearchSpace:
+        """How far back "recent" reaches depends on how fast the catalogue moves."""
+        return {"window_days": FloatRange(1.0, 60.0, log=True)}
 
     def refuses(self, interactions: Interactions) -> str | None:
         if interactions.last_ts is None:

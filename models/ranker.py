@@ -35,6 +35,7 @@ import pandas as pd
 from models.base import Recommender, algorithm
 from models.dataset import Interactions
 from models.ranker_features import SECONDS_PER_DAY, FeatureContext, category_codes
+from models.search import FloatRange, IntRange, SearchSpace
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,16 @@ class RankerRecommender(Recommender):
             "max_train_users": self.max_train_users,
             "refit_generators": self.refit_generators,
             "random_state": self.random_state,
+        }
+
+    @classmethod
+    def search_space(cls) -> SearchSpace:
+        """The LightGBM ranker's capacity and step; the generators keep their own (tuned) parameters."""
+        return {
+            "n_estimators": IntRange(50, 500, log=True),
+            "learning_rate": FloatRange(0.01, 0.3, log=True),
+            "num_leaves": IntRange(3, 63, log=True),
+            "min_child_samples": IntRange(10, 500, log=True),
         }
 
     # --- fitting

@@ -28,6 +28,7 @@ from models.base import Recommender
 from models.dataset import Interactions
 from models.early_stopping import EpochSearch, ValidationWindow, validation_window
 from models.popularity import distinct_users_per_item
+from models.search import Choice, FloatRange, IntRange, SearchSpace
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,16 @@ class SASRecRecommender(Recommender):
             "validation_share": self.validation_share,
             "patience": self.patience,
             "random_state": self.random_state,
+        }
+
+    @classmethod
+    def search_space(cls) -> SearchSpace:
+        """Width, regularisation and the Adam step; sizes are choices divisible by the default head count."""
+        return {
+            "embedding_dim": Choice((32, 64, 128)),
+            "dropout": FloatRange(0.0, 0.5),
+            "learning_rate": FloatRange(1e-4, 1e-2, log=True),
+            "epochs": IntRange(5, 60, log=True),
         }
 
     # --- data

@@ -7,6 +7,7 @@ recforge validate-raw --start D --end D
 recforge transform             dbt build
 recforge train                 train, evaluate, register, gate
 recforge evaluate              backtest the candidates, print metrics per model and segment, write the report
+recforge tune [--model NAME]   tune the candidates' hyper-parameters now and store the best for training
 recforge models list|compare|promote|rollback
                                the registered versions, their metrics and aliases; manual promotion, rollback
 recforge publish               publish the champion's lists and index
@@ -89,6 +90,22 @@ def cmd_evaluate(settings: Settings, args) -> None:
     print(f"split {run.data.split}; {len(run.data.folds)} folds; mean+-std over folds, after the business rules")
     print(metrics_table(run))
     print(f"report: {report}\nmlflow run: {run_id}")
+
+
+def cmd_tune(settings: Settings, args) -> None:
+    from pipelines.training.tuned_params import store_path
+    from pipelines.training.tuning import run_tuning
+
+    stored, run_id = run_tuning(settings, args.model)
+    for name, record in stored.items():
+        default = "n/a" if record.default_value is None else f"{record.default_value:.4f}"
+        print(
+            f"{name}: {record.params} ({record.metric} {record.best_value:.4f}, defaults {default}; "
+            f"trials in mlflow run {record.run_id})"
+        )
+    print(f"stored in {store_path(settings)}; mlflow run: {run_id}")
+    if not settings.tune_enabled:
+        print("note: tune_enabled is false, so training does not use them until it is turned on")
 
 
 def cmd_models(settings: Settings, args) -> None:
@@ -271,6 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", choices=["global_time", "leave_last_n", "random_ratio"], help="split strategy")
     evaluate.add_argument("--folds", type=int, help="backtest folds (global_time cutoffs or random seeds)")
     evaluate.set_defaults(func=cmd_evaluate)
+    tune = sub.add_parser("tune", help="tune the candidates' hyper-parameters and store the best")
+    tune.add_argument("--model", metavar="NAME", help="one registered model (default: every tunable candidate)")
+    tune.set_defaults(func=cmd_tune)
     models_parser = sub.add_parser("models", help="registered model versions: list, compare, promote, rollback")
     actions = models_parser.add_subparsers(dest="action", required=True)
     actions.add_parser("list", help="versions, aliases and key metrics")

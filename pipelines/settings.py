@@ -231,6 +231,36 @@ class Settings(BaseSettings):
         description="Guardrail: catalog coverage@10 may fall at most this share below the champion.",
     )
 
+    # --- hyper-parameter tuning (pipelines/training/tuning.py; docs/architecture.md, "Tuning")
+    tune_enabled: bool = Field(
+        default=True,
+        description="Tune each candidate's search space (Optuna) when a re-tune is due; off: settings and "
+        "class defaults only, stored tuned parameters unused.",
+    )
+    tune_trials: int = Field(
+        default=20, ge=1, le=10_000, description="Trial budget per candidate (the default is always one of them)."
+    )
+    tune_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=86_400,
+        description="Time budget of one tuning over all candidates, shared out as it goes; a trial under way "
+        "when it runs out finishes.",
+    )
+    tune_valid_days: float = Field(
+        default=2.0, gt=0, le=365, description="Length of each validation window, cut before every test period."
+    )
+    tune_valid_folds: int = Field(
+        default=2, ge=1, le=10, description="Validation windows, newest first: the steps the pruner compares."
+    )
+    tune_retune_after_days: float = Field(
+        default=7.0,
+        ge=0,
+        le=3650,
+        description="Stored tuned parameters are reused by retraining for this many days (0: re-tune every "
+        "training); drift re-tunes at once.",
+    )
+
     # --- publication and serving
     publish_top_n: int = Field(
         default=100, ge=1, le=MAX_TOP_N, description="Items stored per user: the largest k serving answers."
@@ -423,6 +453,11 @@ class Settings(BaseSettings):
     @cached_property
     def published_dir(self) -> Path:
         return self.home / "published"
+
+    @cached_property
+    def tuning_dir(self) -> Path:
+        """The tuned parameters training reuses (``best_params.json``)."""
+        return self.home / "tuning"
 
     @cached_property
     def models_dir(self) -> Path:

@@ -27,6 +27,7 @@ TINY = {
     "als_iterations": 12,
     # Two cheap candidates keep the shared fixtures fast; tests/training/test_candidates.py trains the default set.
     "train_candidates": ["popularity", "als"],
+    "tune_enabled": False,  # tuning has its own tests (tests/training/test_tuning.py); the rest train on defaults
 }
 
 

@@ -1,9 +1,10 @@
 """Candidate models by registered name, configured from settings: new algorithms plug in by name.
 
 A model class registers itself in ``models.base._REGISTRY`` under its ``name`` when its module is
-imported. A candidate's constructor parameter ``p`` takes, in order: ``train_model_params[name][p]``,
-else the setting ``<name>_<p>`` if there is one (``als_factors``), else the class default;
-``random_state`` is ``train_random_state``.
+imported. A candidate's constructor parameter ``p`` takes, in order: ``train_model_params[name][p]``
+(an explicit choice, never tuned), else its tuned value (``pipelines/training/tuning.py``, when
+training passes them), else the setting ``<name>_<p>`` if there is one (``als_factors``), else the
+class default; ``random_state`` is ``train_random_state``.
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ def model_class(name: str) -> type[Recommender]:
     return _REGISTRY[name]
 
 
-def candidate_params(name: str, settings: Settings) -> dict:
-    """Constructor arguments of one candidate, from settings (see the module docstring)."""
+def candidate_params(name: str, settings: Settings, tuned: dict | None = None) -> dict:
+    """Constructor arguments of one candidate, from settings and its tuned values (see the module docstring)."""
     cls = model_class(name)
     accepted = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "args", "kwargs")]
     overrides = dict(settings.train_model_params.get(name, {}))
@@ -46,6 +47,8 @@ def candidate_params(name: str, settings: Settings) -> dict:
     for parameter in accepted:
         if parameter in overrides:
             params[parameter] = overrides[parameter]
+        elif tuned and parameter in tuned:
+            params[parameter] = tuned[parameter]
         elif parameter == "random_state":
             params[parameter] = settings.train_random_state
         elif f"{name}_{parameter}" in type(settings).model_fields:
@@ -53,14 +56,23 @@ def candidate_params(name: str, settings: Settings) -> dict:
     return params
 
 
-def candidate_factories(settings: Settings) -> dict[str, Callable[[], Recommender]]:
-    """name -> a function that makes a fresh, unfitted model, for every configured candidate."""
+def candidate_factories(
+    settings: Settings, tuned: dict[str, dict] | None = None
+) -> dict[str, Callable[[], Recommender]]:
+    """name -> a function that makes a fresh, unfitted model, for every configured candidate.
+
+    ``tuned``: model name -> its tuned parameter values, which take the place of settings and defaults.
+    """
     if not settings.train_candidates:
         raise ValueError("train_candidates is empty: name at least one registered model")
     duplicates = sorted({n for n in settings.train_candidates if settings.train_candidates.count(n) > 1})
     if duplicates:
         raise ValueError(f"train_candidates names {duplicates} more than once")
-    return {name: partial(model_class(name), **candidate_params(name, settings)) for name in settings.train_candidates}
+    tuned = tuned or {}
+    return {
+        name: partial(model_class(name), **candidate_params(name, settings, tuned.get(name)))
+        for name in settings.train_candidates
+    }
 
 
 def recipe_factory(name: str, params: dict) -> Callable[[], Recommender]:

@@ -3,15 +3,18 @@
 The flow of one training (one MLflow parent run in experiment ``recforge``):
 1. read the event log and the catalog, cut the folds the settings ask for (by default
    ``backtest_folds`` rolling global time cutoffs; ``pipelines/training/evaluation.py``);
-2. for every candidate in ``train_candidates`` (a nested run each): fit on each fold's training
+2. tune the candidates whose tuned parameters are due (``pipelines/training/tuning.py``: on
+   validation windows before every fold's test period; a nested run ``tuning <model>`` each, with its
+   trials), or reuse the stored ones;
+3. for every candidate in ``train_candidates`` (a nested run each): fit on each fold's training
    data, score whole-catalog lists after publication's business rules, log each metric's mean and
    spread over folds, overall, per activity segment and on new items;
-3. re-fit the champion's recipe on the same folds (reused when it equals a candidate), so both sides
+4. re-fit the champion's recipe on the same folds (reused when it equals a candidate), so both sides
    of the gate are measured on the same data;
-4. fit the best candidate on the whole log, log it as a self-contained pyfunc on that candidate's
+5. fit the best candidate on the whole log, log it as a self-contained pyfunc on that candidate's
    own nested run (so the version's run is the one whose backtest chose it) with the training data
    as an MLflow dataset, and register it as a new version of ``recforge-recommender``;
-5. the gate (``pipelines/training/gate.py``): alias ``champion`` if it passes, ``challenger`` if not; the
+6. the gate (``pipelines/training/gate.py``): alias ``champion`` if it passes, ``challenger`` if not; the
    decision, each check with its numbers and the evaluation report go on the run, the model version
    (its description) and the log.
 
@@ -53,6 +56,7 @@ from pipelines.training.tracking import (
     log_training_data,
     mlflow_output_logged,
 )
+from pipelines.training.tuning import params_for_training
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +115,11 @@ class TrainResult:
         }
 
 
-def train_and_register(settings: Settings, airflow: AirflowRun | None = None) -> TrainResult:
-    """One training (see the module docstring); ``airflow`` is the DAG run it runs in, if any."""
+def train_and_register(settings: Settings, airflow: AirflowRun | None = None, drift: bool = False) -> TrainResult:
+    """One training (see the module docstring); ``airflow`` is the DAG run it runs in, if any.
+
+    ``drift``: this training was asked for by drift, so tuned parameters are re-tuned even if not yet due.
+    """
     import mlflow
 
     from pipelines.training.tracking import configure
@@ -127,6 +134,9 @@ def train_and_register(settings: Settings, airflow: AirflowRun | None = None) ->
     events = data.events_frame()
     with mlflow.start_run(run_name="training", tags=tags) as parent:
         log_training_data(events, EVENTS_RELATION, settings, data.snapshot)
+        tuned, sources = params_for_training(list(factories), settings, data, run.config, tags, drift=drift)
+        factories = candidate_factories(settings, tuned)
+        mlflow.set_tags({f"params_source.{name}": source[:5000] for name, source in sources.items()})
         mlflow.log_params(
             {
                 "candidates": ",".join(factories),
