@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.conftest import TINY, copy_home
+from tests.conftest import copy_home, tiny_environment
 from tests.operations.test_health import Receiver
 
 pytestmark = pytest.mark.e2e
@@ -34,7 +34,7 @@ def test_a_stale_publication_fails_the_health_dag_naming_publication_age(publish
     settings = copy_home(published, tmp_path / "home")
     env = {
         **os.environ,
-        **{f"RECFORGE_{key.upper()}": str(value) for key, value in TINY.items()},
+        **tiny_environment(),
         "RECFORGE_HOME": str(settings.home),
         "RECFORGE_SLO_PUBLICATION_AGE_HOURS": "0.0001",  # nothing published for longer than 0.36 s
         "RECFORGE_HEALTH_WEBHOOK_URL": hook.url,
