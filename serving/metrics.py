@@ -17,22 +17,33 @@ from serving.store import PublicationStore
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
 
+# The names Prometheus sees, imported by what reads them: the alert rules and the health check
+# (pipelines/operations/). A histogram's samples are LATENCY + "_bucket" / "_sum" / "_count".
+REQUESTS = "recforge_requests_total"
+LATENCY = "recforge_request_latency_seconds"
+FALLBACKS = "recforge_fallback_total"
+LIVE_PUBLICATION = "recforge_live_publication_info"
+PUBLICATION_AGE = "recforge_live_publication_age_seconds"
+# The `endpoint` label is the route's path: the API's routes start with API_PREFIX.
+API_PREFIX = "/v1/"
+RECOMMENDATIONS_ENDPOINT = "/v1/users/{user_id}/recommendations"
+
 
 class ServingMetrics:
     def __init__(self, store_getter: Callable[[], PublicationStore | None]):
         self.registry = CollectorRegistry()
         self.requests = Counter(
-            "recforge_requests_total", "HTTP requests by endpoint and status", ["endpoint", "status"],
+            REQUESTS, "HTTP requests by endpoint and status", ["endpoint", "status"],
             registry=self.registry,
         )  # fmt: skip
         self.latency = Histogram(
-            "recforge_request_latency_seconds", "Request latency by endpoint", ["endpoint"],
+            LATENCY, "Request latency by endpoint", ["endpoint"],
             buckets=LATENCY_BUCKETS, registry=self.registry,
         )  # fmt: skip
         self.fallbacks = Counter(
-            "recforge_fallback_total", "Answers served from the fallback list (unknown users)", registry=self.registry
+            FALLBACKS, "Answers served from the fallback list (unknown users)", registry=self.registry
         )
-        live = Gauge("recforge_live_publication_info", "The live publication", ["version"], registry=self.registry)
+        live = Gauge(LIVE_PUBLICATION, "The live publication", ["version"], registry=self.registry)
         self._store_getter = store_getter
         self._children: dict[tuple[str, int], tuple] = {}
 
@@ -46,7 +57,7 @@ class ServingMetrics:
             return read
 
         gauges = {
-            "recforge_live_publication_age_seconds": (
+            PUBLICATION_AGE: (
                 "Age of the live publication",
                 lambda p: (datetime.now(UTC) - datetime.fromisoformat(p.manifest["created_at"])).total_seconds(),
             ),

@@ -18,11 +18,20 @@ from pathlib import Path
 import yaml
 
 from pipelines.settings import REPO_ROOT, Settings
+from serving.metrics import (
+    API_PREFIX,
+    FALLBACKS,
+    LATENCY,
+    LIVE_PUBLICATION,
+    PUBLICATION_AGE,
+    RECOMMENDATIONS_ENDPOINT,
+    REQUESTS,
+)
 
 RULES_FILE = REPO_ROOT / "deploy" / "prometheus" / "rules.yml"
 SERVING_JOB = "recforge-serving"  # the scrape job in deploy/prometheus/prometheus.yml
-API = 'endpoint=~"/v1/.*"'
-RECOMMENDATIONS = 'endpoint="/v1/users/{user_id}/recommendations"'
+API = f'endpoint=~"{API_PREFIX}.*"'
+RECOMMENDATIONS = f'endpoint="{RECOMMENDATIONS_ENDPOINT}"'
 
 # Recorded series (level:metric:operation, Prometheus' naming convention): the alerts and the
 # Grafana dashboard read these, so both show the same numbers.
@@ -34,7 +43,7 @@ FALLBACK_RATIO = "recforge:fallback_answers:ratio_15m"
 
 
 def _quantile(q: float) -> str:
-    return f"histogram_quantile({q}, sum by (le) (rate(recforge_request_latency_seconds_bucket{{{API}}}[5m])))"
+    return f"histogram_quantile({q}, sum by (le) (rate({LATENCY}_bucket{{{API}}}[5m])))"
 
 
 def recording_rules() -> list[dict]:
@@ -45,15 +54,14 @@ def recording_rules() -> list[dict]:
         # "Its baseline": the median of the p99 over the day before the last hour, so a slow drift
         # upwards becomes the new normal only after a day, and a sudden doubling fires.
         {"record": P99_BASELINE, "expr": f"quantile_over_time(0.5, {P99}[1d] offset 1h)"},
-        {"record": THROUGHPUT, "expr": f"sum(rate(recforge_requests_total{{{API}}}[5m]))"},
+        {"record": THROUGHPUT, "expr": f"sum(rate({REQUESTS}{{{API}}}[5m]))"},
         {
             "record": ERROR_RATIO,
-            "expr": f'sum(rate(recforge_requests_total{{{API},status=~"5.."}}[5m])) / {THROUGHPUT}',
+            "expr": f'sum(rate({REQUESTS}{{{API},status=~"5.."}}[5m])) / {THROUGHPUT}',
         },
         {
             "record": FALLBACK_RATIO,
-            "expr": "sum(rate(recforge_fallback_total[15m])) / "
-            f"sum(rate(recforge_requests_total{{{RECOMMENDATIONS}}}[15m]))",
+            "expr": f"sum(rate({FALLBACKS}[15m])) / sum(rate({REQUESTS}{{{RECOMMENDATIONS}}}[15m]))",
         },
     ]
 
@@ -95,7 +103,7 @@ def alerting_rules(settings: Settings) -> list[dict]:
             "{{ $value | humanizePercentage }} of answers over 5 minutes were 5xx (RECFORGE_SLO_ERROR_RATE).",
         ),
         _alert(
-            "RecforgePublicationStale", f"max(recforge_live_publication_age_seconds) > {age_seconds:g}", "5m",
+            "RecforgePublicationStale", f"max({PUBLICATION_AGE}) > {age_seconds:g}", "5m",
             "ticket",
             f"the live publication is older than {settings.slo_publication_age_hours:g} hours",
             "the lists served are {{ $value | humanizeDuration }} old: recforge_publish has not made a new "
@@ -103,7 +111,7 @@ def alerting_rules(settings: Settings) -> list[dict]:
         ),
         _alert(
             "RecforgeNoLivePublication",
-            f'up{{job="{SERVING_JOB}"}} == 1 unless on (instance) recforge_live_publication_info', "5m", "page",
+            f'up{{job="{SERVING_JOB}"}} == 1 unless on (instance) {LIVE_PUBLICATION}', "5m", "page",
             "the recforge API is up with no publication live",
             "{{ $labels.instance }} answers 503 to every recommendation request: no publication has loaded.",
         ),

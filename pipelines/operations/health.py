@@ -49,6 +49,10 @@ LEVELS: dict[str, Level] = {
 }
 
 
+# The levels read from serving's /metrics (the rest come from the pipeline's own stores).
+SERVING_LEVELS = ("serving_p99_seconds", "serving_error_rate", "fallback_share")
+
+
 @dataclass(frozen=True)
 class Check:
     level: str
@@ -138,11 +142,12 @@ def registry_check(settings: Settings, now: datetime) -> tuple[float | None, str
 
 def publication_check(settings: Settings, now: datetime) -> tuple[float | None, str]:
     from pipelines.publication.publish import current_version
+    from serving.format import read_manifest
 
     version = current_version(settings.published_dir)
     if version is None:
         return None, "nothing published yet"
-    manifest = json.loads((settings.published_dir / version / "manifest.json").read_text())
+    manifest = read_manifest(settings.published_dir / version)
     return _hours(datetime.fromisoformat(manifest["created_at"]), now), version
 
 
@@ -150,27 +155,28 @@ def serving_checks(settings: Settings) -> dict[str, tuple[float | None, str]]:
     """Serving's levels from its /metrics: counters since the server started."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    names = ("serving_p99_seconds", "serving_error_rate", "fallback_share")
+    from serving.metrics import API_PREFIX, FALLBACKS, LATENCY, RECOMMENDATIONS_ENDPOINT, REQUESTS
+
     if not settings.serving_metrics_url:
-        return {name: (None, "RECFORGE_SERVING_METRICS_URL is not set") for name in names}
+        return {name: (None, "RECFORGE_SERVING_METRICS_URL is not set") for name in SERVING_LEVELS}
     try:
         with urllib.request.urlopen(settings.serving_metrics_url, timeout=10) as response:
             text = response.read().decode()
     except OSError as error:
-        return {name: (None, f"{settings.serving_metrics_url} did not answer: {error}") for name in names}
+        return {name: (None, f"{settings.serving_metrics_url} did not answer: {error}") for name in SERVING_LEVELS}
     buckets: dict[float, float] = {}
     requests = errors = recommendations = fallbacks = 0.0
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             endpoint = sample.labels.get("endpoint", "")
-            if sample.name == "recforge_request_latency_seconds_bucket" and endpoint.startswith("/v1/"):
+            if sample.name == f"{LATENCY}_bucket" and endpoint.startswith(API_PREFIX):
                 bound = float(sample.labels["le"])
                 buckets[bound] = buckets.get(bound, 0.0) + sample.value
-            elif sample.name == "recforge_requests_total" and endpoint.startswith("/v1/"):
+            elif sample.name == REQUESTS and endpoint.startswith(API_PREFIX):
                 requests += sample.value
                 errors += sample.value if sample.labels["status"].startswith("5") else 0.0
-                recommendations += sample.value if endpoint.endswith("/recommendations") else 0.0
-            elif sample.name == "recforge_fallback_total":
+                recommendations += sample.value if endpoint == RECOMMENDATIONS_ENDPOINT else 0.0
+            elif sample.name == FALLBACKS:
                 fallbacks += sample.value
     return {
         "serving_p99_seconds": _or_why(quantile_from_buckets(buckets, 0.99), "no API request yet"),
@@ -206,10 +212,10 @@ def measure(settings: Settings, run_id: str, now: datetime | None = None) -> Hea
         "model_age_days": registry_check(settings, now),
         **serving_checks(settings),
     }
-    checks = [
-        Check(name, value, getattr(settings, LEVELS[name].objective_setting), detail)
-        for name, (value, detail) in ((n, measured[n]) for n in LEVELS)
-    ]
+    checks = []
+    for name, level in LEVELS.items():
+        value, detail = measured[name]
+        checks.append(Check(name, value, getattr(settings, level.objective_setting), detail))
     report = HealthReport(run_id, now, checks)
     store(settings, report)
     log.info(report.summary())

@@ -10,18 +10,18 @@ by more than ``report_anomaly_tolerance`` of it. Plots are embedded PNGs: the pa
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
 
+from models.columns import Columns
+from pipelines.operations.health import SERVING_LEVELS
 from pipelines.reports import html
+from pipelines.reports.index import HEALTH_REPORT, write_index
 from pipelines.settings import Settings
 from pipelines.warehouse.connection import connect, warehouse_exists
-
-REPORT = Path("health") / "weekly.html"
 
 
 @dataclass(frozen=True)
@@ -53,35 +53,43 @@ def anomalies(series: pd.Series, metric: str, settings: Settings) -> list[Anomal
     return [Anomaly(metric, str(series.index[-1]), value, low, high)]
 
 
+def by_week(con, sql: str, pivot: tuple[str, str] | None = None, fill_value=None) -> pd.DataFrame:
+    """The rows of `sql` (whose column `week` is a date_trunc('week', ...)) indexed by that Monday as
+    YYYY-MM-DD; with `pivot` = (column, value), one column per distinct value of `column`."""
+    frame = con.execute(sql).fetch_df()
+    frame["week"] = pd.to_datetime(frame["week"]).dt.strftime("%Y-%m-%d")
+    if pivot is None:
+        return frame.set_index("week")
+    if frame.empty:
+        return pd.DataFrame()
+    column, value = pivot
+    return frame.pivot_table(index="week", columns=column, values=value, fill_value=fill_value).sort_index()
+
+
 def weekly_events(con) -> pd.DataFrame:
-    frame = con.execute(
+    frame = by_week(
+        con,
         "select date_trunc('week', landing_date) as week, sum(rows_input) as rows_in, "
         "sum(rows_accepted) as accepted, sum(rows_quarantined) as quarantined "
-        "from raw.batches group by 1 order by 1"
-    ).fetch_df()
-    frame["week"] = pd.to_datetime(frame["week"]).dt.strftime("%Y-%m-%d")
+        "from raw.batches group by 1 order by 1",
+    )
     frame["quarantined_share"] = frame["quarantined"] / frame["rows_in"].where(frame["rows_in"] > 0)
-    return frame.set_index("week")
+    return frame
 
 
 def weekly_reasons(con) -> pd.DataFrame:
-    frame = con.execute(
-        "select date_trunc('week', landing_date) as week, reason, count(*) as n from quarantine.events group by 1, 2"
-    ).fetch_df()
-    if frame.empty:
-        return frame
-    frame["week"] = pd.to_datetime(frame["week"]).dt.strftime("%Y-%m-%d")
-    return frame.pivot_table(index="week", columns="reason", values="n", fill_value=0).sort_index()
+    sql = "select date_trunc('week', landing_date) as week, reason, count(*) as n from quarantine.events group by 1, 2"
+    return by_week(con, sql, pivot=("reason", "n"), fill_value=0)
 
 
 def weekly_validation(con) -> pd.DataFrame:
-    frame = con.execute(
+    frame = by_week(
+        con,
         "select date_trunc('week', validated_at) as week, count(*) as runs, "
-        "count(*) filter (where passed) as passed from monitoring.validation_runs group by 1 order by 1"
-    ).fetch_df()
-    frame["week"] = pd.to_datetime(frame["week"]).dt.strftime("%Y-%m-%d")
+        "count(*) filter (where passed) as passed from monitoring.validation_runs group by 1 order by 1",
+    )
     frame["pass_rate"] = frame["passed"] / frame["runs"]
-    return frame.set_index("week")
+    return frame
 
 
 def latest_drift(con) -> list[list[object]]:
@@ -95,35 +103,33 @@ def latest_drift(con) -> list[list[object]]:
 
 
 def weekly_serving(con) -> pd.DataFrame:
-    frame = con.execute(
+    levels = ", ".join(f"'{level}'" for level in SERVING_LEVELS)
+    sql = (
         "select date_trunc('week', checked_at) as week, level, avg(value) as value from monitoring.health_checks "
-        "where value is not null and level in ('fallback_share', 'serving_p99_seconds', 'serving_error_rate') "
-        "group by 1, 2"
-    ).fetch_df()
-    if frame.empty:
-        return frame
-    frame["week"] = pd.to_datetime(frame["week"]).dt.strftime("%Y-%m-%d")
-    return frame.pivot_table(index="week", columns="level", values="value").sort_index()
+        f"where value is not null and level in ({levels}) group by 1, 2"
+    )
+    return by_week(con, sql, pivot=("level", "value"))
 
 
 def publication_quality(settings: Settings, con, k: int = 10) -> pd.DataFrame:
     """Catalog coverage and intra-list category diversity of the top k of every kept publication."""
     from pipelines.publication.publish import versions
+    from serving.format import USER_RECS, read_manifest
 
     categories = con.execute("select item_id, category from raw.items").fetch_df().set_index("item_id")["category"]
     rows = []
     for version in versions(settings.published_dir):
         directory = settings.published_dir / version
-        manifest = json.loads((directory / "manifest.json").read_text())
-        recs = pd.read_parquet(directory / "user_recs.parquet", columns=["user_id", "item_id", "rank"])
-        top = recs[recs["rank"] <= k]
-        per_user = top.assign(category=top["item_id"].map(categories)).groupby("user_id")["category"]
+        manifest = read_manifest(directory)
+        recs = pd.read_parquet(directory / USER_RECS, columns=[Columns.User, Columns.Item, Columns.Rank])
+        top = recs[recs[Columns.Rank] <= k]
+        per_user = top.assign(category=top[Columns.Item].map(categories)).groupby(Columns.User)["category"]
         rows.append(
             {
                 "version": version,
                 "created": manifest["created_at"][:16].replace("T", " "),
-                "users": top["user_id"].nunique(),
-                f"coverage@{k}": top["item_id"].nunique() / max(len(categories), 1),
+                "users": top[Columns.User].nunique(),
+                f"coverage@{k}": top[Columns.Item].nunique() / max(len(categories), 1),
                 f"category diversity@{k}": float((per_user.nunique() / per_user.size()).mean()) if len(top) else None,
             }
         )
@@ -173,9 +179,8 @@ def _plot(frame: pd.DataFrame, title: str, ylabel: str) -> str:
 def write_health_report(settings: Settings) -> Path:
     """Write reports/health/weekly.html from what the warehouse, registry and publications hold now,
     and rewrite reports/index.html, which links it."""
-    from pipelines.reports.index import write_index
 
-    target = settings.reports_dir / REPORT
+    target = settings.reports_dir / HEALTH_REPORT
     target.parent.mkdir(parents=True, exist_ok=True)
     found: list[Anomaly] = []
     sections = []

@@ -12,6 +12,7 @@ from pipelines.settings import Settings
 from pipelines.warehouse.connection import connect
 
 CHECKPOINTS = ("raw_batch", "marts", "publication")
+HEALTH_REPORT = Path("health") / "weekly.html"  # below reports/; written by pipelines/reports/health_report.py
 
 
 def _modified(path: Path) -> str:
@@ -100,7 +101,7 @@ def write_index(settings: Settings) -> Path:
     drift = root / "drift" / "latest.html"
     evaluation = root / "evaluation" / "latest.html"
     dbt_docs = root / "dbt_docs" / "index.html"
-    health = root / "health" / "weekly.html"  # pipelines/reports/health_report.REPORT
+    health = root / HEALTH_REPORT
 
     body = "<h2>Weekly health</h2>"
     body += f"<p>{_link(root, health, 'weekly health report')} &middot; updated {_modified(health)}</p>"

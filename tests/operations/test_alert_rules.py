@@ -104,3 +104,14 @@ def test_the_cli_renders_rules_for_other_levels_and_refuses_a_bad_one(tmp_path):
     refused = subprocess.run([*recforge, str(tmp_path / "bad.yml")], env=env, capture_output=True, text=True)
     assert refused.returncode != 0 and not (tmp_path / "bad.yml").exists()
     assert "RECFORGE_SLO_ERROR_RATE" in refused.stderr, refused.stderr
+
+
+def test_the_endpoint_labels_the_rules_select_are_the_apps_routes(tmp_path):
+    """serving.metrics names the `endpoint` label values the rules and the health check select on."""
+    from serving.config import ServingSettings
+    from serving.main import create_app
+    from serving.metrics import API_PREFIX, RECOMMENDATIONS_ENDPOINT
+
+    paths = {route.path for route in create_app(ServingSettings(home=tmp_path)).routes}
+    assert RECOMMENDATIONS_ENDPOINT in paths
+    assert any(path.startswith(API_PREFIX) and path != RECOMMENDATIONS_ENDPOINT for path in paths)
