@@ -20,6 +20,11 @@ from pipelines.settings import Settings
 CREATE_WAREHOUSE_POOL = ("pools", "set", WAREHOUSE_POOL, str(WAREHOUSE_POOL_SLOTS), WAREHOUSE_POOL_DESCRIPTION)
 
 
+def api_health_url(port: int) -> str:
+    """Where an Airflow API server on this host says it is up."""
+    return f"http://127.0.0.1:{port}/api/v2/monitor/health"
+
+
 class AirflowSetupFailed(RuntimeError):
     pass
 

@@ -8,16 +8,14 @@ logs in the home's log folder that the Airflow UI shows, real start and end time
 
 from __future__ import annotations
 
-import socket
+import os
 import subprocess
 import sys
-import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipelines.runtime.airflow_home import local_executor_environment
-from pipelines.runtime.processes import raise_if_exited, spawn, stop
+from pipelines.runtime.airflow_home import api_health_url, local_executor_environment
+from pipelines.runtime.processes import ProcessGroup, free_port, spawn, wait_until_answering
 from pipelines.settings import Settings
 
 # The scheduler's loop and the DAG processor's refresh, tightened: a demo of a few dozen short
@@ -30,14 +28,8 @@ RESPONSIVE_SCHEDULING = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @dataclass
-class LocalAirflow:
+class LocalAirflow(ProcessGroup):
     settings: Settings
     extra_environment: dict[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
@@ -48,8 +40,6 @@ class LocalAirflow:
         return self.settings.home / "run-logs"
 
     def environment(self) -> dict[str, str]:
-        import os
-
         return {
             **os.environ,
             **local_executor_environment(self.settings, "127.0.0.1", self.port),
@@ -57,7 +47,7 @@ class LocalAirflow:
             **self.extra_environment,
         }
 
-    def start(self, timeout: float = 180) -> None:
+    def start(self) -> None:
         airflow = str(Path(sys.executable).with_name("airflow"))
         commands = {
             "api-server": [airflow, "api-server", "--host", "127.0.0.1", "--port", str(self.port)],
@@ -68,31 +58,5 @@ class LocalAirflow:
         environment = self.environment()
         for name, command in commands.items():
             spawn(self.processes, self.logs_dir, name, command, environment)
-        health = f"http://127.0.0.1:{self.port}/api/v2/monitor/health"
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.raise_if_exited()
-            try:
-                with urllib.request.urlopen(health, timeout=5) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.5)
-        raise RuntimeError(f"the Airflow API server did not answer within {timeout:.0f} s; logs in {self.logs_dir}")
-
-    def raise_if_exited(self) -> None:
-        raise_if_exited(self.processes, self.logs_dir)
-
-    def stop(self) -> None:
-        stop(self.processes)
-
-    def __enter__(self) -> LocalAirflow:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+        health = {"api-server": api_health_url(self.port)}
+        wait_until_answering(health, self.processes, self.logs_dir)

@@ -8,8 +8,18 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
+import time
+import urllib.request
 from pathlib import Path
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for a component only this host talks to)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def interrupt_on_sigterm() -> None:
@@ -47,3 +57,58 @@ def stop(processes: dict[str, subprocess.Popen]) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
     processes.clear()
+
+
+def wait_until_answering(
+    urls: dict[str, str], processes: dict[str, subprocess.Popen], logs_dir: Path, timeout: float = 180
+) -> None:
+    """Until every component's URL answers 200; a component that exits meanwhile ends the wait with its log."""
+    deadline = time.monotonic() + timeout
+    pending = dict(urls)
+    while pending and time.monotonic() < deadline:
+        for name, url in list(pending.items()):
+            raise_if_exited(processes, logs_dir)
+            try:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    if response.status == 200:
+                        pending.pop(name)
+            except OSError:
+                pass
+        if pending:
+            time.sleep(0.5)
+    if pending:
+        raise RuntimeError(f"not ready after {timeout:.0f} s: {sorted(pending)}; logs in {logs_dir}")
+
+
+class ProcessGroup:
+    """Children started together and stopped together (`processes`, logs under `logs_dir`).
+
+    Used as a context manager it stops them on the way out, and also when starting fails half-way:
+    a component that came up must not outlive one that did not.
+    """
+
+    processes: dict[str, subprocess.Popen]
+
+    @property
+    def logs_dir(self) -> Path:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def raise_if_exited(self) -> None:
+        raise_if_exited(self.processes, self.logs_dir)
+
+    def stop(self) -> None:
+        stop(self.processes)
+
+    def __enter__(self):
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

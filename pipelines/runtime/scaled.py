@@ -15,13 +15,11 @@ import os
 import secrets
 import subprocess
 import sys
-import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipelines.runtime.airflow_home import CREATE_WAREHOUSE_POOL, airflow_environment
-from pipelines.runtime.processes import raise_if_exited, spawn, stop
+from pipelines.runtime.airflow_home import CREATE_WAREHOUSE_POOL, airflow_environment, api_health_url
+from pipelines.runtime.processes import ProcessGroup, spawn, wait_until_answering
 from pipelines.settings import Settings
 
 BIN = Path(sys.executable).parent
@@ -29,7 +27,7 @@ CELERY_CONFIG_OPTIONS = "pipelines.runtime.celery_config.CELERY_CONFIG"  # warm 
 
 
 @dataclass
-class ScaledStack:
+class ScaledStack(ProcessGroup):
     settings: Settings
     airflow_database: str
     mlflow_database: str
@@ -119,41 +117,11 @@ class ScaledStack:
         )  # fmt: skip
 
     def wait_until_ready(self, components: tuple[str, ...], timeout: float = 180) -> None:
-        deadline = time.monotonic() + timeout
         checks = {
-            "api-server": f"http://127.0.0.1:{self.api_port}/api/v2/monitor/health",
+            "api-server": api_health_url(self.api_port),
             "mlflow": f"{self.mlflow_url}/health",
         }
-        pending = {name: checks[name] for name in components}
-        while pending and time.monotonic() < deadline:
-            for name, url in list(pending.items()):
-                self.raise_if_exited()
-                try:
-                    with urllib.request.urlopen(url, timeout=5) as response:
-                        if response.status == 200:
-                            pending.pop(name)
-                except OSError:
-                    pass
-            time.sleep(1)
-        if pending:
-            raise RuntimeError(f"not ready after {timeout:.0f} s: {sorted(pending)}; logs in {self.logs_dir}")
-
-    def raise_if_exited(self) -> None:
-        raise_if_exited(self.processes, self.logs_dir)
-
-    def stop(self) -> None:
-        stop(self.processes)
-
-    def __enter__(self) -> ScaledStack:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()  # a component that failed to come up must not leave the others running
-            raise
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+        wait_until_answering({name: checks[name] for name in components}, self.processes, self.logs_dir, timeout)
 
 
 def ensure_databases(settings: Settings, names: tuple[str, ...]) -> None:

@@ -1,7 +1,6 @@
 """The scaled-out configuration, on real servers: Airflow on PostgreSQL with Celery on Redis,
 and an MLflow tracking server backed by PostgreSQL."""
 
-import socket
 import time
 from datetime import UTC, date, datetime, timedelta
 
@@ -11,6 +10,7 @@ from mlflow import MlflowClient
 
 from pipelines.ingest import ingest_interval
 from pipelines.publication.publish import current_version
+from pipelines.runtime.processes import free_port
 from pipelines.runtime.scaled import ScaledStack
 from pipelines.simulate import simulate
 from pipelines.training.tracking import CHAMPION
@@ -21,12 +21,6 @@ from tests.conftest import copy_home, make_settings
 from tests.services import PG
 
 pytestmark = pytest.mark.scaled
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_training_registers_a_champion_on_an_mlflow_server_backed_by_postgres(built, tmp_path, postgres_database):

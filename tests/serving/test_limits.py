@@ -10,14 +10,9 @@ import time
 import httpx
 import pytest
 
+from pipelines.runtime.processes import free_port
 from serving.config import ServingSettings
 from serving.limits import protocol_for
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
