@@ -5,7 +5,7 @@ recforge_ingest --RAW_EVENTS--> recforge_transform --MARTS--> recforge_drift
     --CHAMPION (only when a model is promoted)--> recforge_publish --PUBLICATION--> serving
 """
 
-from airflow.sdk import Asset
+from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable
 
 from pipelines.contract import WAREHOUSE_POOL
 
@@ -15,4 +15,16 @@ DRIFT = Asset("recforge://monitoring/drift", group="monitoring")
 CHAMPION = Asset("recforge://registry/recforge-recommender/champion", group="models")
 PUBLICATION = Asset("recforge://published/current", group="serving")
 
-__all__ = ["CHAMPION", "DRIFT", "MARTS", "PUBLICATION", "RAW_EVENTS", "WAREHOUSE_POOL"]
+
+def asset_or_cron(asset: Asset, cron: str):
+    """Scheduled by `asset`, and also by `cron` (UTC) unless the cron setting is empty.
+
+    `recforge run` empties the crons for its scheduler: unpausing a DAG with a cron schedule would
+    start a run for its latest tick at once.
+    """
+    if not cron:
+        return [asset]
+    return AssetOrTimeSchedule(timetable=CronTriggerTimetable(cron, timezone="UTC"), assets=asset)
+
+
+__all__ = ["CHAMPION", "DRIFT", "MARTS", "PUBLICATION", "RAW_EVENTS", "WAREHOUSE_POOL", "asset_or_cron"]

@@ -8,9 +8,9 @@ and the check's own retry never tells the operators twice (pipelines/operations/
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, task
+from airflow.sdk import dag, task
 
-from dags.assets import PUBLICATION, WAREHOUSE_POOL
+from dags.assets import PUBLICATION, WAREHOUSE_POOL, asset_or_cron
 from pipelines.settings import get_settings
 
 settings = get_settings()
@@ -18,11 +18,7 @@ settings = get_settings()
 
 @dag(
     dag_id="recforge_health",
-    schedule=AssetOrTimeSchedule(
-        timetable=CronTriggerTimetable(settings.health_cron, timezone="UTC"), assets=PUBLICATION
-    )
-    if settings.health_cron
-    else [PUBLICATION],
+    schedule=asset_or_cron(PUBLICATION, settings.health_cron),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,

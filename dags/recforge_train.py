@@ -9,9 +9,9 @@ Emits CHAMPION, which schedules recforge_publish, only when the gate promoted th
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Metadata, dag, task
+from airflow.sdk import Metadata, dag, task
 
-from dags.assets import CHAMPION, DRIFT, WAREHOUSE_POOL
+from dags.assets import CHAMPION, DRIFT, WAREHOUSE_POOL, asset_or_cron
 from pipelines.settings import get_settings
 
 settings = get_settings()
@@ -19,9 +19,7 @@ settings = get_settings()
 
 @dag(
     dag_id="recforge_train",
-    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable(settings.train_cron, timezone="UTC"), assets=DRIFT)
-    if settings.train_cron
-    else [DRIFT],
+    schedule=asset_or_cron(DRIFT, settings.train_cron),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
