@@ -9,38 +9,40 @@ changes (a test checks every spec names a parameter the constructor takes, with 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 
 @dataclass(frozen=True)
-class FloatRange:
-    """A real parameter in [low, high]; ``log`` samples its order of magnitude (learning rates, penalties)."""
+class _Range:
+    """A number in [low, high]; ``log`` samples its order of magnitude rather than its value."""
 
     low: float
     high: float
     log: bool = False
+    kind: ClassVar[str] = "number"
+    types: ClassVar[tuple[type, ...]] = (int, float)
 
     def __post_init__(self):
         if not self.low < self.high or (self.log and self.low <= 0):
-            raise ValueError(f"invalid float range [{self.low}, {self.high}] (log={self.log})")
+            raise ValueError(f"invalid {self.kind} range [{self.low}, {self.high}] (log={self.log})")
 
     def contains(self, value) -> bool:
-        return isinstance(value, int | float) and self.low <= value <= self.high
+        return isinstance(value, self.types) and self.low <= value <= self.high
 
 
 @dataclass(frozen=True)
-class IntRange:
-    """An integer parameter in [low, high]; ``log`` for sizes that matter by ratio (factors, neighbours)."""
+class FloatRange(_Range):
+    """A real parameter; ``log`` for learning rates and penalties."""
 
-    low: int
-    high: int
-    log: bool = False
+    kind: ClassVar[str] = "float"
 
-    def __post_init__(self):
-        if not self.low < self.high or (self.log and self.low <= 0):
-            raise ValueError(f"invalid integer range [{self.low}, {self.high}] (log={self.log})")
 
-    def contains(self, value) -> bool:
-        return isinstance(value, int) and self.low <= value <= self.high
+@dataclass(frozen=True)
+class IntRange(_Range):
+    """An integer parameter; ``log`` for sizes that matter by ratio (factors, neighbours)."""
+
+    kind: ClassVar[str] = "integer"
+    types: ClassVar[tuple[type, ...]] = (int,)
 
 
 @dataclass(frozen=True)

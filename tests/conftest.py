@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -37,6 +38,18 @@ def tiny_environment(values: dict | None = None) -> dict[str, str]:
         f"RECFORGE_{key.upper()}": json.dumps(value) if isinstance(value, list | dict) else str(value)
         for key, value in (TINY if values is None else values).items()
     }
+
+
+def run_recforge(
+    home: Path, *args: str, values: dict | None = None, timeout: float = 900
+) -> subprocess.CompletedProcess:
+    """The `recforge` command on `home` in a fresh process, with TINY's (or `values`') settings, never serving."""
+    import os
+    import sys
+
+    env = {**os.environ, "RECFORGE_HOME": str(home), "RECFORGE_SERVE": "0", **tiny_environment(values)}
+    recforge = Path(sys.executable).with_name("recforge")
+    return subprocess.run([str(recforge), *args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def make_settings(home: Path, **overrides) -> Settings:
@@ -150,6 +163,19 @@ def debian_tool(command: str, package: str) -> str:
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+# A browser with no way out: every proxied request and every name lookup fails.
+NO_NETWORK = ["--proxy-server=127.0.0.1:9", "--host-resolver-rules=MAP * ~NOTFOUND"]
+
+
+def screenshot(chromium: str, url: str, target: Path, window: str = "1300,1000") -> subprocess.CompletedProcess:
+    """Headless Chromium's screenshot of `url` into `target`, with the network off (a profile beside it)."""
+    return subprocess.run(
+        [chromium, *CHROMIUM_FLAGS, *NO_NETWORK, f"--user-data-dir={target.parent / 'chromium'}",
+         f"--window-size={window}", f"--screenshot={target}", url],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="session")

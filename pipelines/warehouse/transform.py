@@ -72,7 +72,9 @@ def build_warehouse(settings: Settings) -> TransformResult:
         details = "; ".join(f"{r.node.name}: {r.status} ({r.message})" for r in failed) or "see dbt log"
         raise TransformError(f"dbt build failed: {details}")
     result = TransformResult(len(results) - len(warned), len(warned), len(results))
-    last_build_file(settings).write_text(
+    stamp = last_build_file(settings)
+    stamp.parent.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(
         json.dumps({"built_at": datetime.now(UTC).isoformat(), "nodes": len(results), "warned": len(warned)}) + "\n"
     )
     log.info(result.summary())
@@ -82,9 +84,7 @@ def build_warehouse(settings: Settings) -> TransformResult:
 def last_build_file(settings: Settings) -> Path:
     """When `dbt build` last succeeded (the health check's mart freshness); dbt's own run_results.json
     is rewritten by every dbt command, `dbt docs generate` included."""
-    path = settings.home / "dbt" / "last_build.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
+    return settings.home / "dbt" / "last_build.json"
 
 
 def last_build(settings: Settings) -> datetime | None:

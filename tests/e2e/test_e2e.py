@@ -23,20 +23,13 @@ from pipelines.training.tracking import CHAMPION, configure, version_by_alias
 from pipelines.warehouse.connection import connect
 from serving.config import ServingSettings
 from serving.main import create_app
-from tests.conftest import CHROMIUM_FLAGS, TINY, make_settings, tiny_environment
+from tests.conftest import CHROMIUM_FLAGS, TINY, make_settings, run_recforge, screenshot
 
 pytestmark = pytest.mark.e2e
 
 
 def recforge_run(home: Path) -> str:
-    env = {
-        **os.environ,
-        "RECFORGE_HOME": str(home),
-        "RECFORGE_SERVE": "0",
-        **tiny_environment(),
-    }
-    recforge = Path(sys.executable).with_name("recforge")
-    run = subprocess.run([str(recforge), "run"], env=env, capture_output=True, text=True, timeout=900)
+    run = run_recforge(home, "run")
     assert run.returncode == 0, f"recforge run failed:\n{run.stdout[-4000:]}\n{run.stderr[-4000:]}"
     return run.stdout
 
@@ -156,13 +149,9 @@ def test_the_reports_index_renders_in_chromium_and_every_link_resolves(pipeline_
     for target in targets:
         assert (index.parent / target).exists(), f"broken link in reports/index.html: {target}"
 
-    screenshot = tmp_path / "reports-index.png"
-    shot = subprocess.run(
-        [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium'}", "--window-size=1300,1000",
-         f"--screenshot={screenshot}", index.as_uri()],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert shot.returncode == 0 and screenshot.stat().st_size > 10_000, shot.stderr[-2000:]
+    picture = tmp_path / "reports-index.png"
+    shot = screenshot(chromium, index.as_uri(), picture)
+    assert shot.returncode == 0 and picture.stat().st_size > 10_000, shot.stderr[-2000:]
 
     expected_text = {
         "index.html": "recforge reports",

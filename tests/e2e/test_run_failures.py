@@ -9,11 +9,10 @@ import sqlite3
 import subprocess
 import sys
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import TINY, tiny_environment
+from tests.conftest import TINY, run_recforge
 
 pytestmark = pytest.mark.e2e
 
@@ -21,10 +20,7 @@ pytestmark = pytest.mark.e2e
 def test_a_failing_task_fails_the_run_naming_it_and_leaves_the_home_ready_for_the_next(tmp_path):
     """Two simulated days cannot fill the marts' train/valid/test splits: the marts checkpoint fails."""
     home = tmp_path / "home"
-    env = {**os.environ, "RECFORGE_HOME": str(home), "RECFORGE_SERVE": "0"}
-    env.update(tiny_environment({**TINY, "sim_days": 2}))
-    recforge = Path(sys.executable).with_name("recforge")
-    run = subprocess.run([str(recforge), "run"], env=env, capture_output=True, text=True, timeout=900)
+    run = run_recforge(home, "run", values={**TINY, "sim_days": 2})
     assert run.returncode == 1, run.stdout[-3000:]
     failed = r"recforge run: error: (recforge_\w+) run \S+ failed; failed task\(s\): \['(\w+)'\]"
     message = re.search(failed, run.stderr)
@@ -51,8 +47,7 @@ def test_a_second_scheduler_on_the_same_home_is_refused(tmp_path):
             "values ('running', 'SchedulerJob', ?, ?, 'localhost', 'recforge')",
             (datetime.now(UTC).replace(tzinfo=None).isoformat(" "),) * 2,
         )
-    recforge = Path(sys.executable).with_name("recforge")
-    run = subprocess.run([str(recforge), "run"], env=env, capture_output=True, text=True, timeout=300)
+    run = run_recforge(home, "run", values={}, timeout=300)
     assert run.returncode == 1
     assert "an Airflow scheduler is already running on " in run.stderr and "stop it first" in run.stderr
     assert not (home / "run-logs").exists()  # refused before starting anything

@@ -1,13 +1,12 @@
 """The weekly health report: trends by week, anomalies first in plain words, readable offline."""
 
 import re
-import subprocess
 
 import pandas as pd
 
 from pipelines.operations.health import measure
 from pipelines.reports.health_report import anomalies, write_health_report
-from tests.conftest import CHROMIUM_FLAGS, copy_home, make_settings
+from tests.conftest import copy_home, make_settings, screenshot
 
 
 def test_a_week_beyond_its_recent_range_is_flagged_in_plain_words(tmp_path):
@@ -35,10 +34,6 @@ def test_the_report_renders_offline_with_its_plots_and_is_linked_from_the_index(
     assert "http://" not in text and "https://" not in text  # nothing fetched from the network
     assert len(re.findall(r"<img alt='[^']+' src='data:image/png;base64,", text)) >= 2
     assert "href='health/weekly.html'" in (settings.reports_dir / "index.html").read_text()
-    screenshot = tmp_path / "weekly-health.png"
-    shot = subprocess.run(
-        [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium'}", "--window-size=1200,2400",
-         f"--screenshot={screenshot}", report.as_uri()],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert shot.returncode == 0 and screenshot.stat().st_size > 30_000, shot.stderr[-2000:]
+    picture = tmp_path / "weekly-health.png"
+    shot = screenshot(chromium, report.as_uri(), picture, window="1200,2400")
+    assert shot.returncode == 0 and picture.stat().st_size > 30_000, shot.stderr[-2000:]

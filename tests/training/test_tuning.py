@@ -46,10 +46,8 @@ class BadDefaultALS(ALSRecommender):
         super().__init__(factors, regularization, iterations, alpha, random_state)
 
 
-class SlowPopularity(PopularityRecommender):
-    """Popularity that takes 0.25 s to fit, with one meaningless knob: a trial of known length."""
-
-    name = "slow_popularity"
+class KnobPopularity(PopularityRecommender):
+    """Popularity with one meaningless knob to search: a model whose trials differ only in cost."""
 
     def __init__(self, knob: float = 0.5, random_state: int = 0):
         super().__init__(random_state)
@@ -58,25 +56,23 @@ class SlowPopularity(PopularityRecommender):
     @classmethod
     def search_space(cls):
         return {"knob": FloatRange(0.0, 1.0)}
+
+
+class SlowPopularity(KnobPopularity):
+    """Takes 0.25 s to fit: a trial of known length."""
+
+    name = "slow_popularity"
 
     def _fit(self, interactions) -> None:
         time.sleep(0.25)
         super()._fit(interactions)
 
 
-class SpyPopularity(PopularityRecommender):
+class SpyPopularity(KnobPopularity):
     """Records the newest interaction of every training set it is fitted on."""
 
     name = "spy_popularity"
     newest_seen: list[float] = []
-
-    def __init__(self, knob: float = 0.5, random_state: int = 0):
-        super().__init__(random_state)
-        self.knob = knob
-
-    @classmethod
-    def search_space(cls):
-        return {"knob": FloatRange(0.0, 1.0)}
 
     def _fit(self, interactions) -> None:
         SpyPopularity.newest_seen.append(float(interactions.require_time().data.max()))

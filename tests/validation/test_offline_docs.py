@@ -14,11 +14,10 @@ import pytest
 
 from pipelines.validation import offline_docs
 from pipelines.validation.checkpoints import validate_raw_batch
-from tests.conftest import CHROMIUM_FLAGS, copy_home
+from tests.conftest import CHROMIUM_FLAGS, NO_NETWORK, copy_home
 from tests.validation.test_checkpoints import first_day
 
 # Every request that is not file:// fails: an unreachable proxy and no name resolution.
-NO_NETWORK = ["--proxy-server=127.0.0.1:9", "--host-resolver-rules=MAP * ~NOTFOUND"]
 EXTERNAL = re.compile(r"""<(?:script|link)\b[^>]*\b(?:src|href)=["'](https?:)?//""", re.IGNORECASE)
 LOCAL = re.compile(r"""<(?:script|link|img)\b[^>]*\b(?:src|href)=["'](?![a-z]+:|#|//)([^"'?#]+)""", re.IGNORECASE)
 
