@@ -169,6 +169,7 @@ def _plot(frame: pd.DataFrame, title: str, ylabel: str) -> str:
 
     fig, ax = plt.subplots(figsize=(9, 3))
     frame.plot(ax=ax, marker="o")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)  # beside the lines, never over them
     ax.set_title(title)
     ax.set_ylabel(ylabel)
     ax.set_xlabel("week")
