@@ -13,6 +13,8 @@ from starlette.routing import request_response
 
 from serving.config import ServingSettings, get_settings
 from serving.docs import add_offline_docs
+from serving.impressions import start_impression_log
+from serving.impressions.request_ids import RequestIds
 from serving.metrics import MetricsMiddleware, ServingMetrics
 from serving.routers import health, items, recommendations
 from serving.store import PublicationStore
@@ -27,9 +29,12 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         store = PublicationStore(settings.published_dir, settings.reload_interval_seconds)
         app.state.store = store
         store.start()
+        app.state.impressions = start_impression_log(settings, app.state.request_ids.prefix, app.state.metrics.registry)
         try:
             yield
         finally:
+            if app.state.impressions is not None:
+                app.state.impressions.stop()  # flushes the queue and seals every interval
             store.stop()
 
     app = FastAPI(
@@ -41,6 +46,8 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.metrics = ServingMetrics(lambda: getattr(app.state, "store", None))
+    app.state.request_ids = RequestIds()  # one prefix per process: the impression files carry it too
+    app.state.impressions = None  # the lifespan starts the log unless its sink is 'off'
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
 
     @app.get("/metrics", include_in_schema=False)

@@ -3,14 +3,15 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from serving.dependencies import (
+    answer_responses,
     checked_id,
     checked_k,
-    error_responses,
     excluded_ids,
     filters,
     live_publication,
     openapi_parameters,
 )
+from serving.impressions.log import RECOMMENDATIONS
 from serving.responses import JSONBytes
 from serving.schemas import UserRecommendations
 
@@ -23,7 +24,7 @@ router = APIRouter(prefix="/v1/users", tags=["recommendations"])
     "/{user_id}/recommendations",
     response_class=JSONBytes,
     response_model=UserRecommendations,
-    responses=error_responses(422, 503),
+    responses=answer_responses(422, 503),
     summary="Recommendations for a user",
     description=(
         "The user's top `k` items from the live publication, best first. A user the publication does "
@@ -36,18 +37,28 @@ async def recommendations_for_user(request: Request) -> JSONBytes:
     # The stored top-N is filtered, never re-ranked: `exclude` and the server's blocklist remove
     # items and the list is refilled from further down the stored N.
     scope = request.scope
-    store = scope["app"].state.store
+    state = scope["app"].state
+    store = state.store
+    impressions = state.impressions  # None when the impression log is off
+    request_id = state.request_ids.for_request(scope["headers"])
     live = store.current
     if live is not None and live.fast_answer is not None and not store.blocked:
         # The common request (a known user, plain k, no blocklist) in one C call; None -> the path below.
-        body = live.fast_answer(scope["path_params"]["user_id"], scope["query_string"])
-        if body is not None:
-            return JSONBytes(body)
+        user_id = scope["path_params"]["user_id"]
+        answer = live.fast_answer(user_id, scope["query_string"], request_id)
+        if answer is not None:
+            body, position, count = answer
+            if impressions is not None:
+                impressions.stored_slate(request_id, user_id, live, position, count)
+            return JSONBytes(body, request_id=request_id)
     user_id = checked_id("user_id", request.path_params["user_id"])
     publication = live_publication(store)
     k = checked_k(request, publication)
     blocked, excluded_rows = filters(publication, store, excluded_ids(request))
     position = publication.user_position(user_id)
     if position is None:
-        request.app.state.metrics.fallbacks.inc()
-    return JSONBytes(publication.user_answer(user_id, position, k, blocked, excluded_rows))
+        state.metrics.fallbacks.inc()
+    slate = publication.user_slate(position, k, blocked, excluded_rows)
+    if impressions is not None:
+        impressions.slate(request_id, RECOMMENDATIONS, user_id, publication, slate[0], slate[1], position is None)
+    return JSONBytes(publication.user_body(user_id, request_id, slate), request_id=request_id)
