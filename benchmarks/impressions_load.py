@@ -46,6 +46,7 @@ from serving_load import (  # noqa: E402
     start_server,
 )
 
+from pipelines.runtime.processes import free_port  # noqa: E402
 from serving.impressions.format import landing_dir  # noqa: E402
 
 
@@ -66,7 +67,7 @@ def main() -> None:
     parser.add_argument("--home", type=Path, required=True)
     parser.add_argument("--sink", choices=["files", "redis"], default="files")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/5")
-    parser.add_argument("--ports", type=int, nargs=2, default=[8741, 8742])
+    parser.add_argument("--ports", type=int, nargs=2, help="default: two free ports")
     parser.add_argument("--seconds", type=int, default=10, help="length of each wrk run")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--k", type=int, default=10)
@@ -86,11 +87,16 @@ def main() -> None:
         redis.Redis.from_url(args.redis_url).delete("recforge:impressions")
 
     servers, bases = {}, {}
-    for name, port, sink in (("off", args.ports[0], "off"), ("on", args.ports[1], args.sink)):
+    ports = args.ports or [free_port(), free_port()]
+    for name, port, sink in (("off", ports[0], "off"), ("on", ports[1], args.sink)):
         os.environ.update(RECFORGE_IMPRESSIONS_SINK=sink, RECFORGE_IMPRESSIONS_REDIS_URL=args.redis_url)
         log_path = Path(tempfile.gettempdir()) / f"recforge-impressions-bench-{name}.log"
         servers[name], _ = start_server(args.home, port, log_path)
         bases[name] = f"http://127.0.0.1:{port}"
+    time.sleep(3)  # a server that lost its port to another process exits: never measure someone else's
+    for name, server in servers.items():
+        if server.poll() is not None:
+            raise SystemExit(f"the logging-{name} server exited ({server.returncode}); see its log in /tmp")
     readyz = get_json(f"{bases['on']}/readyz")[1]
     script = lua_script("recommendations", readyz["users"], readyz["items"], args.k)
     results: dict = {
@@ -101,7 +107,6 @@ def main() -> None:
     }
     answered = 0
     try:
-        time.sleep(3)
         for name in ("off", "on"):
             run_wrk(bases[name], script, args.warmup, args.connections)
         answered_before = metric(bases["on"], 'recforge_requests_total{endpoint="/v1/users/{user_id}/recommendations"')

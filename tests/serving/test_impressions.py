@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
@@ -17,7 +15,15 @@ from prometheus_client import CollectorRegistry
 
 from pipelines.publication.publish import current_version
 from serving.config import InvalidSettings, ServingSettings, load_settings
-from serving.impressions.format import COLUMNS, OPEN_DIR, SCHEMA, landing_dir, sealed_name
+from serving.impressions.format import (
+    COLUMNS,
+    OPEN_DIR,
+    SCHEMA,
+    STREAM_FIELD,
+    from_ipc_stream,
+    landing_dir,
+    sealed_name,
+)
 from serving.impressions.log import RECOMMENDATIONS, FileSink, ImpressionLog
 from serving.impressions.request_ids import REQUEST_ID_PATTERN, RequestIds
 from serving.main import create_app
@@ -106,31 +112,27 @@ def test_the_slate_of_every_answer_path_is_logged_and_shutdown_flushes_it(home, 
         # flush_seconds is 60: nothing is written before the server stops
         assert landed(home).empty
     rows = landed(home)
-    assert set(rows["request_id"]) == {answer.json()["request_id"] for _, answer in answers}
+    assert sorted(rows["request_id"]) == sorted(answer.json()["request_id"] for _, answer in answers)
     for kind, answer in answers:
         body = answer.json()
-        logged = rows[rows["request_id"] == body["request_id"]].sort_values("position")
-        assert logged["item_id"].tolist() == [item["item_id"] for item in body["items"]], kind
-        assert logged["position"].tolist() == list(range(1, len(body["items"]) + 1))
-        assert logged["score"].tolist() == pytest.approx([item["score"] for item in body["items"]], rel=1e-5)
-        assert set(logged["version"]) == {body["version"]} and set(logged["slate_size"]) == {len(body["items"])}
-        assert (
-            logged["experiment"].isna().all() and logged["variant"].isna().all() and logged["propensity"].isna().all()
-        )
+        (logged,) = rows[rows["request_id"] == body["request_id"]].to_dict("records")
+        assert list(logged["item_ids"]) == [item["item_id"] for item in body["items"]], kind
+        assert list(logged["scores"]) == pytest.approx([item["score"] for item in body["items"]], rel=1e-5)
+        assert logged["version"] == body["version"]
+        assert logged["experiment"] is None and logged["variant"] is None and logged["propensities"] is None
         if kind == "similar":
-            assert set(logged["endpoint"]) == {"similar_items"} and logged["user_id"].isna().all()
-            assert set(logged["anchor_item_id"]) == {body["item_id"]}
+            assert logged["endpoint"] == "similar_items" and logged["user_id"] is None
+            assert logged["anchor_item_id"] == body["item_id"]
         else:
-            assert set(logged["endpoint"]) == {"recommendations"} and logged["anchor_item_id"].isna().all()
-            assert set(logged["user_id"]) == {body["user_id"]}
-            assert set(logged["fallback"]) == {kind == "fallback"}
+            assert logged["endpoint"] == "recommendations" and logged["anchor_item_id"] is None
+            assert logged["user_id"] == body["user_id"] and logged["fallback"] == (kind == "fallback")
     served = rows["served_at"]
     assert served.dt.tz is not None and (served <= pd.Timestamp.now(tz="UTC")).all()
-    # The C path's rows are the stored list's first k, taken from the publication's arrays by position.
-    known = rows[rows["request_id"] == answers[0][1].json()["request_id"]].sort_values("position")
+    # The C path's slate is the stored list's first k, taken from the publication's arrays by position.
+    (known,) = rows[rows["request_id"] == answers[0][1].json()["request_id"]]["item_ids"]
     position = live.user_position(str(live.user_ids[1]))
     start = int(live.offsets[position])
-    assert known["item_id"].tolist() == [live.item_ids[r] for r in live.rec_items[start : start + 5]]
+    assert list(known) == [live.item_ids[r] for r in live.rec_items[start : start + 5]]
 
 
 def test_one_file_per_interval_and_process_in_its_landing_day(home, live):
@@ -144,7 +146,7 @@ def test_one_file_per_interval_and_process_in_its_landing_day(home, live):
     hour = int(now.replace(minute=0, second=0, microsecond=0).timestamp())
     assert day_part == f"date={now:%Y-%m-%d}" or now.minute == 0  # (a run across midnight may see the new day)
     assert name in {sealed_name(hour, process), sealed_name(hour - 3600, process)}
-    assert not any((landing_dir(home) / OPEN_DIR).rglob("*.parquet")), "staged parts are removed once sealed"
+    assert not any((landing_dir(home) / OPEN_DIR).rglob("part-*")), "staged parts are removed once sealed"
 
 
 class Clock:
@@ -172,11 +174,14 @@ def test_intervals_are_sealed_into_their_own_files_once_over(tmp_path, live):
     impressions.flush()
     first = root / "date=2025-12-03" / sealed_name(start, "p1")
     assert [p.name for p in root.glob("date=*/*.parquet")] == [first.name]
-    assert pq.read_table(first).column("request_id").to_pylist() == ["r1"] * 3
+    assert pq.read_table(first).column("request_id").to_pylist() == ["r1"]
+    assert len(pq.read_table(first).column("item_ids")[0]) == 3
     impressions.stop()  # the open interval is sealed at shutdown
     second = root / "date=2025-12-03" / sealed_name(start + 60, "p1")
-    assert pq.read_table(second).column("request_id").to_pylist() == ["r2"] * 2
-    assert pq.read_table(second).column("position").to_pylist() == [1, 2]
+    (slate,) = pq.read_table(second).to_pylist()
+    start_of_user = int(live.offsets[1])
+    assert slate["request_id"] == "r2"
+    assert slate["item_ids"] == [live.item_ids[r] for r in live.rec_items[start_of_user : start_of_user + 2]]
 
 
 def test_a_full_queue_drops_and_counts_instead_of_waiting(live):
@@ -223,12 +228,12 @@ def test_parts_a_crashed_process_left_are_sealed_by_the_next_start(home, live):
     )
     crashed.stored_slate(b"lost-process-1", str(live.user_ids[0]), live, 0, 2)
     crashed.flush()  # staged, never sealed: the process "crashed" here
-    assert list((root / OPEN_DIR).rglob("part-*.parquet"))
+    assert list((root / OPEN_DIR).rglob("part-*"))
     with logging_client(home):
         pass
     sealed = root / "date=2025-12-03" / sealed_name(start, "deadbeef00000000")
-    assert pq.read_table(sealed).column("request_id").to_pylist() == ["lost-process-1"] * 2
-    assert not list((root / OPEN_DIR).rglob("part-*.parquet"))
+    assert pq.read_table(sealed).column("request_id").to_pylist() == ["lost-process-1"]
+    assert not list((root / OPEN_DIR).rglob("part-*"))
 
 
 def test_the_scaled_sink_adds_each_batch_to_a_redis_stream(home, live, redis_db):
@@ -240,10 +245,10 @@ def test_the_scaled_sink_adds_each_batch_to_a_redis_stream(home, live, redis_db)
     entries = redis.Redis.from_url(redis_db).xrange("recforge:impressions")
     assert len(entries) == 1  # one flush (at shutdown), one interval
     fields = entries[0][1]
-    assert fields[b"process"].decode() == process and int(fields[b"rows"]) == 12
-    table = pq.read_table(pa.BufferReader(fields[b"parquet"]))
-    assert table.schema.equals(SCHEMA, check_metadata=False)
-    assert table.column("request_id").unique().to_pylist() == [a.json()["request_id"] for a in answers]
+    assert fields[b"process"].decode() == process and int(fields[b"rows"]) == 4
+    table = from_ipc_stream(fields[STREAM_FIELD.encode()])
+    assert table.column("request_id").to_pylist() == [a.json()["request_id"] for a in answers]
+    assert [len(items) for items in table.column("item_ids").to_pylist()] == [3] * 4
     assert not landing_dir(home).exists()
 
 
@@ -272,8 +277,7 @@ def test_a_batch_is_written_column_by_column_in_the_contract_schema(tmp_path, li
     table = pq.read_table(path)
     assert table.schema.equals(SCHEMA, check_metadata=False)
     rows = table.to_pylist()
-    assert [(r["request_id"], r["position"], r["fallback"]) for r in rows] == [
-        ("a", 1, False), ("a", 2, False), ("b", 1, True), ("b", 2, True), ("b", 3, True)
-    ]  # fmt: skip
-    assert [r["item_id"] for r in rows[2:]] == [live.item_ids[i] for i in live.fallback_items[:3]]
-    assert json.loads(json.dumps(rows[0], default=str))["version"] == live.version
+    assert [(r["request_id"], len(r["item_ids"]), r["fallback"]) for r in rows] == [("a", 2, False), ("b", 3, True)]
+    assert rows[1]["item_ids"] == [live.item_ids[i] for i in live.fallback_items[:3]]
+    assert rows[1]["scores"] == pytest.approx(live.fallback_scores[:3].tolist())
+    assert rows[0]["version"] == rows[1]["version"] == live.version
