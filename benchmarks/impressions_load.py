@@ -78,6 +78,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--no-pin", dest="pin", action="store_false")
+    parser.add_argument(
+        "--aa", action="store_true", help="an A/A run: both servers with logging off (the method's noise floor)"
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -92,7 +95,7 @@ def main() -> None:
 
     servers, bases = {}, {}
     ports = args.ports or [free_port(), free_port()]
-    for name, port, sink in (("off", ports[0], "off"), ("on", ports[1], args.sink)):
+    for name, port, sink in (("off", ports[0], "off"), ("on", ports[1], "off" if args.aa else args.sink)):
         os.environ.update(
             RECFORGE_IMPRESSIONS_SINK=sink,
             RECFORGE_IMPRESSIONS_REDIS_URL=args.redis_url,
@@ -108,7 +111,7 @@ def main() -> None:
     readyz = get_json(f"{bases['on']}/readyz")[1]
     script = lua_script("recommendations", readyz["users"], readyz["items"], args.k)
     results: dict = {
-        "sink": args.sink,
+        "sink": "off (A/A)" if args.aa else args.sink,
         "interval_seconds": args.interval_seconds,
         "pinned": bool(PINNING["server"]),
         "readyz": readyz,
@@ -158,7 +161,9 @@ def main() -> None:
             "requests_on_total": int(total_answered),
         }
     )
-    if args.sink == "files":
+    if args.aa:
+        pass
+    elif args.sink == "files":
         results["slates_logged"] = logged_slates(args.home)
         results["files"] = len(list(landing_dir(args.home).glob("date=*/*.parquet")))
     else:
