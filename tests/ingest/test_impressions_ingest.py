@@ -84,6 +84,9 @@ def test_impression_files_are_batches_of_their_own_with_their_own_quarantine(hom
     batches = read_frame(home, "select * from raw.batches where source = 'impressions'")
     assert batches["batch_id"].tolist() == [f"impressions:2026-01-03:{sealed_name(int(DAY.timestamp()), 'p1')}"]
     assert "impressions: 1 file(s), 2 slates accepted, 8 quarantined" in result.summary()
+    from pipelines.monitoring.status import _warehouse_lines
+
+    assert "  impressions: 1 files, 2 slates accepted + 8 quarantined" in _warehouse_lines(home)
 
 
 def test_re_ingesting_a_day_replaces_its_impressions(home):
