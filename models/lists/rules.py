@@ -209,8 +209,8 @@ def catalog_status(item_ids: np.ndarray, catalog) -> tuple[np.ndarray, np.ndarra
         raise ValueError(f"item catalog lacks columns {sorted(missing)}")
     known = catalog.set_index("item_id").reindex(item_ids)
     listed = np.isin(np.asarray(item_ids, dtype=str), catalog["item_id"].to_numpy(dtype=str))
-    blocked = known["is_blocked"].fillna(True).astype(bool).to_numpy(dtype=bool)
-    in_stock = known["in_stock"].fillna(False).astype(bool).to_numpy(dtype=bool)
+    blocked = known["is_blocked"].astype("boolean").fillna(True).to_numpy(dtype=bool)
+    in_stock = known["in_stock"].astype("boolean").fillna(False).to_numpy(dtype=bool)
     forbidden = np.full(len(item_ids), "", dtype=object)
     forbidden[~in_stock] = "out of stock"
     forbidden[blocked] = "blocked"

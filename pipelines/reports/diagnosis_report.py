@@ -51,7 +51,10 @@ def targets_line(d: UserDiagnosis) -> str:
     if d.target_kind == "held-out":
         kind = f"{_items(n, 'held-out')} (the backtest's newest test window)"
     else:
-        kind = f"{_items(n, 'most recent')} (the backtest's test window holds none of theirs, so their own last were)"
+        kind = (
+            f"{_items(n, 'most recent')} (the backtest's newest fold holds out nothing of theirs with a history "
+            "before it, so their own last were held out)"
+        )
     return f"{kind}; {d.history_items} items of history"
 
 
