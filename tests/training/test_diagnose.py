@@ -249,3 +249,62 @@ def test_the_cli_prints_the_diagnosis_and_exits_by_outcome(home, held_out, tmp_p
     bad = run_recforge(settings.home, "diagnose", user, "--k", "20", "--depth", "10")
     assert bad.returncode == 1 and "recforge diagnose: error: need 1 <= k <= depth" in bad.stderr
     assert run_recforge(settings.home, "diagnose", user, "--k", "0").returncode == 2  # argparse: not positive
+
+
+def test_a_ranker_champion_is_diagnosed_through_its_own_generators(home):
+    """For the two-stage ranker the generators are the ones inside it, fitted with it on the fold."""
+    from models.evaluation.diagnosis import diagnose_user
+    from models.ranker import RankerRecommender
+
+    diagnoser = Diagnoser(home, k=K, depth=50)
+    fold = diagnoser.backtest_fold().fold
+    diagnoser.champion = RankerRecommender(  # only its recipe (name and parameters) is used by fit
+        label_days=3,
+        generators=("als", "popularity"),
+        generator_params={"als": {"factors": 16, "iterations": 8}},
+        n_estimators=30,
+        min_child_samples=10,
+    )
+    fitted = diagnoser.fit(fold)
+    assert fitted.final.name == "ranker" and [name for name, _ in fitted.generators] == ["als", "popularity"]
+    assert all(
+        model is inner for (_, model), inner in zip(fitted.generators, fitted.final.serving_generators, strict=True)
+    )
+    assert fitted.skipped == {} and "top 50" in fitted.note
+    forbidden, names = catalog_status(fold.train.item_ids, diagnoser.catalog)
+    users = fold.eval_user_ids[fold.train_rows >= 0][:30]
+    outcomes = set()
+    for user in users:
+        d = diagnose_user(
+            fitted.final,
+            fitted.generators,
+            fold,
+            str(user),
+            diagnoser.rules,
+            forbidden,
+            names,
+            K,
+            50,
+            generator_note=fitted.note,
+        )
+        assert d.model == "ranker" and d.ranking.note == fitted.note
+        outcomes.add(d.outcome)
+    assert outcomes <= {NONE, RULES, RANKING, CANDIDATE_GENERATION} and NONE in outcomes
+
+
+def test_without_a_champion_the_diagnosis_says_so(built, tmp_path):
+    from pipelines.publication.publish import PublishError
+
+    settings = copy_home(built, tmp_path / "home")
+    with pytest.raises(PublishError, match="has no 'champion' alias"):
+        Diagnoser(settings)
+
+
+def test_an_unreadable_diagnosis_record_is_left_out_of_the_index(home, tmp_path):
+    from pipelines.reports.index import write_index
+
+    settings = copy_home(home, tmp_path / "home")
+    run_diagnosis(settings, "nobody-like-this", K, K)
+    (settings.reports_dir / "diagnose" / "broken.json").write_text("{not json")
+    listing = write_index(settings).read_text()
+    assert "href='diagnose/nobody-like-this.html'" in listing and "broken" not in listing
