@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -80,7 +81,11 @@ class Diagnoser:
         self.catalog = read_catalog(settings)
         self._log = None
         self._fold: FittedFold | None = None
-        self._split = ""
+
+    @cached_property
+    def known_users(self) -> frozenset[str]:
+        """The users the champion (so the live publication, once published) has a personal list for."""
+        return frozenset(self.champion.user_ids.astype(str).tolist())
 
     @property
     def event_log(self):
@@ -91,7 +96,7 @@ class Diagnoser:
     def backtest_fold(self) -> FittedFold:
         """The newest fold of the configured split, with the models fitted on its training data."""
         if self._fold is None:
-            folds, self._split = make_folds(self.event_log, self.settings.model_copy(update={"backtest_folds": 1}))
+            folds, _ = make_folds(self.event_log, self.settings.model_copy(update={"backtest_folds": 1}))
             self._fold = self.fit(folds[0])
         return self._fold
 
@@ -150,7 +155,7 @@ class Diagnoser:
             "champion": self.champion.name,
             "data snapshot": str(self.facts.get("data_snapshot")),
         }
-        if user_id not in set(self.champion.user_ids.tolist()):
+        if user_id not in self.known_users:
             return self.fallback(user_id, facts)
         fitted = self.backtest_fold()
         fold, kind = fitted.fold, "held-out"
@@ -180,7 +185,11 @@ class Diagnoser:
             generator_note=fitted.note,
         )
         diagnosis.skipped_generators = dict(fitted.skipped)
-        split = self._split if kind == "held-out" else f"the user's last {self.settings.eval_leave_last_n} item(s)"
+        split = (
+            f"{self.settings.eval_split}: the backtest's newest fold"
+            if kind == "held-out"
+            else f"the user's own last {self.settings.eval_leave_last_n} item(s) held out"
+        )
         diagnosis.facts = {**facts, "split": split, "fold": fold.name}
         return diagnosis
 
