@@ -306,9 +306,10 @@ def user_last_n_fold(log: EventLog, user_id: str, n: int, new_item_days: float) 
     """One user's last n distinct items (by first interaction) held out; everything else is training.
 
     For explaining one user's list when the backtest's own fold holds nothing out for them (no
-    interaction in its test window): the user's training stops before the held-out items, every
-    other user keeps the whole log, as in :func:`leave_last_n_fold` (so popularity trends of the
-    held-out period are visible to the model: an explanation, not a score to promote on).
+    interaction in its test window, or no history before it): the user's training stops before the
+    held-out items, every other user keeps the whole log, as in :func:`leave_last_n_fold` (so
+    popularity trends of the held-out period are visible to the model: an explanation, not a score
+    to promote on).
     """
     if n < 1:
         raise ValueError(f"holding out the last n items needs n >= 1, got {n}")
