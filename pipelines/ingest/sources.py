@@ -35,9 +35,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-REQUIRED_COLUMNS = ("event_id", "user_id", "item_id", "event_type", "event_ts")
-OPTIONAL_COLUMNS = ("value", "session_id", "context")
-CANONICAL_COLUMNS = (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS)
+from serving.events import EVENT_FIELDS as CANONICAL_COLUMNS
+from serving.events import REQUIRED_FIELDS as REQUIRED_COLUMNS
+
 log = logging.getLogger(__name__)
 CATALOG_COLUMNS = ["item_id", "title", "category", "price", "in_stock", "is_blocked", "created_at", "attributes"]
 
