@@ -35,22 +35,34 @@ class RedisStreamWriter:
         self.group = group
         self.on_commit = on_commit
         self._client = None
+        self._group_ready = False
 
     async def start(self) -> None:
         import redis.asyncio as redis  # the scaled extra; only this backend needs it
 
         self._client = redis.Redis.from_url(self.url)
         try:
-            await self._client.xgroup_create(self.stream, self.group, id="0", mkstream=True)
-        except redis.ResponseError as error:
-            if "BUSYGROUP" not in str(error):
-                raise
+            await self._create_group()
         except redis.RedisError as error:
             # The server still starts (recommendations do not need Redis); events get 503 until it answers.
             log.error("collector: Redis at %s is not reachable (%s); POST /v1/events answers 503", self.url, error)
             return
-        log.info("collector: appending to Redis Stream %r, consumer group %r; %s", self.stream, self.group,
-                 await self.durability())  # fmt: skip
+        durability = await self.durability()
+        level = logging.INFO if durability.startswith("Redis AOF on, appendfsync always") else logging.WARNING
+        log.log(level, "collector: appending to Redis Stream %r, consumer group %r; %s", self.stream, self.group,
+                durability)  # fmt: skip
+
+    async def _create_group(self) -> None:
+        """Create the consumer group (and the stream) unless it exists: before the first event is added,
+        so that the group's consumer sees every event from the start of the stream."""
+        import redis.asyncio as redis
+
+        try:
+            await self._client.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+        except redis.ResponseError as error:
+            if "BUSYGROUP" not in str(error):
+                raise
+        self._group_ready = True
 
     async def durability(self) -> str:
         """What Redis promises about an acknowledged event, from its AOF settings."""
@@ -73,6 +85,8 @@ class RedisStreamWriter:
         started = time.perf_counter()
         day_text = day.isoformat()
         try:
+            if not self._group_ready:  # Redis was down when the server started
+                await self._create_group()
             async with self._client.pipeline(transaction=False) as pipe:
                 for line in lines:
                     pipe.xadd(self.stream, {"day": day_text, "event": line})

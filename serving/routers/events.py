@@ -86,9 +86,10 @@ def _request_body() -> dict:
 )
 async def collect_events(request: Request) -> JSONBytes:
     state = request.app.state
-    collector, key = state.collector, state.collector_key
+    collector = state.collector
     if collector is None:
         raise HTTPException(503, "the collector is off: set RECFORGE_COLLECTOR_APP_KEY (or _FILE) to turn it on")
+    key = state.collector_key
     given = request.headers.get("authorization", "")
     scheme, _, token = given.partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), key):
