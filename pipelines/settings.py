@@ -87,6 +87,12 @@ class Settings(BaseSettings):
         description="How long an embedded Airflow process waits for SQLite's write lock (held by the others).",
     )  # fmt: skip
 
+    # --- micro-batches of the collector's segments (read by dags/recforge_stream_ingest.py)
+    stream_ingest_cron: str = Field(
+        default="*/5 * * * *",
+        description="How often recforge_stream_ingest ingests closed segments, in UTC; empty: only when triggered.",
+    )
+
     train_cron: str = Field(
         default="0 4 * * 1", description="Scheduled retraining (besides drift), in UTC; empty: on drift only."
     )
@@ -368,7 +374,7 @@ class Settings(BaseSettings):
             raise ValueError("must be an http(s) URL with a host, e.g. http://127.0.0.1:8000/metrics, or unset")
         return value
 
-    @field_validator("train_cron", "health_cron", mode="after")
+    @field_validator("train_cron", "health_cron", "stream_ingest_cron", mode="after")
     @classmethod
     def _cron_expression(cls, value: str) -> str:
         from croniter import croniter  # Airflow's own cron parser (a dependency of the pipeline extra)

@@ -50,6 +50,7 @@ def test_dagbag_loads_without_import_errors_and_chains_by_assets(tmp_path):
         "recforge_train",
         "recforge_publish",
         "recforge_health",
+        "recforge_stream_ingest",
     }
     raw, marts, drift, champion, publication = (
         "recforge://warehouse/raw/events",
@@ -60,6 +61,9 @@ def test_dagbag_loads_without_import_errors_and_chains_by_assets(tmp_path):
     )
     assert dags["recforge_ingest"]["schedule"] == "CronDataIntervalTimetable"
     assert dags["recforge_ingest"]["outlets"] == [raw]
+    # Micro-batches feed the same raw tables and announce them with the same asset, every few minutes.
+    assert dags["recforge_stream_ingest"]["timetable"] == "CronTriggerTimetable"
+    assert dags["recforge_stream_ingest"]["outlets"] == [raw]
     assert dags["recforge_transform"]["schedule"] == [raw] and dags["recforge_transform"]["outlets"] == [marts]
     assert dags["recforge_drift"]["schedule"] == [marts] and dags["recforge_drift"]["outlets"] == [drift]
     assert dags["recforge_train"]["schedule"] == [drift] and dags["recforge_train"]["outlets"] == [champion]
@@ -91,4 +95,4 @@ def test_an_invalid_setting_shows_as_the_dag_files_import_error_with_the_clis_li
     assert out.returncode == 0, out.stderr[-3000:]
     errors = json.loads(out.stdout.strip().splitlines()[-1])
     (error,) = errors.values()
-    assert "InvalidSettings: invalid setting: RECFORGE_LATE_ARRIVAL_DAYS='-5': must be an integer >= 0" in error
+    assert "InvalidSettings: invalid setting: RECFORGE_LATE_ARRIVAL_DAYS='-5': must be an integer in [0, 3650]" in error

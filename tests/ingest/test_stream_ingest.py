@@ -1,0 +1,113 @@
+"""Micro-batches: the collector's closed segments go through the daily ingest's rules, once each,
+and a segment ingested again replaces itself."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import pytest
+from fastapi.testclient import TestClient
+
+from pipelines.ingest import ingest_interval, ingest_stream
+from pipelines.ingest.stream import stream_batch_id, stream_dir
+from pipelines.warehouse.connection import connect
+from serving.collector.segments import SegmentWriter, closed_segments
+from serving.config import ServingSettings
+from serving.main import create_app
+from tests.conftest import make_settings
+from tests.ingest.test_ingest import DAY, event, write_day
+
+KEY = "stream-ingest-key-0123456789"
+
+
+def now_event(n: int, **fields) -> dict:
+    stamp = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    return {"event_id": f"s{n}", "user_id": f"u{n % 7}", "item_id": f"i{n % 5}", "event_type": "view",
+            "event_ts": stamp, **fields}  # fmt: skip
+
+
+def write_segment(settings, day, lines: list[bytes]) -> None:
+    """A closed segment written by the real writer, for `day`."""
+
+    async def write():
+        writer = SegmentWriter(stream_dir(settings))
+        await writer.start()
+        await writer.append(day, lines)
+        await writer.stop()
+
+    asyncio.run(write())
+
+
+def table(settings, sql: str) -> list[tuple]:
+    with connect(settings) as warehouse:
+        return warehouse.execute(sql).fetchall()
+
+
+@pytest.fixture
+def home(tmp_path):
+    return make_settings(tmp_path / "home")
+
+
+def test_events_sent_to_the_collector_reach_raw_events_by_the_ingest_rules(home):
+    app = create_app(ServingSettings(home=home.home, collector_app_key=KEY))
+    with TestClient(app) as client:
+        answer = client.post(
+            "/v1/events", json=[now_event(n) for n in range(20)], headers={"Authorization": f"Bearer {KEY}"}
+        )
+        assert answer.json()["accepted"] == 20
+    result = ingest_stream(home)
+    assert (len(result.batches), result.rows_accepted, result.rows_quarantined) == (1, 20, 0)
+    (segment,) = closed_segments(stream_dir(home))
+    rows = table(home, "select source, batch_id, landing_date, count(*) from raw.events group by all")
+    assert rows == [("stream", stream_batch_id(segment), datetime.now(UTC).date(), 20)]
+    assert table(home, "select source, rows_input, rows_accepted from raw.batches") == [("stream", 20, 20)]
+
+
+def test_a_segment_is_ingested_once_and_a_replacing_run_replaces_it_exactly(home):
+    today = datetime.now(UTC).date()
+    write_segment(home, today, [orjson.dumps(now_event(n)) for n in range(10)])
+    assert len(ingest_stream(home).batches) == 1
+    assert ingest_stream(home).batches == []  # nothing new: nothing read, nothing duplicated
+    write_segment(home, today, [orjson.dumps(now_event(n)) for n in range(10, 15)])
+    second = ingest_stream(home)
+    assert [b.rows_accepted for b in second.batches] == [5]
+    replaced = ingest_stream(home, replace=True)
+    assert [b.rows_accepted for b in replaced.batches] == [10, 5]
+    assert table(home, "select count(*), count(distinct event_id) from raw.events") == [(15, 15)]
+    assert table(home, "select count(*) from raw.batches") == [(2,)]
+
+
+def test_bad_lines_of_a_segment_are_quarantined_with_their_reason_like_a_daily_files(home):
+    day = datetime.now(UTC).date()
+    lines = [
+        orjson.dumps(now_event(1)),
+        orjson.dumps(now_event(1)),  # re-sent after a timeout: the collector stored it twice
+        b"\x00\x00\x00",  # what a disk may leave after a power loss
+        orjson.dumps(now_event(3, event_ts=(datetime.now(UTC) - timedelta(days=10)).isoformat())),
+    ]
+    write_segment(home, day, lines)
+    (batch,) = ingest_stream(home).batches
+    assert batch.rows_accepted == 1
+    assert batch.quarantined_by_reason == {"duplicate_event_id": 1, "malformed_json": 1, "late_beyond_window": 1}
+    assert table(home, "select line_number, reason from quarantine.events order by 1") == [
+        (2, "duplicate_event_id"), (3, "malformed_json"), (4, "late_beyond_window"),
+    ]  # fmt: skip
+
+
+def test_daily_files_and_micro_batches_of_the_same_day_never_replace_each_other(handmade):
+    write_day(handmade, DAY, [json.dumps(event(1)), json.dumps(event(2))])
+    stamp = (DAY + timedelta(hours=9)).isoformat()
+    write_segment(handmade, DAY.date(), [orjson.dumps(now_event(n, event_ts=stamp)) for n in range(3)])
+    ingest_interval(handmade, DAY, DAY + timedelta(days=1))
+    ingest_stream(handmade)
+    ingest_interval(handmade, DAY, DAY + timedelta(days=1))  # a re-run of the daily file: replaces its own rows
+    counts = table(handmade, f"select source, count(*) from raw.events where landing_date = '{DAY.date()}' group by 1")
+    assert sorted(counts) == [("recforge", 2), ("stream", 3)]
+
+
+def test_with_no_closed_segment_the_warehouse_is_not_even_opened(home):
+    result = ingest_stream(home)
+    assert result.batches == [] and not home.warehouse_path.exists()
