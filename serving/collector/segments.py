@@ -65,7 +65,7 @@ def open_segments(root: Path) -> list[Path]:
     return sorted(root.glob(f"date=*/*{OPEN_SUFFIX}"))
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -120,7 +120,7 @@ def recover(root: Path) -> Recovery:
                     out.write(data[keep:])
                     out.flush()
                     os.fsync(out.fileno())
-                _fsync_dir(torn.parent)
+                fsync_dir(torn.parent)
                 os.ftruncate(fd, keep)
                 torn_total += size - keep
                 log.warning("%s: %d byte(s) after the last complete event moved to %s", path, size - keep, torn)
@@ -130,7 +130,7 @@ def recover(root: Path) -> Recovery:
             else:
                 path.rename(path.with_name(path.name.removesuffix(OPEN_SUFFIX) + CLOSED_SUFFIX))
                 lines += data.count(b"\n", 0, keep)
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
             segments += 1
         finally:
             os.close(fd)
@@ -267,7 +267,7 @@ class SegmentWriter:
         path = directory / f"{stamp}-p{os.getpid()}-{self._sequence:06d}{OPEN_SUFFIX}"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
         fcntl.flock(fd, fcntl.LOCK_EX)  # held while this process writes it: recovery leaves it alone
-        _fsync_dir(directory)  # the new name itself must survive a crash, or its events would not
+        fsync_dir(directory)  # the new name itself must survive a crash, or its events would not
         segment = self._segments[day] = _Segment(path, fd, time.monotonic(), day)
         return segment
 
@@ -287,7 +287,7 @@ class SegmentWriter:
         os.fsync(segment.fd)  # a closed segment is complete on disk, whatever `fsync` says
         closed = segment.path.with_name(segment.path.name.removesuffix(OPEN_SUFFIX) + CLOSED_SUFFIX)
         segment.path.rename(closed)
-        _fsync_dir(segment.path.parent)
+        fsync_dir(segment.path.parent)
         self._segments.pop(segment.day, None)
         os.close(segment.fd)
 

@@ -19,6 +19,7 @@ from serving.config import ServingSettings
 from serving.main import create_app
 from tests.conftest import make_settings
 from tests.ingest.test_ingest import DAY, event, write_day
+from tests.services import redis_db  # noqa: F401  (a fixture)
 
 KEY = "stream-ingest-key-0123456789"
 
@@ -111,3 +112,52 @@ def test_daily_files_and_micro_batches_of_the_same_day_never_replace_each_other(
 def test_with_no_closed_segment_the_warehouse_is_not_even_opened(home):
     result = ingest_stream(home)
     assert result.batches == [] and not home.warehouse_path.exists()
+
+
+# --- the scaled configuration: the Redis Stream drained into segments, then the same ingest
+
+
+def test_events_in_the_redis_stream_are_moved_to_segments_acknowledged_and_ingested(home, redis_db, monkeypatch):  # noqa: F811
+    import redis
+
+    monkeypatch.setenv("RECFORGE_COLLECTOR_BACKEND", "redis")
+    monkeypatch.setenv("RECFORGE_COLLECTOR_REDIS_URL", redis_db)
+    app = create_app(ServingSettings(home=home.home, collector_app_key=KEY, collector_backend="redis",
+                                     collector_redis_url=redis_db))  # fmt: skip
+    with TestClient(app) as client:
+        answer = client.post(
+            "/v1/events", json=[now_event(n) for n in range(30)], headers={"Authorization": f"Bearer {KEY}"}
+        )
+        assert answer.json()["accepted"] == 30
+    result = ingest_stream(home)
+    assert (len(result.batches), result.rows_accepted) == (1, 30)
+    client = redis.Redis.from_url(redis_db)
+    assert client.xlen("recforge:events") == 0  # durable in a segment, so acknowledged and deleted
+    (group,) = client.xinfo_groups("recforge:events")
+    assert group["pending"] == 0
+    assert ingest_stream(home).batches == []
+
+
+def test_a_drain_that_died_before_acknowledging_does_not_store_its_events_twice(home, redis_db):  # noqa: F811
+    import redis
+
+    from pipelines.ingest.stream import REDIS_CONSUMER, _write_entries, drain_redis_stream
+
+    collector = ServingSettings(home=home.home, collector_backend="redis", collector_redis_url=redis_db)
+    client = redis.Redis.from_url(redis_db)
+    client.xgroup_create("recforge:events", "recforge-ingest", id="0", mkstream=True)
+    day = datetime.now(UTC).date().isoformat()
+    for n in range(5):
+        client.xadd("recforge:events", {"day": day, "event": orjson.dumps(now_event(n))})
+    # A first run read the entries and made their segment durable, then died before XACK:
+    ((_, entries),) = client.xreadgroup("recforge-ingest", REDIS_CONSUMER, {"recforge:events": ">"}, count=10_000)
+    _write_entries(stream_dir(home), entries)
+    client.xadd("recforge:events", {"day": day, "event": orjson.dumps(now_event(5))})  # and one more arrived
+    assert drain_redis_stream(home, collector) == 6
+    ids = [
+        orjson.loads(line)["event_id"]
+        for s in closed_segments(stream_dir(home))
+        for line in s.read_bytes().splitlines()
+    ]
+    assert sorted(ids) == [f"s{n}" for n in range(6)]  # the 5 pending ones once, not twice
+    assert client.xlen("recforge:events") == 0 and client.xpending("recforge:events", "recforge-ingest")["pending"] == 0
