@@ -80,24 +80,25 @@ def test_ndjson_is_one_event_per_line_and_blank_lines_are_no_events(tmp_path):
     assert [e["event_id"] for e in stored(tmp_path)] == ["e0", "e1", "e2", "e3"]
 
 
+# Built when a test runs (a timestamp made at import could be in the past by then).
 BAD_EVENTS = {
-    "schema_mismatch": event(1, user_id=True),
-    "missing_event_id": event(1, event_id=" "),
-    "missing_user_id": event(1, user_id=None),
-    "missing_item_id": {k: v for k, v in event(1).items() if k != "item_id"},
-    "id_too_long": event(1, item_id="i" * 129),
-    "id_bad_characters": event(1, user_id="u 1"),
-    "unknown_event_type": event(1, event_type="like"),
-    "bad_timestamp": event(1, event_ts="2026-01-05T10:00"),
-    "future_timestamp": event(1, event_ts=now_stamp(seconds=301)),
-    "late_beyond_window": event(1, event_ts=now_stamp(days=-4)),
+    "schema_mismatch": lambda: event(1, user_id=True),
+    "missing_event_id": lambda: event(1, event_id=" "),
+    "missing_user_id": lambda: event(1, user_id=None),
+    "missing_item_id": lambda: {k: v for k, v in event(1).items() if k != "item_id"},
+    "id_too_long": lambda: event(1, item_id="i" * 129),
+    "id_bad_characters": lambda: event(1, user_id="u 1"),
+    "unknown_event_type": lambda: event(1, event_type="like"),
+    "bad_timestamp": lambda: event(1, event_ts="2026-01-05T10:00"),
+    "future_timestamp": lambda: event(1, event_ts=now_stamp(seconds=301)),
+    "late_beyond_window": lambda: event(1, event_ts=now_stamp(days=-4)),
 }
 
 
 @pytest.mark.parametrize("reason", BAD_EVENTS)
 def test_each_bad_event_gets_422_naming_its_reason_and_nothing_is_stored(tmp_path, reason):
     with collector(tmp_path) as client:
-        answer = client.post("/v1/events", json=[BAD_EVENTS[reason]], headers=AUTH)
+        answer = client.post("/v1/events", json=[BAD_EVENTS[reason]()], headers=AUTH)
     assert answer.status_code == 422
     (error,) = answer.json()["errors"]
     assert (error["index"], error["reason"]) == (0, reason) and error["detail"]
