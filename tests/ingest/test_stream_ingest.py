@@ -17,7 +17,7 @@ from pipelines.warehouse.connection import connect
 from serving.collector.segments import SegmentWriter, closed_segments
 from serving.config import ServingSettings
 from serving.main import create_app
-from tests.conftest import make_settings
+from tests.conftest import copy_home, make_settings
 from tests.ingest.test_ingest import DAY, event, write_day
 from tests.services import redis_db  # noqa: F401  (a fixture)
 
@@ -161,3 +161,24 @@ def test_a_drain_that_died_before_acknowledging_does_not_store_its_events_twice(
     ]
     assert sorted(ids) == [f"s{n}" for n in range(6)]  # the 5 pending ones once, not twice
     assert client.xlen("recforge:events") == 0 and client.xpending("recforge:events", "recforge-ingest")["pending"] == 0
+
+
+def test_a_day_through_the_collector_gives_the_raw_rows_the_same_day_as_a_daily_file_gives(handmade, tmp_path):
+    """Same events, same rules, same window: the same accepted rows and the same quarantine reasons."""
+    lines = [json.dumps(event(n)) for n in range(6)]
+    lines += [json.dumps(event(2)), json.dumps(event(7, event_type="like")), json.dumps(event(8, user_id=""))]
+    lines += [json.dumps(event(9, event_ts=(DAY - timedelta(days=10)).isoformat()))]
+    write_day(handmade, DAY, lines)
+    ingest_interval(handmade, DAY, DAY + timedelta(days=1))
+    streamed = copy_home(handmade, tmp_path / "streamed")
+    streamed.warehouse_path.unlink()
+    write_segment(streamed, DAY.date(), [line.encode() for line in lines])
+    ingest_stream(streamed)
+    columns = "event_id, user_id, item_id, event_type, event_ts, value, session_id, context, landing_date, event_date"
+    raw = f"select {columns} from raw.events order by event_id"
+    quarantine = "select line_number, reason, raw from quarantine.events order by line_number"
+    assert table(streamed, raw) == table(handmade, raw) and len(table(handmade, raw)) == 6
+    assert table(streamed, quarantine) == table(handmade, quarantine)
+    assert [r for _, r, _ in table(handmade, quarantine)] == [
+        "duplicate_event_id", "unknown_event_type", "missing_user_id", "late_beyond_window",
+    ]  # fmt: skip
