@@ -1,4 +1,8 @@
-"""recforge_stream_ingest: the collector's closed segments -> raw.events (+ quarantine), every few minutes.
+"""recforge_stream_ingest: the collector's closed segments -> raw.events (+ quarantine), as micro-batches.
+
+Scheduled every few minutes (stream_ingest_cron) on the embedded default; with the Redis backend
+(RECFORGE_COLLECTOR_BACKEND=redis) by the stream itself: an Asset whose AssetWatcher runs
+pipelines.ingest.stream_trigger.RedisStreamTrigger in the triggerer.
 
 Micro-batches of what apps sent to POST /v1/events (landing/stream/), through the same adapter,
 rules, quarantine and batch accounting as recforge_ingest's daily files; a segment ingested again
@@ -9,17 +13,32 @@ something, so an idle stream schedules nothing downstream.
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import CronTriggerTimetable, Metadata, dag, task
+from airflow.sdk import Asset, AssetWatcher, CronTriggerTimetable, Metadata, dag, task
 
 from dags.assets import RAW_EVENTS, WAREHOUSE_POOL
 from pipelines.settings import get_settings
+from serving.config import settings_without_app_key
 
 settings = get_settings()
+collector = settings_without_app_key(settings.home)
+
+
+def stream_schedule():
+    """The Redis Stream as a watched asset when the collector writes to Redis, else the cron (or none)."""
+    if collector.collector_backend == "redis":
+        from pipelines.ingest.stream_trigger import RedisStreamTrigger
+
+        trigger = RedisStreamTrigger(collector.collector_redis_url, collector.collector_redis_stream)
+        watcher = AssetWatcher(name="recforge_event_stream", trigger=trigger)
+        return [Asset("recforge://collector/event-stream", group="ingest", watchers=[watcher])]
+    if settings.stream_ingest_cron:
+        return CronTriggerTimetable(settings.stream_ingest_cron, timezone="UTC")
+    return None
 
 
 @dag(
     dag_id="recforge_stream_ingest",
-    schedule=CronTriggerTimetable(settings.stream_ingest_cron, timezone="UTC") if settings.stream_ingest_cron else None,
+    schedule=stream_schedule(),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,

@@ -220,6 +220,13 @@ def load_settings(model: type[_Model], **values) -> _Model:
         ) from None
 
 
+def settings_without_app_key(home: Path) -> ServingSettings:
+    """The server's settings for `home` minus its app key, for those that read where the collector puts
+    events (the micro-batch ingest and its DAG): they never need the key, so a host without the key
+    file (an Airflow worker) reads them without error."""
+    return load_settings(ServingSettings, home=home, collector_app_key=None, collector_app_key_file=None)
+
+
 @lru_cache
 def get_settings() -> ServingSettings:
     return load_settings(ServingSettings)

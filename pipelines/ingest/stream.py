@@ -34,7 +34,7 @@ from pipelines.ingest.sources import STREAM, STREAM_SOURCE
 from pipelines.settings import Settings
 from pipelines.warehouse.connection import connect
 from serving.collector.segments import CLOSED_SUFFIX, closed_segments, day_dir, fsync_dir
-from serving.config import ServingSettings, load_settings
+from serving.config import ServingSettings, settings_without_app_key
 
 REDIS_CONSUMER = "recforge-stream-ingest"
 REDIS_READ_COUNT = 10_000  # entries per read, and so at most per segment
@@ -74,7 +74,7 @@ def ingest_stream(settings: Settings, replace: bool = False, limit: int | None =
     `limit` caps the segments of one run (the rest wait for the next). With no segment to ingest the
     warehouse is not opened at all, so a frequent schedule costs nothing while no events arrive.
     """
-    collector = load_settings(ServingSettings, home=settings.home)
+    collector = settings_without_app_key(settings.home)
     if collector.collector_backend == "redis":
         drain_redis_stream(settings, collector)
     segments = closed_segments(stream_dir(settings))

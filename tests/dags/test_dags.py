@@ -26,7 +26,9 @@ for dag_id, dag in bag.dags.items():
     dags[dag_id] = {"outlets": outlets, "schedule": schedule, "tags": sorted(dag.tags),
                     "timetable": type(dag.timetable).__name__,
                     "retries": dag.default_args.get("retries"), "catchup": dag.catchup,
-                    "documented": bool(dag.doc_md or dag.description)}
+                    "documented": bool(dag.doc_md or dag.description),
+                    "watchers": [[w.name, w.trigger.serialize()[0]] for a in (assets if condition is not None else [])
+                                 for w in getattr(a, "watchers", [])]}
 print(json.dumps({"errors": {k: v for k, v in bag.import_errors.items()}, "dags": dags}))
 """
 
@@ -73,6 +75,15 @@ def test_dagbag_loads_without_import_errors_and_chains_by_assets(tmp_path):
     assert dags["recforge_health"]["timetable"] == "AssetOrTimeSchedule"  # daily, and after each publication
     for dag in dags.values():
         assert dag["catchup"] is False and dag["retries"] >= 1 and "recforge" in dag["tags"] and dag["documented"]
+
+
+def test_with_the_redis_collector_micro_batches_are_scheduled_by_the_stream_itself(tmp_path):
+    loaded = load_dags(tmp_path, RECFORGE_COLLECTOR_BACKEND="redis")
+    assert loaded["errors"] == {}
+    stream = loaded["dags"]["recforge_stream_ingest"]
+    assert stream["schedule"] == ["recforge://collector/event-stream"]
+    assert stream["timetable"] == "AssetTriggeredTimetable"
+    assert stream["watchers"] == [["recforge_event_stream", "pipelines.ingest.stream_trigger.RedisStreamTrigger"]]
 
 
 def test_an_empty_train_cron_retrains_on_drift_only(tmp_path):

@@ -182,3 +182,38 @@ def test_a_day_through_the_collector_gives_the_raw_rows_the_same_day_as_a_daily_
     assert [r for _, r, _ in table(handmade, quarantine)] == [
         "duplicate_event_id", "unknown_event_type", "missing_user_id", "late_beyond_window",
     ]  # fmt: skip
+
+
+def test_the_stream_trigger_fires_once_events_wait_and_not_again_for_the_same_ones(redis_db):  # noqa: F811
+    import redis
+
+    from pipelines.ingest.stream_trigger import RedisStreamTrigger
+
+    trigger = RedisStreamTrigger(redis_db, "recforge:events", poll_seconds=0.05)
+    classpath, kwargs = trigger.serialize()
+    assert classpath == "pipelines.ingest.stream_trigger.RedisStreamTrigger"
+    assert RedisStreamTrigger(**kwargs).serialize() == (classpath, kwargs)  # what the triggerer rebuilds
+
+    async def watch():
+        events = trigger.run()
+        nothing = asyncio.wait_for(anext(events), timeout=0.5)
+        with pytest.raises(TimeoutError):  # an empty stream announces nothing
+            await nothing
+        events = trigger.run()
+        client = redis.Redis.from_url(redis_db)
+        client.xadd("recforge:events", {"day": "2026-01-05", "event": b"{}"})
+        client.xadd("recforge:events", {"day": "2026-01-05", "event": b"{}"})
+        fired = await asyncio.wait_for(anext(events), timeout=5)
+        with pytest.raises(TimeoutError):  # the same waiting events are announced once
+            await asyncio.wait_for(anext(events), timeout=0.5)
+        return fired.payload
+
+    payload = asyncio.run(watch())
+    assert payload["waiting"] == 2 and payload["stream"] == "recforge:events"
+
+
+def test_micro_batches_run_on_a_host_without_the_collectors_key_file(home, monkeypatch):
+    """An Airflow worker reads where events land, never the app key: a key file it lacks is no error."""
+    monkeypatch.setenv("RECFORGE_COLLECTOR_APP_KEY_FILE", "/nonexistent/app_key")
+    write_segment(home, datetime.now(UTC).date(), [orjson.dumps(now_event(1))])
+    assert ingest_stream(home).rows_accepted == 1
