@@ -3,6 +3,7 @@
 recforge simulate              write a synthetic event log into RECFORGE_HOME/landing
 recforge ingest --start D --end D
 recforge ingest --source movielens|retailrocket|recforge --path FILE_OR_DIR
+recforge ingest-stream [--replace]   the collector's closed segments (landing/stream/) as micro-batches
 recforge validate-raw --start D --end D
 recforge transform             dbt build
 recforge train                 train, evaluate, register, gate
@@ -51,6 +52,14 @@ def cmd_simulate(settings: Settings, args) -> None:
         f"duplicates, {sum(summary.malformed_injected.values())} malformed, {summary.bot_events} bot events) "
         f"-> {settings.landing_dir}"
     )
+
+
+def cmd_ingest_stream(settings: Settings, args) -> None:
+    from pipelines.ingest.stream import ingest_stream, stream_dir, stream_summary
+    from serving.collector.segments import closed_segments
+
+    result = ingest_stream(settings, replace=args.replace)
+    print(stream_summary(result, len(closed_segments(stream_dir(settings)))))
 
 
 def cmd_ingest(settings: Settings, args) -> None:
@@ -303,6 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
 
             command.add_argument("--source", choices=sorted(SOURCES), default="recforge", help="adapter for --path")
             command.add_argument("--path", type=Path, help="file or directory to import through the adapter")
+    stream = sub.add_parser("ingest-stream", help="ingest the collector's closed segments not ingested yet")
+    stream.add_argument("--replace", action="store_true", help="re-ingest every closed segment (each replaces itself)")
+    stream.set_defaults(func=cmd_ingest_stream)
     sub.add_parser("transform", help="dbt build: models and tests").set_defaults(func=cmd_transform)
     sub.add_parser("validate-marts", help="run the marts checkpoint").set_defaults(func=cmd_validate_marts)
     sub.add_parser("drift", help="compare the latest window with the baseline").set_defaults(func=cmd_drift)
