@@ -17,7 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import annotated_types
-from pydantic import Field, ValidationError
+from pydantic import Field, SecretStr, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
@@ -58,6 +58,7 @@ _TYPE_NAMES = {
     int: "an integer",
     float: "a finite number",
     str: "text",
+    SecretStr: "secret text",
     Path: "a path",
     datetime.date: "a date (YYYY-MM-DD)",
     list: "a JSON list",
@@ -123,7 +124,9 @@ def describe_invalid_settings(error: ValidationError, model: type[BaseSettings])
             continue
         name = str(item["loc"][0])
         rule = message if item["type"] == "value_error" else f"must be {valid_range(model.model_fields[name])}"
-        problems.append(f"{prefix}{name}".upper() + f"={item['input']!r}: {rule}")
+        secret = _base_type(model.model_fields[name].annotation)[0] is SecretStr
+        shown = "<hidden>" if secret else repr(item["input"])  # a secret is never echoed, even a wrong one
+        problems.append(f"{prefix}{name}".upper() + f"={shown}: {rule}")
     plural = "s" if len(problems) > 1 else ""
     return f"invalid setting{plural}: " + "; ".join(dict.fromkeys(problems))
 

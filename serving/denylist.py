@@ -55,8 +55,9 @@ def active_digests(entries: dict[str, str], live_version: str | None) -> frozens
     """The entries that still hold for a server serving `live_version`: those forgotten while it (or a
     later version) was live, i.e. whose recorded version sorts at or after it."""
     return frozenset(
-        digest for digest, version in entries.items() if version == NO_VERSION or live_version is None
-        or live_version <= version
+        digest
+        for digest, version in entries.items()
+        if version == NO_VERSION or live_version is None or live_version <= version
     )
 
 

@@ -119,6 +119,10 @@ def write_index(settings: Settings) -> Path:
         body += html.table(["checked", "window end", "verdict", "report"], drift_rows, frozenset({2, 3}))
     body += "<h2>Model evaluation</h2>"
     body += f"<p>{_link(root, evaluation, 'latest evaluation report')} &middot; updated {_modified(evaluation)}</p>"
+    privacy = root / "privacy" / "index.html"
+    if privacy.exists():
+        body += "<h2>Privacy</h2>"
+        body += f"<p>{_link(root, privacy, 'forget requests (audit)')} &middot; updated {_modified(privacy)}</p>"
     body += "<h2>Warehouse documentation (dbt docs)</h2>"
     body += f"<p>{_link(root, dbt_docs, 'dbt docs')} &middot; generated {_modified(dbt_docs)}</p>"
     path = root / "index.html"
