@@ -15,6 +15,7 @@ from pathlib import Path
 
 import annotated_types
 import pytest
+from pydantic import SecretStr
 
 from pipelines.settings import REPO_ROOT, InvalidSettings, Settings, get_settings
 from serving.config import ServingSettings, valid_range
@@ -147,7 +148,7 @@ def test_every_setting_declares_a_range(model):
         kinds = {type(item) for item in field.metadata}
         if annotation in (int, float):
             bounded = kinds & {annotated_types.Ge, annotated_types.Gt, annotated_types.Le, annotated_types.Lt}
-        elif annotation is str:
+        elif annotation in (str, SecretStr):
             bounded = annotated_types.MinLen in kinds or name in validated or name in free_text
         else:
             bounded = typing.get_origin(annotation) in (typing.Literal, list, dict) or annotation in (bool, date, Path)
