@@ -1,10 +1,11 @@
 """recforge_forget: forget users in every store, then prove it and write the audit (triggered by hand).
 
-Trigger with the ids in the run's conf, ``{"user_ids": ["u000754"]}``, or, to keep them out of
-Airflow's metadata altogether, a file of ids on the workers' disk, ``{"ids_file": "/path/ids.txt"}``
-(one per line). Ids given in conf are stored by Airflow with the run; the ``reports_and_logs``
-task redacts them from the embedded metadata database (SQLite under RECFORGE_HOME/airflow); a
-PostgreSQL metadata database keeps them, so use ``ids_file`` there. One task per store group of
+Trigger with a file of ids on the workers' disk, outside RECFORGE_HOME, ``{"ids_file": "/path/ids.txt"}``
+(one per line), or with the ids themselves, ``{"user_ids": ["u000754"]}``. Airflow stores a run's
+conf in its metadata database and keeps writing the run while it lasts, so ids given in conf stay
+there (under RECFORGE_HOME/airflow in the embedded default): ``finish`` then fails naming that
+database, and the way out is ``airflow dags delete recforge_forget`` and ``recforge forget`` for the
+same ids, which redacts and verifies. ``ids_file`` leaves Airflow nothing to keep. One task per store group of
 ``pipelines/privacy/forget.py`` (the deny list first, so serving stops at once), then ``finish``:
 the search of the whole home and the audit. Feeds PUBLICATION (the version without the users).
 """
@@ -85,11 +86,20 @@ def recforge_forget():
     @task
     def finish():
         """Search every file under the home for the ids (fails naming any file), then write the audit."""
-        from pipelines.privacy.forget import finish_request
+        from pipelines.privacy.forget import ForgetError, finish_request
         from pipelines.settings import get_settings
 
         ids, request_id = _request()
-        return finish_request(get_settings(), ids, request_id).summary()
+        try:
+            return finish_request(get_settings(), ids, request_id).summary()
+        except ForgetError as error:
+            if get_current_context()["dag_run"].conf.get("user_ids"):
+                raise ForgetError(
+                    f"{error}. The ids came in this run's conf, which Airflow keeps in its metadata database: "
+                    "delete the run (airflow dags delete recforge_forget), then run `recforge forget` for the same "
+                    'ids; trigger with {"ids_file": "/path outside RECFORGE_HOME"} to avoid it'
+                ) from None
+            raise
 
     serving_deny_list() >> landing() >> warehouse() >> models() >> publications() >> reports_and_logs() >> finish()
 

@@ -61,6 +61,7 @@ DBT_SCHEMAS = ("staging", "intermediate", "marts")
 # whatever else a stage adds later are found the same way).
 PYTHON_SCHEMAS = ("raw", "quarantine", "monitoring")
 SQLITE_MAGIC = b"SQLite format 3\x00"
+SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
 ITEM_ONLY_NOTE = "item_index.faiss holds item vectors only: unchanged"
 
 
@@ -520,12 +521,20 @@ def redact_remaining_files(settings: Settings, ids: list[str]) -> StoreOutcome:
     probes = [needle for value in ids for needle in needles(value)]
     replaced, files = 0, []
     skip = {settings.warehouse_path}
-    for path in sorted(p for p in settings.home.rglob("*") if p.is_file() and not p.is_symlink()):
+    paths = sorted(p for p in settings.home.rglob("*") if p.is_file() and not p.is_symlink())
+    # A SQLite database's write-ahead log or journal holds its recent pages: never edited as bytes (that
+    # breaks its checksums); the database is redacted through SQLite, then checkpointed and vacuumed.
+    databases = {p.with_name(p.name.removesuffix(suffix)) for p in paths for suffix in SQLITE_SIDE_FILES
+                 if p.name.endswith(suffix) and any(n.found_in(p.read_bytes()) for n in probes)}  # fmt: skip
+    for path in paths:
         if path in skip or path.is_relative_to(settings.landing_dir) or path.is_relative_to(settings.published_dir):
+            continue
+        if path.name.endswith(SQLITE_SIDE_FILES):
             continue
         data = path.read_bytes()
         if data.startswith(SQLITE_MAGIC):
-            count = _redact_sqlite(path, ids, probes) if any(p.found_in(data) for p in probes) else 0
+            hit = path in databases or any(p.found_in(data) for p in probes)
+            count = _redact_sqlite(path, ids) if hit else 0
         elif data.startswith((PARQUET_MAGIC, ZIP_MAGIC)):
             continue  # models and publications have their own steps; verification catches anything else
         elif data.startswith(GZIP_MAGIC):
@@ -582,8 +591,9 @@ def _redact_gzip(path: Path, data: bytes, ids: list[str], probes) -> int:
     return count
 
 
-def _redact_sqlite(path: Path, ids: list[str], probes) -> int:
-    """Redact every text value naming an id in every table, then VACUUM so no free page keeps the old text."""
+def _redact_sqlite(path: Path, ids: list[str]) -> int:
+    """Redact every text value naming an id in every table, then checkpoint the write-ahead log and VACUUM,
+    so neither a free page nor an old WAL frame keeps the old text."""
     con = sqlite3.connect(path, timeout=60)
     count = 0
     try:
@@ -604,7 +614,9 @@ def _redact_sqlite(path: Path, ids: list[str], probes) -> int:
                                 new_value = new if isinstance(old, bytes) else new.decode()
                                 con.execute(f'update "{table}" set "{column}" = ? where rowid = ?', [new_value, rowid])
                                 count += n
+        con.execute("pragma wal_checkpoint(truncate)")
         con.execute("vacuum")
+        con.execute("pragma wal_checkpoint(truncate)")
     except sqlite3.OperationalError as error:
         raise ForgetError(f"{path}: cannot redact the SQLite database: {error}") from None
     finally:
@@ -736,11 +748,8 @@ def forget_users(
             progress(f"forget {request_id}: {group}: done before, skipped")
             continue
         progress(f"forget {request_id}: {group}...")
-        for store in run_group(settings, ids, request_id, group):
-            progress(f"forget {request_id}: {store.store}: {store.rows_removed} removed. {store.note}")
-    result = finish_request(settings, ids, request_id)
-    progress(result.summary())
-    return result
+        run_group(settings, ids, request_id, group)  # logs each store's outcome
+    return finish_request(settings, ids, request_id)
 
 
 def _relative(settings: Settings, hit: Hit) -> str:
