@@ -53,12 +53,12 @@ def read_denylist(path: Path) -> tuple[str | None, dict[str, str]]:
 
 def active_digests(entries: dict[str, str], live_version: str | None) -> frozenset[str]:
     """The entries that still hold for a server serving `live_version`: those forgotten while it (or a
-    later version) was live, i.e. whose recorded version sorts at or after it."""
-    return frozenset(
-        digest
-        for digest, version in entries.items()
-        if version == NO_VERSION or live_version is None or live_version <= version
-    )
+    later version) was live, i.e. whose recorded version sorts at or after it. An entry made when nothing
+    was published holds only until something is (forget's own publication step runs under the publish
+    lock, so no version made before the request can go live after it)."""
+    if live_version is None:
+        return frozenset(entries)
+    return frozenset(d for d, version in entries.items() if version != NO_VERSION and live_version <= version)
 
 
 def add_to_denylist(path: Path, user_ids: list[str], live_version: str | None) -> int:

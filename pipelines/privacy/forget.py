@@ -744,7 +744,7 @@ def forget_users(
     path = _progress_file(settings, request_id)
     done = json.loads(path.read_text()).get("groups", {}) if path.exists() else {}
     for group in STEP_GROUPS:
-        if group in done and group not in ("serving_deny_list", "reports_and_logs"):
+        if group in done:
             progress(f"forget {request_id}: {group}: done before, skipped")
             continue
         progress(f"forget {request_id}: {group}...")
