@@ -446,6 +446,7 @@ def forget_in_models(settings: Settings, ids: list[str], request_id: str) -> tup
     roots = [settings.mlflow_dir / "artifacts", settings.models_dir]
     removed, bundles, touched_dirs = 0, 0, []
     for root in roots:
+        _finish_interrupted_saves(root)
         for npz in sorted(root.rglob("model.npz")) if root.exists() else []:
             bundle = npz.parent
             if bundle.parent.name == "generators":  # a ranker's generator: rewritten with its ranker
@@ -466,11 +467,31 @@ def forget_in_models(settings: Settings, ids: list[str], request_id: str) -> tup
     return StoreOutcome("model_artifacts", removed, note), versions
 
 
+def _finish_interrupted_saves(root: Path) -> None:
+    """Complete a `_save_in_place` a crash cut short: the new copy goes into place if it was written, else the
+    old one goes back (and this run rewrites it); leftovers are removed."""
+    if not root.exists():
+        return
+    for old in sorted(root.rglob(f"*{SAVE_OLD}")):
+        bundle = old.with_name(old.name.removeprefix(".").removesuffix(SAVE_OLD))
+        new = old.with_name(f".{bundle.name}{SAVE_TMP}")
+        if not bundle.exists():
+            os.rename(new if (new / "model.json").exists() else old, bundle)
+        shutil.rmtree(old, ignore_errors=True)
+        shutil.rmtree(new, ignore_errors=True)
+    for new in sorted(root.rglob(f"*{SAVE_TMP}")):
+        shutil.rmtree(new)
+
+
+SAVE_TMP, SAVE_OLD = ".forget-tmp", ".forget-old"
+
+
 def _save_in_place(model, bundle: Path) -> None:
-    staging = bundle.with_name(f".{bundle.name}.forget-tmp")
+    """Write the model beside its bundle, then swap the two by renames (model.json is written last by save)."""
+    staging = bundle.with_name(f".{bundle.name}{SAVE_TMP}")
     shutil.rmtree(staging, ignore_errors=True)
     model.save(staging)
-    old = bundle.with_name(f".{bundle.name}.forget-old")
+    old = bundle.with_name(f".{bundle.name}{SAVE_OLD}")
     shutil.rmtree(old, ignore_errors=True)
     os.rename(bundle, old)
     os.rename(staging, bundle)

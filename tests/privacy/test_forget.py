@@ -107,6 +107,27 @@ def test_a_new_publication_without_the_user_is_live_and_older_versions_are_rewri
         assert user not in set(pq.read_table(root / version / USER_RECS).column("user_id").to_pylist())
 
 
+def test_the_rewritten_champion_still_loads_and_the_next_publication_holds_no_forgotten_user(forgotten, tmp_path):
+    import mlflow.pyfunc
+
+    from pipelines.publication.publish import load_champion, publish
+    from pipelines.training.tracking import configure
+
+    settings, user, result, _ = forgotten
+    settings = copy_home(settings, tmp_path / "home")
+    model, facts = load_champion(settings)
+    assert user not in set(model.user_ids.astype(str)) and facts["version"] in result.model_versions
+    client = configure(settings)
+    version = client.get_model_version(settings.registered_model_name, facts["version"])
+    assert version.tags[f"forget.{result.request_id}"] == "user rows removed in place"
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{settings.registered_model_name}/{facts['version']}")
+    answer = pyfunc.predict(pd.DataFrame({"user_id": [user, published_user(settings, 20)]}), params={"k": 3})
+    assert set(answer["user_id"]) == {published_user(settings, 20)}  # the forgotten user is unknown to it
+    republished = publish(settings)
+    assert user not in set(pq.read_table(republished.path / USER_RECS).column("user_id").to_pylist())
+    assert find_ids(settings.home, [user]) == []
+
+
 def test_the_api_answers_the_forgotten_user_with_the_fallback(forgotten):
     settings, user, _, _ = forgotten
     with TestClient(create_app(ServingSettings(home=settings.home))) as client:
