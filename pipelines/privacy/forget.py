@@ -49,7 +49,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pipelines.privacy.keys import keyed_hash, privacy_key
-from pipelines.privacy.scan import GZIP_MAGIC, PARQUET_MAGIC, ZIP_MAGIC, Hit, find_ids, needles
+from pipelines.privacy.scan import GZIP_MAGIC, PARQUET_MAGIC, ZIP_MAGIC, Hit, file_holds, find_ids, needles
 from pipelines.settings import Settings
 from serving.ids import ID_PATTERN, id_violation
 
@@ -546,21 +546,21 @@ def redact_remaining_files(settings: Settings, ids: list[str]) -> StoreOutcome:
     # A SQLite database's write-ahead log or journal holds its recent pages: never edited as bytes (that
     # breaks its checksums); the database is redacted through SQLite, then checkpointed and vacuumed.
     databases = {p.with_name(p.name.removesuffix(suffix)) for p in paths for suffix in SQLITE_SIDE_FILES
-                 if p.name.endswith(suffix) and any(n.found_in(p.read_bytes()) for n in probes)}  # fmt: skip
+                 if p.name.endswith(suffix) and file_holds(p, probes)}  # fmt: skip
     for path in paths:
         if path in skip or path.is_relative_to(settings.landing_dir) or path.is_relative_to(settings.published_dir):
             continue
         if path.name.endswith(SQLITE_SIDE_FILES):
             continue
-        data = path.read_bytes()
-        if data.startswith(SQLITE_MAGIC):
-            hit = path in databases or any(p.found_in(data) for p in probes)
-            count = _redact_sqlite(path, ids) if hit else 0
-        elif data.startswith((PARQUET_MAGIC, ZIP_MAGIC)):
+        with open(path, "rb") as handle:
+            head = handle.read(len(SQLITE_MAGIC))
+        if head.startswith(SQLITE_MAGIC):
+            count = _redact_sqlite(path, ids) if path in databases or file_holds(path, probes) else 0
+        elif head.startswith((PARQUET_MAGIC, ZIP_MAGIC)):
             continue  # models and publications have their own steps; verification catches anything else
-        elif data.startswith(GZIP_MAGIC):
-            count = _redact_gzip(path, data, ids, probes)
-        elif any(p.found_in(data) for p in probes):
+        elif head.startswith(GZIP_MAGIC):
+            count = _redact_gzip(path, path.read_bytes(), ids, probes)
+        elif file_holds(path, probes):
             count = _redact_text_file(path, ids, replacement=None)
         else:
             count = 0

@@ -89,20 +89,40 @@ def _found(data: bytes, patterns: list[Needle]) -> bool:
     return any(needle.found_in(data) for needle in patterns)
 
 
+CHUNK_BYTES = 16 << 20  # files are searched in pieces: a warehouse of many GiB is never read whole
+
+
+def file_holds(path: Path, patterns: list[Needle]) -> bool:
+    """Whether the file's raw bytes hold any of the needles, read in CHUNK_BYTES pieces that overlap by the
+    longest needle and its neighbours, so an id across a piece boundary is still found whole."""
+    overlap = max((len(n.encoded) + 2 * n.width for n in patterns), default=0)
+    tail = b""
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK_BYTES):
+            window = tail + chunk
+            if _found(window, patterns):
+                return True
+            tail = window[-overlap:]
+    return False
+
+
 def _file_hits(path: Path, patterns: list[Needle]) -> list[str]:
-    data = path.read_bytes()
-    hits = ["bytes"] if _found(data, patterns) else []
-    if data.startswith(GZIP_MAGIC):
+    with open(path, "rb") as handle:
+        head = handle.read(DUCKDB_MAGIC_OFFSET + len(DUCKDB_MAGIC))
+        handle.seek(max(path.stat().st_size - len(PARQUET_MAGIC), 0))
+        end = handle.read()
+    hits = ["bytes"] if file_holds(path, patterns) else []
+    if head.startswith(GZIP_MAGIC):
         try:
-            if _found(gzip.decompress(data), patterns):
+            if _found(gzip.decompress(path.read_bytes()), patterns):
                 hits.append("gzip")
         except (OSError, EOFError):
             hits.append("gzip: unreadable")  # cannot prove it absent
-    elif data.startswith(ZIP_MAGIC):
+    elif head.startswith(ZIP_MAGIC):
         hits += _zip_hits(path, patterns)
-    elif data.startswith(PARQUET_MAGIC) and data.endswith(PARQUET_MAGIC):
+    elif head.startswith(PARQUET_MAGIC) and end == PARQUET_MAGIC:
         hits += _parquet_hits(path, patterns)
-    elif data[DUCKDB_MAGIC_OFFSET : DUCKDB_MAGIC_OFFSET + len(DUCKDB_MAGIC)] == DUCKDB_MAGIC:
+    elif head[DUCKDB_MAGIC_OFFSET:] == DUCKDB_MAGIC:
         hits += _duckdb_hits(path, patterns)
     return hits
 

@@ -70,3 +70,15 @@ def test_deleted_rows_stay_in_duckdbs_file_until_it_is_rewritten(settings):
     assert secret.encode() not in settings.warehouse_path.read_bytes() and "fresh file" in outcome.note
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
         assert con.execute("select count(*) from raw.notes").fetchone() == (199,)
+
+
+def test_an_id_across_two_pieces_of_a_large_file_is_still_found(tmp_path, monkeypatch):
+    import pipelines.privacy.scan as scan
+
+    monkeypatch.setattr(scan, "CHUNK_BYTES", 64)
+    path = tmp_path / "big.log"
+    for offset in range(58, 70):  # the id starts just before, on and just after the piece boundary
+        path.write_bytes(b"-" * (offset - 1) + b" u000042 " + b"-" * 100)
+        assert scan.file_holds(path, scan.needles("u000042")), offset
+    path.write_bytes(b"-" * 60 + b" u0000421 " + b"-" * 100)
+    assert not scan.file_holds(path, scan.needles("u000042"))
