@@ -3,8 +3,9 @@
 A model class registers itself in ``models.base._REGISTRY`` under its ``name`` when its module is
 imported. A candidate's constructor parameter ``p`` takes, in order: ``train_model_params[name][p]``
 (an explicit choice, never tuned), else its tuned value (``pipelines/training/tuning.py``, when
-training passes them), else the setting ``<name>_<p>`` if there is one (``als_factors``), else the
-class default; ``random_state`` is ``train_random_state``.
+training passes them), else the setting ``<name>_<p>`` if there is one (``als_factors``), else that of a
+model it extends (``settings_names``: ``als_content`` takes ``als_factors``), else the class default;
+``random_state`` is ``train_random_state``.
 """
 
 from __future__ import annotations
@@ -51,8 +52,11 @@ def candidate_params(name: str, settings: Settings, tuned: dict | None = None) -
             params[parameter] = tuned[parameter]
         elif parameter == "random_state":
             params[parameter] = settings.train_random_state
-        elif f"{name}_{parameter}" in type(settings).model_fields:
-            params[parameter] = getattr(settings, f"{name}_{parameter}")
+        else:
+            for prefix in getattr(cls, "settings_names", (name,)):
+                if f"{prefix}_{parameter}" in type(settings).model_fields:
+                    params[parameter] = getattr(settings, f"{prefix}_{parameter}")
+                    break
     return params
 
 
