@@ -15,10 +15,14 @@ publication's rules, every metric on the held-out period), and on the wave itsel
 - ``wave.exposure_at_10``: the share of top-10 slots given to wave items;
 - ``new_items.ndcg_at_10`` / ``new_item_exposure_at_10``: the pipeline's own new-item metrics.
 
+MovieLens (``--movielens``, titles and genres from ``--data-dir``): one global time cutoff holding
+out the latest ``--ml-test-share`` of the ratings; movies first rated after it are the untouched
+new items (the catalog lists every movie), so ``new_items.*`` measures cold start there.
+
 Models: ``als`` (the reference), ``als_content`` with the TF-IDF encoder, and ``als_content`` with
 TF-IDF + the packaged sentence model when the ``content`` extra is installed. The table reports the
 median over seeds and each seed's ratio to ALS (median, min, max), so a shift of the whole
-simulated world moves both sides together.
+simulated world moves both sides together; no ratio where ALS is below 0.005 (it cannot know the items).
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from pipelines.training.data import item_features  # noqa: E402
 
 log = logging.getLogger("cold_start")
 K = 10
+RATIO_FLOOR = 0.005
 HEADLINE = ("ndcg_at_10", "wave.ndcg_at_10", "wave.exposure_at_10", "new_items.ndcg_at_10", "new_item_exposure_at_10")
 
 
@@ -105,6 +110,11 @@ def models_to_compare() -> dict[str, dict]:
     }
     if sentence_model_available():
         compared["als_content (tfidf+minilm)"] = {"name": "als_content", "params": {"encoder": "sentence"}}
+    # Taught by head items only: a map that assumes a new item is as popular as the head (see README).
+    compared["als_content (tfidf, warm_users=40)"] = {
+        "name": "als_content",
+        "params": {"encoder": "tfidf", "map_warm_users": 40},
+    }
     return compared
 
 
@@ -135,8 +145,36 @@ def run_seed(seed: int, args, work_dir: Path) -> list[dict]:
     return [row for lead in args.lead_days for row in run_fold(seed, lead, event_log, catalog, launch_ts, args)]
 
 
-def run_fold(seed: int, lead_days: float, event_log, catalog: pd.DataFrame, launch_ts: float, args) -> list[dict]:
-    cutoff = launch_ts + lead_days * SECONDS_PER_DAY
+def movielens(name: str, args) -> tuple[EventLog, pd.DataFrame, float]:
+    """(event log, catalog with titles and genres, cutoff): every rating a positive, the latest share held out."""
+    from pipelines.ingest.sources import read_movielens_catalog
+
+    directory = args.data_dir / name
+    if name == "ml-100k":
+        ratings = pd.read_csv(directory / "u.data", sep="\t", names=["user", "item", "rating", "ts"])
+    else:
+        ratings = pd.read_csv(directory / "ratings.csv").rename(
+            columns={"userId": "user", "movieId": "item", "timestamp": "ts"}
+        )
+    frame = pd.DataFrame(
+        {
+            Columns.User: ratings["user"].astype(str),
+            Columns.Item: ratings["item"].astype(str),
+            EVENT_TS: pd.to_datetime(ratings["ts"], unit="s", utc=True),
+            Columns.Weight: 1.0,
+        }
+    )
+    catalog = read_movielens_catalog(directory)
+    event_log = EventLog.from_frame(frame, args.half_life_days, item_features(catalog))
+    cutoff = float(ratings["ts"].quantile(1.0 - args.ml_test_share))
+    return event_log, catalog, cutoff
+
+
+def run_fold(
+    seed: int, lead_days: float, event_log, catalog: pd.DataFrame, launch_ts: float | None, args, cutoff=None
+) -> list[dict]:
+    """Every model on one fold; ``launch_ts`` (the simulated wave) adds the wave's metrics."""
+    cutoff = launch_ts + lead_days * SECONDS_PER_DAY if cutoff is None else cutoff
     test_days = (event_log.end - cutoff) / SECONDS_PER_DAY
     fold = global_time_folds(event_log, 1, test_days, test_days, args.new_item_days)[0]
     log.info("seed %d, lead %g days: %s", seed, lead_days, fold.describe())
@@ -156,7 +194,7 @@ def run_fold(seed: int, lead_days: float, event_log, catalog: pd.DataFrame, laun
             "fit_seconds": fit_seconds,
             "items_known": len(model.item_ids),
             **{m: scored.metrics[m] for m in HEADLINE if m in scored.metrics},
-            **wave_metrics(model, fold, catalog, lists, launch_ts),
+            **(wave_metrics(model, fold, catalog, lists, launch_ts) if launch_ts is not None else {}),
         }
         log.info("  %-28s %s", label, "  ".join(f"{m}={row.get(m, float('nan')):.4f}" for m in HEADLINE))
         rows.append(row)
@@ -165,19 +203,29 @@ def run_fold(seed: int, lead_days: float, event_log, catalog: pd.DataFrame, laun
 
 def markdown(rows: list[dict]) -> str:
     frame = pd.DataFrame(rows)
-    reference = frame[frame["model"] == "als"].set_index(["seed", "lead_days"])
+    if "dataset" not in frame:
+        frame["dataset"] = "simulated"
+    frame["dataset"] = frame["dataset"].fillna("simulated")
     lines = []
-    for lead, group in frame.groupby("lead_days"):
-        lines.append(f"\nWave launched {lead:g} day(s) before the cutoff ({group['seed'].nunique()} seeds):\n")
-        header = "| model | " + " | ".join(HEADLINE) + " | fit s |"
-        lines += [header, "|" + "---|" * (len(HEADLINE) + 2)]
+    for (dataset, lead), group in frame.groupby(["dataset", "lead_days"], sort=False):
+        reference = group[group["model"] == "als"].set_index(["seed", "lead_days"])
+        metrics = [m for m in HEADLINE if m in group and group[m].notna().all()]
+        if dataset == "simulated":
+            lines.append(
+                f"\nSimulated, wave launched {lead:g} day(s) before the cutoff ({group['seed'].nunique()} seeds):\n"
+            )
+        else:
+            lines.append(f"\n{dataset}, latest ratings held out ({group['seed'].nunique()} seeds of the models):\n")
+        header = "| model | " + " | ".join(metrics) + " | fit s |"
+        lines += [header, "|" + "---|" * (len(metrics) + 2)]
         for label, model_rows in group.groupby("model", sort=False):
             cells = []
-            for metric in HEADLINE:
+            for metric in metrics:
                 values = model_rows.set_index(["seed", "lead_days"])[metric]
                 ratio = values / reference[metric].reindex(values.index)
                 cell = f"{values.median():.4f}"
-                if label != "als" and np.isfinite(ratio).all():  # no ratio to a reference of 0
+                # A ratio to a reference near 0 (ALS on items it cannot know) says nothing: values only.
+                if label != "als" and reference[metric].min() >= RATIO_FLOOR:
                     cell += f" ({ratio.median():.2f}x, {ratio.min():.2f}-{ratio.max():.2f})"
                 cells.append(cell)
             lines.append(f"| {label} | " + " | ".join(cells) + f" | {model_rows['fit_seconds'].median():.1f} |")
@@ -186,7 +234,8 @@ def markdown(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
+    # Not 42-44: the map's defaults were chosen on seeds 42 and 43.
+    parser.add_argument("--seeds", type=int, nargs="+", default=[45, 46, 47])
     parser.add_argument("--lead-days", type=float, nargs="+", default=[0.0, 1.0])
     parser.add_argument("--users", type=int, default=1500)
     parser.add_argument("--items", type=int, default=600)
@@ -194,6 +243,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--launch-day", type=int, default=21)
     parser.add_argument("--half-life-days", type=float, default=14.0)
     parser.add_argument("--new-item-days", type=float, default=7.0)
+    parser.add_argument("--movielens", nargs="*", default=["ml-100k", "ml-latest-small"], help="also these sets")
+    parser.add_argument("--data-dir", type=Path, default=REPO_ROOT.parent / "shared" / "data")
+    parser.add_argument("--ml-test-share", type=float, default=0.1, help="MovieLens: latest share of ratings held out")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "results" / "cold_start.json")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
@@ -204,6 +256,11 @@ def main(argv: list[str] | None = None) -> int:
         for n, seed in enumerate(args.seeds, 1):
             log.info("seed %d/%d: %d", n, len(args.seeds), seed)
             rows.extend(run_seed(seed, args, Path(tmp)))
+    for name in args.movielens:
+        event_log, catalog, cutoff = movielens(name, args)
+        for seed in args.seeds:
+            for row in run_fold(seed, 0.0, event_log, catalog, None, args, cutoff=cutoff):
+                rows.append({**row, "dataset": name})
     table = markdown(rows)
     print(table)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -44,7 +44,7 @@ import scipy.sparse as sp
 from models.als import ALSRecommender
 from models.dataset import Interactions
 from models.factorization import FactorizationRecommender
-from models.search import FloatRange, SearchSpace
+from models.search import FloatRange, IntRange, SearchSpace
 
 log = logging.getLogger(__name__)
 
@@ -257,10 +257,13 @@ class ContentColdStart(FactorizationRecommender):
 
     Parameters (besides the base model's)
     ----------
-    map_regularization : ridge λ of the map; larger shrinks mapped items towards the average item.
-    map_warm_users : items with at least this many distinct training users teach the map.
+    map_regularization : ridge λ of the map; larger shrinks mapped items towards zero (fewer slots).
+    map_warm_users : items with at least this many distinct training users teach the map. Their
+        factors are well estimated, and their norm carries their popularity, so this also sets how
+        popular the map assumes a new item to be (benchmarks/README.md measures both sides).
     map_shrinkage : an item with n users keeps n / (n + shrinkage) of its own factors and takes
-        the rest from its mapped content vector (0: only items without any interaction are mapped).
+        the rest from its mapped content vector (0, the default: only items without any interaction
+        are mapped, and the model equals ALS on every item users have touched).
     encoder : "auto", "tfidf" or "sentence" (see :class:`ContentEncoder`).
     """
 
@@ -292,8 +295,11 @@ class ContentColdStart(FactorizationRecommender):
 
     @staticmethod
     def content_search_space() -> SearchSpace:
+        """The teaching set matters most: items with many users have large factors (popularity lives in
+        the norm), so a map learnt on them gives new items a head-like prior; on few-user items, a tail-like one."""
         return {
-            "map_regularization": FloatRange(0.01, 100.0, log=True),
+            "map_regularization": FloatRange(0.01, 10.0, log=True),
+            "map_warm_users": IntRange(2, 100, log=True),
             "map_shrinkage": FloatRange(0.0, 20.0),
         }
 
@@ -362,9 +368,9 @@ class ContentALSRecommender(ContentColdStart, ALSRecommender):
         regularization: float = 0.05,
         iterations: int = 20,
         alpha: float = 20.0,
-        map_regularization: float = 1.0,
-        map_warm_users: int = 5,
-        map_shrinkage: float = 2.0,
+        map_regularization: float = 0.1,
+        map_warm_users: int = 10,
+        map_shrinkage: float = 0.0,
         encoder: str = "auto",
         random_state: int = 0,
     ):

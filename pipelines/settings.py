@@ -175,7 +175,7 @@ class Settings(BaseSettings):
         "(the optional 'content' extra); auto adds it only where that package is installed.",
     )
     als_content_map_regularization: float = Field(
-        default=1.0, gt=0, le=1e6, description="Ridge penalty of the map from item content to ALS item factors."
+        default=0.1, gt=0, le=1e6, description="Ridge penalty of the map from item content to ALS item factors."
     )
     promotion_min_lift: float = Field(
         default=0.0,
