@@ -330,10 +330,15 @@ class ContentColdStart(FactorizationRecommender):
         users = np.diff(self.seen.tocsc().indptr).astype(np.float64)
         teaching = users >= self.map_warm_users
         if teaching.sum() < 2:
-            raise NoContentError(
-                f"{self.name}: {int(teaching.sum())} item(s) have >= map_warm_users={self.map_warm_users} users; "
-                "too few to learn the content map"
+            # A small fold (or a tuning trial's large threshold) must not stop training: teach with every touched item.
+            log.warning(
+                "%s: %d item(s) have >= map_warm_users=%d users; the map learns from all %d touched items",
+                self.name,
+                int(teaching.sum()),
+                self.map_warm_users,
+                int((users > 0).sum()),
             )
+            teaching = users > 0
         weights = ridge_map(vectors[:n_warm][teaching], self.item_factors[teaching], self.map_regularization)
         mapped = np.asarray(vectors @ weights, dtype=np.float32)
         own = (users / (users + self.map_shrinkage)) if self.map_shrinkage > 0 else np.ones_like(users)

@@ -184,3 +184,11 @@ def test_the_packaged_sentence_model_adds_unit_length_embeddings_offline():
     vectors = encoder.fit_transform(catalog_with_cold_items())
     assert encoder.uses_sentences and vectors.shape[1] == len(encoder.vocabulary) + 384
     assert np.allclose(np.asarray(vectors.multiply(vectors).sum(axis=1)).ravel(), 1.0, atol=1e-5)
+
+
+def test_a_teaching_threshold_above_every_item_falls_back_to_all_touched_items():
+    data = Interactions.from_frame(community_walks(), catalog=catalog_with_cold_items())
+    model = ContentALSRecommender(
+        factors=4, iterations=15, regularization=1.0, alpha=1.0, encoder="tfidf", map_warm_users=1000
+    ).fit(data)
+    assert model.n_cold_items == 2 and np.isfinite(model.item_factors).all()
