@@ -20,7 +20,9 @@ def child_models(client, run_id: str) -> list[str]:
 
 
 def test_the_default_set_is_every_algorithm_family():
-    assert {"ease", "itemknn_bm25", "als", "bpr", "popularity_recent", "sasrec", "ranker"} <= set(DEFAULT_CANDIDATES)
+    assert {"ease", "itemknn_bm25", "als", "als_content", "bpr", "popularity_recent", "sasrec", "ranker"} <= set(
+        DEFAULT_CANDIDATES
+    )
 
 
 def test_the_default_candidate_set_trains_end_to_end_and_the_ranker_refuses_too_short_folds(built, tmp_path):
