@@ -52,6 +52,9 @@ def test_the_encoder_is_deterministic():
     first = ContentEncoder(encoder="tfidf").fit_transform(items)
     second = ContentEncoder(encoder="tfidf").fit_transform(items.copy())
     assert (first != second).nnz == 0
+    encoder = ContentEncoder(encoder="tfidf")
+    encoder.fit_transform(items)
+    assert (encoder.transform(items) != first).nnz == 0  # a later batch is encoded with the same vocabulary
     assert np.allclose(np.asarray(first.multiply(first).sum(axis=1)).ravel(), 1.0)
 
 
