@@ -160,10 +160,6 @@ class ContentEncoder:
             raise RuntimeError("ContentEncoder.transform before fit_transform")
         return self._vectors(content, self._documents(content))
 
-    @property
-    def dimension(self) -> int:
-        return len(self.vocabulary) + (SENTENCE_DIMENSION if self.uses_sentences else 0)
-
     def _documents(self, content: pd.DataFrame) -> list[list[str]]:
         prices = pd.to_numeric(content["price"], errors="coerce") if "price" in content else None
         documents = []

@@ -4,7 +4,9 @@ Why these mechanics: a recommender can only beat popularity if users differ in a
 learnable way. Users here have latent tastes over categories (Dirichlet, so most
 users care about two or three) plus a small latent vector that prefers some items
 within a category; items have power-law popularity. Sessions walk a funnel
-view -> click -> add_to_cart -> purchase. New items and users appear over time.
+view -> click -> add_to_cart -> purchase. New items and users appear over time. Each item's
+title and description name its category's product and the traits of its latent vector, so a
+content model can place an item nobody has touched yet (``models/content.py``).
 
 The log is deliberately dirty in known amounts (exact duplicate events, malformed
 rows of several kinds, bot users firing events faster than a human can) and the
