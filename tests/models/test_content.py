@@ -195,3 +195,11 @@ def test_a_teaching_threshold_above_every_item_falls_back_to_all_touched_items()
         factors=4, iterations=15, regularization=1.0, alpha=1.0, encoder="tfidf", map_warm_users=1000
     ).fit(data)
     assert model.n_cold_items == 2 and np.isfinite(model.item_factors).all()
+
+
+def test_on_the_items_users_touched_it_is_exactly_als(fitted):
+    """By default only untouched items are mapped: with and without content differ only on them."""
+    data = Interactions.from_frame(community_walks(), item_features=catalog(), catalog=catalog_with_cold_items())
+    plain = ALSRecommender(factors=4, iterations=15, regularization=1.0, alpha=1.0).fit(data)
+    users = np.arange(N_USERS)
+    assert np.array_equal(fitted._score(users)[:, : data.n_items], plain._score(users))
