@@ -121,8 +121,7 @@ def models_to_compare() -> dict[str, dict]:
 def wave_metrics(model, fold, catalog: pd.DataFrame, lists: np.ndarray, launch_ts: float) -> dict[str, float]:
     """NDCG@10 on held-out wave items and the wave's share of top-10 slots."""
     relevant, _ = fold.columns_for(model.item_ids)
-    outside = ~pd.Index(fold.unknown_item_ids).isin(pd.Index(model.item_ids))
-    column_ids = np.concatenate([np.asarray(model.item_ids, dtype=object), fold.unknown_item_ids[outside]])
+    column_ids = fold.column_ids(model.item_ids)
     created = catalog.set_index(Columns.Item)["created_at"].reindex(column_ids)
     is_wave = ((created - pd.Timestamp(launch_ts, unit="s", tz="UTC")).dt.total_seconds() >= 0).to_numpy()
     wave_relevant = relevant.multiply(is_wave.astype(np.float32)[None, :]).tocsr()

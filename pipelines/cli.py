@@ -10,6 +10,8 @@ recforge evaluate              backtest the candidates, print metrics per model 
 recforge tune [--model NAME]   tune the candidates' hyper-parameters now and store the best for training
 recforge models list|compare|promote|rollback
                                the registered versions, their metrics and aliases; manual promotion, rollback
+recforge diagnose USER [--k K] [--depth N]
+                               why one user's list missed (or hit) their held-out items; text + HTML page
 recforge publish               publish the champion's lists and index
 recforge publish rollback [--to VERSION]   make the previous (or the named) version live again
 recforge run                   everything above as Airflow DAG runs, then serve
@@ -108,6 +110,24 @@ def cmd_tune(settings: Settings, args) -> None:
         print("note: tune_enabled is false, so training does not use them until it is turned on")
 
 
+def cmd_diagnose(settings: Settings, args) -> int:
+    """Print one user's diagnosis, write its page; exit EXIT_UNKNOWN_USER for a user who gets the fallback."""
+    from models.evaluation.diagnosis import FALLBACK
+    from pipelines.reports.diagnosis_report import diagnosis_text
+    from pipelines.training.diagnose import EXIT_UNKNOWN_USER, run_diagnosis
+
+    diagnosis, page, index = run_diagnosis(settings, args.user, args.k, args.depth)
+    print(diagnosis_text(diagnosis))
+    print(f"page: {page}\nindex: {index}")
+    if diagnosis.outcome == FALLBACK:
+        print(
+            f"recforge diagnose: user {args.user!r} is unknown to the champion: they get the popularity fallback",
+            file=sys.stderr,
+        )
+        return EXIT_UNKNOWN_USER
+    return 0
+
+
 def cmd_models(settings: Settings, args) -> None:
     from pipelines.training import registry as model_registry
 
@@ -119,6 +139,16 @@ def cmd_models(settings: Settings, args) -> None:
         print(model_registry.promote_version(settings, args.version, force=args.force))
     else:
         print(model_registry.rollback(settings))
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"not a positive integer: {text!r}")
+    return value
 
 
 def _version(text: str) -> str:
@@ -291,6 +321,11 @@ def build_parser() -> argparse.ArgumentParser:
     tune = sub.add_parser("tune", help="tune the candidates' hyper-parameters and store the best")
     tune.add_argument("--model", metavar="NAME", help="one registered model (default: every tunable candidate)")
     tune.set_defaults(func=cmd_tune)
+    diagnose = sub.add_parser("diagnose", help="why one user's list missed (or hit) their held-out items")
+    diagnose.add_argument("user", help="the user id (as in marts.interaction_events)")
+    diagnose.add_argument("--k", type=_positive, help="list length judged (default: eval_k)")
+    diagnose.add_argument("--depth", type=_positive, default=100, help="top N of each generator (default 100)")
+    diagnose.set_defaults(func=cmd_diagnose)
     models_parser = sub.add_parser("models", help="registered model versions: list, compare, promote, rollback")
     actions = models_parser.add_subparsers(dest="action", required=True)
     actions.add_parser("list", help="versions, aliases and key metrics")
@@ -350,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     settings.ensure_dirs()
     try:
-        args.func(settings, args)
+        status = args.func(settings, args)
     except KeyboardInterrupt:
         return 130
     except ValidationError as error:  # settings rebuilt from command-line options (evaluate --folds)
@@ -360,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("recforge").debug("failure", exc_info=True)
         print(f"recforge {args.command}: error: {error}", file=sys.stderr)
         return 1
-    return 0
+    return status or 0  # a command may return its own exit status (diagnose: an unknown user)
 
 
 if __name__ == "__main__":

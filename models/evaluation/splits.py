@@ -165,6 +165,7 @@ class Fold:
     reference_ts: int
     is_new: np.ndarray
     n_unknown_items: int
+    # The ids of those held-out items, in column order after the training items (for explanations).
     unknown_item_ids: np.ndarray = field(default_factory=lambda: np.array([], dtype=object))
     unknown_is_new: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
 
@@ -201,6 +202,12 @@ class Fold:
         marks = np.ones(width, dtype=bool)
         marks[column] = self.new_columns
         return relevant, marks
+
+    def column_ids(self, item_ids: np.ndarray) -> np.ndarray:
+        """The item id of each column of :meth:`columns_for`'s matrix for the same ``item_ids``."""
+        extra = pd.Index(np.asarray(item_ids[self.train.n_items :], dtype=object))
+        outside = ~pd.Index(self.unknown_item_ids).isin(extra)
+        return np.concatenate([np.asarray(item_ids, dtype=object), self.unknown_item_ids[outside]])
 
     @property
     def n_eval_users(self) -> int:
@@ -350,6 +357,42 @@ def leave_last_n_fold(log: EventLog, n: int, new_item_days: float) -> Fold:
         held["u"].to_numpy(),
         held["i"].to_numpy(),
         int(log.ts[train_mask].max()) if train_mask.any() else log.end,
+        new_item_days,
+    )
+
+
+def user_last_n_fold(log: EventLog, user_id: str, n: int, new_item_days: float) -> Fold:
+    """One user's last n distinct items (by first interaction) held out; everything else is training.
+
+    For explaining one user's list when the backtest's own fold holds nothing out for them (no
+    interaction in its test window, or no history before it): the user's training stops before the
+    held-out items, every other user keeps the whole log, as in :func:`leave_last_n_fold` (so
+    popularity trends of the held-out period are visible to the model: an explanation, not a score
+    to promote on).
+    """
+    if n < 1:
+        raise ValueError(f"holding out the last n items needs n >= 1, got {n}")
+    code = np.flatnonzero(log.user_ids == user_id)
+    if not len(code):
+        raise ValueError(f"user {user_id!r} has no events in the log")
+    mine = log.users == code[0]
+    firsts = (
+        pd.DataFrame({"i": log.items[mine], "ts": log.ts[mine]}).groupby("i", as_index=False)["ts"].min()
+    ).sort_values(["ts", "i"])
+    if len(firsts) <= n:
+        raise ValueError(
+            f"user {user_id!r} has {len(firsts)} distinct item(s): holding out the last {n} would leave no history"
+        )
+    held = firsts.iloc[-n:]
+    train_mask = ~(mine & (log.ts >= held["ts"].min()))
+    return _make_fold(
+        log,
+        f"{user_id}: last {n}",
+        f"user_last_n(n={n})",
+        train_mask,
+        np.full(len(held), code[0]),
+        held["i"].to_numpy(),
+        int(log.ts[train_mask].max()),
         new_item_days,
     )
 

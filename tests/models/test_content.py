@@ -203,3 +203,17 @@ def test_on_the_items_users_touched_it_is_exactly_als(fitted):
     plain = ALSRecommender(factors=4, iterations=15, regularization=1.0, alpha=1.0).fit(data)
     users = np.arange(N_USERS)
     assert np.array_equal(fitted._score(users)[:, : data.n_items], plain._score(users))
+
+
+def test_diagnosing_a_user_of_the_content_model_counts_an_untouched_new_item_as_a_target():
+    from models.evaluation.diagnosis import diagnose_user
+    from models.lists.rules import catalog_status
+
+    log, items = timed_log()
+    fold = global_time_folds(log, 1, test_days=2.5, step_days=2.5, new_item_days=3)[0]
+    model = hybrid().fit(fold.train)
+    forbidden, names = catalog_status(model.item_ids, items)
+    user = "u00"  # a lamp fan whose held-out item is the untouched lamp
+    diagnosis = diagnose_user(model, [], fold, user, ListRules(top_n=10, cold_user_below=1), forbidden, names, 5, 10)
+    assert COLD_LAMP in diagnosis.targets and COLD_LAMP not in diagnosis.unknown_targets
+    assert fold.column_ids(model.item_ids)[len(model.item_ids) :].tolist() == []  # both cold items are the model's
