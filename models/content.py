@@ -383,4 +383,6 @@ class ContentALSRecommender(ContentColdStart, ALSRecommender):
 
     @classmethod
     def search_space(cls) -> SearchSpace:
-        return {**ALSRecommender.search_space(), **cls.content_search_space()}
+        """The content knobs only: the ALS part takes ALS's tuned values (``settings_names``), so with
+        and without content differ only by the map, and a trial budget is not spread over ALS's knobs twice."""
+        return cls.content_search_space()

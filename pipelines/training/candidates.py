@@ -65,7 +65,9 @@ def candidate_factories(
 ) -> dict[str, Callable[[], Recommender]]:
     """name -> a function that makes a fresh, unfitted model, for every configured candidate.
 
-    ``tuned``: model name -> its tuned parameter values, which take the place of settings and defaults.
+    ``tuned``: model name -> its tuned parameter values, which take the place of settings and defaults;
+    a model that extends another (``settings_names``) also takes that one's tuned values for the
+    parameters it shares, its own first.
     """
     if not settings.train_candidates:
         raise ValueError("train_candidates is empty: name at least one registered model")
@@ -74,9 +76,17 @@ def candidate_factories(
         raise ValueError(f"train_candidates names {duplicates} more than once")
     tuned = tuned or {}
     return {
-        name: partial(model_class(name), **candidate_params(name, settings, tuned.get(name)))
+        name: partial(model_class(name), **candidate_params(name, settings, inherited_tuned(name, tuned)))
         for name in settings.train_candidates
     }
+
+
+def inherited_tuned(name: str, tuned: dict[str, dict]) -> dict:
+    """A model's tuned values over those of the models it extends (``settings_names``: ALS's for als_content)."""
+    merged: dict = {}
+    for prefix in reversed(getattr(model_class(name), "settings_names", (name,))):
+        merged.update(tuned.get(prefix, {}))
+    return merged
 
 
 def recipe_factory(name: str, params: dict) -> Callable[[], Recommender]:
