@@ -166,6 +166,15 @@ class Settings(BaseSettings):
     als_iterations: int = Field(default=20, ge=1)
     als_regularization: float = Field(default=0.05, ge=0)
     als_alpha: float = Field(default=20.0, gt=0, description="Confidence scaling of implicit feedback.")
+    # --- item cold start through content (models/content.py: the als_content candidate)
+    als_content_encoder: Literal["auto", "tfidf", "sentence"] = Field(
+        default="auto",
+        description="Item text encoder of als_content: tfidf; sentence adds the packaged all-MiniLM-L6-v2 "
+        "(the optional 'content' extra); auto adds it only where that package is installed.",
+    )
+    als_content_map_regularization: float = Field(
+        default=0.1, gt=0, le=1e6, description="Ridge penalty of the map from item content to ALS item factors."
+    )
     promotion_min_lift: float = Field(
         default=0.0,
         ge=0,
@@ -180,7 +189,17 @@ class Settings(BaseSettings):
 
     # --- evaluation, candidates and the promotion gate (models/evaluation, pipelines/training/)
     train_candidates: list[str] = Field(
-        default=["ease", "itemknn_bm25", "als", "bpr", "popularity_recent", "popularity", "sasrec", "ranker"],
+        default=[
+            "ease",
+            "itemknn_bm25",
+            "als",
+            "als_content",
+            "bpr",
+            "popularity_recent",
+            "popularity",
+            "sasrec",
+            "ranker",
+        ],
         description="Registered model names (models.base._REGISTRY) trained and compared at each training; "
         "by default every algorithm, each of which refuses (with its reason, on the training run) when the data "
         "cannot support it; on a tie the earlier name wins. "
