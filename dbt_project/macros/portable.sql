@@ -15,7 +15,8 @@
     {%- if target.type == 'postgres' -%} (interval '1 hour' * ({{ n }})) {%- else -%} to_hours(cast({{ n }} as bigint)) {%- endif -%}
 {%- endmacro %}
 
-{#- The text of a top-level key of a JSON column (null when absent). -#}
+{#- The text of one top-level key of a JSON column (null when absent). -#}
 {% macro json_text(column, key) -%}
-    {%- if target.type == 'postgres' -%} ({{ column }}->>'{{ key }}') {%- else -%} json_extract_string({{ column }}, '$.{{ key }}') {%- endif -%}
+    {%- if target.type == 'postgres' -%} (cast({{ column }} as json) ->> '{{ key }}')
+    {%- else -%} json_extract_string({{ column }}, '$.{{ key }}') {%- endif -%}
 {%- endmacro %}

@@ -42,7 +42,7 @@ async def recommendations_for_user(request: Request) -> JSONBytes:
     impressions = state.impressions  # None when the impression log is off
     request_id = state.request_ids.for_request(scope["headers"])
     live = store.current
-    if live is not None and live.fast_answer is not None and not store.blocked:
+    if live is not None and live.fast_answer is not None and not store.blocked and not store.denied:
         # The common request (a known user, plain k, no blocklist) in one C call; None -> the path below.
         user_id = scope["path_params"]["user_id"]
         answer = live.fast_answer(user_id, scope["query_string"], request_id)
@@ -55,7 +55,8 @@ async def recommendations_for_user(request: Request) -> JSONBytes:
     publication = live_publication(store)
     k = checked_k(request, publication)
     blocked, excluded_rows = filters(publication, store, excluded_ids(request))
-    position = publication.user_position(user_id)
+    # A user forgotten since this publication was made gets the fallback, as an unknown user does.
+    position = None if store.denies(user_id) else publication.user_position(user_id)
     if position is None:
         state.metrics.fallbacks.inc()
     slate = publication.user_slate(position, k, blocked, excluded_rows)
