@@ -1,0 +1,247 @@
+"""The experiment readout over the warehouse: DuckDB aggregates the slate items per user and day, numpy
+and scipy (stats.py) do the statistics, and the result is written as reports/experiments/<name>.json
+and .html (linked from reports/index.html). `recforge experiments readout` and the daily
+recforge_experiment_readout DAG both call `run_readout`.
+
+The SQL never moves impressions into Python: 10 million slate items become one row per user and day.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+
+from pipelines.experiments.contract import METRICS, PRE_PERIOD_RELATION, SLATE_ITEM_COLUMNS, SLATE_ITEMS_RELATION
+from pipelines.experiments.declaration import Experiment, get_experiment
+from pipelines.experiments.stats import Analysis, UserDays, analyse
+from pipelines.settings import Settings
+
+
+class ReadoutBlocked(RuntimeError):
+    """The sample-ratio-mismatch check failed: the readout's effects are withheld (the report says why)."""
+
+
+@dataclass
+class Readout:
+    experiment: str
+    as_of: datetime
+    analysis: Analysis
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def decision(self) -> str:
+        return self.analysis.decision
+
+    def summary(self) -> str:
+        arms = ", ".join(f"{a.arm} {a.users} users / {a.impressions} impressions" for a in self.analysis.arms)
+        return (
+            f"experiment {self.experiment} read out at {self.as_of:%Y-%m-%d %H:%M} UTC over "
+            f"{self.analysis.looks} daily looks ({arms}) in {self.seconds:.1f}s: {self.decision.upper()} - "
+            + "; ".join(self.analysis.reasons)
+        )
+
+    def to_json(self) -> dict:
+        return {
+            "experiment": self.experiment,
+            "as_of": self.as_of.isoformat(),
+            "decision": self.decision,
+            "reasons": self.analysis.reasons,
+            "blocked": self.analysis.blocked,
+            "notes": self.notes,
+            "srm": asdict(self.analysis.srm),
+            "arms": [asdict(a) for a in self.analysis.arms],
+            "comparisons": [asdict(c) for c in self.analysis.comparisons],
+            "looks": self.analysis.looks,
+            "excluded_users": self.analysis.excluded_users,
+        }
+
+
+def user_days_sql(relation: str = SLATE_ITEMS_RELATION) -> str:
+    """Per user, arm and day: impressions and the sums of every metric's column (contract names only).
+
+    Parameters: experiment, start, end (exclusive), the arms (a list), start again (the day origin).
+    """
+    columns = set(SLATE_ITEM_COLUMNS)
+    needed = {"user_id", "experiment", "variant", "event_ts", *METRICS.values()}
+    assert needed <= columns, f"contract lacks {needed - columns}"
+    sums = ",\n        ".join(f"sum(cast({column} as double)) as {metric}" for metric, column in METRICS.items())
+    return f"""
+    with slate as (
+        select user_id, variant, event_ts, {", ".join(METRICS.values())}
+        from {relation}
+        where experiment = ? and event_ts >= ? and event_ts < ? and list_contains(?, variant)
+    ),
+    per_user_day as (
+        select
+            user_id,
+            variant,
+            cast(floor((epoch(event_ts) - epoch(cast(? as timestamptz))) / 86400) as integer) as day,
+            count(*) as impressions,
+            {sums},
+            min(event_ts) as first_ts
+        from slate
+        group by all
+    )
+    select dense_rank() over (order by user_id) - 1 as user_code, * from per_user_day
+    """
+
+
+def pre_period_sql(relation: str = PRE_PERIOD_RELATION) -> str:
+    """A user's accepted events in [start - days, start): the covariate of CUPED. Parameters: from, to."""
+    return f"select user_id, count(*) as pre from {relation} where event_ts >= ? and event_ts < ? group by user_id"
+
+
+def unknown_variants_sql(relation: str = SLATE_ITEMS_RELATION) -> str:
+    return (
+        f"select variant, count(*) from {relation} where experiment = ? and event_ts >= ? and event_ts < ? "
+        "and not list_contains(?, coalesce(variant, '')) group by variant order by 2 desc"
+    )
+
+
+def _relation_exists(con, relation: str) -> bool:
+    schema, _, table = relation.rpartition(".")
+    return bool(
+        con.execute(
+            "select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
+            [schema or "main", table],
+        ).fetchone()[0]
+    )
+
+
+def compute_readout(
+    con,
+    experiment: Experiment,
+    settings: Settings,
+    as_of: datetime,
+    relation: str = SLATE_ITEMS_RELATION,
+    pre_relation: str | None = PRE_PERIOD_RELATION,
+) -> Readout:
+    """Read the experiment from `relation` (slate-item grain) on the DuckDB connection `con`, up to `as_of`."""
+    began = time.perf_counter()
+    if not _relation_exists(con, relation):
+        raise LookupError(
+            f"{relation} does not exist: the impressions mart has not been built yet (recforge transform)"
+        )
+    end = min(as_of, experiment.end)
+    arms = list(experiment.arms)
+    params = [experiment.name, experiment.start, end, arms]
+    frame = con.execute(user_days_sql(relation), [*params, experiment.start]).fetch_df()
+    notes = []
+    unknown = con.execute(unknown_variants_sql(relation), params).fetchall()
+    shadow = {v.name for v in experiment.shadow}
+    strays = [(v, n) for v, n in unknown if v not in shadow]
+    if strays:
+        notes.append("impressions under undeclared variants left out: " + ", ".join(f"{v} ({n})" for v, n in strays))
+    n_users = int(frame["user_code"].max()) + 1 if len(frame) else 0
+    pre = None
+    if settings.experiment_cuped_days > 0 and pre_relation is not None and len(frame):
+        if _relation_exists(con, pre_relation):
+            window = [experiment.start - timedelta(days=settings.experiment_cuped_days), experiment.start]
+            users = frame.drop_duplicates("user_code")[["user_code", "user_id"]]
+            pre_frame = con.execute(pre_period_sql(pre_relation), window).fetch_df()
+            joined = users.merge(pre_frame, on="user_id", how="left")
+            pre = np.zeros(n_users)
+            pre[joined["user_code"].to_numpy()] = joined["pre"].fillna(0).to_numpy(dtype=float)
+            notes.append(f"CUPED on each user's events in the {settings.experiment_cuped_days} days before the start")
+        else:
+            notes.append(f"no CUPED: {pre_relation} does not exist")
+    code = {a: i for i, a in enumerate(arms)}
+    days = UserDays(
+        user=frame["user_code"].to_numpy(dtype=np.int64),
+        arm=frame["variant"].map(code).to_numpy(dtype=np.int64),
+        day=frame["day"].to_numpy(dtype=np.int64),
+        impressions=frame["impressions"].to_numpy(dtype=float),
+        totals={m: frame[m].to_numpy(dtype=float) for m in METRICS},
+        n_users=n_users,
+        pre=pre,
+    )
+    expected = _expected_shares(experiment, frame)
+    reference, challengers = (
+        (experiment.control, [v.name for v in experiment.variants[1:]])
+        if len(experiment.variants) > 1
+        else (arms[-1], [experiment.control])  # one variant against the holdback
+    )
+    analysis = analyse(
+        days, arms, expected, reference, challengers, list(METRICS), experiment.primary_metric,
+        [(g.metric, g.max_drop) for g in experiment.guardrails],
+        alpha=settings.experiment_alpha, srm_alpha=settings.experiment_srm_alpha,
+        msprt_tau=settings.experiment_msprt_tau, ended=as_of >= experiment.end,
+    )  # fmt: skip
+    if analysis.excluded_users:
+        notes.append(f"{analysis.excluded_users} users seen in more than one arm (a canary ramp) left out")
+    return Readout(experiment.name, as_of, analysis, notes, time.perf_counter() - began)
+
+
+def _expected_shares(experiment: Experiment, frame) -> dict[str, float]:
+    """Declared shares; with a canary, the shares in force at each user's first impression, averaged."""
+    if experiment.canary is None or frame.empty:
+        return dict(experiment.shares_at())
+    first = frame.groupby("user_code")["first_ts"].min()
+    totals: dict[str, float] = dict.fromkeys(experiment.arms, 0.0)
+    moments = sorted({experiment.start, *(s.at for s in experiment.canary.schedule)})
+    edges = np.array([np.datetime64(m.replace(tzinfo=None), "us") for m in moments])
+    firsts = first.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy().astype("datetime64[us]")
+    segment = np.searchsorted(edges, firsts, side="right") - 1
+    for index, count in zip(*np.unique(segment, return_counts=True), strict=True):
+        for arm, share in experiment.shares_at(moments[max(int(index), 0)]):
+            totals[arm] += share * int(count)
+    return totals
+
+
+def report_paths(settings: Settings, name: str):
+    folder = settings.reports_dir / "experiments"
+    return folder / f"{name}.json", folder / f"{name}.html"
+
+
+def last_decision(settings: Settings, name: str) -> str | None:
+    record, _ = report_paths(settings, name)
+    if not record.exists():
+        return None
+    try:
+        data = json.loads(record.read_text())
+        return f"{data['decision']} ({data['as_of'][:16].replace('T', ' ')} UTC)"
+    except (OSError, ValueError, KeyError):
+        return "unreadable record"
+
+
+def _plain(value):
+    """JSON has no NaN or infinity: they become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def run_readout(settings: Settings, name: str, as_of: datetime | None = None) -> tuple[Readout, object]:
+    """Read out one declared experiment from the warehouse, write its JSON record and HTML page, rewrite
+    the reports index; raise ReadoutBlocked (after writing the page) when the SRM check fails."""
+    from pipelines.warehouse.connection import connect
+
+    experiment = get_experiment(settings, name)
+    if settings.dbt_target != "duckdb":
+        raise NotImplementedError("the experiment readout reads the DuckDB warehouse (RECFORGE_DBT_TARGET=duckdb)")
+    as_of = as_of or datetime.now(UTC)
+    with connect(settings, must_exist=True) as warehouse:
+        readout = compute_readout(warehouse.con, experiment, settings, as_of)
+    page = write_readout(settings, experiment, readout)
+    if readout.analysis.blocked:
+        raise ReadoutBlocked(f"{readout.analysis.reasons[0]} (report: {page})")
+    return readout, page
+
+
+def write_readout(settings: Settings, experiment: Experiment, readout: Readout):
+    from pipelines.reports.experiment_report import write_experiment_report
+
+    record, _ = report_paths(settings, experiment.name)
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(_plain(readout.to_json()), indent=2, default=str) + "\n")
+    return write_experiment_report(settings, experiment, readout)
