@@ -56,7 +56,7 @@ def synthetic_traffic(
     lift = np.array([(lifts or {}).get(a, 1.0) for a in arms])[arm_of_user]
     first_day = rng.integers(0, n_days, size=n_users)
     # pre-period events: the same activity and taste for clicking drive them (what CUPED exploits)
-    pre = rng.poisson(activity * propensity / base_ctr * 10).astype(float)
+    pre = rng.poisson(activity * propensity / base_ctr * 30).astype(float)
 
     user = np.repeat(np.arange(n_users), n_days)
     day = np.tile(np.arange(n_days), n_users)
