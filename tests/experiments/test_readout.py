@@ -1,0 +1,162 @@
+"""The readout over the warehouse: DuckDB aggregates a slate-item table per user and day, the statistics
+match those computed on the same traffic directly, and the CLI starts, lists, reads out and stops."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import duckdb
+import numpy as np
+import pytest
+
+from pipelines.experiments.contract import SLATE_ITEM_COLUMNS, SLATE_ITEMS_RELATION
+from pipelines.experiments.declaration import get_experiment
+from pipelines.experiments.readout import ReadoutBlocked, compute_readout, run_readout
+from pipelines.experiments.stats import SHIP, STOP, analyse
+from pipelines.experiments.synthetic import pre_period_rows, slate_item_rows, synthetic_traffic
+from tests.conftest import run_recforge
+
+DAYS = 7
+
+
+def log_traffic(settings, experiment, traffic, extra_variants=()):
+    """Write `traffic` into the warehouse as marts.slate_items (cast to the contract's types), plus
+    pre-period events in marts.interaction_events and rows under `extra_variants` (shadow, stray)."""
+    slate = slate_item_rows(traffic, experiment.name, experiment.start)
+    pre = pre_period_rows(traffic)
+    select = ", ".join(f"cast({c} as {t}) as {c}" for c, t in SLATE_ITEM_COLUMNS.items())
+    with duckdb.connect(str(settings.warehouse_path)) as con:
+        con.register("slate", slate)
+        con.register("pre", pre)
+        con.execute("create schema if not exists marts")
+        con.execute(f"create or replace table {SLATE_ITEMS_RELATION} as select {select} from slate")
+        for variant in extra_variants:
+            con.execute(
+                f"insert into {SLATE_ITEMS_RELATION} select * replace ('{variant}' as variant) "
+                f"from {SLATE_ITEMS_RELATION} where variant = ? limit 500",
+                [experiment.control],
+            )
+        con.execute(
+            "create or replace table marts.interaction_events as "
+            "select user_id, cast(? as timestamptz) as event_ts from pre, range(cast(pre.pre as bigint))",
+            [experiment.start - timedelta(days=1)],
+        )
+
+
+@pytest.fixture
+def logged(declared):
+    experiment = get_experiment(declared, "home-ab")
+    traffic = synthetic_traffic(experiment, 3000, DAYS, seed=1, lifts={"challenger": 1.3})
+    log_traffic(declared, experiment, traffic, extra_variants=("shadowed", "mystery"))
+    return declared, experiment, traffic
+
+
+def test_the_warehouse_readout_equals_the_statistics_on_the_same_traffic(logged):
+    settings, experiment, traffic = logged
+    with duckdb.connect(str(settings.warehouse_path)) as con:
+        readout = compute_readout(con, experiment, settings, experiment.end)
+    direct = analyse(
+        traffic.days, traffic.arms, dict(experiment.shares_at()), "control", ["challenger"],
+        ["ctr", "conversion", "revenue_per_impression"], "ctr", [("conversion", 0.05)],
+    )  # fmt: skip
+    got = readout.analysis
+    assert [(a.arm, a.users, a.impressions) for a in got.arms] == [(a.arm, a.users, a.impressions) for a in direct.arms]
+    for mine, theirs in zip(got.comparisons, direct.comparisons, strict=True):
+        assert (mine.arm, mine.metric) == (theirs.arm, theirs.metric)
+        assert mine.delta == pytest.approx(theirs.delta, rel=1e-6, abs=1e-12)
+        assert mine.p_value == pytest.approx(theirs.p_value, rel=1e-6, abs=1e-300)
+    assert got.looks == DAYS
+    assert got.decision == SHIP and got.reasons[0] == "ship challenger"
+    assert any("mystery (500)" in n for n in readout.notes)  # a stray variant is named ...
+    assert not any("shadowed" in n for n in readout.notes)  # ... a shadow variant is expected, and left out
+    assert any(n.startswith("CUPED on each user's events") for n in readout.notes)
+
+
+def test_the_readout_reads_only_up_to_its_time(logged):
+    settings, experiment, _ = logged
+    with duckdb.connect(str(settings.warehouse_path)) as con:
+        early = compute_readout(con, experiment, settings, experiment.start + timedelta(days=2))
+    assert early.analysis.looks == 2
+
+
+def test_a_missing_slate_item_mart_is_named(declared):
+    experiment = get_experiment(declared, "home-ab")
+    with duckdb.connect(str(declared.warehouse_path)) as con, pytest.raises(LookupError, match="marts.slate_items"):
+        compute_readout(con, experiment, declared, experiment.end)
+
+
+def test_run_readout_writes_the_page_and_the_index_links_it(logged):
+    settings, experiment, _ = logged
+    readout, page = run_readout(settings, "home-ab", experiment.end)
+    assert page == settings.reports_dir / "experiments" / "home-ab.html"
+    text = page.read_text()
+    assert "Decision: <span class='ok'>ship</span>" in text and "data:image/png;base64," in text
+    assert "http://" not in text and "https://" not in text  # offline
+    assert "experiments/home-ab.html" in (settings.reports_dir / "index.html").read_text()
+
+
+def test_a_skewed_log_blocks_the_readout_and_its_page_says_why(declared):
+    experiment = get_experiment(declared, "home-ab")
+    traffic = synthetic_traffic(experiment, 8000, DAYS, seed=2, skew={"challenger": 0.15})
+    log_traffic(declared, experiment, traffic)
+    with pytest.raises(ReadoutBlocked, match="^sample ratio mismatch"):
+        run_readout(declared, "home-ab", experiment.end)
+    record = (declared.reports_dir / "experiments" / "home-ab.json").read_text()
+    assert '"blocked": true' in record and f'"decision": "{STOP}"' in record
+    assert "effects withheld" in (declared.reports_dir / "experiments" / "home-ab.html").read_text()
+
+
+def test_the_cli_starts_lists_reads_out_and_stops(logged, monkeypatch, capsys):
+    """Through pipelines.cli.main in this process (the readout once more as the installed command below)."""
+    from pipelines.cli import main
+
+    settings, experiment, _ = logged
+    monkeypatch.setenv("RECFORGE_HOME", str(settings.home))
+    monkeypatch.setenv("RECFORGE_EXPERIMENTS_DIR", str(settings.experiments_dir))
+
+    def recforge(*args) -> tuple[int, str, str]:
+        status = main(["experiments", *args])
+        out = capsys.readouterr()
+        return status, out.out, out.err
+
+    status, out, _ = recforge("start", "home-ab")
+    assert status == 0 and "experiment home-ab running: control 45%, challenger 45%, holdback 10%" in out
+    status, _, err = recforge("start", "home-ab")
+    assert status == 1
+    assert err.strip().splitlines()[-1].startswith("recforge experiments: error: experiment 'home-ab' is already")
+    _, out, _ = recforge("status")
+    assert "home-ab: running, 2026-12-01 to 2026-12-15" in out and "last readout: none" in out
+    status, out, err = recforge("readout", "home-ab", "--as-of", "2026-12-20")
+    assert status == 0, err
+    assert "SHIP - ship challenger" in out
+    assert "last readout: ship (2026-12-20 00:00 UTC)" in recforge("status")[1]
+    assert recforge("stop", "home-ab")[0] == 0
+    assert "home-ab: stopped" in recforge("status")[1]
+    status, _, err = recforge("stop", "home-ab")
+    assert status == 1 and "is not running (stopped)" in err
+    status, _, err = recforge("readout", "nope")
+    assert status == 1
+    assert err.strip().splitlines()[-1] == (
+        "recforge experiments: error: no experiment named 'nope' is declared (declared: home-ab)"
+    )
+
+
+def test_the_installed_command_reads_out(logged):
+    from tests.conftest import TINY
+
+    settings, _, _ = logged
+    done = run_recforge(
+        settings.home, "experiments", "readout", "home-ab", "--as-of", "2026-12-20",
+        values={**TINY, "experiments_dir": str(settings.experiments_dir)}, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "read out at 2026-12-20 00:00 UTC over 7 daily looks" in done.stdout
+
+
+def test_the_repository_declarations_are_valid():
+    """experiments/ under version control holds only valid declarations (the example included)."""
+    from pipelines.experiments.declaration import load_experiments
+    from pipelines.settings import Settings
+
+    experiments = load_experiments(Settings(home="/nonexistent-home"))
+    assert experiments and all(np.isclose(sum(s for _, s in e.shares_at()), 1) for e in experiments.values())
