@@ -50,6 +50,7 @@ def test_dagbag_loads_without_import_errors_and_chains_by_assets(tmp_path):
         "recforge_train",
         "recforge_publish",
         "recforge_health",
+        "recforge_experiment_readout",
     }
     raw, marts, drift, champion, publication = (
         "recforge://warehouse/raw/events",

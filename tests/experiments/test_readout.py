@@ -160,3 +160,48 @@ def test_the_repository_declarations_are_valid():
 
     experiments = load_experiments(Settings(home="/nonexistent-home"))
     assert experiments and all(np.isclose(sum(s for _, s in e.shares_at()), 1) for e in experiments.values())
+
+
+def test_the_daily_readout_reads_running_experiments_only(logged):
+    """What recforge_experiment_readout calls: declared-but-not-running experiments are left alone."""
+    from datetime import datetime
+
+    from pipelines.experiments.readout import read_out_running
+    from pipelines.experiments.state import start_experiment
+
+    settings, experiment, _ = logged
+    assert read_out_running(settings, experiment.end) == {}
+    start_experiment(settings, "home-ab", now=datetime(2026, 12, 1, tzinfo=experiment.start.tzinfo))
+    assert read_out_running(settings, experiment.start - timedelta(days=1)) == {"home-ab": "not started"}
+    assert read_out_running(settings, experiment.end) == {"home-ab": SHIP}
+    assert (settings.reports_dir / "experiments" / "home-ab.html").exists()
+
+
+def test_the_daily_readout_fails_naming_a_blocked_experiment(declared):
+    from datetime import datetime
+
+    from pipelines.experiments.readout import read_out_running
+    from pipelines.experiments.state import start_experiment
+
+    experiment = get_experiment(declared, "home-ab")
+    log_traffic(declared, experiment, synthetic_traffic(experiment, 8000, DAYS, seed=2, skew={"challenger": 0.15}))
+    start_experiment(declared, "home-ab", now=datetime(2026, 12, 1, tzinfo=experiment.start.tzinfo))
+    with pytest.raises(ReadoutBlocked, match="^home-ab: sample ratio mismatch"):
+        read_out_running(declared, experiment.end)
+
+
+def test_the_readout_page_renders_offline(logged, chromium, tmp_path):
+    """Headless Chromium with the network off draws the page (embedded plots, no external resource)."""
+    from PIL import Image
+
+    from tests.conftest import screenshot
+
+    settings, experiment, _ = logged
+    _, page = run_readout(settings, "home-ab", experiment.end)
+    picture = tmp_path / "readout.png"
+    shot = screenshot(chromium, page.as_uri(), picture, window="1200,2400")
+    assert shot.returncode == 0 and picture.exists(), shot.stderr[-2000:]
+    image = Image.open(picture).convert("L")
+    # The plots fill the lower half: far from a blank page.
+    lower = image.crop((0, 1200, 1200, 2000))
+    assert len(set(lower.getdata())) > 20
