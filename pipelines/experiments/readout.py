@@ -62,15 +62,25 @@ class Readout:
         }
 
 
-def user_days_sql(relation: str = SLATE_ITEMS_RELATION) -> str:
-    """Per user, arm and day: impressions and the sums of every metric's column (contract names only).
+def user_days_sql(relation: str = SLATE_ITEMS_RELATION, pre_relation: str | None = PRE_PERIOD_RELATION) -> str:
+    """Per user, arm and day: impressions, the sums of every metric's column (contract names only), the
+    first impression (epoch seconds) and the user's pre-period events (CUPED's covariate; 0 without one).
 
-    Parameters: experiment, start, end (exclusive), the arms (a list), start again (the day origin).
+    Users come back as codes 0..n-1 and arms as positions in the arms list, so no string crosses into
+    Python. Parameters: experiment, start, end (exclusive), the arms (a list) twice, the start in epoch
+    seconds (the day origin), and with a pre-period relation its window [from, to).
     """
     columns = set(SLATE_ITEM_COLUMNS)
     needed = {"user_id", "experiment", "variant", "event_ts", *METRICS.values()}
     assert needed <= columns, f"contract lacks {needed - columns}"
-    sums = ",\n        ".join(f"sum(cast({column} as double)) as {metric}" for metric, column in METRICS.items())
+    sums = ",\n            ".join(f"sum(cast({column} as double)) as {metric}" for metric, column in METRICS.items())
+    pre_cte = (
+        f"""pre as (
+        select user_id, count(*) as pre from {pre_relation} where event_ts >= ? and event_ts < ? group by user_id
+    ),"""
+        if pre_relation
+        else "pre as (select null::varchar as user_id, 0 as pre where false),"
+    )
     return f"""
     with slate as (
         select user_id, variant, event_ts, {", ".join(METRICS.values())}
@@ -80,21 +90,28 @@ def user_days_sql(relation: str = SLATE_ITEMS_RELATION) -> str:
     per_user_day as (
         select
             user_id,
-            variant,
-            cast(floor((epoch(event_ts) - epoch(cast(? as timestamptz))) / 86400) as integer) as day,
+            list_position(?, variant) - 1 as arm,
+            cast(floor((epoch(event_ts) - ?) / 86400) as integer) as day,
             count(*) as impressions,
             {sums},
-            min(event_ts) as first_ts
+            epoch(min(event_ts)) as first_epoch
         from slate
         group by all
+    ),
+    users as (
+        select user_id, row_number() over (order by user_id) - 1 as user_code
+        from (select distinct user_id from per_user_day)
+    ),
+    {pre_cte}
+    final as (
+        select users.user_code, p.arm, p.day, p.impressions, {", ".join(f"p.{m}" for m in METRICS)}, p.first_epoch,
+               coalesce(pre.pre, 0) as pre
+        from per_user_day as p
+        inner join users using (user_id)
+        left join pre using (user_id)
     )
-    select dense_rank() over (order by user_id) - 1 as user_code, * from per_user_day
+    select * from final
     """
-
-
-def pre_period_sql(relation: str = PRE_PERIOD_RELATION) -> str:
-    """A user's accepted events in [start - days, start): the covariate of CUPED. Parameters: from, to."""
-    return f"select user_id, count(*) as pre from {relation} where event_ts >= ? and event_ts < ? group by user_id"
 
 
 def unknown_variants_sql(relation: str = SLATE_ITEMS_RELATION) -> str:
@@ -131,37 +148,36 @@ def compute_readout(
     end = min(as_of, experiment.end)
     arms = list(experiment.arms)
     params = [experiment.name, experiment.start, end, arms]
-    frame = con.execute(user_days_sql(relation), [*params, experiment.start]).fetch_df()
     notes = []
+    cuped = settings.experiment_cuped_days > 0 and pre_relation is not None
+    if cuped and not _relation_exists(con, pre_relation):
+        notes.append(f"no CUPED: {pre_relation} does not exist")
+        cuped = False
+    window = [experiment.start - timedelta(days=settings.experiment_cuped_days), experiment.start] if cuped else []
+    sql = user_days_sql(relation, pre_relation if cuped else None)
+    rows = con.execute(sql, [*params, arms, experiment.start.timestamp(), *window]).fetchnumpy()
     unknown = con.execute(unknown_variants_sql(relation), params).fetchall()
     shadow = {v.name for v in experiment.shadow}
     strays = [(v, n) for v, n in unknown if v not in shadow]
     if strays:
         notes.append("impressions under undeclared variants left out: " + ", ".join(f"{v} ({n})" for v, n in strays))
-    n_users = int(frame["user_code"].max()) + 1 if len(frame) else 0
+    user = np.asarray(rows["user_code"], dtype=np.int64)
+    n_users = int(user.max()) + 1 if len(user) else 0
     pre = None
-    if settings.experiment_cuped_days > 0 and pre_relation is not None and len(frame):
-        if _relation_exists(con, pre_relation):
-            window = [experiment.start - timedelta(days=settings.experiment_cuped_days), experiment.start]
-            users = frame.drop_duplicates("user_code")[["user_code", "user_id"]]
-            pre_frame = con.execute(pre_period_sql(pre_relation), window).fetch_df()
-            joined = users.merge(pre_frame, on="user_id", how="left")
-            pre = np.zeros(n_users)
-            pre[joined["user_code"].to_numpy()] = joined["pre"].fillna(0).to_numpy(dtype=float)
-            notes.append(f"CUPED on each user's events in the {settings.experiment_cuped_days} days before the start")
-        else:
-            notes.append(f"no CUPED: {pre_relation} does not exist")
-    code = {a: i for i, a in enumerate(arms)}
+    if cuped and len(user):
+        pre = np.zeros(n_users)
+        pre[user] = np.asarray(rows["pre"], dtype=float)
+        notes.append(f"CUPED on each user's events in the {settings.experiment_cuped_days} days before the start")
     days = UserDays(
-        user=frame["user_code"].to_numpy(dtype=np.int64),
-        arm=frame["variant"].map(code).to_numpy(dtype=np.int64),
-        day=frame["day"].to_numpy(dtype=np.int64),
-        impressions=frame["impressions"].to_numpy(dtype=float),
-        totals={m: frame[m].to_numpy(dtype=float) for m in METRICS},
+        user=user,
+        arm=np.asarray(rows["arm"], dtype=np.int64),
+        day=np.asarray(rows["day"], dtype=np.int64),
+        impressions=np.asarray(rows["impressions"], dtype=float),
+        totals={m: np.asarray(rows[m], dtype=float) for m in METRICS},
         n_users=n_users,
         pre=pre,
     )
-    expected = _expected_shares(experiment, frame)
+    expected = _expected_shares(experiment, user, np.asarray(rows["first_epoch"], dtype=float), n_users)
     reference, challengers = (
         (experiment.control, [v.name for v in experiment.variants[1:]])
         if len(experiment.variants) > 1
@@ -178,16 +194,15 @@ def compute_readout(
     return Readout(experiment.name, as_of, analysis, notes, time.perf_counter() - began)
 
 
-def _expected_shares(experiment: Experiment, frame) -> dict[str, float]:
-    """Declared shares; with a canary, the shares in force at each user's first impression, averaged."""
-    if experiment.canary is None or frame.empty:
+def _expected_shares(experiment: Experiment, user: np.ndarray, first_epoch: np.ndarray, n_users: int) -> dict:
+    """Declared shares; with a canary, the shares in force at each user's first impression, summed."""
+    if experiment.canary is None or not len(user):
         return dict(experiment.shares_at())
-    first = frame.groupby("user_code")["first_ts"].min()
-    totals: dict[str, float] = dict.fromkeys(experiment.arms, 0.0)
+    first = np.full(n_users, np.inf)
+    np.minimum.at(first, user, first_epoch)
     moments = sorted({experiment.start, *(s.at for s in experiment.canary.schedule)})
-    edges = np.array([np.datetime64(m.replace(tzinfo=None), "us") for m in moments])
-    firsts = first.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy().astype("datetime64[us]")
-    segment = np.searchsorted(edges, firsts, side="right") - 1
+    segment = np.searchsorted(np.array([m.timestamp() for m in moments]), first, side="right") - 1
+    totals: dict[str, float] = dict.fromkeys(experiment.arms, 0.0)
     for index, count in zip(*np.unique(segment, return_counts=True), strict=True):
         for arm, share in experiment.shares_at(moments[max(int(index), 0)]):
             totals[arm] += share * int(count)

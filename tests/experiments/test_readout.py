@@ -205,3 +205,28 @@ def test_the_readout_page_renders_offline(logged, chromium, tmp_path):
     # The plots fill the lower half: far from a blank page.
     lower = image.crop((0, 1200, 1200, 2000))
     assert len(set(lower.getdata())) > 20
+
+
+def test_a_canary_expects_the_shares_in_force_at_each_users_first_impression():
+    """Users first seen while the canary had 5% are expected at 5%, those seen after the ramp at 45%."""
+    from datetime import datetime
+    from pathlib import Path
+
+    from pipelines.experiments.declaration import parse_experiment
+    from pipelines.experiments.readout import _expected_shares
+    from tests.experiments.conftest import declaration
+
+    experiment = parse_experiment(
+        declaration(canary={"variant": "challenger", "schedule": [{"at": "2026-12-01", "share": 0.05},
+                                                                  {"at": "2026-12-04", "share": 0.45}]}),
+        Path("canary.yaml"), 0,
+    )  # fmt: skip
+    early, late = (
+        datetime(2026, 12, 2, tzinfo=experiment.start.tzinfo),
+        datetime(2026, 12, 5, tzinfo=experiment.start.tzinfo),
+    )
+    # users 0-99 first seen early (user 0 again later), users 100-199 late
+    user = np.array([*range(200), 0])
+    first = np.array([early.timestamp()] * 100 + [late.timestamp()] * 100 + [late.timestamp()])
+    expected = _expected_shares(experiment, user, first, 200)
+    assert expected == pytest.approx({"challenger": 5 + 45, "control": 85 + 45, "holdback": 20})
