@@ -119,7 +119,9 @@ def render(experiment, readout, settings: Settings) -> str:
         ]
         for c in analysis.comparisons
     ]  # fmt: skip
-    body += html.table(["arm", "metric", "lift", "difference [sequence]", "p", "p adjusted", "CUPED"], rows)
+    body += html.table(
+        ["arm", "metric", "lift", "difference [sequence]", "p", "p adjusted", "CUPED variance cut"], rows
+    )
     body += _p_value_plot(readout, settings.experiment_alpha)
     return html.page(f"Experiment {experiment.name}", f"read out {readout.as_of:%Y-%m-%d %H:%M} UTC", body)
 

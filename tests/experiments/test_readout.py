@@ -230,3 +230,15 @@ def test_a_canary_expects_the_shares_in_force_at_each_users_first_impression():
     first = np.array([early.timestamp()] * 100 + [late.timestamp()] * 100 + [late.timestamp()])
     expected = _expected_shares(experiment, user, first, 200)
     assert expected == pytest.approx({"challenger": 5 + 45, "control": 85 + 45, "holdback": 20})
+
+
+def test_an_experiment_without_impressions_yet_keeps_running(declared):
+    experiment = get_experiment(declared, "home-ab")
+    select = ", ".join(f"cast(null as {t}) as {c}" for c, t in SLATE_ITEM_COLUMNS.items())
+    with duckdb.connect(str(declared.warehouse_path)) as con:
+        con.execute("create schema marts")
+        con.execute(f"create table {SLATE_ITEMS_RELATION} as select {select} where false")
+    readout, _ = run_readout(declared, "home-ab", experiment.start + timedelta(hours=1))
+    assert readout.decision == "keep running"
+    assert readout.analysis.reasons == ["no impressions yet for control, challenger, holdback"]
+    assert "no CUPED: marts.interaction_events does not exist" in readout.notes
