@@ -143,8 +143,10 @@ def linearised(y: np.ndarray, n: np.ndarray) -> tuple[float, np.ndarray]:
 
 def cuped_theta(parts: list[tuple[np.ndarray, np.ndarray]]) -> float:
     """theta = cov(l, x) / var(x) pooled within arms; `parts` holds (linearised l, pre-period x) per arm."""
-    covariance = sum(float(np.dot(l_, x - x.mean())) for l_, x in parts)
-    variance = sum(float(np.dot(x - x.mean(), x - x.mean())) for _, x in parts)
+    # Elementwise products, not np.dot: BLAS threads spin against each other on a busy machine.
+    centred = [(l_, x - x.mean()) for l_, x in parts]
+    covariance = sum(float((l_ * c).sum()) for l_, c in centred)
+    variance = sum(float((c * c).sum()) for _, c in centred)
     return covariance / variance if variance > 0 else 0.0
 
 
@@ -176,22 +178,40 @@ def holm(p_values: list[float]) -> list[float]:
     return adjusted
 
 
-def _look(
-    data: UserDays, arm_of_user: np.ndarray, keep: np.ndarray, last_day: int, n_arms: int, metrics: list[str]
-) -> dict[int, dict]:
-    """Per arm: users' cumulative impressions, metric sums and pre-period up to `last_day`."""
-    mask = data.day <= last_day
-    users = data.user[mask]
-    impressions = np.bincount(users, weights=data.impressions[mask], minlength=data.n_users)
-    sums = {m: np.bincount(users, weights=data.totals[m][mask], minlength=data.n_users) for m in metrics}
-    present = (impressions > 0) & keep
+class _Cumulative:
+    """Users' running sums over the daily looks: rows are sorted by day once and each look adds only its
+    own day's rows, so reading every look costs one pass over the rows (plus the users per look)."""
+
+    def __init__(self, data: UserDays, metrics: list[str]):
+        self.data, self.metrics = data, metrics
+        self.order = np.argsort(data.day, kind="stable")
+        self.ends = np.searchsorted(
+            data.day[self.order], np.arange(int(data.day.max()) + 1 if len(data.day) else 0), "right"
+        )
+        self.done = 0
+        self.impressions = np.zeros(data.n_users)
+        self.sums = {m: np.zeros(data.n_users) for m in metrics}
+
+    def through(self, day: int) -> None:
+        rows = self.order[self.done : self.ends[day]]
+        self.done = self.ends[day]
+        users = self.data.user[rows]
+        self.impressions += np.bincount(users, weights=self.data.impressions[rows], minlength=self.data.n_users)
+        for m in self.metrics:
+            self.sums[m] += np.bincount(users, weights=self.data.totals[m][rows], minlength=self.data.n_users)
+
+
+def _look(running: _Cumulative, arm_of_user: np.ndarray, keep: np.ndarray, n_arms: int) -> dict[int, dict]:
+    """Per arm: users' cumulative impressions, metric sums and pre-period at the current look."""
+    present = (running.impressions > 0) & keep
+    pre = running.data.pre
     arms = {}
     for a in range(n_arms):
         members = present & (arm_of_user == a)
         arms[a] = {
-            "n": impressions[members],
-            "y": {m: sums[m][members] for m in metrics},
-            "x": data.pre[members] if data.pre is not None else None,
+            "n": running.impressions[members],
+            "y": {m: running.sums[m][members] for m in running.metrics},
+            "x": pre[members] if pre is not None else None,
         }
     return arms
 
@@ -246,8 +266,10 @@ def analyse(
     p_looks: dict[tuple[str, str], list[float]] = {(a, m): [] for a in compared for m in metrics}
     interval = {(a, m): (-math.inf, math.inf) for a in compared for m in metrics}
     final: dict = {}
+    running = _Cumulative(data, metrics)
     for day in range(last_day + 1) if len(data.day) else []:
-        look = _look(data, arm_of_user, keep, day, len(arms), metrics)
+        running.through(day)
+        look = _look(running, arm_of_user, keep, len(arms))
         for metric in metrics:
             theta = 0.0
             x_mean = 0.0
