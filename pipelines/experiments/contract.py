@@ -4,8 +4,10 @@ One row per item shown in a served slate (or logged as shadow), joined with what
 within the attribution window: the grain the impressions mart provides (dbt, from the impressions
 serving logs and the outcome events). The readout (pipelines/experiments/readout.py), its benchmark
 and its tests build their SQL from these names, and the mart's producer must spell them alike.
-This module imports nothing, so a DAG file or dbt-facing check may import it at parse time.
+It imports only serving.experiments (standard library), so a DAG file may import it at parse time.
 """
+
+from serving.experiments import HOLDBACK
 
 # The relation the readout reads (schema.table in the warehouse).
 SLATE_ITEMS_RELATION = "marts.slate_items"
@@ -24,9 +26,6 @@ SLATE_ITEM_COLUMNS = {
     "event_ts": "TIMESTAMP WITH TIME ZONE",  # when the slate was served (UTC)
 }
 
-# The arm of the users who get the popularity fallback instead of any variant.
-HOLDBACK = "holdback"
-
 # Metric -> the per-impression column it averages; every metric is a ratio over impressions, and the
 # per-user sums of its column and of impressions are what the statistics see (users are the unit).
 METRICS = {
@@ -37,3 +36,5 @@ METRICS = {
 
 # The covariate CUPED adjusts with: a user's accepted events before the experiment began (marts).
 PRE_PERIOD_RELATION = "marts.interaction_events"
+
+__all__ = ["HOLDBACK", "METRICS", "PRE_PERIOD_RELATION", "SLATE_ITEMS_RELATION", "SLATE_ITEM_COLUMNS"]

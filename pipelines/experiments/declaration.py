@@ -40,6 +40,7 @@ import yaml
 
 from pipelines.experiments.contract import HOLDBACK, METRICS
 from pipelines.settings import Settings
+from serving.experiments import Assignment
 
 NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 SUFFIXES = (".yaml", ".yml", ".toml")
@@ -107,33 +108,22 @@ class Experiment:
         """Every group users are assigned to: the variants, then the holdback if it has a share."""
         return tuple(v.name for v in self.variants) + ((HOLDBACK,) if self.holdback > 0 else ())
 
-    def shares_at(self, when: datetime | None = None) -> list[tuple[str, float]]:
-        """(arm, share) in layout order at `when` (None: the declared shares, the canary fully ramped).
+    @property
+    def assignment(self) -> Assignment:
+        """What the server routes by (serving/experiments.py), written into the state on start."""
+        return Assignment(
+            self.name, self.salt, tuple((v.name, v.share) for v in self.variants), self.holdback,
+            self.canary.variant if self.canary else None,
+            tuple((s.at, s.share) for s in self.canary.schedule) if self.canary else (),
+            tuple(v.name for v in self.shadow),
+        )  # fmt: skip
 
-        A canary variant is laid out first so that its growing slice keeps the users it had; the part of
-        its declared share not yet ramped goes to the control, so the other arms never move.
-        """
-        shares = {v.name: v.share for v in self.variants}
-        order = list(shares)
-        if self.canary is not None and when is not None:
-            ramped = 0.0
-            for step in self.canary.schedule:
-                if step.at <= when:
-                    ramped = step.share
-            shares[self.control] += shares[self.canary.variant] - ramped
-            shares[self.canary.variant] = ramped
-        if self.canary is not None:
-            order.remove(self.canary.variant)
-            order.insert(0, self.canary.variant)
-        pairs = [(name, shares[name]) for name in order]
-        if self.holdback > 0:
-            pairs.append((HOLDBACK, self.holdback))
-        return pairs
+    def shares_at(self, when: datetime | None = None) -> list[tuple[str, float]]:
+        """(arm, share) in layout order at `when`: see serving.experiments.Assignment.shares_at."""
+        return self.assignment.shares_at(when)
 
     def assign(self, user_id: str, when: datetime | None = None) -> str | None:
-        from serving.experiments import assign
-
-        return assign(user_id, self.name, self.shares_at(when), self.salt)
+        return self.assignment.variant(user_id, when)
 
 
 @dataclass

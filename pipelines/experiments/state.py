@@ -58,7 +58,18 @@ def start_experiment(settings: Settings, name: str, now: datetime | None = None)
         raise ExperimentStateError(f"experiment {name!r} is already running (since {state[name]['started_at']})")
     if now >= experiment.end:
         raise ExperimentStateError(f"experiment {name!r} ended at {experiment.end.isoformat()}: declare a new end")
-    state[name] = {"status": RUNNING, "started_at": now.isoformat(), "declared_in": str(experiment.source)}
+    state[name] = {
+        "status": RUNNING,
+        "started_at": now.isoformat(),
+        "declared_in": str(experiment.source),
+        # what serving routes by (serving.experiments.Assignment.from_json), and where each variant comes from
+        "assignment": experiment.assignment.to_json(),
+        "sources": {
+            v.name: {"version": v.version, "alias": v.alias} for v in (*experiment.variants, *experiment.shadow)
+        },
+        "start": experiment.start.isoformat(),
+        "end": experiment.end.isoformat(),
+    }
     _write_state(settings, state)
     return f"experiment {name} running: {shares_text(experiment, now)} until {experiment.end:%Y-%m-%d %H:%M} UTC"
 
