@@ -1,4 +1,4 @@
-"""recforge_experiment_readout: every running experiment read out once a day (pipelines/experiments/readout.py).
+"""recforge_experiment_readout: every running experiment read out once a day (pipelines/experiments/daily.py).
 
 Reads the slate-item mart the warehouse builds from the impressions and outcome events, and writes each
 experiment's page (reports/experiments/<name>.html, linked from reports/index.html). A readout covers
@@ -33,7 +33,7 @@ def recforge_experiment_readout():
     @task
     def read_out_running_experiments(data_interval_end=None) -> dict:
         """One readout per running experiment: decision (ship, stop, keep running) and its page."""
-        from pipelines.experiments.readout import read_out_running
+        from pipelines.experiments.daily import read_out_running
 
         return read_out_running(get_settings(), data_interval_end)
 

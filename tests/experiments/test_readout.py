@@ -166,7 +166,7 @@ def test_the_daily_readout_reads_running_experiments_only(logged):
     """What recforge_experiment_readout calls: declared-but-not-running experiments are left alone."""
     from datetime import datetime
 
-    from pipelines.experiments.readout import read_out_running
+    from pipelines.experiments.daily import read_out_running
     from pipelines.experiments.state import start_experiment
 
     settings, experiment, _ = logged
@@ -180,7 +180,7 @@ def test_the_daily_readout_reads_running_experiments_only(logged):
 def test_the_daily_readout_fails_naming_a_blocked_experiment(declared):
     from datetime import datetime
 
-    from pipelines.experiments.readout import read_out_running
+    from pipelines.experiments.daily import read_out_running
     from pipelines.experiments.state import start_experiment
 
     experiment = get_experiment(declared, "home-ab")
