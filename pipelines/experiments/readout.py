@@ -237,8 +237,10 @@ def _plain(value):
 
 
 def run_readout(settings: Settings, name: str, as_of: datetime | None = None) -> tuple[Readout, object]:
-    """Read out one declared experiment from the warehouse, write its JSON record and HTML page, rewrite
-    the reports index; raise ReadoutBlocked (after writing the page) when the SRM check fails."""
+    """Read out one declared experiment from the warehouse, tag the decision on the variants' model
+    versions in MLflow, write its JSON record and HTML page, rewrite the reports index; raise
+    ReadoutBlocked (after writing the page) when the SRM check fails."""
+    from pipelines.experiments.registry_tags import tag_decision
     from pipelines.warehouse.connection import connect
 
     experiment = get_experiment(settings, name)
@@ -247,6 +249,7 @@ def run_readout(settings: Settings, name: str, as_of: datetime | None = None) ->
     as_of = as_of or datetime.now(UTC)
     with connect(settings, must_exist=True) as warehouse:
         readout = compute_readout(warehouse.con, experiment, settings, as_of)
+    readout.notes += tag_decision(settings, experiment, readout)
     page = write_readout(settings, experiment, readout)
     if readout.analysis.blocked:
         raise ReadoutBlocked(f"{readout.analysis.reasons[0]} (report: {page})")

@@ -242,3 +242,43 @@ def test_an_experiment_without_impressions_yet_keeps_running(declared):
     assert readout.decision == "keep running"
     assert readout.analysis.reasons == ["no impressions yet for control, challenger, holdback"]
     assert "no CUPED: marts.interaction_events does not exist" in readout.notes
+
+
+def test_the_decision_is_tagged_on_each_variants_model_version(logged, tmp_path):
+    """Aliases resolve to registered versions (a real MLflow registry in the home); the winner is marked;
+    a variant whose alias is not set is named in the notes, never guessed."""
+    from pipelines.training.tracking import configure
+
+    settings, experiment, _ = logged
+    client = configure(settings)
+    name = settings.registered_model_name
+    client.create_registered_model(name)
+    readout, _ = run_readout(settings, "home-ab", experiment.end)
+    assert "control not tagged in MLflow: alias champion is not set" in readout.notes
+    assert "challenger not tagged in MLflow: alias challenger is not set" in readout.notes
+
+    for _ in range(2):
+        client.create_model_version(name, source=str(tmp_path))
+    client.set_registered_model_alias(name, "champion", "1")
+    client.set_registered_model_alias(name, "challenger", "2")
+    readout, _ = run_readout(settings, "home-ab", experiment.end)
+    assert readout.decision == SHIP and not any("not tagged" in n for n in readout.notes)
+    tags = {v: client.get_model_version(name, v).tags for v in ("1", "2")}
+    assert tags["1"]["experiment.home-ab.decision"] == tags["2"]["experiment.home-ab.decision"] == SHIP
+    assert (tags["1"]["experiment.home-ab.role"], tags["2"]["experiment.home-ab.role"]) == ("control", "winner")
+    assert tags["2"]["experiment.home-ab.read_out_at"] == experiment.end.isoformat(timespec="seconds")
+
+
+def test_a_publication_variant_resolves_through_its_manifest(settings):
+    """A variant named by publication version takes the model version its manifest records."""
+    import json
+
+    from pipelines.experiments.declaration import Variant
+    from pipelines.experiments.registry_tags import _model_version
+
+    published = settings.published_dir / "20261201T000000000000Z-v7"
+    published.mkdir(parents=True)
+    (published / "manifest.json").write_text(json.dumps({"model": {"version": "7"}}))
+    assert _model_version(None, settings, Variant("b", 0.5, version=published.name)) == ("7", "")
+    missing, why = _model_version(None, settings, Variant("c", 0.5, version="20261202T000000000000Z-v8"))
+    assert missing is None and why.startswith("publication 20261202T000000000000Z-v8 unreadable")
