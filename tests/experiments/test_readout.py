@@ -282,3 +282,18 @@ def test_a_publication_variant_resolves_through_its_manifest(settings):
     assert _model_version(None, settings, Variant("b", 0.5, version=published.name)) == ("7", "")
     missing, why = _model_version(None, settings, Variant("c", 0.5, version="20261202T000000000000Z-v8"))
     assert missing is None and why.startswith("publication 20261202T000000000000Z-v8 unreadable")
+
+
+def test_one_variant_against_a_holdback_is_read_against_the_holdback(declared):
+    """The recommender's value over the popularity fallback: the variant is the challenger, the holdback
+    the reference."""
+    from tests.experiments.conftest import declaration, write_declarations
+
+    lone = declaration(shadow=None, holdback=0.2, variants=[{"name": "recommender", "alias": "champion", "share": 0.8}])
+    write_declarations(declared.home_experiments_dir, lone)
+    experiment = get_experiment(declared, "home-ab")
+    log_traffic(declared, experiment, synthetic_traffic(experiment, 6000, DAYS, seed=9, lifts={"holdback": 0.6}))
+    with duckdb.connect(str(declared.warehouse_path)) as con:
+        analysis = compute_readout(con, experiment, declared, experiment.end).analysis
+    assert analysis.reference == "holdback"
+    assert analysis.decision == SHIP and analysis.reasons[0] == "ship recommender"
