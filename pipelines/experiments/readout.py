@@ -249,7 +249,10 @@ def run_readout(settings: Settings, name: str, as_of: datetime | None = None) ->
     as_of = as_of or datetime.now(UTC)
     with connect(settings, must_exist=True) as warehouse:
         readout = compute_readout(warehouse.con, experiment, settings, as_of)
-    readout.notes += tag_decision(settings, experiment, readout)
+    if readout.analysis.blocked:  # broken assignment says nothing about the models: leave them untagged
+        readout.notes.append("decision not tagged in MLflow: the readout is blocked")
+    else:
+        readout.notes += tag_decision(settings, experiment, readout)
     page = write_readout(settings, experiment, readout)
     if readout.analysis.blocked:
         raise ReadoutBlocked(f"{readout.analysis.reasons[0]} (report: {page})")

@@ -103,7 +103,8 @@ def test_a_skewed_log_blocks_the_readout_and_its_page_says_why(declared):
         run_readout(declared, "home-ab", experiment.end)
     record = (declared.reports_dir / "experiments" / "home-ab.json").read_text()
     assert '"blocked": true' in record and f'"decision": "{STOP}"' in record
-    assert "effects withheld" in (declared.reports_dir / "experiments" / "home-ab.html").read_text()
+    page = (declared.reports_dir / "experiments" / "home-ab.html").read_text()
+    assert "effects withheld" in page and "decision not tagged in MLflow: the readout is blocked" in page
 
 
 def test_the_cli_starts_lists_reads_out_and_stops(logged, monkeypatch, capsys):
