@@ -3,6 +3,7 @@
 recforge simulate              write a synthetic event log into RECFORGE_HOME/landing
 recforge ingest --start D --end D
 recforge ingest --source movielens|retailrocket|recforge --path FILE_OR_DIR
+recforge ingest-stream [--replace]   the collector's closed segments (landing/stream/) as micro-batches
 recforge validate-raw --start D --end D
 recforge transform             dbt build
 recforge train                 train, evaluate, register, gate
@@ -53,6 +54,14 @@ def cmd_simulate(settings: Settings, args) -> None:
         f"duplicates, {sum(summary.malformed_injected.values())} malformed, {summary.bot_events} bot events) "
         f"-> {settings.landing_dir}"
     )
+
+
+def cmd_ingest_stream(settings: Settings, args) -> None:
+    from pipelines.ingest.stream import ingest_stream, stream_dir, stream_summary
+    from serving.collector.segments import closed_segments
+
+    result = ingest_stream(settings, replace=args.replace)
+    print(stream_summary(result, len(closed_segments(stream_dir(settings)))))
 
 
 def cmd_ingest(settings: Settings, args) -> None:
@@ -199,6 +208,17 @@ def cmd_publish_rollback(settings: Settings, args) -> None:
     print(f"rolled back: {rollback(settings, args.to)} is live (was {before})")
 
 
+def cmd_forget(settings: Settings, args) -> None:
+    from pipelines.privacy.forget import forget_users, read_id_file
+
+    ids = list(args.user or [])
+    for path in args.file or []:
+        ids += read_id_file(path)
+    result = forget_users(settings, ids, request_id=args.request_id)
+    print(result.summary())
+    print(f"audit: monitoring.forget_requests and {result.report}")
+
+
 def cmd_status(settings: Settings, args) -> None:
     from pipelines.monitoring.status import status_lines
 
@@ -331,6 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
 
             command.add_argument("--source", choices=sorted(SOURCES), default="recforge", help="adapter for --path")
             command.add_argument("--path", type=Path, help="file or directory to import through the adapter")
+    stream = sub.add_parser("ingest-stream", help="ingest the collector's closed segments not ingested yet")
+    stream.add_argument("--replace", action="store_true", help="re-ingest every closed segment (each replaces itself)")
+    stream.set_defaults(func=cmd_ingest_stream)
     sub.add_parser("transform", help="dbt build: models and tests").set_defaults(func=cmd_transform)
     sub.add_parser("validate-marts", help="run the marts checkpoint").set_defaults(func=cmd_validate_marts)
     sub.add_parser("drift", help="compare the latest window with the baseline").set_defaults(func=cmd_drift)
@@ -393,6 +416,11 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument("--start", type=_day, required=True, help="first day, YYYY-MM-DD")
     backfill.add_argument("--end", type=_day, help="day after the last, YYYY-MM-DD (default: start + 1 day)")
     backfill.set_defaults(func=cmd_backfill)
+    forget = sub.add_parser("forget", help="forget users in every store; audit without their ids")
+    forget.add_argument("--user", action="append", metavar="ID", help="a user id (repeat for several)")
+    forget.add_argument("--file", action="append", metavar="PATH", help="a file of user ids, one per line")
+    forget.add_argument("--request-id", help="name the request (default: a new UUID); re-use it to finish a run")
+    forget.set_defaults(func=cmd_forget)
     sub.add_parser("reports", help="print the path of reports/index.html").set_defaults(func=cmd_reports)
     sub.add_parser("health", help="measure every service level now; fail naming a breached one").set_defaults(
         func=cmd_health

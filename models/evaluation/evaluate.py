@@ -71,8 +71,8 @@ class FoldScore:
 
 def fold_lists(model, fold: Fold, catalog: pd.DataFrame, config: EvaluationConfig) -> dict[str, np.ndarray]:
     """Top-`depth` item indices for every evaluated user of the fold, per view (-1 = empty slot)."""
-    allowed, categories = allowed_and_categories(fold.train.item_ids, catalog)
-    return _lists(model, fold, allowed, categories, item_popularity(fold), config)
+    allowed, categories = allowed_and_categories(model.item_ids, catalog)
+    return _lists(model, fold, allowed, categories, item_popularity(fold, len(model.item_ids)), config)
 
 
 def _lists(model, fold: Fold, allowed, categories, popularity, config: EvaluationConfig) -> dict[str, np.ndarray]:
@@ -98,18 +98,25 @@ def _lists(model, fold: Fold, allowed, categories, popularity, config: Evaluatio
     return lists
 
 
-def item_popularity(fold: Fold) -> np.ndarray:
-    """Distinct training users per item: what 'popular' means for novelty, the head and the fallback."""
-    return distinct_users_per_item(fold.train.matrix).astype(np.float64)
+def item_popularity(fold: Fold, n_items: int | None = None) -> np.ndarray:
+    """Distinct training users per item: what 'popular' means for novelty, the head and the fallback.
+
+    ``n_items``: the model's item count, when it knows items beyond training's (they have no users).
+    """
+    popularity = distinct_users_per_item(fold.train.matrix).astype(np.float64)
+    n_items = len(popularity) if n_items is None else n_items
+    return np.concatenate([popularity, np.zeros(n_items - len(popularity))])
 
 
 def score_fold(model, fold: Fold, catalog: pd.DataFrame, config: EvaluationConfig) -> FoldScore:
     """Lists for every evaluated user, then overall, per-segment and new-item metrics for both views."""
-    allowed, categories = allowed_and_categories(fold.train.item_ids, catalog)
-    popularity = item_popularity(fold)
+    allowed, categories = allowed_and_categories(model.item_ids, catalog)
+    popularity = item_popularity(fold, len(model.item_ids))
     lists = _lists(model, fold, allowed, categories, popularity, config)
     masks = segment_masks(fold, config.segments)
-    new_relevant = new_item_relevance(fold)
+    # A content model knows items beyond training's: its indices address a re-ordered held-out matrix.
+    relevant, new_columns = fold.columns_for(model.item_ids)
+    new_relevant = new_item_relevance(fold, relevant, new_columns)
     metrics: dict[str, float] = {}
     exposure = {}
     for view, recommended in lists.items():
@@ -118,13 +125,13 @@ def score_fold(model, fold: Fold, catalog: pd.DataFrame, config: EvaluationConfi
             popularity=popularity,
             n_users=fold.train.n_users,
             eligible=allowed if view == "rules" else None,
-            is_new=fold.is_new,
+            is_new=new_columns[: len(model.item_ids)],
             head_share=config.head_share,
         )
         prefix = "" if view == "rules" else RAW_PREFIX
-        metrics.update(_prefixed(prefix, _calc(recommended, fold.relevant, config, stats)))
+        metrics.update(_prefixed(prefix, _calc(recommended, relevant, config, stats)))
         for segment, mask in masks.items():
-            values = _calc(recommended[mask], fold.relevant[mask], config, stats)
+            values = _calc(recommended[mask], relevant[mask], config, stats)
             metrics.update(_prefixed(prefix + in_segment(segment, ""), values))
         metrics.update(_prefixed(f"{prefix}new_items.", _calc(recommended, new_relevant, config, stats)))
         exposure[view] = long_tail_exposure(recommended, popularity, config.k)
