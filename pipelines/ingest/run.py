@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import Counter
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -152,11 +153,16 @@ def _midnight(day: date) -> datetime:
     return datetime.combine(day, datetime.min.time(), tzinfo=UTC)
 
 
-def ingest_interval(settings: Settings, interval_start: datetime, interval_end: datetime) -> IngestResult:
+def ingest_interval(
+    settings: Settings, interval_start: datetime, interval_end: datetime, warehouse: Warehouse | None = None
+) -> IngestResult:
     """Ingest every landing file of the days in [interval_start, interval_end), replacing those days whole.
 
     A landing day may hold several files (JSONL, CSV, Parquet), one batch each. Events may be
     late (up to ``late_arrival_days`` before their landing day): they keep their own event_date.
+    The interval is one transaction, on its own connection; or on `warehouse`, an open connection
+    the caller keeps (a run of many intervals then opens and checkpoints the database once, each
+    interval still committing alone).
     """
     source = get_source("recforge")
     days = days_in_interval(interval_start, interval_end)
@@ -178,7 +184,7 @@ def ingest_interval(settings: Settings, interval_start: datetime, interval_end: 
         plan.append((day, files, day_skipped))
 
     results = []
-    with connect(settings) as con, con.transaction():
+    with nullcontext(warehouse) if warehouse is not None else connect(settings) as con, con.transaction():
         catalog_items = _load_landing_catalog(con, settings)
         for day, files, day_skipped in plan:
             _forget_landing_day(con, source.name, day)
