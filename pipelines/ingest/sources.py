@@ -125,24 +125,36 @@ def _read_lines(path: Path, max_line_bytes: int) -> pa.Table:
     n = 0
     with open_events(path) as stream:
         for block in _line_blocks(stream, max_line_bytes):
-            lines, by_line = block, True
             if type(block[0]) is not _Cut and max(map(len, block)) <= max_line_bytes:  # only a first line is cut
                 try:
-                    lines, by_line = b"\n".join(block).decode("utf-8").split("\n"), False
+                    text = b"\n".join(block).decode("utf-8")
                 except UnicodeDecodeError:
                     pass
-            for line in lines:
+                else:  # the usual chunk: its lines are taken whole, without a Python step per line
+                    lines = text.split("\n")
+                    if "\r" in text:
+                        lines = [line.removesuffix("\r") for line in lines]
+                    blank = {i for i, line in enumerate(lines) if not line or line.isspace()}
+                    if blank:
+                        numbers.extend(n + 1 + i for i in range(len(lines)) if i not in blank)
+                        texts.extend(line for i, line in enumerate(lines) if i not in blank)
+                    else:
+                        numbers.extend(range(n + 1, n + 1 + len(lines)))
+                        texts.extend(lines)
+                    errors.extend([None] * (len(lines) - len(blank)))
+                    n += len(lines)
+                    continue
+            for line in block:
                 n += 1
                 error = None
-                if by_line:
-                    if type(line) is _Cut or len(line.removesuffix(b"\r")) > max_line_bytes:
-                        error, line = "line_too_long", line[: RAW_PREFIX_CHARS * 4]
-                    try:
-                        line = line.decode("utf-8")
-                    except UnicodeDecodeError:
-                        line, error = line.decode("utf-8", errors="backslashreplace"), error or "invalid_utf8"
-                    if error == "line_too_long":
-                        line = line[:RAW_PREFIX_CHARS]
+                if type(line) is _Cut or len(line.removesuffix(b"\r")) > max_line_bytes:
+                    error, line = "line_too_long", line[: RAW_PREFIX_CHARS * 4]
+                try:
+                    line = line.decode("utf-8")
+                except UnicodeDecodeError:
+                    line, error = line.decode("utf-8", errors="backslashreplace"), error or "invalid_utf8"
+                if error == "line_too_long":
+                    line = line[:RAW_PREFIX_CHARS]
                 line = line.removesuffix("\r")
                 if error is None and not line.strip():
                     continue
