@@ -378,6 +378,32 @@ class Settings(BaseSettings):
         description="A week is flagged when a metric leaves its recent [min, max] by more than this share of it.",
     )
 
+    # --- online experiments (pipelines/experiments/, docs/architecture.md "Experiments")
+    experiments_dir: Path = Field(
+        default=REPO_ROOT / "experiments",
+        description="Experiment declarations under version control (YAML/TOML); RECFORGE_HOME/experiments/ "
+        "holds more, and the start/stop state.",
+    )
+    experiment_alpha: float = Field(
+        default=0.05, gt=0, lt=0.5, description="Significance level of the readout's always-valid p-values."
+    )
+    experiment_srm_alpha: float = Field(
+        default=0.001, gt=0, lt=0.5, description="A sample-ratio-mismatch p-value below this blocks the readout."
+    )
+    experiment_msprt_tau: float = Field(
+        default=0.05,
+        gt=0,
+        le=10,
+        description="mSPRT mixing scale: the effect size the sequential test is tuned for, in per-user "
+        "standard deviations of the metric.",
+    )
+    experiment_cuped_days: int = Field(
+        default=14, ge=0, le=365, description="Days of pre-period activity CUPED adjusts with (0: no CUPED)."
+    )
+    experiment_readout_cron: str = Field(
+        default="30 6 * * *", description="When recforge_experiment_readout reads out the running experiments (UTC)."
+    )
+
     # --- privacy: forgetting users (pipelines/privacy/; docs/architecture.md, "Privacy")
     privacy_key: SecretStr | None = Field(
         default=None,
@@ -421,7 +447,7 @@ class Settings(BaseSettings):
             raise ValueError("must be an http(s) URL with a host, e.g. http://127.0.0.1:8000/metrics, or unset")
         return value
 
-    @field_validator("train_cron", "health_cron", "stream_ingest_cron", mode="after")
+    @field_validator("train_cron", "health_cron", "stream_ingest_cron", "experiment_readout_cron", mode="after")
     @classmethod
     def _cron_expression(cls, value: str) -> str:
         from croniter import croniter  # Airflow's own cron parser (a dependency of the pipeline extra)
@@ -494,6 +520,11 @@ class Settings(BaseSettings):
     @cached_property
     def reports_dir(self) -> Path:
         return self.home / "reports"
+
+    @cached_property
+    def home_experiments_dir(self) -> Path:
+        """Declarations kept with the home, and the experiments' start/stop state (state.json)."""
+        return self.home / "experiments"
 
     @cached_property
     def published_dir(self) -> Path:

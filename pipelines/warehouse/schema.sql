@@ -34,6 +34,16 @@ create table if not exists raw.items (
     attributes json
 );
 
+-- The catalog file raw.items was last loaded from (at most one row): a landing run whose catalog
+-- file has the same SHA-256 (and raw.items still its row count) keeps raw.items instead of
+-- re-reading and rewriting it; anything else that writes raw.items deletes this row.
+create table if not exists raw.catalog_snapshot (
+    file      varchar not null,
+    sha256    varchar not null,
+    items     integer not null,
+    loaded_at timestamptz not null
+);
+
 -- One row per rejected input row: its raw text, why, and where it came from.
 create table if not exists quarantine.events (
     batch_id     varchar not null,

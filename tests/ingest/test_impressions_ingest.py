@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -131,3 +132,23 @@ def test_slate_items_joins_outcomes_naming_the_request_within_the_window(home):
     assert r1.loc[2, ["clicked", "converted", "revenue"]].tolist() == [True, True, 19.5]
     assert not r1.loc[1, "clicked"] and not r1.loc[3, "clicked"]
     assert mart["revenue"].sum() == 19.5
+
+
+def test_slate_items_has_every_column_of_the_readouts_contract_with_its_type(home):
+    from pipelines.experiments.contract import SLATE_ITEM_COLUMNS, SLATE_ITEMS_RELATION
+    from pipelines.warehouse.transform import build_warehouse
+
+    write_impressions(home.home, ROWS[:1])
+    ingest_interval(home, DAY, DAY + timedelta(days=1))
+    build_warehouse(home)
+    schema, table = SLATE_ITEMS_RELATION.split(".")
+    types = dict(
+        read_frame(
+            home,
+            "select column_name, data_type from information_schema.columns where table_schema = ? and table_name = ?",
+            [schema, table],
+        ).itertuples(index=False)
+    )
+    assert {column: types.get(column) for column in SLATE_ITEM_COLUMNS} == SLATE_ITEM_COLUMNS
+    served = read_frame(home, f"select event_ts from {SLATE_ITEMS_RELATION}")["event_ts"]
+    assert (served == pd.Timestamp(SERVED)).all()

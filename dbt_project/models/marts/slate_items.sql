@@ -44,6 +44,7 @@ final as (
         impressions.position,
         impressions.served_at,
         impressions.served_date,
+        impressions.event_ts,
         impressions.endpoint,
         impressions.user_id,
         impressions.anchor_item_id,

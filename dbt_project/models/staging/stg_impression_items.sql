@@ -7,6 +7,7 @@ renamed as (
         cast(request_id as varchar) as request_id,
         cast(served_at as timestamp) as served_at,
         cast(served_at as date) as served_date,
+        cast(served_at as timestamp with time zone) as event_ts,
         cast(endpoint as varchar) as endpoint,
         cast(user_id as varchar) as user_id,
         cast(anchor_item_id as varchar) as anchor_item_id,
