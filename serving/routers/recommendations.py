@@ -11,6 +11,8 @@ from serving.dependencies import (
     live_publication,
     openapi_parameters,
 )
+from serving.failures import Reason
+from serving.metrics import RECOMMENDATIONS_ENDPOINT
 from serving.responses import JSONBytes
 from serving.schemas import UserRecommendations
 
@@ -48,6 +50,8 @@ async def recommendations_for_user(request: Request) -> JSONBytes:
     k = checked_k(request, publication)
     blocked, excluded_rows = filters(publication, store, excluded_ids(request))
     position = publication.user_position(user_id)
-    if position is None:
-        request.app.state.metrics.fallbacks.inc()
+    if position is None:  # the fallback list: counted, and logged for diagnosis (serving/failures.py)
+        state = request.app.state
+        state.metrics.fallbacks.inc()
+        state.failures.record(RECOMMENDATIONS_ENDPOINT, 200, Reason.UNKNOWN_USER, publication.version, user_id=user_id)
     return JSONBytes(publication.user_answer(user_id, position, k, blocked, excluded_rows))

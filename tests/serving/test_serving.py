@@ -2,6 +2,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from contextlib import contextmanager
@@ -23,7 +24,11 @@ from tests.conftest import copy_home
 @contextmanager
 def client_for(settings, reload_interval_seconds=0.2, wait_ready=True):
     """A test client on the home's publications; waits until the background load made it ready."""
-    app = create_app(ServingSettings(home=settings.home, reload_interval_seconds=reload_interval_seconds))
+    # The failure log goes to a directory of its own: the shared homes stay read-only.
+    failures = tempfile.mkdtemp(prefix="failure-log-")
+    app = create_app(
+        ServingSettings(home=settings.home, reload_interval_seconds=reload_interval_seconds, failure_log_dir=failures)
+    )
     with TestClient(app) as client:
         if wait_ready:
             wait_until(lambda: client.get("/readyz").status_code == 200, "the live publication never loaded")
@@ -285,7 +290,11 @@ def running_server(settings, reload_interval_seconds=0.1):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    app = create_app(ServingSettings(home=settings.home, reload_interval_seconds=reload_interval_seconds))
+    # The failure log goes to a directory of its own: the shared homes stay read-only.
+    failures = tempfile.mkdtemp(prefix="failure-log-")
+    app = create_app(
+        ServingSettings(home=settings.home, reload_interval_seconds=reload_interval_seconds, failure_log_dir=failures)
+    )
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
