@@ -163,14 +163,17 @@ def champion_lines(settings: Settings) -> list[list[object]]:
     return head + [[name, f"{metrics[name]:.4f}"] for name in shown]
 
 
-def _plot(frame: pd.DataFrame, title: str, ylabel: str) -> str:
+def _plot(frame: pd.DataFrame, title: str, ylabel: str, stacked_bars: bool = False) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(9, 3))
-    frame.plot(ax=ax, marker="o")
+    if stacked_bars:  # counts that add up (answers by reason): every week labelled, its total visible
+        frame.plot(ax=ax, kind="bar", stacked=True, rot=0)
+    else:
+        frame.plot(ax=ax, marker="o")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)  # beside the lines, never over them
     ax.set_title(title)
     ax.set_ylabel(ylabel)
@@ -190,7 +193,7 @@ def failures_section(failures: pd.DataFrame, settings: Settings) -> str:
         f"(<code>unknown_user</code>, status 200). Read from {where} and the daily counts the health checks "
         "kept (monitoring.failed_requests).</p>"
     )
-    body += _plot(failures, "failed requests and fallbacks by reason", "answers")
+    body += _plot(failures, "failed requests and fallbacks by reason", "answers", stacked_bars=True)
     rows = [[week, *[int(v) for v in row], int(row.sum())] for week, row in failures.iterrows()]
     return body + html.table(["week", *failures.columns, "all"], rows)
 
