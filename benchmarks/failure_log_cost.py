@@ -6,10 +6,12 @@
 
 Both servers run at once on the same publication (idle while the other is measured). For each of
 ``--rounds`` rounds, wrk drives known users (the C fast path, which never logs) and unknown users
-(the fallback, which this checkout logs as ``unknown_user``) on the reference, then on this
-checkout, each for ``--seconds``. The figure per endpoint is the median of the per-round ratios
-this / reference of requests per second and of server CPU per request, with their range: pairs
-taken minutes apart on a shared machine differ by up to 20%, pairs taken seconds apart far less.
+(``x000123``: as long as the published ids, so both servers look them up alike; the fallback, which
+this checkout logs as ``unknown_user``) on both servers, each for ``--seconds``, the reference first
+in even rounds and second in odd ones. The figure per endpoint is the median of the per-round ratios
+this / reference of requests per second and of server CPU per request, with their range. On a
+shared machine the requests per second of two servers measured seconds apart differ widely (an A/A
+run, both servers this checkout, gave 0.40-1.22); server CPU per request is the steadier figure.
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
-    endpoints = {"known_users": script(args.users, "u", 10), "unknown_users": script(args.users, "nobody", 10)}
+    endpoints = {"known_users": script(args.users, "u", 10), "unknown_users": script(args.users, "x", 10)}
     logs = args.home / "bench-logs"
     logs.mkdir(parents=True, exist_ok=True)
     servers = {
@@ -81,7 +83,8 @@ def main() -> None:
                 run_wrk(f"http://127.0.0.1:{port}", lua, 2, args.connections)
         for round_ in range(args.rounds):
             for endpoint, lua in endpoints.items():
-                for name, (server, port) in servers.items():
+                order = list(servers.items())
+                for name, (server, port) in order if round_ % 2 == 0 else order[::-1]:  # neither always first
                     cpu = server_cpu_seconds(server.pid)
                     result = run_wrk(f"http://127.0.0.1:{port}", lua, args.seconds, args.connections)
                     used = server_cpu_seconds(server.pid) - cpu
