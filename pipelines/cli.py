@@ -3,6 +3,7 @@
 recforge simulate              write a synthetic event log into RECFORGE_HOME/landing
 recforge ingest --start D --end D
 recforge ingest --source movielens|retailrocket|recforge --path FILE_OR_DIR
+recforge ingest-stream [--replace]   the collector's closed segments (landing/stream/) as micro-batches
 recforge validate-raw --start D --end D
 recforge transform             dbt build
 recforge train                 train, evaluate, register, gate
@@ -10,6 +11,8 @@ recforge evaluate              backtest the candidates, print metrics per model 
 recforge tune [--model NAME]   tune the candidates' hyper-parameters now and store the best for training
 recforge models list|compare|promote|rollback
                                the registered versions, their metrics and aliases; manual promotion, rollback
+recforge diagnose USER [--k K] [--depth N]
+                               why one user's list missed (or hit) their held-out items; text + HTML page
 recforge publish               publish the champion's lists and index
 recforge publish rollback [--to VERSION]   make the previous (or the named) version live again
 recforge run                   everything above as Airflow DAG runs, then serve
@@ -49,6 +52,14 @@ def cmd_simulate(settings: Settings, args) -> None:
         f"duplicates, {sum(summary.malformed_injected.values())} malformed, {summary.bot_events} bot events) "
         f"-> {settings.landing_dir}"
     )
+
+
+def cmd_ingest_stream(settings: Settings, args) -> None:
+    from pipelines.ingest.stream import ingest_stream, stream_dir, stream_summary
+    from serving.collector.segments import closed_segments
+
+    result = ingest_stream(settings, replace=args.replace)
+    print(stream_summary(result, len(closed_segments(stream_dir(settings)))))
 
 
 def cmd_ingest(settings: Settings, args) -> None:
@@ -108,6 +119,24 @@ def cmd_tune(settings: Settings, args) -> None:
         print("note: tune_enabled is false, so training does not use them until it is turned on")
 
 
+def cmd_diagnose(settings: Settings, args) -> int:
+    """Print one user's diagnosis, write its page; exit EXIT_UNKNOWN_USER for a user who gets the fallback."""
+    from models.evaluation.diagnosis import FALLBACK
+    from pipelines.reports.diagnosis_report import diagnosis_text
+    from pipelines.training.diagnose import EXIT_UNKNOWN_USER, run_diagnosis
+
+    diagnosis, page, index = run_diagnosis(settings, args.user, args.k, args.depth)
+    print(diagnosis_text(diagnosis))
+    print(f"page: {page}\nindex: {index}")
+    if diagnosis.outcome == FALLBACK:
+        print(
+            f"recforge diagnose: user {args.user!r} is unknown to the champion: they get the popularity fallback",
+            file=sys.stderr,
+        )
+        return EXIT_UNKNOWN_USER
+    return 0
+
+
 def cmd_models(settings: Settings, args) -> None:
     from pipelines.training import registry as model_registry
 
@@ -119,6 +148,16 @@ def cmd_models(settings: Settings, args) -> None:
         print(model_registry.promote_version(settings, args.version, force=args.force))
     else:
         print(model_registry.rollback(settings))
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"not a positive integer: {text!r}")
+    return value
 
 
 def _version(text: str) -> str:
@@ -273,6 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
 
             command.add_argument("--source", choices=sorted(SOURCES), default="recforge", help="adapter for --path")
             command.add_argument("--path", type=Path, help="file or directory to import through the adapter")
+    stream = sub.add_parser("ingest-stream", help="ingest the collector's closed segments not ingested yet")
+    stream.add_argument("--replace", action="store_true", help="re-ingest every closed segment (each replaces itself)")
+    stream.set_defaults(func=cmd_ingest_stream)
     sub.add_parser("transform", help="dbt build: models and tests").set_defaults(func=cmd_transform)
     sub.add_parser("validate-marts", help="run the marts checkpoint").set_defaults(func=cmd_validate_marts)
     sub.add_parser("drift", help="compare the latest window with the baseline").set_defaults(func=cmd_drift)
@@ -291,6 +333,11 @@ def build_parser() -> argparse.ArgumentParser:
     tune = sub.add_parser("tune", help="tune the candidates' hyper-parameters and store the best")
     tune.add_argument("--model", metavar="NAME", help="one registered model (default: every tunable candidate)")
     tune.set_defaults(func=cmd_tune)
+    diagnose = sub.add_parser("diagnose", help="why one user's list missed (or hit) their held-out items")
+    diagnose.add_argument("user", help="the user id (as in marts.interaction_events)")
+    diagnose.add_argument("--k", type=_positive, help="list length judged (default: eval_k)")
+    diagnose.add_argument("--depth", type=_positive, default=100, help="top N of each generator (default 100)")
+    diagnose.set_defaults(func=cmd_diagnose)
     models_parser = sub.add_parser("models", help="registered model versions: list, compare, promote, rollback")
     actions = models_parser.add_subparsers(dest="action", required=True)
     actions.add_parser("list", help="versions, aliases and key metrics")
@@ -350,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     settings.ensure_dirs()
     try:
-        args.func(settings, args)
+        status = args.func(settings, args)
     except KeyboardInterrupt:
         return 130
     except ValidationError as error:  # settings rebuilt from command-line options (evaluate --folds)
@@ -360,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("recforge").debug("failure", exc_info=True)
         print(f"recforge {args.command}: error: {error}", file=sys.stderr)
         return 1
-    return 0
+    return status or 0  # a command may return its own exit status (diagnose: an unknown user)
 
 
 if __name__ == "__main__":

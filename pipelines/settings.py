@@ -21,6 +21,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from pipelines.contract import EVENT_TYPES
 from serving.config import InvalidSettings, load_settings
 from serving.config import describe_invalid_settings as describe_for
+from serving.events import FUTURE_TOLERANCE_SECONDS, LATE_ARRIVAL_DAYS, MAX_LINE_BYTES
 from serving.format import MAX_TOP_N
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -86,6 +87,12 @@ class Settings(BaseSettings):
         description="How long an embedded Airflow process waits for SQLite's write lock (held by the others).",
     )  # fmt: skip
 
+    # --- micro-batches of the collector's segments (read by dags/recforge_stream_ingest.py)
+    stream_ingest_cron: str = Field(
+        default="*/5 * * * *",
+        description="How often recforge_stream_ingest ingests closed segments, in UTC; empty: only when triggered.",
+    )
+
     train_cron: str = Field(
         default="0 4 * * 1", description="Scheduled retraining (besides drift), in UTC; empty: on drift only."
     )
@@ -94,19 +101,10 @@ class Settings(BaseSettings):
     bot_max_events_per_minute: int = Field(
         default=30, ge=1, description="A user with more events than this in any one minute is quarantined as a bot."
     )
-    late_arrival_days: int = Field(
-        default=3, ge=0, description="Events may arrive this many days after they happened and still be accepted."
-    )
-    future_tolerance_seconds: int = Field(
-        default=300, ge=0, description="Events stamped later than the batch's interval end plus this are 'future'."
-    )
-    ingest_max_line_bytes: int = Field(
-        default=1 << 20,
-        ge=1024,
-        le=1 << 30,
-        description="A JSONL line or CSV row longer than this (bytes, 1 KiB..1 GiB) is quarantined as "
-        "line_too_long, and never held whole in memory.",
-    )
+    # The event window and line limit, declared once with the event contract (the collector applies them too).
+    late_arrival_days: int = LATE_ARRIVAL_DAYS
+    future_tolerance_seconds: int = FUTURE_TOLERANCE_SECONDS
+    ingest_max_line_bytes: int = MAX_LINE_BYTES
 
     warehouse_memory_limit: str = Field(
         default="4GB", description="DuckDB's memory limit (ingest and dbt); beyond it DuckDB spills to disk."
@@ -376,7 +374,7 @@ class Settings(BaseSettings):
             raise ValueError("must be an http(s) URL with a host, e.g. http://127.0.0.1:8000/metrics, or unset")
         return value
 
-    @field_validator("train_cron", "health_cron", mode="after")
+    @field_validator("train_cron", "health_cron", "stream_ingest_cron", mode="after")
     @classmethod
     def _cron_expression(cls, value: str) -> str:
         from croniter import croniter  # Airflow's own cron parser (a dependency of the pipeline extra)

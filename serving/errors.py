@@ -21,8 +21,10 @@ from serving.metrics import API_PREFIX
 class ApiError(HTTPException):
     """An error answer that knows its reason (and, when it has one, the publication it consulted)."""
 
-    def __init__(self, status_code: int, reason: Reason, detail: str, version: str | None = None):
-        super().__init__(status_code=status_code, detail=detail)
+    def __init__(
+        self, status_code: int, reason: Reason, detail: str, version: str | None = None, headers: dict | None = None
+    ):
+        super().__init__(status_code=status_code, detail=detail, headers=headers)
         self.reason = reason
         self.version = version
 

@@ -56,6 +56,10 @@ class Reason(StrEnum):
     TOO_MANY_HEADERS = "too_many_headers"  # 431: more headers than max_header_count
     BODY_TOO_LARGE = "body_too_large"  # 413: the body is longer than max_body_bytes
     MALFORMED_REQUEST = "malformed_request"  # 400: the HTTP parser could not read the request
+    COLLECTOR_OFF = "collector_off"  # 503: POST /v1/events while no app key is set
+    UNAUTHORIZED = "unauthorized"  # 401: POST /v1/events without the app key
+    INVALID_EVENTS = "invalid_events"  # 400/413/415: a body the collector cannot read; 422: every event rejected
+    COLLECTOR_UNAVAILABLE = "collector_unavailable"  # 503: the events could not be stored (disk, Redis)
     INTERNAL_ERROR = "internal_error"  # 500: an unexpected exception in serving
     OTHER = "other"  # any other 4xx/5xx answer of the API
 

@@ -16,7 +16,7 @@ from serving.docs import add_offline_docs
 from serving.errors import install_error_handlers
 from serving.failures import FailureLog
 from serving.metrics import MetricsMiddleware, ServingMetrics
-from serving.routers import health, items, recommendations
+from serving.routers import events, health, items, recommendations
 from serving.store import PublicationStore
 
 
@@ -30,9 +30,12 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         app.state.store = store
         store.start()
         app.state.failures.start()
+        collector = await _start_collector(app, settings)
         try:
             yield
         finally:
+            if collector is not None:
+                await collector.stop()
             store.stop()
             app.state.failures.stop()
 
@@ -44,6 +47,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         docs_url=None,  # served by add_offline_docs, with local assets
         redoc_url=None,
     )
+    app.state.collector = None  # set by the lifespan when an app key is configured
     app.state.metrics = ServingMetrics(lambda: getattr(app.state, "store", None))
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.state.failures = FailureLog.from_settings(settings, app.state.metrics.registry, lambda: _live_version(app))
@@ -57,6 +61,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(recommendations.router)
     app.include_router(items.router)
+    app.include_router(events.router)
     add_offline_docs(app)
     _serve_lean(app, HOT_PATHS)
     return app
@@ -70,8 +75,8 @@ API_DESCRIPTION = (
 # Endpoints that take the raw Request and parse their own parameters (serving.dependencies),
 # matched first and in this order: recommendations (the hottest), then the no-op (which pays one
 # failed match, as any request to another endpoint does), then similar items (whose index search
-# dwarfs a failed match).
-HOT_PATHS = ("/v1/users/{user_id}/recommendations", "/v1/noop", "/v1/items/{item_id}/similar")
+# dwarfs a failed match), then the collector (a POST: every GET above fails its match in one comparison).
+HOT_PATHS = ("/v1/users/{user_id}/recommendations", "/v1/noop", "/v1/items/{item_id}/similar", "/v1/events")
 
 
 def _serve_lean(app: FastAPI, paths: tuple[str, ...]) -> None:
@@ -93,6 +98,20 @@ def _live_version(app: FastAPI) -> str | None:
     store = getattr(app.state, "store", None)
     live = store.current if store is not None else None
     return live.version if live is not None else None
+
+
+async def _start_collector(app: FastAPI, settings: ServingSettings):
+    """Start the events backend the settings choose, or none while no app key is set (503 then)."""
+    if settings.collector_app_key is None:
+        return None
+    from serving.collector import open_backend
+
+    collector = open_backend(settings, on_commit=app.state.metrics.committed)
+    await collector.start()
+    app.state.collector_key = settings.collector_app_key.get_secret_value().encode()
+    app.state.collector_settings = settings
+    app.state.collector = collector
+    return collector
 
 
 def _limit_faiss_threads(threads: int) -> None:

@@ -28,7 +28,7 @@ while a backtest has a cutoff per fold. The half-life is the same setting dbt ge
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -156,6 +156,8 @@ class Fold:
     reference_ts: int
     is_new: np.ndarray
     n_unknown_items: int
+    # The ids of those held-out items, in column order after the training items (for explanations).
+    unknown_item_ids: np.ndarray = field(default_factory=lambda: np.array([], dtype=object))
 
     @property
     def n_eval_users(self) -> int:
@@ -215,6 +217,7 @@ def _make_fold(
         reference_ts=int(reference_ts),
         is_new=is_new,
         n_unknown_items=len(unknown_codes),
+        unknown_item_ids=log.item_ids[unknown_codes],
     )
 
 
@@ -295,6 +298,42 @@ def leave_last_n_fold(log: EventLog, n: int, new_item_days: float) -> Fold:
         held["u"].to_numpy(),
         held["i"].to_numpy(),
         int(log.ts[train_mask].max()) if train_mask.any() else log.end,
+        new_item_days,
+    )
+
+
+def user_last_n_fold(log: EventLog, user_id: str, n: int, new_item_days: float) -> Fold:
+    """One user's last n distinct items (by first interaction) held out; everything else is training.
+
+    For explaining one user's list when the backtest's own fold holds nothing out for them (no
+    interaction in its test window, or no history before it): the user's training stops before the
+    held-out items, every other user keeps the whole log, as in :func:`leave_last_n_fold` (so
+    popularity trends of the held-out period are visible to the model: an explanation, not a score
+    to promote on).
+    """
+    if n < 1:
+        raise ValueError(f"holding out the last n items needs n >= 1, got {n}")
+    code = np.flatnonzero(log.user_ids == user_id)
+    if not len(code):
+        raise ValueError(f"user {user_id!r} has no events in the log")
+    mine = log.users == code[0]
+    firsts = (
+        pd.DataFrame({"i": log.items[mine], "ts": log.ts[mine]}).groupby("i", as_index=False)["ts"].min()
+    ).sort_values(["ts", "i"])
+    if len(firsts) <= n:
+        raise ValueError(
+            f"user {user_id!r} has {len(firsts)} distinct item(s): holding out the last {n} would leave no history"
+        )
+    held = firsts.iloc[-n:]
+    train_mask = ~(mine & (log.ts >= held["ts"].min()))
+    return _make_fold(
+        log,
+        f"{user_id}: last {n}",
+        f"user_last_n(n={n})",
+        train_mask,
+        np.full(len(held), code[0]),
+        held["i"].to_numpy(),
+        int(log.ts[train_mask].max()),
         new_item_days,
     )
 

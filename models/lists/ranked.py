@@ -22,7 +22,7 @@ into the reason it shows.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
@@ -104,6 +104,34 @@ class Candidates:
     def head(self, width: int) -> Candidates:
         return Candidates(self.ranked[:, :width], self.scores[:, :width], self.source[:, :width])
 
+    def copy(self) -> Candidates:
+        return Candidates(self.ranked.copy(), self.scores.copy(), self.source.copy())
+
+
+# The trace's scoring stages: the model's ranking before any rule, then without the items the user
+# must not get back (seen, purchased), then also without blocked and out-of-stock items.
+UNFILTERED = "model_unfiltered"
+EXCLUDE_SEEN = "exclude_seen_items"
+EXCLUDE_CATALOG = "exclude_blocked_and_out_of_stock_items"
+
+
+@dataclass
+class ListTrace:
+    """The slots after each rule of :func:`ranked_lists`, in order, so a caller can tell what each rule changed.
+
+    ``recforge diagnose`` passes one to explain a single user's list: comparing consecutive stages
+    names the rule that removed or pushed down an item, from the very code that builds the lists
+    (nothing re-implements the rules). Stage names are those of :meth:`ListRules.manifest` where a
+    rule has one; the scoring pass, which applies the exclusions all at once, is traced as three
+    stages (``UNFILTERED``, ``EXCLUDE_SEEN``, ``EXCLUDE_CATALOG``) at the cost of two extra scoring
+    passes, so publication and evaluation pass no trace.
+    """
+
+    stages: list[tuple[str, Candidates]] = field(default_factory=list)
+
+    def record(self, stage: str, candidates: Candidates) -> None:
+        self.stages.append((stage, candidates.copy()))
+
 
 def ranked_lists(
     model: Recommender,
@@ -112,22 +140,36 @@ def ranked_lists(
     allowed: np.ndarray,
     categories: np.ndarray,
     excluded: sp.csr_matrix | None = None,
+    trace: ListTrace | None = None,
 ) -> Candidates:
     """Top `rules.top_n` slots for each of `users` (indices into ``model.user_ids``) after every rule.
 
     `allowed` masks the items that may be recommended (in stock, not blocked), `categories` holds
     an integer category code per item, and `excluded` the items each user must never get back
     (default: the model's training interactions; publication adds purchases made since).
+    `trace`, if given, receives the slots after each rule (see :class:`ListTrace`).
     """
     users = np.asarray(users, dtype=np.int64)
     excluded = model.seen.tocsr() if excluded is None else excluded
     depth = min(len(model.item_ids), rules.top_n + rules.candidate_margin)
+    if trace is not None:
+        for stage, passes in ((UNFILTERED, {"filter_seen": False}), (EXCLUDE_SEEN, {"seen": excluded})):
+            stage_ranked, stage_scores = model.recommend(users, depth, **passes)
+            trace.record(stage, Candidates(stage_ranked, stage_scores, np.full(stage_ranked.shape, MODEL, np.int8)))
     ranked, scores = model.recommend(users, depth, allowed_items=allowed, seen=excluded)
     candidates = Candidates(ranked, scores, np.full(ranked.shape, MODEL, dtype=np.int8))
+    if trace is not None:
+        trace.record(EXCLUDE_CATALOG, candidates)
     cold = blend_cold_users(model, users, candidates, excluded, allowed, categories, rules)
+    if trace is not None:
+        trace.record("cold_user_popularity_blend", candidates)
     if rules.mmr_enabled:
         candidates.reorder(mmr_order(candidates.ranked, candidates.scores, item_vectors(model), rules.mmr_lambda))
+        if trace is not None:
+            trace.record("mmr_diversity", candidates)
     apply_category_cap(model, users, candidates, excluded, allowed, categories, rules)
+    if trace is not None:
+        trace.record(f"category_cap_top{rules.category_cap_head}", candidates)
     log.debug("ranked lists: %d users (%d cold, blended with popularity), mmr=%s", len(users), cold, rules.mmr_enabled)
     return candidates.head(rules.top_n)
 

@@ -192,16 +192,31 @@ def allowed_and_categories(item_ids: np.ndarray, catalog) -> tuple[np.ndarray, n
     catalog, in stock and not blocked; an item without a category gets the category "unknown".
     `catalog` is a DataFrame with item_id, category, in_stock, is_blocked.
     """
+    forbidden, names = catalog_status(item_ids, catalog)
+    codes = np.unique(names, return_inverse=True)[1].astype(np.int64)
+    return forbidden == "", codes
+
+
+def catalog_status(item_ids: np.ndarray, catalog) -> tuple[np.ndarray, np.ndarray]:
+    """Per item: why the catalog forbids it (``""`` when allowed) and its category name.
+
+    The one reading of the catalog behind :func:`allowed_and_categories`; ``recforge diagnose``
+    uses the reasons to say why an item left a list. An item the catalog lacks counts as blocked,
+    one without a stock flag as out of stock. Category codes are the ranks of the sorted names.
+    """
     missing = {"item_id", "category", "in_stock", "is_blocked"} - set(catalog.columns)
     if missing:
         raise ValueError(f"item catalog lacks columns {sorted(missing)}")
     known = catalog.set_index("item_id").reindex(item_ids)
-    allowed = (known["in_stock"].fillna(False).astype(bool) & ~known["is_blocked"].fillna(True).astype(bool)).to_numpy(
-        dtype=bool
-    )
-    categories = known["category"].fillna("unknown").astype(str).to_numpy()
-    codes = np.unique(categories, return_inverse=True)[1].astype(np.int64)
-    return allowed, codes
+    listed = np.isin(np.asarray(item_ids, dtype=str), catalog["item_id"].to_numpy(dtype=str))
+    blocked = known["is_blocked"].astype("boolean").fillna(True).to_numpy(dtype=bool)
+    in_stock = known["in_stock"].astype("boolean").fillna(False).to_numpy(dtype=bool)
+    forbidden = np.full(len(item_ids), "", dtype=object)
+    forbidden[~in_stock] = "out of stock"
+    forbidden[blocked] = "blocked"
+    forbidden[~listed] = "not in the catalog"
+    names = known["category"].fillna("unknown").astype(str).to_numpy()
+    return forbidden, names
 
 
 def popularity_fallback(

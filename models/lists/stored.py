@@ -40,8 +40,18 @@ def excluded_matrix(model: Recommender, purchased: pd.DataFrame | None) -> sp.cs
     return ((seen + bought) > 0).astype(np.float32).tocsr()
 
 
-def reasons(model: Recommender, candidates: Candidates, item_ids: np.ndarray, rules: ListRules) -> np.ndarray:
-    """The reason string of every slot (see the module docstring for when each applies)."""
+def reasons(
+    model: Recommender,
+    candidates: Candidates,
+    item_ids: np.ndarray,
+    rules: ListRules,
+    users: np.ndarray | None = None,
+) -> np.ndarray:
+    """The reason string of every slot (see the module docstring for when each applies).
+
+    Row r of `candidates` belongs to ``users[r]`` (indices into ``model.user_ids``; default: every
+    user in order, as publication builds them).
+    """
     reason = np.where(candidates.source == POPULAR, "popular", "model").astype(object)
     if model.name == "popularity":
         reason[:] = "popular"
@@ -50,7 +60,8 @@ def reasons(model: Recommender, candidates: Candidates, item_ids: np.ndarray, ru
     if vectors is None:
         return reason
     seen = model.seen
-    histories = [seen.indices[seen.indptr[u] : seen.indptr[u + 1]] for u in range(seen.shape[0])]
+    users = np.arange(seen.shape[0]) if users is None else np.asarray(users, dtype=np.int64)
+    histories = [seen.indices[seen.indptr[u] : seen.indptr[u + 1]] for u in users]
     anchors = history_anchors(candidates.ranked, histories, vectors, rules.reason_min_similarity)
     explained = (anchors >= 0) & (candidates.source == MODEL)
     reason[explained] = "similar_to:" + item_ids[anchors[explained]].astype(str).astype(object)

@@ -35,9 +35,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-REQUIRED_COLUMNS = ("event_id", "user_id", "item_id", "event_type", "event_ts")
-OPTIONAL_COLUMNS = ("value", "session_id", "context")
-CANONICAL_COLUMNS = (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS)
+from serving.events import EVENT_FIELDS as CANONICAL_COLUMNS
+from serving.events import REQUIRED_FIELDS as REQUIRED_COLUMNS
+
 log = logging.getLogger(__name__)
 CATALOG_COLUMNS = ["item_id", "title", "category", "price", "in_stock", "is_blocked", "created_at", "attributes"]
 
@@ -598,6 +598,8 @@ class Source:
             if stage is None:
                 raise SchemaError(f"{path}: unsupported format (one of {', '.join(RECFORGE_FORMATS)})")
             stage(con, path, max_line_bytes)
+        elif self.name == STREAM_SOURCE:  # the collector's segments: recforge JSONL
+            stage_jsonl(con, path, max_line_bytes)
         elif self.name == "movielens":
             stage_movielens(con, path)
         elif self.name == "retailrocket":
@@ -629,6 +631,13 @@ SOURCES = {
     "movielens": Source("movielens", "MovieLens ratings.csv / ratings.dat / u.data with its movies file"),
     "retailrocket": Source("retailrocket", "Retailrocket events.csv: timestamp,visitorid,event,itemid,transactionid"),
 }
+
+
+# The collector's closed segments (landing/stream/): JSONL read by the same adapter, under their own
+# source name so that a landing day's daily files and its micro-batches never replace each other.
+# Not in SOURCES: segments are ingested by pipelines.ingest.stream, not imported with --source.
+STREAM_SOURCE = "stream"
+STREAM = Source(STREAM_SOURCE, "the collector's segment files (POST /v1/events), recforge JSONL")
 
 
 def get_source(name: str) -> Source:

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pipelines.reports import html
+from pipelines.reports.diagnosis_report import list_diagnoses
 from pipelines.settings import Settings
 from pipelines.warehouse.connection import connect
 
@@ -119,6 +120,16 @@ def write_index(settings: Settings) -> Path:
         body += html.table(["checked", "window end", "verdict", "report"], drift_rows, frozenset({2, 3}))
     body += "<h2>Model evaluation</h2>"
     body += f"<p>{_link(root, evaluation, 'latest evaluation report')} &middot; updated {_modified(evaluation)}</p>"
+    body += "<h2>User diagnoses</h2>"
+    diagnoses = list_diagnoses(settings)
+    if diagnoses:
+        rows = [
+            [_link(root, d.page, d.user_id), d.outcome, d.explanation, d.written_at[:16].replace("T", " ") + " UTC"]
+            for d in diagnoses
+        ]
+        body += html.table(["user", "diagnosis", "why", "written"], rows, frozenset({0}))
+    else:
+        body += "<p class='none'>None yet: <code>recforge diagnose USER</code> writes one.</p>"
     body += "<h2>Warehouse documentation (dbt docs)</h2>"
     body += f"<p>{_link(root, dbt_docs, 'dbt docs')} &middot; generated {_modified(dbt_docs)}</p>"
     path = root / "index.html"

@@ -245,3 +245,22 @@ def _answers(port: int) -> bool:
         return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
     except httpx.TransportError:
         return False
+
+
+def test_the_collectors_failures_are_logged_with_their_reasons(tmp_path):
+    key = "k" * 32
+    auth = {"Authorization": f"Bearer {key}"}
+    with app_on(tmp_path / "off", tmp_path / "log-off", wait_ready=False) as client:
+        assert client.post("/v1/events", json={}).status_code == 503
+    settings = {"collector_app_key": key}
+    with app_on(tmp_path / "on", tmp_path / "log-on", wait_ready=False, **settings) as client:
+        assert client.post("/v1/events", json={}).status_code == 401
+        plain = {**auth, "content-type": "text/plain"}
+        assert client.post("/v1/events", content=b"x", headers=plain).status_code == 415
+        assert client.post("/v1/events", json=[{"user_id": "u1"}], headers=auth).status_code == 422
+    assert [(r["reason"], r["status"]) for r in records(tmp_path / "log-off")] == [(Reason.COLLECTOR_OFF, 503)]
+    assert [(r["reason"], r["status"], r["endpoint"]) for r in records(tmp_path / "log-on")] == [
+        (Reason.UNAUTHORIZED, 401, "/v1/events"),
+        (Reason.INVALID_EVENTS, 415, "/v1/events"),
+        (Reason.INVALID_EVENTS, 422, "/v1/events"),
+    ]
