@@ -180,6 +180,17 @@ def cmd_publish_rollback(settings: Settings, args) -> None:
     print(f"rolled back: {rollback(settings, args.to)} is live (was {before})")
 
 
+def cmd_forget(settings: Settings, args) -> None:
+    from pipelines.privacy.forget import forget_users, read_id_file
+
+    ids = list(args.user or [])
+    for path in args.file or []:
+        ids += read_id_file(path)
+    result = forget_users(settings, ids, request_id=args.request_id)
+    print(result.summary())
+    print(f"audit: monitoring.forget_requests and {result.report}")
+
+
 def cmd_status(settings: Settings, args) -> None:
     from pipelines.monitoring.status import status_lines
 
@@ -368,6 +379,11 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument("--start", type=_day, required=True, help="first day, YYYY-MM-DD")
     backfill.add_argument("--end", type=_day, help="day after the last, YYYY-MM-DD (default: start + 1 day)")
     backfill.set_defaults(func=cmd_backfill)
+    forget = sub.add_parser("forget", help="forget users in every store; audit without their ids")
+    forget.add_argument("--user", action="append", metavar="ID", help="a user id (repeat for several)")
+    forget.add_argument("--file", action="append", metavar="PATH", help="a file of user ids, one per line")
+    forget.add_argument("--request-id", help="name the request (default: a new UUID); re-use it to finish a run")
+    forget.set_defaults(func=cmd_forget)
     sub.add_parser("reports", help="print the path of reports/index.html").set_defaults(func=cmd_reports)
     sub.add_parser("health", help="measure every service level now; fail naming a breached one").set_defaults(
         func=cmd_health

@@ -15,7 +15,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipelines.contract import EVENT_TYPES
@@ -353,6 +353,28 @@ class Settings(BaseSettings):
         description="A week is flagged when a metric leaves its recent [min, max] by more than this share of it.",
     )
 
+    # --- privacy: forgetting users (pipelines/privacy/; docs/architecture.md, "Privacy")
+    privacy_key: SecretStr | None = Field(
+        default=None,
+        min_length=32,
+        description="Secret of the keyed hash (HMAC-SHA256) that stands for a user id in the forget audit; "
+        "at least 32 characters. Unset: read from privacy_key_file, generated there (mode 0600) on first use.",
+    )
+    privacy_key_file: Path | None = Field(
+        default=None, description="File holding the audit's HMAC secret; unset: RECFORGE_HOME/privacy/forget.key."
+    )
+    forget_verify: bool = Field(
+        default=True,
+        description="End every forget by searching every file under RECFORGE_HOME (decoded: Parquet, gzip, zip, "
+        "DuckDB) for the ids; a hit fails the request, naming the files.",
+    )
+
+    @field_validator("privacy_key", "privacy_key_file", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value):
+        """An empty variable (as .env.example leaves it) means unset, not an empty secret or the working directory."""
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("home", mode="after")
     @classmethod
     def _absolute_home(cls, value: Path) -> Path:
@@ -462,6 +484,15 @@ class Settings(BaseSettings):
         """Scratch space for model files before they are logged to MLflow."""
         return self.home / "models"
 
+    @cached_property
+    def privacy_dir(self) -> Path:
+        """The forget requests' working files and the audit's HMAC secret (never published)."""
+        return self.home / "privacy"
+
+    @property
+    def privacy_key_path(self) -> Path:
+        return self.privacy_key_file or self.privacy_dir / "forget.key"
+
     @property
     def tracking_uri(self) -> str:
         return self.mlflow_tracking_uri or f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
@@ -488,6 +519,8 @@ class Settings(BaseSettings):
         for name, value in self.model_dump(exclude_unset=True).items():
             if value is None:
                 continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
             text = (
                 json.dumps(value)
                 if isinstance(value, list | dict)

@@ -45,12 +45,16 @@ def record_failure(request: Request, status: int, reason: Reason, detail: str | 
     scope = request.scope
     route = scope.get("route")
     params = scope.get("path_params") or {}
+    user_id = params.get("user_id")
+    store = getattr(scope["app"].state, "store", None)
+    if user_id is not None and store is not None and store.denies(user_id):
+        user_id = None  # never the id of a user forgotten since the publication
     scope["app"].state.failures.record(
         route.path if route is not None else UNMATCHED,
         status,
         reason,
         version,
-        user_id=params.get("user_id"),
+        user_id=user_id,
         item_id=params.get("item_id"),
         path=None if route is not None else scope.get("path"),
         detail=detail,

@@ -44,6 +44,7 @@ class Reason(StrEnum):
     """Why an answer is in the failure log: the one enumeration both sides use."""
 
     UNKNOWN_USER = "unknown_user"  # 200: the user is not in the publication, answered from the fallback list
+    FORGOTTEN_USER = "forgotten_user"  # 200: a user forgotten since the publication (deny list): fallback, no id
     UNKNOWN_ITEM = "unknown_item"  # 404: the item is not in the publication
     INVALID_K = "invalid_k"  # 422: k is not an integer within 1..top_n
     INVALID_USER_ID = "invalid_user_id"  # 422: the user id breaks the id contract (serving/ids.py)

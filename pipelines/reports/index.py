@@ -130,6 +130,10 @@ def write_index(settings: Settings) -> Path:
         body += html.table(["user", "diagnosis", "why", "written"], rows, frozenset({0}))
     else:
         body += "<p class='none'>None yet: <code>recforge diagnose USER</code> writes one.</p>"
+    privacy = root / "privacy" / "index.html"
+    if privacy.exists():
+        body += "<h2>Privacy</h2>"
+        body += f"<p>{_link(root, privacy, 'forget requests (audit)')} &middot; updated {_modified(privacy)}</p>"
     body += "<h2>Warehouse documentation (dbt docs)</h2>"
     body += f"<p>{_link(root, dbt_docs, 'dbt docs')} &middot; generated {_modified(dbt_docs)}</p>"
     path = root / "index.html"

@@ -142,3 +142,17 @@ create table if not exists monitoring.health_notifications (
     notified_at  timestamptz not null,
     breached     varchar not null     -- the breached levels, comma-separated
 );
+
+-- One row per forget request (pipelines/privacy/forget.py): what was removed where, never who.
+-- user_hashes holds HMAC-SHA256(secret, user_id) per user (pipelines/privacy/keys.py).
+create table if not exists monitoring.forget_requests (
+    request_id          varchar not null,
+    requested_at        timestamptz not null,
+    finished_at         timestamptz,
+    user_hashes         json not null,
+    stores              json not null,     -- [{store, rows_removed, note}] in the order they were walked
+    publication_version varchar,           -- the live version that no longer holds the users
+    model_versions      json,              -- registered versions whose artifacts lost the users' rows
+    verified            boolean,           -- no file under RECFORGE_HOME names an id (null: not checked)
+    remaining_files     integer
+);

@@ -40,7 +40,7 @@ async def recommendations_for_user(request: Request) -> JSONBytes:
     scope = request.scope
     store = scope["app"].state.store
     live = store.current
-    if live is not None and live.fast_answer is not None and not store.blocked:
+    if live is not None and live.fast_answer is not None and not store.blocked and not store.denied:
         # The common request (a known user, plain k, no blocklist) in one C call; None -> the path below.
         body = live.fast_answer(scope["path_params"]["user_id"], scope["query_string"])
         if body is not None:
@@ -49,9 +49,16 @@ async def recommendations_for_user(request: Request) -> JSONBytes:
     publication = live_publication(store)
     k = checked_k(request, publication)
     blocked, excluded_rows = filters(publication, store, excluded_ids(request))
-    position = publication.user_position(user_id)
+    # A user forgotten since this publication was made gets the fallback, as an unknown user does.
+    forgotten = store.denies(user_id)
+    position = None if forgotten else publication.user_position(user_id)
     if position is None:  # the fallback list: counted, and logged for diagnosis (serving/failures.py)
         state = request.app.state
         state.metrics.fallbacks.inc()
-        state.failures.record(RECOMMENDATIONS_ENDPOINT, 200, Reason.UNKNOWN_USER, publication.version, user_id=user_id)
+        if forgotten:  # never the id of someone forgotten
+            state.failures.record(RECOMMENDATIONS_ENDPOINT, 200, Reason.FORGOTTEN_USER, publication.version)
+        else:
+            state.failures.record(
+                RECOMMENDATIONS_ENDPOINT, 200, Reason.UNKNOWN_USER, publication.version, user_id=user_id
+            )
     return JSONBytes(publication.user_answer(user_id, position, k, blocked, excluded_rows))

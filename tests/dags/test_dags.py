@@ -53,6 +53,7 @@ def test_dagbag_loads_without_import_errors_and_chains_by_assets(tmp_path):
         "recforge_publish",
         "recforge_health",
         "recforge_stream_ingest",
+        "recforge_forget",
     }
     raw, marts, drift, champion, publication = (
         "recforge://warehouse/raw/events",
@@ -73,6 +74,9 @@ def test_dagbag_loads_without_import_errors_and_chains_by_assets(tmp_path):
     assert dags["recforge_publish"]["schedule"] == [champion] and dags["recforge_publish"]["outlets"] == [publication]
     assert dags["recforge_health"]["schedule"] == [publication] and dags["recforge_health"]["outlets"] == []
     assert dags["recforge_health"]["timetable"] == "AssetOrTimeSchedule"  # daily, and after each publication
+    assert dags["recforge_forget"]["timetable"] == "NullTimetable" and dags["recforge_forget"]["outlets"] == [
+        publication
+    ]
     for dag in dags.values():
         assert dag["catchup"] is False and dag["retries"] >= 1 and "recforge" in dag["tags"] and dag["documented"]
 

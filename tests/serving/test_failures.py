@@ -264,3 +264,22 @@ def test_the_collectors_failures_are_logged_with_their_reasons(tmp_path):
         (Reason.INVALID_EVENTS, 415, "/v1/events"),
         (Reason.INVALID_EVENTS, 422, "/v1/events"),
     ]
+
+
+def test_a_forgotten_users_requests_are_logged_without_the_id(published, tmp_path):
+    from serving.denylist import DENYLIST, add_to_denylist
+    from tests.conftest import copy_home
+
+    settings = copy_home(published, tmp_path / "home")
+    user = "u000001"
+    add_to_denylist(settings.published_dir / DENYLIST, [user], current_version(settings.published_dir))
+    with app_on(settings.home, tmp_path / "log") as client:
+        wait_until(lambda: client.app.state.store.denies(user), "the deny list was never read")
+        assert client.get(f"/v1/users/{user}/recommendations").json()["fallback"] is True
+        assert client.get(f"/v1/users/{user}/recommendations?k=0").status_code == 422
+    logged = records(tmp_path / "log")
+    assert [(r["reason"], r.get("user_id")) for r in logged] == [
+        (Reason.FORGOTTEN_USER, None),
+        (Reason.INVALID_K, None),
+    ]
+    assert user not in "".join(path.read_text() for path in log_files(tmp_path / "log"))
