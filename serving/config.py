@@ -51,6 +51,22 @@ class ServingSettings(BaseSettings):
     max_header_count: int = Field(default=100, ge=10, le=1000, description="Most headers in one request.")
     max_body_bytes: int = Field(default=1024 * 1024, ge=0, le=100 * 1024 * 1024, description="Longest request body.")
 
+    # --- the failure log (serving/failures.py; docs/operations.md, "Failed requests")
+    failure_log_ids: bool = Field(
+        default=True,
+        description="Write user and item ids (and the messages that quote them) into the failure log; turn off "
+        "where ids are personal data.",
+    )
+    failure_log_files: int = Field(default=5, ge=1, le=100, description="Files the failure log keeps (rotating).")
+    failure_log_file_bytes: int = Field(
+        default=10 * 1024 * 1024, ge=4096, le=1024**3, description="Largest size of one failure log file."
+    )
+    failure_log_queue: int = Field(
+        default=10_000, ge=1, le=1_000_000, description="Records waiting for the writer; beyond, they are dropped."
+    )
+    failure_log_dir: Path | None = Field(
+        default=None, description="Where the failure log is written; unset: RECFORGE_HOME/serving/failures."
+    )
     # --- the collector (POST /v1/events, serving/collector/): off until an app key is set
     collector_app_key: SecretStr | None = Field(
         default=None,
@@ -117,6 +133,14 @@ class ServingSettings(BaseSettings):
     @property
     def published_dir(self) -> Path:
         return self.home.expanduser().resolve() / "published"
+
+    @property
+    def failure_log_path(self) -> Path:
+        from serving.failures import DIRECTORY
+
+        if self.failure_log_dir is not None:
+            return self.failure_log_dir.expanduser().resolve()
+        return self.home.expanduser().resolve() / DIRECTORY
 
     @property
     def stream_dir(self) -> Path:

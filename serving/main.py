@@ -13,6 +13,8 @@ from starlette.routing import request_response
 
 from serving.config import ServingSettings, get_settings
 from serving.docs import add_offline_docs
+from serving.errors import install_error_handlers
+from serving.failures import FailureLog
 from serving.metrics import MetricsMiddleware, ServingMetrics
 from serving.routers import events, health, items, recommendations
 from serving.store import PublicationStore
@@ -27,6 +29,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         store = PublicationStore(settings.published_dir, settings.reload_interval_seconds)
         app.state.store = store
         store.start()
+        app.state.failures.start()
         collector = await _start_collector(app, settings)
         try:
             yield
@@ -34,6 +37,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             if collector is not None:
                 await collector.stop()
             store.stop()
+            app.state.failures.stop()
 
     app = FastAPI(
         title="recforge serving",
@@ -46,6 +50,8 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     app.state.collector = None  # set by the lifespan when an app key is configured
     app.state.metrics = ServingMetrics(lambda: getattr(app.state, "store", None))
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.state.failures = FailureLog.from_settings(settings, app.state.metrics.registry, lambda: _live_version(app))
+    install_error_handlers(app)
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:
@@ -78,7 +84,7 @@ def _serve_lean(app: FastAPI, paths: tuple[str, ...]) -> None:
 
     Their FastAPI declarations stay (they describe the endpoints in OpenAPI and route them), but
     a request no longer goes through FastAPI's generic dependency solving, which cost more than
-    the answer itself. Errors still raise HTTPException and get FastAPI's JSON error body.
+    the answer itself. Errors still raise HTTPException (serving.errors.ApiError) and get FastAPI's JSON error body.
     The no-op ceiling goes the same way, so the benchmark compares like with like.
     """
     by_path = {getattr(route, "path", None): route for route in app.router.routes}
@@ -86,6 +92,12 @@ def _serve_lean(app: FastAPI, paths: tuple[str, ...]) -> None:
     for route in hot:
         route.app = request_response(route.endpoint)
     app.router.routes[:] = hot + [route for route in app.router.routes if route not in hot]
+
+
+def _live_version(app: FastAPI) -> str | None:
+    store = getattr(app.state, "store", None)
+    live = store.current if store is not None else None
+    return live.version if live is not None else None
 
 
 async def _start_collector(app: FastAPI, settings: ServingSettings):

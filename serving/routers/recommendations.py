@@ -11,6 +11,8 @@ from serving.dependencies import (
     live_publication,
     openapi_parameters,
 )
+from serving.failures import Reason
+from serving.metrics import RECOMMENDATIONS_ENDPOINT
 from serving.responses import JSONBytes
 from serving.schemas import UserRecommendations
 
@@ -48,7 +50,15 @@ async def recommendations_for_user(request: Request) -> JSONBytes:
     k = checked_k(request, publication)
     blocked, excluded_rows = filters(publication, store, excluded_ids(request))
     # A user forgotten since this publication was made gets the fallback, as an unknown user does.
-    position = None if store.denies(user_id) else publication.user_position(user_id)
-    if position is None:
-        request.app.state.metrics.fallbacks.inc()
+    forgotten = store.denies(user_id)
+    position = None if forgotten else publication.user_position(user_id)
+    if position is None:  # the fallback list: counted, and logged for diagnosis (serving/failures.py)
+        state = request.app.state
+        state.metrics.fallbacks.inc()
+        if forgotten:  # never the id of someone forgotten
+            state.failures.record(RECOMMENDATIONS_ENDPOINT, 200, Reason.FORGOTTEN_USER, publication.version)
+        else:
+            state.failures.record(
+                RECOMMENDATIONS_ENDPOINT, 200, Reason.UNKNOWN_USER, publication.version, user_id=user_id
+            )
     return JSONBytes(publication.user_answer(user_id, position, k, blocked, excluded_rows))
