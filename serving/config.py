@@ -81,6 +81,22 @@ class ServingSettings(BaseSettings):
             raise ValueError("must divide a day into whole intervals (a divisor of 86400 in [1, 86400])")
         return seconds
 
+    # --- the failure log (serving/failures.py; docs/operations.md, "Failed requests")
+    failure_log_ids: bool = Field(
+        default=True,
+        description="Write user and item ids (and the messages that quote them) into the failure log; turn off "
+        "where ids are personal data.",
+    )
+    failure_log_files: int = Field(default=5, ge=1, le=100, description="Files the failure log keeps (rotating).")
+    failure_log_file_bytes: int = Field(
+        default=10 * 1024 * 1024, ge=4096, le=1024**3, description="Largest size of one failure log file."
+    )
+    failure_log_queue: int = Field(
+        default=10_000, ge=1, le=1_000_000, description="Records waiting for the writer; beyond, they are dropped."
+    )
+    failure_log_dir: Path | None = Field(
+        default=None, description="Where the failure log is written; unset: RECFORGE_HOME/serving/failures."
+    )
     # --- the collector (POST /v1/events, serving/collector/): off until an app key is set
     collector_app_key: SecretStr | None = Field(
         default=None,
@@ -151,6 +167,14 @@ class ServingSettings(BaseSettings):
     @property
     def impressions_dir(self) -> Path:
         return self.home.expanduser().resolve() / "landing" / "impressions"
+
+    @property
+    def failure_log_path(self) -> Path:
+        from serving.failures import DIRECTORY
+
+        if self.failure_log_dir is not None:
+            return self.failure_log_dir.expanduser().resolve()
+        return self.home.expanduser().resolve() / DIRECTORY
 
     @property
     def stream_dir(self) -> Path:

@@ -13,8 +13,10 @@ import re
 from urllib.parse import unquote_plus
 
 import numpy as np
-from fastapi import HTTPException, Request
+from fastapi import Request
 
+from serving.errors import ApiError
+from serving.failures import Reason
 from serving.format import MAX_TOP_N
 from serving.ids import ID_PATTERN, MAX_ID_LENGTH
 from serving.impressions.request_ids import REQUEST_ID_PATTERN
@@ -38,13 +40,16 @@ def get_store(request: Request) -> PublicationStore:
 def live_publication(store: PublicationStore) -> Publication:
     publication = store.current
     if publication is None:
-        raise HTTPException(status_code=503, detail="no publication loaded yet")
+        raise ApiError(503, Reason.NO_PUBLICATION, "no publication loaded yet")
     return publication
+
+
+_INVALID_ID = {"user_id": Reason.INVALID_USER_ID, "item_id": Reason.INVALID_ITEM_ID}
 
 
 def checked_id(name: str, value: str) -> str:
     if not _ID.fullmatch(value):  # fullmatch: "$" alone would let "u1\n" through
-        raise HTTPException(status_code=422, detail=f"{name} {value[:140]!r} does not match the pattern {ID_PATTERN}")
+        raise ApiError(422, _INVALID_ID[name], f"{name} {value[:140]!r} does not match the pattern {ID_PATTERN}")
     return value
 
 
@@ -82,10 +87,15 @@ def checked_k(request: Request, publication: Publication, default: int = 10) -> 
         try:
             k = int(text)
         except ValueError:
-            raise HTTPException(status_code=422, detail=f"k must be an integer, got {text[:40]!r}") from None
+            raise ApiError(
+                422, Reason.INVALID_K, f"k must be an integer, got {text[:40]!r}", publication.version
+            ) from None
     if not 1 <= k <= publication.top_n:
-        raise HTTPException(
-            status_code=422, detail=f"k must be between 1 and {publication.top_n} for publication {publication.version}"
+        raise ApiError(
+            422,
+            Reason.INVALID_K,
+            f"k must be between 1 and {publication.top_n} for publication {publication.version}",
+            publication.version,
         )
     return k
 
@@ -93,7 +103,7 @@ def checked_k(request: Request, publication: Publication, default: int = 10) -> 
 def excluded_ids(request: Request) -> list[str]:
     ids = [part for value in query_values(request).get("exclude", ()) for part in value.split(",") if part]
     if len(ids) > MAX_EXCLUDED:
-        raise HTTPException(status_code=422, detail=f"exclude names {len(ids)} items; at most {MAX_EXCLUDED}")
+        raise ApiError(422, Reason.INVALID_PARAMETER, f"exclude names {len(ids)} items; at most {MAX_EXCLUDED}")
     return ids
 
 

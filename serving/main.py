@@ -13,6 +13,8 @@ from starlette.routing import request_response
 
 from serving.config import ServingSettings, get_settings
 from serving.docs import add_offline_docs
+from serving.errors import install_error_handlers
+from serving.failures import FailureLog
 from serving.impressions import start_impression_log
 from serving.impressions.request_ids import RequestIds
 from serving.metrics import MetricsMiddleware, ServingMetrics
@@ -30,6 +32,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         app.state.store = store
         store.start()
         app.state.impressions = start_impression_log(settings, app.state.request_ids.prefix, app.state.metrics.registry)
+        app.state.failures.start()
         collector = await _start_collector(app, settings)
         try:
             yield
@@ -39,6 +42,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             if app.state.impressions is not None:
                 app.state.impressions.stop()  # flushes the queue and seals every interval
             store.stop()
+            app.state.failures.stop()
 
     app = FastAPI(
         title="recforge serving",
@@ -53,6 +57,8 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     app.state.request_ids = RequestIds()  # one prefix per process: the impression files carry it too
     app.state.impressions = None  # the lifespan starts the log unless its sink is 'off'
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.state.failures = FailureLog.from_settings(settings, app.state.metrics.registry, lambda: _live_version(app))
+    install_error_handlers(app)
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:
@@ -85,7 +91,7 @@ def _serve_lean(app: FastAPI, paths: tuple[str, ...]) -> None:
 
     Their FastAPI declarations stay (they describe the endpoints in OpenAPI and route them), but
     a request no longer goes through FastAPI's generic dependency solving, which cost more than
-    the answer itself. Errors still raise HTTPException and get FastAPI's JSON error body.
+    the answer itself. Errors still raise HTTPException (serving.errors.ApiError) and get FastAPI's JSON error body.
     The no-op ceiling goes the same way, so the benchmark compares like with like.
     """
     by_path = {getattr(route, "path", None): route for route in app.router.routes}
@@ -93,6 +99,12 @@ def _serve_lean(app: FastAPI, paths: tuple[str, ...]) -> None:
     for route in hot:
         route.app = request_response(route.endpoint)
     app.router.routes[:] = hot + [route for route in app.router.routes if route not in hot]
+
+
+def _live_version(app: FastAPI) -> str | None:
+    store = getattr(app.state, "store", None)
+    live = store.current if store is not None else None
+    return live.version if live is not None else None
 
 
 async def _start_collector(app: FastAPI, settings: ServingSettings):

@@ -169,6 +169,16 @@ create table if not exists monitoring.health_checks (
     detail       varchar
 );
 
+-- One row per UTC day x reason x status of serving's failure log (pipelines/operations/failures.py):
+-- what the weekly report counts after the bounded log has rotated those records out.
+create table if not exists monitoring.failed_requests (
+    day          date not null,
+    reason       varchar not null,    -- serving.failures.Reason
+    status       integer not null,    -- the HTTP status answered (200 for a fallback)
+    answers      bigint not null,
+    recorded_at  timestamptz not null
+);
+
 -- One row per webhook notification delivered, so a retried check never tells the operators twice.
 create table if not exists monitoring.health_notifications (
     run_id       varchar not null,

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Request
 
 from serving.dependencies import (
     answer_responses,
@@ -11,6 +11,8 @@ from serving.dependencies import (
     live_publication,
     openapi_parameters,
 )
+from serving.errors import ApiError
+from serving.failures import Reason
 from serving.impressions.log import SIMILAR_ITEMS
 from serving.responses import JSONBytes
 from serving.schemas import SimilarItems
@@ -42,7 +44,12 @@ def similar_items(request: Request) -> JSONBytes:
     k = checked_k(request, publication)
     row = publication.item_rows.get(item_id)
     if row is None:
-        raise HTTPException(status_code=404, detail=f"item {item_id!r} is not in publication {publication.version}")
+        raise ApiError(
+            404,
+            Reason.UNKNOWN_ITEM,
+            f"item {item_id!r} is not in publication {publication.version}",
+            publication.version,
+        )
     blocked, excluded_rows = filters(publication, store, excluded_ids(request))
     slate = publication.similar_slate(row, k, blocked, excluded_rows)
     if state.impressions is not None:

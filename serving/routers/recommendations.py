@@ -11,7 +11,9 @@ from serving.dependencies import (
     live_publication,
     openapi_parameters,
 )
+from serving.failures import Reason
 from serving.impressions.log import RECOMMENDATIONS
+from serving.metrics import RECOMMENDATIONS_ENDPOINT
 from serving.responses import JSONBytes
 from serving.schemas import UserRecommendations
 
@@ -56,10 +58,17 @@ async def recommendations_for_user(request: Request) -> JSONBytes:
     k = checked_k(request, publication)
     blocked, excluded_rows = filters(publication, store, excluded_ids(request))
     # A user forgotten since this publication was made gets the fallback, as an unknown user does.
-    position = None if store.denies(user_id) else publication.user_position(user_id)
-    if position is None:
+    forgotten = store.denies(user_id)
+    position = None if forgotten else publication.user_position(user_id)
+    if position is None:  # the fallback list: counted, and logged for diagnosis (serving/failures.py)
         state.metrics.fallbacks.inc()
+        if forgotten:  # never the id of someone forgotten
+            state.failures.record(RECOMMENDATIONS_ENDPOINT, 200, Reason.FORGOTTEN_USER, publication.version)
+        else:
+            state.failures.record(
+                RECOMMENDATIONS_ENDPOINT, 200, Reason.UNKNOWN_USER, publication.version, user_id=user_id
+            )
     slate = publication.user_slate(position, k, blocked, excluded_rows)
-    if impressions is not None:
+    if impressions is not None and not forgotten:  # no impression holds the id of someone forgotten
         impressions.slate(request_id, RECOMMENDATIONS, user_id, publication, slate[0], slate[1], position is None)
     return JSONBytes(publication.user_body(user_id, request_id, slate), request_id=request_id)
