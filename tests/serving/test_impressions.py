@@ -281,3 +281,16 @@ def test_a_batch_is_written_column_by_column_in_the_contract_schema(tmp_path, li
     assert rows[1]["item_ids"] == [live.item_ids[i] for i in live.fallback_items[:3]]
     assert rows[1]["scores"] == pytest.approx(live.fallback_scores[:3].tolist())
     assert rows[0]["version"] == rows[1]["version"] == live.version
+
+
+def test_a_forgotten_users_answers_leave_no_impression(home, live):
+    from serving.denylist import DENYLIST, add_to_denylist
+
+    forgotten, other = str(live.user_ids[0]), str(live.user_ids[1])
+    add_to_denylist(home / "published" / DENYLIST, [forgotten], current_version(home / "published"))
+    with logging_client(home) as client:
+        wait_until(lambda: client.app.state.store.denies(forgotten), "the deny list was never read")
+        assert client.get(f"/v1/users/{forgotten}/recommendations").json()["fallback"] is True
+        kept = client.get(f"/v1/users/{other}/recommendations").json()["request_id"]
+    rows = landed(home)
+    assert rows["request_id"].tolist() == [kept] and forgotten not in rows["user_id"].tolist()
