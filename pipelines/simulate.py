@@ -105,6 +105,13 @@ class _World:
         elif settings.sim_shift == "new_items":
             self._add_item_wave(shift_rng, n_cat, latent_dim)
         self.items_by_category = [np.flatnonzero(self.item_category == c) for c in range(n_cat)]
+        # Sellers (for the bias audit's exposure by seller): one per 20 items, shares Zipf-like so a
+        # few sellers hold much of the catalog. Their own stream, so the events are unchanged by them.
+        seller_rng = np.random.default_rng([settings.sim_seed, 2])
+        n_sellers = max(1, len(self.item_category) // 20)
+        seller_share = 1.0 / np.arange(1, n_sellers + 1) ** 0.8
+        seller_share /= seller_share.sum()
+        self.item_seller = seller_rng.choice(n_sellers, size=len(self.item_category), p=seller_share)
 
     def _add_item_wave(self, rng: np.random.Generator, n_cat: int, latent_dim: int) -> None:
         """A launch: a quarter more items appear on the shift day, and they are popular at once."""
@@ -147,7 +154,7 @@ class _World:
                     "in_stock": bool(self.item_in_stock[i]),
                     "is_blocked": bool(self.item_blocked[i]),
                     "created_at": created.isoformat().replace("+00:00", "Z"),
-                    "attributes": {"brand": f"brand_{i % 37:02d}"},
+                    "attributes": {"brand": f"brand_{i % 37:02d}", "seller": f"seller_{self.item_seller[i]:03d}"},
                 }
             )
         return rows

@@ -119,7 +119,7 @@ def read_items(settings: Settings) -> pd.DataFrame:
     """The catalog's items (``marts.item_features`` rows it lists): what the lists and items.parquet need."""
     return read_frame(
         settings,
-        "select item_id, title, category, price, in_stock, is_blocked from marts.item_features "
+        "select item_id, title, category, seller, price, in_stock, is_blocked from marts.item_features "
         "where in_catalog order by item_id",
     )
 

@@ -144,6 +144,9 @@ def train_and_register(settings: Settings, airflow: AirflowRun | None = None, dr
                 "gate_max_cold_ndcg_drop": settings.gate_max_cold_ndcg_drop,
                 "gate_max_coverage_drop": settings.gate_max_coverage_drop,
                 "category_cap": settings.category_cap,
+                "gate_max_gini_rise": settings.gate_max_gini_rise,
+                "calibration_lambda": settings.calibration_lambda,
+                "seller_cap": settings.seller_cap,
             }
         )
         backtest_candidates(factories, run, tags)

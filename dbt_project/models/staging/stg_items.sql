@@ -10,7 +10,9 @@ renamed as (
         cast(price as double precision) as price,
         coalesce(in_stock, false) as in_stock,
         coalesce(is_blocked, false) as is_blocked,
-        cast(created_at as timestamp) as created_at
+        cast(created_at as timestamp) as created_at,
+        -- The provider or seller, when the catalog's attributes name one (DuckDB and PostgreSQL both read ->>).
+        attributes ->> 'seller' as seller
     from source
 )
 
