@@ -36,6 +36,7 @@ from models import Recommender
 from models.columns import Columns
 from models.evaluation import backtest
 from models.evaluation.backtest import STD_SUFFIX
+from pipelines.reports.bias_audit import audit_training
 from pipelines.reports.index import write_index
 from pipelines.settings import REPO_ROOT, Settings
 from pipelines.training.candidates import UnknownCandidate, candidate_factories, recipe_factory
@@ -187,6 +188,7 @@ def train_and_register(settings: Settings, airflow: AirflowRun | None = None, dr
             settings, run, tags, best=best, decision=decision, headline=headline, champion_label=champion_label
         )
         mlflow.log_artifact(str(report), artifact_path="reports")
+        audit_training(settings, run, best, champion_label, tags)
     write_index(settings)
     result = TrainResult(
         run_id=parent.info.run_id,
