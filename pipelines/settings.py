@@ -303,8 +303,8 @@ class Settings(BaseSettings):
     # --- bias audit and mitigation (models/evaluation/exposure.py, models/lists/, pipelines/reports/bias_audit.py)
     calibration_lambda: float = Field(
         default=0.0,
-        ge=0.0,
-        le=1.0,
+        ge=0,
+        le=1,
         description="Calibrated re-ranking (Steck 2018) of the first category_cap_head slots: weight of the "
         "KL between a user's category mix in history and in the list against relevance; 0 = off.",
     )
