@@ -329,6 +329,9 @@ def calibrated_order(
     if lam <= 0 or width <= 1:
         return order
     n_categories = target.shape[1]
+    # Each step holds a few rows x width x categories arrays: keep one near 4M floats (32 MB), so a
+    # catalog with a thousand categories takes smaller batches instead of gigabytes.
+    batch_size = max(1, min(batch_size, 4_000_000 // max(1, width * n_categories)))
     for start in range(0, n_rows, batch_size):
         rows = ranked[start : start + batch_size]
         p = target[start : start + batch_size]
