@@ -62,7 +62,7 @@ def test_the_report_and_the_gate_record_are_logged_on_the_training_run(trained):
     settings, result = trained
     client = configure(settings)
     names = {a.path for a in client.list_artifacts(result.run_id, "reports")}
-    assert names == {f"reports/{result.report.name}"}
+    assert names == {f"reports/{result.report.name}", "reports/audit"}  # the bias audit beside the report
     record = mlflow.artifacts.load_dict(f"runs:/{result.run_id}/gate.json")
     assert record["promoted"] is True and record["model"] == "als"
     assert (settings.reports_dir / "evaluation" / "latest.html").read_text() == result.report.read_text()
@@ -355,6 +355,8 @@ def test_a_champion_recorded_at_another_eval_k_is_not_comparable_and_the_gate_sa
     client.set_model_version_tag(settings.registered_model_name, champion.version, "model", "retired_algorithm")
     result = train_and_register(settings)
     assert not result.promoted
-    assert "the champion lacks ['ndcg_at_20', 'segment.cold.ndcg_at_20', 'coverage_at_20']" in result.decision_reason
-    assert "but has ['coverage_at_10', 'ndcg_at_10', 'segment.cold.ndcg_at_10']" in result.decision_reason
+    lacks = "the champion lacks ['ndcg_at_20', 'segment.cold.ndcg_at_20', 'coverage_at_20', 'exposure_gini_at_20']"
+    assert lacks in result.decision_reason
+    has = "but has ['coverage_at_10', 'exposure_gini_at_10', 'ndcg_at_10', 'segment.cold.ndcg_at_10']"
+    assert has in result.decision_reason
     assert "measured at other cut-offs than eval_k=20" in result.decision_reason
