@@ -1,6 +1,7 @@
 """The Assets that chain recforge's DAGs, declared once and imported by producer and consumer.
 
-recforge_ingest --RAW_EVENTS--> recforge_transform --MARTS--> recforge_drift
+recforge_ingest (daily files), recforge_stream_ingest (the collector's segments, only when it ingested some)
+    --RAW_EVENTS--> recforge_transform --MARTS--> recforge_drift
     --DRIFT (only when drift is measured)--> recforge_train (also weekly)
     --CHAMPION (only when a model is promoted)--> recforge_publish --PUBLICATION--> serving
 """

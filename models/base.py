@@ -158,6 +158,34 @@ class Recommender(ABC):
         top = np.argsort(-sims, axis=1)[:, :k]
         return top, np.take_along_axis(sims, top, axis=1)
 
+    # --- forgetting (pipelines/privacy/forget.py)
+    # Attributes whose first axis is the user (rows aligned with ``user_ids``): what forgetting a user cuts.
+    per_user_state: tuple[str, ...] = ()
+
+    def forget_users(self, user_ids) -> int:
+        """Remove these users' rows from the fitted model (ids, seen items, per-user state); rows removed.
+
+        Why not re-fit: the rest of the model stays exactly as evaluated and registered, and the
+        forgotten user's row (their factors, their history) is what stores them; an unknown user then
+        gets the fallback, as any user the model never saw.
+        """
+        self._check_fitted()
+        forget = np.isin(self.user_ids.astype(str), np.asarray(list(user_ids), dtype=str))
+        if not forget.any():
+            return 0
+        keep = ~forget
+        self.user_ids = self.user_ids[keep]
+        self.seen = self.seen[keep]
+        self._forget_user_rows(keep)
+        return int(forget.sum())
+
+    def _forget_user_rows(self, keep: np.ndarray) -> None:
+        """Keep only the `keep` rows of every attribute in ``per_user_state``; models with nested state extend it."""
+        for name in self.per_user_state:
+            value = getattr(self, name, None)
+            if value is not None:
+                setattr(self, name, value[keep])
+
     # --- persistence
     def _arrays(self) -> dict[str, np.ndarray]:
         return {}

@@ -23,6 +23,7 @@ class FactorizationRecommender(Recommender):
 
     user_factors: np.ndarray
     item_factors: np.ndarray
+    per_user_state = ("user_factors",)
 
     def _fit(self, interactions: Interactions) -> None:
         import scipy.linalg.cython_blas  # noqa: F401  (loads the BLAS implicit's kernels call, see below)

@@ -46,6 +46,8 @@ class ItemKNNRecommender(Recommender):
     def _make(self):
         raise NotImplementedError
 
+    per_user_state = ("user_weights",)  # each user's weighted history
+
     def _fit(self, interactions: Interactions) -> None:
         started = time.perf_counter()
         # log1p, as for ALS: repeated purchases count, but with diminishing returns.

@@ -337,6 +337,19 @@ class RankerRecommender(Recommender):
         gains = self.booster.feature_importance(importance_type="gain")
         return dict(sorted(zip(self.feature_names, gains.tolist(), strict=True), key=lambda kv: -kv[1]))
 
+    # --- forgetting: the context's user_* features are per user, and so is every generator's state
+    def forget_users(self, user_ids) -> int:
+        user_ids = list(user_ids)
+        for generator in getattr(self, "serving_generators", []):
+            generator.forget_users(user_ids)
+        return super().forget_users(user_ids)
+
+    def _forget_user_rows(self, keep: np.ndarray) -> None:
+        for name in vars(self.context):
+            value = getattr(self.context, name)
+            if name.startswith("user_") and value is not None:
+                setattr(self.context, name, value[keep])
+
     # --- persistence
     def _arrays(self) -> dict[str, np.ndarray]:
         arrays = self.context.to_arrays("context_")

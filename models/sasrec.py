@@ -166,6 +166,8 @@ class SASRecRecommender(Recommender):
             )
         return super().refuses(interactions)
 
+    per_user_state = ("recent",)  # each user's last items
+
     def _fit(self, interactions: Interactions) -> None:
         import torch
 

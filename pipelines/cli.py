@@ -3,6 +3,7 @@
 recforge simulate              write a synthetic event log into RECFORGE_HOME/landing
 recforge ingest --start D --end D
 recforge ingest --source movielens|retailrocket|recforge --path FILE_OR_DIR
+recforge ingest-stream [--replace]   the collector's closed segments (landing/stream/) as micro-batches
 recforge validate-raw --start D --end D
 recforge transform             dbt build
 recforge train                 train, evaluate, register, gate
@@ -12,6 +13,8 @@ recforge models list|compare|promote|rollback
                                the registered versions, their metrics and aliases; manual promotion, rollback
 recforge diagnose USER [--k K] [--depth N]
                                why one user's list missed (or hit) their held-out items; text + HTML page
+recforge experiments start|stop NAME | status | readout NAME [--as-of TIME]
+                               online experiments: run state, and the readout (decision, report page)
 recforge publish               publish the champion's lists and index
 recforge publish rollback [--to VERSION]   make the previous (or the named) version live again
 recforge run                   everything above as Airflow DAG runs, then serve
@@ -51,6 +54,14 @@ def cmd_simulate(settings: Settings, args) -> None:
         f"duplicates, {sum(summary.malformed_injected.values())} malformed, {summary.bot_events} bot events) "
         f"-> {settings.landing_dir}"
     )
+
+
+def cmd_ingest_stream(settings: Settings, args) -> None:
+    from pipelines.ingest.stream import ingest_stream, stream_dir, stream_summary
+    from serving.collector.segments import closed_segments
+
+    result = ingest_stream(settings, replace=args.replace)
+    print(stream_summary(result, len(closed_segments(stream_dir(settings)))))
 
 
 def cmd_ingest(settings: Settings, args) -> None:
@@ -141,6 +152,32 @@ def cmd_models(settings: Settings, args) -> None:
         print(model_registry.rollback(settings))
 
 
+def cmd_experiments(settings: Settings, args) -> None:
+    """start/stop edit the run state in RECFORGE_HOME; status lists every declaration; readout decides."""
+    from pipelines.experiments import state
+
+    if args.experiments_action == "start":
+        print(state.start_experiment(settings, args.name))
+    elif args.experiments_action == "stop":
+        print(state.stop_experiment(settings, args.name))
+    elif args.experiments_action == "status":
+        print("\n".join(state.status_lines(settings)))
+    else:
+        from pipelines.experiments.readout import run_readout
+
+        readout, page = run_readout(settings, args.name, args.as_of)
+        print(readout.summary())
+        print(f"report: {page}")
+
+
+def _moment(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO date or time: {text!r}") from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -169,6 +206,17 @@ def cmd_publish_rollback(settings: Settings, args) -> None:
 
     before = current_version(settings.published_dir)
     print(f"rolled back: {rollback(settings, args.to)} is live (was {before})")
+
+
+def cmd_forget(settings: Settings, args) -> None:
+    from pipelines.privacy.forget import forget_users, read_id_file
+
+    ids = list(args.user or [])
+    for path in args.file or []:
+        ids += read_id_file(path)
+    result = forget_users(settings, ids, request_id=args.request_id)
+    print(result.summary())
+    print(f"audit: monitoring.forget_requests and {result.report}")
 
 
 def cmd_status(settings: Settings, args) -> None:
@@ -303,6 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
 
             command.add_argument("--source", choices=sorted(SOURCES), default="recforge", help="adapter for --path")
             command.add_argument("--path", type=Path, help="file or directory to import through the adapter")
+    stream = sub.add_parser("ingest-stream", help="ingest the collector's closed segments not ingested yet")
+    stream.add_argument("--replace", action="store_true", help="re-ingest every closed segment (each replaces itself)")
+    stream.set_defaults(func=cmd_ingest_stream)
     sub.add_parser("transform", help="dbt build: models and tests").set_defaults(func=cmd_transform)
     sub.add_parser("validate-marts", help="run the marts checkpoint").set_defaults(func=cmd_validate_marts)
     sub.add_parser("drift", help="compare the latest window with the baseline").set_defaults(func=cmd_drift)
@@ -339,6 +390,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     actions.add_parser("rollback", help="give champion back to the previous champion")
     models_parser.set_defaults(func=cmd_models)
+    experiments = sub.add_parser("experiments", help="online experiments: start, stop, status, readout")
+    experiment_actions = experiments.add_subparsers(dest="experiments_action", required=True)
+    for action, text in (("start", "mark a declared experiment running"), ("stop", "mark it stopped")):
+        experiment_actions.add_parser(action, help=text).add_argument("name")
+    experiment_actions.add_parser("status", help="every declared experiment, its state, shares and last readout")
+    readout = experiment_actions.add_parser("readout", help="read out one experiment and write its report page")
+    readout.add_argument("name")
+    readout.add_argument("--as-of", type=_moment, help="read the logs up to this UTC time (default: now)")
+    experiments.set_defaults(func=cmd_experiments)
     run = sub.add_parser("run", help="the whole pipeline as Airflow DAG runs, then serve")
     run.add_argument("--no-serve", action="store_true", help="stop after the pipeline (same as RECFORGE_SERVE=0)")
     run.set_defaults(func=cmd_run)
@@ -356,6 +416,11 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument("--start", type=_day, required=True, help="first day, YYYY-MM-DD")
     backfill.add_argument("--end", type=_day, help="day after the last, YYYY-MM-DD (default: start + 1 day)")
     backfill.set_defaults(func=cmd_backfill)
+    forget = sub.add_parser("forget", help="forget users in every store; audit without their ids")
+    forget.add_argument("--user", action="append", metavar="ID", help="a user id (repeat for several)")
+    forget.add_argument("--file", action="append", metavar="PATH", help="a file of user ids, one per line")
+    forget.add_argument("--request-id", help="name the request (default: a new UUID); re-use it to finish a run")
+    forget.set_defaults(func=cmd_forget)
     sub.add_parser("reports", help="print the path of reports/index.html").set_defaults(func=cmd_reports)
     sub.add_parser("health", help="measure every service level now; fail naming a breached one").set_defaults(
         func=cmd_health

@@ -15,12 +15,13 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipelines.contract import EVENT_TYPES
 from serving.config import InvalidSettings, load_settings
 from serving.config import describe_invalid_settings as describe_for
+from serving.events import FUTURE_TOLERANCE_SECONDS, LATE_ARRIVAL_DAYS, MAX_LINE_BYTES
 from serving.format import MAX_TOP_N
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -86,6 +87,12 @@ class Settings(BaseSettings):
         description="How long an embedded Airflow process waits for SQLite's write lock (held by the others).",
     )  # fmt: skip
 
+    # --- micro-batches of the collector's segments (read by dags/recforge_stream_ingest.py)
+    stream_ingest_cron: str = Field(
+        default="*/5 * * * *",
+        description="How often recforge_stream_ingest ingests closed segments, in UTC; empty: only when triggered.",
+    )
+
     train_cron: str = Field(
         default="0 4 * * 1", description="Scheduled retraining (besides drift), in UTC; empty: on drift only."
     )
@@ -94,19 +101,10 @@ class Settings(BaseSettings):
     bot_max_events_per_minute: int = Field(
         default=30, ge=1, description="A user with more events than this in any one minute is quarantined as a bot."
     )
-    late_arrival_days: int = Field(
-        default=3, ge=0, description="Events may arrive this many days after they happened and still be accepted."
-    )
-    future_tolerance_seconds: int = Field(
-        default=300, ge=0, description="Events stamped later than the batch's interval end plus this are 'future'."
-    )
-    ingest_max_line_bytes: int = Field(
-        default=1 << 20,
-        ge=1024,
-        le=1 << 30,
-        description="A JSONL line or CSV row longer than this (bytes, 1 KiB..1 GiB) is quarantined as "
-        "line_too_long, and never held whole in memory.",
-    )
+    # The event window and line limit, declared once with the event contract (the collector applies them too).
+    late_arrival_days: int = LATE_ARRIVAL_DAYS
+    future_tolerance_seconds: int = FUTURE_TOLERANCE_SECONDS
+    ingest_max_line_bytes: int = MAX_LINE_BYTES
 
     warehouse_memory_limit: str = Field(
         default="4GB", description="DuckDB's memory limit (ingest and dbt); beyond it DuckDB spills to disk."
@@ -168,6 +166,15 @@ class Settings(BaseSettings):
     als_iterations: int = Field(default=20, ge=1)
     als_regularization: float = Field(default=0.05, ge=0)
     als_alpha: float = Field(default=20.0, gt=0, description="Confidence scaling of implicit feedback.")
+    # --- item cold start through content (models/content.py: the als_content candidate)
+    als_content_encoder: Literal["auto", "tfidf", "sentence"] = Field(
+        default="auto",
+        description="Item text encoder of als_content: tfidf; sentence adds the packaged all-MiniLM-L6-v2 "
+        "(the optional 'content' extra); auto adds it only where that package is installed.",
+    )
+    als_content_map_regularization: float = Field(
+        default=0.1, gt=0, le=1e6, description="Ridge penalty of the map from item content to ALS item factors."
+    )
     promotion_min_lift: float = Field(
         default=0.0,
         ge=0,
@@ -182,7 +189,17 @@ class Settings(BaseSettings):
 
     # --- evaluation, candidates and the promotion gate (models/evaluation, pipelines/training/)
     train_candidates: list[str] = Field(
-        default=["ease", "itemknn_bm25", "als", "bpr", "popularity_recent", "popularity", "sasrec", "ranker"],
+        default=[
+            "ease",
+            "itemknn_bm25",
+            "als",
+            "als_content",
+            "bpr",
+            "popularity_recent",
+            "popularity",
+            "sasrec",
+            "ranker",
+        ],
         description="Registered model names (models.base._REGISTRY) trained and compared at each training; "
         "by default every algorithm, each of which refuses (with its reason, on the training run) when the data "
         "cannot support it; on a tie the earlier name wins. "
@@ -379,6 +396,54 @@ class Settings(BaseSettings):
         description="A week is flagged when a metric leaves its recent [min, max] by more than this share of it.",
     )
 
+    # --- online experiments (pipelines/experiments/, docs/architecture.md "Experiments")
+    experiments_dir: Path = Field(
+        default=REPO_ROOT / "experiments",
+        description="Experiment declarations under version control (YAML/TOML); RECFORGE_HOME/experiments/ "
+        "holds more, and the start/stop state.",
+    )
+    experiment_alpha: float = Field(
+        default=0.05, gt=0, lt=0.5, description="Significance level of the readout's always-valid p-values."
+    )
+    experiment_srm_alpha: float = Field(
+        default=0.001, gt=0, lt=0.5, description="A sample-ratio-mismatch p-value below this blocks the readout."
+    )
+    experiment_msprt_tau: float = Field(
+        default=0.05,
+        gt=0,
+        le=10,
+        description="mSPRT mixing scale: the effect size the sequential test is tuned for, in per-user "
+        "standard deviations of the metric.",
+    )
+    experiment_cuped_days: int = Field(
+        default=14, ge=0, le=365, description="Days of pre-period activity CUPED adjusts with (0: no CUPED)."
+    )
+    experiment_readout_cron: str = Field(
+        default="30 6 * * *", description="When recforge_experiment_readout reads out the running experiments (UTC)."
+    )
+
+    # --- privacy: forgetting users (pipelines/privacy/; docs/architecture.md, "Privacy")
+    privacy_key: SecretStr | None = Field(
+        default=None,
+        min_length=32,
+        description="Secret of the keyed hash (HMAC-SHA256) that stands for a user id in the forget audit; "
+        "at least 32 characters. Unset: read from privacy_key_file, generated there (mode 0600) on first use.",
+    )
+    privacy_key_file: Path | None = Field(
+        default=None, description="File holding the audit's HMAC secret; unset: RECFORGE_HOME/privacy/forget.key."
+    )
+    forget_verify: bool = Field(
+        default=True,
+        description="End every forget by searching every file under RECFORGE_HOME (decoded: Parquet, gzip, zip, "
+        "DuckDB) for the ids; a hit fails the request, naming the files.",
+    )
+
+    @field_validator("privacy_key", "privacy_key_file", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value):
+        """An empty variable (as .env.example leaves it) means unset, not an empty secret or the working directory."""
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("home", mode="after")
     @classmethod
     def _absolute_home(cls, value: Path) -> Path:
@@ -400,7 +465,7 @@ class Settings(BaseSettings):
             raise ValueError("must be an http(s) URL with a host, e.g. http://127.0.0.1:8000/metrics, or unset")
         return value
 
-    @field_validator("train_cron", "health_cron", mode="after")
+    @field_validator("train_cron", "health_cron", "stream_ingest_cron", "experiment_readout_cron", mode="after")
     @classmethod
     def _cron_expression(cls, value: str) -> str:
         from croniter import croniter  # Airflow's own cron parser (a dependency of the pipeline extra)
@@ -475,6 +540,11 @@ class Settings(BaseSettings):
         return self.home / "reports"
 
     @cached_property
+    def home_experiments_dir(self) -> Path:
+        """Declarations kept with the home, and the experiments' start/stop state (state.json)."""
+        return self.home / "experiments"
+
+    @cached_property
     def published_dir(self) -> Path:
         return self.home / "published"
 
@@ -487,6 +557,15 @@ class Settings(BaseSettings):
     def models_dir(self) -> Path:
         """Scratch space for model files before they are logged to MLflow."""
         return self.home / "models"
+
+    @cached_property
+    def privacy_dir(self) -> Path:
+        """The forget requests' working files and the audit's HMAC secret (never published)."""
+        return self.home / "privacy"
+
+    @property
+    def privacy_key_path(self) -> Path:
+        return self.privacy_key_file or self.privacy_dir / "forget.key"
 
     @property
     def tracking_uri(self) -> str:
@@ -514,6 +593,8 @@ class Settings(BaseSettings):
         for name, value in self.model_dump(exclude_unset=True).items():
             if value is None:
                 continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
             text = (
                 json.dumps(value)
                 if isinstance(value, list | dict)

@@ -15,11 +15,14 @@ import types
 import typing
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 import annotated_types
-from pydantic import Field, ValidationError
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+
+from serving.events import FUTURE_TOLERANCE_SECONDS, LATE_ARRIVAL_DAYS, MAX_LINE_BYTES
 
 ENV_PREFIX = "RECFORGE_"
 _Model = typing.TypeVar("_Model", bound=BaseSettings)
@@ -48,9 +51,77 @@ class ServingSettings(BaseSettings):
     max_header_count: int = Field(default=100, ge=10, le=1000, description="Most headers in one request.")
     max_body_bytes: int = Field(default=1024 * 1024, ge=0, le=100 * 1024 * 1024, description="Longest request body.")
 
+    # --- the collector (POST /v1/events, serving/collector/): off until an app key is set
+    collector_app_key: SecretStr | None = Field(
+        default=None,
+        min_length=16,
+        description="The key apps send as 'Authorization: Bearer <key>' to POST /v1/events; unset (and no "
+        "key file): the collector answers 503. A secret: never logged, set it in .env or use the file.",
+    )
+    collector_app_key_file: Path | None = Field(
+        default=None, description="A file holding the app key (its first line), instead of the variable."
+    )
+    collector_backend: Literal["segments", "redis"] = Field(
+        default="segments",
+        description="Where accepted events go: segment files under RECFORGE_HOME/landing/stream/, or a Redis Stream.",
+    )
+    collector_fsync: bool = Field(
+        default=True,
+        description="Acknowledge only after fsync (durable across a power loss); false: after write() "
+        "(survives a crash of the server, not of the machine).",
+    )
+    collector_commit_delay_ms: float = Field(
+        default=0.0, ge=0, le=100,
+        description="Group commit: how long a commit waits for more events before its fsync (0: none; "
+        "events arriving during an fsync always share the next one).",
+    )  # fmt: skip
+    collector_segment_max_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=4096, le=1 << 32, description="A segment is closed once it holds this many bytes."
+    )
+    collector_segment_max_seconds: float = Field(
+        default=60.0,
+        ge=0.5,
+        le=86400,
+        description="A segment is closed this long after it was opened (and at UTC midnight).",
+    )
+    collector_redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0", min_length=1, description="The Redis of the 'redis' collector backend."
+    )
+    collector_redis_stream: str = Field(default="recforge:events", min_length=1, description="The Redis Stream.")
+    collector_redis_group: str = Field(
+        default="recforge-ingest", min_length=1, description="The stream's consumer group (created at start)."
+    )
+    # The event contract's settings (serving/events.py), shared with ingest.
+    late_arrival_days: int = LATE_ARRIVAL_DAYS
+    future_tolerance_seconds: int = FUTURE_TOLERANCE_SECONDS
+    ingest_max_line_bytes: int = MAX_LINE_BYTES
+
+    @model_validator(mode="after")
+    def _app_key_from_file(self):
+        """The key file, when named, gives the key (both set: refused, one source of truth)."""
+        if self.collector_app_key_file is None:
+            return self
+        variable = f"{ENV_PREFIX}COLLECTOR_APP_KEY"
+        if self.collector_app_key is not None:
+            raise ValueError(f"{variable} and {variable}_FILE are both set: set one")
+        path = self.collector_app_key_file.expanduser()
+        try:
+            key = path.read_text().splitlines()[0].strip() if path.stat().st_size else ""
+        except OSError as error:
+            raise ValueError(f"{variable}_FILE={str(path)!r}: cannot read it ({error.strerror})") from None
+        if len(key) < 16:
+            raise ValueError(f"{variable}_FILE={str(path)!r}: its first line must hold a key of at least 16 characters")
+        self.collector_app_key = SecretStr(key)
+        return self
+
     @property
     def published_dir(self) -> Path:
         return self.home.expanduser().resolve() / "published"
+
+    @property
+    def stream_dir(self) -> Path:
+        """Where the collector's segments land (the layout is serving.collector.segments')."""
+        return self.home.expanduser().resolve() / "landing" / "stream"
 
 
 _TYPE_NAMES = {
@@ -58,6 +129,7 @@ _TYPE_NAMES = {
     int: "an integer",
     float: "a finite number",
     str: "text",
+    SecretStr: "secret text",
     Path: "a path",
     datetime.date: "a date (YYYY-MM-DD)",
     list: "a JSON list",
@@ -123,7 +195,9 @@ def describe_invalid_settings(error: ValidationError, model: type[BaseSettings])
             continue
         name = str(item["loc"][0])
         rule = message if item["type"] == "value_error" else f"must be {valid_range(model.model_fields[name])}"
-        problems.append(f"{prefix}{name}".upper() + f"={item['input']!r}: {rule}")
+        secret = _base_type(model.model_fields[name].annotation)[0] is SecretStr
+        shown = "<hidden>" if secret else repr(item["input"])  # a secret, even a wrong one, is never shown
+        problems.append(f"{prefix}{name}".upper() + f"={shown}: {rule}")
     plural = "s" if len(problems) > 1 else ""
     return f"invalid setting{plural}: " + "; ".join(dict.fromkeys(problems))
 
@@ -144,6 +218,13 @@ def load_settings(model: type[_Model], **values) -> _Model:
         raise InvalidSettings(
             f"invalid setting: {variable}={os.environ.get(variable)!r}: must be {valid_range(model.model_fields[name])}"
         ) from None
+
+
+def settings_without_app_key(home: Path) -> ServingSettings:
+    """The server's settings for `home` minus its app key, for those that read where the collector puts
+    events (the micro-batch ingest and its DAG): they never need the key, so a host without the key
+    file (an Airflow worker) reads them without error."""
+    return load_settings(ServingSettings, home=home, collector_app_key=None, collector_app_key_file=None)
 
 
 @lru_cache

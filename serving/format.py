@@ -8,6 +8,7 @@ Layout of ``published/``::
 
     CURRENT                 the live version's name, replaced atomically
     blocklist.txt           item ids blocked after publication (optional, watched by serving)
+    denylist.txt            users forgotten since a publication, salted hashes (serving/denylist.py)
     <version>/
         manifest.json       written last; lists every file with its sha256 and size
         user_recs.parquet   user_id, rank, item_id, item_row, score, reason (sorted by user_id, rank)

@@ -14,7 +14,7 @@ from starlette.routing import request_response
 from serving.config import ServingSettings, get_settings
 from serving.docs import add_offline_docs
 from serving.metrics import MetricsMiddleware, ServingMetrics
-from serving.routers import health, items, recommendations
+from serving.routers import events, health, items, recommendations
 from serving.store import PublicationStore
 
 
@@ -27,9 +27,12 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         store = PublicationStore(settings.published_dir, settings.reload_interval_seconds)
         app.state.store = store
         store.start()
+        collector = await _start_collector(app, settings)
         try:
             yield
         finally:
+            if collector is not None:
+                await collector.stop()
             store.stop()
 
     app = FastAPI(
@@ -40,6 +43,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         docs_url=None,  # served by add_offline_docs, with local assets
         redoc_url=None,
     )
+    app.state.collector = None  # set by the lifespan when an app key is configured
     app.state.metrics = ServingMetrics(lambda: getattr(app.state, "store", None))
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
 
@@ -51,6 +55,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(recommendations.router)
     app.include_router(items.router)
+    app.include_router(events.router)
     add_offline_docs(app)
     _serve_lean(app, HOT_PATHS)
     return app
@@ -64,8 +69,8 @@ API_DESCRIPTION = (
 # Endpoints that take the raw Request and parse their own parameters (serving.dependencies),
 # matched first and in this order: recommendations (the hottest), then the no-op (which pays one
 # failed match, as any request to another endpoint does), then similar items (whose index search
-# dwarfs a failed match).
-HOT_PATHS = ("/v1/users/{user_id}/recommendations", "/v1/noop", "/v1/items/{item_id}/similar")
+# dwarfs a failed match), then the collector (a POST: every GET above fails its match in one comparison).
+HOT_PATHS = ("/v1/users/{user_id}/recommendations", "/v1/noop", "/v1/items/{item_id}/similar", "/v1/events")
 
 
 def _serve_lean(app: FastAPI, paths: tuple[str, ...]) -> None:
@@ -81,6 +86,20 @@ def _serve_lean(app: FastAPI, paths: tuple[str, ...]) -> None:
     for route in hot:
         route.app = request_response(route.endpoint)
     app.router.routes[:] = hot + [route for route in app.router.routes if route not in hot]
+
+
+async def _start_collector(app: FastAPI, settings: ServingSettings):
+    """Start the events backend the settings choose, or none while no app key is set (503 then)."""
+    if settings.collector_app_key is None:
+        return None
+    from serving.collector import open_backend
+
+    collector = open_backend(settings, on_commit=app.state.metrics.committed)
+    await collector.start()
+    app.state.collector_key = settings.collector_app_key.get_secret_value().encode()
+    app.state.collector_settings = settings
+    app.state.collector = collector
+    return collector
 
 
 def _limit_faiss_threads(threads: int) -> None:

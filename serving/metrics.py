@@ -27,6 +27,9 @@ PUBLICATION_AGE = "recforge_live_publication_age_seconds"
 # The `endpoint` label is the route's path: the API's routes start with API_PREFIX.
 API_PREFIX = "/v1/"
 RECOMMENDATIONS_ENDPOINT = "/v1/users/{user_id}/recommendations"
+COLLECTOR_EVENTS = "recforge_collector_events_total"
+COLLECTOR_COMMIT_LATENCY = "recforge_collector_commit_seconds"
+COLLECTOR_COMMIT_EVENTS = "recforge_collector_commit_events"
 
 
 class ServingMetrics:
@@ -43,6 +46,19 @@ class ServingMetrics:
         self.fallbacks = Counter(
             FALLBACKS, "Answers served from the fallback list (unknown users)", registry=self.registry
         )
+        self.collector_events = Counter(
+            COLLECTOR_EVENTS, "Events sent to POST /v1/events by outcome: accepted, or the reason code",
+            ["outcome"], registry=self.registry,
+        )  # fmt: skip
+        self.collector_commit_latency = Histogram(
+            COLLECTOR_COMMIT_LATENCY, "Time to make one group of events durable (write + fsync, or XADD)",
+            buckets=LATENCY_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+        self.collector_commit_events = Histogram(
+            COLLECTOR_COMMIT_EVENTS, "Events per durable commit (one fsync, or one XADD pipeline)",
+            buckets=(1, 10, 100, 1000, 10000, 100000), registry=self.registry,
+        )  # fmt: skip
+        self._accepted = self.collector_events.labels("accepted")
         live = Gauge(LIVE_PUBLICATION, "The live publication", ["version"], registry=self.registry)
         self._store_getter = store_getter
         self._children: dict[tuple[str, int], tuple] = {}
@@ -92,6 +108,20 @@ class ServingMetrics:
             )
         children[0].inc()
         children[1].observe(seconds)
+
+    def collected(self, accepted: int, errors: list[dict]) -> None:
+        if accepted:
+            self._accepted.inc(accepted)
+        for error in errors:
+            self.collector_events.labels(error["reason"]).inc()
+
+    def collector_unavailable(self, events: int) -> None:
+        self.collector_events.labels("unavailable").inc(events)
+
+    def committed(self, events: int, seconds: float) -> None:
+        """A group made durable (the backend's on_commit)."""
+        self.collector_commit_latency.observe(seconds)
+        self.collector_commit_events.observe(events)
 
     def exposition(self) -> bytes:
         self._refresh_version()

@@ -45,6 +45,19 @@ class SimilarItems(BaseModel):
     items: list[Item] = Field(description="At most `k` nearest items, nearest first.")
 
 
+class EventError(BaseModel):
+    index: int = Field(description="The refused event's position in the request, from 0 (NDJSON: blank lines skipped).")
+    reason: str = Field(description="The event contract's reason code.", examples=["missing_user_id"])
+    detail: str = Field(description="What the reason code means.")
+    line: int | None = Field(default=None, description="NDJSON only: the event's line in the body, from 1.")
+
+
+class CollectedEvents(BaseModel):
+    accepted: int = Field(description="Events stored durably by this request.")
+    rejected: int = Field(description="Events refused (and not stored).")
+    errors: list[EventError] = Field(description="One entry per refused event, in request order.")
+
+
 class ErrorDetail(BaseModel):
     detail: str = Field(description="What was wrong with the request, or why it cannot be answered now.")
 

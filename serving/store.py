@@ -1,4 +1,4 @@
-"""The live publication and the server's blocklist, both watched on disk by one background thread.
+"""The live publication, the server's blocklist and deny list, all watched on disk by one background thread.
 
 A new version named by ``CURRENT`` is loaded and verified off the request path and swapped in
 with one reference assignment, so a request sees either the old publication or the new one,
@@ -17,6 +17,7 @@ import logging
 import threading
 from pathlib import Path
 
+from serving.denylist import DENYLIST, active_digests, is_denied, read_denylist
 from serving.format import BLOCKLIST, complete_versions, current_version, version_directory
 from serving.publication import Publication
 
@@ -33,6 +34,11 @@ class PublicationStore:
         self.current_refused: str | None = None  # the version CURRENT names, when it was refused
         self.blocked: frozenset[str] = frozenset()
         self._blocklist_mtime: float | None = None
+        # Users forgotten since the live publication (serving/denylist.py): salted hashes, never ids.
+        self.deny_salt: str | None = None
+        self.deny_entries: dict[str, str] = {}
+        self.denied: frozenset[str] = frozenset()  # the entries that hold for the live version
+        self._denylist_mtime: float | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -91,6 +97,7 @@ class PublicationStore:
 
     def _go_live(self, publication: Publication) -> None:
         self.current = publication
+        self.denied = active_digests(self.deny_entries, publication.version)
         log.info(
             "publication %s is live: %d users, %.0f bytes/user, loaded in %.1fs",
             publication.version, publication.n_users, publication.bytes_per_user, publication.load_seconds,
@@ -124,6 +131,31 @@ class PublicationStore:
         log.info("blocklist: %d item(s)", len(self.blocked))
         return True
 
+    @property
+    def denylist_path(self) -> Path:
+        return self.published_dir / DENYLIST
+
+    def refresh_denylist(self) -> bool:
+        """Reload the deny list if the file changed: a forgotten user gets the fallback from the next request on."""
+        try:
+            mtime = self.denylist_path.stat().st_mtime_ns
+        except FileNotFoundError:
+            changed = bool(self.deny_entries)
+            self.deny_salt, self.deny_entries, self.denied, self._denylist_mtime = None, {}, frozenset(), None
+            return changed
+        if mtime == self._denylist_mtime:
+            return False
+        self.deny_salt, self.deny_entries = read_denylist(self.denylist_path)
+        self.denied = active_digests(self.deny_entries, self.current.version if self.current else None)
+        self._denylist_mtime = mtime
+        log.info("deny list: %d forgotten user(s), %d held until their clean publication", len(self.deny_entries),
+                 len(self.denied))  # fmt: skip
+        return True
+
+    def denies(self, user_id: str) -> bool:
+        """Whether `user_id` was forgotten after the live publication was made (so it still holds their list)."""
+        return is_denied(self.deny_salt, self.denied, user_id)
+
     def start(self) -> None:
         """Watch in the background; the first load happens there too, so the server answers /healthz at once."""
         self._thread = threading.Thread(target=self._watch, name="publication-watcher", daemon=True)
@@ -138,6 +170,7 @@ class PublicationStore:
         while True:
             try:
                 self.refresh_blocklist()
+                self.refresh_denylist()
                 self.refresh()
             except Exception:  # the watcher must outlive any one bad read
                 log.exception("publication watcher")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import annotated_types
 import pytest
+from pydantic import SecretStr
 
 from pipelines.settings import REPO_ROOT, InvalidSettings, Settings, get_settings
 from serving.config import ServingSettings, valid_range
@@ -23,7 +24,7 @@ from serving.config import get_settings as serving_settings
 # (variable, value, the range the line must state)
 INVALID = [
     ("RECFORGE_BOT_MAX_EVENTS_PER_MINUTE", "0", "an integer >= 1"),
-    ("RECFORGE_LATE_ARRIVAL_DAYS", "-5", "an integer >= 0"),
+    ("RECFORGE_LATE_ARRIVAL_DAYS", "-5", "an integer in [0, 3650]"),
     ("RECFORGE_ALS_FACTORS", "0", "an integer in [1, 4096]"),
     ("RECFORGE_PUBLISH_TOP_N", "-1", "an integer in [1, 1000]"),
     ("RECFORGE_SIM_USERS", "lots", "an integer >= 1"),
@@ -57,6 +58,8 @@ SERVING_INVALID = [
     ("RECFORGE_PORT", "99999", "an integer in [1, 65535]"),
     ("RECFORGE_RELOAD_INTERVAL_SECONDS", "0", "a finite number in [0.1, 3600]"),
     ("RECFORGE_FAISS_THREADS", "0", "an integer in [1, 256]"),
+    ("RECFORGE_COLLECTOR_BACKEND", "kafka", "one of 'segments', 'redis'"),
+    ("RECFORGE_COLLECTOR_SEGMENT_MAX_BYTES", "10", "an integer in [4096, 4294967296]"),
 ]
 
 
@@ -151,7 +154,7 @@ def test_every_setting_declares_a_range(model):
         kinds = {type(item) for item in field.metadata}
         if annotation in (int, float):
             bounded = kinds & {annotated_types.Ge, annotated_types.Gt, annotated_types.Le, annotated_types.Lt}
-        elif annotation is str:
+        elif annotation in (str, SecretStr):
             bounded = annotated_types.MinLen in kinds or name in validated or name in free_text
         else:
             bounded = typing.get_origin(annotation) in (typing.Literal, list, dict) or annotation in (bool, date, Path)

@@ -9,3 +9,9 @@
 {% macro days(n) -%}
     {%- if target.type == 'postgres' -%} (interval '1 day' * ({{ n }})) {%- else -%} to_days({{ n }}) {%- endif -%}
 {%- endmacro %}
+
+{#- The text of one top-level key of a JSON column (null when absent). -#}
+{% macro json_text(column, key) -%}
+    {%- if target.type == 'postgres' -%} (cast({{ column }} as json) ->> '{{ key }}')
+    {%- else -%} json_extract_string({{ column }}, '$.{{ key }}') {%- endif -%}
+{%- endmacro %}

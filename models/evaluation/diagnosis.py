@@ -230,7 +230,8 @@ def diagnose_user(
 
     `generators` are (name, model) pairs fitted on the same training data as `final_model`, so item
     indices agree; `forbidden` and `category_names` are :func:`models.lists.rules.catalog_status`
-    for ``fold.train.item_ids``. The user must be an evaluated user of the fold with a history.
+    for ``final_model.item_ids`` (the training items, then any a content model added). The user must
+    be an evaluated user of the fold with a history.
     """
     if not 1 <= k <= depth:
         raise ValueError(f"need 1 <= k <= depth, got k={k}, depth={depth}")
@@ -240,10 +241,13 @@ def diagnose_user(
     if not len(position) or fold.train_rows[position[0]] < 0:
         raise ValueError(f"user {user_id!r} has no held-out items with a history before them in {fold.name}")
     row, user_row = int(position[0]), int(fold.train_rows[position[0]])
-    n_items = fold.train.n_items
-    columns = fold.relevant[row].indices
+    # A content model knows items beyond training's: its indices address the re-ordered columns.
+    relevant, _ = fold.columns_for(final_model.item_ids)
+    column_ids = fold.column_ids(final_model.item_ids)
+    n_items = len(final_model.item_ids)
+    columns = relevant[row].indices
     targets = np.sort(columns[columns < n_items])
-    unknown = [str(fold.unknown_item_ids[c - n_items]) for c in np.sort(columns[columns >= n_items])]
+    unknown = [str(column_ids[c]) for c in np.sort(columns[columns >= n_items])]
     target_ids = [str(final_model.item_ids[t]) for t in targets]
 
     views = [ranking_view(name, model, user_row, targets, depth, k) for name, model in generators]

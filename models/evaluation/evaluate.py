@@ -97,9 +97,9 @@ class FoldScore:
 
 def fold_lists(model, fold: Fold, catalog: pd.DataFrame, config: EvaluationConfig) -> dict[str, np.ndarray]:
     """Top-`depth` item indices for every evaluated user of the fold, per view (-1 = empty slot)."""
-    allowed, categories = allowed_and_categories(fold.train.item_ids, catalog)
-    sellers = seller_codes(fold.train.item_ids, catalog)
-    return _lists(model, fold, allowed, categories, item_popularity(fold), config, sellers)
+    allowed, categories = allowed_and_categories(model.item_ids, catalog)
+    sellers = seller_codes(model.item_ids, catalog)
+    return _lists(model, fold, allowed, categories, item_popularity(fold, len(model.item_ids)), config, sellers)
 
 
 def _lists(
@@ -128,20 +128,27 @@ def _lists(
     return lists
 
 
-def item_popularity(fold: Fold) -> np.ndarray:
-    """Distinct training users per item: what 'popular' means for novelty, the head and the fallback."""
-    return distinct_users_per_item(fold.train.matrix).astype(np.float64)
+def item_popularity(fold: Fold, n_items: int | None = None) -> np.ndarray:
+    """Distinct training users per item: what 'popular' means for novelty, the head and the fallback.
+
+    ``n_items``: the model's item count, when it knows items beyond training's (they have no users).
+    """
+    popularity = distinct_users_per_item(fold.train.matrix).astype(np.float64)
+    n_items = len(popularity) if n_items is None else n_items
+    return np.concatenate([popularity, np.zeros(n_items - len(popularity))])
 
 
 def score_fold(model, fold: Fold, catalog: pd.DataFrame, config: EvaluationConfig) -> FoldScore:
     """Lists for every evaluated user, then overall, per-segment and new-item metrics for both views."""
-    allowed, categories = allowed_and_categories(fold.train.item_ids, catalog)
-    sellers = seller_codes(fold.train.item_ids, catalog)
-    popularity = item_popularity(fold)
+    allowed, categories = allowed_and_categories(model.item_ids, catalog)
+    sellers = seller_codes(model.item_ids, catalog)
+    popularity = item_popularity(fold, len(model.item_ids))
     lists = _lists(model, fold, allowed, categories, popularity, config, sellers)
     masks = segment_masks(fold, config.segments)
-    new_relevant = new_item_relevance(fold)
-    history = fold_histories(fold)
+    # A content model knows items beyond training's: its indices address a re-ordered held-out matrix.
+    relevant, new_columns = fold.columns_for(model.item_ids)
+    new_relevant = new_item_relevance(fold, relevant, new_columns)
+    history = fold_histories(fold, len(model.item_ids))
     metrics: dict[str, float] = {}
     exposure = {}
     audit = None
@@ -151,13 +158,13 @@ def score_fold(model, fold: Fold, catalog: pd.DataFrame, config: EvaluationConfi
             popularity=popularity,
             n_users=fold.train.n_users,
             eligible=allowed if view == "rules" else None,
-            is_new=fold.is_new,
+            is_new=new_columns[: len(model.item_ids)],
             head_share=config.head_share,
         )
         prefix = "" if view == "rules" else RAW_PREFIX
-        metrics.update(_prefixed(prefix, _calc(recommended, fold.relevant, config, stats)))
+        metrics.update(_prefixed(prefix, _calc(recommended, relevant, config, stats)))
         for segment, mask in masks.items():
-            values = _calc(recommended[mask], fold.relevant[mask], config, stats)
+            values = _calc(recommended[mask], relevant[mask], config, stats)
             metrics.update(_prefixed(prefix + in_segment(segment, ""), values))
         metrics.update(_prefixed(f"{prefix}new_items.", _calc(recommended, new_relevant, config, stats)))
         exposure[view] = long_tail_exposure(recommended, popularity, config.k)
@@ -166,14 +173,19 @@ def score_fold(model, fold: Fold, catalog: pd.DataFrame, config: EvaluationConfi
         for segment, mask in masks.items():
             metrics[prefix + in_segment(segment, config.names.calibration_kl)] = _nanmean(kl[mask])
         if view == "rules":
-            audit = fold_audit(recommended, kl, fold, catalog, allowed, categories, popularity, config)
+            audit = fold_audit(recommended, kl, fold, model.item_ids, relevant, catalog, allowed, popularity, config)
     return FoldScore(fold.name, metrics, exposure, audit)
 
 
-def fold_histories(fold: Fold) -> sp.csr_matrix:
-    """Each evaluated user's training row (an empty row for users unknown to training): what calibration targets."""
+def fold_histories(fold: Fold, n_items: int) -> sp.csr_matrix:
+    """Each evaluated user's training row, `n_items` wide (empty for users unknown to training): calibration's target.
+
+    A content model's items go beyond training's (after them), which no history can hold: they get empty columns.
+    """
     known = (fold.train_rows >= 0).astype(np.float64)
     rows = fold.train.matrix.tocsr()[np.maximum(fold.train_rows, 0)]
+    if n_items > rows.shape[1]:
+        rows = sp.hstack([rows, sp.csr_matrix((rows.shape[0], n_items - rows.shape[1]))]).tocsr()
     return (sp.diags(known) @ rows).tocsr()
 
 
@@ -189,15 +201,15 @@ def bias_metrics(recommended, kl, allowed, popularity, config: EvaluationConfig)
     }
 
 
-def fold_audit(recommended, kl, fold: Fold, catalog, allowed, categories, popularity, config) -> FoldAudit:
+def fold_audit(recommended, kl, fold: Fold, item_ids, relevant, catalog, allowed, popularity, config) -> FoldAudit:
     """The per-user and per-item numbers of one fold's rules-view lists that the bias audit page reads."""
-    hits = hits_matrix(recommended[:, : config.k], fold.relevant)
-    n_relevant = np.asarray((fold.relevant > 0).sum(axis=1)).ravel()
+    hits = hits_matrix(recommended[:, : config.k], relevant)
+    n_relevant = np.asarray((relevant > 0).sum(axis=1)).ravel()
     ndcg = np.where(n_relevant > 0, ndcg_at_k(hits, n_relevant, config.k), np.nan)
-    _, category_names = catalog_status(fold.train.item_ids, catalog)
-    seller_names = np.full(len(fold.train.item_ids), "", dtype=object)
+    _, category_names = catalog_status(item_ids, catalog)
+    seller_names = np.full(len(item_ids), "", dtype=object)
     if "seller" in catalog.columns:
-        named = catalog.set_index("item_id").reindex(fold.train.item_ids)["seller"]
+        named = catalog.set_index("item_id").reindex(item_ids)["seller"]
         seller_names = named.fillna("").astype(str).to_numpy(dtype=object)
     return FoldAudit(
         recommended=recommended[:, : config.k].copy(),

@@ -8,11 +8,15 @@ Two entry points share one batch writer (``batch.py``) and one set of rules
 - ``ingest_path``: ``recforge ingest --source <adapter> --path <file or dir>`` for data sets
   (MovieLens, Retailrocket, recforge files anywhere). One batch per file (keyed by its full path),
   replaced on re-run.
+- ``ingest_stream`` (``stream.py``): the stream ingest DAG's task and ``recforge ingest-stream``.
+  The collector's closed segments (``landing/stream/``), one batch each, by the same rules in the
+  time window of their landing day; a segment ingested again replaces itself.
 """
 
 from pipelines.ingest.batch import BatchResult, IngestError
 from pipelines.ingest.run import IngestResult, batch_id_for, days_in_interval, ingest_interval, ingest_path
 from pipelines.ingest.sources import SOURCES, SchemaError
+from pipelines.ingest.stream import ingest_stream
 
 __all__ = [
     "SOURCES",
@@ -24,4 +28,5 @@ __all__ = [
     "days_in_interval",
     "ingest_interval",
     "ingest_path",
+    "ingest_stream",
 ]

@@ -309,3 +309,116 @@ def _fsync(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+@dataclass
+class Redaction:
+    """What removing users did to the publications: the new live version and every version rewritten."""
+
+    live_version: str | None  # the new version without the users, made live (None: nothing was published)
+    rows_removed: int  # list rows removed, over every version
+    versions_rewritten: list[str]
+
+
+def publish_without_users(settings: Settings, user_ids: list[str], request_id: str) -> Redaction:
+    """Make a version of the live publication without these users live, and rewrite every older kept version.
+
+    Why derive rather than re-score: the lists of everyone else are the ones validated and published
+    (the model and the data they came from are unchanged but for the forgotten users), and the new
+    version is ready in the time of one Parquet filter. Its manifest says what it was derived from and
+    for which request (never the ids). Older kept versions are rewritten the same way, atomically
+    (a complete copy renamed into place), so a rollback can never bring a forgotten user back.
+    A re-run finds nothing left to remove and changes nothing (idempotent).
+    """
+    root = settings.published_dir
+    live = current_version(root)
+    if live is None:
+        return Redaction(None, 0, [])
+    removed, rewritten = 0, []
+    with publish_lock(root):
+        remove_stale_staging(root)
+        for leftover in root.glob(f"{REPLACED_PREFIX}*"):  # a rewrite that died after its swap began
+            shutil.rmtree(leftover)
+        live_rows = _user_rows(root / live, user_ids)
+        new_live = live
+        if live_rows:
+            new_live = f"{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-v{read_manifest_model_version(root / live)}"
+            staging = root / f"{STAGING_PREFIX}{new_live}"
+            try:
+                _copy_without_users(root / live, staging, user_ids, new_live, request_id, derived_from=live)
+                os.rename(staging, root / new_live)
+                _fsync(root)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+            switch_current(root, new_live)
+            removed += live_rows
+            log.info("forget %s: %s is live, derived from %s without %d list rows", request_id, new_live, live,
+                     live_rows)  # fmt: skip
+        for version in versions(root):
+            if version == new_live:
+                continue
+            rows = _user_rows(root / version, user_ids)
+            if rows:
+                _rewrite_in_place(root, version, user_ids, request_id)
+                removed += rows
+                rewritten.append(version)
+    return Redaction(new_live, removed, rewritten)
+
+
+REPLACED_PREFIX = ".replaced-"  # a version's old copy between the two renames of its rewrite
+
+
+def read_manifest_model_version(directory: Path) -> str:
+    return str(verify_version(directory)["model"]["version"])
+
+
+def _user_rows(directory: Path, user_ids: list[str]) -> int:
+    import pyarrow.compute as pc
+
+    users = pq.read_table(directory / USER_RECS, columns=[Columns.User]).column(Columns.User)
+    return int(pc.sum(pc.is_in(users, value_set=pa.array(user_ids, type=pa.string()))).as_py() or 0)
+
+
+def _copy_without_users(
+    source: Path, target: Path, user_ids: list[str], version: str, request_id: str, derived_from: str | None
+) -> None:
+    """A complete, sealed copy of version `source` without the users' rows, named `version`."""
+    import pyarrow.compute as pc
+
+    manifest = verify_version(source)
+    target.mkdir()
+    recs = pq.read_table(source / USER_RECS)
+    kept = recs.filter(pc.invert(pc.is_in(recs.column(Columns.User), value_set=pa.array(user_ids, type=pa.string()))))
+    pq.write_table(kept, target / USER_RECS)
+    for name in manifest["files"]:
+        if name not in (USER_RECS, MANIFEST):
+            shutil.copy2(source / name, target / name)
+    users = pc.count_distinct(kept.column(Columns.User)).as_py()
+    forgotten = {"request_id": request_id, "users_removed": manifest["counts"]["users"] - users}
+    manifest = {
+        **manifest,
+        "version": version,
+        "counts": {**manifest["counts"], "users": users, "user_rows": kept.num_rows},
+        "forget_requests": [*manifest.get("forget_requests", []), forgotten],
+        "files": file_facts(target),
+    }
+    if derived_from is not None:
+        manifest["created_at"] = datetime.now(UTC).isoformat()
+        manifest["derived_from"] = derived_from
+    seal_version(target, manifest)
+
+
+def _rewrite_in_place(root: Path, version: str, user_ids: list[str], request_id: str) -> None:
+    """Replace a kept version by its copy without the users: copy sealed beside it, then two renames."""
+    staging = root / f"{STAGING_PREFIX}{version}"
+    replaced = root / f"{REPLACED_PREFIX}{version}"
+    try:
+        _copy_without_users(root / version, staging, user_ids, version, request_id, derived_from=None)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    os.rename(root / version, replaced)
+    os.rename(staging, root / version)
+    _fsync(root)
+    shutil.rmtree(replaced)

@@ -16,6 +16,7 @@ from pipelines.warehouse.connection import connect
 
 CHECKPOINTS = ("raw_batch", "marts", "publication")
 HEALTH_REPORT = Path("health") / "weekly.html"  # below reports/; written by pipelines/reports/health_report.py
+EXPERIMENTS_DIR = Path("experiments")  # below reports/: <name>.json + <name>.html (pipelines/experiments/readout.py)
 
 
 def _modified(path: Path) -> str:
@@ -97,6 +98,28 @@ def _drift_rows(settings: Settings) -> list[list[str]]:
     return rows
 
 
+def _experiment_rows(settings: Settings) -> list[list[str]]:
+    """One row per experiment read out (its JSON record beside its page), newest first; unreadable ones named."""
+    import json
+
+    folder = settings.reports_dir / EXPERIMENTS_DIR
+    records = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True) if folder.exists() else []
+    rows = []
+    for record in records:
+        page = record.with_suffix(".html")
+        try:
+            data = json.loads(record.read_text())
+            decision, as_of, reason = data["decision"], data["as_of"][:16].replace("T", " "), data["reasons"][0]
+        except (OSError, ValueError, KeyError, IndexError, TypeError):
+            decision, as_of, reason = "unreadable record", "-", str(record.name)
+        css = {"ship": "ok", "keep running": "warn"}.get(decision, "bad")
+        rows.append(
+            [_link(settings.reports_dir, page, record.stem), f"<span class='{css}'>{html.escape(decision)}</span>",
+             html.escape(reason), f"{as_of} UTC"]
+        )  # fmt: skip
+    return rows
+
+
 def write_index(settings: Settings) -> Path:
     root = settings.reports_dir
     root.mkdir(parents=True, exist_ok=True)
@@ -129,6 +152,12 @@ def write_index(settings: Settings) -> Path:
         for kind in AUDIT_KINDS
     )
     body += "</p>"
+    body += "<h2>Experiments</h2>"
+    experiments = _experiment_rows(settings)
+    if experiments:
+        body += html.table(["experiment", "decision", "first reason", "read out"], experiments, frozenset({0, 1, 2}))
+    else:
+        body += "<p class='none'>None read out yet: <code>recforge experiments readout NAME</code> writes one.</p>"
     body += "<h2>User diagnoses</h2>"
     diagnoses = list_diagnoses(settings)
     if diagnoses:
@@ -139,6 +168,10 @@ def write_index(settings: Settings) -> Path:
         body += html.table(["user", "diagnosis", "why", "written"], rows, frozenset({0}))
     else:
         body += "<p class='none'>None yet: <code>recforge diagnose USER</code> writes one.</p>"
+    privacy = root / "privacy" / "index.html"
+    if privacy.exists():
+        body += "<h2>Privacy</h2>"
+        body += f"<p>{_link(root, privacy, 'forget requests (audit)')} &middot; updated {_modified(privacy)}</p>"
     body += "<h2>Warehouse documentation (dbt docs)</h2>"
     body += f"<p>{_link(root, dbt_docs, 'dbt docs')} &middot; generated {_modified(dbt_docs)}</p>"
     path = root / "index.html"

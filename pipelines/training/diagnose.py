@@ -170,7 +170,7 @@ class Diagnoser:
             except ValueError as error:
                 raise DiagnoseError(f"cannot diagnose {user_id!r}: {error}") from None
             fitted, kind = self.fit(fold), "recent"
-        forbidden, names = catalog_status(fold.train.item_ids, self.catalog)
+        forbidden, names = catalog_status(fitted.final.item_ids, self.catalog)
         diagnosis = diagnose_user(
             fitted.final,
             fitted.generators,
@@ -183,7 +183,7 @@ class Diagnoser:
             self.depth,
             target_kind=kind,
             generator_note=fitted.note,
-            sellers=seller_codes(fold.train.item_ids, self.catalog),
+            sellers=seller_codes(fitted.final.item_ids, self.catalog),
         )
         diagnosis.skipped_generators = dict(fitted.skipped)
         split = (

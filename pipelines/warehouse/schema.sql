@@ -34,6 +34,16 @@ create table if not exists raw.items (
     attributes json
 );
 
+-- The catalog file raw.items was last loaded from (at most one row): a landing run whose catalog
+-- file has the same SHA-256 (and raw.items still its row count) keeps raw.items instead of
+-- re-reading and rewriting it; anything else that writes raw.items deletes this row.
+create table if not exists raw.catalog_snapshot (
+    file      varchar not null,
+    sha256    varchar not null,
+    items     integer not null,
+    loaded_at timestamptz not null
+);
+
 -- One row per rejected input row: its raw text, why, and where it came from.
 create table if not exists quarantine.events (
     batch_id     varchar not null,
@@ -131,4 +141,18 @@ create table if not exists monitoring.health_notifications (
     run_id       varchar not null,
     notified_at  timestamptz not null,
     breached     varchar not null     -- the breached levels, comma-separated
+);
+
+-- One row per forget request (pipelines/privacy/forget.py): what was removed where, never who.
+-- user_hashes holds HMAC-SHA256(secret, user_id) per user (pipelines/privacy/keys.py).
+create table if not exists monitoring.forget_requests (
+    request_id          varchar not null,
+    requested_at        timestamptz not null,
+    finished_at         timestamptz,
+    user_hashes         json not null,
+    stores              json not null,     -- [{store, rows_removed, note}] in the order they were walked
+    publication_version varchar,           -- the live version that no longer holds the users
+    model_versions      json,              -- registered versions whose artifacts lost the users' rows
+    verified            boolean,           -- no file under RECFORGE_HOME names an id (null: not checked)
+    remaining_files     integer
 );

@@ -62,9 +62,13 @@ def run_dbt(settings: Settings, args: list[str]):
     return outcome
 
 
-def build_warehouse(settings: Settings) -> TransformResult:
-    """`dbt build`: every model and its tests, in dependency order. Raises on any error or failed test."""
-    outcome = run_dbt(settings, ["build", "--vars", _vars(settings)])
+def build_warehouse(settings: Settings, full_refresh: bool = False) -> TransformResult:
+    """`dbt build`: every model and its tests, in dependency order. Raises on any error or failed test.
+
+    ``full_refresh`` rebuilds incremental models from scratch too (forgetting a user: their rows must
+    leave ``int_events_deduped``, which a plain run only appends to).
+    """
+    outcome = run_dbt(settings, ["build", "--vars", _vars(settings), *(["--full-refresh"] if full_refresh else [])])
     results = list(outcome.result or [])
     failed = [r for r in results if str(r.status) in {"error", "fail", "runtime error"}]
     warned = [r for r in results if str(r.status) == "warn"]

@@ -38,7 +38,7 @@ async def recommendations_for_user(request: Request) -> JSONBytes:
     scope = request.scope
     store = scope["app"].state.store
     live = store.current
-    if live is not None and live.fast_answer is not None and not store.blocked:
+    if live is not None and live.fast_answer is not None and not store.blocked and not store.denied:
         # The common request (a known user, plain k, no blocklist) in one C call; None -> the path below.
         body = live.fast_answer(scope["path_params"]["user_id"], scope["query_string"])
         if body is not None:
@@ -47,7 +47,8 @@ async def recommendations_for_user(request: Request) -> JSONBytes:
     publication = live_publication(store)
     k = checked_k(request, publication)
     blocked, excluded_rows = filters(publication, store, excluded_ids(request))
-    position = publication.user_position(user_id)
+    # A user forgotten since this publication was made gets the fallback, as an unknown user does.
+    position = None if store.denies(user_id) else publication.user_position(user_id)
     if position is None:
         request.app.state.metrics.fallbacks.inc()
     return JSONBytes(publication.user_answer(user_id, position, k, blocked, excluded_rows))

@@ -26,7 +26,9 @@ for dag_id, dag in bag.dags.items():
     dags[dag_id] = {"outlets": outlets, "schedule": schedule, "tags": sorted(dag.tags),
                     "timetable": type(dag.timetable).__name__,
                     "retries": dag.default_args.get("retries"), "catchup": dag.catchup,
-                    "documented": bool(dag.doc_md or dag.description)}
+                    "documented": bool(dag.doc_md or dag.description),
+                    "watchers": [[w.name, w.trigger.serialize()[0]] for a in (assets if condition is not None else [])
+                                 for w in getattr(a, "watchers", [])]}
 print(json.dumps({"errors": {k: v for k, v in bag.import_errors.items()}, "dags": dags}))
 """
 
@@ -50,6 +52,9 @@ def test_dagbag_loads_without_import_errors_and_chains_by_assets(tmp_path):
         "recforge_train",
         "recforge_publish",
         "recforge_health",
+        "recforge_experiment_readout",
+        "recforge_stream_ingest",
+        "recforge_forget",
     }
     raw, marts, drift, champion, publication = (
         "recforge://warehouse/raw/events",
@@ -60,6 +65,9 @@ def test_dagbag_loads_without_import_errors_and_chains_by_assets(tmp_path):
     )
     assert dags["recforge_ingest"]["schedule"] == "CronDataIntervalTimetable"
     assert dags["recforge_ingest"]["outlets"] == [raw]
+    # Micro-batches feed the same raw tables and announce them with the same asset, every few minutes.
+    assert dags["recforge_stream_ingest"]["timetable"] == "CronTriggerTimetable"
+    assert dags["recforge_stream_ingest"]["outlets"] == [raw]
     assert dags["recforge_transform"]["schedule"] == [raw] and dags["recforge_transform"]["outlets"] == [marts]
     assert dags["recforge_drift"]["schedule"] == [marts] and dags["recforge_drift"]["outlets"] == [drift]
     assert dags["recforge_train"]["schedule"] == [drift] and dags["recforge_train"]["outlets"] == [champion]
@@ -67,8 +75,20 @@ def test_dagbag_loads_without_import_errors_and_chains_by_assets(tmp_path):
     assert dags["recforge_publish"]["schedule"] == [champion] and dags["recforge_publish"]["outlets"] == [publication]
     assert dags["recforge_health"]["schedule"] == [publication] and dags["recforge_health"]["outlets"] == []
     assert dags["recforge_health"]["timetable"] == "AssetOrTimeSchedule"  # daily, and after each publication
+    assert dags["recforge_forget"]["timetable"] == "NullTimetable" and dags["recforge_forget"]["outlets"] == [
+        publication
+    ]
     for dag in dags.values():
         assert dag["catchup"] is False and dag["retries"] >= 1 and "recforge" in dag["tags"] and dag["documented"]
+
+
+def test_with_the_redis_collector_micro_batches_are_scheduled_by_the_stream_itself(tmp_path):
+    loaded = load_dags(tmp_path, RECFORGE_COLLECTOR_BACKEND="redis")
+    assert loaded["errors"] == {}
+    stream = loaded["dags"]["recforge_stream_ingest"]
+    assert stream["schedule"] == ["recforge://collector/event-stream"]
+    assert stream["timetable"] == "AssetTriggeredTimetable"
+    assert stream["watchers"] == [["recforge_event_stream", "pipelines.ingest.stream_trigger.RedisStreamTrigger"]]
 
 
 def test_an_empty_train_cron_retrains_on_drift_only(tmp_path):
@@ -91,4 +111,4 @@ def test_an_invalid_setting_shows_as_the_dag_files_import_error_with_the_clis_li
     assert out.returncode == 0, out.stderr[-3000:]
     errors = json.loads(out.stdout.strip().splitlines()[-1])
     (error,) = errors.values()
-    assert "InvalidSettings: invalid setting: RECFORGE_LATE_ARRIVAL_DAYS='-5': must be an integer >= 0" in error
+    assert "InvalidSettings: invalid setting: RECFORGE_LATE_ARRIVAL_DAYS='-5': must be an integer in [0, 3650]" in error

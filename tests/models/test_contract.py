@@ -19,6 +19,7 @@ from models import (
     ALSRecommender,
     BM25ItemKNNRecommender,
     BPRRecommender,
+    ContentALSRecommender,
     CosineItemKNNRecommender,
     EASERecommender,
     PopularityRecommender,
@@ -51,6 +52,7 @@ def catalog() -> pd.DataFrame:
     return pd.DataFrame(
         {
             "item_id": items,
+            "title": [f"{'red lamp' if i < COMMUNITY_SIZE else 'blue kettle'} {i}" for i in range(len(items))],
             "category": ["c0" if i < COMMUNITY_SIZE else "c1" for i in range(len(items))],
             "price": np.linspace(5.0, 50.0, len(items)),
         }
@@ -58,7 +60,7 @@ def catalog() -> pd.DataFrame:
 
 
 def community_data() -> Interactions:
-    return Interactions.from_frame(community_walks(), item_features=catalog())
+    return Interactions.from_frame(community_walks(), item_features=catalog(), catalog=catalog())
 
 
 def community_of_items(data: Interactions, items: np.ndarray) -> np.ndarray:
@@ -128,6 +130,22 @@ class RecommenderContract:
         np.testing.assert_array_equal(items, loaded_items)
         np.testing.assert_allclose(scores, loaded_scores, rtol=1e-5)
 
+    def test_forgetting_a_user_removes_their_rows_and_leaves_the_others_lists_alone(self, fitted, tmp_path):
+        """The saved model of a forgotten user holds no trace of their id, and everyone else's lists and
+        scores are what they were (pipelines/privacy/forget.py rewrites registered bundles this way)."""
+        model, data = fitted
+        copy = Recommender.load(model.save(tmp_path / "before"))
+        gone = str(data.user_ids[3])
+        assert copy.forget_users([gone, "never-seen"]) == 1
+        assert copy.forget_users([gone]) == 0  # idempotent
+        reloaded = Recommender.load(copy.save(tmp_path / "after"))
+        assert gone not in set(reloaded.user_ids.astype(str)) and len(reloaded.user_ids) == data.n_users - 1
+        others = np.array([u for u in range(data.n_users) if u != 3])
+        before_items, before_scores = model.recommend(others, 5)
+        after_items, after_scores = reloaded.recommend(np.arange(len(others)), 5)
+        np.testing.assert_array_equal(before_items, after_items)
+        np.testing.assert_allclose(before_scores, after_scores, rtol=1e-5)
+
     def test_params_are_json_and_rebuild_the_same_model(self):
         model = self.make()
         params = json.loads(json.dumps(model.params()))
@@ -174,6 +192,13 @@ class TestRecentPopularity(RecommenderContract):
 class TestALS(PersonalisedContract):
     def make(self):
         return ALSRecommender(factors=4, iterations=15, regularization=1.0, alpha=1.0, random_state=1)
+
+
+class TestALSContent(PersonalisedContract):
+    def make(self):
+        return ContentALSRecommender(
+            factors=4, iterations=15, regularization=1.0, alpha=1.0, encoder="tfidf", random_state=1
+        )
 
 
 class TestBPR(PersonalisedContract):

@@ -6,13 +6,14 @@ renamed as (
     select
         cast(item_id as varchar) as item_id,
         title,
+        {{ json_text('attributes', 'description') }} as description,
         category,
         cast(price as double precision) as price,
         coalesce(in_stock, false) as in_stock,
         coalesce(is_blocked, false) as is_blocked,
         cast(created_at as timestamp) as created_at,
-        -- The provider or seller, when the catalog's attributes name one (DuckDB and PostgreSQL both read ->>).
-        attributes ->> 'seller' as seller
+        cast(attributes as varchar) as attributes,
+        {{ json_text('attributes', 'seller') }} as seller
     from source
 )
 

@@ -1,0 +1,219 @@
+"""Micro-batches: the collector's closed segments go through the daily ingest's rules, once each,
+and a segment ingested again replaces itself."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import pytest
+from fastapi.testclient import TestClient
+
+from pipelines.ingest import ingest_interval, ingest_stream
+from pipelines.ingest.stream import stream_batch_id, stream_dir
+from pipelines.warehouse.connection import connect
+from serving.collector.segments import SegmentWriter, closed_segments
+from serving.config import ServingSettings
+from serving.main import create_app
+from tests.conftest import copy_home, make_settings
+from tests.ingest.test_ingest import DAY, event, write_day
+from tests.services import redis_db  # noqa: F401  (a fixture)
+
+KEY = "stream-ingest-key-0123456789"
+
+
+def now_event(n: int, **fields) -> dict:
+    stamp = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    return {"event_id": f"s{n}", "user_id": f"u{n % 7}", "item_id": f"i{n % 5}", "event_type": "view",
+            "event_ts": stamp, **fields}  # fmt: skip
+
+
+def write_segment(settings, day, lines: list[bytes]) -> None:
+    """A closed segment written by the real writer, for `day`."""
+
+    async def write():
+        writer = SegmentWriter(stream_dir(settings))
+        await writer.start()
+        await writer.append(day, lines)
+        await writer.stop()
+
+    asyncio.run(write())
+
+
+def table(settings, sql: str) -> list[tuple]:
+    with connect(settings) as warehouse:
+        return warehouse.execute(sql).fetchall()
+
+
+@pytest.fixture
+def home(tmp_path):
+    return make_settings(tmp_path / "home")
+
+
+def test_events_sent_to_the_collector_reach_raw_events_by_the_ingest_rules(home):
+    app = create_app(ServingSettings(home=home.home, collector_app_key=KEY))
+    with TestClient(app) as client:
+        answer = client.post(
+            "/v1/events", json=[now_event(n) for n in range(20)], headers={"Authorization": f"Bearer {KEY}"}
+        )
+        assert answer.json()["accepted"] == 20
+    result = ingest_stream(home)
+    assert (len(result.batches), result.rows_accepted, result.rows_quarantined) == (1, 20, 0)
+    (segment,) = closed_segments(stream_dir(home))
+    rows = table(home, "select source, batch_id, landing_date, count(*) from raw.events group by all")
+    assert rows == [("stream", stream_batch_id(segment), datetime.now(UTC).date(), 20)]
+    assert table(home, "select source, rows_input, rows_accepted from raw.batches") == [("stream", 20, 20)]
+
+
+def test_a_segment_is_ingested_once_and_a_replacing_run_replaces_it_exactly(home):
+    today = datetime.now(UTC).date()
+    write_segment(home, today, [orjson.dumps(now_event(n)) for n in range(10)])
+    assert len(ingest_stream(home).batches) == 1
+    assert ingest_stream(home).batches == []  # nothing new: nothing read, nothing duplicated
+    write_segment(home, today, [orjson.dumps(now_event(n)) for n in range(10, 15)])
+    second = ingest_stream(home)
+    assert [b.rows_accepted for b in second.batches] == [5]
+    replaced = ingest_stream(home, replace=True)
+    assert [b.rows_accepted for b in replaced.batches] == [10, 5]
+    assert table(home, "select count(*), count(distinct event_id) from raw.events") == [(15, 15)]
+    assert table(home, "select count(*) from raw.batches") == [(2,)]
+
+
+def test_bad_lines_of_a_segment_are_quarantined_with_their_reason_like_a_daily_files(home):
+    day = datetime.now(UTC).date()
+    lines = [
+        orjson.dumps(now_event(1)),
+        orjson.dumps(now_event(1)),  # re-sent after a timeout: the collector stored it twice
+        b"\x00\x00\x00",  # what a disk may leave after a power loss
+        orjson.dumps(now_event(3, event_ts=(datetime.now(UTC) - timedelta(days=10)).isoformat())),
+    ]
+    write_segment(home, day, lines)
+    (batch,) = ingest_stream(home).batches
+    assert batch.rows_accepted == 1
+    assert batch.quarantined_by_reason == {"duplicate_event_id": 1, "malformed_json": 1, "late_beyond_window": 1}
+    assert table(home, "select line_number, reason from quarantine.events order by 1") == [
+        (2, "duplicate_event_id"), (3, "malformed_json"), (4, "late_beyond_window"),
+    ]  # fmt: skip
+
+
+def test_daily_files_and_micro_batches_of_the_same_day_never_replace_each_other(handmade):
+    write_day(handmade, DAY, [json.dumps(event(1)), json.dumps(event(2))])
+    stamp = (DAY + timedelta(hours=9)).isoformat()
+    write_segment(handmade, DAY.date(), [orjson.dumps(now_event(n, event_ts=stamp)) for n in range(3)])
+    ingest_interval(handmade, DAY, DAY + timedelta(days=1))
+    ingest_stream(handmade)
+    ingest_interval(handmade, DAY, DAY + timedelta(days=1))  # a re-run of the daily file: replaces its own rows
+    counts = table(handmade, f"select source, count(*) from raw.events where landing_date = '{DAY.date()}' group by 1")
+    assert sorted(counts) == [("recforge", 2), ("stream", 3)]
+
+
+def test_with_no_closed_segment_the_warehouse_is_not_even_opened(home):
+    result = ingest_stream(home)
+    assert result.batches == [] and not home.warehouse_path.exists()
+
+
+# --- the scaled configuration: the Redis Stream drained into segments, then the same ingest
+
+
+def test_events_in_the_redis_stream_are_moved_to_segments_acknowledged_and_ingested(home, redis_db, monkeypatch):  # noqa: F811
+    import redis
+
+    monkeypatch.setenv("RECFORGE_COLLECTOR_BACKEND", "redis")
+    monkeypatch.setenv("RECFORGE_COLLECTOR_REDIS_URL", redis_db)
+    app = create_app(ServingSettings(home=home.home, collector_app_key=KEY, collector_backend="redis",
+                                     collector_redis_url=redis_db))  # fmt: skip
+    with TestClient(app) as client:
+        answer = client.post(
+            "/v1/events", json=[now_event(n) for n in range(30)], headers={"Authorization": f"Bearer {KEY}"}
+        )
+        assert answer.json()["accepted"] == 30
+    result = ingest_stream(home)
+    assert (len(result.batches), result.rows_accepted) == (1, 30)
+    client = redis.Redis.from_url(redis_db)
+    assert client.xlen("recforge:events") == 0  # durable in a segment, so acknowledged and deleted
+    (group,) = client.xinfo_groups("recforge:events")
+    assert group["pending"] == 0
+    assert ingest_stream(home).batches == []
+
+
+def test_a_drain_that_died_before_acknowledging_does_not_store_its_events_twice(home, redis_db):  # noqa: F811
+    import redis
+
+    from pipelines.ingest.stream import REDIS_CONSUMER, _write_entries, drain_redis_stream
+
+    collector = ServingSettings(home=home.home, collector_backend="redis", collector_redis_url=redis_db)
+    client = redis.Redis.from_url(redis_db)
+    client.xgroup_create("recforge:events", "recforge-ingest", id="0", mkstream=True)
+    day = datetime.now(UTC).date().isoformat()
+    for n in range(5):
+        client.xadd("recforge:events", {"day": day, "event": orjson.dumps(now_event(n))})
+    # A first run read the entries and made their segment durable, then died before XACK:
+    ((_, entries),) = client.xreadgroup("recforge-ingest", REDIS_CONSUMER, {"recforge:events": ">"}, count=10_000)
+    _write_entries(stream_dir(home), entries)
+    client.xadd("recforge:events", {"day": day, "event": orjson.dumps(now_event(5))})  # and one more arrived
+    assert drain_redis_stream(home, collector) == 6
+    ids = [
+        orjson.loads(line)["event_id"]
+        for s in closed_segments(stream_dir(home))
+        for line in s.read_bytes().splitlines()
+    ]
+    assert sorted(ids) == [f"s{n}" for n in range(6)]  # the 5 pending ones once, not twice
+    assert client.xlen("recforge:events") == 0 and client.xpending("recforge:events", "recforge-ingest")["pending"] == 0
+
+
+def test_a_day_through_the_collector_gives_the_raw_rows_the_same_day_as_a_daily_file_gives(handmade, tmp_path):
+    """Same events, same rules, same window: the same accepted rows and the same quarantine reasons."""
+    lines = [json.dumps(event(n)) for n in range(6)]
+    lines += [json.dumps(event(2)), json.dumps(event(7, event_type="like")), json.dumps(event(8, user_id=""))]
+    lines += [json.dumps(event(9, event_ts=(DAY - timedelta(days=10)).isoformat()))]
+    write_day(handmade, DAY, lines)
+    ingest_interval(handmade, DAY, DAY + timedelta(days=1))
+    streamed = copy_home(handmade, tmp_path / "streamed")
+    streamed.warehouse_path.unlink()
+    write_segment(streamed, DAY.date(), [line.encode() for line in lines])
+    ingest_stream(streamed)
+    columns = "event_id, user_id, item_id, event_type, event_ts, value, session_id, context, landing_date, event_date"
+    raw = f"select {columns} from raw.events order by event_id"
+    quarantine = "select line_number, reason, raw from quarantine.events order by line_number"
+    assert table(streamed, raw) == table(handmade, raw) and len(table(handmade, raw)) == 6
+    assert table(streamed, quarantine) == table(handmade, quarantine)
+    assert [r for _, r, _ in table(handmade, quarantine)] == [
+        "duplicate_event_id", "unknown_event_type", "missing_user_id", "late_beyond_window",
+    ]  # fmt: skip
+
+
+def test_the_stream_trigger_fires_once_events_wait_and_not_again_for_the_same_ones(redis_db):  # noqa: F811
+    import redis
+
+    from pipelines.ingest.stream_trigger import RedisStreamTrigger
+
+    trigger = RedisStreamTrigger(redis_db, "recforge:events", poll_seconds=0.05)
+    classpath, kwargs = trigger.serialize()
+    assert classpath == "pipelines.ingest.stream_trigger.RedisStreamTrigger"
+    assert RedisStreamTrigger(**kwargs).serialize() == (classpath, kwargs)  # what the triggerer rebuilds
+
+    async def watch():
+        events = trigger.run()
+        nothing = asyncio.wait_for(anext(events), timeout=0.5)
+        with pytest.raises(TimeoutError):  # an empty stream announces nothing
+            await nothing
+        events = trigger.run()
+        client = redis.Redis.from_url(redis_db)
+        client.xadd("recforge:events", {"day": "2026-01-05", "event": b"{}"})
+        client.xadd("recforge:events", {"day": "2026-01-05", "event": b"{}"})
+        fired = await asyncio.wait_for(anext(events), timeout=5)
+        with pytest.raises(TimeoutError):  # the same waiting events are announced once
+            await asyncio.wait_for(anext(events), timeout=0.5)
+        return fired.payload
+
+    payload = asyncio.run(watch())
+    assert payload["waiting"] == 2 and payload["stream"] == "recforge:events"
+
+
+def test_micro_batches_run_on_a_host_without_the_collectors_key_file(home, monkeypatch):
+    """An Airflow worker reads where events land, never the app key: a key file it lacks is no error."""
+    monkeypatch.setenv("RECFORGE_COLLECTOR_APP_KEY_FILE", "/nonexistent/app_key")
+    write_segment(home, datetime.now(UTC).date(), [orjson.dumps(now_event(1))])
+    assert ingest_stream(home).rows_accepted == 1
