@@ -323,6 +323,30 @@ class Settings(BaseSettings):
     faiss_hnsw_ef_construction: int = Field(default=80, ge=1, description="HNSW build-time beam width.")
     faiss_hnsw_ef_search: int = Field(default=128, ge=1, description="HNSW query-time beam width (recall vs speed).")
 
+    # --- bias audit and mitigation (models/evaluation/exposure.py, models/lists/, pipelines/reports/bias_audit.py)
+    calibration_lambda: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="Calibrated re-ranking (Steck 2018) of the first category_cap_head slots: weight of the "
+        "KL between a user's category mix in history and in the list against relevance; 0 = off.",
+    )
+    seller_cap: int = Field(
+        default=0,
+        ge=0,
+        le=1000,
+        description="At most this many items of one seller in the first category_cap_head slots; 0 = off.",
+    )
+    gate_max_gini_rise: float = Field(
+        default=0.02,
+        ge=0,
+        le=1,
+        description="Exposure guardrail: the challenger's exposure Gini@k may exceed the champion's by at most this.",
+    )
+    audit_z: float = Field(
+        default=1.96, gt=0, le=10, description="Normal quantile of the audit's confidence intervals (1.96: 95%)."
+    )
+
     # --- service levels (pipelines/operations/; rendered into deploy/prometheus/rules.yml)
     slo_serving_p99_seconds: float = Field(
         default=0.05, gt=0, le=60, description="Serving p99 latency objective over 5 minutes (API endpoints)."

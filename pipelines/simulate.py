@@ -125,6 +125,13 @@ class _World:
         elif settings.sim_shift == "new_items":
             self._add_item_wave(shift_rng, n_cat, latent_dim)
         self.items_by_category = [np.flatnonzero(self.item_category == c) for c in range(n_cat)]
+        # Sellers (for the bias audit's exposure by seller): one per 20 items, shares Zipf-like so a
+        # few sellers hold much of the catalog. Their own stream, so the events are unchanged by them.
+        seller_rng = np.random.default_rng([settings.sim_seed, 2])
+        n_sellers = max(1, len(self.item_category) // 20)
+        seller_share = 1.0 / np.arange(1, n_sellers + 1) ** 0.8
+        seller_share /= seller_share.sum()
+        self.item_seller = seller_rng.choice(n_sellers, size=len(self.item_category), p=seller_share)
         # Text draws from a third stream: adding it left the event log of every seed unchanged.
         self.text_rng = np.random.default_rng(settings.sim_seed + 2)
         self.category_noun, self.category_words = self._category_vocabulary(n_cat)
@@ -203,7 +210,11 @@ class _World:
                     "is_blocked": bool(self.item_blocked[i]),
                     "created_at": created.isoformat().replace("+00:00", "Z"),
                     # The description rides in attributes: the item contract's place for what a catalog adds.
-                    "attributes": {"brand": f"brand_{i % 37:02d}", "description": description},
+                    "attributes": {
+                        "brand": f"brand_{i % 37:02d}",
+                        "description": description,
+                        "seller": f"seller_{self.item_seller[i]:03d}",
+                    },
                 }
             )
         return rows

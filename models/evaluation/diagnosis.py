@@ -24,6 +24,7 @@ import numpy as np
 from models.base import Recommender
 from models.evaluation.splits import Fold
 from models.lists.ranked import (
+    CALIBRATION,
     EXCLUDE_CATALOG,
     EXCLUDE_SEEN,
     ListRules,
@@ -195,6 +196,13 @@ def _why(
         )
     if stage == "mmr_diversity":
         return stage, f"too similar to the items above it (MMR lambda {rules.mmr_lambda:g})"
+    if stage == CALIBRATION:
+        return stage, (
+            f"its category would move the list's category mix away from the user's history "
+            f"(calibration lambda {rules.calibration_lambda:g})"
+        )
+    if stage.startswith("seller_cap"):
+        return stage, f"its seller already has {rules.seller_cap} of the first {rules.category_cap_head} slots"
     if stage.startswith("category_cap"):
         per_category = max(1, int(np.floor(rules.category_cap * rules.category_cap_head)))
         return stage, (
@@ -216,6 +224,7 @@ def diagnose_user(
     depth: int,
     target_kind: str = "held-out",
     generator_note: str = "",
+    sellers: np.ndarray | None = None,
 ) -> UserDiagnosis:
     """Diagnose `user_id`'s list from models fitted on ``fold.train`` (see the module docstring).
 
@@ -246,7 +255,9 @@ def diagnose_user(
 
     categories = np.unique(category_names, return_inverse=True)[1].astype(np.int64)
     trace = ListTrace()
-    top = ranked_lists(final_model, np.array([user_row]), rules, forbidden == "", categories, trace=trace).head(k)
+    top = ranked_lists(
+        final_model, np.array([user_row]), rules, forbidden == "", categories, trace=trace, sellers=sellers
+    ).head(k)
     why = reasons(final_model, top, final_model.item_ids, rules, users=np.array([user_row]))
     target_set = set(targets.tolist())
     final = [

@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pipelines.reports import html
+from pipelines.reports.bias_audit import AUDIT_DIR
+from pipelines.reports.bias_audit import KINDS as AUDIT_KINDS
 from pipelines.reports.diagnosis_report import list_diagnoses
 from pipelines.settings import Settings
 from pipelines.warehouse.connection import connect
@@ -143,6 +145,13 @@ def write_index(settings: Settings) -> Path:
         body += html.table(["checked", "window end", "verdict", "report"], drift_rows, frozenset({2, 3}))
     body += "<h2>Model evaluation</h2>"
     body += f"<p>{_link(root, evaluation, 'latest evaluation report')} &middot; updated {_modified(evaluation)}</p>"
+    body += "<h2>Bias audit</h2><p>"
+    body += " &middot; ".join(
+        f"{_link(root, root / AUDIT_DIR / f'{kind}-latest.html', f'latest {kind} audit')} "
+        f"(updated {_modified(root / AUDIT_DIR / f'{kind}-latest.html')})"
+        for kind in AUDIT_KINDS
+    )
+    body += "</p>"
     body += "<h2>Experiments</h2>"
     experiments = _experiment_rows(settings)
     if experiments:

@@ -66,7 +66,7 @@ def read_catalog(settings: Settings) -> pd.DataFrame:
     """The catalog's items (not items seen only in events) with what the list rules and models use."""
     return read_frame(
         settings,
-        "select item_id, title, description, attributes, category, price, created_at, in_stock, is_blocked "
+        "select item_id, title, description, attributes, category, seller, price, created_at, in_stock, is_blocked "
         "from marts.item_features where in_catalog",
     )
 

@@ -82,6 +82,20 @@ def test_popularity_is_long_tailed(simulated):
     assert top_decile / sum(ranked) > 0.25  # a uniform catalog would give 0.10
 
 
+def test_every_item_has_a_seller_drawn_from_the_seed_without_changing_the_events(tmp_path):
+    """Sellers come from their own random stream: same seed, same sellers; a few sellers hold much of the catalog."""
+    settings = make_settings(tmp_path / "a", sim_days=1)
+    simulate(settings)
+    items = [json.loads(line) for line in catalog_file(settings.landing_dir).read_text().splitlines()]
+    sellers = [item["attributes"]["seller"] for item in items]
+    assert all(s.startswith("seller_") for s in sellers)
+    counts = sorted((sellers.count(s) for s in set(sellers)), reverse=True)
+    assert 1 < len(counts) <= settings.sim_items // 20 and counts[0] > 2 * counts[-1]
+    again = make_settings(tmp_path / "b", sim_days=1)
+    simulate(again)
+    assert catalog_file(again.landing_dir).read_text() == catalog_file(settings.landing_dir).read_text()
+
+
 def test_items_get_a_title_and_description_from_their_category_and_latent_traits(simulated):
     from pipelines.simulate import CATEGORY_NOUNS, TRAIT_WORDS
 

@@ -45,6 +45,7 @@ final as (
         -- As the catalog gives it: null means unknown, and readers decide what that means
         -- (publication's rules treat it as the category 'unknown'; validation counts the gaps).
         items.category,
+        items.seller,
         items.price,
         coalesce(items.in_stock, false) as in_stock,
         coalesce(items.is_blocked, false) as is_blocked,

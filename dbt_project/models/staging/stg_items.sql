@@ -12,7 +12,8 @@ renamed as (
         coalesce(in_stock, false) as in_stock,
         coalesce(is_blocked, false) as is_blocked,
         cast(created_at as timestamp) as created_at,
-        cast(attributes as varchar) as attributes
+        cast(attributes as varchar) as attributes,
+        {{ json_text('attributes', 'seller') }} as seller
     from source
 )
 
