@@ -130,6 +130,12 @@ class Settings(BaseSettings):
     bot_max_events_per_day: int = Field(
         default=2000, ge=1, description="More behavioural events than this on one day marks a user as a bot (dbt)."
     )
+    # --- impressions (issue 16): outcomes are joined to served slates in marts.slate_items
+    attribution_window_hours: int = Field(
+        default=24, ge=1, le=24 * 30,
+        description="An outcome counts for a shown item when it carries the slate's request_id and happens "
+        "within this many hours of the answer (dbt var of marts.slate_items).",
+    )  # fmt: skip
 
     # --- drift (compare the latest window with the window of the last retraining)
     drift_window_days: int = Field(default=7, ge=1)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 import annotated_types
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
@@ -50,6 +50,36 @@ class ServingSettings(BaseSettings):
     )
     max_header_count: int = Field(default=100, ge=10, le=1000, description="Most headers in one request.")
     max_body_bytes: int = Field(default=1024 * 1024, ge=0, le=100 * 1024 * 1024, description="Longest request body.")
+
+    # --- the impression log (serving/impressions/): every slate answered, written off the answer path
+    impressions_sink: Literal["off", "files", "redis"] = Field(
+        default="files",
+        description="Where served slates are logged: Parquet landing files under RECFORGE_HOME/landing/impressions/ "
+        "(one per interval and process), a Redis Stream (scaled), or nowhere.",
+    )
+    impressions_interval_seconds: int = Field(
+        default=3600, ge=1, le=86400, description="One landing file per this many seconds; must divide a day (86400)."
+    )
+    impressions_flush_seconds: float = Field(
+        default=1.0, ge=0.01, le=60, description="How often the background writer drains the queue of slates."
+    )
+    impressions_buffer_slates: int = Field(
+        default=100_000, ge=1, le=10_000_000,
+        description="Slates the queue holds; beyond it a slate is dropped and counted, never waited for.",
+    )  # fmt: skip
+    impressions_redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0", min_length=1, description="The Redis of the 'redis' impression sink."
+    )
+    impressions_redis_stream: str = Field(
+        default="recforge:impressions", min_length=1, description="The Redis Stream impressions are added to."
+    )
+
+    @field_validator("impressions_interval_seconds")
+    @classmethod
+    def _interval_divides_a_day(cls, seconds: int) -> int:
+        if 86400 % seconds:
+            raise ValueError("must divide a day into whole intervals (a divisor of 86400 in [1, 86400])")
+        return seconds
 
     # --- the failure log (serving/failures.py; docs/operations.md, "Failed requests")
     failure_log_ids: bool = Field(
@@ -133,6 +163,10 @@ class ServingSettings(BaseSettings):
     @property
     def published_dir(self) -> Path:
         return self.home.expanduser().resolve() / "published"
+
+    @property
+    def impressions_dir(self) -> Path:
+        return self.home.expanduser().resolve() / "landing" / "impressions"
 
     @property
     def failure_log_path(self) -> Path:

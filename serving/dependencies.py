@@ -19,6 +19,7 @@ from serving.errors import ApiError
 from serving.failures import Reason
 from serving.format import MAX_TOP_N
 from serving.ids import ID_PATTERN, MAX_ID_LENGTH
+from serving.impressions.request_ids import REQUEST_ID_PATTERN
 from serving.publication import Publication
 from serving.schemas import ErrorDetail
 from serving.store import PublicationStore
@@ -124,9 +125,15 @@ ERRORS = {
 }
 
 
-def error_responses(*statuses: int) -> dict:
-    """OpenAPI ``responses`` for the errors an endpoint answers, each with the ``detail`` body."""
-    return {status: {"model": ErrorDetail, "description": ERRORS[status]} for status in statuses}
+def answer_responses(*error_statuses: int) -> dict:
+    """OpenAPI ``responses`` of a hot endpoint: the answer's ``X-Request-ID`` header, then its errors
+    (each with the ``detail`` body)."""
+    request_id = {
+        "description": "The answer's `request_id` (as in the body).",
+        "schema": {"type": "string", "pattern": REQUEST_ID_PATTERN},
+    }
+    answer = {200: {"description": "Successful Response", "headers": {"X-Request-ID": request_id}}}
+    return answer | {status: {"model": ErrorDetail, "description": ERRORS[status]} for status in error_statuses}
 
 
 def openapi_parameters(path_name: str, path_description: str) -> dict:
@@ -155,6 +162,14 @@ def openapi_parameters(path_name: str, path_description: str) -> dict:
                 "schema": {"type": "array", "items": {"type": "string"}, "maxItems": MAX_EXCLUDED},
                 "style": "form",
                 "explode": True,
+            },
+            {
+                "name": "X-Request-ID",
+                "in": "header",
+                "required": False,
+                "description": "The app's own id for this request, kept as the answer's `request_id` when it "
+                "matches the pattern; otherwise the server makes one.",
+                "schema": {"type": "string", "pattern": REQUEST_ID_PATTERN},
             },
         ]
     }

@@ -15,6 +15,8 @@ from serving.config import ServingSettings, get_settings
 from serving.docs import add_offline_docs
 from serving.errors import install_error_handlers
 from serving.failures import FailureLog
+from serving.impressions import start_impression_log
+from serving.impressions.request_ids import RequestIds
 from serving.metrics import MetricsMiddleware, ServingMetrics
 from serving.routers import events, health, items, recommendations
 from serving.store import PublicationStore
@@ -29,6 +31,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         store = PublicationStore(settings.published_dir, settings.reload_interval_seconds)
         app.state.store = store
         store.start()
+        app.state.impressions = start_impression_log(settings, app.state.request_ids.prefix, app.state.metrics.registry)
         app.state.failures.start()
         collector = await _start_collector(app, settings)
         try:
@@ -36,6 +39,8 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         finally:
             if collector is not None:
                 await collector.stop()
+            if app.state.impressions is not None:
+                app.state.impressions.stop()  # flushes the queue and seals every interval
             store.stop()
             app.state.failures.stop()
 
@@ -49,6 +54,8 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     )
     app.state.collector = None  # set by the lifespan when an app key is configured
     app.state.metrics = ServingMetrics(lambda: getattr(app.state, "store", None))
+    app.state.request_ids = RequestIds()  # one prefix per process: the impression files carry it too
+    app.state.impressions = None  # the lifespan starts the log unless its sink is 'off'
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.state.failures = FailureLog.from_settings(settings, app.state.metrics.registry, lambda: _live_version(app))
     install_error_handlers(app)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipelines.ingest.batch import BatchResult, BatchWindow, IngestError, ingest_batch
+from pipelines.ingest.impressions import ingest_impression_days
 from pipelines.ingest.sources import (
     CATALOG_COLUMNS,
     RECFORGE_FORMATS,
@@ -48,6 +49,7 @@ class IngestResult:
     batches: list[BatchResult]
     catalog_items: int
     skipped: list[SkippedFile] = field(default_factory=list)
+    impressions: list[BatchResult] = field(default_factory=list)  # one per impression file (ingest/impressions.py)
 
     @property
     def rows_accepted(self) -> int:
@@ -74,6 +76,13 @@ class IngestResult:
             f"{self.interval_end:%Y-%m-%d %H:%M}): {self.rows_input} rows in, {self.rows_accepted} accepted "
             f"({self.rows_late} late), {self.rows_quarantined} quarantined {dict(sorted(reasons.items()))}; "
             f"catalog {self.catalog_items} items"
+            + (
+                f"; impressions: {len(self.impressions)} file(s), "
+                f"{sum(b.rows_accepted for b in self.impressions)} slates accepted, "
+                f"{sum(b.rows_quarantined for b in self.impressions)} quarantined"
+                if self.impressions
+                else ""
+            )
             + (
                 f"; skipped {len(self.skipped)} file(s): " + ", ".join(f"{s.file} ({s.reason})" for s in self.skipped)
                 if self.skipped
@@ -200,7 +209,9 @@ def ingest_interval(
                 display = str(path.relative_to(settings.landing_dir))
                 batch_id = batch_id_for(source.name, day, path)
                 results.append(_guarded(ingest_batch, con, source, path, display, batch_id, window, settings))
-    result = IngestResult(interval_start, interval_end, results, catalog_items, skipped)
+        # Served slates are their own batches (their own rules); a day without any is normal.
+        impressions = ingest_impression_days(con, settings.home, days, settings.future_tolerance_seconds)
+    result = IngestResult(interval_start, interval_end, results, catalog_items, skipped, impressions)
     log.info(result.summary())
     return result
 

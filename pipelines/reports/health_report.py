@@ -73,7 +73,7 @@ def weekly_events(con) -> pd.DataFrame:
         con,
         "select date_trunc('week', landing_date) as week, sum(rows_input) as rows_in, "
         "sum(rows_accepted) as accepted, sum(rows_quarantined) as quarantined "
-        "from raw.batches group by 1 order by 1",
+        "from raw.batches where source <> 'impressions' group by 1 order by 1",  # slates are not events
     )
     frame["quarantined_share"] = frame["quarantined"] / frame["rows_in"].where(frame["rows_in"] > 0)
     return frame

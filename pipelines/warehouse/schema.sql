@@ -55,6 +55,39 @@ create table if not exists quarantine.events (
     ingested_at  timestamptz not null
 );
 
+-- One row per shown item of an accepted served slate (serving/impressions/format.py lands one row per
+-- answer with the items as lists; ingest unnests them here, so the warehouse needs no list type).
+create table if not exists raw.impression_items (
+    request_id     varchar not null,
+    served_at      timestamptz not null,
+    endpoint       varchar not null,
+    user_id        varchar,
+    anchor_item_id varchar,
+    fallback       boolean not null,
+    version        varchar not null,
+    experiment     varchar,
+    variant        varchar,
+    slate_size     integer not null,
+    position       integer not null,   -- 1 = first shown
+    item_id        varchar not null,
+    score          double precision not null,
+    propensity     double precision,
+    batch_id       varchar not null,
+    landing_date   date not null,
+    ingested_at    timestamptz not null
+);
+
+-- One row per rejected served slate: the slate as JSON, why, and where it came from.
+create table if not exists quarantine.impressions (
+    batch_id     varchar not null,
+    landing_date date not null,
+    file         varchar not null,
+    row_number   integer not null,
+    reason       varchar not null,
+    raw          varchar not null,
+    ingested_at  timestamptz not null
+);
+
 -- One row per ingested file and interval: accepted + quarantined = input, always.
 create table if not exists raw.batches (
     batch_id       varchar not null,

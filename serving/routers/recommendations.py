@@ -3,15 +3,16 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from serving.dependencies import (
+    answer_responses,
     checked_id,
     checked_k,
-    error_responses,
     excluded_ids,
     filters,
     live_publication,
     openapi_parameters,
 )
 from serving.failures import Reason
+from serving.impressions.log import RECOMMENDATIONS
 from serving.metrics import RECOMMENDATIONS_ENDPOINT
 from serving.responses import JSONBytes
 from serving.schemas import UserRecommendations
@@ -25,7 +26,7 @@ router = APIRouter(prefix="/v1/users", tags=["recommendations"])
     "/{user_id}/recommendations",
     response_class=JSONBytes,
     response_model=UserRecommendations,
-    responses=error_responses(422, 503),
+    responses=answer_responses(422, 503),
     summary="Recommendations for a user",
     description=(
         "The user's top `k` items from the live publication, best first. A user the publication does "
@@ -38,13 +39,20 @@ async def recommendations_for_user(request: Request) -> JSONBytes:
     # The stored top-N is filtered, never re-ranked: `exclude` and the server's blocklist remove
     # items and the list is refilled from further down the stored N.
     scope = request.scope
-    store = scope["app"].state.store
+    state = scope["app"].state
+    store = state.store
+    impressions = state.impressions  # None when the impression log is off
+    request_id = state.request_ids.for_request(scope["headers"])
     live = store.current
     if live is not None and live.fast_answer is not None and not store.blocked and not store.denied:
         # The common request (a known user, plain k, no blocklist) in one C call; None -> the path below.
-        body = live.fast_answer(scope["path_params"]["user_id"], scope["query_string"])
-        if body is not None:
-            return JSONBytes(body)
+        user_id = scope["path_params"]["user_id"]
+        answer = live.fast_answer(user_id, scope["query_string"], request_id)
+        if answer is not None:
+            body, position, count = answer
+            if impressions is not None:
+                impressions.stored_slate(request_id, user_id, live, position, count)
+            return JSONBytes(body, request_id=request_id)
     user_id = checked_id("user_id", request.path_params["user_id"])
     publication = live_publication(store)
     k = checked_k(request, publication)
@@ -53,7 +61,6 @@ async def recommendations_for_user(request: Request) -> JSONBytes:
     forgotten = store.denies(user_id)
     position = None if forgotten else publication.user_position(user_id)
     if position is None:  # the fallback list: counted, and logged for diagnosis (serving/failures.py)
-        state = request.app.state
         state.metrics.fallbacks.inc()
         if forgotten:  # never the id of someone forgotten
             state.failures.record(RECOMMENDATIONS_ENDPOINT, 200, Reason.FORGOTTEN_USER, publication.version)
@@ -61,4 +68,7 @@ async def recommendations_for_user(request: Request) -> JSONBytes:
             state.failures.record(
                 RECOMMENDATIONS_ENDPOINT, 200, Reason.UNKNOWN_USER, publication.version, user_id=user_id
             )
-    return JSONBytes(publication.user_answer(user_id, position, k, blocked, excluded_rows))
+    slate = publication.user_slate(position, k, blocked, excluded_rows)
+    if impressions is not None and not forgotten:  # no impression holds the id of someone forgotten
+        impressions.slate(request_id, RECOMMENDATIONS, user_id, publication, slate[0], slate[1], position is None)
+    return JSONBytes(publication.user_body(user_id, request_id, slate), request_id=request_id)

@@ -91,7 +91,7 @@ def test_an_unexpected_exception_is_logged_as_an_internal_error(published, tmp_p
         def broken(*args):
             raise RuntimeError("lists corrupted in memory")
 
-        monkeypatch.setattr(live, "user_answer", broken)
+        monkeypatch.setattr(live, "user_body", broken)  # the router builds its answer with user_body
         response = client.get("/v1/users/never-seen/recommendations?exclude=i1")
         assert (response.status_code, response.json()) == (500, {"detail": "internal error"})
     reasons = [(r["reason"], r["status"], r.get("detail")) for r in records(tmp_path / "log")]
