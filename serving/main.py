@@ -15,6 +15,7 @@ from serving.config import ServingSettings, get_settings
 from serving.docs import add_offline_docs
 from serving.metrics import MetricsMiddleware, ServingMetrics
 from serving.routers import events, health, items, recommendations
+from serving.session import open_sessions
 from serving.store import PublicationStore
 
 
@@ -27,12 +28,14 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         store = PublicationStore(settings.published_dir, settings.reload_interval_seconds)
         app.state.store = store
         store.start()
+        await app.state.sessions.start()
         collector = await _start_collector(app, settings)
         try:
             yield
         finally:
             if collector is not None:
                 await collector.stop()
+            await app.state.sessions.stop()
             store.stop()
 
     app = FastAPI(
@@ -44,6 +47,8 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.collector = None  # set by the lifespan when an app key is configured
+    app.state.sessions = open_sessions(settings)  # fed by the collector, read by recommendations
+    app.state.session_settings = settings
     app.state.metrics = ServingMetrics(lambda: getattr(app.state, "store", None))
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
 

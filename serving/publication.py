@@ -233,6 +233,14 @@ class Publication:
             head, items = self._user_head, self._items_json(*self.user_slots(position, k, blocked, excluded))
         return b'{"user_id":' + orjson.dumps(user_id) + head + items + b"}"
 
+    def answer_with_reasons(self, user_id: str, rows: list[int], scores: list[float], reasons: list[str]) -> bytes:
+        """The body of a recommendations answer ranked at request time (serving/session.py), one reason per item."""
+        parts = [
+            self._item_json[row] + b"%.6g" % score + b',"reason":' + orjson.dumps(reason) + b"}"
+            for row, score, reason in zip(rows, scores, reasons, strict=True)
+        ]
+        return b'{"user_id":' + orjson.dumps(user_id) + self._user_head + b"[" + b",".join(parts) + b"]}"
+
     def similar_answer(
         self, item_id: str, item_row: int, k: int, blocked: np.ndarray | None, excluded: np.ndarray | None
     ) -> bytes:
