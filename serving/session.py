@@ -93,6 +93,9 @@ class MemorySessions:
             active.popitem(last=False)
 
     async def recent(self, user: str, now: float) -> list[SessionEvent]:
+        return self.fresh(user, now)
+
+    def fresh(self, user: str, now: float) -> list[SessionEvent]:
         """The user's fresh events, newest first; a user left with none is forgotten."""
         entry = self.active.get(user)
         fresh = [e for e in reversed(entry[1]) if now - e[0] <= self.ttl_seconds] if entry is not None else []
