@@ -47,6 +47,7 @@ class ReplayLists:
     """The attributes of serving.publication.Publication that ``blend`` reads, built from a fitted model."""
 
     def __init__(self, model, top_n: int, popularity: np.ndarray):
+        self.top_n = top_n
         self.item_ids = [str(i) for i in model.item_ids]
         self.item_rows = {item: row for row, item in enumerate(self.item_ids)}
         users = np.arange(len(model.user_ids))

@@ -311,11 +311,12 @@ def neighbours_of(publication, rows: list[int], depth: int) -> list[tuple[list[i
         similarities, found = publication.index.search(vectors, cached_depth)
         for row, near, similar in zip(missing, found.tolist(), similarities.tolist(), strict=True):
             cache[row] = (near, similar)
-        while len(cache) > NEIGHBOUR_CACHE_ITEMS:
-            cache.popitem(last=False)
     for row in rows:
         cache.move_to_end(row)
-    return [cache[row] for row in rows]
+    answer = [cache[row] for row in rows]
+    while len(cache) > NEIGHBOUR_CACHE_ITEMS:
+        cache.popitem(last=False)
+    return answer
 
 
 async def session_answer(request, sessions) -> bytes | None:

@@ -199,3 +199,29 @@ def test_in_the_scaled_configuration_every_replica_sees_the_session(published, t
     assert client.llen(key) == 1 and 0 < client.ttl(key) <= 1800
     with server(published, tmp_path, "c", **scaled) as late:  # started after the event: finds it by SCAN
         assert recommend(late, "visitor-r")["items"][0]["reason"] == f"session:{clicked}"
+
+
+def test_a_session_store_failure_never_unacknowledges_a_stored_event(published, tmp_path, caplog):
+    with server(published, tmp_path) as client:
+
+        async def broken(lines):
+            raise RuntimeError("session store down")
+
+        client.app.state.sessions.record = broken
+        send(client, "visitor-f", publication(client).item_ids[3])  # asserts the 200
+        assert recommend(client, "visitor-f")["fallback"] is True
+    segments = list((tmp_path / "home" / "landing" / "stream").rglob("*.jsonl"))
+    assert any(b'"visitor-f"' in path.read_bytes() for path in segments)
+    assert "could not record 1 acknowledged event(s)" in caplog.text
+
+
+def test_the_neighbour_cache_is_bounded_and_gives_the_direct_searchs_answer(published, tmp_path, monkeypatch):
+    from serving import session
+
+    monkeypatch.setattr(session, "NEIGHBOUR_CACHE_ITEMS", 2)
+    with server(published, tmp_path) as client:
+        live = publication(client)
+        cached = session.neighbours_of(live, [1, 2, 3], 10)
+        assert list(live._session_neighbours) == [2, 3]
+        direct = session.neighbours_of(live, [1, 2, 3], live.top_n + 2)  # deeper than cached: searched directly
+    assert [near[: live.top_n + 1] for near, _ in direct] == [near for near, _ in cached]
