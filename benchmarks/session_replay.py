@@ -174,7 +174,7 @@ def main() -> None:
                 groups[name][1].append(session)
                 groups[name][2].append(future[n])
         sessions.add([(user, (now, items[n], kinds[n]))], now)
-        if n and n % 20_000 == 0:
+        if n and n % 10_000 == 0:
             print(f"  {n}/{len(users)} events replayed", flush=True)
 
     table = {}
