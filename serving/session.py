@@ -33,9 +33,11 @@ its own neighbour.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import time
 from collections import OrderedDict, deque
+from operator import itemgetter
 
 import numpy as np
 import orjson
@@ -251,28 +253,34 @@ def blend(
     if anchors:
         extra = len(skipped) + (0 if blocked is None else int(blocked.sum())) + len(anchors)
         item_ids = publication.item_ids
-        near = neighbours_of(publication, list(anchors), k + extra + 1)
+        # Beyond the first `new_depth` neighbours of an anchor, an item outside the list cannot reach the
+        # top k (that many items already have more pull), so deeper ones only add pull to list items.
+        new_depth = k + extra + 1
+        near = neighbours_of(publication, list(anchors), new_depth)
         for anchor, (found, similar) in zip(anchors, near, strict=True):
             decay = weight * anchors[anchor]
-            for row, similarity in zip(found, similar, strict=True):
-                if row < 0 or row == anchor:
+            reason = "session:" + item_ids[anchor]
+            for depth, (row, similarity) in enumerate(zip(found, similar, strict=True)):
+                if row < 0 or row == anchor or similarity <= 0:
                     continue
-                pull = decay * max(similarity, 0.0)
+                pull = decay * similarity
                 entry = candidates.get(row)
                 if entry is None:
-                    candidates[row] = [0.0, pull, "session:" + item_ids[anchor]]
+                    if depth < new_depth:
+                        candidates[row] = [0.0, pull, reason]
                 elif pull > entry[1]:
                     entry[1] = pull
                     if pull > entry[0]:
-                        entry[2] = "session:" + item_ids[anchor]
-    ranked = sorted(
+                        entry[2] = reason
+    ranked = heapq.nlargest(
+        k,
         (
             (entry[0] + entry[1], row, entry[2])
             for row, entry in candidates.items()
             if row not in skipped and (blocked is None or not blocked[row])
         ),
-        key=lambda c: -c[0],
-    )[:k]
+        key=itemgetter(0),
+    )
     rows = [row for _, row, _ in ranked]
     if position is None and len(rows) < k:  # a new visitor: the popular list fills the rest
         taken = set(rows)
