@@ -9,7 +9,9 @@ One server process (``python -m serving``, the collector on, the embedded defaul
    fsync on), then at once ``GET`` the visitor's recommendations until the answer names the
    clicked item as a reason (``session:<item>``); the time from the collector's acknowledgement
    (its response read) to that answer, p50 / p99, and how many GETs it took.
-2. ``--session-users`` users of the publication get a few session events each; ``hey -q`` at
+2. ``--session-users`` users of the publication get a few session events each; one request at a
+   time alternating a session-aware user and one without a session (each answer's own latency);
+   ``hey -q`` at
    ``--rate`` requests/s on one of them (a session-aware answer: FAISS neighbours blended into the
    list), and for reference on a user without a session (the C fast path), one after the other.
 3. ``wrk`` on random users of the publication (none of them has a session, while the session store
@@ -96,6 +98,21 @@ def event_to_answer(port: int, items: int, events: int) -> dict:
     }
 
 
+def sequential_latency(port: int, with_session: str, without: str, requests: int) -> dict:
+    """One request at a time, alternating the two users: each answer's own time, without queueing."""
+    client = Client(port)
+    times: dict[str, list[float]] = {"session-aware user": [], "user without a session": []}
+    for n in range(requests):
+        name, user = ("session-aware user", with_session) if n % 2 else ("user without a session", without)
+        started = time.perf_counter()
+        client.recommendations(user)
+        times[name].append((time.perf_counter() - started) * 1000)
+    return {
+        name: {"p50_ms": round(float(np.percentile(ms, 50)), 3), "p99_ms": round(float(np.percentile(ms, 99)), 3)}
+        for name, ms in times.items()
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--home", type=Path, required=True)
@@ -151,6 +168,8 @@ def main() -> None:
         without = f"{base}/v1/users/u{users - 1:0{uw}d}/recommendations?k=10"
         sample = get_json(with_session)[1]
         results["session_answer_sample_reasons"] = sorted({entry["reason"] for entry in sample["items"]})
+        results["sequential"] = sequential_latency(args.port, f"u{0:0{uw}d}", f"u{users - 1:0{uw}d}", 2000)
+        print(json.dumps({"sequential": results["sequential"]}), flush=True)
         for endpoint, url in (("session-aware user", with_session), ("user without a session", without)):
             row = {"tool": f"hey -q ({args.rate}/s)", "endpoint": endpoint, "load_average": os.getloadavg()}
             row.update(run_hey(url, args.rate, args.hey_seconds, workers=10))
