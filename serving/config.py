@@ -137,6 +137,31 @@ class ServingSettings(BaseSettings):
     collector_redis_group: str = Field(
         default="recforge-ingest", min_length=1, description="The stream's consumer group (created at start)."
     )
+    # --- session-aware answers (serving/session.py): each user's latest events, fed by the collector.
+    # Kept in this process on the embedded default; in Redis (collector_redis_url) with the 'redis' backend.
+    session_max_events: int = Field(
+        default=20, ge=1, le=1000, description="Latest events kept per user (older ones are dropped)."
+    )
+    session_ttl_seconds: float = Field(
+        default=1800.0, ge=1, le=7 * 86400, description="A session event older than this no longer counts."
+    )
+    session_max_users: int = Field(
+        default=100_000, ge=1, le=10_000_000,
+        description="Users whose sessions one server keeps; the least recently active one is dropped beyond it.",
+    )  # fmt: skip
+    session_weight: float = Field(
+        default=0.5, ge=0, le=1,
+        description="Share of the session in an answer's score: (1-w) x list score + w x session similarity.",
+    )  # fmt: skip
+    session_half_life_seconds: float = Field(
+        default=600.0, ge=1, le=7 * 86400, description="A session item's pull halves every this many seconds."
+    )
+    session_anchor_items: int = Field(
+        default=5, ge=1, le=50, description="The most recent distinct session items whose neighbours are blended."
+    )
+    session_redis_prefix: str = Field(
+        default="recforge:session:", min_length=1, description="Key prefix of the per-user session lists in Redis."
+    )
     # The event contract's settings (serving/events.py), shared with ingest.
     late_arrival_days: int = LATE_ARRIVAL_DAYS
     future_tolerance_seconds: int = FUTURE_TOLERANCE_SECONDS

@@ -19,6 +19,7 @@ from serving.impressions import start_impression_log
 from serving.impressions.request_ids import RequestIds
 from serving.metrics import MetricsMiddleware, ServingMetrics
 from serving.routers import events, health, items, recommendations
+from serving.session import open_sessions
 from serving.store import PublicationStore
 
 
@@ -33,6 +34,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         store.start()
         app.state.impressions = start_impression_log(settings, app.state.request_ids.prefix, app.state.metrics.registry)
         app.state.failures.start()
+        await app.state.sessions.start()
         collector = await _start_collector(app, settings)
         try:
             yield
@@ -41,6 +43,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
                 await collector.stop()
             if app.state.impressions is not None:
                 app.state.impressions.stop()  # flushes the queue and seals every interval
+            await app.state.sessions.stop()
             store.stop()
             app.state.failures.stop()
 
@@ -53,6 +56,8 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.collector = None  # set by the lifespan when an app key is configured
+    app.state.sessions = open_sessions(settings)  # fed by the collector, read by recommendations
+    app.state.session_settings = settings
     app.state.metrics = ServingMetrics(lambda: getattr(app.state, "store", None))
     app.state.request_ids = RequestIds()  # one prefix per process: the impression files carry it too
     app.state.impressions = None  # the lifespan starts the log unless its sink is 'off'

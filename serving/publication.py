@@ -234,6 +234,17 @@ class Publication:
             return self.fallback_items[keep], self.fallback_scores[keep], None
         return self.user_slots(position, k, blocked, excluded)
 
+    def answer_with_reasons(
+        self, user_id: str, request_id: bytes, rows: list[int], scores: list[float], reasons: list[str]
+    ) -> bytes:
+        """The body of a recommendations answer ranked at request time (serving/session.py), one reason per item."""
+        parts = [
+            self._item_json[row] + b"%.6g" % score + b',"reason":' + orjson.dumps(reason) + b"}"
+            for row, score, reason in zip(rows, scores, reasons, strict=True)
+        ]
+        head = b'{"user_id":' + orjson.dumps(user_id) + b',"request_id":"' + request_id + b'"' + self._user_head
+        return head + b"[" + b",".join(parts) + b"]}"
+
     def user_body(self, user_id: str, request_id: bytes, slate: tuple) -> bytes:
         """The body of a recommendations answer for a slate of ``user_slate`` (fallback when it has no codes)."""
         rows, scores, codes = slate

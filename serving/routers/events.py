@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import hmac
+import logging
 from datetime import UTC, datetime
 
 from fastapi import APIRouter, Depends, Request
@@ -15,6 +16,7 @@ from serving.responses import JSONBytes
 from serving.schemas import CollectedEvents, ErrorDetail
 
 router = APIRouter(prefix="/v1", tags=["events"])
+log = logging.getLogger(__name__)
 UNAUTHORIZED_HEADERS = {"WWW-Authenticate": "Bearer"}
 
 ANSWERS = {
@@ -121,6 +123,7 @@ async def collect_events(request: Request) -> JSONBytes:
             raise ApiError(
                 503, Reason.COLLECTOR_UNAVAILABLE, f"{error}; nothing of this request was acknowledged: send it again"
             ) from None
+        await _update_sessions(state.sessions, intake.lines)
     metrics.collected(len(intake.lines), intake.errors)
     status = 200 if not intake.errors else 207 if intake.lines else 422
     if status == 422:  # an answer, not an exception: logged here
@@ -128,3 +131,11 @@ async def collect_events(request: Request) -> JSONBytes:
     return JSONBytes(
         {"accepted": len(intake.lines), "rejected": len(intake.errors), "errors": intake.errors}, status_code=status
     )
+
+
+async def _update_sessions(sessions, lines: list[bytes]) -> None:
+    """Durable events reach the session store (serving/session.py); its failure never un-acknowledges them."""
+    try:
+        await sessions.record(lines)
+    except Exception:  # the events are stored: the next answer merely misses them
+        log.exception("sessions: could not record %d acknowledged event(s)", len(lines))

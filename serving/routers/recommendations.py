@@ -16,6 +16,7 @@ from serving.impressions.log import RECOMMENDATIONS
 from serving.metrics import RECOMMENDATIONS_ENDPOINT
 from serving.responses import JSONBytes
 from serving.schemas import UserRecommendations
+from serving.session import session_answer
 
 router = APIRouter(prefix="/v1/users", tags=["recommendations"])
 
@@ -31,7 +32,10 @@ router = APIRouter(prefix="/v1/users", tags=["recommendations"])
     description=(
         "The user's top `k` items from the live publication, best first. A user the publication does "
         "not know gets the popularity list, flagged with `fallback: true`. Items named in `exclude` and "
-        "items blocked since the publication are left out and the list is filled from further down."
+        "items blocked since the publication are left out and the list is filled from further down. "
+        "A user with recent events (sent to `POST /v1/events`) gets neighbours of those items blended in "
+        "(reason `session:<item>`), without the items bought in the session; a visitor the publication "
+        "does not know gets session-based items instead of the popularity list."
     ),
     openapi_extra=openapi_parameters("user_id", "The user, as the app's events name it."),
 )
@@ -43,6 +47,10 @@ async def recommendations_for_user(request: Request) -> JSONBytes:
     store = state.store
     impressions = state.impressions  # None when the impression log is off
     request_id = state.request_ids.for_request(scope["headers"])
+    if scope["path_params"]["user_id"] in state.sessions.active:  # fresh session state: serving/session.py
+        body = await session_answer(request, state.sessions, request_id)
+        if body is not None:
+            return JSONBytes(body, request_id=request_id)
     live = store.current
     if live is not None and live.fast_answer is not None and not store.blocked and not store.denied:
         # The common request (a known user, plain k, no blocklist) in one C call; None -> the path below.
