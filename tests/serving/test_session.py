@@ -53,7 +53,9 @@ def send(client, user, item, kind="click", seconds_ago=0.0, number=[0]):  # noqa
 def recommend(client, user, **params) -> dict:
     answer = client.get(f"/v1/users/{user}/recommendations", params={"k": 10, **params})
     assert answer.status_code == 200, answer.text
-    return answer.json()
+    body = answer.json()
+    assert body.pop("request_id") == answer.headers["x-request-id"]  # every answer has its own; compared apart
+    return body
 
 
 def publication(client):
