@@ -1,0 +1,75 @@
+"""The quality benchmark's tuning (benchmarks/models_quality.py --tune): it tunes on a validation split
+cut from the training part only, and reports the tuned model refitted on all of training."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from models.columns import Columns
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "models_quality.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("models_quality", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture()
+def split_dir(bench, tmp_path) -> Path:
+    """60 users x 60 items (the benchmark ranks 50), each user with 12 distinct items, split by the stratified rule."""
+    rng = np.random.default_rng(0)
+    rows = [
+        (f"u{u}", f"i{i}", 1.0, float(u * 100 + n)) for u in range(60) for n, i in enumerate(rng.choice(60, 12, False))
+    ]
+    events = pd.DataFrame(rows, columns=[Columns.User, Columns.Item, Columns.Weight, "ts"])
+    events["in_train"] = bench.stratified_train_mask(events, bench.STRATIFIED_TRAIN_SHARE, 42)
+    items = pd.DataFrame({Columns.Item: [f"i{i}" for i in range(60)], Columns.Category: "c"})
+    events.to_parquet(tmp_path / "events.parquet")
+    items.to_parquet(tmp_path / "items.parquet")
+    facts = {"cutoff": 0.0, "max_ts": float(events["ts"].max()), "protocol": "stratified"}
+    (tmp_path / "split.json").write_text(json.dumps(facts))
+    return tmp_path
+
+
+def pairs(matrix, users, items) -> set:
+    coo = matrix.tocoo()
+    return {(users[u], items[i]) for u, i in zip(coo.row, coo.col, strict=True)}
+
+
+def test_validation_split_holds_no_test_rating(bench, split_dir):
+    events = pd.read_parquet(split_dir / "events.parquet")
+    held_out = events[~events["in_train"]]
+    test = set(zip(held_out[Columns.User], held_out[Columns.Item], strict=True))
+    train, relevant, rule = bench.validation_split(split_dir, 0.2, 42)
+    seen = pairs(train.matrix, train.user_ids, train.item_ids) | pairs(relevant, train.user_ids, train.item_ids)
+    assert relevant.nnz > 0 and "training ratings" in rule
+    assert not seen & test
+    assert len(seen) == int(events["in_train"].sum())  # every training rating, split again
+
+
+def test_tuned_row_reports_the_search_and_refits(bench, split_dir):
+    row = bench.run_one(split_dir, "ease", 42, tune_trials=3)
+    tuning = row["tuning"]
+    assert row["model"] == "ease tuned" and tuning["trials"] == 3
+    assert tuning["valid_ndcg_at_10_best"] >= tuning["valid_ndcg_at_10_default"]  # defaults are trial 0
+    assert row["params"]["regularization"] == tuning["best_params"]["regularization"]
+    assert 0.0 <= row["precision_at_10"] <= 1.0 and 0.0 <= row["recall_at_10"] <= 1.0
+
+
+def test_a_model_without_search_space_is_refused(bench, split_dir):
+    with pytest.raises(SystemExit, match="popularity declares no search space"):
+        bench.run_one(split_dir, "popularity", 42, tune_trials=2)
+
+
+def test_negative_trials_are_refused(bench, capsys):
+    with pytest.raises(SystemExit):
+        bench.main(["--tune", "-1"])
+    assert "--tune must be >= 0 trials, got -1" in capsys.readouterr().err
