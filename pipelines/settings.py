@@ -431,7 +431,7 @@ class Settings(BaseSettings):
     ope_clip: float = Field(
         default=100.0,
         ge=1,
-        le=1e6,
+        le=1_000_000,
         description="Off-policy evaluation: importance weights target/logging propensity are clipped to this "
         "(lower: less variance, more bias toward a lower CTR).",
     )

@@ -29,10 +29,12 @@ says how many logged rows the estimate is really worth; a small one means the ta
 what was logged. Clipping trades variance for a downward bias (clicks of heavily up-weighted rows are
 counted less); the setting is RECFORGE_OPE_CLIP.
 
-How to call it on the warehouse (raw.impression_items holds the logged propensity per shown item,
-marts.slate_items the click): select user_id, request_id, position, item_id, propensity, clicked for the
-exploration-logged requests, compute the challenger's item for each (request, position) (or its
-probability of the logged item), then ``evaluate(LoggedSlates(...), target_item=...)``.
+On the warehouse (:func:`evaluate_experiment`, ``recforge experiments off-policy``): the logged rows are
+an experiment's shown slates in raw.impression_items (the logging propensity per shown item) joined with
+marts.slate_items (the click); the target is a shadow variant of the same experiment, whose slate is
+computed and logged for the same request ids, so its item at each (request, position) is the
+deterministic target. Another challenger can be scored from Python by computing its item per logged
+(request, position) and calling :func:`evaluate` directly.
 """
 
 from __future__ import annotations
@@ -226,7 +228,8 @@ def evaluate(
     if target_dm is not None:
         dm = np.asarray(target_dm, dtype=float)
     elif target_item is not None:
-        dm = reward_lookup(model, np.asarray(target_item), pos)
+        shows = np.array([t is not None for t in np.asarray(target_item).tolist()])
+        dm = np.where(shows, reward_lookup(model, np.asarray(target_item), pos), 0.0)  # None: shows nothing there
     else:
         dm = None
     if reward_logged is not None:
@@ -289,3 +292,48 @@ def format_estimates(estimates: list[Estimate]) -> str:
             f"{e.ess:9.1f} {e.clipped_share:8.3%}"
         )
     return "\n".join(lines)
+
+
+def evaluate_experiment(
+    con, experiment: str, target_variant: str, *, clip: float, alpha: float = 0.05
+) -> list[Estimate]:
+    """Score ``target_variant`` (a shadow variant: logged for the same requests, never shown) on the
+    experiment's shown slates, clustered by user. ``con`` is a DuckDB connection to the warehouse."""
+    rows = con.execute(
+        """
+        with target as (
+            select request_id, position, item_id as target_item
+            from raw.impression_items where experiment = ? and variant = ?
+        )
+        select i.user_id, i.request_id, i.position, i.item_id, i.propensity, s.clicked, t.target_item
+        from raw.impression_items i
+        join marts.slate_items s
+          on s.request_id = i.request_id and s.position = i.position and s.item_id = i.item_id
+             and s.variant is not distinct from i.variant
+        join (select distinct request_id from target) r on r.request_id = i.request_id
+        left join target t on t.request_id = i.request_id and t.position = i.position
+        where i.experiment = ? and i.variant is distinct from ?
+        order by i.request_id, i.position
+        """,
+        [experiment, target_variant, experiment, target_variant],
+    ).fetchall()
+    if not rows:
+        raise OffPolicyInputError(
+            f"no shown slates of experiment {experiment!r} with a logged {target_variant!r} slate for the same "
+            "request (is it a shadow variant of that experiment, and has the mart been built?)"
+        )
+    for user, request, position, _, propensity, _, _ in rows:
+        if propensity is None:
+            raise OffPolicyInputError(
+                f"column 'propensity' is missing in raw.impression_items for request {request!r} position "
+                f"{position} (user {user!r}): off-policy evaluation needs slates logged with exploration on"
+            )
+    cols = list(zip(*rows, strict=True))
+    logs = LoggedSlates(
+        cluster=np.array([u if u is not None else f"request:{r}" for u, r in zip(cols[0], cols[1], strict=True)]),
+        position=np.array(cols[2], dtype=int),
+        item=np.array(cols[3], dtype=object),
+        propensity=np.array(cols[4], dtype=float),
+        clicked=np.array(cols[5], dtype=float),
+    )
+    return evaluate(logs, target_item=np.array(cols[6], dtype=object), clip=clip, alpha=alpha)

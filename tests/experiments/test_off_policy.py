@@ -161,3 +161,72 @@ def test_stochastic_target_without_dm_gives_ips_and_snips_only():
     assert {e.estimator for e in est} == {"ips", "snips"}
     assert pick(est, "ips").value == pytest.approx(0.5)  # weight 1 everywhere: the logged CTR
     assert pick(est, "snips").value == pytest.approx(0.5)
+
+
+def _log_to_warehouse(settings, logs, target_item, drop_propensity_at=None):
+    """The synthetic logs as an experiment's shown slates (variant control, with propensities) in
+    raw.impression_items and marts.slate_items, and the target as the shadow variant's slates."""
+    import pandas as pd
+
+    from pipelines.experiments.contract import SLATE_ITEM_COLUMNS, SLATE_ITEMS_RELATION
+    from pipelines.warehouse.connection import connect
+
+    n = len(logs.clicked)
+    request = np.arange(n) // K
+    prop = np.asarray(logs.propensity, dtype=float).copy()
+    if drop_propensity_at is not None:
+        prop[drop_propensity_at] = np.nan
+    base = dict(
+        request_id=[f"r{r}" for r in request], user_id=[f"u{u}" for u in logs.cluster], experiment="home-ab",
+        position=logs.position, served_at=pd.Timestamp("2026-12-02", tz="UTC"),
+    )  # fmt: skip
+    shown = pd.DataFrame({**base, "variant": "control", "item_id": [f"i{i}" for i in logs.item], "propensity": prop})
+    shadow = pd.DataFrame({**base, "variant": "shadowed", "item_id": [f"i{i}" for i in target_item], "propensity": 1.0})
+    slate = shown.assign(clicked=np.asarray(logs.clicked, dtype=bool), converted=False, revenue=0.0,
+                         event_ts=shown.served_at)  # fmt: skip
+    with connect(settings) as warehouse:
+        con = warehouse.con
+        for frame in (shown, shadow):
+            con.register("f", frame)
+            con.execute(
+                "insert into raw.impression_items select request_id, served_at, 'recommendations', user_id, null, "
+                "false, 'v1', experiment, variant, 3, position, item_id, 0.0, propensity, 'b1', date '2026-12-02', "
+                "served_at from f"
+            )
+            con.unregister("f")
+        con.register("slate", slate)
+        select = ", ".join(f"cast({c} as {t}) as {c}" for c, t in SLATE_ITEM_COLUMNS.items())
+        con.execute("create schema if not exists marts")
+        con.execute(f"create or replace table {SLATE_ITEMS_RELATION} as select {select} from slate")
+
+
+def test_the_warehouse_estimate_equals_the_direct_one_and_the_cli_prints_it(settings, monkeypatch, capsys):
+    from pipelines.cli import main
+    from pipelines.experiments.off_policy import evaluate_experiment
+    from pipelines.warehouse.connection import connect
+
+    logs, target_item, true_per_pos, _, _, _ = world(4, n_requests=2000)
+    _log_to_warehouse(settings, logs, target_item)
+    direct = evaluate(logs, target_item=target_item, clip=settings.ope_clip)
+    with connect(settings, must_exist=True) as warehouse:
+        got = evaluate_experiment(warehouse.con, "home-ab", "shadowed", clip=settings.ope_clip)
+    for name in ("ips", "snips", "dr"):
+        assert pick(got, name).value == pytest.approx(pick(direct, name).value, rel=1e-9)
+        assert pick(got, name).se == pytest.approx(pick(direct, name).se, rel=1e-9)
+    monkeypatch.setenv("RECFORGE_HOME", str(settings.home))
+    assert main(["experiments", "off-policy", "home-ab", "--target", "shadowed"]) == 0
+    out = capsys.readouterr().out
+    assert "off-policy CTR of 'shadowed' in 'home-ab'" in out and "dr" in out
+    with connect(settings, must_exist=True) as warehouse, pytest.raises(OffPolicyInputError, match="no shown slates"):
+        evaluate_experiment(warehouse.con, "home-ab", "nobody", clip=10)
+
+
+def test_a_slate_logged_without_propensity_is_named_by_request(settings):
+    from pipelines.experiments.off_policy import evaluate_experiment
+    from pipelines.warehouse.connection import connect
+
+    logs, target_item, _, _, _, _ = world(4, n_requests=50)
+    _log_to_warehouse(settings, logs, target_item, drop_propensity_at=7)
+    with connect(settings, must_exist=True) as warehouse:
+        with pytest.raises(OffPolicyInputError, match=r"'propensity' is missing .* request 'r2' position 2"):
+            evaluate_experiment(warehouse.con, "home-ab", "shadowed", clip=10)
