@@ -13,8 +13,8 @@ recforge models list|compare|promote|rollback
                                the registered versions, their metrics and aliases; manual promotion, rollback
 recforge diagnose USER [--k K] [--depth N]
                                why one user's list missed (or hit) their held-out items; text + HTML page
-recforge experiments start|stop NAME | status | readout NAME [--as-of TIME]
-                               online experiments: run state, and the readout (decision, report page)
+recforge experiments start|stop NAME | status | readout NAME [--as-of TIME] | off-policy NAME --target SHADOW
+                               online experiments: run state, the readout (decision, report page), off-policy estimates
 recforge publish               publish the champion's lists and index
 recforge publish rollback [--to VERSION]   make the previous (or the named) version live again
 recforge run                   everything above as Airflow DAG runs, then serve
@@ -162,6 +162,18 @@ def cmd_experiments(settings: Settings, args) -> None:
         print(state.stop_experiment(settings, args.name))
     elif args.experiments_action == "status":
         print("\n".join(state.status_lines(settings)))
+    elif args.experiments_action == "off-policy":
+        from pipelines.experiments.off_policy import evaluate_experiment, format_estimates
+        from pipelines.warehouse.connection import connect
+
+        with connect(settings, must_exist=True) as warehouse:
+            estimates = evaluate_experiment(warehouse.con, args.name, args.target, clip=settings.ope_clip)
+        print(format_estimates(estimates))
+        pooled = [e for e in estimates if e.position is None and e.estimator == "snips"][0]
+        print(
+            f"off-policy CTR of {args.target!r} in {args.name!r}: {pooled.value:.4f} "
+            f"[{pooled.ci_low:.4f}, {pooled.ci_high:.4f}] (SNIPS, {pooled.n_rows} logged rows, ESS {pooled.ess:.0f})"
+        )
     else:
         from pipelines.experiments.readout import run_readout
 
@@ -398,6 +410,11 @@ def build_parser() -> argparse.ArgumentParser:
     readout = experiment_actions.add_parser("readout", help="read out one experiment and write its report page")
     readout.add_argument("name")
     readout.add_argument("--as-of", type=_moment, help="read the logs up to this UTC time (default: now)")
+    off_policy = experiment_actions.add_parser(
+        "off-policy", help="IPS, SNIPS and DR estimates of a shadow variant's CTR from the logged exploration slates"
+    )
+    off_policy.add_argument("name")
+    off_policy.add_argument("--target", required=True, help="the shadow variant to score")
     experiments.set_defaults(func=cmd_experiments)
     run = sub.add_parser("run", help="the whole pipeline as Airflow DAG runs, then serve")
     run.add_argument("--no-serve", action="store_true", help="stop after the pipeline (same as RECFORGE_SERVE=0)")

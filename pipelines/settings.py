@@ -427,6 +427,14 @@ class Settings(BaseSettings):
     experiment_readout_cron: str = Field(
         default="30 6 * * *", description="When recforge_experiment_readout reads out the running experiments (UTC)."
     )
+    # off-policy evaluation (pipelines/experiments/off_policy.py)
+    ope_clip: float = Field(
+        default=100.0,
+        ge=1,
+        le=1_000_000,
+        description="Off-policy evaluation: importance weights target/logging propensity are clipped to this "
+        "(lower: less variance, more bias toward a lower CTR).",
+    )
 
     # --- privacy: forgetting users (pipelines/privacy/; docs/architecture.md, "Privacy")
     privacy_key: SecretStr | None = Field(

@@ -53,6 +53,7 @@ INVALID = [
     ("RECFORGE_SELLER_CAP", "-1", "an integer in [0, 1000]"),
     ("RECFORGE_GATE_MAX_GINI_RISE", "-0.1", "a finite number in [0, 1]"),
     ("RECFORGE_AUDIT_Z", "0", "a finite number in (0, 10]"),
+    ("RECFORGE_OPE_CLIP", "0.5", "a finite number in [1, 1000000]"),
 ]
 SERVING_INVALID = [
     ("RECFORGE_PORT", "99999", "an integer in [1, 65535]"),
