@@ -44,6 +44,9 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.collector = None  # set by the lifespan when an app key is configured
+    # The user-id hasher when pseudonymisation is on (serving/pseudonyms.py): the recommendations
+    # endpoint looks the pseudonym up, the collector stores it.
+    app.state.pseudonymize = settings.pseudonymizer()
     app.state.metrics = ServingMetrics(lambda: getattr(app.state, "store", None))
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
 

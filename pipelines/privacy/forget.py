@@ -125,6 +125,18 @@ def checked_ids(user_ids: Iterable[str]) -> list[str]:
     return ids
 
 
+def with_pseudonyms(settings: Settings, ids: list[str]) -> list[str]:
+    """The ids and, when pseudonymisation is on, their pseudonyms (serving/pseudonyms.py).
+
+    A request names the ids the app knows; the warehouse, models and publications hold their
+    pseudonyms, and landing files not yet ingested the ids: every store is searched for both.
+    """
+    pseudonymize = settings.pseudonymizer()
+    if pseudonymize is None:
+        return ids
+    return list(dict.fromkeys([*ids, *(pseudonymize(value) for value in ids)]))
+
+
 def read_id_file(path: Path) -> list[str]:
     """Ids one per line ('#' starts a comment, blank lines skipped), as `recforge forget --file` reads them."""
     try:
@@ -580,22 +592,24 @@ def _redact_text_file(path: Path, ids: list[str], replacement: str | None) -> in
 
 def _redact_bytes(data: bytes, ids: list[str], replacement: str | None) -> tuple[bytes, int]:
     """Every whole-token occurrence of an id replaced (by `replacement`, or `[forgotten]`)."""
+    return replace_tokens(data, dict.fromkeys(ids, replacement or REDACTED))
+
+
+def replace_tokens(data: bytes, replacements: dict[str, str]) -> tuple[bytes, int]:
+    """Every whole-token occurrence (not inside a longer id) of each key replaced by its value, and how many.
+
+    Shared by forgetting (ids -> `[forgotten]`) and pseudonymised ingest (id -> pseudonym in
+    quarantined raw content, pipelines/privacy/pseudonyms.py).
+    """
     import re
 
     from serving.ids import ID_CHARACTERS
 
     count = 0
-    for value in ids:
-        pattern = re.compile(
-            rb"(?<!["
-            + ID_CHARACTERS.encode()
-            + rb"])"
-            + re.escape(value.encode())
-            + rb"(?!["
-            + ID_CHARACTERS.encode()
-            + rb"])"
-        )
-        data, n = pattern.subn((replacement or REDACTED).encode(), data)
+    edge = ID_CHARACTERS.encode()
+    for value, replacement in replacements.items():
+        pattern = re.compile(rb"(?<![" + edge + rb"])" + re.escape(value.encode()) + rb"(?![" + edge + rb"])")
+        data, n = pattern.subn(lambda _, text=replacement.encode(): text, data)
         count += n
     return data, count
 
@@ -697,7 +711,7 @@ def _progress_file(settings: Settings, request_id: str) -> Path:
 
 def run_group(settings: Settings, user_ids: Iterable[str], request_id: str, group: str) -> list[StoreOutcome]:
     """Run one group of stores for a request and record its outcome; running it again replaces the record."""
-    ids = checked_ids(user_ids)
+    ids = with_pseudonyms(settings, checked_ids(user_ids))
     if group not in STEP_GROUPS:
         raise ForgetError(f"no store group {group!r}; the groups are {', '.join(STEP_GROUPS)}")
     settings.ensure_dirs()
@@ -717,7 +731,7 @@ def run_group(settings: Settings, user_ids: Iterable[str], request_id: str, grou
 
 def finish_request(settings: Settings, user_ids: Iterable[str], request_id: str) -> ForgetResult:
     """Verify no file names the ids (unless forget_verify is off), write the audit, fail if an id remains."""
-    ids = checked_ids(user_ids)
+    ids = with_pseudonyms(settings, checked_ids(user_ids))
     key = privacy_key(settings)
     path = _progress_file(settings, request_id)
     progress = json.loads(path.read_text()) if path.exists() else {"groups": {}}

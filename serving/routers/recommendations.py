@@ -11,6 +11,7 @@ from serving.dependencies import (
     live_publication,
     openapi_parameters,
 )
+from serving.ids import id_violation
 from serving.responses import JSONBytes
 from serving.schemas import UserRecommendations
 
@@ -36,19 +37,26 @@ async def recommendations_for_user(request: Request) -> JSONBytes:
     # The stored top-N is filtered, never re-ranked: `exclude` and the server's blocklist remove
     # items and the list is refilled from further down the stored N.
     scope = request.scope
-    store = scope["app"].state.store
+    state = scope["app"].state
+    store = state.store
     live = store.current
+    sent = scope["path_params"]["user_id"]
+    # Pseudonymisation on: the publication knows the user by the pseudonym of the id the app sends
+    # (a valid id only: an invalid one still gets its 422 below); the answer names the id sent.
+    lookup = sent if state.pseudonymize is None or id_violation(sent) else state.pseudonymize(sent)
     if live is not None and live.fast_answer is not None and not store.blocked and not store.denied:
         # The common request (a known user, plain k, no blocklist) in one C call; None -> the path below.
-        body = live.fast_answer(scope["path_params"]["user_id"], scope["query_string"])
+        body = live.fast_answer(lookup, scope["query_string"])
         if body is not None:
+            if lookup is not sent:  # the body starts {"user_id":"<lookup>" (ids need no JSON escaping)
+                body = b'{"user_id":"' + sent.encode() + body[12 + len(lookup) :]
             return JSONBytes(body)
-    user_id = checked_id("user_id", request.path_params["user_id"])
+    user_id = checked_id("user_id", sent)
     publication = live_publication(store)
     k = checked_k(request, publication)
     blocked, excluded_rows = filters(publication, store, excluded_ids(request))
     # A user forgotten since this publication was made gets the fallback, as an unknown user does.
-    position = None if store.denies(user_id) else publication.user_position(user_id)
+    position = None if store.denies(lookup) else publication.user_position(lookup)
     if position is None:
         request.app.state.metrics.fallbacks.inc()
     return JSONBytes(publication.user_answer(user_id, position, k, blocked, excluded_rows))
