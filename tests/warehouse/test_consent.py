@@ -2,6 +2,8 @@
 
 import json
 
+from pipelines.monitoring.status import status_lines
+from pipelines.validation.checkpoints import validate_marts
 from pipelines.warehouse.connection import connect
 from pipelines.warehouse.transform import build_warehouse
 from tests.conftest import copy_home
@@ -50,6 +52,10 @@ def test_a_user_who_withheld_consent_is_kept_out_of_the_marts_and_counted(built,
     assert set(dict(accounted)) == {withheld, regiven}
     assert dict(accounted)[withheld] == n_withheld + 1  # every event of theirs, the signal's own included
     assert (in_marts, in_features) == (0, 0)
+    excluded = sum(n for _, n in accounted)
+    note = f"consent withheld: 2 user(s), {excluded} event(s) kept out of the marts"
+    assert note in validate_marts(settings).summary()
+    assert any(note in line for line in status_lines(settings))
 
 
 def test_consent_given_again_later_brings_the_user_back(built, tmp_path):
