@@ -18,5 +18,7 @@ RUN pip install -e '.[pipeline,serving,scaled]'
 COPY dbt_project ./dbt_project
 COPY expectations ./expectations
 
-RUN useradd --create-home --uid 50000 recforge && mkdir -p /var/recforge && chown recforge /var/recforge
+# /var/recforge-failures: serving's failure log volume (a new named volume takes this owner).
+RUN useradd --create-home --uid 50000 recforge && mkdir -p /var/recforge /var/recforge-failures \
+    && chown recforge /var/recforge /var/recforge-failures
 USER recforge

@@ -7,6 +7,7 @@ rebuild any of them; heavy libraries (implicit, LightGBM, torch) are imported on
 from models.als import ALSRecommender
 from models.base import Recommender, algorithm
 from models.bpr import BPRRecommender
+from models.content import ContentALSRecommender
 from models.ease import CatalogTooLargeError, EASERecommender
 from models.itemknn import BM25ItemKNNRecommender, CosineItemKNNRecommender
 from models.popularity import PopularityRecommender, RecentPopularityRecommender
@@ -18,6 +19,7 @@ __all__ = [
     "BM25ItemKNNRecommender",
     "BPRRecommender",
     "CatalogTooLargeError",
+    "ContentALSRecommender",
     "CosineItemKNNRecommender",
     "EASERecommender",
     "PopularityRecommender",

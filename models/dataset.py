@@ -14,6 +14,10 @@ so that code which only has (user, item, weight) keeps working unchanged:
   ``category`` (string), ``price`` (float) and ``created_at`` (epoch seconds). Static item
   attributes only: counts such as ``events_7d`` from ``marts.item_features`` are computed on the
   whole log and would leak the future into a model trained as of an earlier cutoff.
+- ``catalog``: every catalog item that existed at the data's reference time, indexed by item id,
+  with its content (any of title, description, category, price, attributes). Unlike
+  ``item_features`` it includes items nobody interacted with: content models
+  (``models/content.py``) give those items vectors.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ class Interactions:
     matrix: sp.csr_matrix  # users x items, summed weights
     last_ts: sp.csr_matrix | None = None  # users x items, last interaction (epoch seconds), same pattern as matrix
     item_features: pd.DataFrame | None = None  # one row per item index: category, price, created_at
+    catalog: pd.DataFrame | None = None  # catalog items existing at the reference time, by item id: content
 
     def __post_init__(self):
         if self.last_ts is not None and self.last_ts.shape != self.matrix.shape:
@@ -60,6 +65,7 @@ class Interactions:
         item_ids: np.ndarray | None = None,
         user_ids: np.ndarray | None = None,
         item_features: pd.DataFrame | None = None,
+        catalog: pd.DataFrame | None = None,
     ) -> Interactions:
         """Build from rows of (user_id, item_id, weight[, last_ts]).
 
@@ -91,7 +97,8 @@ class Interactions:
             )
             last_ts.sort_indices()
         aligned = None if item_features is None else align_item_features(item_features, items)
-        return cls(users, items, matrix, last_ts, aligned)
+        content = None if catalog is None else catalog_content(catalog)
+        return cls(users, items, matrix, last_ts, aligned, content)
 
     @property
     def n_users(self) -> int:
@@ -164,6 +171,26 @@ def _complement(mask: sp.csr_matrix) -> sp.csr_matrix:
     flipped = mask.copy()
     flipped.data = 1.0 - flipped.data
     return flipped
+
+
+CONTENT_COLUMNS = ("title", "description", Columns.Category, Columns.Price, "attributes")
+
+
+def catalog_content(catalog: pd.DataFrame, reference_ts: float | None = None) -> pd.DataFrame:
+    """The content columns of a catalog, indexed by item id; with ``reference_ts``, only items created by then.
+
+    An item with no ``created_at`` counts as existing (MovieLens gives none): a catalog lists what
+    is on offer, and the log cannot tell when such an item arrived.
+    """
+    frame = catalog.set_index(Columns.Item) if Columns.Item in catalog.columns else catalog
+    if frame.index.has_duplicates:
+        raise ValueError(f"catalog has {int(frame.index.duplicated().sum())} duplicated item ids")
+    if reference_ts is not None and Columns.CreatedAt in frame.columns:
+        created = to_epoch_seconds(frame[Columns.CreatedAt])
+        frame = frame[~(created > reference_ts)]
+    content = frame[[c for c in CONTENT_COLUMNS if c in frame.columns]].copy()
+    content.index = pd.Index(content.index.astype(str), dtype=object, name=Columns.Item)
+    return content
 
 
 def align_item_features(item_features: pd.DataFrame, item_ids: np.ndarray) -> pd.DataFrame:

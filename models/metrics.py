@@ -84,6 +84,26 @@ class MetricNames:
         return tuple(at(m, self.k) for m in ("coverage", "diversity", "novelty", "popularity_bias"))
 
     @property
+    def exposure_gini(self) -> str:
+        """Gini of item exposure in the top k: the gate's exposure guardrail (may not rise beyond a tolerance)."""
+        return at("exposure_gini", self.k)
+
+    @property
+    def long_tail_share(self) -> str:
+        """Share of top-k slots on the long tail (bottom 80% of items by popularity)."""
+        return at("long_tail_share", self.k)
+
+    @property
+    def calibration_kl(self) -> str:
+        """Steck's miscalibration of the top k against the user's history (mean over users; lower is better)."""
+        return at("calibration_kl", self.k)
+
+    @property
+    def bias(self) -> tuple[str, ...]:
+        """The bias audit's metrics that evaluation computes on every list (``models.evaluation.exposure``)."""
+        return (self.exposure_gini, self.long_tail_share, self.calibration_kl)
+
+    @property
     def new_item_exposure(self) -> str:
         return at("new_item_exposure", self.k)
 

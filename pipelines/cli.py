@@ -13,6 +13,8 @@ recforge models list|compare|promote|rollback
                                the registered versions, their metrics and aliases; manual promotion, rollback
 recforge diagnose USER [--k K] [--depth N]
                                why one user's list missed (or hit) their held-out items; text + HTML page
+recforge experiments start|stop NAME | status | readout NAME [--as-of TIME]
+                               online experiments: run state, and the readout (decision, report page)
 recforge publish               publish the champion's lists and index
 recforge publish rollback [--to VERSION]   make the previous (or the named) version live again
 recforge run                   everything above as Airflow DAG runs, then serve
@@ -148,6 +150,32 @@ def cmd_models(settings: Settings, args) -> None:
         print(model_registry.promote_version(settings, args.version, force=args.force))
     else:
         print(model_registry.rollback(settings))
+
+
+def cmd_experiments(settings: Settings, args) -> None:
+    """start/stop edit the run state in RECFORGE_HOME; status lists every declaration; readout decides."""
+    from pipelines.experiments import state
+
+    if args.experiments_action == "start":
+        print(state.start_experiment(settings, args.name))
+    elif args.experiments_action == "stop":
+        print(state.stop_experiment(settings, args.name))
+    elif args.experiments_action == "status":
+        print("\n".join(state.status_lines(settings)))
+    else:
+        from pipelines.experiments.readout import run_readout
+
+        readout, page = run_readout(settings, args.name, args.as_of)
+        print(readout.summary())
+        print(f"report: {page}")
+
+
+def _moment(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO date or time: {text!r}") from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
 def _positive(text: str) -> int:
@@ -372,6 +400,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     actions.add_parser("rollback", help="give champion back to the previous champion")
     models_parser.set_defaults(func=cmd_models)
+    experiments = sub.add_parser("experiments", help="online experiments: start, stop, status, readout")
+    experiment_actions = experiments.add_subparsers(dest="experiments_action", required=True)
+    for action, text in (("start", "mark a declared experiment running"), ("stop", "mark it stopped")):
+        experiment_actions.add_parser(action, help=text).add_argument("name")
+    experiment_actions.add_parser("status", help="every declared experiment, its state, shares and last readout")
+    readout = experiment_actions.add_parser("readout", help="read out one experiment and write its report page")
+    readout.add_argument("name")
+    readout.add_argument("--as-of", type=_moment, help="read the logs up to this UTC time (default: now)")
+    experiments.set_defaults(func=cmd_experiments)
     run = sub.add_parser("run", help="the whole pipeline as Airflow DAG runs, then serve")
     run.add_argument("--no-serve", action="store_true", help="stop after the pipeline (same as RECFORGE_SERVE=0)")
     run.set_defaults(func=cmd_run)

@@ -131,6 +131,12 @@ class Settings(BaseSettings):
     bot_max_events_per_day: int = Field(
         default=2000, ge=1, description="More behavioural events than this on one day marks a user as a bot (dbt)."
     )
+    # --- impressions (issue 16): outcomes are joined to served slates in marts.slate_items
+    attribution_window_hours: int = Field(
+        default=24, ge=1, le=24 * 30,
+        description="An outcome counts for a shown item when it carries the slate's request_id and happens "
+        "within this many hours of the answer (dbt var of marts.slate_items).",
+    )  # fmt: skip
 
     # --- drift (compare the latest window with the window of the last retraining)
     drift_window_days: int = Field(default=7, ge=1)
@@ -167,6 +173,15 @@ class Settings(BaseSettings):
     als_iterations: int = Field(default=20, ge=1)
     als_regularization: float = Field(default=0.05, ge=0)
     als_alpha: float = Field(default=20.0, gt=0, description="Confidence scaling of implicit feedback.")
+    # --- item cold start through content (models/content.py: the als_content candidate)
+    als_content_encoder: Literal["auto", "tfidf", "sentence"] = Field(
+        default="auto",
+        description="Item text encoder of als_content: tfidf; sentence adds the packaged all-MiniLM-L6-v2 "
+        "(the optional 'content' extra); auto adds it only where that package is installed.",
+    )
+    als_content_map_regularization: float = Field(
+        default=0.1, gt=0, le=1e6, description="Ridge penalty of the map from item content to ALS item factors."
+    )
     promotion_min_lift: float = Field(
         default=0.0,
         ge=0,
@@ -181,7 +196,17 @@ class Settings(BaseSettings):
 
     # --- evaluation, candidates and the promotion gate (models/evaluation, pipelines/training/)
     train_candidates: list[str] = Field(
-        default=["ease", "itemknn_bm25", "als", "bpr", "popularity_recent", "popularity", "sasrec", "ranker"],
+        default=[
+            "ease",
+            "itemknn_bm25",
+            "als",
+            "als_content",
+            "bpr",
+            "popularity_recent",
+            "popularity",
+            "sasrec",
+            "ranker",
+        ],
         description="Registered model names (models.base._REGISTRY) trained and compared at each training; "
         "by default every algorithm, each of which refuses (with its reason, on the training run) when the data "
         "cannot support it; on a tie the earlier name wins. "
@@ -299,6 +324,30 @@ class Settings(BaseSettings):
     faiss_hnsw_ef_construction: int = Field(default=80, ge=1, description="HNSW build-time beam width.")
     faiss_hnsw_ef_search: int = Field(default=128, ge=1, description="HNSW query-time beam width (recall vs speed).")
 
+    # --- bias audit and mitigation (models/evaluation/exposure.py, models/lists/, pipelines/reports/bias_audit.py)
+    calibration_lambda: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="Calibrated re-ranking (Steck 2018) of the first category_cap_head slots: weight of the "
+        "KL between a user's category mix in history and in the list against relevance; 0 = off.",
+    )
+    seller_cap: int = Field(
+        default=0,
+        ge=0,
+        le=1000,
+        description="At most this many items of one seller in the first category_cap_head slots; 0 = off.",
+    )
+    gate_max_gini_rise: float = Field(
+        default=0.02,
+        ge=0,
+        le=1,
+        description="Exposure guardrail: the challenger's exposure Gini@k may exceed the champion's by at most this.",
+    )
+    audit_z: float = Field(
+        default=1.96, gt=0, le=10, description="Normal quantile of the audit's confidence intervals (1.96: 95%)."
+    )
+
     # --- service levels (pipelines/operations/; rendered into deploy/prometheus/rules.yml)
     slo_serving_p99_seconds: float = Field(
         default=0.05, gt=0, le=60, description="Serving p99 latency objective over 5 minutes (API endpoints)."
@@ -352,6 +401,32 @@ class Settings(BaseSettings):
         ge=0,
         le=10,
         description="A week is flagged when a metric leaves its recent [min, max] by more than this share of it.",
+    )
+
+    # --- online experiments (pipelines/experiments/, docs/architecture.md "Experiments")
+    experiments_dir: Path = Field(
+        default=REPO_ROOT / "experiments",
+        description="Experiment declarations under version control (YAML/TOML); RECFORGE_HOME/experiments/ "
+        "holds more, and the start/stop state.",
+    )
+    experiment_alpha: float = Field(
+        default=0.05, gt=0, lt=0.5, description="Significance level of the readout's always-valid p-values."
+    )
+    experiment_srm_alpha: float = Field(
+        default=0.001, gt=0, lt=0.5, description="A sample-ratio-mismatch p-value below this blocks the readout."
+    )
+    experiment_msprt_tau: float = Field(
+        default=0.05,
+        gt=0,
+        le=10,
+        description="mSPRT mixing scale: the effect size the sequential test is tuned for, in per-user "
+        "standard deviations of the metric.",
+    )
+    experiment_cuped_days: int = Field(
+        default=14, ge=0, le=365, description="Days of pre-period activity CUPED adjusts with (0: no CUPED)."
+    )
+    experiment_readout_cron: str = Field(
+        default="30 6 * * *", description="When recforge_experiment_readout reads out the running experiments (UTC)."
     )
 
     # --- privacy: forgetting users (pipelines/privacy/; docs/architecture.md, "Privacy")
@@ -423,7 +498,7 @@ class Settings(BaseSettings):
             raise ValueError("must be an http(s) URL with a host, e.g. http://127.0.0.1:8000/metrics, or unset")
         return value
 
-    @field_validator("train_cron", "health_cron", "stream_ingest_cron", mode="after")
+    @field_validator("train_cron", "health_cron", "stream_ingest_cron", "experiment_readout_cron", mode="after")
     @classmethod
     def _cron_expression(cls, value: str) -> str:
         from croniter import croniter  # Airflow's own cron parser (a dependency of the pipeline extra)
@@ -496,6 +571,11 @@ class Settings(BaseSettings):
     @cached_property
     def reports_dir(self) -> Path:
         return self.home / "reports"
+
+    @cached_property
+    def home_experiments_dir(self) -> Path:
+        """Declarations kept with the home, and the experiments' start/stop state (state.json)."""
+        return self.home / "experiments"
 
     @cached_property
     def published_dir(self) -> Path:

@@ -4,7 +4,9 @@ Why these mechanics: a recommender can only beat popularity if users differ in a
 learnable way. Users here have latent tastes over categories (Dirichlet, so most
 users care about two or three) plus a small latent vector that prefers some items
 within a category; items have power-law popularity. Sessions walk a funnel
-view -> click -> add_to_cart -> purchase. New items and users appear over time.
+view -> click -> add_to_cart -> purchase. New items and users appear over time. Each item's
+title and description name its category's product and the traits of its latent vector, so a
+content model can place an item nobody has touched yet (``models/content.py``).
 
 The log is deliberately dirty in known amounts (exact duplicate events, malformed
 rows of several kinds, bot users firing events faster than a human can) and the
@@ -28,6 +30,24 @@ DEVICES = ("mobile", "desktop", "tablet")
 LOCALES = ("en-US", "en-GB", "de-DE", "fr-FR", "pl-PL")
 LATE_BY_DAYS = 2
 MALFORMED_KINDS = ("missing_user_id", "unknown_event_type", "bad_timestamp", "future_timestamp", "not_json")
+# Item text. A category is a kind of product (a noun) with a few words of its own; each latent
+# dimension of an item is an opposed pair of adjectives, so a description names the traits that
+# make users of one taste prefer the item within its category, as a real product text would.
+CATEGORY_NOUNS = (
+    "lamp", "kettle", "backpack", "sneaker", "headphone", "novel", "blender", "jacket", "watch", "tent",
+    "guitar", "camera", "sofa", "helmet", "perfume", "puzzle", "bicycle", "monitor", "teapot", "scarf",
+)  # fmt: skip
+CATEGORY_WORDS = (
+    "leather", "steel", "cotton", "wooden", "ceramic", "wireless", "waterproof", "handmade", "portable",
+    "organic", "vintage", "foldable", "rechargeable", "insulated", "padded", "woven", "glass", "bamboo",
+    "digital", "acoustic", "outdoor", "travel", "kitchen", "office", "garden", "studio", "winter", "summer",
+)  # fmt: skip
+TRAIT_WORDS = (
+    ("bold", "subtle"), ("rugged", "delicate"), ("classic", "futuristic"), ("compact", "roomy"),
+    ("bright", "muted"), ("sporty", "elegant"), ("playful", "serious"), ("light", "sturdy"),
+)  # fmt: skip
+FILLER_WORDS = ("great", "gift", "everyday", "quality", "popular", "choice", "design", "value", "new", "favourite")
+TRAIT_THRESHOLD = 0.5  # a latent coordinate further than this from 0 is named in the text
 
 
 @dataclass
@@ -105,6 +125,47 @@ class _World:
         elif settings.sim_shift == "new_items":
             self._add_item_wave(shift_rng, n_cat, latent_dim)
         self.items_by_category = [np.flatnonzero(self.item_category == c) for c in range(n_cat)]
+        # Sellers (for the bias audit's exposure by seller): one per 20 items, shares Zipf-like so a
+        # few sellers hold much of the catalog. Their own stream, so the events are unchanged by them.
+        seller_rng = np.random.default_rng([settings.sim_seed, 2])
+        n_sellers = max(1, len(self.item_category) // 20)
+        seller_share = 1.0 / np.arange(1, n_sellers + 1) ** 0.8
+        seller_share /= seller_share.sum()
+        self.item_seller = seller_rng.choice(n_sellers, size=len(self.item_category), p=seller_share)
+        # Text draws from a third stream: adding it left the event log of every seed unchanged.
+        self.text_rng = np.random.default_rng(settings.sim_seed + 2)
+        self.category_noun, self.category_words = self._category_vocabulary(n_cat)
+
+    def _category_vocabulary(self, n_cat: int) -> tuple[list[str], list[list[str]]]:
+        """A product noun and three words of its own per category (past the noun list, nouns get a number)."""
+        nouns = [
+            CATEGORY_NOUNS[c % len(CATEGORY_NOUNS)] + ("" if c < len(CATEGORY_NOUNS) else str(c // len(CATEGORY_NOUNS)))
+            for c in range(n_cat)
+        ]
+        words = [list(self.text_rng.choice(CATEGORY_WORDS, size=3, replace=False)) for _ in range(n_cat)]
+        return nouns, words
+
+    def item_text(self, i: int) -> tuple[str, str]:
+        """(title, description) of item i: its category's noun and words, the traits of its latent vector.
+
+        Only a latent coordinate far from 0 is named, so the text tells part of what users like about
+        an item, never all of it; two filler words add the noise real product copy has.
+        """
+        category = int(self.item_category[i])
+        traits = [
+            TRAIT_WORDS[d % len(TRAIT_WORDS)][0 if value > 0 else 1]
+            for d, value in enumerate(self.item_vec[i])
+            if abs(value) > TRAIT_THRESHOLD
+        ]
+        noun, words = self.category_noun[category], self.category_words[category]
+        fillers = list(self.text_rng.choice(FILLER_WORDS, size=2, replace=False))
+        lead = traits[0].capitalize() if traits else "Everyday"
+        title = f"{lead} {noun} {i}"
+        description = (
+            f"A {' and '.join(traits) if traits else 'plain'} {noun} from the {self.category_names[category]} range: "
+            f"{words[0]}, {words[1]} and {words[2]}. Shoppers call it {fillers[0]} and {fillers[1]}."
+        )
+        return title, description
 
     def _add_item_wave(self, rng: np.random.Generator, n_cat: int, latent_dim: int) -> None:
         """A launch: a quarter more items appear on the shift day, and they are popular at once."""
@@ -138,16 +199,22 @@ class _World:
         rows = []
         for i in range(len(self.item_category)):
             created = self.start + timedelta(days=int(self.item_created_day[i]))
+            title, description = self.item_text(i)
             rows.append(
                 {
                     "item_id": self.item_id(i),
-                    "title": f"{self.category_names[self.item_category[i]]} product {i}",
+                    "title": title,
                     "category": self.category_names[self.item_category[i]],
                     "price": float(self.item_price[i]),
                     "in_stock": bool(self.item_in_stock[i]),
                     "is_blocked": bool(self.item_blocked[i]),
                     "created_at": created.isoformat().replace("+00:00", "Z"),
-                    "attributes": {"brand": f"brand_{i % 37:02d}"},
+                    # The description rides in attributes: the item contract's place for what a catalog adds.
+                    "attributes": {
+                        "brand": f"brand_{i % 37:02d}",
+                        "description": description,
+                        "seller": f"seller_{self.item_seller[i]:03d}",
+                    },
                 }
             )
         return rows

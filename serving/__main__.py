@@ -15,7 +15,8 @@ def main() -> None:
         settings = get_settings()
     except InvalidSettings as error:  # one line and a non-zero exit, for `recforge serve` too
         raise SystemExit(f"serve: error: {error}") from None
-    uvicorn.run(create_app(settings), log_level="info", **uvicorn_options(settings))
+    app = create_app(settings)
+    uvicorn.run(app, log_level="info", **uvicorn_options(settings, app.state.failures))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,9 @@
  * for a user the publication knows, when no blocklist applies. Anything else (another query
  * parameter, a k out of range, an id outside the id pattern, an unknown user) returns None, and
  * the caller answers through the Python path, which also writes the error bodies. Both paths
- * produce byte-identical bodies; tests/test_serving_fastpath.py compares them.
+ * produce byte-identical bodies for the same request id; tests/serving/test_fastpath.py compares them.
+ * The answer comes back with the user's position and the slate's length, so that the impression
+ * log (serving/impressions/) can record the slate from the arrays without re-reading the body.
  *
  * The publication's arrays are borrowed through the buffer protocol once, in prepare(), which
  * also checks them (every slot's item row and reason code has its fragment) and builds a hash
@@ -341,18 +343,31 @@ static Py_ssize_t find_user(const Tables *t, const uint32_t *key) {
     }
 }
 
-/* user_answer(tables, user_id, query_string) -> bytes | None */
+/* user_answer(tables, user_id, query_string, request_id) -> (bytes, position, count) | None */
 static PyObject *user_answer(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "user_answer(tables, user_id, query_string)");
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "user_answer(tables, user_id, query_string, request_id)");
         return NULL;
     }
     Tables *t = (Tables *)PyCapsule_GetPointer(args[0], CAPSULE_NAME);
     if (t == NULL) return NULL;
-    if (!PyUnicode_Check(args[1]) || !PyBytes_Check(args[2])) {
-        PyErr_SetString(PyExc_TypeError, "user_id must be str and query_string bytes");
+    if (!PyUnicode_Check(args[1]) || !PyBytes_Check(args[2]) || !PyBytes_Check(args[3])) {
+        PyErr_SetString(PyExc_TypeError, "user_id must be str, query_string and request_id bytes");
         return NULL;
+    }
+    /* The request id is written unescaped: it must keep to the id alphabet (serving/impressions/request_ids.py). */
+    const char *request_id = PyBytes_AS_STRING(args[3]);
+    Py_ssize_t request_id_length = PyBytes_GET_SIZE(args[3]);
+    if (request_id_length < 1 || request_id_length > MAX_ID_LENGTH) {
+        PyErr_SetString(PyExc_ValueError, "request_id must be 1..128 bytes");
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < request_id_length; i++) {
+        if (!is_id_char((unsigned char)request_id[i])) {
+            PyErr_SetString(PyExc_ValueError, "request_id must keep to the id alphabet [A-Za-z0-9_.:-]");
+            return NULL;
+        }
     }
     long k = parse_k(PyBytes_AS_STRING(args[2]), PyBytes_GET_SIZE(args[2]));
     if (k < 1 || k > t->top_n) Py_RETURN_NONE;
@@ -388,8 +403,9 @@ static PyObject *user_answer(PyObject *self, PyObject *const *args, Py_ssize_t n
     const float *scores = (const float *)t->scores.buf;
     const int64_t *item_at = (const int64_t *)t->item_offsets.buf, *reason_at = (const int64_t *)t->reason_offsets.buf;
     const char *item_json = (const char *)t->item_json.buf, *reason_json = (const char *)t->reason_json.buf;
-    /* {"user_id":"<id>"<head>[<items>]} ; the id needs no escaping: it matched the id pattern. */
-    Py_ssize_t size = 12 + length + 1 + PyBytes_GET_SIZE(t->head) + 3 + (count > 1 ? count - 1 : 0);
+    /* {"user_id":"<id>","request_id":"<rid>"<head>[<items>]} ; neither id needs escaping (id alphabet). */
+    Py_ssize_t size = 12 + length + 1 + 15 + request_id_length + 1 + PyBytes_GET_SIZE(t->head) + 3 +
+                      (count > 1 ? count - 1 : 0);
     PyObject *result = NULL;
     for (Py_ssize_t i = 0; i < count; i++) {
         double score = scores[start + i];
@@ -410,6 +426,9 @@ static PyObject *user_answer(PyObject *self, PyObject *const *args, Py_ssize_t n
     } while (0)
     PUT("{\"user_id\":\"", 12);
     for (Py_ssize_t i = 0; i < length; i++) *out++ = (char)key[i];
+    *out++ = '"';
+    PUT(",\"request_id\":\"", 15);
+    PUT(request_id, request_id_length);
     *out++ = '"';
     PUT(PyBytes_AS_STRING(t->head), PyBytes_GET_SIZE(t->head));
     *out++ = '[';
@@ -432,7 +451,9 @@ done:
     PyMem_Free(score_text);
     PyMem_Free(score_length);
     if (result == NULL && !PyErr_Occurred()) Py_RETURN_NONE;
-    return result;
+    if (result == NULL) return NULL;
+    PyObject *answer = Py_BuildValue("(Nnn)", result, position, count); /* N: the tuple takes the body */
+    return answer;
 }
 
 static PyMethodDef methods[] = {
@@ -440,7 +461,8 @@ static PyMethodDef methods[] = {
     {"format_score", format_score_py, METH_O, "A float32 score as the answers write it (printf %.6g)."},
     {"table_bytes", table_bytes, METH_O, "Bytes of the fast path's own hash table of user ids."},
     {"user_answer", (PyCFunction)(void (*)(void))user_answer, METH_FASTCALL,
-     "user_answer(tables, user_id, query_string) -> the answer body, or None for the Python path."},
+     "user_answer(tables, user_id, query_string, request_id) -> (body, user position, slate length), or None "
+     "for the Python path."},
     {NULL, NULL, 0, NULL},
 };
 

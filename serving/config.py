@@ -52,6 +52,52 @@ class ServingSettings(BaseSettings):
     max_header_count: int = Field(default=100, ge=10, le=1000, description="Most headers in one request.")
     max_body_bytes: int = Field(default=1024 * 1024, ge=0, le=100 * 1024 * 1024, description="Longest request body.")
 
+    # --- the impression log (serving/impressions/): every slate answered, written off the answer path
+    impressions_sink: Literal["off", "files", "redis"] = Field(
+        default="files",
+        description="Where served slates are logged: Parquet landing files under RECFORGE_HOME/landing/impressions/ "
+        "(one per interval and process), a Redis Stream (scaled), or nowhere.",
+    )
+    impressions_interval_seconds: int = Field(
+        default=3600, ge=1, le=86400, description="One landing file per this many seconds; must divide a day (86400)."
+    )
+    impressions_flush_seconds: float = Field(
+        default=1.0, ge=0.01, le=60, description="How often the background writer drains the queue of slates."
+    )
+    impressions_buffer_slates: int = Field(
+        default=100_000, ge=1, le=10_000_000,
+        description="Slates the queue holds; beyond it a slate is dropped and counted, never waited for.",
+    )  # fmt: skip
+    impressions_redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0", min_length=1, description="The Redis of the 'redis' impression sink."
+    )
+    impressions_redis_stream: str = Field(
+        default="recforge:impressions", min_length=1, description="The Redis Stream impressions are added to."
+    )
+
+    @field_validator("impressions_interval_seconds")
+    @classmethod
+    def _interval_divides_a_day(cls, seconds: int) -> int:
+        if 86400 % seconds:
+            raise ValueError("must divide a day into whole intervals (a divisor of 86400 in [1, 86400])")
+        return seconds
+
+    # --- the failure log (serving/failures.py; docs/operations.md, "Failed requests")
+    failure_log_ids: bool = Field(
+        default=True,
+        description="Write user and item ids (and the messages that quote them) into the failure log; turn off "
+        "where ids are personal data.",
+    )
+    failure_log_files: int = Field(default=5, ge=1, le=100, description="Files the failure log keeps (rotating).")
+    failure_log_file_bytes: int = Field(
+        default=10 * 1024 * 1024, ge=4096, le=1024**3, description="Largest size of one failure log file."
+    )
+    failure_log_queue: int = Field(
+        default=10_000, ge=1, le=1_000_000, description="Records waiting for the writer; beyond, they are dropped."
+    )
+    failure_log_dir: Path | None = Field(
+        default=None, description="Where the failure log is written; unset: RECFORGE_HOME/serving/failures."
+    )
     # --- the collector (POST /v1/events, serving/collector/): off until an app key is set
     collector_app_key: SecretStr | None = Field(
         default=None,
@@ -91,6 +137,31 @@ class ServingSettings(BaseSettings):
     collector_redis_stream: str = Field(default="recforge:events", min_length=1, description="The Redis Stream.")
     collector_redis_group: str = Field(
         default="recforge-ingest", min_length=1, description="The stream's consumer group (created at start)."
+    )
+    # --- session-aware answers (serving/session.py): each user's latest events, fed by the collector.
+    # Kept in this process on the embedded default; in Redis (collector_redis_url) with the 'redis' backend.
+    session_max_events: int = Field(
+        default=20, ge=1, le=1000, description="Latest events kept per user (older ones are dropped)."
+    )
+    session_ttl_seconds: float = Field(
+        default=1800.0, ge=1, le=7 * 86400, description="A session event older than this no longer counts."
+    )
+    session_max_users: int = Field(
+        default=100_000, ge=1, le=10_000_000,
+        description="Users whose sessions one server keeps; the least recently active one is dropped beyond it.",
+    )  # fmt: skip
+    session_weight: float = Field(
+        default=0.5, ge=0, le=1,
+        description="Share of the session in an answer's score: (1-w) x list score + w x session similarity.",
+    )  # fmt: skip
+    session_half_life_seconds: float = Field(
+        default=600.0, ge=1, le=7 * 86400, description="A session item's pull halves every this many seconds."
+    )
+    session_anchor_items: int = Field(
+        default=5, ge=1, le=50, description="The most recent distinct session items whose neighbours are blended."
+    )
+    session_redis_prefix: str = Field(
+        default="recforge:session:", min_length=1, description="Key prefix of the per-user session lists in Redis."
     )
     # The event contract's settings (serving/events.py), shared with ingest.
     late_arrival_days: int = LATE_ARRIVAL_DAYS
@@ -140,6 +211,18 @@ class ServingSettings(BaseSettings):
     @property
     def published_dir(self) -> Path:
         return self.home.expanduser().resolve() / "published"
+
+    @property
+    def impressions_dir(self) -> Path:
+        return self.home.expanduser().resolve() / "landing" / "impressions"
+
+    @property
+    def failure_log_path(self) -> Path:
+        from serving.failures import DIRECTORY
+
+        if self.failure_log_dir is not None:
+            return self.failure_log_dir.expanduser().resolve()
+        return self.home.expanduser().resolve() / DIRECTORY
 
     @property
     def stream_dir(self) -> Path:

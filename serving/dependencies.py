@@ -13,10 +13,13 @@ import re
 from urllib.parse import unquote_plus
 
 import numpy as np
-from fastapi import HTTPException, Request
+from fastapi import Request
 
+from serving.errors import ApiError
+from serving.failures import Reason
 from serving.format import MAX_TOP_N
 from serving.ids import ID_PATTERN, MAX_ID_LENGTH
+from serving.impressions.request_ids import REQUEST_ID_PATTERN
 from serving.publication import Publication
 from serving.schemas import ErrorDetail
 from serving.store import PublicationStore
@@ -37,13 +40,16 @@ def get_store(request: Request) -> PublicationStore:
 def live_publication(store: PublicationStore) -> Publication:
     publication = store.current
     if publication is None:
-        raise HTTPException(status_code=503, detail="no publication loaded yet")
+        raise ApiError(503, Reason.NO_PUBLICATION, "no publication loaded yet")
     return publication
+
+
+_INVALID_ID = {"user_id": Reason.INVALID_USER_ID, "item_id": Reason.INVALID_ITEM_ID}
 
 
 def checked_id(name: str, value: str) -> str:
     if not _ID.fullmatch(value):  # fullmatch: "$" alone would let "u1\n" through
-        raise HTTPException(status_code=422, detail=f"{name} {value[:140]!r} does not match the pattern {ID_PATTERN}")
+        raise ApiError(422, _INVALID_ID[name], f"{name} {value[:140]!r} does not match the pattern {ID_PATTERN}")
     return value
 
 
@@ -81,10 +87,15 @@ def checked_k(request: Request, publication: Publication, default: int = 10) -> 
         try:
             k = int(text)
         except ValueError:
-            raise HTTPException(status_code=422, detail=f"k must be an integer, got {text[:40]!r}") from None
+            raise ApiError(
+                422, Reason.INVALID_K, f"k must be an integer, got {text[:40]!r}", publication.version
+            ) from None
     if not 1 <= k <= publication.top_n:
-        raise HTTPException(
-            status_code=422, detail=f"k must be between 1 and {publication.top_n} for publication {publication.version}"
+        raise ApiError(
+            422,
+            Reason.INVALID_K,
+            f"k must be between 1 and {publication.top_n} for publication {publication.version}",
+            publication.version,
         )
     return k
 
@@ -92,7 +103,7 @@ def checked_k(request: Request, publication: Publication, default: int = 10) -> 
 def excluded_ids(request: Request) -> list[str]:
     ids = [part for value in query_values(request).get("exclude", ()) for part in value.split(",") if part]
     if len(ids) > MAX_EXCLUDED:
-        raise HTTPException(status_code=422, detail=f"exclude names {len(ids)} items; at most {MAX_EXCLUDED}")
+        raise ApiError(422, Reason.INVALID_PARAMETER, f"exclude names {len(ids)} items; at most {MAX_EXCLUDED}")
     return ids
 
 
@@ -114,9 +125,15 @@ ERRORS = {
 }
 
 
-def error_responses(*statuses: int) -> dict:
-    """OpenAPI ``responses`` for the errors an endpoint answers, each with the ``detail`` body."""
-    return {status: {"model": ErrorDetail, "description": ERRORS[status]} for status in statuses}
+def answer_responses(*error_statuses: int) -> dict:
+    """OpenAPI ``responses`` of a hot endpoint: the answer's ``X-Request-ID`` header, then its errors
+    (each with the ``detail`` body)."""
+    request_id = {
+        "description": "The answer's `request_id` (as in the body).",
+        "schema": {"type": "string", "pattern": REQUEST_ID_PATTERN},
+    }
+    answer = {200: {"description": "Successful Response", "headers": {"X-Request-ID": request_id}}}
+    return answer | {status: {"model": ErrorDetail, "description": ERRORS[status]} for status in error_statuses}
 
 
 def openapi_parameters(path_name: str, path_description: str) -> dict:
@@ -145,6 +162,14 @@ def openapi_parameters(path_name: str, path_description: str) -> dict:
                 "schema": {"type": "array", "items": {"type": "string"}, "maxItems": MAX_EXCLUDED},
                 "style": "form",
                 "explode": True,
+            },
+            {
+                "name": "X-Request-ID",
+                "in": "header",
+                "required": False,
+                "description": "The app's own id for this request, kept as the answer's `request_id` when it "
+                "matches the pattern; otherwise the server makes one.",
+                "schema": {"type": "string", "pattern": REQUEST_ID_PATTERN},
             },
         ]
     }

@@ -13,20 +13,24 @@ kernel reset the connection and throw the answer away (nginx's "lingering close"
 
 from __future__ import annotations
 
+from urllib.parse import unquote
+
 import httptools
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from serving.config import ServingSettings
+from serving.failures import UNMATCHED, FailureLog, Reason
 
 LINGER_SECONDS = 2.0
 
 
 class RequestTooLarge(Exception):
-    """A request over one of the limits: its status (431 or 413) and the reason sent to the client."""
+    """A request over one of the limits: its status (431 or 413), its failure-log reason and the text sent."""
 
-    def __init__(self, status: int, reason: str):
-        super().__init__(reason)
+    def __init__(self, status: int, reason: Reason, text: str):
+        super().__init__(text)
         self.status = status
+        self.reason = reason
 
 
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
@@ -35,6 +39,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     max_header_bytes = 16 * 1024
     max_header_count = 100
     max_body_bytes = 1024 * 1024
+    failures: FailureLog | None = None  # refusals are recorded there (never reach the app)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -68,10 +73,15 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             else:
                 msg = "Invalid HTTP request received."
                 self.logger.warning(msg)
+                self._record_refusal(400, Reason.MALFORMED_REQUEST, msg)
                 self.send_400_response(msg)
             return
         if not self._in_body and self._head_bytes > self.max_header_bytes:
-            self._refuse(RequestTooLarge(431, f"request head is longer than {self.max_header_bytes} bytes"))
+            self._refuse(
+                RequestTooLarge(
+                    431, Reason.HEADER_TOO_LARGE, f"request head is longer than {self.max_header_bytes} bytes"
+                )
+            )
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -82,13 +92,17 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_count += 1
         if self._header_count > self.max_header_count:
-            raise RequestTooLarge(431, f"request has more than {self.max_header_count} headers")
+            raise RequestTooLarge(
+                431, Reason.TOO_MANY_HEADERS, f"request has more than {self.max_header_count} headers"
+            )
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
         for name, value in self.headers:
             if name == b"content-length" and value.isdigit() and int(value) > self.max_body_bytes:
-                raise RequestTooLarge(413, f"request body is longer than {self.max_body_bytes} bytes")
+                raise RequestTooLarge(
+                    413, Reason.BODY_TOO_LARGE, f"request body is longer than {self.max_body_bytes} bytes"
+                )
         self._in_body = True
         self._head_bytes = 0
         super().on_headers_complete()
@@ -97,7 +111,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def on_body(self, body: bytes) -> None:
         self._body_bytes += len(body)
         if self._body_bytes > self.max_body_bytes:  # a chunked body names no length up front
-            raise RequestTooLarge(413, f"request body is longer than {self.max_body_bytes} bytes")
+            raise RequestTooLarge(
+                413, Reason.BODY_TOO_LARGE, f"request body is longer than {self.max_body_bytes} bytes"
+            )
         super().on_body(body)
 
     def on_message_complete(self) -> None:
@@ -107,6 +123,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def _refuse(self, refusal: RequestTooLarge) -> None:
         """Answer the refusal and stop parsing; the app's own answer, if one is under way, is dropped."""
         self.logger.warning("refused a request: %s", refusal)
+        self._record_refusal(refusal.status, refusal.reason, str(refusal))
         self._refused = True
         cycle = self._request_cycle
         if cycle is not None:
@@ -128,9 +145,16 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.write_eof()
         self.loop.call_later(LINGER_SECONDS, self.transport.close)
 
+    def _record_refusal(self, status: int, reason: Reason, text: str) -> None:
+        """The failure log's record of a request refused before routing (its path, when the head got that far)."""
+        if self.failures is not None:
+            raw = getattr(self, "url", b"").partition(b"?")[0]  # the request line's target, once parsed
+            path = unquote(raw.decode("latin-1")) if raw else None
+            self.failures.record(UNMATCHED, status, reason, None, path=path, detail=text)
 
-def protocol_for(settings: ServingSettings) -> type[LimitedHttpToolsProtocol]:
-    """The HTTP protocol class for uvicorn with the settings' limits."""
+
+def protocol_for(settings: ServingSettings, failures: FailureLog | None = None) -> type[LimitedHttpToolsProtocol]:
+    """The HTTP protocol class for uvicorn with the settings' limits, recording refusals in `failures`."""
     return type(
         "LimitedHttpToolsProtocol",
         (LimitedHttpToolsProtocol,),
@@ -138,15 +162,16 @@ def protocol_for(settings: ServingSettings) -> type[LimitedHttpToolsProtocol]:
             "max_header_bytes": settings.max_header_bytes,
             "max_header_count": settings.max_header_count,
             "max_body_bytes": settings.max_body_bytes,
+            "failures": failures,
         },
     )
 
 
-def uvicorn_options(settings: ServingSettings) -> dict:
-    """Everything ``uvicorn.run``/``uvicorn.Config`` needs beyond the app, limits included."""
+def uvicorn_options(settings: ServingSettings, failures: FailureLog | None = None) -> dict:
+    """Everything ``uvicorn.run``/``uvicorn.Config`` needs beyond the app, limits and the failure log included."""
     return {
         "host": settings.host,
         "port": settings.port,
-        "http": protocol_for(settings),
+        "http": protocol_for(settings, failures),
         "access_log": settings.access_log,
     }

@@ -13,8 +13,13 @@ from starlette.routing import request_response
 
 from serving.config import ServingSettings, get_settings
 from serving.docs import add_offline_docs
+from serving.errors import install_error_handlers
+from serving.failures import FailureLog
+from serving.impressions import start_impression_log
+from serving.impressions.request_ids import RequestIds
 from serving.metrics import MetricsMiddleware, ServingMetrics
 from serving.routers import events, health, items, recommendations
+from serving.session import open_sessions
 from serving.store import PublicationStore
 
 
@@ -27,13 +32,20 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         store = PublicationStore(settings.published_dir, settings.reload_interval_seconds)
         app.state.store = store
         store.start()
+        app.state.impressions = start_impression_log(settings, app.state.request_ids.prefix, app.state.metrics.registry)
+        app.state.failures.start()
+        await app.state.sessions.start()
         collector = await _start_collector(app, settings)
         try:
             yield
         finally:
             if collector is not None:
                 await collector.stop()
+            if app.state.impressions is not None:
+                app.state.impressions.stop()  # flushes the queue and seals every interval
+            await app.state.sessions.stop()
             store.stop()
+            app.state.failures.stop()
 
     app = FastAPI(
         title="recforge serving",
@@ -44,11 +56,17 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.collector = None  # set by the lifespan when an app key is configured
+    app.state.sessions = open_sessions(settings)  # fed by the collector, read by recommendations
+    app.state.session_settings = settings
     # The user-id hasher when pseudonymisation is on (serving/pseudonyms.py): the recommendations
     # endpoint looks the pseudonym up, the collector stores it.
     app.state.pseudonymize = settings.pseudonymizer()
     app.state.metrics = ServingMetrics(lambda: getattr(app.state, "store", None))
+    app.state.request_ids = RequestIds()  # one prefix per process: the impression files carry it too
+    app.state.impressions = None  # the lifespan starts the log unless its sink is 'off'
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.state.failures = FailureLog.from_settings(settings, app.state.metrics.registry, lambda: _live_version(app))
+    install_error_handlers(app)
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:
@@ -81,7 +99,7 @@ def _serve_lean(app: FastAPI, paths: tuple[str, ...]) -> None:
 
     Their FastAPI declarations stay (they describe the endpoints in OpenAPI and route them), but
     a request no longer goes through FastAPI's generic dependency solving, which cost more than
-    the answer itself. Errors still raise HTTPException and get FastAPI's JSON error body.
+    the answer itself. Errors still raise HTTPException (serving.errors.ApiError) and get FastAPI's JSON error body.
     The no-op ceiling goes the same way, so the benchmark compares like with like.
     """
     by_path = {getattr(route, "path", None): route for route in app.router.routes}
@@ -89,6 +107,12 @@ def _serve_lean(app: FastAPI, paths: tuple[str, ...]) -> None:
     for route in hot:
         route.app = request_response(route.endpoint)
     app.router.routes[:] = hot + [route for route in app.router.routes if route not in hot]
+
+
+def _live_version(app: FastAPI) -> str | None:
+    store = getattr(app.state, "store", None)
+    live = store.current if store is not None else None
+    return live.version if live is not None else None
 
 
 async def _start_collector(app: FastAPI, settings: ServingSettings):

@@ -55,6 +55,7 @@ class Publication:
 
         items = pq.read_table(directory / ITEMS, columns=["item_id", "index_row"]).sort_by("index_row")
         self._items_arrow = items.column("item_id").combine_chunks().cast(pa.string())
+        self.item_id_array = self._items_arrow  # row -> id as Arrow, for the impression log's batches
         self.item_ids: list[str] = self._items_arrow.to_pylist()  # row -> id, for building answers
         self.item_rows: dict[str, int] = {item: row for row, item in enumerate(self.item_ids)}
         if len(self.item_rows) != len(self.item_ids):
@@ -142,6 +143,7 @@ class Publication:
             recs = recs.cast(plain).sort_by([("user_id", "ascending"), ("rank", "ascending")])
             starts, user_ids = _user_runs(recs.column("user_id"))
         self.user_ids = np.asarray(user_ids, dtype=np.str_)
+        self._user_id_width = self.user_ids.dtype.itemsize // 4  # characters of the longest id (UCS-4)
         self.offsets = np.append(starts, recs.num_rows).astype(np.int64)
         self.rec_items = self._item_rows(path, recs) if with_rows else self._rows_of(recs.column("item_id"))
         self.rec_scores = recs.column("score").to_numpy().astype(np.float32, copy=False)
@@ -187,6 +189,10 @@ class Publication:
         return np.array(rows, dtype=np.int32) if rows else None
 
     def user_position(self, user_id: str) -> int | None:
+        # An id longer than the array's fixed width cannot be in it; searchsorted would first copy the
+        # whole array into a wider dtype (4 ms per request at 200,000 users, for every such unknown user).
+        if len(user_id) > self._user_id_width:
+            return None
         pos = int(self.user_ids.searchsorted(user_id))  # the method: a quarter of np.searchsorted's overhead
         return pos if pos < len(self.user_ids) and self.user_ids[pos] == user_id else None
 
@@ -219,25 +225,51 @@ class Publication:
 
     # --- answers: JSON bytes assembled from fragments built once per publication
 
-    def user_answer(
-        self, user_id: str, position: int | None, k: int, blocked: np.ndarray | None, excluded: np.ndarray | None
-    ) -> bytes:
-        """The body of a recommendations answer: the user's list, or the fallback list when position is None."""
+    def user_slate(
+        self, position: int | None, k: int, blocked: np.ndarray | None, excluded: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(item rows, scores, reason codes) of a recommendations answer; codes None for the fallback list."""
         if position is None:
             keep = _allowed(self.fallback_items, blocked, excluded, k)
-            head, items = (
-                self._fallback_head,
-                self._items_json(self.fallback_items[keep], self.fallback_scores[keep], reason="popular"),
-            )
-        else:
-            head, items = self._user_head, self._items_json(*self.user_slots(position, k, blocked, excluded))
-        return b'{"user_id":' + orjson.dumps(user_id) + head + items + b"}"
+            return self.fallback_items[keep], self.fallback_scores[keep], None
+        return self.user_slots(position, k, blocked, excluded)
 
-    def similar_answer(
-        self, item_id: str, item_row: int, k: int, blocked: np.ndarray | None, excluded: np.ndarray | None
+    def answer_with_reasons(
+        self, user_id: str, request_id: bytes, rows: list[int], scores: list[float], reasons: list[str]
     ) -> bytes:
-        """The body of a similar-items answer: nearest items by the item index, the item itself,
-        blocked and excluded items skipped."""
+        """The body of a recommendations answer ranked at request time (serving/session.py), one reason per item."""
+        parts = [
+            self._item_json[row] + b"%.6g" % score + b',"reason":' + orjson.dumps(reason) + b"}"
+            for row, score, reason in zip(rows, scores, reasons, strict=True)
+        ]
+        head = b'{"user_id":' + orjson.dumps(user_id) + b',"request_id":"' + request_id + b'"' + self._user_head
+        return head + b"[" + b",".join(parts) + b"]}"
+
+    def user_body(self, user_id: str, request_id: bytes, slate: tuple) -> bytes:
+        """The body of a recommendations answer for a slate of ``user_slate`` (fallback when it has no codes)."""
+        rows, scores, codes = slate
+        if codes is None:
+            head, items = self._fallback_head, self._items_json(rows, scores, reason="popular")
+        else:
+            head, items = self._user_head, self._items_json(rows, scores, codes)
+        return b'{"user_id":' + orjson.dumps(user_id) + b',"request_id":"' + request_id + b'"' + head + items + b"}"
+
+    def user_answer(
+        self,
+        user_id: str,
+        position: int | None,
+        k: int,
+        blocked: np.ndarray | None,
+        excluded: np.ndarray | None,
+        request_id: bytes,
+    ) -> bytes:
+        """The body of a recommendations answer: the user's list, or the fallback list when position is None."""
+        return self.user_body(user_id, request_id, self.user_slate(position, k, blocked, excluded))
+
+    def similar_slate(
+        self, item_row: int, k: int, blocked: np.ndarray | None, excluded: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(item rows, scores) nearest to the item by the item index; the item, blocked and excluded items skipped."""
         extra = (0 if blocked is None else int(blocked.sum())) + (0 if excluded is None else len(excluded))
         depth = min(k + 1 + extra, len(self.item_ids))
         vector = self.index.reconstruct(item_row).reshape(1, -1)
@@ -246,8 +278,24 @@ class Publication:
         valid = (rows >= 0) & (rows != item_row)
         rows, scores = rows[valid], scores[valid]
         keep = _allowed(rows, blocked, excluded, k)
-        items = self._items_json(rows[keep], scores[keep], reason=f"similar_to:{self.item_ids[item_row]}")
-        return b'{"item_id":' + orjson.dumps(item_id) + self._similar_head + items + b"}"
+        return rows[keep], scores[keep]
+
+    def similar_body(self, item_id: str, item_row: int, request_id: bytes, slate: tuple) -> bytes:
+        items = self._items_json(*slate, reason=f"similar_to:{self.item_ids[item_row]}")
+        head = b'{"item_id":' + orjson.dumps(item_id) + b',"request_id":"' + request_id + b'"' + self._similar_head
+        return head + items + b"}"
+
+    def similar_answer(
+        self,
+        item_id: str,
+        item_row: int,
+        k: int,
+        blocked: np.ndarray | None,
+        excluded: np.ndarray | None,
+        request_id: bytes,
+    ) -> bytes:
+        """The body of a similar-items answer."""
+        return self.similar_body(item_id, item_row, request_id, self.similar_slate(item_row, k, blocked, excluded))
 
     def _prepare_answers(self) -> None:
         """JSON fragments per item row and per reason, so an answer costs one join, not a dict per item.
@@ -264,7 +312,8 @@ class Publication:
         self._similar_head = b',"version":' + version + b',"items":'
 
     def _fast_answer(self):
-        """`fast_answer(user_id, query_string) -> bytes | None`: the common answer in one C call, or None.
+        """`fast_answer(user_id, query_string, request_id) -> (body, position, count) | None`: the common
+        answer in one C call with the user's position and the slate's length (for the impression log), or None.
 
         None (the function) when the C extension is not built or the ids are longer than the API
         can ask for; None (the result) for every request it does not cover, which then takes

@@ -22,7 +22,7 @@ class JSONBytes(JSONResponse):
 
     media_type = "application/json"
 
-    def __init__(self, content, status_code: int = 200) -> None:
+    def __init__(self, content, status_code: int = 200, request_id: bytes | None = None) -> None:
         # Starlette's generic header building is a visible share of a 50-microsecond answer.
         self.status_code = status_code
         self.background = None
@@ -31,6 +31,8 @@ class JSONBytes(JSONResponse):
             (b"content-length", str(len(self.body)).encode("latin-1")),
             (b"content-type", b"application/json"),
         ]
+        if request_id is not None:  # the answer's id, as in its body (serving/impressions/request_ids.py)
+            self.raw_headers.append((b"x-request-id", request_id))
 
     def render(self, content) -> bytes:
         return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from serving.impressions.request_ids import REQUEST_ID_PATTERN
+
 REASON_DESCRIPTION = (
     "Why the item is in the list: `model` (ranked by the published model), `popular` (from the "
     "popularity list: the fallback for unknown users, the popularity side of a cold user's blend, or "
@@ -22,6 +24,11 @@ SCORE_DESCRIPTION = (
     "item embeddings (-1..1)."
 )
 VERSION_DESCRIPTION = "The publication that answered (a UTC timestamp and the registry model version)."
+REQUEST_ID_DESCRIPTION = (
+    "This answer's id, also sent as the `X-Request-ID` header: the client's own `X-Request-ID` when it "
+    "sent a valid one, else a new id unique across server processes and restarts. Report outcomes "
+    "(clicks, add-to-carts, purchases) of the shown items with it in the event's `context.request_id`."
+)
 
 
 class Item(BaseModel):
@@ -32,6 +39,7 @@ class Item(BaseModel):
 
 class UserRecommendations(BaseModel):
     user_id: str = Field(description="The user the list is for, as requested.")
+    request_id: str = Field(description=REQUEST_ID_DESCRIPTION, pattern=REQUEST_ID_PATTERN)
     version: str = Field(description=VERSION_DESCRIPTION)
     fallback: bool = Field(
         description="True when the user is unknown to the publication and gets the popularity fallback list."
@@ -41,6 +49,7 @@ class UserRecommendations(BaseModel):
 
 class SimilarItems(BaseModel):
     item_id: str = Field(description="The item the neighbours are for, as requested (never in `items`).")
+    request_id: str = Field(description=REQUEST_ID_DESCRIPTION, pattern=REQUEST_ID_PATTERN)
     version: str = Field(description=VERSION_DESCRIPTION)
     items: list[Item] = Field(description="At most `k` nearest items, nearest first.")
 

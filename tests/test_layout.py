@@ -13,7 +13,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("pipelines", "models", "serving", "dags")
-STAGES = ("ingest", "warehouse", "validation", "monitoring", "training", "publication", "reports", "runtime")
+STAGES = (
+    "ingest", "warehouse", "validation", "monitoring", "training", "publication", "experiments", "reports", "runtime"
+)  # fmt: skip
 
 
 def module_name(path: Path) -> str:

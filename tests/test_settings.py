@@ -49,6 +49,10 @@ INVALID = [
     ("RECFORGE_TUNE_VALID_FOLDS", "11", "an integer in [1, 10]"),
     ("RECFORGE_TUNE_RETUNE_AFTER_DAYS", "-1", "a finite number in [0, 3650]"),
     ("RECFORGE_TUNE_ENABLED", "maybe", "true or false"),
+    ("RECFORGE_CALIBRATION_LAMBDA", "1.5", "a finite number in [0, 1]"),
+    ("RECFORGE_SELLER_CAP", "-1", "an integer in [0, 1000]"),
+    ("RECFORGE_GATE_MAX_GINI_RISE", "-0.1", "a finite number in [0, 1]"),
+    ("RECFORGE_AUDIT_Z", "0", "a finite number in (0, 10]"),
 ]
 SERVING_INVALID = [
     ("RECFORGE_PORT", "99999", "an integer in [1, 65535]"),

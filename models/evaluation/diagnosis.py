@@ -24,6 +24,7 @@ import numpy as np
 from models.base import Recommender
 from models.evaluation.splits import Fold
 from models.lists.ranked import (
+    CALIBRATION,
     EXCLUDE_CATALOG,
     EXCLUDE_SEEN,
     ListRules,
@@ -195,6 +196,13 @@ def _why(
         )
     if stage == "mmr_diversity":
         return stage, f"too similar to the items above it (MMR lambda {rules.mmr_lambda:g})"
+    if stage == CALIBRATION:
+        return stage, (
+            f"its category would move the list's category mix away from the user's history "
+            f"(calibration lambda {rules.calibration_lambda:g})"
+        )
+    if stage.startswith("seller_cap"):
+        return stage, f"its seller already has {rules.seller_cap} of the first {rules.category_cap_head} slots"
     if stage.startswith("category_cap"):
         per_category = max(1, int(np.floor(rules.category_cap * rules.category_cap_head)))
         return stage, (
@@ -216,12 +224,14 @@ def diagnose_user(
     depth: int,
     target_kind: str = "held-out",
     generator_note: str = "",
+    sellers: np.ndarray | None = None,
 ) -> UserDiagnosis:
     """Diagnose `user_id`'s list from models fitted on ``fold.train`` (see the module docstring).
 
     `generators` are (name, model) pairs fitted on the same training data as `final_model`, so item
     indices agree; `forbidden` and `category_names` are :func:`models.lists.rules.catalog_status`
-    for ``fold.train.item_ids``. The user must be an evaluated user of the fold with a history.
+    for ``final_model.item_ids`` (the training items, then any a content model added). The user must
+    be an evaluated user of the fold with a history.
     """
     if not 1 <= k <= depth:
         raise ValueError(f"need 1 <= k <= depth, got k={k}, depth={depth}")
@@ -231,10 +241,13 @@ def diagnose_user(
     if not len(position) or fold.train_rows[position[0]] < 0:
         raise ValueError(f"user {user_id!r} has no held-out items with a history before them in {fold.name}")
     row, user_row = int(position[0]), int(fold.train_rows[position[0]])
-    n_items = fold.train.n_items
-    columns = fold.relevant[row].indices
+    # A content model knows items beyond training's: its indices address the re-ordered columns.
+    relevant, _ = fold.columns_for(final_model.item_ids)
+    column_ids = fold.column_ids(final_model.item_ids)
+    n_items = len(final_model.item_ids)
+    columns = relevant[row].indices
     targets = np.sort(columns[columns < n_items])
-    unknown = [str(fold.unknown_item_ids[c - n_items]) for c in np.sort(columns[columns >= n_items])]
+    unknown = [str(column_ids[c]) for c in np.sort(columns[columns >= n_items])]
     target_ids = [str(final_model.item_ids[t]) for t in targets]
 
     views = [ranking_view(name, model, user_row, targets, depth, k) for name, model in generators]
@@ -242,7 +255,9 @@ def diagnose_user(
 
     categories = np.unique(category_names, return_inverse=True)[1].astype(np.int64)
     trace = ListTrace()
-    top = ranked_lists(final_model, np.array([user_row]), rules, forbidden == "", categories, trace=trace).head(k)
+    top = ranked_lists(
+        final_model, np.array([user_row]), rules, forbidden == "", categories, trace=trace, sellers=sellers
+    ).head(k)
     why = reasons(final_model, top, final_model.item_ids, rules, users=np.array([user_row]))
     target_set = set(targets.tolist())
     final = [

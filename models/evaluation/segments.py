@@ -8,8 +8,10 @@ gets the popularity fallback, as serving gives an unknown user.
 New items = training items whose first event in the log falls within ``new_item_days`` before the
 fold's cutoff: the items that most need a model that does not simply echo history. Items first seen in
 the log's own first ``new_item_days`` are never new (their history may predate the log). Items first seen
-after the cutoff cannot be recommended by any model and are not "new" here; they only count in the
-denominators (see ``models.evaluation.splits``).
+after the cutoff are new too when the catalog already listed them at the cutoff (``Fold.unknown_is_new``):
+nobody had touched them, so only a content model (``models/content.py``) can recommend them, and
+counting them for every model is what makes the new-item metrics measure cold start. Other items first
+seen after the cutoff only count in the denominators (see ``models.evaluation.splits``).
 """
 
 from __future__ import annotations
@@ -51,10 +53,14 @@ def segment_masks(fold: Fold, bounds: SegmentBounds) -> dict[str, np.ndarray]:
     return {name: labels == name for name in SEGMENTS}
 
 
-def new_item_relevance(fold: Fold):
-    """The fold's held-out matrix restricted to new items (users without one get an empty row)."""
-    keep = np.zeros(fold.relevant.shape[1], dtype=np.float32)
-    keep[: fold.train.n_items] = fold.is_new
-    restricted = fold.relevant.multiply(keep[None, :]).tocsr()
+def new_item_relevance(fold: Fold, relevant=None, new_columns: np.ndarray | None = None):
+    """The held-out matrix restricted to new items (users without one get an empty row).
+
+    ``relevant`` and ``new_columns`` default to the fold's own; pass ``Fold.columns_for``'s to
+    restrict a content model's re-ordered matrix.
+    """
+    relevant = fold.relevant if relevant is None else relevant
+    keep = (fold.new_columns if new_columns is None else new_columns).astype(np.float32)
+    restricted = relevant.multiply(keep[None, :]).tocsr()
     restricted.eliminate_zeros()
     return restricted

@@ -35,7 +35,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from models.columns import Columns
-from models.dataset import Interactions
+from models.dataset import ITEM_FEATURE_COLUMNS, Interactions, catalog_content
 
 SECONDS_PER_DAY = 86_400
 EVENT_TS = "event_ts"
@@ -46,8 +46,10 @@ class EventLog:
     """Events as parallel arrays over integer codes; built once, sliced by every split.
 
     ``weight`` is each event's signal weight before time decay; ``ts`` is seconds since the epoch (UTC).
-    ``item_features`` (optional, indexed by item id: category, price, created_at in epoch seconds)
-    are static attributes handed to models that use them (never counts, which would leak the future).
+    ``item_features`` (optional, indexed by item id: category, price, created_at in epoch seconds,
+    and the content columns title, description, attributes when the catalog has them) are static
+    attributes handed to models that use them (never counts, which would leak the future); the
+    whole catalog, including items without events, reaches content models as ``Interactions.catalog``.
     """
 
     user_ids: np.ndarray
@@ -125,14 +127,19 @@ class EventLog:
         latest = np.full(len(cells), np.iinfo(np.int64).min, dtype=np.int64)
         np.maximum.at(latest, cell_of_event, ts)
         last_ts = sp.csr_matrix((latest.astype(np.float64), (cell_rows, cell_cols)), shape=shape)
-        features = None
+        features = catalog = None
         if self.item_features is not None:
-            features = self.item_features.reindex(self.item_ids[item_codes]).reset_index(drop=True)
+            static = [c for c in ITEM_FEATURE_COLUMNS if c in self.item_features.columns]
+            features = self.item_features[static].reindex(self.item_ids[item_codes]).reset_index(drop=True)
+            # No look-ahead: an item the catalog creates after the reference time does not exist yet.
+            catalog = catalog_content(self.item_features, reference_ts)
         user_map = np.full(len(self.user_ids), -1, dtype=np.int64)
         user_map[user_codes] = np.arange(len(user_codes))
         item_map = np.full(len(self.item_ids), -1, dtype=np.int64)
         item_map[item_codes] = np.arange(len(item_codes))
-        interactions = Interactions(self.user_ids[user_codes], self.item_ids[item_codes], matrix, last_ts, features)
+        interactions = Interactions(
+            self.user_ids[user_codes], self.item_ids[item_codes], matrix, last_ts, features, catalog
+        )
         return interactions, user_map, item_map
 
 
@@ -143,8 +150,10 @@ class Fold:
     ``relevant`` has one row per evaluated user (``eval_user_ids``; ``train_rows`` gives the row in
     ``train`` or -1 for a user with no training history) and one column per item: first the
     training items in ``train.item_ids`` order (so model item indices address it directly), then
-    held-out items unknown to training (``n_unknown_items``). ``is_new`` marks training items
-    first seen within ``new_item_days`` before ``reference_ts``.
+    held-out items unknown to training (``n_unknown_items``, ids ``unknown_item_ids``). ``is_new`` marks training items
+    first seen within ``new_item_days`` before ``reference_ts``; ``unknown_is_new`` marks the unknown
+    items the catalog already listed at ``reference_ts``: new items nobody had touched yet, which a
+    content model (``models/content.py``) can recommend and a purely collaborative one cannot.
     """
 
     name: str
@@ -158,6 +167,47 @@ class Fold:
     n_unknown_items: int
     # The ids of those held-out items, in column order after the training items (for explanations).
     unknown_item_ids: np.ndarray = field(default_factory=lambda: np.array([], dtype=object))
+    unknown_is_new: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+
+    @property
+    def new_columns(self) -> np.ndarray:
+        """Per column of ``relevant``: whether the item counts as new (training items, then unknown ones)."""
+        unknown = self.unknown_is_new if len(self.unknown_is_new) == self.n_unknown_items else None
+        return np.concatenate([self.is_new, np.zeros(self.n_unknown_items, dtype=bool) if unknown is None else unknown])
+
+    def columns_for(self, item_ids: np.ndarray) -> tuple[sp.csr_matrix, np.ndarray]:
+        """``relevant`` and ``new_columns`` re-ordered to a model's item space: ``item_ids`` first, then the rest.
+
+        A content model's items are the training items followed by catalog items nobody had touched
+        (``models/content.py``); its item indices must address the held-out matrix as a collaborative
+        model's do. Other models have exactly the training items and get the fold's own columns.
+        """
+        n_train, n_model = self.train.n_items, len(item_ids)
+        if n_model == n_train:
+            return self.relevant, self.new_columns
+        if n_model < n_train or not np.array_equal(np.asarray(item_ids[:n_train]), self.train.item_ids):
+            raise ValueError(
+                f"the model's {n_model} items do not start with this fold's {n_train} training items: "
+                "was it fitted on another fold?"
+            )
+        position = pd.Index(np.asarray(item_ids[n_train:], dtype=object)).get_indexer(self.unknown_item_ids)
+        outside = position < 0
+        column = np.arange(n_train + self.n_unknown_items)
+        column[n_train:][~outside] = n_train + position[~outside]
+        column[n_train:][outside] = n_model + np.arange(int(outside.sum()))
+        coo = self.relevant.tocoo()
+        width = n_model + int(outside.sum())
+        relevant = sp.csr_matrix((coo.data, (coo.row, column[coo.col])), shape=(coo.shape[0], width))
+        # A model's extra item nobody touched before the cutoff and the catalog listed: new by definition.
+        marks = np.ones(width, dtype=bool)
+        marks[column] = self.new_columns
+        return relevant, marks
+
+    def column_ids(self, item_ids: np.ndarray) -> np.ndarray:
+        """The item id of each column of :meth:`columns_for`'s matrix for the same ``item_ids``."""
+        extra = pd.Index(np.asarray(item_ids[self.train.n_items :], dtype=object))
+        outside = ~pd.Index(self.unknown_item_ids).isin(extra)
+        return np.concatenate([np.asarray(item_ids, dtype=object), self.unknown_item_ids[outside]])
 
     @property
     def n_eval_users(self) -> int:
@@ -218,7 +268,16 @@ def _make_fold(
         is_new=is_new,
         n_unknown_items=len(unknown_codes),
         unknown_item_ids=log.item_ids[unknown_codes],
+        unknown_is_new=_listed_at(log, unknown_codes, reference_ts),
     )
+
+
+def _listed_at(log: EventLog, item_codes: np.ndarray, reference_ts: int) -> np.ndarray:
+    """Whether the catalog listed each item at ``reference_ts`` (False for all without a catalog)."""
+    if log.item_features is None:
+        return np.zeros(len(item_codes), dtype=bool)
+    listed = catalog_content(log.item_features, reference_ts).index
+    return np.asarray(pd.Index(log.item_ids[item_codes]).isin(listed), dtype=bool)
 
 
 def train_item_codes(item_map: np.ndarray, n_items: int) -> np.ndarray:

@@ -11,9 +11,14 @@ promote items from below the cut:
 2. cold users (fewer than `cold_user_below` distinct training items) get the model blended with
    popularity within their categories (:func:`models.lists.rules.popularity_blend`);
 3. optional MMR diversity re-ranking;
-4. the category cap on the first ``category_cap_head`` slots (10 by default), a hard rule, so it
-   comes last and wins; users whose candidates are too uniform to fill the head within the cap are
-   re-ranked deeper (4x the candidates, then the whole catalog).
+4. optional calibrated re-ranking (Steck 2018): the first ``category_cap_head`` slots re-picked so
+   their category mix follows the user's history (``calibration_lambda``, 0 = off);
+5. optional seller cap: no seller holds more than ``seller_cap`` of the first ``category_cap_head``
+   slots (0 = off; items without a seller are not counted);
+6. the category cap on the first ``category_cap_head`` slots (10 by default), a hard rule, so it
+   comes last and wins, enforced in one walk together with the seller cap so that neither breaks
+   the other; users whose candidates are too uniform to fill the head within the caps are
+   re-ranked deeper (4x the candidates, then the whole catalog, still without any excluded item).
 
 Each slot remembers where its item came from (``MODEL`` or ``POPULAR``), which publication turns
 into the reason it shows.
@@ -28,7 +33,15 @@ import numpy as np
 import scipy.sparse as sp
 
 from models.base import Recommender
-from models.lists.rules import category_capped_order, head_within_cap, mmr_order, popularity_blend
+from models.lists.rules import (
+    calibrated_order,
+    capped_order,
+    category_capped_order,
+    category_mix,
+    head_within_caps,
+    mmr_order,
+    popularity_blend,
+)
 from models.popularity import distinct_users_per_item
 
 log = logging.getLogger(__name__)
@@ -49,12 +62,23 @@ class ListRules:
     mmr_enabled: bool = False
     mmr_lambda: float = 0.7
     reason_min_similarity: float = 0.5
+    calibration_lambda: float = 0.0
+    seller_cap: int = 0
 
     def __post_init__(self):
         if self.top_n < 1 or self.candidate_margin < 0:
             raise ValueError(f"top_n must be >= 1 and candidate_margin >= 0, got {self.top_n}, {self.candidate_margin}")
         if not 0 < self.category_cap <= 1:
             raise ValueError(f"category_cap must be in (0, 1], got {self.category_cap}")
+        if not 0 <= self.calibration_lambda <= 1:
+            raise ValueError(f"calibration_lambda must be in [0, 1], got {self.calibration_lambda}")
+        if self.seller_cap < 0:
+            raise ValueError(f"seller_cap must be >= 0 (0 = off), got {self.seller_cap}")
+
+    @property
+    def per_category(self) -> int:
+        """The most items one category may place in the head."""
+        return max(1, int(np.floor(self.category_cap * self.category_cap_head)))
 
     @classmethod
     def from_settings(cls, settings) -> ListRules:
@@ -69,6 +93,8 @@ class ListRules:
             mmr_enabled=settings.mmr_enabled,
             mmr_lambda=settings.mmr_lambda,
             reason_min_similarity=settings.reason_min_similarity,
+            calibration_lambda=settings.calibration_lambda,
+            seller_cap=settings.seller_cap,
         )
 
     def manifest(self) -> dict:
@@ -81,11 +107,17 @@ class ListRules:
                 "exclude_out_of_stock_items",
                 "cold_user_popularity_blend",
                 *(["mmr_diversity"] if self.mmr_enabled else []),
+                *([CALIBRATION] if self.calibration_lambda > 0 else []),
+                *([self.seller_cap_stage] if self.seller_cap > 0 else []),
                 f"category_cap_top{self.category_cap_head}",
                 "reasons",
             ],
             "parameters": asdict(self),
         }
+
+    @property
+    def seller_cap_stage(self) -> str:
+        return f"seller_cap_top{self.category_cap_head}"
 
 
 @dataclass
@@ -113,6 +145,7 @@ class Candidates:
 UNFILTERED = "model_unfiltered"
 EXCLUDE_SEEN = "exclude_seen_items"
 EXCLUDE_CATALOG = "exclude_blocked_and_out_of_stock_items"
+CALIBRATION = "calibrated_reranking"
 
 
 @dataclass
@@ -141,13 +174,15 @@ def ranked_lists(
     categories: np.ndarray,
     excluded: sp.csr_matrix | None = None,
     trace: ListTrace | None = None,
+    sellers: np.ndarray | None = None,
 ) -> Candidates:
     """Top `rules.top_n` slots for each of `users` (indices into ``model.user_ids``) after every rule.
 
     `allowed` masks the items that may be recommended (in stock, not blocked), `categories` holds
     an integer category code per item, and `excluded` the items each user must never get back
     (default: the model's training interactions; publication adds purchases made since).
-    `trace`, if given, receives the slots after each rule (see :class:`ListTrace`).
+    `trace`, if given, receives the slots after each rule (see :class:`ListTrace`). `sellers` holds a
+    seller code per item (-1 = none; None: the catalog has no sellers, so the seller cap has nothing to hold).
     """
     users = np.asarray(users, dtype=np.int64)
     excluded = model.seen.tocsr() if excluded is None else excluded
@@ -167,11 +202,32 @@ def ranked_lists(
         candidates.reorder(mmr_order(candidates.ranked, candidates.scores, item_vectors(model), rules.mmr_lambda))
         if trace is not None:
             trace.record("mmr_diversity", candidates)
-    apply_category_cap(model, users, candidates, excluded, allowed, categories, rules)
+    if rules.calibration_lambda > 0:
+        target = category_mix(model.seen.tocsr()[users], categories, int(categories.max(initial=0)) + 1)
+        order = calibrated_order(
+            candidates.ranked, candidates.scores, target, categories, rules.calibration_lambda,
+            rules.category_cap_head,
+        )  # fmt: skip
+        candidates.reorder(order)
+        if trace is not None:
+            trace.record(CALIBRATION, candidates)
+    seller_caps = seller_cap_of(rules, sellers)
+    if seller_caps:
+        candidates.reorder(capped_order(candidates.ranked, seller_caps, rules.category_cap_head))
+        if trace is not None:
+            trace.record(rules.seller_cap_stage, candidates)
+    apply_category_cap(model, users, candidates, excluded, allowed, categories, rules, sellers)
     if trace is not None:
         trace.record(f"category_cap_top{rules.category_cap_head}", candidates)
     log.debug("ranked lists: %d users (%d cold, blended with popularity), mmr=%s", len(users), cold, rules.mmr_enabled)
     return candidates.head(rules.top_n)
+
+
+def seller_cap_of(rules: ListRules, sellers: np.ndarray | None) -> list[tuple[np.ndarray, int]]:
+    """The seller cap as a ``capped_order`` cap, or none when it is off or the catalog has no sellers."""
+    if rules.seller_cap <= 0 or sellers is None:
+        return []
+    return [(sellers, rules.seller_cap)]
 
 
 def cold_users(model: Recommender, users: np.ndarray, rules: ListRules) -> np.ndarray:
@@ -223,28 +279,33 @@ def apply_category_cap(
     allowed: np.ndarray,
     categories: np.ndarray,
     rules: ListRules,
+    sellers: np.ndarray | None = None,
 ) -> None:
-    """Enforce the cap; users whose candidates are too uniform get deeper model items appended first.
+    """Enforce the category cap and the seller cap; users whose candidates are too uniform get deeper items first.
 
     Deeper means 4x the candidates, then the whole catalog, for the users still short. For a row
     in the model's order a deeper stage changes nothing once the head is full, as the greedy capped
     order only looks further down: every stage gives the slots a whole-catalog ranking would, at a
     fraction of the cost.
     """
-    head, cap = rules.category_cap_head, rules.category_cap
-    candidates.reorder(category_capped_order(candidates.ranked, categories, cap, head))
-    short = np.flatnonzero(~head_within_cap(candidates.ranked, categories, cap, head))
+    head = rules.category_cap_head
+    caps = [(categories, rules.per_category), *seller_cap_of(rules, sellers)]
+    if len(caps) == 1:  # the category cap alone: its own, faster walk
+        candidates.reorder(category_capped_order(candidates.ranked, categories, rules.category_cap, head))
+    else:
+        candidates.reorder(capped_order(candidates.ranked, caps, head))
+    short = np.flatnonzero(~head_within_caps(candidates.ranked, caps, head))
     width, n_items = candidates.ranked.shape[1], len(model.item_ids)
     for deeper in sorted({min(n_items, 4 * width), n_items}):
         if not len(short) or deeper <= width:
             continue
         deep, deep_scores = model.recommend(users[short], deeper, allowed_items=allowed, seen=excluded)
         for deep_row, row in enumerate(short):
-            _extend_and_cap(candidates, row, deep[deep_row], deep_scores[deep_row], categories, cap, head)
-        short = short[~head_within_cap(candidates.ranked[short], categories, cap, head)]
+            _extend_and_cap(candidates, row, deep[deep_row], deep_scores[deep_row], caps, head)
+        short = short[~head_within_caps(candidates.ranked[short], caps, head)]
 
 
-def _extend_and_cap(candidates: Candidates, row: int, deep, deep_scores, categories, cap: float, head: int) -> None:
+def _extend_and_cap(candidates: Candidates, row: int, deep, deep_scores, caps, head: int) -> None:
     """One row: its candidates, then the deeper model items it lacks, in capped order, cut to the width."""
     width = candidates.ranked.shape[1]
     present = candidates.ranked[row] >= 0
@@ -252,7 +313,7 @@ def _extend_and_cap(candidates: Candidates, row: int, deep, deep_scores, categor
     extended = np.concatenate([candidates.ranked[row][present], deep[fresh]])
     extended_scores = np.concatenate([candidates.scores[row][present], deep_scores[fresh]])
     extended_source = np.concatenate([candidates.source[row][present], np.full(fresh.sum(), MODEL, dtype=np.int8)])
-    order = category_capped_order(extended[None, :], categories, cap, head)[0][:width]
+    order = capped_order(extended[None, :], caps, head)[0][:width]
     filled = len(order)
     candidates.ranked[row, :filled], candidates.ranked[row, filled:] = extended[order], -1
     candidates.scores[row, :filled], candidates.scores[row, filled:] = extended_scores[order], -np.inf

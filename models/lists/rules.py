@@ -7,6 +7,7 @@ exactly as publication will store them: the number we promote on is the number u
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 
 
 def category_capped_order(ranked: np.ndarray, categories: np.ndarray, cap: float, head: int) -> np.ndarray:
@@ -245,3 +246,150 @@ def popularity_fallback(
     padded = np.full(depth, -1, dtype=np.int64)
     padded[: min(depth, len(top))] = top[:depth]
     return padded
+
+
+def capped_order(ranked: np.ndarray, caps: list[tuple[np.ndarray, int]], head: int) -> np.ndarray:
+    """Slot order per row such that, in the first `head` slots, no group of any cap holds more than its limit.
+
+    `caps` pairs a group code per item (-1 = no group: never counted) with the most items one group
+    may place in the head. Greedy and stable like :func:`category_capped_order` (which is the case
+    of one cap, the category's): walk the ranked list, keep an item in the head while every one of
+    its groups has room, otherwise defer it to just after the head. Several caps are enforced in
+    one walk, so meeting one cap cannot break another. Returns indices into each row.
+    """
+    order = np.tile(np.arange(ranked.shape[1]), (ranked.shape[0], 1))
+    valid = ranked >= 0
+    for row in range(ranked.shape[0]):
+        n = int(valid[row].sum())
+        if n <= 1:
+            continue
+        groups = [codes[ranked[row, :n]] for codes, _ in caps]
+        if all(_group_fits(g[:head], limit) for g, (_, limit) in zip(groups, caps, strict=True)):
+            continue  # most lists already satisfy every cap
+        counts = [dict() for _ in caps]
+        kept, deferred = [], []
+        for position in range(n):
+            if len(kept) == head:
+                break
+            fits = all(
+                g[position] < 0 or c.get(g[position], 0) < limit
+                for g, c, (_, limit) in zip(groups, counts, caps, strict=True)
+            )
+            if fits:
+                for g, c in zip(groups, counts, strict=True):
+                    if g[position] >= 0:
+                        c[g[position]] = c.get(g[position], 0) + 1
+                kept.append(position)
+            else:
+                deferred.append(position)
+        taken = set(kept) | set(deferred)
+        order[row, :n] = kept + deferred + [p for p in range(n) if p not in taken]
+    return order
+
+
+def _group_fits(groups: np.ndarray, limit: int) -> bool:
+    known = groups[groups >= 0]
+    return not len(known) or int(np.bincount(known).max()) <= limit
+
+
+def head_within_caps(ranked: np.ndarray, caps: list[tuple[np.ndarray, int]], head: int) -> np.ndarray:
+    """Per row: does every cap of :func:`capped_order` hold on the first `head` slots?"""
+    heads = ranked[:, :head]
+    within = np.ones(len(ranked), dtype=bool)
+    for codes, limit in caps:
+        groups = np.where(heads >= 0, codes[np.maximum(heads, 0)], -1)
+        for group in np.unique(groups[groups >= 0]):
+            within &= (groups == group).sum(axis=1) <= limit
+    return within
+
+
+def calibrated_order(
+    ranked: np.ndarray,
+    scores: np.ndarray,
+    target: np.ndarray,
+    categories: np.ndarray,
+    lam: float,
+    head: int,
+    alpha: float = 0.01,
+    batch_size: int = 256,
+) -> np.ndarray:
+    """Slot order per row by Steck's calibrated re-ranking (Calibrated Recommendations, RecSys 2018).
+
+    Greedily fills the first `head` slots with the candidate maximising
+    ``(1 - lam) * sum of relevance - lam * KL(p || q~)`` of the list so far plus that candidate,
+    where p = ``target[row]`` (the user's category mix in their history), q the list's category mix
+    and q~ = (1 - alpha) q + alpha p (his smoothing). Relevance is the row's scores min-max scaled
+    to [0, 1], as for MMR, so `lam` means the same for every model. ``lam=0`` keeps the ranking; a
+    row without history (p all zero) is left alone. The items after the head keep their order.
+    Vectorised over a batch of rows (head steps x candidates x categories each); invalid (-1) slots
+    are never picked. Returns indices into each row.
+    """
+    n_rows, width = ranked.shape
+    order = np.tile(np.arange(width), (n_rows, 1))
+    if lam <= 0 or width <= 1:
+        return order
+    n_categories = target.shape[1]
+    # Each step holds a few rows x width x categories arrays: keep one near 4M floats (32 MB), so a
+    # catalog with a thousand categories takes smaller batches instead of gigabytes.
+    batch_size = max(1, min(batch_size, 4_000_000 // max(1, width * n_categories)))
+    for start in range(0, n_rows, batch_size):
+        rows = ranked[start : start + batch_size]
+        p = target[start : start + batch_size]
+        valid = rows >= 0
+        relevance = _minmax_rows(scores[start : start + batch_size], valid).astype(np.float64)
+        onehot = np.eye(n_categories)[categories[np.maximum(rows, 0)]]  # rows x width x categories
+        picked = ~valid
+        counts = np.zeros((len(rows), n_categories))
+        gained = np.zeros(len(rows))
+        chosen = np.full((len(rows), min(head, width)), -1, dtype=np.int64)
+        n_valid = valid.sum(axis=1)
+        batch = np.arange(len(rows))
+        for step in range(min(head, width)):
+            q = (counts[:, None, :] + onehot) / (step + 1)
+            smoothed = (1 - alpha) * q + alpha * p[:, None, :]
+            ratio = np.divide(p[:, None, :], smoothed, out=np.ones_like(smoothed), where=p[:, None, :] > 0)
+            kl = (p[:, None, :] * np.log(ratio)).sum(axis=2)
+            gain = (1 - lam) * (gained[:, None] + relevance) - lam * kl
+            gain[picked] = -np.inf
+            choice = gain.argmax(axis=1)
+            active = step < n_valid
+            chosen[active, step] = choice[active]
+            picked[batch[active], choice[active]] = True
+            counts[active] += onehot[batch[active], choice[active]]
+            gained[active] += relevance[batch[active], choice[active]]
+        for local in range(len(rows)):
+            if p[local].sum() <= 0:
+                continue  # no history: nothing to calibrate to
+            head_slots = chosen[local][chosen[local] >= 0]
+            rest = np.setdiff1d(np.arange(width), head_slots, assume_unique=True)
+            order[start + local] = np.concatenate([head_slots, rest])
+    return order
+
+
+def seller_codes(item_ids: np.ndarray, catalog) -> np.ndarray | None:
+    """Integer seller code per item from the catalog's ``seller`` column; -1 where unknown; None without the column.
+
+    A data set with no seller (MovieLens) has no column, or only nulls: the seller cap then has
+    nothing to hold and the audit says so.
+    """
+    if "seller" not in catalog.columns:
+        return None
+    names = catalog.set_index("item_id").reindex(item_ids)["seller"]
+    known = names.notna().to_numpy()
+    if not known.any():
+        return None
+    codes = np.full(len(item_ids), -1, dtype=np.int64)
+    codes[known] = np.unique(names[known].astype(str).to_numpy(), return_inverse=True)[1]
+    return codes
+
+
+def category_mix(rows: sp.csr_matrix, categories: np.ndarray, n_categories: int) -> np.ndarray:
+    """Per row of a users x items matrix: the share of its (non-zero) items in each category."""
+    binary = rows.tocsr().copy()
+    binary.data = np.ones_like(binary.data, dtype=np.float64)
+    onehot = sp.csr_matrix(
+        (np.ones(len(categories)), (np.arange(len(categories)), categories)), shape=(len(categories), n_categories)
+    )
+    counts = np.asarray((binary @ onehot).todense())
+    totals = counts.sum(axis=1, keepdims=True)
+    return np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)

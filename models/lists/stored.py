@@ -22,7 +22,7 @@ import scipy.sparse as sp
 from models.base import Recommender
 from models.columns import Columns
 from models.lists.ranked import MODEL, POPULAR, Candidates, ListRules, cold_users, ranked_lists
-from models.lists.rules import allowed_and_categories, history_anchors, popularity_fallback
+from models.lists.rules import allowed_and_categories, history_anchors, popularity_fallback, seller_codes
 from models.popularity import distinct_users_per_item
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ def build_lists(
     allowed, categories = allowed_and_categories(model.item_ids, items)
     excluded = excluded_matrix(model, purchased)
     users = np.arange(len(model.user_ids))
-    top = ranked_lists(model, users, rules, allowed, categories, excluded)
+    top = ranked_lists(model, users, rules, allowed, categories, excluded, sellers=seller_codes(model.item_ids, items))
     reason = reasons(model, top, model.item_ids, rules)
 
     rows, ranks = np.nonzero(top.ranked >= 0)

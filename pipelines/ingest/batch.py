@@ -24,7 +24,7 @@ import duckdb
 
 from pipelines.contract import EVENT_TYPES
 from pipelines.ingest.sources import Source
-from pipelines.privacy.pseudonyms import pseudonymize_classified
+from pipelines.privacy.pseudonyms import pseudonymize_batch
 from pipelines.warehouse.connection import Warehouse
 from serving.ids import ID_CHARACTERS_REGEX, MAX_ID_LENGTH
 
@@ -104,13 +104,10 @@ def ingest_batch(
         },
     )
     rows_input = con.execute("select count(*) from incoming").fetchone()[0]
-    by_reason = dict(
-        con.execute(
-            "select reason, count(*) from classified where reason is not null group by reason order by reason"
-        ).fetchall()
-    )
+    by_reason = dict(con.execute("select reason, count(*) from classified group by reason order by reason").fetchall())
     accepted, late = con.execute(
-        "select count(*), count(*) filter (where cast(event_ts as date) < ?) from classified where reason is null",
+        "select count(*), count(*) filter (where cast(event_ts as date) < ?) "
+        "from incoming anti join classified using (line_number)",
         [window.landing_date],
     ).fetchone()
     quarantined = sum(by_reason.values())
@@ -118,7 +115,7 @@ def ingest_batch(
         raise IngestError(f"{display_name}: {rows_input} rows in but {accepted} accepted + {quarantined} quarantined")
 
     if pseudonymize is not None:
-        pseudonymize_classified(con, pseudonymize)
+        pseudonymize_batch(con, pseudonymize)
     warehouse.execute("delete from raw.events where batch_id = ?", [batch_id])
     warehouse.execute("delete from quarantine.events where batch_id = ?", [batch_id])
     warehouse.execute("delete from raw.batches where batch_id = ?", [batch_id])
@@ -127,7 +124,7 @@ def ingest_batch(
         """
         select event_id, user_id, item_id, event_type, event_ts, value, session_id, context,
                ? as source, ? as batch_id, ? as landing_date, ? as ingested_at, cast(event_ts as date) as event_date
-        from classified where reason is null
+        from incoming anti join classified using (line_number)
         """,
         [source.name, batch_id, window.landing_date, started],
     )
@@ -135,7 +132,7 @@ def ingest_batch(
         "quarantine.events",
         """
         select ? as batch_id, ? as landing_date, ? as file, line_number, reason, raw, ? as ingested_at
-        from classified where reason is not null
+        from classified join incoming using (line_number)
         """,
         [batch_id, window.landing_date, display_name, started],
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import Counter
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipelines.ingest.batch import BatchResult, BatchWindow, IngestError, ingest_batch
+from pipelines.ingest.impressions import ingest_impression_days
 from pipelines.ingest.sources import (
     CATALOG_COLUMNS,
     RECFORGE_FORMATS,
@@ -47,6 +49,7 @@ class IngestResult:
     batches: list[BatchResult]
     catalog_items: int
     skipped: list[SkippedFile] = field(default_factory=list)
+    impressions: list[BatchResult] = field(default_factory=list)  # one per impression file (ingest/impressions.py)
 
     @property
     def rows_accepted(self) -> int:
@@ -73,6 +76,13 @@ class IngestResult:
             f"{self.interval_end:%Y-%m-%d %H:%M}): {self.rows_input} rows in, {self.rows_accepted} accepted "
             f"({self.rows_late} late), {self.rows_quarantined} quarantined {dict(sorted(reasons.items()))}; "
             f"catalog {self.catalog_items} items"
+            + (
+                f"; impressions: {len(self.impressions)} file(s), "
+                f"{sum(b.rows_accepted for b in self.impressions)} slates accepted, "
+                f"{sum(b.rows_quarantined for b in self.impressions)} quarantined"
+                if self.impressions
+                else ""
+            )
             + (
                 f"; skipped {len(self.skipped)} file(s): " + ", ".join(f"{s.file} ({s.reason})" for s in self.skipped)
                 if self.skipped
@@ -152,11 +162,16 @@ def _midnight(day: date) -> datetime:
     return datetime.combine(day, datetime.min.time(), tzinfo=UTC)
 
 
-def ingest_interval(settings: Settings, interval_start: datetime, interval_end: datetime) -> IngestResult:
+def ingest_interval(
+    settings: Settings, interval_start: datetime, interval_end: datetime, warehouse: Warehouse | None = None
+) -> IngestResult:
     """Ingest every landing file of the days in [interval_start, interval_end), replacing those days whole.
 
     A landing day may hold several files (JSONL, CSV, Parquet), one batch each. Events may be
     late (up to ``late_arrival_days`` before their landing day): they keep their own event_date.
+    The interval is one transaction, on its own connection; or on `warehouse`, an open connection
+    the caller keeps (a run of many intervals then opens and checkpoints the database once, each
+    interval still committing alone).
     """
     source = get_source("recforge")
     days = days_in_interval(interval_start, interval_end)
@@ -178,8 +193,8 @@ def ingest_interval(settings: Settings, interval_start: datetime, interval_end: 
         plan.append((day, files, day_skipped))
 
     results = []
-    with connect(settings) as con, con.transaction():
-        catalog_items = _replace_catalog(con, read_recforge_catalog_or_fail(settings))
+    with nullcontext(warehouse) if warehouse is not None else connect(settings) as con, con.transaction():
+        catalog_items = _load_landing_catalog(con, settings)
         for day, files, day_skipped in plan:
             _forget_landing_day(con, source.name, day)
             _record_skipped(con, source.name, day, day_skipped)
@@ -194,7 +209,9 @@ def ingest_interval(settings: Settings, interval_start: datetime, interval_end: 
                 display = str(path.relative_to(settings.landing_dir))
                 batch_id = batch_id_for(source.name, day, path)
                 results.append(_guarded(ingest_batch, con, source, path, display, batch_id, window, settings))
-    result = IngestResult(interval_start, interval_end, results, catalog_items, skipped)
+        # Served slates are their own batches (their own rules); a day without any is normal.
+        impressions = ingest_impression_days(con, settings.home, days, settings.future_tolerance_seconds)
+    result = IngestResult(interval_start, interval_end, results, catalog_items, skipped, impressions)
     log.info(result.summary())
     return result
 
@@ -324,6 +341,26 @@ def _stamp_import_interval(con: Warehouse, batch_id: str) -> None:
     )
 
 
+def _load_landing_catalog(con: Warehouse, settings: Settings) -> int:
+    """Replace raw.items with the landing catalog, unless it is the very file raw.items was last loaded
+    from (same SHA-256, raw.items still holding its rows): a daily run then skips parsing thousands
+    of items and rewriting the table to the same content. Returns the catalog's item count."""
+    path = catalog_file(settings.landing_dir)
+    if not path.exists():
+        raise IngestError(f"item catalog missing: {path}")
+    digest = _content_digest(path)
+    loaded = con.execute("select sha256, items from raw.catalog_snapshot").fetchall()
+    if len(loaded) == 1 and loaded[0][0] == digest:
+        if con.execute("select count(*) from raw.items").fetchone()[0] == loaded[0][1]:
+            return loaded[0][1]
+    items = _replace_catalog(con, read_recforge_catalog_or_fail(settings))
+    con.execute(
+        "insert into raw.catalog_snapshot (file, sha256, items, loaded_at) values (?, ?, ?, ?)",
+        [str(path), digest, items, datetime.now(UTC)],
+    )
+    return items
+
+
 def read_recforge_catalog_or_fail(settings: Settings) -> pd.DataFrame:
     path = catalog_file(settings.landing_dir)
     if not path.exists():
@@ -336,6 +373,7 @@ def read_recforge_catalog_or_fail(settings: Settings) -> pd.DataFrame:
 
 def _replace_catalog(con: Warehouse, items: pd.DataFrame) -> int:
     """Replace raw.items with a catalog snapshot (it is small and always complete)."""
+    con.execute("delete from raw.catalog_snapshot")  # raw.items is no longer what a recorded file gave
     con.execute("delete from raw.items")
     con.append_frame("raw.items", items[CATALOG_COLUMNS])
     return len(items)
@@ -344,6 +382,7 @@ def _replace_catalog(con: Warehouse, items: pd.DataFrame) -> int:
 def _catalog_size(con: Warehouse, add_seen: bool) -> int:
     """Items in the catalog; with `add_seen`, first add every item seen in events that it lacks."""
     if add_seen:
+        con.execute("delete from raw.catalog_snapshot")  # raw.items gains rows no catalog file has
         con.execute(
             """
             insert into raw.items (item_id, in_stock, is_blocked)

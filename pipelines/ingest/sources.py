@@ -125,24 +125,36 @@ def _read_lines(path: Path, max_line_bytes: int) -> pa.Table:
     n = 0
     with open_events(path) as stream:
         for block in _line_blocks(stream, max_line_bytes):
-            lines, by_line = block, True
             if type(block[0]) is not _Cut and max(map(len, block)) <= max_line_bytes:  # only a first line is cut
                 try:
-                    lines, by_line = b"\n".join(block).decode("utf-8").split("\n"), False
+                    text = b"\n".join(block).decode("utf-8")
                 except UnicodeDecodeError:
                     pass
-            for line in lines:
+                else:  # the usual chunk: its lines are taken whole, without a Python step per line
+                    lines = text.split("\n")
+                    if "\r" in text:
+                        lines = [line.removesuffix("\r") for line in lines]
+                    blank = {i for i, line in enumerate(lines) if not line or line.isspace()}
+                    if blank:
+                        numbers.extend(n + 1 + i for i in range(len(lines)) if i not in blank)
+                        texts.extend(line for i, line in enumerate(lines) if i not in blank)
+                    else:
+                        numbers.extend(range(n + 1, n + 1 + len(lines)))
+                        texts.extend(lines)
+                    errors.extend([None] * (len(lines) - len(blank)))
+                    n += len(lines)
+                    continue
+            for line in block:
                 n += 1
                 error = None
-                if by_line:
-                    if type(line) is _Cut or len(line.removesuffix(b"\r")) > max_line_bytes:
-                        error, line = "line_too_long", line[: RAW_PREFIX_CHARS * 4]
-                    try:
-                        line = line.decode("utf-8")
-                    except UnicodeDecodeError:
-                        line, error = line.decode("utf-8", errors="backslashreplace"), error or "invalid_utf8"
-                    if error == "line_too_long":
-                        line = line[:RAW_PREFIX_CHARS]
+                if type(line) is _Cut or len(line.removesuffix(b"\r")) > max_line_bytes:
+                    error, line = "line_too_long", line[: RAW_PREFIX_CHARS * 4]
+                try:
+                    line = line.decode("utf-8")
+                except UnicodeDecodeError:
+                    line, error = line.decode("utf-8", errors="backslashreplace"), error or "invalid_utf8"
+                if error == "line_too_long":
+                    line = line[:RAW_PREFIX_CHARS]
                 line = line.removesuffix("\r")
                 if error is None and not line.strip():
                     continue
@@ -153,7 +165,12 @@ def _read_lines(path: Path, max_line_bytes: int) -> pa.Table:
 
 
 def stage_jsonl(con: duckdb.DuckDBPyConnection, path: Path, max_line_bytes: int) -> None:
-    """One JSON object per line (``.gz`` too). Unknown keys go into `context`; a key no row has fails the file."""
+    """One JSON object per line (``.gz`` too). Unknown keys go into `context`; a key no row has fails the file.
+
+    Each document is parsed in one pass that builds `incoming` and keeps every object's keys
+    (``keys``) beside it; the file-level check (a required key that no row has) then reads those
+    lists instead of parsing every document a second time, and drops them.
+    """
     con.register("incoming_lines", _read_lines(path, max_line_bytes))
     fields = ", ".join(f"'$.{c}'" for c in CANONICAL_COLUMNS)
     # The documents, their fields and the fields' JSON types, as a query (not a table): the wide rows
@@ -172,19 +189,7 @@ def stage_jsonl(con: duckdb.DuckDBPyConnection, path: Path, max_line_bytes: int)
             json_keys(obj) as keys
         from objects
     """
-    n_objects, keys = con.execute(
-        "with objects as (select doc from (select try_cast(raw as json) as doc from incoming_lines) "
-        "where json_type(doc) = 'OBJECT') "
-        "select (select count(*) from objects), "
-        "(select list(distinct key) from (select unnest(json_keys(doc)) as key from objects))"
-    ).fetchall()[0]
-    present = set(keys or [])
-    has_objects = n_objects > 0
-    if has_objects and (missing := [c for c in REQUIRED_COLUMNS if c not in present]):
-        con.unregister("incoming_lines")
-        raise SchemaError(f"{path}: no row has the required column(s) {', '.join(missing)}")
     known = _sql_list(CANONICAL_COLUMNS)
-    extras_exist = bool(present - set(CANONICAL_COLUMNS))
     position = {c: i + 1 for i, c in enumerate(CANONICAL_COLUMNS)}  # DuckDB lists are 1-based
 
     def value(c: str) -> str:
@@ -195,42 +200,47 @@ def stage_jsonl(con: duckdb.DuckDBPyConnection, path: Path, max_line_bytes: int)
 
     scalar = "('VARCHAR', 'BIGINT', 'UBIGINT', 'DOUBLE', 'NULL')"
     own_context = f"case when {kind('context')} = 'OBJECT' then json_extract(obj, '$.context') end"
-    context = (
-        f"""case
-                when len(list_filter(keys, lambda k: k not in {known})) = 0 then cast({own_context} as varchar)
-                else cast(json_merge_patch(
-                    coalesce({own_context}, '{{}}'::json),
-                    to_json(map_from_entries(list_transform(
-                        list_filter(keys, lambda k: k not in {known}),
-                        lambda k: {{'key': k, 'value': json_extract(obj, '$."' || k || '"')}}
-                    )))
-                ) as varchar)
-            end"""
-        if extras_exist
-        else f"cast({own_context} as varchar)"
-    )
-    con.execute(
-        f"""
-        create or replace temp table incoming as
-        select
-            line_number,
-            raw,
-            case
-                when read_error is not null then read_error
-                when doc is null then 'malformed_json'
-                when obj is null then 'schema_mismatch'
-                when {kind("event_id")} not in {scalar} or {kind("user_id")} not in {scalar}
-                  or {kind("item_id")} not in {scalar} or {kind("event_type")} not in ('VARCHAR', 'NULL')
-                  or {kind("event_ts")} not in ('VARCHAR', 'NULL') or {kind("context")} not in ('OBJECT', 'NULL')
-                  or ({kind("value")} not in ('BIGINT', 'UBIGINT', 'DOUBLE', 'NULL')
-                      and try_cast({value("value")} as double) is null)
-                    then 'schema_mismatch'
-            end as parse_error,
-            {canonical_projection(value, context)}
-        from ({documents}) as incoming_docs
-        """
-    )
-    con.unregister("incoming_lines")
+    # CASE evaluates a branch only for the rows that take it: rows without unknown keys never merge.
+    context = f"""case
+            when len(list_filter(keys, lambda k: k not in {known})) = 0 then cast({own_context} as varchar)
+            else cast(json_merge_patch(
+                coalesce({own_context}, '{{}}'::json),
+                to_json(map_from_entries(list_transform(
+                    list_filter(keys, lambda k: k not in {known}),
+                    lambda k: {{'key': k, 'value': json_extract(obj, '$."' || k || '"')}}
+                )))
+            ) as varchar)
+        end"""
+    try:
+        con.execute(
+            f"""
+            create or replace temp table incoming as
+            select
+                line_number,
+                raw,
+                case
+                    when read_error is not null then read_error
+                    when doc is null then 'malformed_json'
+                    when obj is null then 'schema_mismatch'
+                    when {kind("event_id")} not in {scalar} or {kind("user_id")} not in {scalar}
+                      or {kind("item_id")} not in {scalar} or {kind("event_type")} not in ('VARCHAR', 'NULL')
+                      or {kind("event_ts")} not in ('VARCHAR', 'NULL') or {kind("context")} not in ('OBJECT', 'NULL')
+                      or ({kind("value")} not in ('BIGINT', 'UBIGINT', 'DOUBLE', 'NULL')
+                          and try_cast({value("value")} as double) is null)
+                        then 'schema_mismatch'
+                end as parse_error,
+                {canonical_projection(value, context)},
+                keys as incoming_keys
+            from ({documents}) as incoming_docs
+            """
+        )
+    finally:
+        con.unregister("incoming_lines")
+    has_key = ", ".join(f"bool_or(list_contains(incoming_keys, {sql_string(c)}))" for c in REQUIRED_COLUMNS)
+    n_objects, *present = con.execute(f"select count(incoming_keys), {has_key} from incoming").fetchone()
+    if n_objects and (missing := [c for c, found in zip(REQUIRED_COLUMNS, present, strict=True) if not found]):
+        raise SchemaError(f"{path}: no row has the required column(s) {', '.join(missing)}")
+    con.execute("alter table incoming drop column incoming_keys")
 
 
 # --- recforge CSV and Parquet --------------------------------------------------------------

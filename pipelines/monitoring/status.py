@@ -9,6 +9,7 @@ from pipelines.settings import Settings
 
 
 def _warehouse_lines(settings: Settings) -> list[str]:
+    from pipelines.ingest.impressions import SOURCE as IMPRESSION_SOURCE
     from pipelines.warehouse.connection import connect, location, warehouse_exists
 
     if not warehouse_exists(settings):
@@ -16,7 +17,13 @@ def _warehouse_lines(settings: Settings) -> list[str]:
     with connect(settings) as con:
         batches, rows_in, accepted, quarantined = con.execute(
             "select count(*), coalesce(sum(rows_input), 0), coalesce(sum(rows_accepted), 0), "
-            "coalesce(sum(rows_quarantined), 0) from raw.batches"
+            "coalesce(sum(rows_quarantined), 0) from raw.batches where source <> ?",
+            [IMPRESSION_SOURCE],
+        ).fetchone()
+        slates = con.execute(
+            "select count(*), coalesce(sum(rows_accepted), 0), coalesce(sum(rows_quarantined), 0) "
+            "from raw.batches where source = ?",
+            [IMPRESSION_SOURCE],
         ).fetchone()
         reasons = con.execute(
             "select reason, count(*) from quarantine.events group by reason order by count(*) desc"
@@ -43,6 +50,8 @@ def _warehouse_lines(settings: Settings) -> list[str]:
         from pipelines.validation.checkpoints import consent_note
 
         lines.append(f"  {consent_note(*consent)}")
+    if slates[0]:
+        lines.append(f"  impressions: {slates[0]} files, {slates[1]} slates accepted + {slates[2]} quarantined")
     if skipped:
         kinds = Counter(reason.split(":")[0] for (reason,) in skipped)
         listed = ", ".join(f"{kind} {n}" for kind, n in kinds.most_common())

@@ -7,7 +7,9 @@ version's age) and, when ``serving_metrics_url`` names a running API, serving's 
 it started (p99 latency, 5xx share, fallback share). Results go to ``monitoring.health_checks``
 (replaced per run, so a retried check stores one set), the operators' webhook hears of breaches
 once per run (``monitoring.health_notifications``), and ``enforce`` fails naming each breached
-level. recforge_health runs the three steps as separate tasks, so a webhook that is down never
+level. Measuring also stores the counts of serving's failure log by day and reason
+(``monitoring.failed_requests``, pipelines/operations/failures.py), which the weekly report reads
+after the log has rotated. recforge_health runs the three steps as separate tasks, so a webhook that is down never
 blocks the check and a retry of the check never notifies twice.
 """
 
@@ -219,7 +221,21 @@ def measure(settings: Settings, run_id: str, now: datetime | None = None) -> Hea
     report = HealthReport(run_id, now, checks)
     store(settings, report)
     log.info(report.summary())
+    _record_failure_counts(settings)
     return report
+
+
+def _record_failure_counts(settings: Settings) -> None:
+    """Keep serving's failure counts by day and reason beyond the log's rotation (for the weekly report).
+
+    Diagnosis, not a level: an unreadable log is logged and never fails the check.
+    """
+    from pipelines.operations.failures import record_failure_counts
+
+    try:
+        record_failure_counts(settings)
+    except (OSError, ValueError) as error:
+        log.warning("could not record serving's failure counts: %s", error)
 
 
 def store(settings: Settings, report: HealthReport) -> None:

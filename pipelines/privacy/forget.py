@@ -60,6 +60,8 @@ DBT_SCHEMAS = ("staging", "intermediate", "marts")
 # Tables of the raw and monitoring layers holding user rows by a user_id column (impression logs and
 # whatever else a stage adds later are found the same way).
 PYTHON_SCHEMAS = ("raw", "quarantine", "monitoring")
+# Quarantined rows keep their raw content; each table with the column that numbers a row in its file.
+QUARANTINE_TABLES = (("quarantine.events", "line_number"), ("quarantine.impressions", "row_number"))
 SQLITE_MAGIC = b"SQLite format 3\x00"
 SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
 ITEM_ONLY_NOTE = "item_index.faiss holds item vectors only: unchanged"
@@ -342,17 +344,45 @@ def forget_in_warehouse(settings: Settings, ids: list[str]) -> list[StoreOutcome
     probes = [needle for value in ids for needle in needles(value)]
     marks = ", ".join("?" for _ in ids)
     with connect(settings) as con, con.transaction():
-        # strpos narrows portably (DuckDB and PostgreSQL); the token check in Python decides.
-        candidates = set()
-        for value in ids:
-            candidates |= set(
-                con.execute(
-                    "select batch_id, line_number, raw, reason from quarantine.events where strpos(raw, ?) > 0",
-                    [value],
-                ).fetchall()
+        con.execute("create temp table if not exists forget_quarantined (batch_id varchar, line_number integer)")
+        doomed = []  # (table, batch, line or row number, reason)
+        for table, number in QUARANTINE_TABLES:
+            # strpos narrows portably (DuckDB and PostgreSQL); the token check in Python decides.
+            candidates = set()
+            for value in ids:
+                candidates |= set(
+                    con.execute(
+                        f"select batch_id, {number}, raw, reason from {table} where strpos(raw, ?) > 0", [value]
+                    ).fetchall()
+                )
+            named = [
+                (b, n, reason) for b, n, raw, reason in candidates if any(p.found_in(raw.encode()) for p in probes)
+            ]
+            con.execute("delete from forget_quarantined")
+            if named:
+                con.executemany("insert into forget_quarantined values (?, ?)", [(b, n) for b, n, _ in named])
+            con.execute(
+                f"delete from {table} where exists (select 1 from forget_quarantined as f "
+                f"where f.batch_id = {table}.batch_id and f.line_number = {table}.{number})"
             )
-        doomed = [(b, n, reason) for b, n, raw, reason in candidates if any(p.found_in(raw.encode()) for p in probes)]
-        raw_rows, batches = remove_raw_rows(con, f"user_id in ({marks})", ids, doomed)
+            doomed += [(table, b, n, reason) for b, n, reason in named]
+        per_batch_raw: dict[str, int] = {}
+        # A batch counts events, or served slates (an impression batch): one slate is many impression_items rows.
+        for table, counted in (("raw.events", "count(*)"), ("raw.impression_items", "count(distinct request_id)")):
+            rows = con.execute(
+                f"select batch_id, {counted} from {table} where user_id in ({marks}) group by batch_id", ids
+            ).fetchall()
+            for batch, count in rows:
+                per_batch_raw[batch] = per_batch_raw.get(batch, 0) + count
+        per_batch_quarantine: dict[str, dict[str, int]] = {}
+        for _, batch, _, reason in doomed:
+            per_batch_quarantine.setdefault(batch, {}).setdefault(reason, 0)
+            per_batch_quarantine[batch][reason] += 1
+        raw_rows = con.execute(f"select count(*) from raw.events where user_id in ({marks})", ids).fetchone()[0]
+        con.execute(f"delete from raw.events where user_id in ({marks})", ids)
+        batches = 0
+        for batch in sorted(set(per_batch_raw) | set(per_batch_quarantine)):
+            batches += _recount_batch(con, batch, per_batch_raw.get(batch, 0), per_batch_quarantine.get(batch, {}))
         other_rows, other_tables = 0, []
         for schema, table in _user_tables(con):
             if (schema, table) == ("raw", "events") or (schema, table) == ("monitoring", "drift_baseline"):

@@ -1,6 +1,7 @@
 """Pseudonymise a classified ingest batch before it is written (the hasher is serving/pseudonyms.py's).
 
-Called once per batch by ``pipelines/ingest/batch.py``, on the rule engine's ``classified`` table,
+Called once per batch by ``pipelines/ingest/batch.py``, on the rule engine's ``incoming`` rows (the
+outcomes are in ``classified``: one row per quarantined line),
 after every rule has run (the duplicate, bot and retry rules see the ids as sent: the mapping is
 one to one, so their outcome is the same) and before anything reaches the warehouse:
 - accepted rows: ``user_id`` becomes its pseudonym (one HMAC per distinct user of the batch);
@@ -22,16 +23,19 @@ from serving.pseudonyms import Pseudonymizer
 WITHHELD = "[withheld: pseudonymised ingest could not read a user id in this row; {size} bytes, sha256 {digest}]"
 
 
-def pseudonymize_classified(con, pseudonymize: Pseudonymizer) -> int:
-    """Replace the user ids of `classified` (a DuckDB table) by their pseudonyms; the distinct users hashed."""
+def pseudonymize_batch(con, pseudonymize: Pseudonymizer) -> int:
+    """Replace the user ids of `incoming` (a DuckDB table) by their pseudonyms, and protect the raw content
+    of its quarantined rows (those `classified` names); returns the distinct users hashed."""
     import pyarrow as pa
 
     from pipelines.privacy.forget import replace_tokens
 
-    users = [u for (u,) in con.execute("select distinct user_id from classified where user_id is not null").fetchall()]
+    users = [u for (u,) in con.execute("select distinct user_id from incoming where user_id is not null").fetchall()]
     mapping = pa.table({"raw_id": users, "pseudonym": [pseudonymize(u) for u in users]}, schema=pa.schema(
         [("raw_id", pa.string()), ("pseudonym", pa.string())]))  # fmt: skip
-    quarantined = con.execute("select line_number, raw, user_id from classified where reason is not null").fetchall()
+    quarantined = con.execute(
+        "select line_number, raw, user_id from incoming join classified using (line_number)"
+    ).fetchall()
     protected = []
     for line_number, raw, user_id in quarantined:
         if raw is None:
@@ -44,18 +48,18 @@ def pseudonymize_classified(con, pseudonymize: Pseudonymizer) -> int:
             protected.append((line_number, WITHHELD.format(size=len(data), digest=hashlib.sha256(data).hexdigest())))
     raw_rows = pa.table(
         {"line_number": [n for n, _ in protected], "raw": [r for _, r in protected]},
-        schema=pa.schema([("line_number", classified_line_type(con)), ("raw", pa.string())]),
+        schema=pa.schema([("line_number", incoming_line_type(con)), ("raw", pa.string())]),
     )
     con.register("pseudonym_map", mapping)
     con.register("pseudonymised_raw", raw_rows)
     try:
         con.execute(
-            "update classified set user_id = pseudonym_map.pseudonym from pseudonym_map "
-            "where classified.user_id = pseudonym_map.raw_id"
+            "update incoming set user_id = pseudonym_map.pseudonym from pseudonym_map "
+            "where incoming.user_id = pseudonym_map.raw_id"
         )
         con.execute(
-            "update classified set raw = pseudonymised_raw.raw from pseudonymised_raw "
-            "where classified.line_number = pseudonymised_raw.line_number"
+            "update incoming set raw = pseudonymised_raw.raw from pseudonymised_raw "
+            "where incoming.line_number = pseudonymised_raw.line_number"
         )
     finally:
         con.unregister("pseudonym_map")
@@ -63,9 +67,9 @@ def pseudonymize_classified(con, pseudonymize: Pseudonymizer) -> int:
     return len(users)
 
 
-def classified_line_type(con):
-    """The Arrow type of classified.line_number (an integer of the engine's choosing)."""
+def incoming_line_type(con):
+    """The Arrow type of incoming.line_number (an integer of the engine's choosing)."""
     import pyarrow as pa
 
-    kinds = con.execute("select typeof(line_number) from classified limit 1").fetchall()
+    kinds = con.execute("select typeof(line_number) from incoming limit 1").fetchall()
     return {"INTEGER": pa.int32(), "BIGINT": pa.int64()}.get(kinds[0][0] if kinds else "BIGINT", pa.int64())

@@ -32,6 +32,8 @@ from models.columns import Columns
 from models.lists.ranked import ListRules, item_vectors
 from models.lists.stored import build_lists
 from pipelines.publication.item_index import write_item_index
+from pipelines.reports.bias_audit import audit_publication, publication_audit_input
+from pipelines.reports.index import write_index
 from pipelines.settings import Settings
 from pipelines.validation.checkpoints import validate_publication
 from pipelines.warehouse.connection import read_frame
@@ -119,7 +121,7 @@ def read_items(settings: Settings) -> pd.DataFrame:
     """The catalog's items (``marts.item_features`` rows it lists): what the lists and items.parquet need."""
     return read_frame(
         settings,
-        "select item_id, title, category, price, in_stock, is_blocked from marts.item_features "
+        "select item_id, title, category, seller, price, in_stock, is_blocked from marts.item_features "
         "where in_catalog order by item_id",
     )
 
@@ -163,6 +165,8 @@ def publish(settings: Settings) -> PublishResult:
     # The item's row in items.parquet / the index, beside its id: serving reads 4 bytes per row
     # instead of decoding 100M id strings.
     user_recs["item_row"] = pd.Index(indexed[Columns.Item]).get_indexer(user_recs[Columns.Item]).astype(np.int32)
+    # Audited before anything is written: a publication whose audit cannot be made does not go live.
+    audit = publication_audit_input(model, items, user_recs, settings)
 
     root = settings.published_dir
     root.mkdir(parents=True, exist_ok=True)
@@ -207,6 +211,8 @@ def publish(settings: Settings) -> PublishResult:
             raise
         switch_current(root, version)
         prune_versions(root, settings.publish_keep_versions)
+    audit_publication(settings, audit, facts, version, manifest["rules"]["applied"])
+    write_index(settings)
     result = PublishResult(version, final, manifest["counts"]["users"], len(indexed))
     log.info(result.summary())
     return result

@@ -3,7 +3,8 @@
 Each section is a trend by week against the previous weeks: events in and quarantined by reason
 (by landing day), validation results, drift measures, the champion and its offline metrics
 (cold-start users included), catalog coverage and intra-list diversity of each kept publication,
-and serving's fallback share and p99 as the health checks measured them. Anomalies come first, in
+serving's fallback share and p99 as the health checks measured them, and serving's failed answers
+and fallbacks by reason (its failure log, pipelines/operations/failures.py). Anomalies come first, in
 plain words: a metric whose latest week leaves the range of the previous ``report_anomaly_weeks``
 by more than ``report_anomaly_tolerance`` of it. Plots are embedded PNGs: the page works offline.
 """
@@ -17,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from models.columns import Columns
+from pipelines.operations.failures import failure_log_dir, weekly_failures
 from pipelines.operations.health import SERVING_LEVELS
 from pipelines.reports import html
 from pipelines.reports.index import HEALTH_REPORT, write_index
@@ -71,7 +73,7 @@ def weekly_events(con) -> pd.DataFrame:
         con,
         "select date_trunc('week', landing_date) as week, sum(rows_input) as rows_in, "
         "sum(rows_accepted) as accepted, sum(rows_quarantined) as quarantined "
-        "from raw.batches group by 1 order by 1",
+        "from raw.batches where source <> 'impressions' group by 1 order by 1",  # slates are not events
     )
     frame["quarantined_share"] = frame["quarantined"] / frame["rows_in"].where(frame["rows_in"] > 0)
     return frame
@@ -161,20 +163,39 @@ def champion_lines(settings: Settings) -> list[list[object]]:
     return head + [[name, f"{metrics[name]:.4f}"] for name in shown]
 
 
-def _plot(frame: pd.DataFrame, title: str, ylabel: str) -> str:
+def _plot(frame: pd.DataFrame, title: str, ylabel: str, stacked_bars: bool = False) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(9, 3))
-    frame.plot(ax=ax, marker="o")
+    if stacked_bars:  # counts that add up (answers by reason): every week labelled, its total visible
+        frame.plot(ax=ax, kind="bar", stacked=True, rot=0)
+    else:
+        frame.plot(ax=ax, marker="o")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)  # beside the lines, never over them
     ax.set_title(title)
     ax.set_ylabel(ylabel)
     ax.set_xlabel("week")
     ax.grid(alpha=0.3)
     return html.figure_img(fig, title)
+
+
+def failures_section(failures: pd.DataFrame, settings: Settings) -> str:
+    """Serving's failed answers (4xx/5xx) and fallbacks per week by reason, from its failure log."""
+    body = "<h2>Failed requests and fallbacks (serving's failure log)</h2>"
+    where = html.escape(str(failure_log_dir(settings)))
+    if failures.empty:
+        return body + f"<p class='none'>No failed request or fallback logged (log: {where}).</p>"
+    body += (
+        "<p class='sub'>Answers per week by reason: 4xx/5xx answers of the API and fallback answers "
+        f"(<code>unknown_user</code>, status 200). Read from {where} and the daily counts the health checks "
+        "kept (monitoring.failed_requests).</p>"
+    )
+    body += _plot(failures, "failed requests and fallbacks by reason", "answers", stacked_bars=True)
+    rows = [[week, *[int(v) for v in row], int(row.sum())] for week, row in failures.iterrows()]
+    return body + html.table(["week", *failures.columns, "all"], rows)
 
 
 def write_health_report(settings: Settings) -> Path:
@@ -192,6 +213,7 @@ def write_health_report(settings: Settings) -> Path:
             events, reasons = weekly_events(con), weekly_reasons(con)
             validation, serving = weekly_validation(con), weekly_serving(con)
             drift, quality = latest_drift(con), publication_quality(settings, con)
+            failures = weekly_failures(settings, con)
         found += anomalies(events["accepted"], "accepted events", settings)
         found += anomalies(events["quarantined_share"], "quarantined share", settings)
         for reason in reasons.columns:
@@ -199,6 +221,8 @@ def write_health_report(settings: Settings) -> Path:
         found += anomalies(validation["pass_rate"], "validation pass rate", settings)
         for level in serving.columns:
             found += anomalies(serving[level], level, settings)
+        for reason in failures.columns:
+            found += anomalies(failures[reason], f"serving answers logged as {reason}", settings)
 
         body = "<h2>Events in and quarantined (by landing week)</h2>"
         body += _plot(events[["rows_in", "accepted", "quarantined"]], "events per landing week", "rows")
@@ -245,6 +269,7 @@ def write_health_report(settings: Settings) -> Path:
             body += html.table(
                 ["week", *serving.columns], [[w, *[f"{v:.4g}" for v in r]] for w, r in serving.iterrows()]
             )
+        body += failures_section(failures, settings)
         body += "<h2>Online experiments</h2><p class='none'>No impressions are logged yet, so there is no "
         body += "click-through rate by variant.</p>"
         sections.append(body)

@@ -8,12 +8,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pipelines.reports import html
+from pipelines.reports.bias_audit import AUDIT_DIR
+from pipelines.reports.bias_audit import KINDS as AUDIT_KINDS
 from pipelines.reports.diagnosis_report import list_diagnoses
 from pipelines.settings import Settings
 from pipelines.warehouse.connection import connect
 
 CHECKPOINTS = ("raw_batch", "marts", "publication")
 HEALTH_REPORT = Path("health") / "weekly.html"  # below reports/; written by pipelines/reports/health_report.py
+EXPERIMENTS_DIR = Path("experiments")  # below reports/: <name>.json + <name>.html (pipelines/experiments/readout.py)
 
 
 def _modified(path: Path) -> str:
@@ -95,6 +98,28 @@ def _drift_rows(settings: Settings) -> list[list[str]]:
     return rows
 
 
+def _experiment_rows(settings: Settings) -> list[list[str]]:
+    """One row per experiment read out (its JSON record beside its page), newest first; unreadable ones named."""
+    import json
+
+    folder = settings.reports_dir / EXPERIMENTS_DIR
+    records = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True) if folder.exists() else []
+    rows = []
+    for record in records:
+        page = record.with_suffix(".html")
+        try:
+            data = json.loads(record.read_text())
+            decision, as_of, reason = data["decision"], data["as_of"][:16].replace("T", " "), data["reasons"][0]
+        except (OSError, ValueError, KeyError, IndexError, TypeError):
+            decision, as_of, reason = "unreadable record", "-", str(record.name)
+        css = {"ship": "ok", "keep running": "warn"}.get(decision, "bad")
+        rows.append(
+            [_link(settings.reports_dir, page, record.stem), f"<span class='{css}'>{html.escape(decision)}</span>",
+             html.escape(reason), f"{as_of} UTC"]
+        )  # fmt: skip
+    return rows
+
+
 def write_index(settings: Settings) -> Path:
     root = settings.reports_dir
     root.mkdir(parents=True, exist_ok=True)
@@ -120,6 +145,19 @@ def write_index(settings: Settings) -> Path:
         body += html.table(["checked", "window end", "verdict", "report"], drift_rows, frozenset({2, 3}))
     body += "<h2>Model evaluation</h2>"
     body += f"<p>{_link(root, evaluation, 'latest evaluation report')} &middot; updated {_modified(evaluation)}</p>"
+    body += "<h2>Bias audit</h2><p>"
+    body += " &middot; ".join(
+        f"{_link(root, root / AUDIT_DIR / f'{kind}-latest.html', f'latest {kind} audit')} "
+        f"(updated {_modified(root / AUDIT_DIR / f'{kind}-latest.html')})"
+        for kind in AUDIT_KINDS
+    )
+    body += "</p>"
+    body += "<h2>Experiments</h2>"
+    experiments = _experiment_rows(settings)
+    if experiments:
+        body += html.table(["experiment", "decision", "first reason", "read out"], experiments, frozenset({0, 1, 2}))
+    else:
+        body += "<p class='none'>None read out yet: <code>recforge experiments readout NAME</code> writes one.</p>"
     body += "<h2>User diagnoses</h2>"
     diagnoses = list_diagnoses(settings)
     if diagnoses:

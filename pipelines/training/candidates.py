@@ -3,8 +3,9 @@
 A model class registers itself in ``models.base._REGISTRY`` under its ``name`` when its module is
 imported. A candidate's constructor parameter ``p`` takes, in order: ``train_model_params[name][p]``
 (an explicit choice, never tuned), else its tuned value (``pipelines/training/tuning.py``, when
-training passes them), else the setting ``<name>_<p>`` if there is one (``als_factors``), else the
-class default; ``random_state`` is ``train_random_state``.
+training passes them), else the setting ``<name>_<p>`` if there is one (``als_factors``), else that of a
+model it extends (``settings_names``: ``als_content`` takes ``als_factors``), else the class default;
+``random_state`` is ``train_random_state``.
 """
 
 from __future__ import annotations
@@ -51,8 +52,11 @@ def candidate_params(name: str, settings: Settings, tuned: dict | None = None) -
             params[parameter] = tuned[parameter]
         elif parameter == "random_state":
             params[parameter] = settings.train_random_state
-        elif f"{name}_{parameter}" in type(settings).model_fields:
-            params[parameter] = getattr(settings, f"{name}_{parameter}")
+        else:
+            for prefix in getattr(cls, "settings_names", (name,)):
+                if f"{prefix}_{parameter}" in type(settings).model_fields:
+                    params[parameter] = getattr(settings, f"{prefix}_{parameter}")
+                    break
     return params
 
 
@@ -61,7 +65,9 @@ def candidate_factories(
 ) -> dict[str, Callable[[], Recommender]]:
     """name -> a function that makes a fresh, unfitted model, for every configured candidate.
 
-    ``tuned``: model name -> its tuned parameter values, which take the place of settings and defaults.
+    ``tuned``: model name -> its tuned parameter values, which take the place of settings and defaults;
+    a model that extends another (``settings_names``) also takes that one's tuned values for the
+    parameters it shares, its own first.
     """
     if not settings.train_candidates:
         raise ValueError("train_candidates is empty: name at least one registered model")
@@ -70,9 +76,17 @@ def candidate_factories(
         raise ValueError(f"train_candidates names {duplicates} more than once")
     tuned = tuned or {}
     return {
-        name: partial(model_class(name), **candidate_params(name, settings, tuned.get(name)))
+        name: partial(model_class(name), **candidate_params(name, settings, inherited_tuned(name, tuned)))
         for name in settings.train_candidates
     }
+
+
+def inherited_tuned(name: str, tuned: dict[str, dict]) -> dict:
+    """A model's tuned values over those of the models it extends (``settings_names``: ALS's for als_content)."""
+    merged: dict = {}
+    for prefix in reversed(getattr(model_class(name), "settings_names", (name,))):
+        merged.update(tuned.get(prefix, {}))
+    return merged
 
 
 def recipe_factory(name: str, params: dict) -> Callable[[], Recommender]:

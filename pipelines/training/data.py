@@ -66,13 +66,15 @@ def read_catalog(settings: Settings) -> pd.DataFrame:
     """The catalog's items (not items seen only in events) with what the list rules and models use."""
     return read_frame(
         settings,
-        "select item_id, category, price, created_at, in_stock, is_blocked from marts.item_features where in_catalog",
+        "select item_id, title, description, attributes, category, seller, price, created_at, in_stock, is_blocked "
+        "from marts.item_features where in_catalog",
     )
 
 
 def item_features(catalog: pd.DataFrame) -> pd.DataFrame:
-    """Static item attributes for models that use them, indexed by item id; created_at in epoch seconds."""
-    features = catalog.set_index("item_id")[["category", "price", "created_at"]].copy()
+    """Static item attributes and content for models that use them, indexed by item id; created_at in epoch seconds."""
+    columns = [c for c in ("category", "price", "created_at", "title", "description", "attributes") if c in catalog]
+    features = catalog.set_index("item_id")[columns].copy()
     stamps = pd.to_datetime(features["created_at"], utc=True)
     features["created_at"] = (stamps - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
     return features

@@ -33,7 +33,7 @@ from models.base import Recommender
 from models.evaluation.diagnosis import FALLBACK, ListEntry, UserDiagnosis, diagnose_user
 from models.evaluation.splits import Fold, user_last_n_fold
 from models.lists.ranked import ListRules
-from models.lists.rules import allowed_and_categories, catalog_status
+from models.lists.rules import allowed_and_categories, catalog_status, seller_codes
 from models.lists.stored import fallback_list
 from pipelines.settings import Settings
 from pipelines.training.candidates import candidate_factories, recipe_factory
@@ -170,7 +170,7 @@ class Diagnoser:
             except ValueError as error:
                 raise DiagnoseError(f"cannot diagnose {user_id!r}: {error}") from None
             fitted, kind = self.fit(fold), "recent"
-        forbidden, names = catalog_status(fold.train.item_ids, self.catalog)
+        forbidden, names = catalog_status(fitted.final.item_ids, self.catalog)
         diagnosis = diagnose_user(
             fitted.final,
             fitted.generators,
@@ -183,6 +183,7 @@ class Diagnoser:
             self.depth,
             target_kind=kind,
             generator_note=fitted.note,
+            sellers=seller_codes(fitted.final.item_ids, self.catalog),
         )
         diagnosis.skipped_generators = dict(fitted.skipped)
         split = (

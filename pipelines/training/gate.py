@@ -5,7 +5,10 @@ A challenger becomes champion only if
    strictly, so a tie (an identical retrain scores exactly what the champion scores on the same folds)
    keeps the champion, unless ``promotion_allow_tie`` lets the fresher model take over at equal scores; and
 2. no guardrail regresses beyond its tolerance: cold-segment NDCG@k at least the champion's x
-   (1 - ``gate_max_cold_ndcg_drop``), catalog coverage@k at least the champion's x (1 - ``gate_max_coverage_drop``).
+   (1 - ``gate_max_cold_ndcg_drop``), catalog coverage@k at least the champion's x (1 - ``gate_max_coverage_drop``),
+   and the exposure guardrail: the Gini of item exposure in the top k at most the champion's + ``gate_max_gini_rise``
+   (an absolute tolerance: Gini is already a share in [0, 1], and a model that concentrates the slots on fewer
+   items narrows what the catalog's sellers and long tail get even if its NDCG is better).
 The metric names come from ``models.metrics.MetricNames`` at the configured cut-offs.
 
 Both sides are measured on the same folds: training re-fits the champion's recipe (algorithm and
@@ -35,9 +38,14 @@ def guardrail_metrics(settings: Settings) -> dict[str, float]:
     return {names.cold_primary: settings.gate_max_cold_ndcg_drop, names.coverage: settings.gate_max_coverage_drop}
 
 
+def exposure_guardrail(settings: Settings) -> tuple[str, float]:
+    """The exposure guardrail's metric (Gini of top-k exposure) and its allowed absolute rise."""
+    return metric_names(settings).exposure_gini, settings.gate_max_gini_rise
+
+
 def gate_metrics(settings: Settings) -> list[str]:
     """Every metric the gate reads: the primary one, then the guardrails."""
-    return [primary_metric(settings), *guardrail_metrics(settings)]
+    return [primary_metric(settings), *guardrail_metrics(settings), exposure_guardrail(settings)[0]]
 
 
 def missing_gate_metrics(settings: Settings, sides: dict[str, dict[str, float]]) -> str:
@@ -84,16 +92,19 @@ class Check:
     challenger_std: float = 0.0
     champion_std: float = 0.0
     strict: bool = False  # must exceed `required` (beyond float noise), not merely reach it
+    upper: bool = False  # `required` is a ceiling (lower is better, e.g. exposure Gini), not a floor
 
     @property
     def passed(self) -> bool:
+        if self.upper:
+            return self.challenger <= self.required + 1e-12
         if self.strict:
             return self.challenger > self.required + 1e-12
         return self.challenger >= self.required - 1e-12
 
     def describe(self) -> str:
         verdict = "pass" if self.passed else "FAIL"
-        needs = ">" if self.strict else ">="
+        needs = "<=" if self.upper else ">" if self.strict else ">="
         return (
             f"{verdict} {self.name}: {self.metric} challenger {self.challenger:.4f} (std {self.challenger_std:.4f}) "
             f"vs champion {self.champion:.4f} (std {self.champion_std:.4f}); "
@@ -150,13 +161,16 @@ def decide(
         why = missing_gate_metrics(settings, {"the challenger": challenger, "the champion": champion})
         raise ValueError(f"the gate needs {missing} for both challenger and champion: {why}")
 
-    def check(name: str, metric: str, factor: float, rule: str, strict: bool = False) -> Check:
+    def check(
+        name: str, metric: str, factor: float, rule: str, strict: bool = False, rise: float | None = None
+    ) -> Check:
         return Check(
             name=name,
             metric=metric,
             challenger=challenger[metric],
             champion=champion[metric],
-            required=champion[metric] * factor,
+            required=champion[metric] * factor if rise is None else champion[metric] + rise,
+            upper=rise is not None,
             rule=rule,
             challenger_std=challenger.get(metric + STD_SUFFIX, 0.0),
             champion_std=champion.get(metric + STD_SUFFIX, 0.0),
@@ -171,4 +185,6 @@ def decide(
     for metric, drop in guardrail_metrics(settings).items():
         name = "guardrail_" + metric.replace(".", "_")
         checks.append(check(name, metric, 1 - drop, f"champion x (1 - {drop:g} tolerance)"))
+    gini, rise = exposure_guardrail(settings)
+    checks.append(check("guardrail_exposure_gini", gini, 1.0, f"champion + {rise:g} (gate_max_gini_rise)", rise=rise))
     return GateDecision(all(c.passed for c in checks), basis, champion_version, checks)

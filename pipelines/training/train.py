@@ -36,6 +36,7 @@ from models import Recommender
 from models.columns import Columns
 from models.evaluation import backtest
 from models.evaluation.backtest import STD_SUFFIX
+from pipelines.reports.bias_audit import audit_training
 from pipelines.reports.index import write_index
 from pipelines.settings import REPO_ROOT, Settings
 from pipelines.training.candidates import UnknownCandidate, candidate_factories, recipe_factory
@@ -144,6 +145,9 @@ def train_and_register(settings: Settings, airflow: AirflowRun | None = None, dr
                 "gate_max_cold_ndcg_drop": settings.gate_max_cold_ndcg_drop,
                 "gate_max_coverage_drop": settings.gate_max_coverage_drop,
                 "category_cap": settings.category_cap,
+                "gate_max_gini_rise": settings.gate_max_gini_rise,
+                "calibration_lambda": settings.calibration_lambda,
+                "seller_cap": settings.seller_cap,
             }
         )
         backtest_candidates(factories, run, tags)
@@ -184,6 +188,7 @@ def train_and_register(settings: Settings, airflow: AirflowRun | None = None, dr
             settings, run, tags, best=best, decision=decision, headline=headline, champion_label=champion_label
         )
         mlflow.log_artifact(str(report), artifact_path="reports")
+        audit_training(settings, run, best, champion_label, tags)
     write_index(settings)
     result = TrainResult(
         run_id=parent.info.run_id,

@@ -34,12 +34,55 @@ create table if not exists raw.items (
     attributes json
 );
 
+-- The catalog file raw.items was last loaded from (at most one row): a landing run whose catalog
+-- file has the same SHA-256 (and raw.items still its row count) keeps raw.items instead of
+-- re-reading and rewriting it; anything else that writes raw.items deletes this row.
+create table if not exists raw.catalog_snapshot (
+    file      varchar not null,
+    sha256    varchar not null,
+    items     integer not null,
+    loaded_at timestamptz not null
+);
+
 -- One row per rejected input row: its raw text, why, and where it came from.
 create table if not exists quarantine.events (
     batch_id     varchar not null,
     landing_date date not null,
     file         varchar not null,
     line_number  integer not null,
+    reason       varchar not null,
+    raw          varchar not null,
+    ingested_at  timestamptz not null
+);
+
+-- One row per shown item of an accepted served slate (serving/impressions/format.py lands one row per
+-- answer with the items as lists; ingest unnests them here, so the warehouse needs no list type).
+create table if not exists raw.impression_items (
+    request_id     varchar not null,
+    served_at      timestamptz not null,
+    endpoint       varchar not null,
+    user_id        varchar,
+    anchor_item_id varchar,
+    fallback       boolean not null,
+    version        varchar not null,
+    experiment     varchar,
+    variant        varchar,
+    slate_size     integer not null,
+    position       integer not null,   -- 1 = first shown
+    item_id        varchar not null,
+    score          double precision not null,
+    propensity     double precision,
+    batch_id       varchar not null,
+    landing_date   date not null,
+    ingested_at    timestamptz not null
+);
+
+-- One row per rejected served slate: the slate as JSON, why, and where it came from.
+create table if not exists quarantine.impressions (
+    batch_id     varchar not null,
+    landing_date date not null,
+    file         varchar not null,
+    row_number   integer not null,
     reason       varchar not null,
     raw          varchar not null,
     ingested_at  timestamptz not null
@@ -124,6 +167,16 @@ create table if not exists monitoring.health_checks (
     objective    double precision not null,
     breached     boolean not null,
     detail       varchar
+);
+
+-- One row per UTC day x reason x status of serving's failure log (pipelines/operations/failures.py):
+-- what the weekly report counts after the bounded log has rotated those records out.
+create table if not exists monitoring.failed_requests (
+    day          date not null,
+    reason       varchar not null,    -- serving.failures.Reason
+    status       integer not null,    -- the HTTP status answered (200 for a fallback)
+    answers      bigint not null,
+    recorded_at  timestamptz not null
 );
 
 -- One row per webhook notification delivered, so a retried check never tells the operators twice.

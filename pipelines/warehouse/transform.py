@@ -118,6 +118,7 @@ DBT_VARS = (
     "bot_max_events_per_day",
     "cold_user_below",
     "segment_power_above",
+    "attribution_window_hours",
     *SIGNAL_WEIGHT_SETTINGS.values(),
 )
 

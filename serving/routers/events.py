@@ -1,18 +1,22 @@
 from __future__ import annotations
 
 import hmac
+import logging
 from datetime import UTC, datetime
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.security import HTTPBearer
 
 from serving.collector import CollectorUnavailable
 from serving.collector.intake import JSON_TYPES, NDJSON_TYPES, BadBody, read_events
+from serving.errors import ApiError, record_failure
 from serving.events import REASON_DESCRIPTIONS, EventWindow
+from serving.failures import Reason
 from serving.responses import JSONBytes
 from serving.schemas import CollectedEvents, ErrorDetail
 
 router = APIRouter(prefix="/v1", tags=["events"])
+log = logging.getLogger(__name__)
 UNAUTHORIZED_HEADERS = {"WWW-Authenticate": "Bearer"}
 
 ANSWERS = {
@@ -88,12 +92,19 @@ async def collect_events(request: Request) -> JSONBytes:
     state = request.app.state
     collector = state.collector
     if collector is None:
-        raise HTTPException(503, "the collector is off: set RECFORGE_COLLECTOR_APP_KEY (or _FILE) to turn it on")
+        raise ApiError(
+            503, Reason.COLLECTOR_OFF, "the collector is off: set RECFORGE_COLLECTOR_APP_KEY (or _FILE) to turn it on"
+        )
     key = state.collector_key
     given = request.headers.get("authorization", "")
     scheme, _, token = given.partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), key):
-        raise HTTPException(401, "a valid app key is required: Authorization: Bearer <key>", UNAUTHORIZED_HEADERS)
+        raise ApiError(
+            401,
+            Reason.UNAUTHORIZED,
+            "a valid app key is required: Authorization: Bearer <key>",
+            headers=UNAUTHORIZED_HEADERS,
+        )
     settings = state.collector_settings
     now = datetime.now(UTC)
     window = EventWindow.for_arrival(now, settings.late_arrival_days, settings.future_tolerance_seconds)
@@ -103,16 +114,29 @@ async def collect_events(request: Request) -> JSONBytes:
             state.pseudonymize,
         )  # fmt: skip
     except BadBody as error:
-        raise HTTPException(error.status, str(error)) from None
+        raise ApiError(error.status, Reason.INVALID_EVENTS, str(error)) from None
     metrics = state.metrics
     if intake.lines:
         try:
             await collector.append(window.landing_date, intake.lines)
         except CollectorUnavailable as error:
             metrics.collector_unavailable(len(intake.lines))
-            raise HTTPException(503, f"{error}; nothing of this request was acknowledged: send it again") from None
+            raise ApiError(
+                503, Reason.COLLECTOR_UNAVAILABLE, f"{error}; nothing of this request was acknowledged: send it again"
+            ) from None
+        await _update_sessions(state.sessions, intake.lines)
     metrics.collected(len(intake.lines), intake.errors)
     status = 200 if not intake.errors else 207 if intake.lines else 422
+    if status == 422:  # an answer, not an exception: logged here
+        record_failure(request, 422, Reason.INVALID_EVENTS, f"all {len(intake.errors)} event(s) rejected")
     return JSONBytes(
         {"accepted": len(intake.lines), "rejected": len(intake.errors), "errors": intake.errors}, status_code=status
     )
+
+
+async def _update_sessions(sessions, lines: list[bytes]) -> None:
+    """Durable events reach the session store (serving/session.py); its failure never un-acknowledges them."""
+    try:
+        await sessions.record(lines)
+    except Exception:  # the events are stored: the next answer merely misses them
+        log.exception("sessions: could not record %d acknowledged event(s)", len(lines))

@@ -1,16 +1,19 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Request
 
 from serving.dependencies import (
+    answer_responses,
     checked_id,
     checked_k,
-    error_responses,
     excluded_ids,
     filters,
     live_publication,
     openapi_parameters,
 )
+from serving.errors import ApiError
+from serving.failures import Reason
+from serving.impressions.log import SIMILAR_ITEMS
 from serving.responses import JSONBytes
 from serving.schemas import SimilarItems
 
@@ -22,7 +25,7 @@ router = APIRouter(prefix="/v1/items", tags=["items"])
     "/{item_id}/similar",
     response_class=JSONBytes,
     response_model=SimilarItems,
-    responses=error_responses(404, 422, 503),
+    responses=answer_responses(404, 422, 503),
     summary="Items similar to an item",
     description=(
         "The `k` items nearest to the item by the published item embeddings (cosine similarity), "
@@ -34,11 +37,21 @@ def similar_items(request: Request) -> JSONBytes:
     # A plain `def`: the FAISS search runs in the thread pool (it releases the GIL), so a slow
     # exact search over a large catalog never stalls the event loop that serves the other endpoints.
     item_id = checked_id("item_id", request.path_params["item_id"])
-    store = request.app.state.store
+    state = request.app.state
+    store = state.store
+    request_id = state.request_ids.for_request(request.scope["headers"])
     publication = live_publication(store)
     k = checked_k(request, publication)
     row = publication.item_rows.get(item_id)
     if row is None:
-        raise HTTPException(status_code=404, detail=f"item {item_id!r} is not in publication {publication.version}")
+        raise ApiError(
+            404,
+            Reason.UNKNOWN_ITEM,
+            f"item {item_id!r} is not in publication {publication.version}",
+            publication.version,
+        )
     blocked, excluded_rows = filters(publication, store, excluded_ids(request))
-    return JSONBytes(publication.similar_answer(item_id, row, k, blocked, excluded_rows))
+    slate = publication.similar_slate(row, k, blocked, excluded_rows)
+    if state.impressions is not None:
+        state.impressions.slate(request_id, SIMILAR_ITEMS, item_id, publication, slate[0], slate[1], False)
+    return JSONBytes(publication.similar_body(item_id, row, request_id, slate), request_id=request_id)

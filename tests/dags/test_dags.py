@@ -52,6 +52,7 @@ def test_dagbag_loads_without_import_errors_and_chains_by_assets(tmp_path):
         "recforge_train",
         "recforge_publish",
         "recforge_health",
+        "recforge_experiment_readout",
         "recforge_stream_ingest",
         "recforge_forget",
         "recforge_retention",

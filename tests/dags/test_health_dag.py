@@ -1,5 +1,6 @@
 """recforge_health through Airflow: a publication older than its level fails the run at
-enforce_service_levels, naming the level, after the webhook heard of it once."""
+enforce_service_levels, naming the level, after the webhook heard of it once (and not again when
+notify_operators runs a second time in the same run, as a retry does)."""
 
 import json
 import os
@@ -23,7 +24,10 @@ from airflow.dag_processing.dagbag import DagBag
 dag = DagBag(str(settings.dags_dir)).get_dag("recforge_health")
 dag_run = dag.test()
 states = {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
-print("RESULT " + json.dumps({"state": str(dag_run.state), "tasks": states, "run_id": dag_run.run_id}))
+# notify_operators retried in the same run (what Airflow does on a retry: the task body again, same run id)
+from pipelines.operations.health import notify
+again = notify(settings, dag_run.run_id)
+print("RESULT " + json.dumps({"state": str(dag_run.state), "tasks": states, "run_id": dag_run.run_id, "again": again}))
 """
 
 
@@ -52,5 +56,6 @@ def test_a_stale_publication_fails_the_health_dag_naming_publication_age(publish
     assert result["tasks"]["enforce_service_levels"].endswith("failed")
     assert "ServiceLevelBreached: service level(s) breached: publication_age_hours" in run.stdout + run.stderr
     assert len(hook.posts) == 1 and "publication_age_hours" in hook.posts[0]["text"]
+    assert result["again"] == f"already told for run {result['run_id']}"  # a retry never tells twice
     breached = [c.level for c in stored(copy_home(settings, tmp_path / "after"), result["run_id"]).breached]
     assert breached == ["publication_age_hours"]

@@ -257,3 +257,45 @@ def test_an_interval_owns_the_days_whose_midnight_it_contains():
     assert days_in_interval(DAY, DAY + timedelta(days=1)) == [DAY.date()]
     assert days_in_interval(DAY, DAY + timedelta(days=3)) == [DAY.date() + timedelta(days=n) for n in range(3)]
     assert days_in_interval(DAY + timedelta(hours=1), DAY + timedelta(days=1)) == []
+
+
+def catalog_state(settings) -> tuple[int, list]:
+    with connect(settings) as con:
+        items = con.execute("select count(*) from raw.items").fetchone()[0]
+        return items, con.execute("select sha256, items from raw.catalog_snapshot").fetchall()
+
+
+def test_an_unchanged_catalog_file_is_not_reloaded_and_a_changed_one_is(handmade):
+    write_day(handmade, DAY, [json.dumps(event(1))])
+    ingest_interval(handmade, DAY, DAY + timedelta(days=1))
+    items, snapshot = catalog_state(handmade)
+    assert items == handmade.sim_items and snapshot[0][1] == items
+    with connect(handmade) as con:  # what only a reload would undo: the run must keep it
+        con.execute("update raw.items set title = 'kept' where item_id = (select min(item_id) from raw.items)")
+    ingest_interval(handmade, DAY, DAY + timedelta(days=1))
+    with connect(handmade) as con:
+        assert con.execute("select count(*) from raw.items where title = 'kept'").fetchone()[0] == 1
+
+    with connect(handmade) as con:  # raw.items no longer has the file's rows: reloaded although the file is the same
+        con.execute("delete from raw.items where item_id = (select min(item_id) from raw.items)")
+    ingest_interval(handmade, DAY, DAY + timedelta(days=1))
+    assert catalog_state(handmade) == (items, snapshot)
+
+    path = catalog_file(handmade.landing_dir)
+    path.write_text("".join(path.read_text().splitlines(keepends=True)[:3]))  # a new snapshot: 3 items
+    result = ingest_interval(handmade, DAY, DAY + timedelta(days=1))
+    items, new_snapshot = catalog_state(handmade)
+    assert result.catalog_items == items == 3 and new_snapshot[0][1] == 3 and new_snapshot[0][0] != snapshot[0][0]
+
+
+def test_intervals_on_one_open_connection_each_commit_alone(handmade):
+    write_day(handmade, DAY, [json.dumps(event(1)), json.dumps(event(2))])
+    next_day = DAY + timedelta(days=1)
+    with connect(handmade) as warehouse:
+        first = ingest_interval(handmade, DAY, next_day, warehouse)
+        with pytest.raises(IngestError, match="no landing file for 2026-03-02"):
+            ingest_interval(handmade, next_day, next_day + timedelta(days=1), warehouse)
+        assert warehouse.execute("select count(*) from raw.events").fetchone()[0] == 2  # the failed one rolled back
+    assert first.rows_accepted == 2
+    with connect(handmade) as con:
+        assert con.execute("select count(*) from raw.batches").fetchone()[0] == 1

@@ -19,6 +19,7 @@ from models import (
     ALSRecommender,
     BM25ItemKNNRecommender,
     BPRRecommender,
+    ContentALSRecommender,
     CosineItemKNNRecommender,
     EASERecommender,
     PopularityRecommender,
@@ -51,6 +52,7 @@ def catalog() -> pd.DataFrame:
     return pd.DataFrame(
         {
             "item_id": items,
+            "title": [f"{'red lamp' if i < COMMUNITY_SIZE else 'blue kettle'} {i}" for i in range(len(items))],
             "category": ["c0" if i < COMMUNITY_SIZE else "c1" for i in range(len(items))],
             "price": np.linspace(5.0, 50.0, len(items)),
         }
@@ -58,7 +60,7 @@ def catalog() -> pd.DataFrame:
 
 
 def community_data() -> Interactions:
-    return Interactions.from_frame(community_walks(), item_features=catalog())
+    return Interactions.from_frame(community_walks(), item_features=catalog(), catalog=catalog())
 
 
 def community_of_items(data: Interactions, items: np.ndarray) -> np.ndarray:
@@ -190,6 +192,13 @@ class TestRecentPopularity(RecommenderContract):
 class TestALS(PersonalisedContract):
     def make(self):
         return ALSRecommender(factors=4, iterations=15, regularization=1.0, alpha=1.0, random_state=1)
+
+
+class TestALSContent(PersonalisedContract):
+    def make(self):
+        return ContentALSRecommender(
+            factors=4, iterations=15, regularization=1.0, alpha=1.0, encoder="tfidf", random_state=1
+        )
 
 
 class TestBPR(PersonalisedContract):

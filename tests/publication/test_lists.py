@@ -160,3 +160,33 @@ def test_an_item_bought_after_the_models_snapshot_is_not_recommended_back(champi
     again = build_lists(model, items, rules, bought_since)[0]
     assert item not in set(again.loc[again["user_id"] == user, "item_id"])
     assert len(again[again["user_id"] == user]) == len(recs[recs["user_id"] == user])
+
+
+def test_published_lists_hold_the_seller_cap_and_calibration_with_the_category_cap_and_no_blocked_item(champion):
+    """The mitigation rules in the lists publication stores: the seller cap holds in the top 10, calibration
+    brings the lists' category mix closer to the users' histories, and the other rules still hold."""
+    from models.evaluation.exposure import calibration_kl
+    from models.lists.rules import head_within_caps
+
+    settings, model, items, _ = champion
+    assert items["seller"].notna().all(), "the simulator gives every catalog item a seller"
+    codes = {item: code for code, item in enumerate(model.item_ids.astype(str))}
+    aligned = items.set_index("item_id").reindex(model.item_ids)
+    categories = pd.factorize(aligned["category"])[0]
+    sellers = pd.factorize(aligned["seller"])[0]
+    blocked = set(items.loc[items["is_blocked"] | ~items["in_stock"], "item_id"])
+
+    def matrix(recs):
+        ranked = np.full((len(model.user_ids), settings.publish_top_n), -1)
+        rows = pd.Index(model.user_ids.astype(str)).get_indexer(recs["user_id"])
+        ranked[rows, recs["rank"].to_numpy() - 1] = [codes[i] for i in recs["item_id"]]
+        return ranked
+
+    plain, capped = lists_with(champion), lists_with(champion, seller_cap=2, calibration_lambda=0.6)
+    head = settings.category_cap_head
+    assert not head_within_caps(matrix(plain), [(sellers, 2)], head).all(), "without the cap some seller floods"
+    per_category = max(1, int(np.floor(settings.category_cap * head)))
+    assert head_within_caps(matrix(capped), [(sellers, 2), (categories, per_category)], head).all()
+    assert not set(capped["item_id"]) & blocked
+    kl = [np.nanmean(calibration_kl(matrix(r), model.seen, categories, head)) for r in (plain, capped)]
+    assert kl[1] < kl[0]

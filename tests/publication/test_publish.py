@@ -310,3 +310,35 @@ def test_a_second_publisher_is_refused_while_one_holds_the_lock(published, tmp_p
     with publish_lock(settings.published_dir):
         with pytest.raises(PublishError, match="another publish or rollback holds"):
             rollback(settings)
+
+
+def test_a_catalog_item_nobody_touched_is_indexed_and_has_similar_items_with_the_content_model(built, tmp_path):
+    """The content hybrid as champion: a brand-new item (a twin of an existing one's text) is published."""
+    from pipelines.training.train import train_and_register
+    from pipelines.warehouse.transform import build_warehouse
+    from tests.serving.test_serving import client_for
+
+    settings = copy_home(built, tmp_path / "home", train_candidates=["als_content"], als_content_encoder="tfidf")
+    with connect(settings) as con:
+        twin = con.execute(
+            "select item_id from marts.item_features where in_catalog and users_total > 0 order by users_total desc"
+        ).fetchone()[0]
+        con.execute(
+            "insert into raw.items select 'i999999', title, category, price, true, false, created_at, attributes "
+            "from raw.items where item_id = ?",
+            [twin],
+        )
+    build_warehouse(settings)
+    train_and_register(settings)
+    publish(settings)
+    directory = live_dir(settings)
+    items = pd.read_parquet(directory / "items.parquet").set_index("item_id")
+    assert "i999999" in items.index  # a row of the FAISS index
+    recs = pd.read_parquet(directory / "user_recs.parquet")
+    assert (recs["item_id"] == "i999999").any()  # it takes list slots before anyone touched it
+    with client_for(settings) as client:
+        body = client.get("/v1/items/i999999/similar", params={"k": 5}).json()
+    neighbours = [item["item_id"] for item in body["items"]]
+    assert len(neighbours) == 5
+    same_category = items.loc[neighbours, "category"] == items.loc[twin, "category"]
+    assert same_category.mean() >= 0.6, (twin, neighbours)

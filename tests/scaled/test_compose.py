@@ -71,8 +71,9 @@ def test_every_service_is_there_with_a_health_check_and_named_volumes():
     for name in LONG_RUNNING:
         assert "healthcheck" in services[name], f"{name} has no health check"
     assert set(compose["volumes"]) == {
-        "postgres-data", "recforge-home", "mlflow-artifacts", "prometheus-data", "grafana-data"
+        "postgres-data", "recforge-home", "serving-failures", "mlflow-artifacts", "prometheus-data", "grafana-data"
     }  # fmt: skip
+    assert "serving-failures:/var/recforge-failures" in services["serving"]["volumes"]  # the one writer
     assert "mlflow-artifacts:/mlartifacts" in services["mlflow"]["volumes"]
     assert "postgresql" in " ".join(services["mlflow"]["command"].split())
     worker_env = (REPO_ROOT / ".env.example").read_text()

@@ -29,19 +29,41 @@ def live(published) -> Publication:
     return Publication(published.published_dir / current_version(published.published_dir))
 
 
+RID = b"0123456789abcdef0000002a"  # a request id as serving/impressions/request_ids.py makes them
+
+
+def fast_body(live, user, query, request_id=RID):
+    answer = live.fast_answer(user, query, request_id)
+    return None if answer is None else answer[0]
+
+
 def test_every_user_and_k_gets_the_python_paths_bytes(live):
     assert live.fast_answer is not None
     assert len(live.reason_names) > 2, "the real publication should have similar_to reasons beside model/popular"
     for user in live.user_ids.tolist():
         position = live.user_position(user)
         for k in (1, 7, live.top_n):
-            assert live.fast_answer(user, b"k=%d" % k) == live.user_answer(user, position, k, None, None), (user, k)
-        assert live.fast_answer(user, b"") == live.user_answer(user, position, 10, None, None)
+            assert fast_body(live, user, b"k=%d" % k) == live.user_answer(user, position, k, None, None, RID), (user, k)
+        assert fast_body(live, user, b"") == live.user_answer(user, position, 10, None, None, RID)
+
+
+def test_the_c_path_returns_the_users_position_and_the_slates_length_for_the_impression_log(live):
+    user = str(live.user_ids[2])
+    body, position, count = live.fast_answer(user, b"k=7", b"r-1")
+    assert position == live.user_position(user)
+    assert count == len(json.loads(body)["items"]) == min(7, int(live.offsets[position + 1] - live.offsets[position]))
+    assert json.loads(body)["request_id"] == "r-1"
+
+
+@pytest.mark.parametrize("request_id", [b"", b"a b", b'a"b', b"x" * 129])
+def test_a_request_id_outside_the_id_alphabet_is_refused_by_the_c_path(live, request_id):
+    with pytest.raises(ValueError, match="request_id"):
+        live.fast_answer(str(live.user_ids[0]), b"", request_id)
 
 
 def test_the_answer_is_json_of_the_stored_list(live):
     user = live.user_ids[0]
-    body = json.loads(live.fast_answer(str(user), b"k=5"))
+    body = json.loads(fast_body(live, str(user), b"k=5"))
     start = int(live.offsets[0])
     assert body["user_id"] == user and body["version"] == live.version and body["fallback"] is False
     assert [item["item_id"] for item in body["items"]] == [live.item_ids[r] for r in live.rec_items[start : start + 5]]
@@ -54,12 +76,12 @@ def test_the_answer_is_json_of_the_stored_list(live):
 )
 def test_queries_it_does_not_cover_go_to_the_python_path(live, query):
     assert live.top_n == 50
-    assert live.fast_answer(str(live.user_ids[0]), query) is None
+    assert live.fast_answer(str(live.user_ids[0]), query, RID) is None
 
 
 @pytest.mark.parametrize("user_id", ["never-seen", "", "bad id", "u\u00e9", "x" * 129])
 def test_unknown_or_malformed_ids_go_to_the_python_path(live, user_id):
-    assert live.fast_answer(user_id, b"") is None
+    assert live.fast_answer(user_id, b"", RID) is None
 
 
 def tables_for(user_ids: list[str], lists: list[list[int]], n_items: int = 3, **overrides):
@@ -95,9 +117,10 @@ def tables_for(user_ids: list[str], lists: list[list[int]], n_items: int = 3, **
 def test_ids_of_every_allowed_character_are_found_and_others_are_not():
     allowed = "AZaz09_.:-"
     tables = tables_for([allowed, "u1", "a b"], [[0, 1], [2], [0]])
-    answer = json.loads(_fastpath.user_answer(tables, allowed, b"k=2"))
+    answer = json.loads(_fastpath.user_answer(tables, allowed, b"k=2", RID)[0])
     assert answer == {
         "user_id": allowed,
+        "request_id": RID.decode(),
         "version": "v1",
         "fallback": False,
         "items": [
@@ -106,13 +129,15 @@ def test_ids_of_every_allowed_character_are_found_and_others_are_not():
         ],
     }
     assert re.fullmatch(ID_PATTERN, allowed)
-    assert _fastpath.user_answer(tables, "a b", b"") is None  # stored, but not an id the API accepts
-    assert _fastpath.user_answer(tables, "u", b"") is None and _fastpath.user_answer(tables, "u10", b"") is None
+    assert _fastpath.user_answer(tables, "a b", b"", RID) is None  # stored, but not an id the API accepts
+    assert _fastpath.user_answer(tables, "u", b"", RID) is None
+    assert _fastpath.user_answer(tables, "u10", b"", RID) is None
 
 
 def test_a_user_with_an_empty_list_gets_an_empty_items_array():
     tables = tables_for(["u1", "u2"], [[], [1]])
-    assert json.loads(_fastpath.user_answer(tables, "u1", b""))["items"] == []
+    body, position, count = _fastpath.user_answer(tables, "u1", b"", RID)
+    assert json.loads(body)["items"] == [] and count == 0 and position == 0
 
 
 @pytest.mark.parametrize(
@@ -139,12 +164,15 @@ def test_readyz_says_the_c_fast_path_is_in_use(published):
 
 def test_the_server_answers_the_same_bytes_with_and_without_the_fast_path(published):
     user = str(Publication(published.published_dir / current_version(published.published_dir)).user_ids[3])
+    headers = {"X-Request-ID": RID.decode()}  # the same id for both paths: the bytes must then be the same
     with client_for(published) as client:
         live = client.app.state.store.current
-        fast = [client.get(f"/v1/users/{user}/recommendations", params=p).content for p in ({}, {"k": 7})]
+        fast = [client.get(f"/v1/users/{user}/recommendations", params=p, headers=headers) for p in ({}, {"k": 7})]
         live.fast_answer = None
-        slow = [client.get(f"/v1/users/{user}/recommendations", params=p).content for p in ({}, {"k": 7})]
-    assert fast == slow
+        slow = [client.get(f"/v1/users/{user}/recommendations", params=p, headers=headers) for p in ({}, {"k": 7})]
+    assert [a.content for a in fast] == [a.content for a in slow]
+    assert {a.headers["x-request-id"] for a in fast + slow} == {RID.decode()}
+    fast = [a.content for a in fast]
     assert len(json.loads(fast[1])["items"]) == 7
 
 
@@ -188,4 +216,4 @@ def test_without_the_extension_a_publication_answers_through_python_alone(publis
     assert plain.fast_answer is None and plain.fast_path_bytes == 0
     assert plain.list_bytes == live.list_bytes - live.fast_path_bytes
     user = str(plain.user_ids[5])
-    assert plain.user_answer(user, plain.user_position(user), 4, None, None) == live.fast_answer(user, b"k=4")
+    assert plain.user_answer(user, plain.user_position(user), 4, None, None, RID) == fast_body(live, user, b"k=4")

@@ -80,3 +80,46 @@ def test_popularity_is_long_tailed(simulated):
     ranked = [n for _, n in counts.most_common()]
     top_decile = sum(ranked[: max(1, len(ranked) // 10)])
     assert top_decile / sum(ranked) > 0.25  # a uniform catalog would give 0.10
+
+
+def test_every_item_has_a_seller_drawn_from_the_seed_without_changing_the_events(tmp_path):
+    """Sellers come from their own random stream: same seed, same sellers; a few sellers hold much of the catalog."""
+    settings = make_settings(tmp_path / "a", sim_days=1)
+    simulate(settings)
+    items = [json.loads(line) for line in catalog_file(settings.landing_dir).read_text().splitlines()]
+    sellers = [item["attributes"]["seller"] for item in items]
+    assert all(s.startswith("seller_") for s in sellers)
+    counts = sorted((sellers.count(s) for s in set(sellers)), reverse=True)
+    assert 1 < len(counts) <= settings.sim_items // 20 and counts[0] > 2 * counts[-1]
+    again = make_settings(tmp_path / "b", sim_days=1)
+    simulate(again)
+    assert catalog_file(again.landing_dir).read_text() == catalog_file(settings.landing_dir).read_text()
+
+
+def test_items_get_a_title_and_description_from_their_category_and_latent_traits(simulated):
+    from pipelines.simulate import CATEGORY_NOUNS, TRAIT_WORDS
+
+    items = [json.loads(line) for line in catalog_file(simulated.landing_dir).read_text().splitlines()]
+    traits = {word for pair in TRAIT_WORDS for word in pair}
+    by_category: dict[str, set[str]] = {}
+    for item in items:
+        description = item["attributes"]["description"]
+        noun = next(n for n in CATEGORY_NOUNS if f" {n} " in f" {item['title']} ")
+        assert f"{noun} from the {item['category']} range" in description
+        assert item["title"].endswith(f" {int(item['item_id'][1:])}")
+        by_category.setdefault(item["category"], set()).add(noun)
+    assert all(len(nouns) == 1 for nouns in by_category.values())  # one product noun per category
+    assert any(word in traits for item in items for word in item["attributes"]["description"].split())
+
+
+def test_item_text_is_the_same_for_the_same_seed_and_differs_for_another(tmp_path):
+    from pipelines.simulate import simulate
+
+    plain = make_settings(tmp_path / "a", sim_days=2)
+    simulate(plain)
+    again = make_settings(tmp_path / "b", sim_days=2)
+    simulate(again)
+    assert catalog_file(plain.landing_dir).read_bytes() == catalog_file(again.landing_dir).read_bytes()
+    other = make_settings(tmp_path / "c", sim_days=2, sim_seed=7)
+    simulate(other)
+    assert catalog_file(plain.landing_dir).read_text() != catalog_file(other.landing_dir).read_text()

@@ -20,7 +20,9 @@ def child_models(client, run_id: str) -> list[str]:
 
 
 def test_the_default_set_is_every_algorithm_family():
-    assert {"ease", "itemknn_bm25", "als", "bpr", "popularity_recent", "sasrec", "ranker"} <= set(DEFAULT_CANDIDATES)
+    assert {"ease", "itemknn_bm25", "als", "als_content", "bpr", "popularity_recent", "sasrec", "ranker"} <= set(
+        DEFAULT_CANDIDATES
+    )
 
 
 def test_the_default_candidate_set_trains_end_to_end_and_the_ranker_refuses_too_short_folds(built, tmp_path):
@@ -58,3 +60,13 @@ def test_training_fails_naming_the_reasons_when_every_candidate_is_refused(train
     )
     with pytest.raises(RuntimeError, match="every candidate failed or was refused: ease refused: EASE needs a dense"):
         train_and_register(settings)
+
+
+def test_als_content_takes_als_settings_and_tuned_values_under_its_own():
+    from pipelines.training.candidates import candidate_factories
+
+    settings = Settings(train_candidates=["als", "als_content"], als_iterations=7, als_content_encoder="tfidf")
+    tuned = {"als": {"factors": 40, "alpha": 3.0}, "als_content": {"map_warm_users": 7, "alpha": 5.0}}
+    model = candidate_factories(settings, tuned)["als_content"]()
+    assert (model.factors, model.iterations, model.encoder) == (40, 7, "tfidf")
+    assert (model.alpha, model.map_warm_users) == (5.0, 7)  # its own tuned value wins over ALS's

@@ -62,7 +62,7 @@ def test_the_report_and_the_gate_record_are_logged_on_the_training_run(trained):
     settings, result = trained
     client = configure(settings)
     names = {a.path for a in client.list_artifacts(result.run_id, "reports")}
-    assert names == {f"reports/{result.report.name}"}
+    assert names == {f"reports/{result.report.name}", "reports/audit"}  # the bias audit beside the report
     record = mlflow.artifacts.load_dict(f"runs:/{result.run_id}/gate.json")
     assert record["promoted"] is True and record["model"] == "als"
     assert (settings.reports_dir / "evaluation" / "latest.html").read_text() == result.report.read_text()
@@ -138,7 +138,7 @@ def test_a_better_challenger_is_promoted(retrained):
     settings, (first, better, _) = retrained
     assert first.promoted and first.decision_reason.startswith("no champion yet")
     assert better.best_model == "als" and better.promoted
-    assert all(check.startswith("pass") for check in better.checks) and len(better.checks) == 3
+    assert all(check.startswith("pass") for check in better.checks) and len(better.checks) == 4
 
 
 def test_a_worse_challenger_is_not_promoted_and_the_reasons_are_logged(retrained):
@@ -179,13 +179,13 @@ def test_the_decision_and_each_check_are_written_to_the_task_log(trained, tmp_pa
     assert not result.promoted
     lines = [r.getMessage() for r in caplog.records if r.name == "pipelines.training.train"]
     assert any(line.startswith("gate: popularity v2 not promoted") for line in lines)
-    assert sum(line.startswith("gate check: ") for line in lines) == 3
+    assert sum(line.startswith("gate check: ") for line in lines) == 4
 
 
 # --- gate rules (numbers chosen by hand; the registry side on a real MLflow)
 
 
-BASE = {"ndcg_at_10": 0.20, "segment.cold.ndcg_at_10": 0.10, "coverage_at_10": 0.50}
+BASE = {"ndcg_at_10": 0.20, "segment.cold.ndcg_at_10": 0.10, "coverage_at_10": 0.50, "exposure_gini_at_10": 0.60}
 
 
 def test_a_guardrail_regression_is_rejected_even_with_a_better_ndcg(retrained, tmp_path):
@@ -210,6 +210,17 @@ def test_a_guardrail_regression_is_rejected_even_with_a_better_ndcg(retrained, t
 def test_a_coverage_drop_beyond_tolerance_is_rejected(tmp_path, settings):
     decision = decide(settings, {**BASE, "ndcg_at_10": 0.25, "coverage_at_10": 0.40}, BASE, "1", "test")
     assert [c.name for c in decision.failed] == ["guardrail_coverage_at_10"]
+
+
+def test_an_exposure_gini_rise_beyond_tolerance_is_rejected_with_its_reason(settings):
+    """The exposure guardrail: a better NDCG bought by piling the slots onto fewer items does not pass."""
+    assert settings.gate_max_gini_rise == 0.02
+    decision = decide(settings, {**BASE, "ndcg_at_10": 0.25, "exposure_gini_at_10": 0.63}, BASE, "1", "test")
+    assert not decision.promoted and [c.name for c in decision.failed] == ["guardrail_exposure_gini"]
+    assert "exposure_gini_at_10 challenger 0.6300" in decision.reason() and "needs <= 0.6200" in decision.reason()
+    assert "gate_max_gini_rise" in decision.tags()["promotion.check.guardrail_exposure_gini"]
+    assert decide(settings, {**BASE, "ndcg_at_10": 0.25, "exposure_gini_at_10": 0.615}, BASE, "1", "test").promoted
+    assert decide(settings, {**BASE, "ndcg_at_10": 0.25, "exposure_gini_at_10": 0.30}, BASE, "1", "test").promoted
 
 
 def test_a_drop_within_tolerance_passes(settings):
@@ -251,8 +262,11 @@ def test_the_gate_names_a_champion_measured_at_other_cut_offs(settings):
     with pytest.raises(ValueError) as refused:
         decide(at_20, challenger, BASE, "1", "test")
     message = str(refused.value)
-    assert "the champion lacks ['ndcg_at_20', 'segment.cold.ndcg_at_20', 'coverage_at_20']" in message
-    assert "but has ['coverage_at_10', 'ndcg_at_10', 'segment.cold.ndcg_at_10']" in message
+    assert (
+        "the champion lacks ['ndcg_at_20', 'segment.cold.ndcg_at_20', 'coverage_at_20', 'exposure_gini_at_20']"
+        in message
+    )
+    assert "but has ['coverage_at_10', 'exposure_gini_at_10', 'ndcg_at_10', 'segment.cold.ndcg_at_10']" in message
     assert "measured at other cut-offs than eval_k=20" in message and "the challenger lacks" not in message
 
 
@@ -341,6 +355,8 @@ def test_a_champion_recorded_at_another_eval_k_is_not_comparable_and_the_gate_sa
     client.set_model_version_tag(settings.registered_model_name, champion.version, "model", "retired_algorithm")
     result = train_and_register(settings)
     assert not result.promoted
-    assert "the champion lacks ['ndcg_at_20', 'segment.cold.ndcg_at_20', 'coverage_at_20']" in result.decision_reason
-    assert "but has ['coverage_at_10', 'ndcg_at_10', 'segment.cold.ndcg_at_10']" in result.decision_reason
+    lacks = "the champion lacks ['ndcg_at_20', 'segment.cold.ndcg_at_20', 'coverage_at_20', 'exposure_gini_at_20']"
+    assert lacks in result.decision_reason
+    has = "but has ['coverage_at_10', 'exposure_gini_at_10', 'ndcg_at_10', 'segment.cold.ndcg_at_10']"
+    assert has in result.decision_reason
     assert "measured at other cut-offs than eval_k=20" in result.decision_reason

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from pipelines.warehouse.connection import connect
@@ -74,6 +76,17 @@ def test_features_cover_every_item_and_user_of_the_interactions(built):
     assert (missing_items, missing_users) == (0, 0)
     assert set(segments) <= {"cold", "casual", "power"} and segments.get("cold", 0) > 0
     assert windows_ordered
+
+
+def test_item_features_carry_the_catalogs_text_for_content_models(built):
+    with connect(built) as con:
+        rows = con.execute(
+            "select item_id, title, description, attributes from marts.item_features where in_catalog order by item_id"
+        ).fetchall()
+    assert rows and all(title and description for _, title, description, _ in rows)
+    item_id, title, description, attributes = rows[0]
+    assert title.endswith(f" {int(item_id[1:])}") and " range: " in description
+    assert json.loads(attributes)["description"] == description
 
 
 def test_user_segments_follow_distinct_items_in_the_interactions_mart(built):

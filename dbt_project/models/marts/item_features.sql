@@ -40,14 +40,18 @@ final as (
     select
         all_items.item_id,
         items.title,
+        -- Item text for content models (models/content.py): cold items are known by it alone.
+        items.description,
         -- As the catalog gives it: null means unknown, and readers decide what that means
         -- (publication's rules treat it as the category 'unknown'; validation counts the gaps).
         items.category,
+        items.seller,
         items.price,
         coalesce(items.in_stock, false) as in_stock,
         coalesce(items.is_blocked, false) as is_blocked,
         items.item_id is not null as in_catalog,
         items.created_at,
+        items.attributes,
         ({{ epoch_seconds('snapshot.snapshot_ts') }}
             - {{ epoch_seconds('coalesce(items.created_at, activity.first_seen_ts, snapshot.snapshot_ts)') }})
             / 86400.0 as age_days,

@@ -1,4 +1,4 @@
--- Give every incoming row of one batch exactly one outcome: a reason code, or NULL (accepted).
+-- Give every incoming row of one batch exactly one outcome: a reason code, or none (accepted).
 -- Parameters: $event_types is pipelines.contract.EVENT_TYPES, the one list of known event types;
 -- $max_id_length and $id_characters are the id contract of serving/ids.py (MAX_ID_LENGTH,
 -- ID_CHARACTERS_REGEX), so ingest, the publisher and the API apply one rule set.
@@ -14,10 +14,11 @@
 --      rate films in bulk, MovieLens users rate dozens a minute) in any minute loses all its rows in the batch
 --   5. retry_duplicate: same user, item and event type less than a second after the previous one
 -- Each rule works on the narrow columns it needs and yields (line_number, reason) for the rows it
--- rejects; the wide rows (raw text, context) are joined to their reason once at the end. Sorting
--- and hashing only narrow rows is what keeps a batch near DuckDB's own read rate. line_number is
--- unique within a batch (every adapter numbers its rows), so it is the join key.
-create or replace temp table classified as
+-- rejects; `classified` holds only those pairs (the rejected rows), and the inserts join them back to
+-- the wide rows of `incoming` (raw text, context) once, each reading only what it writes. Sorting,
+-- hashing and materialising only narrow rows is what keeps a batch near DuckDB's own read rate.
+-- line_number is unique within a batch (every adapter numbers its rows), so it is the join key.
+create or replace temp table classified as  -- (line_number, reason): the rejected rows only
 with row_rules as (
     select
         line_number,
@@ -123,17 +124,4 @@ reasons as (
     select line_number, 'retry_duplicate' as reason from retries
 )
 
-select
-    incoming.line_number,
-    incoming.raw,
-    reasons.reason,
-    incoming.event_id,
-    incoming.user_id,
-    incoming.item_id,
-    incoming.event_type,
-    incoming.event_ts,
-    incoming.value,
-    incoming.session_id,
-    incoming.context
-from incoming
-left join reasons on incoming.line_number = reasons.line_number
+select line_number, reason from reasons
