@@ -231,6 +231,16 @@ def cmd_forget(settings: Settings, args) -> None:
     print(f"audit: monitoring.forget_requests and {result.report}")
 
 
+def cmd_retention(settings: Settings, args) -> None:
+    from pipelines.privacy.retention import purge_expired
+    from serving.config import load_settings
+
+    if args.days is not None:  # range-checked like the setting: one line naming RECFORGE_RETENTION_DAYS
+        settings = load_settings(Settings, **{**settings.model_dump(exclude_unset=True), "retention_days": args.days})
+    result = purge_expired(settings, progress=print)
+    print(result.summary())
+
+
 def cmd_status(settings: Settings, args) -> None:
     from pipelines.monitoring.status import status_lines
 
@@ -438,6 +448,9 @@ def build_parser() -> argparse.ArgumentParser:
     forget.add_argument("--file", action="append", metavar="PATH", help="a file of user ids, one per line")
     forget.add_argument("--request-id", help="name the request (default: a new UUID); re-use it to finish a run")
     forget.set_defaults(func=cmd_forget)
+    retention = sub.add_parser("retention", help="purge events older than RECFORGE_RETENTION_DAYS from every store")
+    retention.add_argument("--days", type=int, help="this many days instead of the setting (0: nothing is purged)")
+    retention.set_defaults(func=cmd_retention)
     sub.add_parser("reports", help="print the path of reports/index.html").set_defaults(func=cmd_reports)
     sub.add_parser("health", help="measure every service level now; fail naming a breached one").set_defaults(
         func=cmd_health

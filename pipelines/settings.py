@@ -15,7 +15,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipelines.contract import EVENT_TYPES
@@ -23,6 +23,7 @@ from serving.config import InvalidSettings, load_settings
 from serving.config import describe_invalid_settings as describe_for
 from serving.events import FUTURE_TOLERANCE_SECONDS, LATE_ARRIVAL_DAYS, MAX_LINE_BYTES
 from serving.format import MAX_TOP_N
+from serving.pseudonyms import PSEUDONYM_KEY, PSEUDONYM_KEY_FILE, PSEUDONYMIZE_USER_IDS, Pseudonymizer, pseudonym_key
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -452,7 +453,33 @@ class Settings(BaseSettings):
         "DuckDB) for the ids; a hit fails the request, naming the files.",
     )
 
-    @field_validator("privacy_key", "privacy_key_file", mode="before")
+    # --- privacy: consent, retention, pseudonyms (docs/architecture.md, "Privacy")
+    retention_days: int = Field(
+        default=0,
+        ge=0,
+        le=36500,
+        description="Purge events older than this many days (by event time) from every store forgetting reaches, "
+        "daily (recforge_retention) or with `recforge retention`; 0: keep everything.",
+    )
+    # Shared with serving.config (serving/pseudonyms.py): the API hashes the ids it is asked for the same way.
+    pseudonymize_user_ids: bool = PSEUDONYMIZE_USER_IDS
+    pseudonym_key: SecretStr | None = PSEUDONYM_KEY
+    pseudonym_key_file: Path | None = PSEUDONYM_KEY_FILE
+    _pseudonym_secret: bytes | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _pseudonym_secret_readable(self):
+        """Pseudonymisation on needs a usable secret: checked at load, so no id is written without it."""
+        self._pseudonym_secret = pseudonym_key(
+            self.pseudonymize_user_ids, self.pseudonym_key, self.pseudonym_key_file, "RECFORGE_"
+        )
+        return self
+
+    def pseudonymizer(self) -> Pseudonymizer | None:
+        """The user-id hasher when pseudonymisation is on, else None (serving/pseudonyms.py)."""
+        return Pseudonymizer(self._pseudonym_secret) if self._pseudonym_secret is not None else None
+
+    @field_validator("privacy_key", "privacy_key_file", "pseudonym_key", "pseudonym_key_file", mode="before")
     @classmethod
     def _empty_is_unset(cls, value):
         """An empty variable (as .env.example leaves it) means unset, not an empty secret or the working directory."""

@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Literal
 
 import annotated_types
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from serving.events import FUTURE_TOLERANCE_SECONDS, LATE_ARRIVAL_DAYS, MAX_LINE_BYTES
+from serving.pseudonyms import PSEUDONYM_KEY, PSEUDONYM_KEY_FILE, PSEUDONYMIZE_USER_IDS, Pseudonymizer, pseudonym_key
 
 ENV_PREFIX = "RECFORGE_"
 _Model = typing.TypeVar("_Model", bound=BaseSettings)
@@ -166,6 +167,28 @@ class ServingSettings(BaseSettings):
     late_arrival_days: int = LATE_ARRIVAL_DAYS
     future_tolerance_seconds: int = FUTURE_TOLERANCE_SECONDS
     ingest_max_line_bytes: int = MAX_LINE_BYTES
+    # Pseudonymous user ids (serving/pseudonyms.py), shared with ingest: the API hashes the id it is asked for.
+    pseudonymize_user_ids: bool = PSEUDONYMIZE_USER_IDS
+    pseudonym_key: SecretStr | None = PSEUDONYM_KEY
+    pseudonym_key_file: Path | None = PSEUDONYM_KEY_FILE
+    _pseudonym_secret: bytes | None = PrivateAttr(default=None)
+
+    @field_validator("pseudonym_key", "pseudonym_key_file", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value):
+        """An empty variable (as .env.example leaves it) means unset."""
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _pseudonym_secret_readable(self):
+        self._pseudonym_secret = pseudonym_key(
+            self.pseudonymize_user_ids, self.pseudonym_key, self.pseudonym_key_file, ENV_PREFIX
+        )
+        return self
+
+    def pseudonymizer(self) -> Pseudonymizer | None:
+        """The user-id hasher when pseudonymisation is on, else None."""
+        return Pseudonymizer(self._pseudonym_secret) if self._pseudonym_secret is not None else None
 
     @model_validator(mode="after")
     def _app_key_from_file(self):

@@ -27,6 +27,14 @@ day plus that tolerance, which is later) and no earlier than midnight of the lan
 ``late_arrival_days``. Both settings are defined once (``FUTURE_TOLERANCE_SECONDS``,
 ``LATE_ARRIVAL_DAYS`` below) and read by pipelines.settings and serving.config alike.
 
+Consent (``CONSENT_PATH``): an event whose ``context`` holds ``{"consent": {"personalization": false}}``
+says its user withheld consent for personalisation (``true``: gave it; absent: no signal; the
+strings ``"true"``/``"false"`` read the same, any other value is no signal). The event is accepted
+like any other (it is still the user's activity, and retention and forgetting reach it); the
+warehouse decides per user by the latest signal (``dbt_project/models/intermediate/
+int_consent_withheld_users.sql``): such a user's events stay out of every mart, so out of training,
+are counted in ``marts.consent_withheld_users``, and publication gives the user the fallback list.
+
 This module imports only the standard library, pydantic's ``Field`` and the id contract, so
 every side (and a DAG file at parse time, through ``pipelines.contract``) can import it.
 """
@@ -53,6 +61,7 @@ __all__ = [
     "REASON_DESCRIPTIONS",
     "REQUIRED_FIELDS",
     "ROW_REASONS",
+    "CONSENT_PATH",
     "EventWindow",
     "event_reason",
 ]
@@ -61,6 +70,10 @@ __all__ = [
 # type as ``unknown_event_type``; the dbt signal weights and the GX raw_events suite name the same set.
 EVENT_TYPES = ("view", "click", "add_to_cart", "purchase", "rating")
 _EVENT_TYPES = frozenset(EVENT_TYPES)
+
+# Where an event's context says whether its user consents to personalisation (module docstring);
+# dbt_project/macros/consent.sql reads the same path.
+CONSENT_PATH = ("consent", "personalization")
 
 REQUIRED_FIELDS = ("event_id", "user_id", "item_id", "event_type", "event_ts")
 OPTIONAL_FIELDS = ("value", "session_id", "context")

@@ -58,6 +58,9 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     app.state.collector = None  # set by the lifespan when an app key is configured
     app.state.sessions = open_sessions(settings)  # fed by the collector, read by recommendations
     app.state.session_settings = settings
+    # The user-id hasher when pseudonymisation is on (serving/pseudonyms.py): the recommendations
+    # endpoint looks the pseudonym up, the collector stores it.
+    app.state.pseudonymize = settings.pseudonymizer()
     app.state.metrics = ServingMetrics(lambda: getattr(app.state, "store", None))
     app.state.request_ids = RequestIds()  # one prefix per process: the impression files carry it too
     app.state.impressions = None  # the lifespan starts the log unless its sink is 'off'

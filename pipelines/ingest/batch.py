@@ -24,6 +24,7 @@ import duckdb
 
 from pipelines.contract import EVENT_TYPES
 from pipelines.ingest.sources import Source
+from pipelines.privacy.pseudonyms import pseudonymize_batch
 from pipelines.warehouse.connection import Warehouse
 from serving.ids import ID_CHARACTERS_REGEX, MAX_ID_LENGTH
 
@@ -74,8 +75,13 @@ def ingest_batch(
     window: BatchWindow,
     bot_max_events_per_minute: int,
     max_line_bytes: int,
+    pseudonymize=None,
 ) -> BatchResult:
-    """Classify `path` and replace batch `batch_id` with its rows; the caller commits."""
+    """Classify `path` and replace batch `batch_id` with its rows; the caller commits.
+
+    `pseudonymize` (serving.pseudonyms.Pseudonymizer, when RECFORGE_PSEUDONYMIZE_USER_IDS is on)
+    replaces every user id, and protects the quarantined raw content, before anything is written.
+    """
     started = datetime.now(UTC)
     con = warehouse.sql_engine
     try:
@@ -108,6 +114,8 @@ def ingest_batch(
     if accepted + quarantined != rows_input:
         raise IngestError(f"{display_name}: {rows_input} rows in but {accepted} accepted + {quarantined} quarantined")
 
+    if pseudonymize is not None:
+        pseudonymize_batch(con, pseudonymize)
     warehouse.execute("delete from raw.events where batch_id = ?", [batch_id])
     warehouse.execute("delete from quarantine.events where batch_id = ?", [batch_id])
     warehouse.execute("delete from raw.batches where batch_id = ?", [batch_id])

@@ -269,7 +269,7 @@ def _guarded(ingest, con, source, path, display, batch_id, window, settings) -> 
     try:
         return ingest(
             con, source, path, display, batch_id, window, settings.bot_max_events_per_minute,
-            settings.ingest_max_line_bytes,
+            settings.ingest_max_line_bytes, settings.pseudonymizer(),
         )  # fmt: skip
     except SchemaError as error:
         raise IngestError(str(error)) from error

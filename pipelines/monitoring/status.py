@@ -29,12 +29,27 @@ def _warehouse_lines(settings: Settings) -> list[str]:
             "select reason, count(*) from quarantine.events group by reason order by count(*) desc"
         ).fetchall()
         skipped = con.execute("select reason from raw.skipped_files").fetchall()
+        built = con.execute(
+            "select count(*) from information_schema.tables "
+            "where table_schema = 'marts' and table_name = 'consent_withheld_users'"
+        ).fetchone()[0]
+        consent = (
+            con.execute(
+                "select count(*), coalesce(sum(n_events_excluded), 0) from marts.consent_withheld_users"
+            ).fetchone()
+            if built
+            else None
+        )
     by_reason = ", ".join(f"{reason} {n}" for reason, n in reasons) or "none"
     lines = [
         f"warehouse:   {location(settings)}",
         f"  ingested {batches} batches: {rows_in} rows in = {accepted} accepted + {quarantined} quarantined",
         f"  quarantine by reason: {by_reason}",
     ]
+    if consent is not None:
+        from pipelines.validation.checkpoints import consent_note
+
+        lines.append(f"  {consent_note(*consent)}")
     if slates[0]:
         lines.append(f"  impressions: {slates[0]} files, {slates[1]} slates accepted + {slates[2]} quarantined")
     if skipped:

@@ -127,6 +127,18 @@ def checked_ids(user_ids: Iterable[str]) -> list[str]:
     return ids
 
 
+def with_pseudonyms(settings: Settings, ids: list[str]) -> list[str]:
+    """The ids and, when pseudonymisation is on, their pseudonyms (serving/pseudonyms.py).
+
+    A request names the ids the app knows; the warehouse, models and publications hold their
+    pseudonyms, and landing files not yet ingested the ids: every store is searched for both.
+    """
+    pseudonymize = settings.pseudonymizer()
+    if pseudonymize is None:
+        return ids
+    return list(dict.fromkeys([*ids, *(pseudonymize(value) for value in ids)]))
+
+
 def read_id_file(path: Path) -> list[str]:
     """Ids one per line ('#' starts a comment, blank lines skipped), as `recforge forget --file` reads them."""
     try:
@@ -151,21 +163,84 @@ def deny_in_serving(settings: Settings, ids: list[str]) -> StoreOutcome:
 # --- 2. landing files
 
 
+class UserRows:
+    """Which rows of a landing file are the users': any row naming one of the ids (forgetting)."""
+
+    def __init__(self, ids: list[str]):
+        self.ids = set(ids)
+        self.probes = [needle for value in ids for needle in needles(value)]
+
+    def in_file(self, decoded: bytes) -> bool:
+        return any(needle.found_in(decoded) for needle in self.probes)
+
+    def line(self, line: bytes, header: list[str] | None) -> bool:
+        """A line is cut whenever it names the id anywhere, parsed or not: a malformed row of the user is
+        theirs too, and a CSV field in quotes cannot hide it."""
+        return any(needle.found_in(line) for needle in self.probes)
+
+    def value(self, value) -> bool:
+        """A JSON document's element or member value that is one of the ids."""
+        return isinstance(value, str) and value in self.ids
+
+    def key(self, key: str) -> bool:
+        return key in self.ids
+
+    def parquet_mask(self, table):
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        mask = None
+        for name in table.column_names:
+            column = table.column(name)
+            if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+                hits = pc.fill_null(pc.is_in(column, value_set=pa.array(sorted(self.ids), type=column.type)), False)
+                mask = hits if mask is None else pc.or_(mask, hits)
+        return mask
+
+
 def forget_in_landing(settings: Settings, ids: list[str]) -> StoreOutcome:
     """Cut the users' rows out of every landing file that holds them (each file rewritten atomically)."""
-    probes = [needle for value in ids for needle in needles(value)]
-    removed, files = 0, 0
+    return remove_landing_rows(settings, UserRows(ids), "landing_files", delete_emptied=False)
+
+
+def remove_landing_rows(settings: Settings, rows, store: str, delete_emptied: bool) -> StoreOutcome:
+    """Cut the rows `rows` matches (UserRows, retention's OlderThan) out of every landing file.
+
+    Each file that loses rows is rewritten atomically; with `delete_emptied` (retention), one left
+    with no row is deleted (forgetting keeps it: an emptied day is still a day that was delivered).
+    """
+    removed, files, deleted = 0, 0, 0
     root = settings.landing_dir
     for path in sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []:
         data = path.read_bytes()
         decoded = _decoded(path, data)
-        if not any(needle.found_in(decoded) for needle in probes):
+        if not rows.in_file(decoded):
             continue
-        rewritten, rows = _without_users(path, data, decoded, ids, probes)
-        _replace_bytes(path, rewritten)
-        removed += rows
+        rewritten, count = _without_rows(path, data, decoded, rows)
+        if not count:
+            continue
+        if delete_emptied and _no_rows_left(path, rewritten):
+            path.unlink()
+            deleted += 1
+        else:
+            _replace_bytes(path, rewritten)
+        removed += count
         files += 1
-    return StoreOutcome("landing_files", removed, f"{files} file(s) rewritten")
+    return StoreOutcome(store, removed, f"{files} file(s) rewritten ({deleted} of them emptied and deleted)")
+
+
+def _no_rows_left(path: Path, data: bytes) -> bool:
+    """Whether a rewritten landing file holds no row any more (a CSV: its header only)."""
+    if data.startswith(PARQUET_MAGIC):
+        import pyarrow.parquet as pq
+
+        return pq.read_metadata(io.BytesIO(data)).num_rows == 0
+    text = gzip.decompress(data) if data.startswith(GZIP_MAGIC) else data
+    lines = [line for line in text.splitlines() if line.strip()]
+    name = path.name.lower().removesuffix(".gz")
+    if name.endswith(".json") and not name.endswith(".jsonl"):
+        return text.strip() in (b"[]", b"{}")
+    return len(lines) <= (1 if name.endswith(".csv") else 0)
 
 
 def _decoded(path: Path, data: bytes) -> bytes:
@@ -179,70 +254,68 @@ def _decoded(path: Path, data: bytes) -> bytes:
     return data
 
 
-def _without_users(path: Path, data: bytes, decoded: bytes, ids: list[str], probes) -> tuple[bytes, int]:
-    """The file's bytes without the users' rows, and how many rows went."""
+def _without_rows(path: Path, data: bytes, decoded: bytes, rows) -> tuple[bytes, int]:
+    """The file's bytes without the rows `rows` matches, and how many rows went."""
     if data.startswith(PARQUET_MAGIC):
-        return _parquet_without(path, ids)
-    text_rows, rows = _text_without(path.name.lower().removesuffix(".gz"), decoded, ids, probes)
-    return (gzip.compress(text_rows, mtime=0) if data.startswith(GZIP_MAGIC) else text_rows), rows
+        return _parquet_without(path, rows)
+    text_rows, count = _text_without(path.name.lower().removesuffix(".gz"), decoded, rows)
+    return (gzip.compress(text_rows, mtime=0) if data.startswith(GZIP_MAGIC) else text_rows), count
 
 
-def _text_without(name: str, text: bytes, ids: list[str], probes) -> tuple[bytes, int]:
-    """A JSON document loses every value naming an id; line formats (JSONL, CSV, logs) every line that does.
-
-    A line is cut whenever it names the id anywhere, parsed or not: a malformed row of the user is
-    theirs too, and a CSV field in quotes cannot hide it.
-    """
+def _text_without(name: str, text: bytes, rows) -> tuple[bytes, int]:
+    """A JSON document loses every matching value; line formats (JSONL, CSV, logs) every matching line."""
     if name.endswith(".json") and not name.endswith(".jsonl"):
         try:
             document = json.loads(text)
         except ValueError:
             document = None
         if isinstance(document, dict | list):
-            cleaned, rows = _json_without(document, set(ids))
-            return (json.dumps(cleaned, indent=2) + "\n").encode(), rows
+            cleaned, count = _json_without(document, rows)
+            return (json.dumps(cleaned, indent=2) + "\n").encode(), count
     lines = text.splitlines(keepends=True)
-    kept = [line for line in lines if not any(needle.found_in(line) for needle in probes)]
-    if name.endswith(".csv") and lines and len(kept) < len(lines) and kept[:1] != lines[:1]:
+    is_csv = name.endswith(".csv")
+    header = _csv_fields(lines[0]) if is_csv and lines else None
+    kept = [line for i, line in enumerate(lines) if (is_csv and i == 0) or not rows.line(line, header)]
+    if is_csv and lines and len(kept) < len(lines) and kept[:1] != lines[:1]:
         kept.insert(0, lines[0])  # never the header, even if a column were named like an id
     return b"".join(kept), len(lines) - len(kept)
 
 
-def _json_without(value, ids: set[str]):
-    """`value` without list elements or object members that are (or whose value is) one of the ids."""
+def _csv_fields(line: bytes) -> list[str]:
+    import csv
+
+    return next(csv.reader([line.decode("utf-8", "replace")]), [])
+
+
+def _json_without(value, rows):
+    """`value` without list elements or object members that `rows` matches (by key, value or whole row)."""
     if isinstance(value, list):
-        kept = [v for v in value if not (isinstance(v, str) and v in ids)]
+        kept = [v for v in value if not rows.value(v)]
         removed = len(value) - len(kept)
         cleaned = []
         for item in kept:
-            item, rows = _json_without(item, ids)
+            item, count = _json_without(item, rows)
             cleaned.append(item)
-            removed += rows
+            removed += count
         return cleaned, removed
     if isinstance(value, dict):
         cleaned, removed = {}, 0
         for key, item in value.items():
-            if key in ids or (isinstance(item, str) and item in ids):
+            if rows.key(key) or rows.value(item):
                 removed += 1
                 continue
-            cleaned[key], rows = _json_without(item, ids)
-            removed += rows
+            cleaned[key], count = _json_without(item, rows)
+            removed += count
         return cleaned, removed
     return value, 0
 
 
-def _parquet_without(path: Path, ids: list[str]) -> tuple[bytes, int]:
-    import pyarrow as pa
+def _parquet_without(path: Path, rows) -> tuple[bytes, int]:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     table = pq.read_table(path)
-    mask = None
-    for name in table.column_names:
-        column = table.column(name)
-        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
-            hits = pc.fill_null(pc.is_in(column, value_set=pa.array(ids, type=column.type)), False)
-            mask = hits if mask is None else pc.or_(mask, hits)
+    mask = rows.parquet_mask(table)
     if mask is None:
         return path.read_bytes(), 0
     kept = table.filter(pc.invert(mask))
@@ -334,6 +407,37 @@ def forget_in_warehouse(settings: Settings, ids: list[str]) -> list[StoreOutcome
     ]
 
 
+def remove_raw_rows(con, raw_where: str, parameters: list, quarantined: list[tuple[str, int, str]]) -> tuple[int, int]:
+    """Delete the raw events matching `raw_where` and the quarantined rows (batch, line, reason) given, and take
+    them out of their batches' counts; the caller's transaction. Returns (raw rows removed, batches recounted).
+
+    Shared by forgetting (``user_id in (...)``, rows whose raw content names an id) and retention
+    (``event_ts < cutoff``, rows quarantined before the cutoff day).
+    """
+    con.execute("create temp table if not exists forget_quarantined (batch_id varchar, line_number integer)")
+    con.execute("delete from forget_quarantined")
+    if quarantined:
+        con.executemany("insert into forget_quarantined values (?, ?)", [(b, n) for b, n, _ in quarantined])
+    per_batch_raw = dict(
+        con.execute(
+            f"select batch_id, count(*) from raw.events where {raw_where} group by batch_id", parameters
+        ).fetchall()
+    )
+    per_batch_quarantine: dict[str, dict[str, int]] = {}
+    for batch, _, reason in quarantined:
+        per_batch_quarantine.setdefault(batch, {}).setdefault(reason, 0)
+        per_batch_quarantine[batch][reason] += 1
+    con.execute(f"delete from raw.events where {raw_where}", parameters)
+    con.execute(
+        "delete from quarantine.events where exists (select 1 from forget_quarantined as f "
+        "where f.batch_id = quarantine.events.batch_id and f.line_number = quarantine.events.line_number)"
+    )
+    batches = 0
+    for batch in sorted(set(per_batch_raw) | set(per_batch_quarantine)):
+        batches += _recount_batch(con, batch, per_batch_raw.get(batch, 0), per_batch_quarantine.get(batch, {}))
+    return sum(per_batch_raw.values()), batches
+
+
 def _user_tables(con) -> list[tuple[str, str]]:
     marks = ", ".join("?" for _ in PYTHON_SCHEMAS)
     return con.execute(
@@ -367,20 +471,28 @@ def _recount_batch(con, batch: str, raw_rows: int, quarantined: dict[str, int]) 
 
 def forget_in_dbt_models(settings: Settings, ids: list[str]) -> StoreOutcome:
     """Rebuild every model from the raw layer (full refresh): an incremental model keeps old rows otherwise."""
+    marks = ", ".join("?" for _ in ids)
+    return rebuild_dbt_models(settings, "user_id", f"user_id in ({marks})", ids)
+
+
+def rebuild_dbt_models(settings: Settings, column: str, where: str, parameters: list) -> StoreOutcome:
+    """Count the rows `where` selects in every dbt model with `column`, then rebuild every model (full refresh).
+
+    Forgetting selects the users' rows (``user_id in (...)``), retention the old events (``event_ts < ?``).
+    """
     from pipelines.warehouse.connection import connect, warehouse_exists
 
     if not warehouse_exists(settings):
         return StoreOutcome("dbt_models", 0, "no warehouse yet")
-    marks = ", ".join("?" for _ in ids)
     with connect(settings) as con:
         schemas = ", ".join("?" for _ in DBT_SCHEMAS)
         relations = con.execute(
             "select distinct table_schema, table_name from information_schema.columns "
-            f"where column_name = 'user_id' and table_schema in ({schemas}) order by 1, 2",
-            list(DBT_SCHEMAS),
+            f"where column_name = ? and table_schema in ({schemas}) order by 1, 2",
+            [column, *DBT_SCHEMAS],
         ).fetchall()
         before = {
-            f"{s}.{t}": con.execute(f'select count(*) from {s}."{t}" where user_id in ({marks})', ids).fetchone()[0]
+            f"{s}.{t}": con.execute(f'select count(*) from {s}."{t}" where {where}', parameters).fetchone()[0]
             for s, t in relations
         }
     if not relations:
@@ -589,22 +701,24 @@ def _redact_text_file(path: Path, ids: list[str], replacement: str | None) -> in
 
 def _redact_bytes(data: bytes, ids: list[str], replacement: str | None) -> tuple[bytes, int]:
     """Every whole-token occurrence of an id replaced (by `replacement`, or `[forgotten]`)."""
+    return replace_tokens(data, dict.fromkeys(ids, replacement or REDACTED))
+
+
+def replace_tokens(data: bytes, replacements: dict[str, str]) -> tuple[bytes, int]:
+    """Every whole-token occurrence (not inside a longer id) of each key replaced by its value, and how many.
+
+    Shared by forgetting (ids -> `[forgotten]`) and pseudonymised ingest (id -> pseudonym in
+    quarantined raw content, pipelines/privacy/pseudonyms.py).
+    """
     import re
 
     from serving.ids import ID_CHARACTERS
 
     count = 0
-    for value in ids:
-        pattern = re.compile(
-            rb"(?<!["
-            + ID_CHARACTERS.encode()
-            + rb"])"
-            + re.escape(value.encode())
-            + rb"(?!["
-            + ID_CHARACTERS.encode()
-            + rb"])"
-        )
-        data, n = pattern.subn((replacement or REDACTED).encode(), data)
+    edge = ID_CHARACTERS.encode()
+    for value, replacement in replacements.items():
+        pattern = re.compile(rb"(?<![" + edge + rb"])" + re.escape(value.encode()) + rb"(?![" + edge + rb"])")
+        data, n = pattern.subn(lambda _, text=replacement.encode(): text, data)
         count += n
     return data, count
 
@@ -706,7 +820,7 @@ def _progress_file(settings: Settings, request_id: str) -> Path:
 
 def run_group(settings: Settings, user_ids: Iterable[str], request_id: str, group: str) -> list[StoreOutcome]:
     """Run one group of stores for a request and record its outcome; running it again replaces the record."""
-    ids = checked_ids(user_ids)
+    ids = with_pseudonyms(settings, checked_ids(user_ids))
     if group not in STEP_GROUPS:
         raise ForgetError(f"no store group {group!r}; the groups are {', '.join(STEP_GROUPS)}")
     settings.ensure_dirs()
@@ -726,7 +840,7 @@ def run_group(settings: Settings, user_ids: Iterable[str], request_id: str, grou
 
 def finish_request(settings: Settings, user_ids: Iterable[str], request_id: str) -> ForgetResult:
     """Verify no file names the ids (unless forget_verify is off), write the audit, fail if an id remains."""
-    ids = checked_ids(user_ids)
+    ids = with_pseudonyms(settings, checked_ids(user_ids))
     key = privacy_key(settings)
     path = _progress_file(settings, request_id)
     progress = json.loads(path.read_text()) if path.exists() else {"groups": {}}

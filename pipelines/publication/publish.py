@@ -133,6 +133,17 @@ def read_purchases(settings: Settings) -> pd.DataFrame:
     )
 
 
+def read_consent_withheld(settings: Settings) -> set[str]:
+    """Users whose latest consent signal withholds personalisation (``marts.consent_withheld_users``).
+
+    Their events are in no mart, so a model trained since has no row for them; a champion trained
+    before they withheld it still has one, so their lists are dropped here too: serving then answers
+    them with the fallback, as any user the publication does not know.
+    """
+    frame = read_frame(settings, "select user_id from marts.consent_withheld_users")
+    return set(frame["user_id"].astype(str))
+
+
 def publish(settings: Settings) -> PublishResult:
     """Score the champion for every known user and make the result the live publication."""
     model, facts = load_champion(settings)
@@ -142,6 +153,11 @@ def publish(settings: Settings) -> PublishResult:
     check_publishable_ids("user", pd.Series(model.user_ids))
     check_publishable_ids("item", pd.Series(model.item_ids))
     user_recs, fallback = build_lists(model, items, rules, purchased)
+    withheld = read_consent_withheld(settings)
+    consent_dropped = int(user_recs[Columns.User].isin(withheld).sum())
+    if consent_dropped:
+        user_recs = user_recs[~user_recs[Columns.User].isin(withheld)]
+        log.info("consent: %d user(s) withheld it: their lists (%d rows) are left out", len(withheld), consent_dropped)
     # Sorted by user then rank: serving finds each user's run of rows without re-sorting 100M rows.
     user_recs = user_recs.sort_values([Columns.User, Columns.Rank], kind="stable", ignore_index=True)
     indexed = pd.DataFrame({Columns.Item: model.item_ids.astype(str)}).merge(items, on=Columns.Item, how="left")
@@ -180,6 +196,7 @@ def publish(settings: Settings) -> PublishResult:
                     "users": int(user_recs[Columns.User].nunique()),
                     "user_rows": len(user_recs),
                     "fallback_items": len(fallback),
+                    "consent_withheld_users": len(withheld),
                     "indexed_items": len(indexed),
                     "reasons": reason_counts(user_recs),
                 },

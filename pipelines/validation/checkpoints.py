@@ -46,6 +46,7 @@ class ValidationReport:
     failed_critical: list[str] = field(default_factory=list)
     failed_warning: list[str] = field(default_factory=list)
     data_docs: Path | None = None
+    notes: list[str] = field(default_factory=list)  # counts worth seeing beside the verdict (consent)
 
     @property
     def passed(self) -> bool:
@@ -56,7 +57,8 @@ class ValidationReport:
         rows = ", ".join(f"{name} {n} rows" for name, n in self.rows.items())
         warnings = f"; warnings: {', '.join(self.failed_warning)}" if self.failed_warning else ""
         critical = f"; critical failures: {', '.join(self.failed_critical)}" if self.failed_critical else ""
-        return f"checkpoint {self.checkpoint!r} on batch {self.batch!r} ({rows}) {status}{critical}{warnings}"
+        notes = "".join(f"; {note}" for note in self.notes)
+        return f"checkpoint {self.checkpoint!r} on batch {self.batch!r} ({rows}) {status}{critical}{warnings}{notes}"
 
 
 def runtime_context(settings: Settings):
@@ -84,11 +86,17 @@ def gx_environment(settings: Settings) -> dict[str, str]:
 
 
 def run_checkpoint(
-    settings: Settings, name: str, frames: dict[str, pd.DataFrame], batch: str, parameters: dict | None = None
+    settings: Settings,
+    name: str,
+    frames: dict[str, pd.DataFrame],
+    batch: str,
+    parameters: dict | None = None,
+    notes: list[str] = (),
 ) -> ValidationReport:
     """Run checkpoint `name`, feeding each of its validation definitions the frame of the same name."""
     with temporary_environment(gx_environment(settings)):
         report = _run_definitions(settings, name, frames, batch, parameters)
+    report.notes.extend(notes)
     _record(settings, report)
     if not report.passed:
         log.error(report.summary())
@@ -210,6 +218,9 @@ def validate_marts(settings: Settings) -> ValidationReport:
         # The catalog's items only: the coverage warning is about gaps in the catalog, not about
         # items seen in events that the catalog lacks.
         items = con.execute("select item_id, category, price from marts.item_features where in_catalog").fetch_df()
+        withheld_users, withheld_events = con.execute(
+            "select count(*), coalesce(sum(n_events_excluded), 0) from marts.consent_withheld_users"
+        ).fetchone()
         previous = con.execute(
             "select rows_validated from monitoring.validation_runs where suite = 'marts.marts_interactions' "
             "and passed order by validated_at desc limit 1"
@@ -221,7 +232,13 @@ def validate_marts(settings: Settings) -> ValidationReport:
         "max_rows": int(previous[0] * (1 + band)) + 1 if previous else None,
     }
     frames = {"marts_interactions": interactions, "marts_splits": splits, "item_coverage": items}
-    return run_checkpoint(settings, "marts", frames, f"marts:{datetime.now(UTC):%Y-%m-%dT%H:%M}", parameters)
+    notes = [consent_note(withheld_users, withheld_events)]
+    return run_checkpoint(settings, "marts", frames, f"marts:{datetime.now(UTC):%Y-%m-%dT%H:%M}", parameters, notes)
+
+
+def consent_note(users: int, events: int) -> str:
+    """The consent rule's count, as the marts checkpoint and `recforge status` show it."""
+    return f"consent withheld: {users} user(s), {events} event(s) kept out of the marts"
 
 
 PUBLICATION_SQL = Path(__file__).resolve().parent / "sql" / "publication_users.sql"

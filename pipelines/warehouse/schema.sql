@@ -199,3 +199,14 @@ create table if not exists monitoring.forget_requests (
     verified            boolean,           -- no file under RECFORGE_HOME names an id (null: not checked)
     remaining_files     integer
 );
+
+-- One row per retention run (pipelines/privacy/retention.py): the cutoff and the rows purged per store.
+create table if not exists monitoring.retention_runs (
+    run_id          varchar not null,
+    ran_at          timestamptz not null,
+    finished_at     timestamptz,
+    retention_days  integer not null,
+    cutoff          timestamptz not null,
+    stores          json not null,     -- [{store, rows_removed, note}] in the order they were walked
+    rows_removed    bigint not null
+);

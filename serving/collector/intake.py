@@ -35,6 +35,7 @@ class Intake:
 
     lines: list[bytes] = field(default_factory=list)
     errors: list[dict] = field(default_factory=list)
+    pseudonymize: object = None  # a serving.pseudonyms.Pseudonymizer, or None
 
     def refuse(self, index: int, reason: str, line: int | None = None) -> None:
         error = {"index": index, "reason": reason, "detail": REASON_DESCRIPTIONS[reason]}
@@ -74,10 +75,16 @@ def media_type(content_type: str | None) -> str:
     return (content_type or "").partition(";")[0].strip().lower()
 
 
-def read_events(body: bytes, content_type: str | None, window: EventWindow, max_line_bytes: int) -> Intake:
-    """Split `body` into events and judge each; raises BadBody when there are no events to judge."""
+def read_events(
+    body: bytes, content_type: str | None, window: EventWindow, max_line_bytes: int, pseudonymize=None
+) -> Intake:
+    """Split `body` into events and judge each; raises BadBody when there are no events to judge.
+
+    `pseudonymize` (serving.pseudonyms.Pseudonymizer, when pseudonymisation is on): each accepted
+    event's user_id is stored as its pseudonym, as ingest would write it (ingest keeps a pseudonym).
+    """
     kind = media_type(content_type)
-    intake = Intake()
+    intake = Intake(pseudonymize=pseudonymize)
     if kind in NDJSON_TYPES:
         index = 0
         for number, raw in enumerate(body.split(b"\n"), start=1):
@@ -117,6 +124,8 @@ def read_events(body: bytes, content_type: str | None, window: EventWindow, max_
 def _judge(intake: Intake, index: int, event, window: EventWindow, max_line_bytes: int, line: int | None) -> None:
     reason = event_reason(event, window)
     if reason is None:
+        if intake.pseudonymize is not None:  # an accepted event's user_id is a valid id (str or int)
+            event["user_id"] = intake.pseudonymize(str(event["user_id"]))
         try:
             encoded = orjson.dumps(event)  # the event as stored: one line, keys and values as validated
         except (orjson.JSONEncodeError, TypeError):  # an integer beyond 64 bits somewhere in it

@@ -110,8 +110,9 @@ async def collect_events(request: Request) -> JSONBytes:
     window = EventWindow.for_arrival(now, settings.late_arrival_days, settings.future_tolerance_seconds)
     try:
         intake = read_events(
-            await request.body(), request.headers.get("content-type"), window, settings.ingest_max_line_bytes
-        )
+            await request.body(), request.headers.get("content-type"), window, settings.ingest_max_line_bytes,
+            state.pseudonymize,
+        )  # fmt: skip
     except BadBody as error:
         raise ApiError(error.status, Reason.INVALID_EVENTS, str(error)) from None
     metrics = state.metrics

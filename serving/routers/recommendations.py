@@ -12,6 +12,7 @@ from serving.dependencies import (
     openapi_parameters,
 )
 from serving.failures import Reason
+from serving.ids import id_violation
 from serving.impressions.log import RECOMMENDATIONS
 from serving.metrics import RECOMMENDATIONS_ENDPOINT
 from serving.responses import JSONBytes
@@ -47,10 +48,15 @@ async def recommendations_for_user(request: Request) -> JSONBytes:
     store = state.store
     impressions = state.impressions  # None when the impression log is off
     request_id = state.request_ids.for_request(scope["headers"])
+    sent = scope["path_params"]["user_id"]
+    if state.pseudonymize is not None and id_violation(sent) is None:
+        # Pseudonymisation on (serving/pseudonyms.py): everything below (session state, the lists, the deny
+        # list, impression and failure logs) knows the user by the pseudonym; the answer names the id sent.
+        scope["path_params"]["user_id"] = state.pseudonymize(sent)
     if scope["path_params"]["user_id"] in state.sessions.active:  # fresh session state: serving/session.py
         body = await session_answer(request, state.sessions, request_id)
         if body is not None:
-            return JSONBytes(body, request_id=request_id)
+            return JSONBytes(_as_sent(body, scope, sent), request_id=request_id)
     live = store.current
     if live is not None and live.fast_answer is not None and not store.blocked and not store.denied:
         # The common request (a known user, plain k, no blocklist) in one C call; None -> the path below.
@@ -60,7 +66,7 @@ async def recommendations_for_user(request: Request) -> JSONBytes:
             body, position, count = answer
             if impressions is not None:
                 impressions.stored_slate(request_id, user_id, live, position, count)
-            return JSONBytes(body, request_id=request_id)
+            return JSONBytes(_as_sent(body, scope, sent), request_id=request_id)
     user_id = checked_id("user_id", request.path_params["user_id"])
     publication = live_publication(store)
     k = checked_k(request, publication)
@@ -79,4 +85,13 @@ async def recommendations_for_user(request: Request) -> JSONBytes:
     slate = publication.user_slate(position, k, blocked, excluded_rows)
     if impressions is not None and not forgotten:  # no impression holds the id of someone forgotten
         impressions.slate(request_id, RECOMMENDATIONS, user_id, publication, slate[0], slate[1], position is None)
-    return JSONBytes(publication.user_body(user_id, request_id, slate), request_id=request_id)
+    return JSONBytes(_as_sent(publication.user_body(user_id, request_id, slate), scope, sent), request_id=request_id)
+
+
+def _as_sent(body: bytes, scope, sent: str) -> bytes:
+    """The answer naming the id the app sent when it was looked up as its pseudonym (ids need no JSON escaping)."""
+    looked_up = scope["path_params"]["user_id"]
+    if looked_up == sent:
+        return body
+    prefix = b'{"user_id":"' + looked_up.encode() + b'"'
+    return b'{"user_id":"' + sent.encode() + b'"' + body[len(prefix) :] if body.startswith(prefix) else body

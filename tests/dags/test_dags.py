@@ -55,6 +55,7 @@ def test_dagbag_loads_without_import_errors_and_chains_by_assets(tmp_path):
         "recforge_experiment_readout",
         "recforge_stream_ingest",
         "recforge_forget",
+        "recforge_retention",
     }
     raw, marts, drift, champion, publication = (
         "recforge://warehouse/raw/events",
@@ -78,6 +79,7 @@ def test_dagbag_loads_without_import_errors_and_chains_by_assets(tmp_path):
     assert dags["recforge_forget"]["timetable"] == "NullTimetable" and dags["recforge_forget"]["outlets"] == [
         publication
     ]
+    assert dags["recforge_retention"]["outlets"] == []  # daily; feeds nothing (derived data changes at training)
     for dag in dags.values():
         assert dag["catchup"] is False and dag["retries"] >= 1 and "recforge" in dag["tags"] and dag["documented"]
 

@@ -47,6 +47,7 @@ final as (
         event_value,
         session_id,
         context,
+        consent_personalization,
         source,
         batch_id,
         landing_date,

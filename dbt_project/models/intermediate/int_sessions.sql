@@ -2,7 +2,7 @@
 -- Derived from the events rather than trusted from the client's session_id, which some
 -- sources (MovieLens, Retailrocket) do not have and others reset on every app start.
 with events as (
-    select * from {{ ref('int_events_without_bots') }}
+    select * from {{ ref('int_events_consented') }}
 ),
 
 gaps as (

@@ -1,9 +1,10 @@
--- One row per accepted, deduplicated event of a user who is not a bot, with its signal weight.
+-- One row per accepted, deduplicated event of a user who is not a bot and did not withhold consent
+-- for personalisation (int_events_consented), with its signal weight.
 -- The event-grain interface out of the warehouse: every other mart aggregates it, and training's
 -- rolling backtest reads it directly because each fold cuts the log at its own time. The weight
 -- is the signal strength only; time decay depends on a reference time, which each reader sets.
 with events as (
-    select * from {{ ref('int_events_without_bots') }}
+    select * from {{ ref('int_events_consented') }}
 ),
 
 final as (

@@ -13,6 +13,7 @@ renamed as (
         cast(value as double precision) as event_value,
         session_id,
         context,
+        {{ consent_personalization('context') }} as consent_personalization,
         source,
         batch_id,
         landing_date,
