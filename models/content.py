@@ -31,6 +31,7 @@ training items, so ``item_ids`` is longer than the training matrix is wide.
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import json
 import logging
 import re
@@ -355,6 +356,14 @@ class ContentColdStart(FactorizationRecommender):
         )
 
 
+# ALS's own defaults, read from its signature, so that with and without content never drift apart.
+_ALS_DEFAULTS = {
+    name: parameter.default
+    for name, parameter in inspect.signature(ALSRecommender.__init__).parameters.items()
+    if parameter.default is not inspect.Parameter.empty
+}
+
+
 class ContentALSRecommender(ContentColdStart, ALSRecommender):
     """ALS whose cold and rarely seen items get factors mapped from their content."""
 
@@ -365,10 +374,10 @@ class ContentALSRecommender(ContentColdStart, ALSRecommender):
 
     def __init__(
         self,
-        factors: int = 64,
-        regularization: float = 0.05,
-        iterations: int = 20,
-        alpha: float = 20.0,
+        factors: int = _ALS_DEFAULTS["factors"],
+        regularization: float = _ALS_DEFAULTS["regularization"],
+        iterations: int = _ALS_DEFAULTS["iterations"],
+        alpha: float = _ALS_DEFAULTS["alpha"],
         map_regularization: float = 0.1,
         map_warm_users: int = 10,
         map_shrinkage: float = 0.0,
