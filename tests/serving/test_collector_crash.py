@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -15,43 +13,22 @@ from datetime import UTC, datetime
 import httpx
 import orjson
 
-from pipelines.runtime.processes import free_port
 from serving.collector.segments import TORN_DIR, closed_segments, open_segments
+from tests.serving.process import serving_process
 
 KEY = "crash-test-app-key-0123456789"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
 @contextmanager
-def serving_process(home, **settings):
+def collector_process(home, **settings):
     """`python -m serving` with the collector on; yields (process, base URL)."""
-    port = free_port()
     env = {
-        **os.environ,
-        "RECFORGE_HOME": str(home),
-        "RECFORGE_PORT": str(port),
-        "RECFORGE_HOST": "127.0.0.1",
         "RECFORGE_COLLECTOR_APP_KEY": KEY,
         **{f"RECFORGE_{name.upper()}": str(value) for name, value in settings.items()},
     }
-    process = subprocess.Popen([sys.executable, "-m", "serving"], env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE)  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            httpx.get(f"{base}/healthz", timeout=1)
-            break
-        except httpx.TransportError:
-            assert process.poll() is None, process.stderr.read().decode()
-            assert time.monotonic() < deadline, "python -m serving did not start"
-            time.sleep(0.1)
-    try:
-        yield process, base
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            process.wait(timeout=30)
+    with serving_process(home, env) as (process, port):
+        yield process, f"http://127.0.0.1:{port}"
 
 
 def batch(writer: int, n: int, size: int) -> list[dict]:
@@ -88,7 +65,7 @@ def test_a_collector_killed_mid_load_loses_no_acknowledged_event(tmp_path):
                 assert answer.status_code == 200, answer.text
                 acknowledged.extend(e["event_id"] for e in events)
 
-    with serving_process(tmp_path, collector_segment_max_bytes=1 << 20) as (process, base):
+    with collector_process(tmp_path, collector_segment_max_bytes=1 << 20) as (process, base):
         writers = [threading.Thread(target=load, args=(w, base)) for w in range(4)]
         for thread in writers:
             thread.start()
@@ -104,7 +81,7 @@ def test_a_collector_killed_mid_load_loses_no_acknowledged_event(tmp_path):
     assert open_segments(root), "the kill should have left a segment open"
 
     # A new collector recovers what the killed one left open, and closes everything when it stops.
-    with serving_process(tmp_path):
+    with collector_process(tmp_path):
         pass
     assert open_segments(root) == []
     ids = stored_ids(root)
@@ -118,7 +95,7 @@ def test_a_collector_killed_mid_load_loses_no_acknowledged_event(tmp_path):
 
 
 def test_a_body_over_the_limit_gets_413_and_nothing_is_stored(tmp_path):
-    with serving_process(tmp_path, max_body_bytes=4096) as (_, base):
+    with collector_process(tmp_path, max_body_bytes=4096) as (_, base):
         answer = httpx.post(f"{base}/v1/events", json=batch(0, 0, 100), headers=AUTH, timeout=10)
         small = httpx.post(f"{base}/v1/events", json=batch(0, 1, 1), headers=AUTH, timeout=10)
     assert answer.status_code == 413 and "longer than 4096 bytes" in answer.text

@@ -7,36 +7,18 @@ import sys
 import threading
 import time
 
-import httpx
 import pytest
 
-from pipelines.runtime.processes import free_port
 from serving.config import ServingSettings
 from serving.limits import protocol_for
+from tests.serving.process import serving_process
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """`python -m serving` on an empty home (no publication needed to test the HTTP layer)."""
-    home = tmp_path_factory.mktemp("home")
-    port = free_port()
-    env = {**os.environ, "RECFORGE_HOME": str(home), "RECFORGE_PORT": str(port), "RECFORGE_HOST": "127.0.0.1"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "serving"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            httpx.get(f"{base}/healthz", timeout=1)
-            break
-        except httpx.TransportError:
-            assert process.poll() is None, process.stderr.read().decode()
-            assert time.monotonic() < deadline, "python -m serving did not start"
-            time.sleep(0.1)
-    yield port
-    process.terminate()
-    process.wait(timeout=10)
+    with serving_process(tmp_path_factory.mktemp("home")) as (_, port):
+        yield port
 
 
 def raw_request(port: int, data: bytes) -> tuple[bytes, float]:
