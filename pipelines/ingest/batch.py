@@ -136,6 +136,36 @@ def ingest_batch(
         """,
         [batch_id, window.landing_date, display_name, started],
     )
+    for table in ("incoming", "classified", "incoming_docs", "incoming_rows", "incoming_rejects"):
+        con.execute(f"drop table if exists {table}")
+    con.execute("drop table if exists incoming_rejects_scans")
+    result = record_batch(
+        warehouse, batch_id, source.name, window.interval_start, window.interval_end, display_name,
+        window.landing_date, started, rows_input, accepted, quarantined, by_reason, late,
+    )  # fmt: skip
+    log.info(result.summary())
+    return result
+
+
+def record_batch(
+    warehouse: Warehouse,
+    batch_id: str,
+    source: str,
+    interval_start: datetime,
+    interval_end: datetime,
+    file: str,
+    landing_date: date,
+    started: datetime,
+    rows_input: int,
+    accepted: int,
+    quarantined: int,
+    by_reason: dict[str, int],
+    late: int,
+) -> BatchResult:
+    """A batch's row of raw.batches (accepted + quarantined = input), and the result that reports it.
+
+    The one writer of raw.batches for event files and impression files alike.
+    """
     finished = datetime.now(UTC)
     warehouse.execute(
         """
@@ -145,18 +175,13 @@ def ingest_batch(
         values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
         """,
         [
-            batch_id, source.name, window.interval_start, window.interval_end, display_name, rows_input, accepted,
-            quarantined, json.dumps(by_reason), started, finished, window.landing_date, late,
+            batch_id, source, interval_start, interval_end, file, rows_input, accepted, quarantined,
+            json.dumps(by_reason), started, finished, landing_date, late,
         ],
     )  # fmt: skip
-    for table in ("incoming", "classified", "incoming_docs", "incoming_rows", "incoming_rejects"):
-        con.execute(f"drop table if exists {table}")
-    con.execute("drop table if exists incoming_rejects_scans")
-    result = BatchResult(
-        batch_id, display_name, rows_input, accepted, quarantined, by_reason, late, (finished - started).total_seconds()
+    return BatchResult(
+        batch_id, file, rows_input, accepted, quarantined, by_reason, late, (finished - started).total_seconds()
     )
-    log.info(result.summary())
-    return result
 
 
 def _mirror_accepted_before(warehouse: Warehouse, batch_id: str, landing_date: date) -> None:

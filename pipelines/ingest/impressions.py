@@ -15,7 +15,6 @@ day without impression files is normal (serving may be off) and ingests nothing.
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -23,7 +22,7 @@ from pathlib import Path
 import duckdb
 import pyarrow.parquet as pq
 
-from pipelines.ingest.batch import BatchResult, IngestError
+from pipelines.ingest.batch import BatchResult, IngestError, record_batch
 from pipelines.warehouse.connection import Warehouse
 from serving.ids import ID_CHARACTERS_REGEX, MAX_ID_LENGTH
 from serving.impressions.format import ENDPOINTS, FILE_PREFIX, SCHEMA, SUFFIX, landing_dir
@@ -145,23 +144,11 @@ def ingest_impression_file(
         """,
         [batch_id, day, display, started],
     )
-    finished = datetime.now(UTC)
-    warehouse.execute(
-        """
-        insert into raw.batches (batch_id, source, interval_start, interval_end, file, rows_input, rows_accepted,
-                                 rows_quarantined, quarantined_by_reason, started_at, finished_at, landing_date,
-                                 rows_late)
-        values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-        """,
-        [
-            batch_id, SOURCE, midnight, midnight + timedelta(days=1), display, rows_input, accepted, quarantined,
-            json.dumps(by_reason), started, finished, day, 0,
-        ],
-    )  # fmt: skip
     for table in ("incoming_impressions", "classified_impressions"):
         con.execute(f"drop table if exists {table}")
-    result = BatchResult(
-        batch_id, display, rows_input, accepted, quarantined, by_reason, 0, (finished - started).total_seconds()
-    )
+    result = record_batch(
+        warehouse, batch_id, SOURCE, midnight, midnight + timedelta(days=1), display, day, started,
+        rows_input, accepted, quarantined, by_reason, 0,
+    )  # fmt: skip
     log.info("impressions %s", result.summary())
     return result
