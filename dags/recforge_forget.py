@@ -85,7 +85,13 @@ def recforge_forget():
 
     @task
     def finish():
-        """Search every file under the home for the ids (fails naming any file), then write the audit."""
+        """Search every file under the home for the ids (fails naming any file), then write the audit.
+
+        A search that finds the ids fails the run at once: a retry of this task alone would search the
+        same files again (the store tasks are not re-run), so it cannot turn out differently.
+        """
+        from airflow.sdk.exceptions import AirflowFailException
+
         from pipelines.privacy.forget import ForgetError, finish_request
         from pipelines.settings import get_settings
 
@@ -94,12 +100,12 @@ def recforge_forget():
             return finish_request(get_settings(), ids, request_id).summary()
         except ForgetError as error:
             if get_current_context()["dag_run"].conf.get("user_ids"):
-                raise ForgetError(
+                raise AirflowFailException(
                     f"{error}. The ids came in this run's conf, which Airflow keeps in its metadata database: "
                     "delete the run (airflow dags delete recforge_forget), then run `recforge forget` for the same "
                     'ids; trigger with {"ids_file": "/path outside RECFORGE_HOME"} to avoid it'
                 ) from None
-            raise
+            raise AirflowFailException(str(error)) from error
 
     serving_deny_list() >> landing() >> warehouse() >> models() >> publications() >> reports_and_logs() >> finish()
 
