@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipelines.runtime.airflow_home import CREATE_WAREHOUSE_POOL, airflow_environment, api_health_url
+from pipelines.runtime.mlflow_server import MLFLOW_SERVER_ENVIRONMENT
 from pipelines.runtime.processes import ProcessGroup, spawn, wait_until_answering
 from pipelines.settings import Settings
 
@@ -75,6 +76,7 @@ class ScaledStack(ProcessGroup):
                 "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
                 "RECFORGE_HOME": str(self.settings.home),
                 "RECFORGE_MLFLOW_TRACKING_URI": self.mlflow_url,
+                **MLFLOW_SERVER_ENVIRONMENT,
                 "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
             }
         )

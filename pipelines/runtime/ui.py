@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipelines.runtime.airflow_home import local_executor_environment
+from pipelines.runtime.mlflow_server import MLFLOW_SERVER_ENVIRONMENT
 from pipelines.runtime.processes import interrupt_on_sigterm, raise_if_exited, spawn, stop
 from pipelines.settings import Settings
 
@@ -103,6 +104,7 @@ class UiLaunch:
             **local_executor_environment(self.settings, self.host, AIRFLOW_PORT),
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.passwords_file),
+            **MLFLOW_SERVER_ENVIRONMENT,
         }
         self.commands = {
             "api-server": [airflow, "api-server", "--host", self.host, "--port", str(AIRFLOW_PORT)],

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipelines.runtime.mlflow_server import MLFLOW_SERVER_ENVIRONMENT
 from pipelines.settings import REPO_ROOT, Settings
 from serving.config import ServingSettings
 from tests.conftest import debian_tool
@@ -76,6 +77,8 @@ def test_every_service_is_there_with_a_health_check_and_named_volumes():
     assert "serving-failures:/var/recforge-failures" in services["serving"]["volumes"]  # the one writer
     assert "mlflow-artifacts:/mlartifacts" in services["mlflow"]["volumes"]
     assert "postgresql" in " ".join(services["mlflow"]["command"].split())
+    # The MLflow server runs as the scaled stack and `recforge ui` run it (no GenAI job runner).
+    assert MLFLOW_SERVER_ENVIRONMENT.items() <= services["mlflow"]["environment"].items()
     worker_env = (REPO_ROOT / ".env.example").read_text()
     assert "AIRFLOW__CORE__EXECUTOR=CeleryExecutor" in worker_env and "redis://redis:6379" in worker_env
 
