@@ -312,7 +312,7 @@ def evaluate_experiment(
              and s.variant is not distinct from i.variant
         join (select distinct request_id from target) r on r.request_id = i.request_id
         left join target t on t.request_id = i.request_id and t.position = i.position
-        where i.experiment = ? and i.variant is distinct from ?
+        where i.experiment = ? and i.variant is distinct from ? and not i.shadow
         order by i.request_id, i.position
         """,
         [experiment, target_variant, experiment, target_variant],
