@@ -169,6 +169,11 @@ def test_a_shadow_slate_shares_its_request_id_and_lands_flagged(home):
         ["control", False, "i000129"], ["control", False, "i000139"],
         ["shadowed", True, "i000001"], ["shadowed", True, "i000002"],
     ]  # fmt: skip
+    from pipelines.warehouse.transform import build_warehouse
+
+    build_warehouse(home)  # the marts hold what was shown, never a shadow
+    mart = read_frame(home, "select variant, item_id from marts.slate_items order by position")
+    assert mart.values.tolist() == [["control", "i000129"], ["control", "i000139"]]
 
 
 def test_a_file_from_before_the_shadow_column_is_read_as_shown_slates(home):
