@@ -285,3 +285,25 @@ def test_a_user_gets_the_same_variant_from_two_server_processes(home, live):
 def test_experiment_settings_are_range_checked(tmp_path, values, message):
     with pytest.raises(InvalidSettings, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
         load_settings(ServingSettings, home=tmp_path, **values)
+
+
+def test_the_canary_ramps_on_its_schedule_and_a_rollback_holds_it_at_zero():
+    from serving.experiments import RunningExperiment
+
+    day = datetime(2026, 12, 1, tzinfo=UTC)
+    assignment = Assignment(NAME, "s1", (("control", 0.5), ("challenger", 0.5)), canary="challenger",
+                            schedule=((day, 0.05), (day + timedelta(days=2), 0.5)))  # fmt: skip
+    running = RunningExperiment(assignment, {}, day, day + timedelta(days=9))
+    assert running.shares(day + timedelta(days=1)) == [("challenger", 0.05), ("control", 0.95)]
+    assert running.shares(day + timedelta(days=3)) == [("challenger", 0.5), ("control", 0.5)]
+    rolled = RunningExperiment(assignment, {}, day, day + timedelta(days=9), rolled_back={"variant": "challenger"})
+    assert rolled.shares(day + timedelta(days=3)) == [("challenger", 0.0), ("control", 1.0)]
+
+
+def test_a_schedule_without_a_time_zone_is_refused_not_crashed_on(home, live):
+    from serving.experiments import ExperimentStateError, RunningExperiment
+
+    entry = write_state(home, live.version)
+    entry["assignment"] = {**entry["assignment"], "canary": "challenger", "schedule": [["2026-12-01T00:00:00", 0.1]]}
+    with pytest.raises(ExperimentStateError, match="every moment must carry a time zone"):
+        RunningExperiment.from_state(NAME, entry, STATE_FILE)
