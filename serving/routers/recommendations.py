@@ -57,16 +57,19 @@ async def recommendations_for_user(request: Request) -> JSONBytes:
     user_id = scope["path_params"]["user_id"]
     router = state.router
     arm = router.route(user_id) if router.routes else None  # serving/variants.py: None outside experiments
-    if arm is None:
-        if user_id in state.sessions.active:  # fresh session state: serving/session.py
-            body = await session_answer(request, state.sessions, request_id)
-            if body is not None:
-                return JSONBytes(_as_sent(body, scope, sent), request_id=request_id)
-        body = _answer(request, state, store.current, user_id, request_id, None)
-    else:
-        if arm.monitor is not None:  # a canary's answer: its latency and status feed the guardrails
-            scope[CANARY_SCOPE_KEY] = arm.monitor
-        body = _answer(request, state, arm.publication or store.current, user_id, request_id, arm)
+    publication = store.current if arm is None or arm.publication is None else arm.publication
+    if arm is not None and arm.monitor is not None:  # a canary's answer: its latency and status feed the guardrails
+        scope[CANARY_SCOPE_KEY] = arm.monitor
+    if user_id in state.sessions.active and (arm is None or arm.publication is not None):
+        # fresh session state (serving/session.py), blended into the user's publication; never for the holdback
+        body = await session_answer(request, state.sessions, request_id, publication, arm)
+        if body is not None:
+            if arm is not None:
+                body = with_arms(body, arm.arms)
+                if state.impressions is not None and arm.shadows:
+                    _log_shadows(request, store, state.impressions, arm, user_id, request_id, publication)
+            return JSONBytes(_as_sent(body, scope, sent), request_id=request_id)
+    body = _answer(request, state, publication, user_id, request_id, arm)
     return JSONBytes(_as_sent(body, scope, sent), request_id=request_id)
 
 

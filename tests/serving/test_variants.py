@@ -307,3 +307,25 @@ def test_a_schedule_without_a_time_zone_is_refused_not_crashed_on(home, live):
     entry["assignment"] = {**entry["assignment"], "canary": "challenger", "schedule": [["2026-12-01T00:00:00", 0.1]]}
     with pytest.raises(ExperimentStateError, match="every moment must carry a time zone"):
         RunningExperiment.from_state(NAME, entry, STATE_FILE)
+
+
+def test_session_answers_come_from_the_users_variant_and_never_reach_the_holdback(home, live):
+    from tests.serving.test_session import KEY, send
+
+    entry = write_state(home, live.version)
+    assignment = Assignment.from_json(entry["assignment"])
+    users = [str(u) for u in live.user_ids[:300]]
+    by_arm = {arm: next(u for u in users if assignment.variant(u, datetime.now(UTC)) == arm)
+              for arm in ("challenger", HOLDBACK)}  # fmt: skip
+    clicked = live.item_ids[-1]
+    with client_for(home, collector_app_key=KEY) as client:
+        for user in by_arm.values():
+            send(client, user, clicked)
+        answers = {arm: client.get(f"/v1/users/{u}/recommendations").json() for arm, u in by_arm.items()}
+    challenger = answers["challenger"]
+    assert (challenger["variant"], challenger["version"]) == ("challenger", CHALLENGER)
+    assert any(i["reason"] == f"session:{clicked}" for i in challenger["items"]), challenger
+    held = answers[HOLDBACK]
+    assert held["fallback"] and held["variant"] == HOLDBACK and {i["reason"] for i in held["items"]} == {"popular"}
+    shown = landed(home).query("not shadow").set_index("request_id")
+    assert shown.loc[challenger["request_id"], "variant"] == "challenger"
