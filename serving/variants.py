@@ -181,6 +181,8 @@ class ExperimentRouter:
         except ExperimentStateError as error:
             self._running, problems = [], [f"{error}: every user gets the live publication"]
         self._state_problems = problems
+        running = {e.name for e in self._running if e.rolled_back is None}
+        self._monitors = {key: m for key, m in self._monitors.items() if key[0] in running}  # stopped: forgotten
         for problem in problems:
             log.error("experiments: %s", problem)
         if self._running:
