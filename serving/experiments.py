@@ -10,8 +10,10 @@ user it already had when it is laid out first.
 
 An experiment's assignment travels to the server as plain JSON (``Assignment.to_json``), which
 `recforge experiments start` writes into RECFORGE_HOME/experiments/state.json: the server needs no
-YAML, no declaration parser and nothing of pipelines/ to route a request. Standard library only:
-nothing heavy at import.
+YAML, no declaration parser and nothing of pipelines/ to route a request. That file's contract is
+here too (``STATE_FILE``, ``read_state_file``, ``update_state_file``, ``RunningExperiment``): the CLI
+writes it, a server rolling a canary back writes it, and every server reads it (serving/variants.py).
+Standard library only: nothing heavy at import.
 """
 
 from __future__ import annotations
