@@ -34,16 +34,21 @@ def live(published) -> Publication:
     return Publication(published.published_dir / current_version(published.published_dir))
 
 
+def add_versions(home) -> None:
+    """Two more complete versions beside CURRENT's: copies of it under the challenger's and the shadow's names."""
+    live_version = current_version(home / "published")
+    for version in (CHALLENGER, SHADOW):
+        shutil.copytree(home / "published" / live_version, home / "published" / version)
+        manifest = json.loads((home / "published" / version / MANIFEST).read_text())
+        (home / "published" / version / MANIFEST).write_text(json.dumps({**manifest, "version": version}))
+
+
 @pytest.fixture
 def home(published, tmp_path):
     """The published home plus two more complete versions (copies under their own names)."""
     target = tmp_path / "home"
     shutil.copytree(published.published_dir, target / "published")
-    live_version = current_version(target / "published")
-    for version in (CHALLENGER, SHADOW):
-        shutil.copytree(target / "published" / live_version, target / "published" / version)
-        manifest = json.loads((target / "published" / version / MANIFEST).read_text())
-        (target / "published" / version / MANIFEST).write_text(json.dumps({**manifest, "version": version}))
+    add_versions(target)
     return target
 
 
