@@ -189,6 +189,10 @@ HOSTILE = {
         "shares sum to 1.4, more than 1",
     ),
     "not_an_object": (lambda path: path.write_text("[1, 2]"), "not a JSON object"),
+    "tampered_variant": (  # verified like CURRENT: a file that no longer matches its manifest is refused
+        lambda path: (path.parent.parent / "published" / CHALLENGER / "fallback.parquet").open("ab").write(b"x"),
+        f"variant 'challenger': publication {CHALLENGER} refused",
+    ),
     "bad_assignment": (
         lambda path: path.write_text(json.dumps({NAME: {"status": "running", "assignment": 7}})),
         "experiment 'home-ab': assignment: unreadable",
