@@ -75,6 +75,40 @@ class ServingSettings(BaseSettings):
         default="recforge:impressions", min_length=1, description="The Redis Stream impressions are added to."
     )
 
+    # --- online experiments (serving/variants.py; docs/operations.md, "Experiments")
+    exploration_epsilon: float = Field(
+        default=0.0, ge=0, lt=1,
+        description="Per slot of a recommendations answer, the probability its item is swapped for one drawn "
+        "uniformly from the allowed items outside the slate; every shown item's propensity is logged.",
+    )  # fmt: skip
+    canary_window_requests: int = Field(
+        default=2000, ge=10, le=1_000_000,
+        description="The latest answers per variant the canary guardrails judge (error rate, p99 latency).",
+    )  # fmt: skip
+    canary_min_requests: int = Field(
+        default=200, ge=1, le=1_000_000,
+        description="Answers a canary must have in its window before a guardrail can roll it back.",
+    )  # fmt: skip
+    canary_max_error_rate: float = Field(
+        default=0.01, gt=0, le=1,
+        description="Share of a canary's answers that may fail (5xx) before it is rolled back, unless its "
+        "declaration sets rollback.max_error_rate.",
+    )  # fmt: skip
+    canary_max_p99_seconds: float = Field(
+        default=0.25, gt=0, le=60,
+        description="The canary's p99 answer latency (in this process) beyond which it is rolled back, unless "
+        "its declaration sets rollback.max_p99_seconds.",
+    )  # fmt: skip
+
+    @model_validator(mode="after")
+    def _canary_window_holds_its_minimum(self):
+        if self.canary_min_requests > self.canary_window_requests:
+            raise ValueError(
+                f"{ENV_PREFIX}CANARY_MIN_REQUESTS={self.canary_min_requests} must not exceed "
+                f"{ENV_PREFIX}CANARY_WINDOW_REQUESTS={self.canary_window_requests}: the guardrails would never judge"
+            )
+        return self
+
     @field_validator("impressions_interval_seconds")
     @classmethod
     def _interval_divides_a_day(cls, seconds: int) -> int:
@@ -215,6 +249,13 @@ class ServingSettings(BaseSettings):
     @property
     def impressions_dir(self) -> Path:
         return self.home.expanduser().resolve() / "landing" / "impressions"
+
+    @property
+    def experiment_state_path(self) -> Path:
+        """Which experiments run (written by `recforge experiments start|stop`, and by a canary rollback)."""
+        from serving.experiments import STATE_FILE
+
+        return self.home.expanduser().resolve() / STATE_FILE
 
     @property
     def failure_log_path(self) -> Path:

@@ -21,6 +21,7 @@ from serving.metrics import MetricsMiddleware, ServingMetrics
 from serving.routers import events, health, items, recommendations
 from serving.session import open_sessions
 from serving.store import PublicationStore
+from serving.variants import ExperimentRouter
 
 
 def create_app(settings: ServingSettings | None = None) -> FastAPI:
@@ -30,6 +31,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         _limit_faiss_threads(settings.faiss_threads)
         store = PublicationStore(settings.published_dir, settings.reload_interval_seconds)
+        store.router = app.state.router  # experiments are refreshed on the store's watcher, after CURRENT
         app.state.store = store
         store.start()
         app.state.impressions = start_impression_log(settings, app.state.request_ids.prefix, app.state.metrics.registry)
@@ -64,6 +66,9 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     app.state.metrics = ServingMetrics(lambda: getattr(app.state, "store", None))
     app.state.request_ids = RequestIds()  # one prefix per process: the impression files carry it too
     app.state.impressions = None  # the lifespan starts the log unless its sink is 'off'
+    # Online experiments (serving/variants.py): which publication answers each user; exploration's epsilon.
+    app.state.router = ExperimentRouter(settings, app.state.metrics.registry)
+    app.state.exploration_epsilon = settings.exploration_epsilon
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.state.failures = FailureLog.from_settings(settings, app.state.metrics.registry, lambda: _live_version(app))
     install_error_handlers(app)

@@ -28,6 +28,8 @@ PUBLICATION_AGE = "recforge_live_publication_age_seconds"
 API_PREFIX = "/v1/"
 RECOMMENDATIONS_ENDPOINT = "/v1/users/{user_id}/recommendations"
 COLLECTOR_EVENTS = "recforge_collector_events_total"
+# Where a handler leaves the canary's guardrail window (serving.variants.CanaryMonitor) for this request.
+CANARY_SCOPE_KEY = "recforge.canary"
 COLLECTOR_COMMIT_LATENCY = "recforge_collector_commit_seconds"
 COLLECTOR_COMMIT_EVENTS = "recforge_collector_commit_events"
 
@@ -152,4 +154,8 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_and_record)
         finally:
             route = scope.get("route")
-            self.metrics.observe(getattr(route, "path", "unmatched"), status, time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            self.metrics.observe(getattr(route, "path", "unmatched"), status, seconds)
+            canary = scope.get(CANARY_SCOPE_KEY)
+            if canary is not None:  # an answer of a canary variant: its guardrails' window (serving/variants.py)
+                canary.observe(seconds, status >= 500)

@@ -34,6 +34,21 @@ log = logging.getLogger(__name__)
 __all__ = ["MAX_ID_LENGTH", "Publication", "PublicationError", "Recommendation"]
 
 
+# The experiment fields of a recommendations answer outside any experiment; a routed answer replaces them.
+NO_ARMS = b',"experiment":null,"variant":null'
+
+
+def with_arms(body: bytes, arms: bytes) -> bytes:
+    """The answer naming its experiment and variant (`arms` as made by ``arms_json``) instead of null.
+
+    The first occurrence is the head's: it comes before the items, and no id can hold a quote."""
+    return body.replace(NO_ARMS, arms, 1)
+
+
+def arms_json(experiment: str, variant: str) -> bytes:
+    return b',"experiment":' + orjson.dumps(experiment) + b',"variant":' + orjson.dumps(variant)
+
+
 @dataclass(frozen=True)
 class Recommendation:
     item_id: str
@@ -235,15 +250,37 @@ class Publication:
         return self.user_slots(position, k, blocked, excluded)
 
     def answer_with_reasons(
-        self, user_id: str, request_id: bytes, rows: list[int], scores: list[float], reasons: list[str]
+        self,
+        user_id: str,
+        request_id: bytes,
+        rows: list[int],
+        scores: list[float],
+        reasons: list[str],
+        fallback: bool = False,
     ) -> bytes:
-        """The body of a recommendations answer ranked at request time (serving/session.py), one reason per item."""
+        """The body of a recommendations answer ranked (serving/session.py) or explored (serving/exploration.py)
+        at request time, one reason per item."""
         parts = [
             self._item_json[row] + b"%.6g" % score + b',"reason":' + orjson.dumps(reason) + b"}"
             for row, score, reason in zip(rows, scores, reasons, strict=True)
         ]
-        head = b'{"user_id":' + orjson.dumps(user_id) + b',"request_id":"' + request_id + b'"' + self._user_head
+        head = self._fallback_head if fallback else self._user_head
+        head = b'{"user_id":' + orjson.dumps(user_id) + b',"request_id":"' + request_id + b'"' + head
         return head + b"[" + b",".join(parts) + b"]}"
+
+    def slate_reasons(self, codes: np.ndarray | None, count: int) -> list[str]:
+        """The reason of each slot of a ``user_slate`` (``popular`` for the fallback list, which has no codes)."""
+        if codes is None:
+            return ["popular"] * count
+        return [self.reason_names[code] for code in codes.tolist()]
+
+    @property
+    def memory_bytes(self) -> int:
+        """What this publication holds in memory, about: the lists (with the C path's table), the fallback
+        list and the item index's vectors (an HNSW graph adds its links, not counted)."""
+        vectors = int(self.index.ntotal) * int(self.index.d) * 4
+        fallback = self.fallback_items.nbytes + self.fallback_scores.nbytes
+        return self.list_bytes + fallback + vectors
 
     def user_body(self, user_id: str, request_id: bytes, slate: tuple) -> bytes:
         """The body of a recommendations answer for a slate of ``user_slate`` (fallback when it has no codes)."""
@@ -306,9 +343,10 @@ class Publication:
         self._item_json = [b'{"item_id":' + orjson.dumps(item) + b',"score":' for item in self.item_ids]
         self._reason_json = [b',"reason":' + orjson.dumps(name) + b"}" for name in self.reason_names]
         version = orjson.dumps(self.version)
-        # What follows the requested id in each kind of answer, up to the items array.
-        self._user_head = b',"version":' + version + b',"fallback":false,"items":'
-        self._fallback_head = b',"version":' + version + b',"fallback":true,"items":'
+        # What follows the requested id in each kind of answer, up to the items array. Recommendations
+        # carry the experiment and variant that routed the user, null here; with_arms fills them in.
+        self._user_head = b',"version":' + version + NO_ARMS + b',"fallback":false,"items":'
+        self._fallback_head = b',"version":' + version + NO_ARMS + b',"fallback":true,"items":'
         self._similar_head = b',"version":' + version + b',"items":'
 
     def _fast_answer(self):

@@ -15,7 +15,8 @@ REASON_DESCRIPTION = (
     "Why the item is in the list: `model` (ranked by the published model), `popular` (from the "
     "popularity list: the fallback for unknown users, the popularity side of a cold user's blend, or "
     "a popularity model), `similar_to:<item_id>` (close, by the item embeddings, to the named item: "
-    "one from the user's own history in recommendations, the requested item in similar items)."
+    "one from the user's own history in recommendations, the requested item in similar items), `explore` "
+    "(a random item swapped in by exploration, RECFORGE_EXPLORATION_EPSILON; it keeps the replaced item's score)."
 )
 SCORE_DESCRIPTION = (
     "The ranking score; higher ranks first, and only the order within one answer is meaningful. "
@@ -41,8 +42,16 @@ class UserRecommendations(BaseModel):
     user_id: str = Field(description="The user the list is for, as requested.")
     request_id: str = Field(description=REQUEST_ID_DESCRIPTION, pattern=REQUEST_ID_PATTERN)
     version: str = Field(description=VERSION_DESCRIPTION)
+    experiment: str | None = Field(
+        description="The running experiment that chose which publication answers this user; null outside experiments."
+    )
+    variant: str | None = Field(
+        description="The user's variant in that experiment (sticky: a salted hash of the user id), `holdback` for "
+        "the users who get the popularity list; null outside experiments."
+    )
     fallback: bool = Field(
-        description="True when the user is unknown to the publication and gets the popularity fallback list."
+        description="True when the answer is the popularity fallback list: the user is unknown to the publication, "
+        "or is in an experiment's holdback."
     )
     items: list[Item] = Field(description="At most `k` items, best first.")
 

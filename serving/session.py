@@ -328,16 +328,18 @@ def neighbours_of(publication, rows: list[int], depth: int) -> list[tuple[list[i
     return answer
 
 
-async def session_answer(request, sessions, request_id: bytes) -> bytes | None:
+async def session_answer(request, sessions, request_id: bytes, publication=None, arm=None) -> bytes | None:
     """The answer for a user with session state, or None when none of it is fresh (the usual path then answers).
 
+    `publication` is the one that answers (None: the live one; an experiment's variant's for its users, whose
+    `arm` then names experiment and variant in the impression; the caller adds them to the answer).
     A user forgotten since the publication was made never gets a personal answer (the usual path gives the
     fallback); the slate shown goes to the impression log like any other answer.
     """
     state = request.app.state
     user_id = checked_id("user_id", request.path_params["user_id"])
     store = state.store
-    publication = live_publication(store)
+    publication = live_publication(store) if publication is None else publication
     k = checked_k(request, publication)
     if store.denies(user_id):
         return None
@@ -358,5 +360,6 @@ async def session_answer(request, sessions, request_id: bytes) -> bytes | None:
         impressions.slate(
             request_id, RECOMMENDATIONS, user_id, publication,
             np.asarray(rows, dtype=np.int64), np.asarray(scores, dtype=np.float32), False,
+            *((arm.experiment, arm.variant) if arm is not None else ()),
         )  # fmt: skip
     return publication.answer_with_reasons(user_id, request_id, rows, scores, reasons)

@@ -41,6 +41,9 @@ class PublicationStore:
         self._denylist_mtime: float | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # Experiments (serving/variants.py): refreshed on this watcher after CURRENT, so variants on CURRENT's
+        # version share its arrays; None when the app runs without the router (scripts, some tests).
+        self.router = None
 
     def live_version_on_disk(self) -> str | None:
         return current_version(self.published_dir)
@@ -58,7 +61,7 @@ class PublicationStore:
         if version in self.refused:
             return False  # refused once: do not re-read gigabytes every interval
         try:
-            publication = self._load(version)
+            publication = self.load_version(version)
         except Exception as error:  # a broken publication must never take the service down
             self.refused.add(version)
             self.current_refused = version
@@ -72,7 +75,8 @@ class PublicationStore:
         self.last_error = None
         return True
 
-    def _load(self, version: str) -> Publication:
+    def load_version(self, version: str) -> Publication:
+        """A complete version loaded and verified (as CURRENT's is); raises when it cannot be served."""
         publication = Publication(version_directory(self.published_dir, version))
         if publication.version != version:
             raise ValueError(f"its manifest says version {publication.version!r}")
@@ -84,7 +88,7 @@ class PublicationStore:
             if version in self.refused:
                 continue
             try:
-                publication = self._load(version)
+                publication = self.load_version(version)
             except Exception as error:
                 self.refused.add(version)
                 log.error("fallback candidate %s refused too: %s", version, self.relative(str(error)))
@@ -172,6 +176,8 @@ class PublicationStore:
                 self.refresh_blocklist()
                 self.refresh_denylist()
                 self.refresh()
+                if self.router is not None:
+                    self.router.refresh(self)
             except Exception:  # the watcher must outlive any one bad read
                 log.exception("publication watcher")
             if self._stop.wait(self.reload_interval_seconds):

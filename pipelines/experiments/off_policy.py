@@ -9,8 +9,9 @@ evaluation for slate recommendation", NeurIPS): a click at position k depends on
 context, the item shown at k and k itself, not on the other items of the slate. Then the expected
 clicks at position k under a target policy pi are E_x sum_a pi(a | k, x) r(x, a, k), and each logged
 (slate, position) row is one contextual-bandit sample with the logging propensity p(a | k, x) of the
-item it showed (the propensity serving logs per shown item when exploration is on). Cascade effects
-(a click at 1 lowering the chance at 2) break the assumption and bias every estimate here.
+item it showed (what serving logs per shown item: the contract serving.impressions.format.PROPENSITIES,
+made by serving/exploration.py). Cascade effects (a click at 1 lowering the chance at 2) break the
+assumption and bias every estimate here.
 
 Per row i, with w_i = min(pi_i / p_i, clip) (pi_i the target's probability of showing the logged item
 at that position; 0/1 for a deterministic top-k list):
@@ -312,7 +313,7 @@ def evaluate_experiment(
              and s.variant is not distinct from i.variant
         join (select distinct request_id from target) r on r.request_id = i.request_id
         left join target t on t.request_id = i.request_id and t.position = i.position
-        where i.experiment = ? and i.variant is distinct from ?
+        where i.experiment = ? and i.variant is distinct from ? and not i.shadow
         order by i.request_id, i.position
         """,
         [experiment, target_variant, experiment, target_variant],

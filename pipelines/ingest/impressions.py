@@ -30,6 +30,8 @@ from serving.impressions.request_ids import REQUEST_ID_PATTERN
 
 log = logging.getLogger(__name__)
 
+SCHEMA_WITHOUT_SHADOW = SCHEMA.remove(SCHEMA.get_field_index("shadow"))  # the impression schema's version 1
+
 SOURCE = "impressions"
 CLASSIFY_SQL = Path(__file__).resolve().parent / "sql" / "classify_impressions.sql"
 REQUEST_ID_REGEX = REQUEST_ID_PATTERN.removeprefix("^").removesuffix("$")
@@ -47,11 +49,15 @@ def impression_files(home: Path, day: date) -> list[Path]:
     return sorted(p for p in directory.glob(f"{FILE_PREFIX}*{SUFFIX}") if p.is_file())
 
 
-def check_schema(path: Path, display: str) -> None:
+def check_schema(path: Path, display: str) -> bool:
+    """Whether the file is in the impression schema (True) or in its first version, without ``shadow``
+    (False: written by a server from before experiments; read as shown slates); anything else is refused."""
     try:
         schema = pq.read_schema(path)
     except Exception as error:  # pyarrow raises several kinds for a file that is not Parquet
         raise IngestError(f"{display}: not a readable Parquet file: {error}") from None
+    if schema.equals(SCHEMA_WITHOUT_SHADOW, check_metadata=False):
+        return False
     if not schema.equals(SCHEMA, check_metadata=False):
         expected = {f.name: str(f.type) for f in SCHEMA}
         found = {f.name: str(f.type) for f in schema}
@@ -61,6 +67,7 @@ def check_schema(path: Path, display: str) -> None:
             if expected.get(name) != found.get(name)
         )
         raise IngestError(f"{display}: not in the impression schema (schema_mismatch): {'; '.join(differences)}")
+    return True
 
 
 def ingest_impression_days(warehouse: Warehouse, home: Path, days: list[date], future_tolerance_seconds: int) -> list:
@@ -86,13 +93,13 @@ def ingest_impression_file(
     """Classify one sealed file's slates and write them (accepted: unnested; rejected: quarantined)."""
     started = datetime.now(UTC)
     batch_id = f"{SOURCE}:{day.isoformat()}:{path.name}"
-    check_schema(path, display)
+    shadow = "" if check_schema(path, display) else ", false as shadow"
     midnight = datetime.combine(day, datetime.min.time(), tzinfo=UTC)
     con = warehouse.sql_engine
     try:
         con.execute(
             "create or replace temp table incoming_impressions as "
-            "select row_number() over () as row_number, * from read_parquet(?)",
+            f"select row_number() over () as row_number, *{shadow} from read_parquet(?)",
             [str(path)],
         )
     except duckdb.Error as error:
@@ -128,7 +135,7 @@ def ingest_impression_file(
         select request_id, served_at, endpoint, user_id, anchor_item_id, coalesce(fallback, false) as fallback,
                version, experiment, variant, len(item_ids) as slate_size, cast(position as integer) as position,
                item_ids[position] as item_id, cast(scores[position] as double) as score,
-               propensities[position] as propensity, ? as batch_id, ? as landing_date, ? as ingested_at
+               propensities[position] as propensity, shadow, ? as batch_id, ? as landing_date, ? as ingested_at
         from shown
         """,
         [batch_id, day, started],
@@ -138,7 +145,8 @@ def ingest_impression_file(
         """
         select ? as batch_id, ? as landing_date, ? as file, cast(row_number as integer) as row_number, reason,
                cast(to_json(struct_pack(request_id, served_at, endpoint, user_id, anchor_item_id, fallback, version,
-                                        experiment, variant, item_ids, scores, propensities)) as varchar) as raw,
+                                        experiment, variant, shadow, item_ids, scores, propensities))
+                    as varchar) as raw,
                ? as ingested_at
         from classified_impressions where reason is not null
         """,

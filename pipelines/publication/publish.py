@@ -210,7 +210,7 @@ def publish(settings: Settings) -> PublishResult:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         switch_current(root, version)
-        prune_versions(root, settings.publish_keep_versions)
+        prune_versions(root, settings.publish_keep_versions, spared=experiment_versions(settings))
     audit_publication(settings, audit, facts, version, manifest["rules"]["applied"])
     write_index(settings)
     result = PublishResult(version, final, manifest["counts"]["users"], len(indexed))
@@ -310,11 +310,31 @@ def switch_current(root: Path, version: str) -> None:
     _fsync(root)
 
 
-def prune_versions(root: Path, keep: int) -> list[str]:
-    """Delete all but the newest `keep` complete versions; never the live one."""
+def experiment_versions(settings: Settings) -> set[str]:
+    """Publication versions a running experiment names (serving loads them beside CURRENT, also after a restart).
+
+    An unreadable state spares nothing here: serving reports it, and publishing must not fail for it."""
+    from serving.experiments import RUNNING, STATE_FILE, ExperimentStateError, read_state_file
+
+    try:
+        state = read_state_file(settings.home / STATE_FILE)
+    except ExperimentStateError as error:
+        log.warning("publish: %s: pruning spares no experiment's version", error)
+        return set()
+    return {
+        version
+        for entry in state.values()
+        if entry.get("status") == RUNNING and isinstance(entry.get("publications"), dict)
+        for version in entry["publications"].values()
+        if isinstance(version, str)
+    }
+
+
+def prune_versions(root: Path, keep: int, spared: set[str] = frozenset()) -> list[str]:
+    """Delete all but the newest `keep` complete versions; never the live one nor a `spared` one."""
     live = current_version(root)
     complete = versions(root)
-    doomed = [v for v in complete[:-keep] if v != live] if keep > 0 else []
+    doomed = [v for v in complete[:-keep] if v != live and v not in spared] if keep > 0 else []
     for version in doomed:
         shutil.rmtree(root / version)
     return doomed

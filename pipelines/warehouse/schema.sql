@@ -74,8 +74,10 @@ create table if not exists raw.impression_items (
     propensity     double precision,
     batch_id       varchar not null,
     landing_date   date not null,
-    ingested_at    timestamptz not null
+    ingested_at    timestamptz not null,
+    shadow         boolean default false  -- a shadow variant's slate: logged, never shown
 );
+alter table raw.impression_items add column if not exists shadow boolean default false;
 
 -- One row per rejected served slate: the slate as JSON, why, and where it came from.
 create table if not exists quarantine.impressions (

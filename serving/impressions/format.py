@@ -39,7 +39,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: the shadow column
 IMPRESSIONS_DIR = "impressions"  # under landing/
 OPEN_DIR = ".open"  # staged parts; the leading dot keeps it out of every landing-day listing
 FILE_PREFIX = "impressions-"
@@ -48,6 +48,13 @@ PART_SUFFIX = ".arrow"
 STREAM_FIELD = "arrow"
 SECONDS_PER_DAY = 86_400
 ENDPOINTS = ("recommendations", "similar_items")
+
+# The propensity contract (serving/exploration.py makes them, pipelines/experiments/off_policy.py weighs by
+# them): per shown item, in position order, the probability that the logging policy shows that item at that
+# position for this request, in (0, 1]. Recommendations answers always carry them (1.0 everywhere without
+# exploration, or for a deterministic answer such as a session blend); similar-items answers are not
+# explored and carry 1.0 too; shadow slates, never shown, carry null.
+PROPENSITIES = "propensities"
 
 SCHEMA = pa.schema(
     [
@@ -58,12 +65,13 @@ SCHEMA = pa.schema(
         pa.field("anchor_item_id", pa.string()),  # similar items: the requested item; recommendations: null
         pa.field("fallback", pa.bool_(), nullable=False),  # the user was unknown: the popularity list
         pa.field("version", pa.string(), nullable=False),  # the publication that answered
-        pa.field("experiment", pa.string()),  # null until experiments assign variants
-        pa.field("variant", pa.string()),
+        pa.field("experiment", pa.string()),  # the running experiment that routed the user; null: none
+        pa.field("variant", pa.string()),  # its variant, "holdback", or a shadow variant's name; null: none
+        # True: a shadow variant's slate, computed for the same request (same request_id) and never shown.
+        pa.field("shadow", pa.bool_(), nullable=False),
         pa.field("item_ids", pa.list_(pa.string()), nullable=False),  # shown, in position order
         pa.field("scores", pa.list_(pa.float32()), nullable=False),  # the answer's score of each
-        pa.field("propensities", pa.list_(pa.float64())),  # each item's probability of being shown there; null
-        # without exploration
+        pa.field(PROPENSITIES, pa.list_(pa.float64())),  # see PROPENSITIES; null for shadow slates
     ],
     metadata={"recforge.impressions.schema_version": SCHEMA_VERSION},
 )

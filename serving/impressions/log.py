@@ -33,6 +33,7 @@ from serving.impressions.format import (
     ENDPOINTS,
     OPEN_DIR,
     PART_SUFFIX,
+    PROPENSITIES,
     SCHEMA,
     STREAM_FIELD,
     day_dir,
@@ -45,6 +46,7 @@ from serving.impressions.format import (
 log = logging.getLogger(__name__)
 
 RECOMMENDATIONS, SIMILAR_ITEMS = 0, 1  # codes into ENDPOINTS, carried in the tuples
+SHADOW_PENDING = -2  # the position of a shadow slate the writer has yet to cut
 WRITTEN = "recforge_impressions_written_total"
 DROPPED = "recforge_impressions_dropped_total"
 QUEUED = "recforge_impressions_queued"
@@ -195,24 +197,44 @@ class ImpressionLog:
         )
 
     # --- the answer path: one tuple, never a wait
+    # A tuple: (request id, time, endpoint, user or item, publication, position in the stored lists or -1
+    # (or SHADOW_PENDING), count, rows, scores, fallback, experiment, variant, propensities, shadow);
+    # propensities are one float for every shown item, an array, or None.
 
-    def stored_slate(self, request_id: bytes, user_id: str, publication, position: int, count: int) -> None:
+    def stored_slate(
+        self, request_id: bytes, user_id: str, publication, position: int, count: int,
+        experiment: str | None = None, variant: str | None = None, propensity: float = 1.0,
+    ) -> None:  # fmt: skip
         """A known user's answer: the first `count` items of their stored list (the C path's answer)."""
         queue = self._queue
         if len(queue) < self.capacity:
-            queue.append(
-                (request_id, self.clock(), RECOMMENDATIONS, user_id, publication, position, count, None, None, False)
-            )
+            queue.append((request_id, self.clock(), RECOMMENDATIONS, user_id, publication, position, count, None,
+                          None, False, experiment, variant, propensity, False))  # fmt: skip
         else:
             self._full.inc()
 
-    def slate(self, request_id: bytes, endpoint: int, subject: str, publication, rows, scores, fallback: bool) -> None:
+    def slate(
+        self, request_id: bytes, endpoint: int, subject: str, publication, rows, scores, fallback: bool,
+        experiment: str | None = None, variant: str | None = None, propensities=1.0,
+    ) -> None:  # fmt: skip
         """Any other answer: the item rows and scores it showed (arrays the answer was built from)."""
         queue = self._queue
         if len(queue) < self.capacity:
-            queue.append(
-                (request_id, self.clock(), endpoint, subject, publication, -1, len(rows), rows, scores, fallback)
-            )
+            queue.append((request_id, self.clock(), endpoint, subject, publication, -1, len(rows), rows, scores,
+                          fallback, experiment, variant, propensities, False))  # fmt: skip
+        else:
+            self._full.inc()
+
+    def shadow(
+        self, request_id: bytes, user_id: str, publication, k: int, blocked: frozenset[str], excluded: list[str],
+        experiment: str, variant: str,
+    ) -> None:  # fmt: skip
+        """A shadow variant's slate for this request: only what it needs is queued; the writer looks the user
+        up in the shadow's publication and cuts the slate (same k, blocklist and exclusions), off the answer path."""
+        queue = self._queue
+        if len(queue) < self.capacity:
+            queue.append((request_id, self.clock(), RECOMMENDATIONS, user_id, publication, SHADOW_PENDING, 0,
+                          (k, blocked, excluded), None, False, experiment, variant, None, True))  # fmt: skip
         else:
             self._full.inc()
 
@@ -272,6 +294,8 @@ class ImpressionLog:
 
     def _tables(self, records: list[tuple]):
         """(interval start, table in the contract's schema, slates) per interval and publication of a batch."""
+        if any(record[5] == SHADOW_PENDING for record in records):
+            records = [_cut_shadow(record) if record[5] == SHADOW_PENDING else record for record in records]
         fields = list(zip(*records, strict=True))  # one tuple per field: the only pass over the records
         served = np.array(fields[1], dtype=np.float64)
         intervals = (served // self.interval_seconds).astype(np.int64) * self.interval_seconds
@@ -288,6 +312,17 @@ class ImpressionLog:
             yield interval_start, _slate_table(chosen, publications[indices[0]], served[indices]), len(indices)
 
 
+def _cut_shadow(record: tuple) -> tuple:
+    """A queued shadow slate cut from its publication as the answer would have been (never shown)."""
+    request_id, served, endpoint, user_id, publication, _, _, (k, blocked, excluded), _, _, *rest = record
+    k = min(k, publication.top_n)
+    position = publication.user_position(user_id)
+    rows, scores, _ = publication.user_slate(
+        position, k, publication.blocked_mask(blocked), publication.excluded_rows(excluded)
+    )
+    return (request_id, served, endpoint, user_id, publication, -1, len(rows), rows, scores, position is None, *rest)
+
+
 def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """The concatenation of range(start, start + count) for each pair, without a Python loop."""
     before = np.cumsum(counts) - counts
@@ -296,7 +331,8 @@ def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
 
 def _slate_table(fields: list[tuple], publication, served: np.ndarray) -> pa.Table:
     """One row per answer for answers of one publication; the item lists gathered by index from its arrays."""
-    request_ids, _, endpoints, subjects, _, positions, counts, explicit_rows, explicit_scores, fallbacks = fields
+    request_ids, _, endpoints, subjects, _, positions, counts, explicit_rows, explicit_scores, fallbacks = fields[:10]
+    experiments, variants, propensities, shadows = fields[10:]
     n = len(request_ids)
     counts = np.array(counts, dtype=np.int64)
     positions = np.array(positions, dtype=np.int64)
@@ -332,10 +368,28 @@ def _slate_table(fields: list[tuple], publication, served: np.ndarray) -> pa.Tab
         "anchor_item_id": pc.if_else(is_user, null, subject),
         "fallback": pa.array(fallbacks, pa.bool_()),
         "version": pa.repeat(pa.scalar(publication.version, pa.string()), n),
-        "experiment": null,
-        "variant": null,
+        "experiment": pa.array(experiments, pa.string()),
+        "variant": pa.array(variants, pa.string()),
+        "shadow": pa.array(shadows, pa.bool_()),
         "item_ids": pa.ListArray.from_arrays(list_offsets, publication.item_id_array.take(pa.array(rows))),
         "scores": pa.ListArray.from_arrays(list_offsets, pa.array(scores)),
-        "propensities": pa.nulls(n, pa.list_(pa.float64())),
+        PROPENSITIES: _propensities(propensities, counts, offsets),
     }
     return pa.table(columns, schema=SCHEMA)
+
+
+def _propensities(given: tuple, counts: np.ndarray, offsets: np.ndarray) -> pa.ListArray:
+    """The propensity lists: one float per slate repeated over its items (the usual case, one numpy call),
+    an explicit array per explored slate, null for shadow slates."""
+    if all(type(p) is float for p in given):
+        values = np.repeat(np.array(given, dtype=np.float64), counts)
+        return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))
+    values = np.empty(int(offsets[-1]), dtype=np.float64)
+    valid = np.ones(len(given), dtype=bool)
+    for index, p in enumerate(given):
+        if p is None:
+            valid[index] = False
+        else:
+            values[offsets[index] : offsets[index + 1]] = p
+    mask = pa.array(~valid)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values), mask=mask)

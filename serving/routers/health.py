@@ -76,3 +76,10 @@ async def readyz(store: Annotated[PublicationStore, Depends(get_store)]) -> JSON
 async def noop(request: Request) -> Response:
     """Does nothing through the same stack (routing, middleware, metrics): the throughput ceiling in benchmarks."""
     return Response(NOOP_BODY, media_type="application/json")
+
+
+@router.get("/experimentz", include_in_schema=False)
+async def experimentz(request: Request) -> JSONBytes:
+    """Running experiments as this server routes them: shares now, a canary's rollback, each variant's
+    publication and the memory it holds, and any experiment (or state file) it cannot route and why."""
+    return JSONBytes(request.app.state.router.status())

@@ -41,9 +41,23 @@ def write_declarations(folder, *experiments: dict, name: str = "experiments.yaml
     return path
 
 
+# The registry behind VALID's aliases, for `recforge experiments start` (the real one asks MLflow).
+REGISTRY = {"champion": "3", "challenger": "4"}
+# A complete publication of each registry version VALID names (the shadow names version 12).
+PUBLISHED = ("20261130T000000000000Z-v3", "20261130T000000000000Z-v4", "20261130T000000000000Z-v12")
+
+
+def registry_version(settings, alias: str) -> str | None:
+    return REGISTRY.get(alias)
+
+
 @pytest.fixture
 def declared(settings):
-    """Settings whose RECFORGE_HOME/experiments/ declares VALID (and no repository declarations)."""
+    """Settings whose RECFORGE_HOME/experiments/ declares VALID (and no repository declarations), with a
+    publication (its manifest only: start never reads more) of every model version VALID names."""
     settings = settings.model_copy(update={"experiments_dir": settings.home / "no-repo-declarations"})
     write_declarations(settings.home_experiments_dir, VALID)
+    for version in PUBLISHED:
+        (settings.home / "published" / version).mkdir(parents=True)
+        (settings.home / "published" / version / "manifest.json").write_text("{}")
     return settings

@@ -186,12 +186,12 @@ def _log_to_warehouse(settings, logs, target_item, drop_propensity_at=None):
                          event_ts=shown.served_at)  # fmt: skip
     with connect(settings) as warehouse:
         con = warehouse.con
-        for frame in (shown, shadow):
+        for frame, is_shadow in ((shown, False), (shadow, True)):
             con.register("f", frame)
             con.execute(
                 "insert into raw.impression_items select request_id, served_at, 'recommendations', user_id, null, "
                 "false, 'v1', experiment, variant, 3, position, item_id, 0.0, propensity, 'b1', date '2026-12-02', "
-                "served_at from f"
+                f"served_at, {is_shadow} from f"
             )
             con.unregister("f")
         con.register("slate", slate)

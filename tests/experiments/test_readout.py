@@ -15,6 +15,7 @@ from pipelines.experiments.readout import ReadoutBlocked, compute_readout, run_r
 from pipelines.experiments.stats import SHIP, STOP, analyse
 from pipelines.experiments.synthetic import pre_period_rows, slate_item_rows, synthetic_traffic
 from tests.conftest import run_recforge
+from tests.experiments.conftest import declaration, write_declarations
 
 DAYS = 7
 
@@ -114,6 +115,12 @@ def test_the_cli_starts_lists_reads_out_and_stops(logged, monkeypatch, capsys):
     settings, experiment, _ = logged
     monkeypatch.setenv("RECFORGE_HOME", str(settings.home))
     monkeypatch.setenv("RECFORGE_EXPERIMENTS_DIR", str(settings.experiments_dir))
+    # Variants by registry version (aliases would ask this test's empty MLflow registry at start).
+    by_version = [
+        {"name": "control", "version": "3", "share": 0.45},
+        {"name": "challenger", "version": "4", "share": 0.45},
+    ]
+    write_declarations(settings.home_experiments_dir, declaration(variants=by_version))
 
     def recforge(*args) -> tuple[int, str, str]:
         status = main(["experiments", *args])
@@ -169,10 +176,16 @@ def test_the_daily_readout_reads_running_experiments_only(logged):
 
     from pipelines.experiments.daily import read_out_running
     from pipelines.experiments.state import start_experiment
+    from tests.experiments.conftest import registry_version
 
     settings, experiment, _ = logged
     assert read_out_running(settings, experiment.end) == {}
-    start_experiment(settings, "home-ab", now=datetime(2026, 12, 1, tzinfo=experiment.start.tzinfo))
+    start_experiment(
+        settings,
+        "home-ab",
+        now=datetime(2026, 12, 1, tzinfo=experiment.start.tzinfo),
+        registry_version=registry_version,
+    )
     assert read_out_running(settings, experiment.start - timedelta(days=1)) == {"home-ab": "not started"}
     assert read_out_running(settings, experiment.end) == {"home-ab": SHIP}
     assert (settings.reports_dir / "experiments" / "home-ab.html").exists()
@@ -183,10 +196,16 @@ def test_the_daily_readout_fails_naming_a_blocked_experiment(declared):
 
     from pipelines.experiments.daily import read_out_running
     from pipelines.experiments.state import start_experiment
+    from tests.experiments.conftest import registry_version
 
     experiment = get_experiment(declared, "home-ab")
     log_traffic(declared, experiment, synthetic_traffic(experiment, 8000, DAYS, seed=2, skew={"challenger": 0.15}))
-    start_experiment(declared, "home-ab", now=datetime(2026, 12, 1, tzinfo=experiment.start.tzinfo))
+    start_experiment(
+        declared,
+        "home-ab",
+        now=datetime(2026, 12, 1, tzinfo=experiment.start.tzinfo),
+        registry_version=registry_version,
+    )
     with pytest.raises(ReadoutBlocked, match="^home-ab: sample ratio mismatch"):
         read_out_running(declared, experiment.end)
 

@@ -31,6 +31,7 @@ def slate(request_id, items, user_id="u000044", served_at=SERVED, endpoint="reco
         "version": "20260102T000000Z-v1",
         "experiment": None,
         "variant": None,
+        "shadow": False,
         "item_ids": items,
         "scores": [1.0 / (n + 1) for n in range(len(items))],
         "propensities": None,
@@ -152,3 +153,38 @@ def test_slate_items_has_every_column_of_the_readouts_contract_with_its_type(hom
     assert {column: types.get(column) for column in SLATE_ITEM_COLUMNS} == SLATE_ITEM_COLUMNS
     served = read_frame(home, f"select event_ts from {SLATE_ITEMS_RELATION}")["event_ts"]
     assert (served == pd.Timestamp(SERVED)).all()
+
+
+def test_a_shadow_slate_shares_its_request_id_and_lands_flagged(home):
+    """A shadow variant's slate is logged under the shown slate's request id: not a duplicate, kept apart."""
+    write_impressions(home.home, [
+        slate("r1", ["i000129", "i000139"], experiment="home-ab", variant="control", propensities=[1.0, 1.0]),
+        slate("r1", ["i000001", "i000002"], experiment="home-ab", variant="shadowed", shadow=True),
+        slate("r1", ["i000003"], experiment="home-ab", variant="shadowed", shadow=True),
+    ])  # fmt: skip
+    (batch,) = ingest_interval(home, DAY, DAY + timedelta(days=1)).impressions
+    assert (batch.rows_accepted, batch.quarantined_by_reason) == (2, {"duplicate_request_id": 1})
+    items = read_frame(home, "select variant, shadow, item_id from raw.impression_items order by shadow, position")
+    assert items.values.tolist() == [
+        ["control", False, "i000129"], ["control", False, "i000139"],
+        ["shadowed", True, "i000001"], ["shadowed", True, "i000002"],
+    ]  # fmt: skip
+    from pipelines.warehouse.transform import build_warehouse
+
+    build_warehouse(home)  # the marts hold what was shown, never a shadow
+    mart = read_frame(home, "select variant, item_id from marts.slate_items order by position")
+    assert mart.values.tolist() == [["control", "i000129"], ["control", "i000139"]]
+
+
+def test_a_file_from_before_the_shadow_column_is_read_as_shown_slates(home):
+    from pipelines.ingest.impressions import SCHEMA_WITHOUT_SHADOW
+
+    directory = landing_dir(home.home) / f"date={DAY:%Y-%m-%d}"
+    directory.mkdir(parents=True, exist_ok=True)
+    rows = [{k: v for k, v in slate("r1", ["i000129"]).items() if k != "shadow"}]
+    pq.write_table(
+        pa.Table.from_pylist(rows, schema=SCHEMA_WITHOUT_SHADOW), directory / sealed_name(int(DAY.timestamp()), "old")
+    )
+    (batch,) = ingest_interval(home, DAY, DAY + timedelta(days=1)).impressions
+    assert batch.rows_accepted == 1
+    assert read_frame(home, "select shadow from raw.impression_items")["shadow"].tolist() == [False]

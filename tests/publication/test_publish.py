@@ -117,6 +117,27 @@ def test_pruning_keeps_the_newest_versions_and_never_the_live_one(tmp_path):
     assert sorted(p.name for p in root.iterdir() if p.is_dir()) == ["v1", "v3", "v4"]
 
 
+def test_pruning_spares_the_versions_a_running_experiment_names(settings):
+    import json
+
+    from pipelines.publication.publish import experiment_versions
+    from serving.experiments import STATE_FILE
+
+    root = settings.published_dir
+    for name in ["v1", "v2", "v3", "v4", "v5"]:
+        (root / name).mkdir(parents=True)
+        (root / name / MANIFEST).write_text("{}")
+    switch_current(root, "v5")
+    state = {"ab": {"status": "running", "publications": {"control": "v5", "challenger": "v2"}},
+             "old": {"status": "stopped", "publications": {"control": "v1"}}}  # fmt: skip
+    (settings.home / STATE_FILE).parent.mkdir(parents=True, exist_ok=True)
+    (settings.home / STATE_FILE).write_text(json.dumps(state))
+    assert experiment_versions(settings) == {"v5", "v2"}
+    assert prune_versions(root, keep=1, spared=experiment_versions(settings)) == ["v1", "v3", "v4"]
+    (settings.home / STATE_FILE).write_text("{broken")
+    assert experiment_versions(settings) == set()  # an unreadable state never stops a publish
+
+
 def test_no_category_fills_more_than_its_cap_of_a_top_10(published):
     recs = pd.read_parquet(live_dir(published) / "user_recs.parquet")
     items = pd.read_parquet(live_dir(published) / "items.parquet")[["item_id", "category"]]

@@ -119,7 +119,11 @@ def test_the_slate_of_every_answer_path_is_logged_and_shutdown_flushes_it(home, 
         assert list(logged["item_ids"]) == [item["item_id"] for item in body["items"]], kind
         assert list(logged["scores"]) == pytest.approx([item["score"] for item in body["items"]], rel=1e-5)
         assert logged["version"] == body["version"]
-        assert logged["experiment"] is None and logged["variant"] is None and logged["propensities"] is None
+        # outside experiments and without exploration: no arm, never shadow, every item shown with certainty
+        assert logged["experiment"] is None and logged["variant"] is None and not logged["shadow"]
+        assert list(logged["propensities"]) == [1.0] * len(body["items"]), kind
+        if kind != "similar":
+            assert body["experiment"] is None and body["variant"] is None
         if kind == "similar":
             assert logged["endpoint"] == "similar_items" and logged["user_id"] is None
             assert logged["anchor_item_id"] == body["item_id"]

@@ -1,7 +1,9 @@
--- One row per request id x position: a request id seen in two impression files (an app that reused
--- its own X-Request-ID across days) keeps its first arrival (earliest landing day, then batch id).
+-- One row per request id x position of a shown slate: a request id seen in two impression files (an app
+-- that reused its own X-Request-ID across days) keeps its first arrival (earliest landing day, then batch
+-- id). Shadow slates (never shown) stay out; off-policy evaluation reads them from raw.impression_items.
 with impressions as (
     select * from {{ ref('stg_impression_items') }}
+    where shadow is not true
 ),
 
 first_batch as (

@@ -20,6 +20,7 @@ renamed as (
         cast(item_id as varchar) as item_id,
         cast(score as double precision) as score,
         cast(propensity as double precision) as propensity,
+        coalesce(shadow, false) as shadow,
         batch_id,
         landing_date,
         cast(ingested_at as timestamp) as ingested_at

@@ -3,7 +3,8 @@
 -- the request-id rule (serving/impressions/request_ids.py) and the endpoints (serving/impressions/format.py).
 create or replace temp table classified_impressions as
 with numbered as (
-    select *, row_number() over (partition by request_id order by row_number) as request_seen
+    -- a shadow slate shares its shown slate's request id: each is unique within its kind
+    select *, row_number() over (partition by request_id, shadow order by row_number) as request_seen
     from incoming_impressions
 )
 select
