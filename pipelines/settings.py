@@ -83,7 +83,6 @@ class Settings(BaseSettings):
     traffic_base_url: str | None = Field(
         default=None,
         min_length=1,
-        pattern=r"^https?://\S+$",
         description="The server `recforge simulate-traffic` asks (http(s)://host:port); unset: serving's app "
         "in-process on this home's publications.",
     )
@@ -548,7 +547,7 @@ class Settings(BaseSettings):
             raise ValueError("must be a size DuckDB reads, a number and a unit (B, KB, MB, GB, TB, KiB ... TiB): 4GB")
         return value
 
-    @field_validator("health_webhook_url", "serving_metrics_url", mode="after")
+    @field_validator("health_webhook_url", "serving_metrics_url", "traffic_base_url", mode="after")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         from urllib.parse import urlparse
