@@ -34,6 +34,7 @@ from pipelines.simulate import DEVICES, LOCALES, landing_file_for, simulated_wor
 from pipelines.traffic.policies import Policy
 from pipelines.traffic.shoppers import CLICK, PURCHASE, Shoppers
 
+TRAFFIC_FILE_PREFIX = "traffic-"  # the landing files of this simulator (recforge run's backfill leaves such days out)
 DWELL_SECONDS = 4.0  # mean time from an answer (or the previous step) to the next step
 MIN_GAP = timedelta(seconds=1, milliseconds=1)  # between two events of one user: never a "retry"
 
@@ -191,7 +192,7 @@ def _write_events(landing_dir: Path, events: list[dict], started: datetime, seed
     for day, day_events in sorted(by_day.items()):
         folder = landing_file_for(landing_dir, datetime.fromisoformat(day)).parent
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"traffic-{started:%Y%m%dT%H%M%S%f}-seed{seed}.jsonl"
+        path = folder / f"{TRAFFIC_FILE_PREFIX}{started:%Y%m%dT%H%M%S%f}-seed{seed}.jsonl"
         partial = folder / f".{path.name}.partial"
         partial.write_text("".join(json.dumps(e) + "\n" for e in day_events))
         os.replace(partial, path)
@@ -199,4 +200,4 @@ def _write_events(landing_dir: Path, events: list[dict], started: datetime, seed
     return files
 
 
-__all__ = ["PURCHASE", "ShownItems", "TrafficRun", "simulate_server_traffic", "simulate_traffic"]
+__all__ = ["PURCHASE", "TRAFFIC_FILE_PREFIX", "ShownItems", "TrafficRun", "simulate_server_traffic", "simulate_traffic"]

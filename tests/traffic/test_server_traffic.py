@@ -6,13 +6,13 @@ run` does all of it and prints the readout."""
 import json
 from datetime import UTC, datetime
 
-import duckdb
 import pyarrow.parquet as pq
 
 from pipelines.experiments.state import STOPPED, status_of
 from pipelines.ingest.impressions import impression_files
 from pipelines.runtime.ab_demo import DEMO_EXPERIMENT, run_demo
 from pipelines.traffic.run import simulate_server_traffic
+from pipelines.warehouse.connection import connect
 from tests.conftest import copy_home
 
 
@@ -50,9 +50,9 @@ def test_the_demo_ab_ingests_the_traffic_joins_it_to_the_impressions_and_stops(p
     assert status_of(settings, DEMO_EXPERIMENT) == STOPPED
     assert DEMO_EXPERIMENT in outcome.readout or outcome.readout.startswith("blocked")
     clicks = sum(1 for e in landed_events(settings) if e["event_type"] == "click")
-    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
-        joined = con.execute("select count(*) from marts.slate_items where clicked").fetchone()[0]
-        shown = con.execute("select count(*) from marts.slate_items").fetchone()[0]
+    with connect(settings, must_exist=True) as warehouse:
+        joined = warehouse.con.execute("select count(*) from marts.slate_items where clicked").fetchone()[0]
+        shown = warehouse.con.execute("select count(*) from marts.slate_items").fetchone()[0]
     assert clicks > 0 and joined == clicks  # every click names a shown item of its answer, once
     assert shown >= clicks
     print("\n".join(outcome.lines()))
