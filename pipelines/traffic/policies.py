@@ -70,9 +70,9 @@ class ServerPolicy:
 
 
 @contextmanager
-def in_process_server(settings: Settings, timeout_seconds: float = 30.0) -> Iterator[ServerPolicy]:
-    """Serving's app on this home's publications, in this process, once ready; leaving the block stops it
-    (the impression log then seals its landing files)."""
+def in_process_server(settings: Settings) -> Iterator[ServerPolicy]:
+    """Serving's app on this home's publications, in this process, once ready (within
+    ``traffic_timeout_seconds``); leaving the block stops it (the impression log then seals its files)."""
     import time
 
     from fastapi.testclient import TestClient
@@ -82,7 +82,7 @@ def in_process_server(settings: Settings, timeout_seconds: float = 30.0) -> Iter
 
     app = create_app(load_settings(ServingSettings, home=settings.home))
     with TestClient(app) as client:
-        deadline = time.monotonic() + timeout_seconds
+        deadline = time.monotonic() + settings.traffic_timeout_seconds
         while client.get("/readyz").status_code != 200:
             if time.monotonic() > deadline:
                 raise TrafficError(f"in-process server: no publication became ready under {settings.published_dir}")
