@@ -5,7 +5,8 @@ Steps, each the same function the CLI runs: declare ``demo-champion-vs-holdback`
 RECFORGE_HOME/experiments/ (a fresh salt and window each run: start now, end in a day), start it
 (state.json, what serving routes by), run ``traffic_days`` of simulated visits against serving's app
 in-process (pipelines/traffic/), ingest the landing days they wrote (events and the server's
-impression files), build the impressions mart (``dbt build --select +slate_items``), print the
+impression files), refresh the models the impressions mart reads and build the mart (``dbt run
+--select +slate_items``, ``dbt build --select slate_items``: the mart's own tests run), print the
 readout (pipelines/experiments/readout.py), and stop the experiment, so the server `recforge run`
 starts afterwards shows every user the champion. ``demo_experiment`` switches it off.
 
@@ -85,7 +86,7 @@ def run_demo(settings: Settings, now: datetime | None = None) -> DemoOutcome:
     from pipelines.experiments.state import RUNNING, start_experiment, status_of, stop_experiment
     from pipelines.ingest import ingest_interval
     from pipelines.traffic.run import simulate_server_traffic
-    from pipelines.warehouse.transform import build_warehouse
+    from pipelines.warehouse.transform import build_warehouse, run_models
 
     began = time.perf_counter()
     now = now or datetime.now(UTC)
@@ -96,7 +97,10 @@ def run_demo(settings: Settings, now: datetime | None = None) -> DemoOutcome:
     try:
         traffic = simulate_server_traffic(settings.model_copy(update={"traffic_base_url": None}))
         ingest_interval(settings, *landing_window(traffic.files, datetime.now(UTC)))
-        build_warehouse(settings, select="+slate_items")
+        # The models the mart reads, refreshed without their tests (the transform DAG tests them), then
+        # the mart built and tested: 3 s instead of 10 s for building and testing the whole chain.
+        run_models(settings, "+slate_items")
+        build_warehouse(settings, select="slate_items")
         try:
             readout, page = run_readout(settings, DEMO_EXPERIMENT, datetime.now(UTC))
             said = f"{readout.summary()} (report: {page})"

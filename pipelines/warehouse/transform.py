@@ -67,7 +67,7 @@ def build_warehouse(settings: Settings, full_refresh: bool = False, select: str 
 
     ``full_refresh`` rebuilds incremental models from scratch too (forgetting a user: their rows must
     leave ``int_events_deduped``, which a plain run only appends to). ``select``: a dbt selector to build
-    only part of the project (the demo A/B builds ``+slate_items``: the impressions mart and what it reads).
+    only part of the project (the demo A/B builds ``slate_items``, after ``run_models`` refreshed what it reads).
     """
     outcome = run_dbt(
         settings,
@@ -91,6 +91,18 @@ def build_warehouse(settings: Settings, full_refresh: bool = False, select: str 
         )
     log.info(result.summary())
     return result
+
+
+def run_models(settings: Settings, select: str) -> int:
+    """`dbt run` of a selection, models only, no tests: a quick refresh of what a mart reads (the demo A/B
+    refreshes ``+slate_items`` so, then builds and tests the mart itself). Returns the models run."""
+    outcome = run_dbt(settings, ["run", "--vars", _vars(settings), "--select", select])
+    results = list(outcome.result or [])
+    failed = [r for r in results if str(r.status) in {"error", "runtime error"}]
+    if failed or not outcome.success:
+        details = "; ".join(f"{r.node.name}: {r.status} ({r.message})" for r in failed) or "see dbt log"
+        raise TransformError(f"dbt run --select {select} failed: {details}")
+    return len(results)
 
 
 def last_build_file(settings: Settings) -> Path:
