@@ -1,6 +1,8 @@
 """`recforge`: the command line. Each command calls the same pipelines/ function as its DAG task.
 
 recforge simulate              write a synthetic event log into RECFORGE_HOME/landing
+recforge simulate-traffic [--days N] [--base-url URL]
+                               the simulated users ask the live server for lists, click and buy: landing events
 recforge ingest --start D --end D
 recforge ingest --source movielens|retailrocket|recforge --path FILE_OR_DIR
 recforge ingest-stream [--replace]   the collector's closed segments (landing/stream/) as micro-batches
@@ -54,6 +56,18 @@ def cmd_simulate(settings: Settings, args) -> None:
         f"duplicates, {sum(summary.malformed_injected.values())} malformed, {summary.bot_events} bot events) "
         f"-> {settings.landing_dir}"
     )
+
+
+def cmd_simulate_traffic(settings: Settings, args) -> None:
+    from pipelines.traffic.run import simulate_server_traffic
+
+    overrides = {
+        key: value for key, value in (("traffic_days", args.days), ("traffic_base_url", args.base_url)) if value
+    }
+    if overrides:
+        settings = Settings(**{**settings.model_dump(exclude_unset=True), **overrides})
+    run = simulate_server_traffic(settings)
+    print(f"{run.summary()} under {settings.landing_dir}")
 
 
 def cmd_ingest_stream(settings: Settings, args) -> None:
@@ -295,9 +309,22 @@ def cmd_run(settings: Settings, args) -> None:
     outcome = run_pipeline(settings)
     print()
     print(outcome.summary())
+    if settings.demo_experiment:
+        _run_demo_experiment(settings)
     print("\n".join(status_lines(settings)))
     if os.environ.get("RECFORGE_SERVE", "1") != "0" and not args.no_serve:
         cmd_serve(settings, args)
+
+
+def _run_demo_experiment(settings: Settings) -> None:
+    """The short A/B after publishing (pipelines/runtime/ab_demo.py); nothing to test without a publication."""
+    from pipelines.runtime.ab_demo import run_demo
+    from serving.format import current_version
+
+    if current_version(settings.published_dir) is None:
+        print("demo A/B skipped: nothing is published yet")
+        return
+    print("\n".join(run_demo(settings).lines()))
 
 
 def cmd_serve(settings: Settings, args) -> None:
@@ -360,6 +387,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recforge", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("simulate", help="write a synthetic event log and item catalog").set_defaults(func=cmd_simulate)
+    traffic = sub.add_parser("simulate-traffic", help="simulated users ask the live server, click and buy")
+    traffic.add_argument("--days", type=int, help="simulated days of visits (RECFORGE_TRAFFIC_DAYS)")
+    traffic.add_argument("--base-url", help="the server over HTTP (RECFORGE_TRAFFIC_BASE_URL); default in-process")
+    traffic.set_defaults(func=cmd_simulate_traffic)
     for name, func, help_text in (
         ("ingest", cmd_ingest, "ingest landing days [start, end), or import a data set with --source/--path"),
         ("validate-raw", cmd_validate_raw, "run the raw_events checkpoint on [start, end)"),

@@ -79,6 +79,51 @@ class Settings(BaseSettings):
     )
     sim_shift_day: int = Field(default=14, ge=0, description="Day (from sim_start_date) the shift begins.")
 
+    # --- the traffic simulator (pipelines/traffic/): the simulated users meet the live server
+    traffic_base_url: str | None = Field(
+        default=None,
+        min_length=1,
+        description="The server `recforge simulate-traffic` asks (http(s)://host:port); unset: serving's app "
+        "in-process on this home's publications.",
+    )
+    traffic_seed: int = Field(default=7, ge=0, lt=2**32, description="Seed of who visits, what they click and buy.")
+    traffic_days: int = Field(default=1, ge=1, le=30, description="Simulated days of visits per run.")
+    traffic_visit_rate: float = Field(
+        default=1.0,
+        gt=0,
+        le=20,
+        description="Visits per user and day, as a multiple of the user's activity in the simulated log.",
+    )
+    traffic_k: int = Field(default=10, ge=1, le=MAX_TOP_N, description="Items each visit asks the server for.")
+    traffic_position_bias: float = Field(
+        default=1.0,
+        ge=0,
+        le=5,
+        description="Examination probability at position p is 1 / p^this (0: every position is looked at).",
+    )
+    traffic_click_scale: float = Field(
+        default=0.08,
+        gt=0,
+        le=10,
+        description="How quickly a user's affinity to an item turns into a click once the item is looked at.",
+    )
+    traffic_cart_share: float = Field(default=0.3, ge=0, le=1, description="Share of clicks that add to the cart.")
+    traffic_purchase_share: float = Field(
+        default=0.5, ge=0, le=1, description="Share of add-to-carts of an in-stock item that are bought."
+    )
+    traffic_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=600, description="How long one request to the server may take."
+    )
+    # the A/B demo `recforge run` ends with (pipelines/runtime/ab_demo.py)
+    demo_experiment: bool = Field(
+        default=True,
+        description="After publishing, `recforge run` starts a short A/B (champion vs the popularity holdback), "
+        "sends simulated traffic through the server in-process, ingests it and prints the readout.",
+    )
+    demo_experiment_holdback: float = Field(
+        default=0.5, gt=0, lt=1, description="Share of the demo A/B's users in the popularity holdback."
+    )
+
     # --- scheduling of the daily ingest DAG (read by dags/recforge_ingest.py)
     ingest_start_date: date = Field(default=date(2026, 1, 1), description="First data interval of recforge_ingest.")
     ingest_end_date: date | None = Field(default=None, description="Last day to ingest (inclusive); open if unset.")
@@ -192,6 +237,11 @@ class Settings(BaseSettings):
         default=False,
         description="Tie policy of the gate. Off: a challenger that only equals the bar (an identical retrain on "
         "the same folds) keeps the champion. On: at equal scores the fresher model replaces the champion.",
+    )
+    promotion_requires_experiment_win: bool = Field(
+        default=False,
+        description="On: the gate promotes a challenger only if the latest experiment readout with that model "
+        "version as a variant said ship, with it the winner (the tags pipelines/experiments/registry_tags.py sets).",
     )
 
     # --- evaluation, candidates and the promotion gate (models/evaluation, pipelines/training/)
@@ -497,7 +547,7 @@ class Settings(BaseSettings):
             raise ValueError("must be a size DuckDB reads, a number and a unit (B, KB, MB, GB, TB, KiB ... TiB): 4GB")
         return value
 
-    @field_validator("health_webhook_url", "serving_metrics_url", mode="after")
+    @field_validator("health_webhook_url", "serving_metrics_url", "traffic_base_url", mode="after")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         from urllib.parse import urlparse

@@ -220,6 +220,12 @@ class _World:
         return rows
 
 
+def simulated_world(settings: Settings) -> _World:
+    """The users and items of the log ``simulate(settings)`` writes, drawn again from the same seed: the
+    traffic simulator (pipelines/traffic/) gives the same people the same tastes when they meet the server."""
+    return _World(settings, np.random.default_rng(settings.sim_seed))
+
+
 def _iso(ts: datetime) -> str:
     return ts.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 

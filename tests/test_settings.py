@@ -54,6 +54,13 @@ INVALID = [
     ("RECFORGE_GATE_MAX_GINI_RISE", "-0.1", "a finite number in [0, 1]"),
     ("RECFORGE_AUDIT_Z", "0", "a finite number in (0, 10]"),
     ("RECFORGE_OPE_CLIP", "0.5", "a finite number in [1, 1000000]"),
+    ("RECFORGE_TRAFFIC_BASE_URL", "localhost:8000", "an http(s) URL with a host"),
+    ("RECFORGE_TRAFFIC_DAYS", "0", "an integer in [1, 30]"),
+    ("RECFORGE_TRAFFIC_VISIT_RATE", "0", "a finite number in (0, 20]"),
+    ("RECFORGE_TRAFFIC_POSITION_BIAS", "-1", "a finite number in [0, 5]"),
+    ("RECFORGE_TRAFFIC_CART_SHARE", "1.5", "a finite number in [0, 1]"),
+    ("RECFORGE_DEMO_EXPERIMENT_HOLDBACK", "1", "a finite number in (0, 1)"),
+    ("RECFORGE_PROMOTION_REQUIRES_EXPERIMENT_WIN", "maybe", "true or false"),
 ]
 SERVING_INVALID = [
     ("RECFORGE_PORT", "99999", "an integer in [1, 65535]"),

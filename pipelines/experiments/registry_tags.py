@@ -9,9 +9,43 @@ variant that resolves to no version is named in the readout's notes, never guess
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from pipelines.experiments.declaration import Experiment, Variant
 from pipelines.experiments.stats import SHIP
 from pipelines.settings import Settings
+
+TAG_PREFIX = "experiment."  # then <experiment name>.<key>, key one of TAG_KEYS
+TAG_KEYS = ("decision", "role", "read_out_at")
+WINNER = "winner"
+
+
+@dataclass(frozen=True)
+class TaggedReadout:
+    """One experiment's readout as tagged on a model version."""
+
+    experiment: str
+    decision: str
+    role: str
+    read_out_at: str  # ISO 8601, UTC: sorts in time order
+
+    @property
+    def won(self) -> bool:
+        return self.decision == SHIP and self.role == WINNER
+
+
+def readouts_in_tags(tags: dict[str, str]) -> list[TaggedReadout]:
+    """The readouts tagged on a model version (its tags as a mapping), latest first; a readout missing
+    one of its three tags is left out (it was never completely written)."""
+    found: dict[str, dict[str, str]] = {}
+    for key, value in tags.items():
+        if not key.startswith(TAG_PREFIX):
+            continue
+        name, _, part = key.removeprefix(TAG_PREFIX).rpartition(".")
+        if name and part in TAG_KEYS:
+            found.setdefault(name, {})[part] = value
+    complete = [TaggedReadout(name, **parts) for name, parts in found.items() if set(parts) == set(TAG_KEYS)]
+    return sorted(complete, key=lambda r: r.read_out_at, reverse=True)
 
 
 def _model_version(client, settings: Settings, variant: Variant) -> tuple[str | None, str]:
@@ -39,13 +73,13 @@ def tag_decision(settings: Settings, experiment: Experiment, readout) -> list[st
     client = configure(settings)
     winner = readout.analysis.reasons[0].removeprefix("ship ") if readout.decision == SHIP else None
     notes = []
-    prefix = f"experiment.{experiment.name}"
+    prefix = f"{TAG_PREFIX}{experiment.name}"
     for variant in experiment.variants:
         version, why = _model_version(client, settings, variant)
         if version is None:
             notes.append(f"{variant.name} not tagged in MLflow: {why}")
             continue
-        role = "winner" if variant.name == winner else "control" if variant.name == experiment.control else "challenger"
+        role = WINNER if variant.name == winner else "control" if variant.name == experiment.control else "challenger"
         for key, value in (
             ("decision", readout.decision),
             ("role", role),

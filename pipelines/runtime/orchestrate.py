@@ -63,8 +63,17 @@ class PipelineRun:
 
 
 def landing_days(settings: Settings) -> list[date]:
+    """The landing days to backfill. A day holding only the traffic simulator's files (the demo A/B of an
+    earlier run, stamped with the day it ran) is left out: the demo ingested it itself, and a backfill
+    from the simulated log's first day to today would ask for every day in between."""
+    from pipelines.traffic.run import TRAFFIC_FILE_PREFIX
+
     events = settings.landing_dir / "events"
-    days = sorted(date.fromisoformat(p.name.removeprefix("date=")) for p in events.glob("date=*"))
+    days = sorted(
+        date.fromisoformat(p.name.removeprefix("date="))
+        for p in events.glob("date=*")
+        if any(not f.name.startswith(TRAFFIC_FILE_PREFIX) for f in p.iterdir())
+    )
     if not days:
         raise PipelineRunFailed(f"no landing files under {events}: run `recforge simulate` first")
     return days

@@ -11,6 +11,14 @@ A challenger becomes champion only if
    items narrows what the catalog's sellers and long tail get even if its NDCG is better).
 The metric names come from ``models.metrics.MetricNames`` at the configured cut-offs.
 
+3. With ``promotion_requires_experiment_win`` on, one more check: the latest experiment readout with the
+   challenger's model version as a variant (the tags ``recforge experiments readout`` sets on it,
+   pipelines/experiments/registry_tags.py) said ship, with it the winner. Offline metrics pick the
+   model worth testing; the online experiment decides. A freshly trained version has been in no
+   experiment yet, so training leaves it challenger; once an experiment ships it,
+   ``recforge models promote <version>`` passes. The first model (no champion yet) is promoted
+   regardless: nothing would be served otherwise.
+
 Both sides are measured on the same folds: training re-fits the champion's recipe (algorithm and
 parameters, recorded on its model version) on the folds the challenger was scored on, so a change in
 the data cannot pass for a better model. Only when that recipe cannot be rebuilt (an algorithm that
@@ -145,14 +153,34 @@ class GateDecision:
         return tags
 
 
+def experiment_win_check(version_tags: dict[str, str]) -> Check:
+    """Passes when the latest experiment readout tagged on the challenger's version says ship, it the winner."""
+    from pipelines.experiments.registry_tags import readouts_in_tags
+
+    readouts = readouts_in_tags(version_tags)
+    if not readouts:
+        rule = "promotion_requires_experiment_win: no experiment readout with this version as a variant yet"
+        return Check("experiment_win", "experiment.*.decision", 0.0, 0.0, 1.0, rule)
+    latest = readouts[0]
+    return Check(
+        "experiment_win", f"experiment.{latest.experiment}.decision", float(latest.won), 0.0, 1.0,
+        f"promotion_requires_experiment_win: the latest readout ({latest.experiment}, {latest.read_out_at}) "
+        f"must say ship with this version the winner; it says {latest.decision}, role {latest.role}",
+    )  # fmt: skip
+
+
 def decide(
     settings: Settings,
     challenger: dict[str, float],
     champion: dict[str, float] | None,
     champion_version: str | None = None,
     basis: str = "",
+    version_tags: dict[str, str] | None = None,
 ) -> GateDecision:
-    """Apply the lift check and every guardrail; promote only if all pass (or there is no champion)."""
+    """Apply the lift check and every guardrail; promote only if all pass (or there is no champion).
+
+    ``version_tags``: the challenger's model version tags, read for the experiment-win check when
+    ``promotion_requires_experiment_win`` is on (None: a version with no tags)."""
     primary = primary_metric(settings)
     if champion is None:
         return GateDecision(True, f"no champion yet; {primary}={challenger.get(primary, 0.0):.4f}")
@@ -187,4 +215,6 @@ def decide(
         checks.append(check(name, metric, 1 - drop, f"champion x (1 - {drop:g} tolerance)"))
     gini, rise = exposure_guardrail(settings)
     checks.append(check("guardrail_exposure_gini", gini, 1.0, f"champion + {rise:g} (gate_max_gini_rise)", rise=rise))
+    if settings.promotion_requires_experiment_win:
+        checks.append(experiment_win_check(version_tags or {}))
     return GateDecision(all(c.passed for c in checks), basis, champion_version, checks)

@@ -136,7 +136,8 @@ def promote_version(settings: Settings, number: str, force: bool = False) -> str
             f"manual: recorded metrics of v{target.version} (data {target.data_snapshot}) vs champion "
             f"v{current.version} (data {current.data_snapshot}), not a same-fold backtest"
         )
-        decision = None if missing else decide(settings, target.metrics, current.metrics, current.version, basis)
+        tags = dict(client.get_model_version(name, target.version).tags or {})
+        decision = None if missing else decide(settings, target.metrics, current.metrics, current.version, basis, tags)
         if decision is not None and not decision.promoted and not force:
             failed = "; ".join(check.describe() for check in decision.failed)
             raise GateRefused(

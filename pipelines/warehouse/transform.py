@@ -62,13 +62,20 @@ def run_dbt(settings: Settings, args: list[str]):
     return outcome
 
 
-def build_warehouse(settings: Settings, full_refresh: bool = False) -> TransformResult:
+def build_warehouse(settings: Settings, full_refresh: bool = False, select: str | None = None) -> TransformResult:
     """`dbt build`: every model and its tests, in dependency order. Raises on any error or failed test.
 
     ``full_refresh`` rebuilds incremental models from scratch too (forgetting a user: their rows must
-    leave ``int_events_deduped``, which a plain run only appends to).
+    leave ``int_events_deduped``, which a plain run only appends to). ``select``: a dbt selector to build
+    only part of the project (the demo A/B builds ``slate_items``, after ``run_models`` refreshed what it reads).
     """
-    outcome = run_dbt(settings, ["build", "--vars", _vars(settings), *(["--full-refresh"] if full_refresh else [])])
+    outcome = run_dbt(
+        settings,
+        [
+            "build", "--vars", _vars(settings), *(["--full-refresh"] if full_refresh else []),
+            *(["--select", select] if select else []),
+        ],
+    )  # fmt: skip
     results = list(outcome.result or [])
     failed = [r for r in results if str(r.status) in {"error", "fail", "runtime error"}]
     warned = [r for r in results if str(r.status) == "warn"]
@@ -76,13 +83,26 @@ def build_warehouse(settings: Settings, full_refresh: bool = False) -> Transform
         details = "; ".join(f"{r.node.name}: {r.status} ({r.message})" for r in failed) or "see dbt log"
         raise TransformError(f"dbt build failed: {details}")
     result = TransformResult(len(results) - len(warned), len(warned), len(results))
-    stamp = last_build_file(settings)
-    stamp.parent.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(
-        json.dumps({"built_at": datetime.now(UTC).isoformat(), "nodes": len(results), "warned": len(warned)}) + "\n"
-    )
+    if select is None:  # the stamp says when the whole warehouse was last built
+        stamp = last_build_file(settings)
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(
+            json.dumps({"built_at": datetime.now(UTC).isoformat(), "nodes": len(results), "warned": len(warned)}) + "\n"
+        )
     log.info(result.summary())
     return result
+
+
+def run_models(settings: Settings, select: str) -> int:
+    """`dbt run` of a selection, models only, no tests: a quick refresh of what a mart reads (the demo A/B
+    refreshes ``+slate_items`` so, then builds and tests the mart itself). Returns the models run."""
+    outcome = run_dbt(settings, ["run", "--vars", _vars(settings), "--select", select])
+    results = list(outcome.result or [])
+    failed = [r for r in results if str(r.status) in {"error", "runtime error"}]
+    if failed or not outcome.success:
+        details = "; ".join(f"{r.node.name}: {r.status} ({r.message})" for r in failed) or "see dbt log"
+        raise TransformError(f"dbt run --select {select} failed: {details}")
+    return len(results)
 
 
 def last_build_file(settings: Settings) -> Path:

@@ -114,3 +114,22 @@ def test_a_version_without_recorded_metrics_needs_force_and_then_bypasses_the_wh
     assert main(["models", "promote", str(version), "--force"]) == 0
     assert "bypassed: the whole gate (metrics missing)" in capsys.readouterr().out
     assert champion_of(registry) == str(version)
+
+
+def test_with_an_experiment_win_required_a_version_no_experiment_shipped_is_refused(registry, monkeypatch, capsys):
+    assert main(["models", "rollback"]) == 0  # champion back to v1: v2 passes every offline check
+    monkeypatch.setenv("RECFORGE_PROMOTION_REQUIRES_EXPERIMENT_WIN", "true")
+    assert main(["models", "promote", "2"]) == 1
+    err = capsys.readouterr().err
+    assert "FAIL experiment_win" in err and "no experiment readout with this version as a variant" in err
+    assert champion_of(registry) == "1"
+
+
+def test_with_an_experiment_win_required_the_version_an_experiment_shipped_is_promoted(registry, monkeypatch, capsys):
+    assert main(["models", "rollback"]) == 0
+    client = configure(registry)
+    for key, value in (("decision", "ship"), ("role", "winner"), ("read_out_at", "2026-12-03T06:30:00+00:00")):
+        client.set_model_version_tag(registry.registered_model_name, "2", f"experiment.home-ab.{key}", value)
+    monkeypatch.setenv("RECFORGE_PROMOTION_REQUIRES_EXPERIMENT_WIN", "true")
+    assert main(["models", "promote", "2"]) == 0
+    assert champion_of(registry) == "2"

@@ -1,0 +1,58 @@
+"""The simulated users against the real server (serving's app in-process on a published home): their
+events land as ordinary landing files naming the answers' request ids, the server's impressions land
+beside them, and after ingest and dbt the impressions mart joins the two; the demo A/B of `recforge
+run` does all of it and prints the readout."""
+
+import json
+from datetime import UTC, datetime
+
+import pyarrow.parquet as pq
+
+from pipelines.experiments.state import STOPPED, status_of
+from pipelines.ingest.impressions import impression_files
+from pipelines.runtime.ab_demo import DEMO_EXPERIMENT, run_demo
+from pipelines.traffic.run import simulate_server_traffic
+from pipelines.warehouse.connection import connect
+from tests.conftest import copy_home
+
+
+def landed_events(settings) -> list[dict]:
+    files = sorted((settings.landing_dir / "events").glob("date=*/traffic-*.jsonl"))
+    return [json.loads(line) for path in files for line in path.read_text().splitlines()]
+
+
+def test_the_events_of_a_visit_carry_the_request_id_of_the_answer_the_server_logged(published, tmp_path):
+    settings = copy_home(published, tmp_path / "home", traffic_visit_rate=2.0)
+    run = simulate_server_traffic(settings)
+    assert run.requests > 50 and run.unknown_items == 0
+    events = landed_events(settings)
+    assert len(events) == sum(run.events_by_type.values()) and run.events_by_type.get("click", 0) > 0
+    served = set(run.shown.request_id)
+    assert {e["context"]["request_id"] for e in events} <= served
+    assert len({e["event_id"] for e in events}) == len(events)
+    logged = {
+        str(r) for path in impression_files(settings.home, datetime.now(UTC).date())
+        for r in pq.read_table(path, columns=["request_id"])["request_id"].to_pylist()
+    }  # fmt: skip
+    assert served <= logged  # the server sealed its impression file when the in-process run stopped
+
+
+def test_the_same_seed_makes_the_same_choices_against_the_same_answers(published, tmp_path):
+    first = simulate_server_traffic(copy_home(published, tmp_path / "a"))
+    second = simulate_server_traffic(copy_home(published, tmp_path / "b"))
+    assert first.events_by_type == second.events_by_type
+    assert first.shown.clicked == second.shown.clicked and first.shown.item == second.shown.item
+
+
+def test_the_demo_ab_ingests_the_traffic_joins_it_to_the_impressions_and_stops(published, tmp_path, capsys):
+    settings = copy_home(published, tmp_path / "home")
+    outcome = run_demo(settings)
+    assert status_of(settings, DEMO_EXPERIMENT) == STOPPED
+    assert DEMO_EXPERIMENT in outcome.readout or outcome.readout.startswith("blocked")
+    clicks = sum(1 for e in landed_events(settings) if e["event_type"] == "click")
+    with connect(settings, must_exist=True) as warehouse:
+        joined = warehouse.con.execute("select count(*) from marts.slate_items where clicked").fetchone()[0]
+        shown = warehouse.con.execute("select count(*) from marts.slate_items").fetchone()[0]
+    assert clicks > 0 and joined == clicks  # every click names a shown item of its answer, once
+    assert shown >= clicks
+    print("\n".join(outcome.lines()))
