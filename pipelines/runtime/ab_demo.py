@@ -10,6 +10,15 @@ impression files), refresh the models the impressions mart reads and build the m
 readout (pipelines/experiments/readout.py), and stop the experiment, so the server `recforge run`
 starts afterwards shows every user the champion. ``demo_experiment`` switches it off.
 
+The traffic is stamped with the wall clock (serving stamps its impressions so, and an outcome must
+follow its answer), while the simulated log lives in its own past: mixed into the home's warehouse,
+today's demo events would become the next run's whole test period. So the demo runs on a scratch copy
+of the home (``.demo-ab/`` inside it: the warehouse copied, the publications hard-linked, the same
+MLflow registry), and only its readout (JSON record and HTML page, no user ids) is written back into
+the home's reports. The scratch copy is deleted afterwards, whatever happens, so no copy of anyone's
+events outlives the demo (forgetting never has to look there); a copy left by a killed run is removed
+by the next.
+
 The split comes from serving: an answer names the user's ``experiment`` and ``variant`` when serving
 routes by a running experiment. A server that does not (answers without ``variant``) shows everyone
 the champion outside any experiment; the readout then has no impressions under the experiment and
@@ -18,6 +27,8 @@ the demo says so rather than inventing a split.
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -28,6 +39,7 @@ from pipelines.settings import Settings
 
 DEMO_EXPERIMENT = "demo-champion-vs-holdback"
 DECLARATION_FILE = f"{DEMO_EXPERIMENT}.yaml"
+SCRATCH_HOME = ".demo-ab"  # inside RECFORGE_HOME: same file system, so publications can be hard-linked
 
 
 @dataclass
@@ -81,8 +93,33 @@ def landing_window(files: list[str], now: datetime) -> tuple[datetime, datetime]
     return first, datetime.combine(max(days), datetime.min.time(), tzinfo=UTC) + timedelta(days=1)
 
 
+def scratch_home(settings: Settings) -> Settings:
+    """A copy of the home the demo may write into: the warehouse copied, the publications and the item
+    catalog hard-linked (neither is written in place), the home's MLflow registry (aliases, decision tags)."""
+    scratch = settings.home / SCRATCH_HOME
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir()
+    shutil.copy2(settings.warehouse_path, scratch / settings.warehouse_path.name)
+    shutil.copytree(settings.published_dir, scratch / settings.published_dir.name, copy_function=os.link)
+    catalog = settings.landing_dir / "catalog"  # ingest reads the item catalog beside the events
+    shutil.copytree(catalog, scratch / settings.landing_dir.name / catalog.name, copy_function=os.link)
+    demo = Settings(**{**settings.model_dump(), "home": scratch, "mlflow_tracking_uri": settings.tracking_uri})
+    demo.ensure_dirs()
+    return demo
+
+
 def run_demo(settings: Settings, now: datetime | None = None) -> DemoOutcome:
-    from pipelines.experiments.readout import ReadoutBlocked, run_readout
+    """The demo on a scratch copy of the home; its readout written back into the home's reports."""
+    try:
+        return demo_on(scratch_home(settings), settings, now)
+    finally:
+        shutil.rmtree(settings.home / SCRATCH_HOME, ignore_errors=True)
+
+
+def demo_on(settings: Settings, home: Settings, now: datetime | None = None) -> DemoOutcome:
+    """The demo on `settings` (a scratch copy of `home`), its readout written into `home`'s reports."""
+    from pipelines.experiments.declaration import get_experiment
+    from pipelines.experiments.readout import ReadoutBlocked, run_readout, write_readout
     from pipelines.experiments.state import RUNNING, start_experiment, status_of, stop_experiment
     from pipelines.ingest import ingest_interval
     from pipelines.traffic.run import simulate_server_traffic
@@ -102,10 +139,11 @@ def run_demo(settings: Settings, now: datetime | None = None) -> DemoOutcome:
         run_models(settings, "+slate_items")
         build_warehouse(settings, select="slate_items")
         try:
-            readout, page = run_readout(settings, DEMO_EXPERIMENT, datetime.now(UTC))
+            readout, _ = run_readout(settings, DEMO_EXPERIMENT, datetime.now(UTC))
+            page = write_readout(home, get_experiment(settings, DEMO_EXPERIMENT), readout)
             said = f"{readout.summary()} (report: {page})"
         except ReadoutBlocked as blocked:
-            said = f"blocked: {blocked}"
+            said = f"blocked: {str(blocked).split(' (report: ')[0]}"
     finally:
         stop_experiment(settings, DEMO_EXPERIMENT, datetime.now(UTC))
     variants = set(traffic.requests_by_variant) - {"none"}

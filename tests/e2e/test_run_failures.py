@@ -35,7 +35,9 @@ def test_a_failing_task_fails_the_run_naming_it_and_leaves_the_home_ready_for_th
 def test_a_second_scheduler_on_the_same_home_is_refused(tmp_path):
     """`make run` while `make ui` runs: two schedulers cannot share the SQLite metadata DB."""
     home = tmp_path / "home"
-    (home / "landing" / "events" / "date=2026-01-01").mkdir(parents=True)
+    day = home / "landing" / "events" / "date=2026-01-01"
+    day.mkdir(parents=True)
+    (day / "events.jsonl").write_text("")  # a landing day to run, so the run gets as far as the scheduler check
     env = {**os.environ, "RECFORGE_HOME": str(home), "RECFORGE_SERVE": "0"}
     setup = (
         "from pipelines.runtime.airflow_home import configure_airflow\nfrom pipelines.settings import get_settings\n"

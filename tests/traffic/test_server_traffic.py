@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 
 from pipelines.experiments.state import STOPPED, status_of
 from pipelines.ingest.impressions import impression_files
-from pipelines.runtime.ab_demo import DEMO_EXPERIMENT, run_demo
+from pipelines.runtime.ab_demo import DEMO_EXPERIMENT, SCRATCH_HOME, demo_on, run_demo, scratch_home
 from pipelines.traffic.run import simulate_server_traffic
 from pipelines.warehouse.connection import connect
 from tests.conftest import copy_home
@@ -45,14 +45,30 @@ def test_the_same_seed_makes_the_same_choices_against_the_same_answers(published
 
 
 def test_the_demo_ab_ingests_the_traffic_joins_it_to_the_impressions_and_stops(published, tmp_path, capsys):
-    settings = copy_home(published, tmp_path / "home")
-    outcome = run_demo(settings)
-    assert status_of(settings, DEMO_EXPERIMENT) == STOPPED
+    home = copy_home(published, tmp_path / "home")
+    scratch = scratch_home(home)
+    outcome = demo_on(scratch, home)
+    assert status_of(scratch, DEMO_EXPERIMENT) == STOPPED
     assert DEMO_EXPERIMENT in outcome.readout or outcome.readout.startswith("blocked")
-    clicks = sum(1 for e in landed_events(settings) if e["event_type"] == "click")
-    with connect(settings, must_exist=True) as warehouse:
+    assert outcome.routed  # serving split the users between the champion and the holdback
+    clicks = sum(1 for e in landed_events(scratch) if e["event_type"] == "click")
+    with connect(scratch, must_exist=True) as warehouse:
         joined = warehouse.con.execute("select count(*) from marts.slate_items where clicked").fetchone()[0]
         shown = warehouse.con.execute("select count(*) from marts.slate_items").fetchone()[0]
     assert clicks > 0 and joined == clicks  # every click names a shown item of its answer, once
     assert shown >= clicks
+    assert (home.reports_dir / "experiments" / f"{DEMO_EXPERIMENT}.html").exists()
     print("\n".join(outcome.lines()))
+
+
+def test_the_demo_leaves_the_homes_warehouse_and_landing_as_they_were_and_no_copy_behind(published, tmp_path):
+    """Its wall-clock events would otherwise become the next run's test period (the simulated log is in
+    the past), and a copy of the warehouse left behind would be one more place holding users' events."""
+    home = copy_home(published, tmp_path / "home")
+    with connect(home, must_exist=True) as warehouse:
+        before = warehouse.con.execute("select count(*), max(event_ts) from raw.events").fetchone()
+    run_demo(home)
+    with connect(home, must_exist=True) as warehouse:
+        assert warehouse.con.execute("select count(*), max(event_ts) from raw.events").fetchone() == before
+    assert landed_events(home) == [] and not (home.home / SCRATCH_HOME).exists()
+    assert (home.reports_dir / "experiments" / f"{DEMO_EXPERIMENT}.html").exists()
