@@ -164,83 +164,34 @@ def _read_lines(path: Path, max_line_bytes: int) -> pa.Table:
     return pa.table({"line_number": pa.array(numbers, pa.int64()), "raw": texts, "read_error": errors})
 
 
+STAGE_JSONL_SQL = Path(__file__).resolve().parent / "sql" / "stage_jsonl.sql"
+JSONL_STRUCTURE = json.dumps(dict.fromkeys(CANONICAL_COLUMNS, "JSON"))  # every field as its JSON text
+
+
 def stage_jsonl(con: duckdb.DuckDBPyConnection, path: Path, max_line_bytes: int) -> None:
     """One JSON object per line (``.gz`` too). Unknown keys go into `context`; a key no row has fails the file.
 
-    Each document is parsed in one pass that builds `incoming` and keeps every object's keys
-    (``keys``) beside it; the file-level check (a required key that no row has) then reads those
-    lists instead of parsing every document a second time, and drops them.
+    The rules are in ``sql/stage_jsonl.sql`` (one parse of each document). The file-level check
+    (a required key that no object has) first reads the staged columns: a column with a non-null
+    value in some row is present. Only when a required column has none (a rare, bad file) are the
+    documents' keys read, so that a key present but always null is told from a key never there.
     """
     con.register("incoming_lines", _read_lines(path, max_line_bytes))
-    fields = ", ".join(f"'$.{c}'" for c in CANONICAL_COLUMNS)
-    # The documents, their fields and the fields' JSON types, as a query (not a table): the wide rows
-    # are materialised once, in `incoming`, and each document is parsed in one pass per use.
-    documents = f"""
-        with documents as (
-            select line_number, raw, read_error, try_cast(raw as json) as doc from incoming_lines
-        ),
-        objects as (
-            select *, case when json_type(doc) = 'OBJECT' then doc end as obj from documents
-        )
-        select
-            line_number, raw, read_error, doc, obj,
-            json_extract_string(obj, [{fields}]) as v,
-            json_type(obj, [{fields}]) as t,
-            json_keys(obj) as keys
-        from objects
-    """
-    known = _sql_list(CANONICAL_COLUMNS)
-    position = {c: i + 1 for i, c in enumerate(CANONICAL_COLUMNS)}  # DuckDB lists are 1-based
-
-    def value(c: str) -> str:
-        return f"v[{position[c]}]"
-
-    def kind(c: str) -> str:
-        return f"coalesce(t[{position[c]}], 'NULL')"
-
-    scalar = "('VARCHAR', 'BIGINT', 'UBIGINT', 'DOUBLE', 'NULL')"
-    own_context = f"case when {kind('context')} = 'OBJECT' then json_extract(obj, '$.context') end"
-    # CASE evaluates a branch only for the rows that take it: rows without unknown keys never merge.
-    context = f"""case
-            when len(list_filter(keys, lambda k: k not in {known})) = 0 then cast({own_context} as varchar)
-            else cast(json_merge_patch(
-                coalesce({own_context}, '{{}}'::json),
-                to_json(map_from_entries(list_transform(
-                    list_filter(keys, lambda k: k not in {known}),
-                    lambda k: {{'key': k, 'value': json_extract(obj, '$."' || k || '"')}}
-                )))
-            ) as varchar)
-        end"""
     try:
-        con.execute(
-            f"""
-            create or replace temp table incoming as
-            select
-                line_number,
-                raw,
-                case
-                    when read_error is not null then read_error
-                    when doc is null then 'malformed_json'
-                    when obj is null then 'schema_mismatch'
-                    when {kind("event_id")} not in {scalar} or {kind("user_id")} not in {scalar}
-                      or {kind("item_id")} not in {scalar} or {kind("event_type")} not in ('VARCHAR', 'NULL')
-                      or {kind("event_ts")} not in ('VARCHAR', 'NULL') or {kind("context")} not in ('OBJECT', 'NULL')
-                      or ({kind("value")} not in ('BIGINT', 'UBIGINT', 'DOUBLE', 'NULL')
-                          and try_cast({value("value")} as double) is null)
-                        then 'schema_mismatch'
-                end as parse_error,
-                {canonical_projection(value, context)},
-                keys as incoming_keys
-            from ({documents}) as incoming_docs
-            """
-        )
+        parameters = {"structure": JSONL_STRUCTURE, "known_fields": list(CANONICAL_COLUMNS)}
+        con.execute(STAGE_JSONL_SQL.read_text(), parameters)
     finally:
         con.unregister("incoming_lines")
-    has_key = ", ".join(f"bool_or(list_contains(incoming_keys, {sql_string(c)}))" for c in REQUIRED_COLUMNS)
-    n_objects, *present = con.execute(f"select count(incoming_keys), {has_key} from incoming").fetchone()
+    counts = ", ".join(f"count({quote(c)})" for c in REQUIRED_COLUMNS)
+    if all(con.execute(f"select {counts} from incoming").fetchall()[0]):
+        return
+    has_key = ", ".join(f"bool_or(list_contains(json_keys(obj), {sql_string(c)}))" for c in REQUIRED_COLUMNS)
+    n_objects, *present = con.execute(
+        f"select count(obj), {has_key} from (select case when json_type(try_cast(raw as json)) = 'OBJECT' "
+        "then raw end as obj from incoming)"
+    ).fetchall()[0]
     if n_objects and (missing := [c for c, found in zip(REQUIRED_COLUMNS, present, strict=True) if not found]):
         raise SchemaError(f"{path}: no row has the required column(s) {', '.join(missing)}")
-    con.execute("alter table incoming drop column incoming_keys")
 
 
 # --- recforge CSV and Parquet --------------------------------------------------------------
