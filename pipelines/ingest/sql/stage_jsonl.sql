@@ -17,7 +17,7 @@ with documents as (
         line_number,
         raw,
         read_error,
-        read_error is null and json_valid(raw) as valid,
+        json_valid(raw) as valid,  -- a row the reader flagged keeps its fields too (pseudonyms need its user id)
         -- a valid document that is not an object (or is `null`) yields NULLs, hence is_object
         case when valid then json_transform(raw, $structure) end as doc,
         starts_with(ltrim(raw, e' \t\n\r'), '{') as is_object
