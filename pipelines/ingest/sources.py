@@ -34,6 +34,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from serving.events import EVENT_FIELDS as CANONICAL_COLUMNS
 from serving.events import REQUIRED_FIELDS as REQUIRED_COLUMNS
@@ -114,14 +115,47 @@ def _line_blocks(stream: BinaryIO, max_line_bytes: int) -> Iterator[list[bytes]]
         yield [_Cut(pending) if cut else pending]
 
 
+_PRINTABLE_ASCII = "[\\x21-\\x7e]"  # a line holding one of these is not blank; only the others are looked at
+
+
+def _block_of_lines(text: str, first: int) -> pa.Table | None:
+    """The non-blank lines of a decoded chunk with their numbers (`first` is the first line's), split
+    by Arrow: no Python step per line. A line is blank as for ``str.isspace`` (or empty); only lines
+    without a printable ASCII character (rare) are checked by Python, so the rule stays Python's."""
+    lines = pc.list_flatten(pc.split_pattern(pa.array([text], pa.large_string()), "\n"))
+    if "\r" in text:
+        lines = pc.replace_substring_regex(lines, "\r$", "")
+    numbers = pa.array(np.arange(first, first + len(lines), dtype=np.int64))
+    maybe_blank = pc.invert(pc.match_substring_regex(lines, _PRINTABLE_ASCII))
+    if pc.any(maybe_blank).as_py():
+        candidates = np.flatnonzero(maybe_blank.to_numpy(zero_copy_only=False))
+        blank = [int(i) for i in candidates if not (line := lines[int(i)].as_py()) or line.isspace()]
+        if blank:
+            keep = np.ones(len(lines), dtype=bool)
+            keep[blank] = False
+            lines, numbers = lines.filter(pa.array(keep)), numbers.filter(pa.array(keep))
+    return pa.table(
+        {"line_number": numbers, "raw": lines.cast(pa.string()), "read_error": pa.nulls(len(lines), pa.string())}
+    )
+
+
 def _read_lines(path: Path, max_line_bytes: int) -> pa.Table:
     """Non-blank lines with their line numbers; invalid UTF-8 and over-long lines are kept, flagged.
 
     Read in chunks (see `_line_blocks`), so a line longer than `max_line_bytes` is never held
     whole: its first characters are kept (as its raw text) with ``line_too_long``. A chunk of
-    short, valid lines is decoded in one call; only a chunk with a bad line is read line by line.
+    short, valid lines is decoded in one call and split by Arrow (`_block_of_lines`); only a chunk
+    with a bad line is read line by line.
     """
-    numbers, texts, errors = [], [], []
+    parts: list[pa.Table] = []
+    numbers, texts, errors = [], [], []  # the lines of chunks read line by line, since the last Arrow block
+
+    def flush() -> None:
+        if numbers:
+            parts.append(pa.table({"line_number": pa.array(numbers, pa.int64()), "raw": pa.array(texts, pa.string()),
+                                   "read_error": pa.array(errors, pa.string())}))  # fmt: skip
+            numbers.clear(), texts.clear(), errors.clear()
+
     n = 0
     with open_events(path) as stream:
         for block in _line_blocks(stream, max_line_bytes):
@@ -131,18 +165,9 @@ def _read_lines(path: Path, max_line_bytes: int) -> pa.Table:
                 except UnicodeDecodeError:
                     pass
                 else:  # the usual chunk: its lines are taken whole, without a Python step per line
-                    lines = text.split("\n")
-                    if "\r" in text:
-                        lines = [line.removesuffix("\r") for line in lines]
-                    blank = {i for i, line in enumerate(lines) if not line or line.isspace()}
-                    if blank:
-                        numbers.extend(n + 1 + i for i in range(len(lines)) if i not in blank)
-                        texts.extend(line for i, line in enumerate(lines) if i not in blank)
-                    else:
-                        numbers.extend(range(n + 1, n + 1 + len(lines)))
-                        texts.extend(lines)
-                    errors.extend([None] * (len(lines) - len(blank)))
-                    n += len(lines)
+                    flush()
+                    parts.append(_block_of_lines(text, n + 1))
+                    n += len(block)
                     continue
             for line in block:
                 n += 1
@@ -161,7 +186,11 @@ def _read_lines(path: Path, max_line_bytes: int) -> pa.Table:
                 numbers.append(n)
                 texts.append(line)
                 errors.append(error)
-    return pa.table({"line_number": pa.array(numbers, pa.int64()), "raw": texts, "read_error": errors})
+    flush()
+    if not parts:
+        return pa.table({"line_number": pa.array([], pa.int64()), "raw": pa.array([], pa.string()),
+                         "read_error": pa.array([], pa.string())})  # fmt: skip
+    return pa.concat_tables(parts)
 
 
 STAGE_JSONL_SQL = Path(__file__).resolve().parent / "sql" / "stage_jsonl.sql"
