@@ -270,6 +270,20 @@ def test_lines_are_read_alike_whatever_the_chunk_boundaries(tmp_path, monkeypatc
     ]  # fmt: skip
 
 
+def test_a_line_is_blank_exactly_when_python_says_it_is_whitespace(tmp_path):
+    """The Arrow split of a chunk skips the lines `str.isspace` calls blank (NBSP, EM SPACE, the
+    separators \\x1c-\\x1f, \\v, \\f, a lone \\r) and keeps every other line, a NUL or a space-padded
+    letter included, with the numbers of the file's own lines."""
+    from pipelines.ingest import sources
+
+    path = tmp_path / "e.jsonl"
+    path.write_bytes(
+        b"{}\r\n\r\n  \n\t\n\x1c\n\xc2\xa0\n\xe2\x80\x83\n\x00\n\x0b\x0c\n  a \n{}\r\r\n\xc2\x85\n\xe2\x80\x8b\n"
+    )
+    rows = [(r["line_number"], r["raw"], r["read_error"]) for r in sources._read_lines(path, 1024).to_pylist()]
+    assert rows == [(1, "{}", None), (8, "\x00", None), (10, "  a ", None), (11, "{}\r", None), (13, "\u200b", None)]
+
+
 def test_every_json_type_a_field_can_take_is_judged_from_the_one_parse_of_its_line(handmade):
     """stage_jsonl.sql parses a line once and reads each field's type and text off its JSON text: a
     field of the wrong JSON type is a schema_mismatch, an escaped string is unescaped, a number id
