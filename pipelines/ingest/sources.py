@@ -34,6 +34,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from serving.events import EVENT_FIELDS as CANONICAL_COLUMNS
 from serving.events import REQUIRED_FIELDS as REQUIRED_COLUMNS
@@ -114,14 +115,47 @@ def _line_blocks(stream: BinaryIO, max_line_bytes: int) -> Iterator[list[bytes]]
         yield [_Cut(pending) if cut else pending]
 
 
+_PRINTABLE_ASCII = "[\\x21-\\x7e]"  # a line holding one of these is not blank; only the others are looked at
+
+
+def _block_of_lines(text: str, first: int) -> pa.Table | None:
+    """The non-blank lines of a decoded chunk with their numbers (`first` is the first line's), split
+    by Arrow: no Python step per line. A line is blank as for ``str.isspace`` (or empty); only lines
+    without a printable ASCII character (rare) are checked by Python, so the rule stays Python's."""
+    lines = pc.list_flatten(pc.split_pattern(pa.array([text], pa.large_string()), "\n"))
+    if "\r" in text:
+        lines = pc.replace_substring_regex(lines, "\r$", "")
+    numbers = pa.array(np.arange(first, first + len(lines), dtype=np.int64))
+    maybe_blank = pc.invert(pc.match_substring_regex(lines, _PRINTABLE_ASCII))
+    if pc.any(maybe_blank).as_py():
+        candidates = np.flatnonzero(maybe_blank.to_numpy(zero_copy_only=False))
+        blank = [int(i) for i in candidates if not (line := lines[int(i)].as_py()) or line.isspace()]
+        if blank:
+            keep = np.ones(len(lines), dtype=bool)
+            keep[blank] = False
+            lines, numbers = lines.filter(pa.array(keep)), numbers.filter(pa.array(keep))
+    return pa.table(
+        {"line_number": numbers, "raw": lines.cast(pa.string()), "read_error": pa.nulls(len(lines), pa.string())}
+    )
+
+
 def _read_lines(path: Path, max_line_bytes: int) -> pa.Table:
     """Non-blank lines with their line numbers; invalid UTF-8 and over-long lines are kept, flagged.
 
     Read in chunks (see `_line_blocks`), so a line longer than `max_line_bytes` is never held
     whole: its first characters are kept (as its raw text) with ``line_too_long``. A chunk of
-    short, valid lines is decoded in one call; only a chunk with a bad line is read line by line.
+    short, valid lines is decoded in one call and split by Arrow (`_block_of_lines`); only a chunk
+    with a bad line is read line by line.
     """
-    numbers, texts, errors = [], [], []
+    parts: list[pa.Table] = []
+    numbers, texts, errors = [], [], []  # the lines of chunks read line by line, since the last Arrow block
+
+    def flush() -> None:
+        if numbers:
+            parts.append(pa.table({"line_number": pa.array(numbers, pa.int64()), "raw": pa.array(texts, pa.string()),
+                                   "read_error": pa.array(errors, pa.string())}))  # fmt: skip
+            numbers.clear(), texts.clear(), errors.clear()
+
     n = 0
     with open_events(path) as stream:
         for block in _line_blocks(stream, max_line_bytes):
@@ -131,18 +165,9 @@ def _read_lines(path: Path, max_line_bytes: int) -> pa.Table:
                 except UnicodeDecodeError:
                     pass
                 else:  # the usual chunk: its lines are taken whole, without a Python step per line
-                    lines = text.split("\n")
-                    if "\r" in text:
-                        lines = [line.removesuffix("\r") for line in lines]
-                    blank = {i for i, line in enumerate(lines) if not line or line.isspace()}
-                    if blank:
-                        numbers.extend(n + 1 + i for i in range(len(lines)) if i not in blank)
-                        texts.extend(line for i, line in enumerate(lines) if i not in blank)
-                    else:
-                        numbers.extend(range(n + 1, n + 1 + len(lines)))
-                        texts.extend(lines)
-                    errors.extend([None] * (len(lines) - len(blank)))
-                    n += len(lines)
+                    flush()
+                    parts.append(_block_of_lines(text, n + 1))
+                    n += len(block)
                     continue
             for line in block:
                 n += 1
@@ -161,86 +186,41 @@ def _read_lines(path: Path, max_line_bytes: int) -> pa.Table:
                 numbers.append(n)
                 texts.append(line)
                 errors.append(error)
-    return pa.table({"line_number": pa.array(numbers, pa.int64()), "raw": texts, "read_error": errors})
+    flush()
+    if not parts:
+        return pa.table({"line_number": pa.array([], pa.int64()), "raw": pa.array([], pa.string()),
+                         "read_error": pa.array([], pa.string())})  # fmt: skip
+    return pa.concat_tables(parts)
+
+
+STAGE_JSONL_SQL = Path(__file__).resolve().parent / "sql" / "stage_jsonl.sql"
+JSONL_STRUCTURE = json.dumps(dict.fromkeys(CANONICAL_COLUMNS, "JSON"))  # every field as its JSON text
 
 
 def stage_jsonl(con: duckdb.DuckDBPyConnection, path: Path, max_line_bytes: int) -> None:
     """One JSON object per line (``.gz`` too). Unknown keys go into `context`; a key no row has fails the file.
 
-    Each document is parsed in one pass that builds `incoming` and keeps every object's keys
-    (``keys``) beside it; the file-level check (a required key that no row has) then reads those
-    lists instead of parsing every document a second time, and drops them.
+    The rules are in ``sql/stage_jsonl.sql`` (one parse of each document). The file-level check
+    (a required key that no object has) first reads the staged columns: a column with a non-null
+    value in some row is present. Only when a required column has none (a rare, bad file) are the
+    documents' keys read, so that a key present but always null is told from a key never there.
     """
     con.register("incoming_lines", _read_lines(path, max_line_bytes))
-    fields = ", ".join(f"'$.{c}'" for c in CANONICAL_COLUMNS)
-    # The documents, their fields and the fields' JSON types, as a query (not a table): the wide rows
-    # are materialised once, in `incoming`, and each document is parsed in one pass per use.
-    documents = f"""
-        with documents as (
-            select line_number, raw, read_error, try_cast(raw as json) as doc from incoming_lines
-        ),
-        objects as (
-            select *, case when json_type(doc) = 'OBJECT' then doc end as obj from documents
-        )
-        select
-            line_number, raw, read_error, doc, obj,
-            json_extract_string(obj, [{fields}]) as v,
-            json_type(obj, [{fields}]) as t,
-            json_keys(obj) as keys
-        from objects
-    """
-    known = _sql_list(CANONICAL_COLUMNS)
-    position = {c: i + 1 for i, c in enumerate(CANONICAL_COLUMNS)}  # DuckDB lists are 1-based
-
-    def value(c: str) -> str:
-        return f"v[{position[c]}]"
-
-    def kind(c: str) -> str:
-        return f"coalesce(t[{position[c]}], 'NULL')"
-
-    scalar = "('VARCHAR', 'BIGINT', 'UBIGINT', 'DOUBLE', 'NULL')"
-    own_context = f"case when {kind('context')} = 'OBJECT' then json_extract(obj, '$.context') end"
-    # CASE evaluates a branch only for the rows that take it: rows without unknown keys never merge.
-    context = f"""case
-            when len(list_filter(keys, lambda k: k not in {known})) = 0 then cast({own_context} as varchar)
-            else cast(json_merge_patch(
-                coalesce({own_context}, '{{}}'::json),
-                to_json(map_from_entries(list_transform(
-                    list_filter(keys, lambda k: k not in {known}),
-                    lambda k: {{'key': k, 'value': json_extract(obj, '$."' || k || '"')}}
-                )))
-            ) as varchar)
-        end"""
     try:
-        con.execute(
-            f"""
-            create or replace temp table incoming as
-            select
-                line_number,
-                raw,
-                case
-                    when read_error is not null then read_error
-                    when doc is null then 'malformed_json'
-                    when obj is null then 'schema_mismatch'
-                    when {kind("event_id")} not in {scalar} or {kind("user_id")} not in {scalar}
-                      or {kind("item_id")} not in {scalar} or {kind("event_type")} not in ('VARCHAR', 'NULL')
-                      or {kind("event_ts")} not in ('VARCHAR', 'NULL') or {kind("context")} not in ('OBJECT', 'NULL')
-                      or ({kind("value")} not in ('BIGINT', 'UBIGINT', 'DOUBLE', 'NULL')
-                          and try_cast({value("value")} as double) is null)
-                        then 'schema_mismatch'
-                end as parse_error,
-                {canonical_projection(value, context)},
-                keys as incoming_keys
-            from ({documents}) as incoming_docs
-            """
-        )
+        parameters = {"structure": JSONL_STRUCTURE, "known_fields": list(CANONICAL_COLUMNS)}
+        con.execute(STAGE_JSONL_SQL.read_text(), parameters)
     finally:
         con.unregister("incoming_lines")
-    has_key = ", ".join(f"bool_or(list_contains(incoming_keys, {sql_string(c)}))" for c in REQUIRED_COLUMNS)
-    n_objects, *present = con.execute(f"select count(incoming_keys), {has_key} from incoming").fetchone()
+    counts = ", ".join(f"count({quote(c)})" for c in REQUIRED_COLUMNS)
+    if all(con.execute(f"select {counts} from incoming").fetchall()[0]):
+        return
+    has_key = ", ".join(f"bool_or(list_contains(json_keys(obj), {sql_string(c)}))" for c in REQUIRED_COLUMNS)
+    n_objects, *present = con.execute(
+        f"select count(obj), {has_key} from (select case when json_type(try_cast(raw as json)) = 'OBJECT' "
+        "then raw end as obj from incoming)"
+    ).fetchall()[0]
     if n_objects and (missing := [c for c, found in zip(REQUIRED_COLUMNS, present, strict=True) if not found]):
         raise SchemaError(f"{path}: no row has the required column(s) {', '.join(missing)}")
-    con.execute("alter table incoming drop column incoming_keys")
 
 
 # --- recforge CSV and Parquet --------------------------------------------------------------

@@ -268,3 +268,65 @@ def test_lines_are_read_alike_whatever_the_chunk_boundaries(tmp_path, monkeypatc
         (1, "a", 1, None), (2, "bb", 2, None), (4, "xx", 1000, "line_too_long"), (5, "c", 1, None),
         (6, "\\x", 4, "invalid_utf8"), (7, "yy", 1000, "line_too_long"), (8, "zz", 1000, "line_too_long"),
     ]  # fmt: skip
+
+
+def test_a_line_is_blank_exactly_when_python_says_it_is_whitespace(tmp_path):
+    """The Arrow split of a chunk skips the lines `str.isspace` calls blank (NBSP, EM SPACE, the
+    separators \\x1c-\\x1f, \\v, \\f, a lone \\r) and keeps every other line, a NUL or a space-padded
+    letter included, with the numbers of the file's own lines."""
+    from pipelines.ingest import sources
+
+    path = tmp_path / "e.jsonl"
+    path.write_bytes(
+        b"{}\r\n\r\n  \n\t\n\x1c\n\xc2\xa0\n\xe2\x80\x83\n\x00\n\x0b\x0c\n  a \n{}\r\r\n\xc2\x85\n\xe2\x80\x8b\n"
+    )
+    rows = [(r["line_number"], r["raw"], r["read_error"]) for r in sources._read_lines(path, 1024).to_pylist()]
+    assert rows == [(1, "{}", None), (8, "\x00", None), (10, "  a ", None), (11, "{}\r", None), (13, "\u200b", None)]
+
+
+def test_every_json_type_a_field_can_take_is_judged_from_the_one_parse_of_its_line(handmade):
+    """stage_jsonl.sql parses a line once and reads each field's type and text off its JSON text: a
+    field of the wrong JSON type is a schema_mismatch, an escaped string is unescaped, a number id
+    is kept as written, and a document that is not an object (even `null`) never reaches the rules."""
+    lines = [
+        json.dumps(event(1, event_id=12345, user_id=7)),  # number ids: accepted, as text
+        json.dumps(event(2, event_id=True)),  # a boolean id
+        json.dumps(event(3, item_id=["i1"])),  # an array id
+        json.dumps(event(4, event_type=3)),  # a number where a string belongs
+        json.dumps(event(5, event_ts=1767225600)),  # an epoch number is not a timestamp string
+        json.dumps(event(6, context="mobile")),  # context must be an object
+        json.dumps(event(7, value="3.5")),  # a value string that reads as a number: accepted
+        json.dumps(event(8, value=False)),  # a boolean value
+        '{"event_id": "t9", "user_id": "u\\u002d9", "item_id": "i\\"9", "event_type": "view",'
+        f' "event_ts": "{event(9)["event_ts"]}"}}',  # escapes: user u-9 accepted; item i"9 breaks the id contract
+        "null",
+        "42",
+        '"a string"',
+        "  \t" + json.dumps(event(13)),  # whitespace before the object: still an object, accepted
+        json.dumps(event(14))[:-1] + ', "event_ts": "x"}',  # a key given twice: the first value is read
+        json.dumps(event(15, user_id=None, extra={"k": [1, 2]})),  # null id, unknown key
+    ]
+    write_day(handmade, DAY, lines)
+    result = one_day(handmade)
+    assert (result.rows_input, result.rows_accepted + result.rows_quarantined) == (15, 15)
+    assert quarantined(handmade) == [
+        (2, "schema_mismatch"),
+        (3, "schema_mismatch"),
+        (4, "schema_mismatch"),
+        (5, "schema_mismatch"),
+        (6, "schema_mismatch"),
+        (8, "schema_mismatch"),
+        (9, "id_bad_characters"),
+        (10, "schema_mismatch"),
+        (11, "schema_mismatch"),
+        (12, "schema_mismatch"),
+        (15, "missing_user_id"),
+    ]
+    with connect(handmade) as con:
+        rows = con.execute("select event_id, user_id, value, context from raw.events order by event_ts").fetchall()
+    assert rows == [
+        ("12345", "7", None, '{"device":"mobile"}'),
+        ("t7", "u1", 3.5, '{"device":"mobile"}'),
+        ("t13", "u1", None, '{"device":"mobile"}'),
+        ("t14", "u1", None, '{"device":"mobile"}'),
+    ]
