@@ -8,6 +8,8 @@ teach the ranker a signal it will not have at serving time.
 
 Feature groups (names in ``FeatureContext.columns``):
 - item popularity: distinct users all-time and in the last ``window_days``, their ratio (trend);
+- item trend: distinct users in the last 1 and 3 days (``TREND_DAYS``) and the item's share of
+  all users of that span, so a burst right before the cutoff is visible;
 - item recency: days since the item's last interaction, since its first interaction in the data,
   and since it was created (``created_at`` if known, else the first interaction);
 - user activity: distinct items, segment (0 cold < 5, 1 casual 5-50, 2 power > 50 — the
