@@ -8,6 +8,8 @@ teach the ranker a signal it will not have at serving time.
 
 Feature groups (names in ``FeatureContext.columns``):
 - item popularity: distinct users all-time and in the last ``window_days``, their ratio (trend);
+- item trend: distinct users in the last 1 and 3 days (``TREND_DAYS``) and the item's share of
+  all users of that span, so a burst right before the cutoff is visible;
 - item recency: days since the item's last interaction, since its first interaction in the data,
   and since it was created (``created_at`` if known, else the first interaction);
 - user activity: distinct items, segment (0 cold < 5, 1 casual 5-50, 2 power > 50 — the
@@ -31,6 +33,9 @@ from models.dataset import Interactions
 from models.evaluation.segments import SegmentBounds
 
 SECONDS_PER_DAY = 86_400.0
+# Short spans for the item's trend as of the cutoff: recent popularity wins on MovieLens because the
+# last days' burst matters, and one ``window_days`` count cannot tell a burst from a steady item.
+TREND_DAYS = (1.0, 3.0)
 # Activity segments by distinct items, as marts.user_features defines them.
 
 
@@ -52,6 +57,9 @@ class FeatureContext:
     category_recent_share: np.ndarray | None = None
     item_price: np.ndarray | None = None
     user_mean_price: np.ndarray | None = None
+    # Distinct users in the last TREND_DAYS[i] days before now, one row per span (None in models saved
+    # before these features existed: they are then simply not columns).
+    item_trend_users: np.ndarray | None = None
 
     @classmethod
     def as_of(cls, interactions: Interactions, window_days: float, item_category: np.ndarray | None) -> FeatureContext:
@@ -88,6 +96,7 @@ class FeatureContext:
             user_items=user_items,
             user_days_since_last=np.where(user_items > 0, _days(now - user_last), np.nan),
             user_mean_popularity=user_mean_pop,
+            item_trend_users=np.vstack([_users_since(last_ts, now - d * SECONDS_PER_DAY) for d in TREND_DAYS]),
         )
         if item_category is not None:
             n_cat = int(item_category.max(initial=-1)) + 1
@@ -128,6 +137,8 @@ class FeatureContext:
             "user_mean_popularity",
             "item_vs_user_popularity",
         ]
+        if self.item_trend_users is not None:
+            names += [f"item_users_{d:g}d" for d in TREND_DAYS] + [f"item_share_{d:g}d" for d in TREND_DAYS]
         if self.item_category is not None:
             names += ["user_category_share", "category_recent_share"]
         if self.item_price is not None:
@@ -152,6 +163,11 @@ class FeatureContext:
                 "user_mean_popularity": self.user_mean_popularity[users],
                 "item_vs_user_popularity": item_users / self.user_mean_popularity[users],
             }
+            if self.item_trend_users is not None:
+                for span, counts in zip(TREND_DAYS, self.item_trend_users, strict=True):
+                    features[f"item_users_{span:g}d"] = counts[items]
+                    # The item's share of all users active in the span: comparable across cutoffs.
+                    features[f"item_share_{span:g}d"] = counts[items] / max(float(counts.sum()), 1.0)
             if self.item_category is not None:
                 category = self.item_category[items]
                 known = category >= 0
@@ -205,6 +221,13 @@ def category_codes(interactions: Interactions) -> tuple[np.ndarray | None, np.nd
         return None, None
     codes, names = pd.factorize(pd.Series(category, dtype=object), use_na_sentinel=True)
     return codes.astype(np.int64), np.asarray(names, dtype=str)
+
+
+def _users_since(last_ts: sp.csr_matrix, since: float) -> np.ndarray:
+    """Distinct users per item whose latest interaction with it is after ``since``."""
+    recent = last_ts.copy()
+    recent.data = (recent.data > since).astype(np.float32)
+    return np.asarray(recent.sum(axis=0)).ravel()
 
 
 def _days(seconds: np.ndarray) -> np.ndarray:

@@ -18,7 +18,8 @@ from models import (
     SASRecRecommender,
 )
 from models.dataset import Interactions
-from models.ranker_features import FeatureContext, segment_of
+from models.ranker import add_user_relative_scores
+from models.ranker_features import TREND_DAYS, FeatureContext, segment_of
 from tests.models.test_contract import COMMUNITY_SIZE, DAY, T0, community_data, community_walks
 
 # --- Interactions with time and item attributes
@@ -169,6 +170,46 @@ def test_ranker_features_are_computed_as_of_the_cutoff():
     np.testing.assert_array_equal(context.item_users, (history.matrix.toarray() > 0).sum(axis=0))
 
 
+def test_ranker_trend_features_count_only_the_days_before_the_cutoff():
+    data = community_data()
+    cutoff = data.max_ts - 4 * DAY
+    history, _ = data.split_at(cutoff)
+    context = FeatureContext.as_of(history, window_days=4, item_category=None)
+    cells = history.last_ts.toarray()
+    for span, counts in zip(TREND_DAYS, context.item_trend_users, strict=True):
+        expected = ((cells > 0) & (cells > history.max_ts - span * DAY)).sum(axis=0)
+        np.testing.assert_array_equal(counts, expected)
+        # Nothing at or after the cutoff is counted, whatever the full log holds.
+        assert counts.sum() <= ((cells > 0) & (cells < cutoff)).sum()
+    full = FeatureContext.as_of(data, window_days=4, item_category=None)
+    assert not np.array_equal(full.item_trend_users, context.item_trend_users)
+
+
+def test_ranker_trend_features_are_columns_and_shares_sum_to_one():
+    data = community_data()
+    context = FeatureContext.as_of(data, window_days=4, item_category=None)
+    items = np.arange(data.n_items)
+    features = context.pair_features(np.zeros(data.n_items, dtype=np.int64), items)
+    assert {f"item_users_{d:g}d" for d in TREND_DAYS} <= set(context.columns) <= set(features)
+    last = f"item_share_{TREND_DAYS[-1]:g}d"
+    assert features[last].sum() == pytest.approx(1.0)
+
+
+def test_user_relative_scores_are_on_one_scale_per_user():
+    frame = pd.DataFrame(
+        {
+            "user": [0, 0, 0, 1, 1],
+            "item": [0, 1, 2, 0, 1],
+            "g0_score": [10.0, 20.0, np.nan, 0.1, 0.1],
+        }
+    )
+    add_user_relative_scores(frame)
+    assert frame["g0_score_gap"].tolist()[:2] == [-10.0, 0.0]
+    assert np.isnan(frame["g0_score_gap"][2])  # not proposed by the generator: stays missing
+    assert frame["g0_score_z"][:2].tolist() == pytest.approx([-0.7071, 0.7071], abs=1e-4)
+    assert frame["g0_score_z"][3:].isna().all()  # no spread within the user: no z-score
+
+
 def test_ranker_without_label_users_says_what_to_change():
     with pytest.raises(ValueError, match="starts before the first interaction"):
         _small_ranker(label_days=60, label_windows=1).fit(community_data())
@@ -183,7 +224,15 @@ def test_ranker_reports_the_importance_of_every_feature():
     ranker = _small_ranker().fit(community_data())
     importance = ranker.feature_importance()
     assert set(importance) == set(ranker.feature_names)
-    assert {"g0_rank", "g1_score", "user_category_share", "price_vs_user_mean"} <= set(importance)
+    assert {
+        "g0_rank",
+        "g1_score",
+        "g1_score_gap",
+        "g0_score_z",
+        "item_users_1d",
+        "user_category_share",
+        "price_vs_user_mean",
+    } <= set(importance)
 
 
 def test_user_segments_follow_the_marts_thresholds():

@@ -262,6 +262,7 @@ def test_a_ranker_champion_is_diagnosed_through_its_own_generators(home):
         label_days=3,
         generators=("als", "popularity"),
         generator_params={"als": {"factors": 16, "iterations": 8}},
+        candidates_per_generator=50,
         n_estimators=30,
         min_child_samples=10,
     )
