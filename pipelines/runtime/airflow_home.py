@@ -8,15 +8,15 @@ logs are, and a copied or moved home never reads or writes the old location.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 from pipelines.contract import WAREHOUSE_POOL, WAREHOUSE_POOL_DESCRIPTION, WAREHOUSE_POOL_SLOTS
+from pipelines.runtime import airflow_db
 from pipelines.settings import Settings
 
-# `airflow ...` arguments that create the warehouse pool the DAGs run in; every launcher runs them
-# after migrating the metadata DB.
+# `airflow ...` arguments that create the warehouse pool the DAGs run in: docker-compose.yml's init
+# service runs them after `airflow db migrate`; launchers here do both in one process (airflow_db.py).
 CREATE_WAREHOUSE_POOL = ("pools", "set", WAREHOUSE_POOL, str(WAREHOUSE_POOL_SLOTS), WAREHOUSE_POOL_DESCRIPTION)
 
 
@@ -27,6 +27,11 @@ def api_health_url(port: int) -> str:
 
 class AirflowSetupFailed(RuntimeError):
     pass
+
+
+def metadata_db(settings: Settings) -> Path:
+    """The embedded default's Airflow metadata DB (SQLite)."""
+    return settings.airflow_home / "airflow.db"
 
 
 def airflow_environment(settings: Settings) -> dict[str, str]:
@@ -43,7 +48,7 @@ def airflow_environment(settings: Settings) -> dict[str, str]:
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(home / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{metadata_db(settings)}",
         # One SQLite writer at a time: every process waits its turn instead of "database is locked".
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "pipelines.runtime.backfill.SQLITE_CONNECT_ARGS",
         "RECFORGE_AIRFLOW_DB_LOCK_TIMEOUT_SECONDS": str(settings.airflow_db_lock_timeout_seconds),
@@ -83,13 +88,7 @@ def configure_airflow(settings: Settings, log_level: str = "INFO") -> None:
     settings.airflow_home.mkdir(parents=True, exist_ok=True)
     os.environ.update(airflow_environment(settings))
     os.environ["AIRFLOW__LOGGING__LOGGING_LEVEL"] = log_level
-    airflow = Path(sys.executable).with_name("airflow")
-    migrate = subprocess.run([str(airflow), "db", "migrate"], capture_output=True, text=True, env=os.environ.copy())
-    if migrate.returncode != 0:
-        raise AirflowSetupFailed(f"airflow db migrate failed:\n{migrate.stdout[-2000:]}\n{migrate.stderr[-2000:]}")
-    pool = subprocess.run(
-        [str(airflow), *CREATE_WAREHOUSE_POOL],
-        capture_output=True, text=True, env=os.environ.copy(),
-    )  # fmt: skip
-    if pool.returncode != 0:
-        raise AirflowSetupFailed(f"airflow pools set failed:\n{pool.stderr[-2000:]}")
+    try:
+        airflow_db.prepare(metadata_db(settings), os.environ.copy())
+    except airflow_db.MetadataSetupFailed as error:
+        raise AirflowSetupFailed(str(error)) from error

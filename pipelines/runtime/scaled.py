@@ -18,7 +18,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipelines.runtime.airflow_home import CREATE_WAREHOUSE_POOL, airflow_environment, api_health_url
+from pipelines.runtime import airflow_db
+from pipelines.runtime.airflow_home import airflow_environment, api_health_url
 from pipelines.runtime.mlflow_server import MLFLOW_SERVER_ENVIRONMENT
 from pipelines.runtime.processes import ProcessGroup, spawn, wait_until_answering
 from pipelines.settings import Settings
@@ -97,8 +98,7 @@ class ScaledStack(ProcessGroup):
     def start(self) -> None:
         """The MLflow server and every Airflow component; returns once they answer."""
         self.settings.ensure_dirs()
-        self.airflow("db", "migrate")
-        self.airflow(*CREATE_WAREHOUSE_POOL)
+        airflow_db.migrate(self.environment())
         self.start_mlflow()
         api_server = [str(BIN / "airflow"), "api-server", "--host", "127.0.0.1", "--port", str(self.api_port)]
         self._spawn("api-server", api_server)
