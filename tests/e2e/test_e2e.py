@@ -28,8 +28,8 @@ from tests.conftest import CHROMIUM_FLAGS, TINY, make_settings, run_recforge, sc
 pytestmark = pytest.mark.e2e
 
 
-def recforge_run(home: Path) -> str:
-    run = run_recforge(home, "run")
+def recforge_run(home: Path, **values) -> str:
+    run = run_recforge(home, "run", values={**TINY, **values})
     assert run.returncode == 0, f"recforge run failed:\n{run.stdout[-4000:]}\n{run.stderr[-4000:]}"
     return run.stdout
 
@@ -44,8 +44,12 @@ def pipeline_home(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def rerun_output(pipeline_home) -> str:
-    """The same pipeline again over the same days: nothing changed, so no drift and no training."""
-    return recforge_run(pipeline_home)
+    """The same pipeline again over the same days: nothing changed, so no drift and no training.
+
+    Without the demo A/B: the first run has shown it, and it runs on a scratch copy of the home
+    (pipelines/runtime/ab_demo.py), so it could not change what this test looks at.
+    """
+    return recforge_run(pipeline_home, demo_experiment=False)
 
 
 def test_airflow_metadata_holds_successful_runs_of_every_dag(pipeline_home):
