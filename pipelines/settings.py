@@ -282,6 +282,14 @@ class Settings(BaseSettings):
     eval_new_item_days: float = Field(
         default=7.0, gt=0, description="An item is new if its first event is within this many days before the cutoff."
     )
+    train_blas_threads: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description="BLAS threads of training and evaluation (EASE's solve, scoring), set once where they start; "
+        "unset = the BLAS library's own default (all cores). Fits by implicit always run BLAS single-threaded "
+        "under implicit's own threads (models/factorization.py).",
+    )
     cold_user_below: int = Field(
         default=5,
         ge=1,

@@ -123,8 +123,10 @@ def train_and_register(settings: Settings, airflow: AirflowRun | None = None, dr
     """
     import mlflow
 
+    from pipelines.training.threads import set_thread_pools
     from pipelines.training.tracking import configure
 
+    set_thread_pools(settings)
     client = configure(settings)
     factories = candidate_factories(settings)  # an unknown candidate fails before any data is read
     data = load_evaluation_data(settings)
