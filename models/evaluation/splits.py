@@ -28,7 +28,7 @@ while a backtest has a cutoff per fold. The half-life is the same setting dbt ge
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -218,6 +218,28 @@ class Fold:
     # The ids of those held-out items, in column order after the training items (for explanations).
     unknown_item_ids: np.ndarray = field(default_factory=lambda: np.array([], dtype=object))
     unknown_is_new: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    # When the fold scores a sample of its test users (``sample_users``): how many it had in all (0 = all scored).
+    population_users: int = 0
+
+    def sample_users(self, max_users: int, seed: int) -> Fold:
+        """This fold scored on at most ``max_users`` of its test users, drawn uniformly with ``seed``.
+
+        Metrics are means over users, so a uniform sample estimates them without bias; their standard
+        error over the sampled users (``models.metrics.standard_errors``) says how far off the estimate
+        may be. A fold with no more test users than ``max_users`` is returned as it is.
+        """
+        if max_users < 1:
+            raise ValueError(f"a user sample needs at least one user, got {max_users}")
+        if self.n_eval_users <= max_users:
+            return self
+        rows = np.sort(np.random.default_rng(seed).choice(self.n_eval_users, size=max_users, replace=False))
+        return replace(
+            self,
+            relevant=self.relevant[rows],
+            eval_user_ids=self.eval_user_ids[rows],
+            train_rows=self.train_rows[rows],
+            population_users=self.n_eval_users,
+        )
 
     @property
     def new_columns(self) -> np.ndarray:
@@ -264,9 +286,10 @@ class Fold:
         return len(self.eval_user_ids)
 
     def describe(self) -> str:
+        sampled = f" (a seeded sample of {self.population_users})" if self.population_users else ""
         return (
             f"{self.name}: train {self.train.n_users} users x {self.train.n_items} items "
-            f"({self.train.matrix.nnz} pairs), {self.n_eval_users} test users, "
+            f"({self.train.matrix.nnz} pairs), {self.n_eval_users} test users{sampled}, "
             f"{int(self.relevant.nnz)} held-out pairs ({self.n_unknown_items} items unknown at training)"
         )
 

@@ -164,9 +164,16 @@ def make_folds(log: EventLog, settings: Settings) -> tuple[list[Fold], str]:
 
 
 def load_evaluation_data(settings: Settings) -> EvaluationData:
+    """The event log, the catalog and the folds training and evaluation score on.
+
+    A fold with more than ``eval_max_users`` test users is scored on a seeded uniform sample of them
+    (``Fold.sample_users``; fold j draws with ``eval_sample_seed + j``): scoring is the part of
+    evaluation that grows with users, and the sample's standard errors are reported beside the metrics.
+    """
     catalog = read_catalog(settings)
     event_log = read_event_log(settings, catalog)
     folds, label = make_folds(event_log, settings)
+    folds = [fold.sample_users(settings.eval_max_users, settings.eval_sample_seed + j) for j, fold in enumerate(folds)]
     for fold in folds:
         log.info("fold %s", fold.describe())
     snapshot = pd.Timestamp(event_log.end, unit="s", tz="UTC").isoformat()

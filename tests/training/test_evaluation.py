@@ -345,6 +345,41 @@ def test_an_event_log_refuses_ids_out_of_order():
                             np.array([0, 1]), np.array([0, 0]), np.array([0, 1]), np.ones(2), 14.0)  # fmt: skip
 
 
+def test_a_user_sample_estimates_the_full_metrics_within_its_standard_error_and_repeats_with_its_seed(built):
+    """Folds with more test users than eval_max_users are scored on a seeded sample; each accuracy metric's
+    mean over folds lands within two of its reported standard errors of the all-users value."""
+    config = EvaluationConfig(k=10, recall_k=20)
+    full_data = load_evaluation_data(built)
+    sampled_settings = built.model_copy(update={"eval_max_users": 60})
+    sampled_data = load_evaluation_data(sampled_settings)
+    assert all(f.n_eval_users > 60 for f in full_data.folds), "the tiny world should need a sample"
+    assert [f.n_eval_users for f in sampled_data.folds] == [60] * len(full_data.folds)
+    assert [f.population_users for f in sampled_data.folds] == [f.n_eval_users for f in full_data.folds]
+
+    full = backtest(PopularityRecommender, full_data.folds, full_data.catalog, config).summary()
+    sampled = backtest(PopularityRecommender, sampled_data.folds, sampled_data.catalog, config).summary()
+    assert sampled["eval_user_share"] < 1.0 == full["eval_user_share"]
+    for metric in config.names.accuracy:
+        error = sampled[metric + "_se"]
+        assert 0 < error < 0.2, metric
+        assert abs(sampled[metric] - full[metric]) <= 2 * error, (metric, sampled[metric], full[metric], error)
+
+    again = load_evaluation_data(sampled_settings)
+    assert [list(f.eval_user_ids) for f in again.folds] == [list(f.eval_user_ids) for f in sampled_data.folds]
+    repeated = backtest(PopularityRecommender, again.folds, again.catalog, config).summary()
+    timings = ("fit_seconds", "eval_seconds")
+    assert {k: v for k, v in repeated.items() if k not in timings} == {
+        k: v for k, v in sampled.items() if k not in timings
+    }
+
+
+def test_folds_within_eval_max_users_are_scored_whole(built):
+    data = load_evaluation_data(built)
+    assert built.eval_max_users >= max(f.n_eval_users for f in data.folds)
+    assert all(f.population_users == 0 for f in data.folds)
+    assert data.folds[0].sample_users(10_000, seed=1) is data.folds[0]
+
+
 def test_signal_weights_come_from_the_settings_through_the_event_mart(built):
     weights = built.signal_weights
     assert weights["purchase"] > weights["add_to_cart"] > weights["click"] > weights["view"]
