@@ -167,8 +167,8 @@ class EventLog:
         users, items, ts = self.users[mask], self.items[mask], self.ts[mask]
         age_days = (reference_ts - ts) / SECONDS_PER_DAY
         weights = self.weight[mask] * np.exp2(-np.maximum(age_days, 0.0) / self.half_life_days)
-        user_codes, rows = np.unique(users, return_inverse=True)
-        item_codes, cols = np.unique(items, return_inverse=True)
+        user_codes, rows = _present_codes(users, len(self.user_ids))
+        item_codes, cols = _present_codes(items, len(self.item_ids))
         shape = (len(user_codes), len(item_codes))
         cells, cell_of_event = np.unique(rows * shape[1] + cols, return_inverse=True)
         cell_rows, cell_cols = cells // shape[1], cells % shape[1]
@@ -191,6 +191,13 @@ class EventLog:
             self.user_ids[user_codes], self.item_ids[item_codes], matrix, last_ts, features, catalog
         )
         return interactions, user_map, item_map
+
+
+def _present_codes(codes: np.ndarray, n_codes: int) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(codes, return_inverse=True)`` for codes in [0, n_codes), by counting instead of sorting."""
+    present = np.bincount(codes, minlength=n_codes) > 0
+    position = np.cumsum(present) - 1
+    return np.flatnonzero(present), position[codes]
 
 
 @dataclass(frozen=True)
