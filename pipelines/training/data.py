@@ -70,18 +70,20 @@ def read_event_log(settings: Settings, catalog: pd.DataFrame | None = None) -> E
     if not ts or not sum(map(len, ts)):
         raise ValueError(f"{EVENTS_RELATION} is empty: ingest and transform first")
     features = item_features(read_catalog(settings) if catalog is None else catalog)
+    # One column at a time, its batches dropped as soon as it is whole: the log is never held twice.
+    stamps, weights = joined(ts), joined(weight)
     user_ids, user_codes = users.codes()
     item_ids, item_codes = items.codes()
     return EventLog.from_codes(
-        user_ids,
-        item_ids,
-        user_codes,
-        item_codes,
-        np.concatenate(ts),
-        np.concatenate(weight),
-        settings.decay_half_life_days,
-        features,
+        user_ids, item_ids, user_codes, item_codes, stamps, weights, settings.decay_half_life_days, features
     )
+
+
+def joined(chunks: list[np.ndarray]) -> np.ndarray:
+    """The chunks as one array; the list is emptied so that they can be freed."""
+    whole = np.concatenate(chunks)
+    chunks.clear()
+    return whole
 
 
 class IdCoder:
@@ -114,7 +116,7 @@ class IdCoder:
         first_seen = np.asarray(self.seen.to_pylist(), dtype=object)
         ids = id_order(first_seen)
         rank = pd.Index(ids).get_indexer(first_seen).astype(np.int64)
-        return ids, rank[np.concatenate(self.positions)] if self.positions else np.zeros(0, dtype=np.int64)
+        return ids, rank[joined(self.positions)]
 
 
 def epoch_seconds(stamps) -> np.ndarray:
