@@ -39,6 +39,36 @@ def at(metric: str, k: int) -> str:
     return f"{metric}_at_{k}"
 
 
+SE_SUFFIX = "_se"  # a metric's standard error over the evaluated users: ``ndcg_at_10_se``
+
+
+def standard_errors(
+    recommended: np.ndarray, relevant: sp.csr_matrix, ndcg_k: int = 10, recall_k: int = 50, k: int | None = None
+) -> dict[str, float]:
+    """The standard error of each accuracy metric's mean over users: sample std (ddof 1) / sqrt(users).
+
+    Over the same users as :func:`calc_metrics` (those with a held-out item); keys are the metric
+    names with ``SE_SUFFIX``. It is the spread of the estimate when the users are a random sample
+    of the test users (``Fold.sample_users``), and 0 with fewer than two users.
+    """
+    k = ndcg_k if k is None else k
+    n_relevant = np.asarray((relevant > 0).sum(axis=1)).ravel()
+    users = np.flatnonzero(n_relevant > 0)
+    hits = hits_matrix(recommended[users], relevant[users])
+    n_rel = n_relevant[users]
+    per_user = {
+        at("ndcg", ndcg_k): ndcg_at_k(hits, n_rel, ndcg_k),
+        at("recall", recall_k): recall_at_k(hits, n_rel, recall_k),
+        at("map", k): map_at_k(hits, n_rel, k),
+        at("mrr", k): mrr_at_k(hits, k),
+        at("hit_rate", k): hit_rate_at_k(hits, k),
+    }
+    n = len(users)
+    return {
+        name + SE_SUFFIX: float(values.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0 for name, values in per_user.items()
+    }
+
+
 def in_segment(segment: str, metric: str) -> str:
     """A metric measured on one activity segment's users: ``segment.cold.ndcg_at_10``."""
     return f"segment.{segment}.{metric}"

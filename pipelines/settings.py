@@ -282,6 +282,25 @@ class Settings(BaseSettings):
     eval_new_item_days: float = Field(
         default=7.0, gt=0, description="An item is new if its first event is within this many days before the cutoff."
     )
+    eval_max_users: int = Field(
+        default=50_000,
+        ge=50,
+        le=10_000_000,
+        description="Evaluation scores at most this many test users per fold: a fold with more is scored on a "
+        "seeded uniform sample of them, each accuracy metric reported with its standard error over users "
+        "(<metric>_se). At least 50 so that the standard error means something.",
+    )
+    eval_sample_seed: int = Field(
+        default=7, ge=0, lt=2**32, description="Seed of evaluation's user sample (fold j draws with seed + j)."
+    )
+    train_blas_threads: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description="BLAS threads of training and evaluation (EASE's solve, scoring), set once where they start; "
+        "unset = the BLAS library's own default (all cores). Fits by implicit always run BLAS single-threaded "
+        "under implicit's own threads (models/factorization.py).",
+    )
     cold_user_below: int = Field(
         default=5,
         ge=1,

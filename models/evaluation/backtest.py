@@ -2,6 +2,8 @@
 
 One lucky test window should not decide a promotion: the gate reads the mean over folds and the
 report shows the standard deviation beside it (population std over folds, ``<metric>_std``).
+When folds score a seeded sample of their test users, ``<metric>_se`` is the standard error of
+that mean from the sampling of users: sqrt(sum of the folds' squared standard errors) / folds.
 """
 
 from __future__ import annotations
@@ -45,6 +47,13 @@ class BacktestResult:
             )
             summary[key] = float(values.mean()) if len(values) else 0.0
             summary[key + STD_SUFFIX] = float(values.std()) if len(values) else 0.0
+        for key in self.folds[0].standard_errors:
+            counted = group_count_key(key)
+            errors = np.array(
+                [f.standard_errors[key] for f in self.folds if f.metrics.get(counted, 1) > 0], dtype=np.float64
+            )
+            summary[key] = float(np.sqrt((errors**2).sum()) / len(errors)) if len(errors) else 0.0
+        summary["eval_user_share"] = float(np.mean([f.eval_user_share for f in self.folds]))
         summary["fit_seconds"] = float(np.mean(self.fit_seconds))
         summary["eval_seconds"] = float(np.mean(self.eval_seconds))
         summary["n_folds"] = float(len(self.folds))

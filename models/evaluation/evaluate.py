@@ -29,7 +29,16 @@ from models.evaluation.segments import SegmentBounds, history_sizes, new_item_re
 from models.evaluation.splits import Fold
 from models.lists.ranked import ListRules, ranked_lists
 from models.lists.rules import allowed_and_categories, catalog_status, popularity_fallback, seller_codes
-from models.metrics import CatalogStats, MetricNames, at, calc_metrics, hits_matrix, in_segment, ndcg_at_k
+from models.metrics import (
+    CatalogStats,
+    MetricNames,
+    at,
+    calc_metrics,
+    hits_matrix,
+    in_segment,
+    ndcg_at_k,
+    standard_errors,
+)
 from models.popularity import distinct_users_per_item
 
 VIEWS = ("rules", "raw")
@@ -87,12 +96,19 @@ class FoldAudit:
 
 @dataclass
 class FoldScore:
-    """Metrics of one model on one fold (raw view prefixed ``raw.``), its long-tail exposure per view, its audit."""
+    """Metrics of one model on one fold (raw view prefixed ``raw.``), its long-tail exposure per view, its audit.
+
+    ``standard_errors``: each accuracy metric's standard error over the scored users (rules view,
+    overall and per segment, keys ``<metric>_se``); ``eval_user_share``: the share of the fold's test
+    users that were scored (below 1 when the fold is a seeded sample, ``Fold.sample_users``).
+    """
 
     fold: str
     metrics: dict[str, float]
     exposure: dict[str, np.ndarray]
     audit: FoldAudit | None = None
+    standard_errors: dict[str, float] = field(default_factory=dict)
+    eval_user_share: float = 1.0
 
 
 def fold_lists(model, fold: Fold, catalog: pd.DataFrame, config: EvaluationConfig) -> dict[str, np.ndarray]:
@@ -152,6 +168,7 @@ def score_fold(model, fold: Fold, catalog: pd.DataFrame, config: EvaluationConfi
     metrics: dict[str, float] = {}
     exposure = {}
     audit = None
+    errors: dict[str, float] = {}
     for view, recommended in lists.items():
         stats = CatalogStats(
             categories=categories,
@@ -174,7 +191,12 @@ def score_fold(model, fold: Fold, catalog: pd.DataFrame, config: EvaluationConfi
             metrics[prefix + in_segment(segment, config.names.calibration_kl)] = _nanmean(kl[mask])
         if view == "rules":
             audit = fold_audit(recommended, kl, fold, model.item_ids, relevant, catalog, allowed, popularity, config)
-    return FoldScore(fold.name, metrics, exposure, audit)
+            errors.update(_standard_errors(recommended, relevant, config))
+            for segment, mask in masks.items():
+                values = _standard_errors(recommended[mask], relevant[mask], config)
+                errors.update(_prefixed(in_segment(segment, ""), values))
+    share = fold.n_eval_users / fold.population_users if fold.population_users else 1.0
+    return FoldScore(fold.name, metrics, exposure, audit, errors, share)
 
 
 def fold_histories(fold: Fold, n_items: int) -> sp.csr_matrix:
@@ -230,6 +252,10 @@ def _nanmean(values: np.ndarray) -> float:
 
 def _calc(recommended, relevant, config: EvaluationConfig, stats: CatalogStats) -> dict[str, float]:
     return calc_metrics(recommended, relevant, config.k, config.recall_k, k=config.k, catalog=stats)
+
+
+def _standard_errors(recommended, relevant, config: EvaluationConfig) -> dict[str, float]:
+    return standard_errors(recommended, relevant, config.k, config.recall_k, k=config.k)
 
 
 def _prefixed(prefix: str, values: dict[str, float]) -> dict[str, float]:

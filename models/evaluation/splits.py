@@ -28,7 +28,7 @@ while a backtest has a cutoff per fold. The half-life is the same setting dbt ge
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -39,6 +39,15 @@ from models.dataset import ITEM_FEATURE_COLUMNS, Interactions, catalog_content
 
 SECONDS_PER_DAY = 86_400
 EVENT_TS = "event_ts"
+
+
+def id_order(ids) -> np.ndarray:
+    """Distinct ids in the order that gives their integer codes: sorted by code point (as UTF-8 bytes sort).
+
+    The one place that decides it: every reader of an event log codes users and items by position
+    here, so a frame and the warehouse's Arrow batches give identical ``EventLog`` arrays.
+    """
+    return np.asarray(sorted({str(i) for i in ids}), dtype=object)
 
 
 @dataclass(frozen=True)
@@ -62,32 +71,73 @@ class EventLog:
     item_features: pd.DataFrame | None = None
 
     @classmethod
+    def from_codes(
+        cls,
+        user_ids: np.ndarray,
+        item_ids: np.ndarray,
+        users: np.ndarray,
+        items: np.ndarray,
+        ts: np.ndarray,
+        weight: np.ndarray,
+        half_life_days: float,
+        item_features: pd.DataFrame | None = None,
+    ) -> EventLog:
+        """From events already coded against ``user_ids`` / ``item_ids`` in :func:`id_order`; every reader ends here.
+
+        ``users`` and ``items`` index the id arrays, ``ts`` is epoch seconds (UTC), ``weight`` the signal weight.
+        """
+        if not len(ts):
+            raise ValueError("event log is empty: nothing to split")
+        if half_life_days <= 0:
+            raise ValueError(f"decay half-life must be positive, got {half_life_days} days")
+        lengths = {len(users), len(items), len(ts), len(weight)}
+        if len(lengths) != 1:
+            raise ValueError(f"event log arrays differ in length: {sorted(lengths)}")
+        for name, ids in (("user", user_ids), ("item", item_ids)):
+            ids = np.asarray(ids, dtype=object)
+            if len(ids) > 1 and not (ids[1:] > ids[:-1]).all():
+                raise ValueError(f"{name} ids must be unique and in id_order (sorted), or the codes differ by reader")
+        return cls(
+            user_ids=np.asarray(user_ids, dtype=object),
+            item_ids=np.asarray(item_ids, dtype=object),
+            users=np.asarray(users, dtype=np.int64),
+            items=np.asarray(items, dtype=np.int64),
+            ts=np.asarray(ts, dtype=np.int64),
+            weight=np.asarray(weight, dtype=np.float64),
+            half_life_days=float(half_life_days),
+            item_features=item_features,
+        )
+
+    @classmethod
     def from_frame(
         cls, frame: pd.DataFrame, half_life_days: float, item_features: pd.DataFrame | None = None
     ) -> EventLog:
-        """From rows of (user_id, item_id, event_ts, weight); event_ts a timestamp (naive = UTC)."""
+        """From rows of (user_id, item_id, event_ts, weight); event_ts a timestamp (naive = UTC).
+
+        For callers that already hold a frame (benchmarks on public data sets, tests). Training reads
+        the warehouse without one (``pipelines.training.data.read_event_log``); both code ids in
+        :func:`id_order`, so the same events give the same ``EventLog``.
+        """
         missing = {Columns.User, Columns.Item, EVENT_TS, Columns.Weight} - set(frame.columns)
         if missing:
             raise ValueError(f"event log lacks columns {sorted(missing)}")
         if frame.empty:
             raise ValueError("event log is empty: nothing to split")
-        if half_life_days <= 0:
-            raise ValueError(f"decay half-life must be positive, got {half_life_days} days")
         if frame[[Columns.User, Columns.Item, EVENT_TS]].isna().any().any():
             raise ValueError("event log has events without user_id, item_id or event_ts")
-        users, user_ids = pd.factorize(frame[Columns.User].astype(str), sort=True)
-        items, item_ids = pd.factorize(frame[Columns.Item].astype(str), sort=True)
+        user_column, item_column = frame[Columns.User].astype(str), frame[Columns.Item].astype(str)
+        user_ids, item_ids = id_order(user_column.unique()), id_order(item_column.unique())
         stamps = pd.to_datetime(frame[EVENT_TS], utc=True)
         ts = (stamps - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
-        return cls(
-            user_ids=np.asarray(user_ids, dtype=object),
-            item_ids=np.asarray(item_ids, dtype=object),
-            users=users.astype(np.int64),
-            items=items.astype(np.int64),
-            ts=ts.to_numpy(dtype=np.int64),
-            weight=frame[Columns.Weight].to_numpy(dtype=np.float64),
-            half_life_days=float(half_life_days),
-            item_features=item_features,
+        return cls.from_codes(
+            user_ids,
+            item_ids,
+            pd.Index(user_ids).get_indexer(user_column),
+            pd.Index(item_ids).get_indexer(item_column),
+            ts.to_numpy(dtype=np.int64),
+            frame[Columns.Weight].to_numpy(dtype=np.float64),
+            half_life_days,
+            item_features,
         )
 
     def __len__(self) -> int:
@@ -117,8 +167,8 @@ class EventLog:
         users, items, ts = self.users[mask], self.items[mask], self.ts[mask]
         age_days = (reference_ts - ts) / SECONDS_PER_DAY
         weights = self.weight[mask] * np.exp2(-np.maximum(age_days, 0.0) / self.half_life_days)
-        user_codes, rows = np.unique(users, return_inverse=True)
-        item_codes, cols = np.unique(items, return_inverse=True)
+        user_codes, rows = _present_codes(users, len(self.user_ids))
+        item_codes, cols = _present_codes(items, len(self.item_ids))
         shape = (len(user_codes), len(item_codes))
         cells, cell_of_event = np.unique(rows * shape[1] + cols, return_inverse=True)
         cell_rows, cell_cols = cells // shape[1], cells % shape[1]
@@ -141,6 +191,13 @@ class EventLog:
             self.user_ids[user_codes], self.item_ids[item_codes], matrix, last_ts, features, catalog
         )
         return interactions, user_map, item_map
+
+
+def _present_codes(codes: np.ndarray, n_codes: int) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(codes, return_inverse=True)`` for codes in [0, n_codes), by counting instead of sorting."""
+    present = np.bincount(codes, minlength=n_codes) > 0
+    position = np.cumsum(present) - 1
+    return np.flatnonzero(present), position[codes]
 
 
 @dataclass(frozen=True)
@@ -168,6 +225,28 @@ class Fold:
     # The ids of those held-out items, in column order after the training items (for explanations).
     unknown_item_ids: np.ndarray = field(default_factory=lambda: np.array([], dtype=object))
     unknown_is_new: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    # When the fold scores a sample of its test users (``sample_users``): how many it had in all (0 = all scored).
+    population_users: int = 0
+
+    def sample_users(self, max_users: int, seed: int) -> Fold:
+        """This fold scored on at most ``max_users`` of its test users, drawn uniformly with ``seed``.
+
+        Metrics are means over users, so a uniform sample estimates them without bias; their standard
+        error over the sampled users (``models.metrics.standard_errors``) says how far off the estimate
+        may be. A fold with no more test users than ``max_users`` is returned as it is.
+        """
+        if max_users < 1:
+            raise ValueError(f"a user sample needs at least one user, got {max_users}")
+        if self.n_eval_users <= max_users:
+            return self
+        rows = np.sort(np.random.default_rng(seed).choice(self.n_eval_users, size=max_users, replace=False))
+        return replace(
+            self,
+            relevant=self.relevant[rows],
+            eval_user_ids=self.eval_user_ids[rows],
+            train_rows=self.train_rows[rows],
+            population_users=self.n_eval_users,
+        )
 
     @property
     def new_columns(self) -> np.ndarray:
@@ -214,9 +293,10 @@ class Fold:
         return len(self.eval_user_ids)
 
     def describe(self) -> str:
+        sampled = f" (a seeded sample of {self.population_users})" if self.population_users else ""
         return (
             f"{self.name}: train {self.train.n_users} users x {self.train.n_items} items "
-            f"({self.train.matrix.nnz} pairs), {self.n_eval_users} test users, "
+            f"({self.train.matrix.nnz} pairs), {self.n_eval_users} test users{sampled}, "
             f"{int(self.relevant.nnz)} held-out pairs ({self.n_unknown_items} items unknown at training)"
         )
 
@@ -235,21 +315,23 @@ def _make_fold(
     if not train_mask.any():
         raise ValueError(f"{name}: no training events before the split")
     train, user_map, item_map = log.interactions(train_mask, reference_ts)
-    pairs = pd.DataFrame({"u": test_users, "i": test_items}).drop_duplicates()
-    rows, cols = user_map[pairs["u"].to_numpy()], item_map[pairs["i"].to_numpy()]
+    n_log_items = len(log.item_ids)
+    pairs = np.unique(np.asarray(test_users, dtype=np.int64) * n_log_items + np.asarray(test_items, dtype=np.int64))
+    pair_users, pair_items = pairs // n_log_items, pairs % n_log_items
+    rows, cols = user_map[pair_users], item_map[pair_items]
     seen = np.zeros(len(pairs), dtype=bool)
     both = (rows >= 0) & (cols >= 0)
     if both.any():
         seen[both] = np.asarray(train.matrix[rows[both], cols[both]]).ravel() > 0
-    pairs = pairs[~seen]
-    if pairs.empty:
+    pair_users, pair_items = pair_users[~seen], pair_items[~seen]
+    if not len(pair_users):
         raise ValueError(f"{name}: no held-out interaction with an item the user had not seen in training")
-    eval_codes, eval_rows = np.unique(pairs["u"].to_numpy(), return_inverse=True)
-    unknown_codes = np.unique(pairs["i"].to_numpy()[item_map[pairs["i"].to_numpy()] < 0])
+    eval_codes, eval_rows = np.unique(pair_users, return_inverse=True)
+    unknown_codes = np.unique(pair_items[item_map[pair_items] < 0])
     column = item_map.copy()
     column[unknown_codes] = train.n_items + np.arange(len(unknown_codes))
     relevant = sp.csr_matrix(
-        (np.ones(len(pairs), dtype=np.float32), (eval_rows, column[pairs["i"].to_numpy()])),
+        (np.ones(len(pair_users), dtype=np.float32), (eval_rows, column[pair_items])),
         shape=(len(eval_codes), train.n_items + len(unknown_codes)),
     )
     first_seen = log.item_first_seen()[train_item_codes(item_map, train.n_items)]

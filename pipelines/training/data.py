@@ -6,6 +6,12 @@ several cutoffs: each fold re-aggregates the events before its cutoff with the m
 the warehouse's exponential decay (``decay_half_life_days``, the setting dbt gets as a var) measured
 from that cutoff. The newest fold is exactly the mart's split (tested in tests/training/test_evaluation.py).
 The catalog comes from ``marts.item_features``. Nothing here reads staging or intermediate.
+
+The event log is never a pandas frame: ``read_event_log`` streams the mart as Arrow record
+batches and keeps only parallel numpy arrays (integer user and item codes, epoch seconds,
+weights). Ids become codes in Arrow's C++ kernels (``index_in`` against the distinct ids seen so
+far); Python sees each distinct id once, to put them in ``id_order``, the order
+``EventLog.from_frame`` uses too, so both readers give the same ``EventLog``.
 """
 
 from __future__ import annotations
@@ -19,13 +25,18 @@ import pandas as pd
 from models.columns import Columns
 from models.dataset import Interactions
 from models.evaluation import EventLog, Fold, global_time_folds, leave_last_n_fold, random_ratio_folds
-from models.evaluation.splits import EVENT_TS
+from models.evaluation.splits import EVENT_TS, id_order
 from pipelines.settings import Settings
-from pipelines.warehouse.connection import read_frame
+from pipelines.warehouse.connection import connect, read_frame
 
 log = logging.getLogger(__name__)
 
 EVENTS_RELATION = "marts.interaction_events"  # what training learns from: the source of its MLflow dataset
+
+
+EVENTS_SQL = f"select user_id, item_id, event_ts, weight from {EVENTS_RELATION}"
+ROWS_PER_BATCH = 1_000_000  # Arrow batches of the event log: bounded extra memory whatever the log's size
+SECONDS = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
 
 
 @dataclass
@@ -36,30 +47,86 @@ class EvaluationData:
     split: str
     snapshot: str
 
-    def events_frame(self) -> pd.DataFrame:
-        """The event log as read from ``EVENTS_RELATION`` (user, item, event time, weight): training's data set."""
-        return pd.DataFrame(
-            {
-                Columns.User: self.log.user_ids[self.log.users],
-                Columns.Item: self.log.item_ids[self.log.items],
-                EVENT_TS: pd.to_datetime(self.log.ts, unit="s", utc=True),
-                Columns.Weight: self.log.weight,
-            }
-        )
-
     def full_interactions(self) -> Interactions:
         """Every event, decayed to the end of the log: what the model to be served is fitted on."""
         return self.log.interactions(np.ones(len(self.log), dtype=bool), self.log.end)[0]
 
 
 def read_event_log(settings: Settings, catalog: pd.DataFrame | None = None) -> EventLog:
-    """The events training and evaluation learn from, each with its signal weight (before decay)."""
-    frame = read_frame(settings, f"select user_id, item_id, event_ts, weight from {EVENTS_RELATION}")
-    if frame.empty:
+    """The events training and evaluation learn from, each with its signal weight (before decay).
+
+    Streamed from ``EVENTS_RELATION`` in Arrow batches of ``ROWS_PER_BATCH`` rows; peak memory is
+    about the arrays of the log, not a frame of its rows (see the module docstring).
+    """
+    users, items = IdCoder("user_id"), IdCoder("item_id")
+    ts: list[np.ndarray] = []
+    weight: list[np.ndarray] = []
+    with connect(settings, must_exist=True) as warehouse:
+        for batch in warehouse.record_batches(EVENTS_SQL, rows=ROWS_PER_BATCH):
+            users.add(batch.column(Columns.User))
+            items.add(batch.column(Columns.Item))
+            ts.append(epoch_seconds(batch.column(EVENT_TS)))
+            weight.append(batch.column(Columns.Weight).to_numpy(zero_copy_only=False).astype(np.float64))
+    if not ts or not sum(map(len, ts)):
         raise ValueError(f"{EVENTS_RELATION} is empty: ingest and transform first")
-    return EventLog.from_frame(
-        frame, settings.decay_half_life_days, item_features(read_catalog(settings) if catalog is None else catalog)
+    features = item_features(read_catalog(settings) if catalog is None else catalog)
+    # One column at a time, its batches dropped as soon as it is whole: the log is never held twice.
+    stamps, weights = joined(ts), joined(weight)
+    user_ids, user_codes = users.codes()
+    item_ids, item_codes = items.codes()
+    return EventLog.from_codes(
+        user_ids, item_ids, user_codes, item_codes, stamps, weights, settings.decay_half_life_days, features
     )
+
+
+def joined(chunks: list[np.ndarray]) -> np.ndarray:
+    """The chunks as one array; the list is emptied so that they can be freed."""
+    whole = np.concatenate(chunks)
+    chunks.clear()
+    return whole
+
+
+class IdCoder:
+    """Integer codes for one id column arriving in Arrow batches, without a Python string per row.
+
+    Each batch's ids are looked up (``pyarrow.compute.index_in``) among the distinct ids seen so
+    far, which grow in first-seen order; at the end the distinct ids are put in ``id_order`` and
+    the first-seen positions mapped to it.
+    """
+
+    def __init__(self, column: str):
+        import pyarrow as pa
+
+        self.column = column
+        self.seen = pa.array([], type=pa.large_string())
+        self.positions: list[np.ndarray] = []
+
+    def add(self, values) -> None:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        values = values.cast(pa.large_string())
+        if values.null_count:
+            raise ValueError(f"{EVENTS_RELATION} has events without {self.column}")
+        self.seen = pc.unique(pa.concat_arrays([self.seen, pc.unique(values)]))  # keeps first-seen order
+        self.positions.append(pc.index_in(values, value_set=self.seen).to_numpy().astype(np.int32))
+
+    def codes(self) -> tuple[np.ndarray, np.ndarray]:
+        """(the distinct ids in ``id_order``, each event's code into them)."""
+        first_seen = np.asarray(self.seen.to_pylist(), dtype=object)
+        ids = id_order(first_seen)
+        rank = pd.Index(ids).get_indexer(first_seen).astype(np.int64)
+        return ids, rank[joined(self.positions)]
+
+
+def epoch_seconds(stamps) -> np.ndarray:
+    """Whole seconds since the epoch (UTC; floored, as ``EventLog.from_frame`` does) of an Arrow timestamp column."""
+    import pyarrow as pa
+
+    if stamps.null_count:
+        raise ValueError(f"{EVENTS_RELATION} has events without event_ts")
+    ticks = stamps.cast(pa.int64()).to_numpy()
+    return np.floor_divide(ticks, SECONDS[stamps.type.unit]).astype(np.int64)
 
 
 def read_catalog(settings: Settings) -> pd.DataFrame:
@@ -99,9 +166,16 @@ def make_folds(log: EventLog, settings: Settings) -> tuple[list[Fold], str]:
 
 
 def load_evaluation_data(settings: Settings) -> EvaluationData:
+    """The event log, the catalog and the folds training and evaluation score on.
+
+    A fold with more than ``eval_max_users`` test users is scored on a seeded uniform sample of them
+    (``Fold.sample_users``; fold j draws with ``eval_sample_seed + j``): scoring is the part of
+    evaluation that grows with users, and the sample's standard errors are reported beside the metrics.
+    """
     catalog = read_catalog(settings)
     event_log = read_event_log(settings, catalog)
     folds, label = make_folds(event_log, settings)
+    folds = [fold.sample_users(settings.eval_max_users, settings.eval_sample_seed + j) for j, fold in enumerate(folds)]
     for fold in folds:
         log.info("fold %s", fold.describe())
     snapshot = pd.Timestamp(event_log.end, unit="s", tz="UTC").isoformat()

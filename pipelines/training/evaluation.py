@@ -155,8 +155,10 @@ def run_evaluation(settings: Settings, names: list[str] | None = None) -> tuple[
 
     from pipelines.reports.index import write_index
     from pipelines.training.report import write_evaluation_report
+    from pipelines.training.threads import set_thread_pools
     from pipelines.training.tracking import code_version, configure
 
+    set_thread_pools(settings)
     configure(settings)
     factories = candidate_factories(settings)
     unknown = sorted(set(names or []) - set(factories))

@@ -16,7 +16,7 @@ import numpy as np
 
 from models.evaluation import SEGMENTS
 from models.evaluation.evaluate import LONG_TAIL_BINS, item_popularity
-from models.metrics import at, in_segment
+from models.metrics import SE_SUFFIX, at, in_segment
 from pipelines.reports import html
 from pipelines.settings import Settings
 
@@ -26,7 +26,17 @@ COLORS = ["#3e7cb1", "#f0a202", "#6a994e", "#bc4749", "#8e7dbe", "#5c677d", "#e0
 def _cell(summary: dict[str, float], key: str) -> str:
     if key not in summary:
         return "-"
-    return f"{summary[key]:.4f} ± {summary.get(key + '_std', 0.0):.4f}"
+    error = f" (SE {summary[key + SE_SUFFIX]:.4f})" if key + SE_SUFFIX in summary else ""
+    return f"{summary[key]:.4f} ± {summary.get(key + '_std', 0.0):.4f}{error}"
+
+
+def _test_users(fold) -> str:
+    """A fold's scored test users, and how many it had when it scored a sample of them."""
+    return (
+        f"{fold.n_eval_users} of {fold.population_users} (seeded sample)"
+        if fold.population_users
+        else str(fold.n_eval_users)
+    )
 
 
 def _plt():
@@ -149,7 +159,7 @@ def render_report(
                 f.train.n_users,
                 f.train.n_items,
                 f.train.matrix.nnz,
-                f.n_eval_users,
+                _test_users(f),
                 f.relevant.nnz,
                 f.n_unknown_items,
             ]
@@ -166,7 +176,8 @@ def render_report(
     body += (
         "<h2>Metrics by model</h2><p>Mean ± std over folds, after publication's business rules (seen, blocked and "
         f"out-of-stock items excluded, category cap on the top {run.config.rules.category_cap_head}; unknown users get "
-        "the popularity fallback).</p>"
+        "the popularity fallback). SE: the standard error of that mean from the users scored (each fold scores at "
+        f"most {settings.eval_max_users} of its test users, a seeded uniform sample when it has more).</p>"
     )
     body += html.table(
         ["model", "users per fold", *accuracy],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import sqlite3
 import subprocess
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 
 import mlflow
 from mlflow import MlflowClient
+from mlflow.data.dataset import Dataset
 from mlflow.data.dataset_source import DatasetSource
 from mlflow.exceptions import MlflowException
 
@@ -303,11 +305,67 @@ class WarehouseRelation(DatasetSource):
         return cls(source_dict["relation"], source_dict["engine"])
 
 
-def log_training_data(frame, relation: str, settings: Settings, snapshot: str) -> None:
-    """Log what the active run learned from as an MLflow dataset (schema, row count, digest, source relation)."""
-    import mlflow.data
+class EventLogDataset(Dataset):
+    """Training's event log as an MLflow dataset, described from its arrays (no frame of its rows is built).
 
-    dataset = mlflow.data.from_pandas(
-        frame, source=WarehouseRelation(relation, settings.dbt_target), name=f"{relation}@{snapshot}"
-    )
+    - digest: BLAKE2b over every event's integer user and item codes, epoch seconds and weight, and
+      over the distinct user and item ids (the codes' meaning): every event counts, in one pass of
+      C-speed hashing over the arrays (about a second per 50M events);
+    - profile: row, user and item counts and the time span, of the whole log;
+    - schema: the columns of the source relation (user_id, item_id, event_ts, weight);
+    - source: the relation it was read from (``WarehouseRelation``), which ``load`` reads again.
+    """
+
+    def __init__(self, event_log, source: WarehouseRelation, name: str):
+        self.event_log = event_log
+        super().__init__(source=source, name=name)
+
+    def _compute_digest(self) -> str:
+        import hashlib
+
+        import numpy as np
+
+        log = self.event_log
+        digest = hashlib.blake2b(digest_size=8)
+        for array in (log.users, log.items, log.ts, log.weight):
+            digest.update(np.ascontiguousarray(array).data)
+        for ids in (log.user_ids, log.item_ids):
+            digest.update("\n".join(ids).encode())
+        return digest.hexdigest()
+
+    @property
+    def profile(self) -> dict:
+        log = self.event_log
+        return {
+            "num_rows": len(log),
+            "num_users": len(log.user_ids),
+            "num_items": len(log.item_ids),
+            "first_event_ts": log.start,
+            "last_event_ts": log.end,
+        }
+
+    @property
+    def schema(self):
+        from mlflow.types import ColSpec, Schema
+
+        return Schema(
+            [
+                ColSpec("string", "user_id"),
+                ColSpec("string", "item_id"),
+                ColSpec("datetime", "event_ts"),
+                ColSpec("double", "weight"),
+            ]
+        )
+
+    def to_dict(self) -> dict[str, str]:
+        config = super().to_dict()
+        config.update(
+            {"schema": json.dumps({"mlflow_colspec": self.schema.to_dict()}), "profile": json.dumps(self.profile)}
+        )
+        return config
+
+
+def log_training_data(event_log, relation: str, settings: Settings, snapshot: str) -> None:
+    """Log what the active run learned from (an ``EventLog`` read from ``relation``) as an MLflow dataset."""
+    dataset = EventLogDataset(event_log, WarehouseRelation(relation, settings.dbt_target), f"{relation}@{snapshot}")
     mlflow.log_input(dataset, context="training", tags={"data_snapshot": snapshot})

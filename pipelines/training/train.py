@@ -123,8 +123,10 @@ def train_and_register(settings: Settings, airflow: AirflowRun | None = None, dr
     """
     import mlflow
 
+    from pipelines.training.threads import set_thread_pools
     from pipelines.training.tracking import configure
 
+    set_thread_pools(settings)
     client = configure(settings)
     factories = candidate_factories(settings)  # an unknown candidate fails before any data is read
     data = load_evaluation_data(settings)
@@ -132,9 +134,8 @@ def train_and_register(settings: Settings, airflow: AirflowRun | None = None, dr
     if airflow is not None:
         tags.update(airflow.tags())
     run = EvaluationRun(data, evaluation_config(settings))
-    events = data.events_frame()
     with mlflow.start_run(run_name="training", tags=tags) as parent:
-        log_training_data(events, EVENTS_RELATION, settings, data.snapshot)
+        log_training_data(data.log, EVENTS_RELATION, settings, data.snapshot)
         tuned, sources = params_for_training(list(factories), settings, data, run.config, tags, drift=drift)
         factories = candidate_factories(settings, tuned)
         mlflow.set_tags({f"params_source.{name}": source[:5000] for name, source in sources.items()})
@@ -159,7 +160,7 @@ def train_and_register(settings: Settings, airflow: AirflowRun | None = None, dr
 
         final = factories[best]().fit(data.full_interactions())
         with mlflow.start_run(run_id=run.run_ids[best], nested=True):  # the winner's run gets its model
-            log_training_data(events, EVENTS_RELATION, settings, data.snapshot)
+            log_training_data(data.log, EVENTS_RELATION, settings, data.snapshot)
             version = _log_and_register(final, settings, data, airflow)
         try:
             decision = decide(settings, summaries[best], champion_metrics, champion_version, basis)

@@ -462,6 +462,7 @@ def run_tuning(settings: Settings, model: str | None = None) -> tuple[dict[str, 
 
     from pipelines.training.data import load_evaluation_data
     from pipelines.training.evaluation import evaluation_config
+    from pipelines.training.threads import set_thread_pools
     from pipelines.training.tracking import code_version, configure
 
     if model is not None:
@@ -475,6 +476,7 @@ def run_tuning(settings: Settings, model: str | None = None) -> tuple[dict[str, 
         names = tunable(list(settings.train_candidates), settings)
         if not names:
             raise TuningUnavailable(f"no candidate in train_candidates {settings.train_candidates} has a search space")
+    set_thread_pools(settings)
     configure(settings)
     data = load_evaluation_data(settings)
     tags = {"data_snapshot": data.snapshot, "split": data.split, "code_version": code_version(), "kind": "tuning"}

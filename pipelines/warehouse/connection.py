@@ -5,6 +5,9 @@ reports and status run unchanged on either engine, against the database dbt buil
 
 - ``execute(sql, params)`` returns a result with ``fetchone``/``fetchall``/``fetch_df``;
   callers write ``?`` placeholders and portable SQL (one DDL file serves both engines).
+- ``record_batches(sql, params, rows)`` streams a large result as Arrow record batches, so a reader
+  of the event grain holds arrays, never a frame of every row (DuckDB: its own Arrow export;
+  PostgreSQL: a server-side cursor, ``rows`` at a time).
 - ``append_frame(table, frame)`` bulk-loads a DataFrame (DuckDB: insert from the registered
   frame; PostgreSQL: one COPY of a CSV Arrow writes).
 - ``transaction()`` makes a block all-or-nothing; outside one, every statement commits alone.
@@ -66,6 +69,10 @@ class Warehouse(ABC):
         """Run one statement (`?` placeholders); the result has fetchone, fetchall and fetch_df."""
 
     @abstractmethod
+    def record_batches(self, sql: str, params=None, rows: int = 1_000_000) -> Iterator:
+        """The result of one query as ``pyarrow.RecordBatch`` es of at most ``rows`` rows each."""
+
+    @abstractmethod
     def executemany(self, sql: str, rows: list) -> None:
         """Run one statement once per row of parameters."""
 
@@ -108,6 +115,9 @@ class DuckDBWarehouse(Warehouse):
 
     def execute(self, sql: str, params=None):
         return self.con.execute(sql, params or [])
+
+    def record_batches(self, sql: str, params=None, rows: int = 1_000_000) -> Iterator:
+        yield from self.con.sql(sql, params=params or None).to_arrow_reader(rows)
 
     def executemany(self, sql: str, rows: list) -> None:
         self.con.executemany(sql, rows)
@@ -208,6 +218,23 @@ class PostgresWarehouse(Warehouse):
         with self.pg.cursor() as cur:
             cur.execute(postgres_placeholders(sql), list(params or []))
             return PostgresResult(cur)
+
+    def record_batches(self, sql: str, params=None, rows: int = 1_000_000) -> Iterator:
+        """A named (server-side) cursor fetches ``rows`` at a time; each chunk becomes one Arrow batch.
+
+        WITH HOLD because the connection is in autocommit (psycopg2 refuses a plain named cursor then);
+        the explicit transaction gives the statement one snapshot.
+        """
+        import uuid
+
+        import pyarrow as pa
+
+        with self.transaction(), self.pg.cursor(name=f"batches_{uuid.uuid4().hex}", withhold=True) as cur:
+            cur.itersize = rows
+            cur.execute(postgres_placeholders(sql), list(params or []))
+            while chunk := cur.fetchmany(rows):
+                names = [d.name for d in cur.description]
+                yield pa.RecordBatch.from_pydict({n: [row[i] for row in chunk] for i, n in enumerate(names)})
 
     def executemany(self, sql: str, rows: list) -> None:
         with self.pg.cursor() as cur:

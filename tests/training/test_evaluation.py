@@ -314,6 +314,72 @@ def test_the_newest_fold_is_the_warehouse_split(built):
     assert fold.relevant.nnz == len(unknown)
 
 
+@pytest.mark.parametrize("rows_per_batch", [1_000_000, 997])
+def test_the_warehouse_reader_and_a_frame_give_the_same_event_log(built, monkeypatch, rows_per_batch):
+    """Arrow batches straight from the mart (one batch, or many) code ids exactly as ``EventLog.from_frame`` does."""
+    import pipelines.training.data as data
+    from pipelines.warehouse.connection import read_frame
+
+    monkeypatch.setattr(data, "ROWS_PER_BATCH", rows_per_batch)
+    streamed = read_event_log(built)
+    frame = read_frame(built, data.EVENTS_SQL)
+    framed = EventLog.from_frame(frame, built.decay_half_life_days)
+    assert len(streamed) == len(frame) > 1000
+    for name in ("user_ids", "item_ids", "users", "items", "ts", "weight"):
+        assert np.array_equal(getattr(streamed, name), getattr(framed, name)), name
+        assert getattr(streamed, name).dtype == getattr(framed, name).dtype, name
+    assert list(streamed.user_ids) == sorted(streamed.user_ids)
+
+
+def test_codes_follow_id_order_whatever_order_the_events_come_in():
+    forward = log_of([("b", "y", 0), ("a", "x", 1), ("é", "Z", 2), ("B", "x", 3)])
+    backward = log_of([("B", "x", 3), ("é", "Z", 2), ("a", "x", 1), ("b", "y", 0)])
+    assert list(forward.user_ids) == ["B", "a", "b", "é"] and list(forward.item_ids) == ["Z", "x", "y"]
+    events = [sorted(zip(log.users, log.items, log.ts, strict=True)) for log in (forward, backward)]
+    assert events[0] == events[1]
+
+
+def test_an_event_log_refuses_ids_out_of_order():
+    with pytest.raises(ValueError, match="id_order"):
+        EventLog.from_codes(np.array(["b", "a"], dtype=object), np.array(["x"], dtype=object),
+                            np.array([0, 1]), np.array([0, 0]), np.array([0, 1]), np.ones(2), 14.0)  # fmt: skip
+
+
+def test_a_user_sample_estimates_the_full_metrics_within_its_standard_error_and_repeats_with_its_seed(built):
+    """Folds with more test users than eval_max_users are scored on a seeded sample; each accuracy metric's
+    mean over folds lands within two of its reported standard errors of the all-users value."""
+    config = EvaluationConfig(k=10, recall_k=20)
+    full_data = load_evaluation_data(built)
+    sampled_settings = built.model_copy(update={"eval_max_users": 60})
+    sampled_data = load_evaluation_data(sampled_settings)
+    assert all(f.n_eval_users > 60 for f in full_data.folds), "the tiny world should need a sample"
+    assert [f.n_eval_users for f in sampled_data.folds] == [60] * len(full_data.folds)
+    assert [f.population_users for f in sampled_data.folds] == [f.n_eval_users for f in full_data.folds]
+
+    full = backtest(PopularityRecommender, full_data.folds, full_data.catalog, config).summary()
+    sampled = backtest(PopularityRecommender, sampled_data.folds, sampled_data.catalog, config).summary()
+    assert sampled["eval_user_share"] < 1.0 == full["eval_user_share"]
+    for metric in config.names.accuracy:
+        error = sampled[metric + "_se"]
+        assert 0 < error < 0.2, metric
+        assert abs(sampled[metric] - full[metric]) <= 2 * error, (metric, sampled[metric], full[metric], error)
+
+    again = load_evaluation_data(sampled_settings)
+    assert [list(f.eval_user_ids) for f in again.folds] == [list(f.eval_user_ids) for f in sampled_data.folds]
+    repeated = backtest(PopularityRecommender, again.folds, again.catalog, config).summary()
+    timings = ("fit_seconds", "eval_seconds")
+    assert {k: v for k, v in repeated.items() if k not in timings} == {
+        k: v for k, v in sampled.items() if k not in timings
+    }
+
+
+def test_folds_within_eval_max_users_are_scored_whole(built):
+    data = load_evaluation_data(built)
+    assert built.eval_max_users >= max(f.n_eval_users for f in data.folds)
+    assert all(f.population_users == 0 for f in data.folds)
+    assert data.folds[0].sample_users(10_000, seed=1) is data.folds[0]
+
+
 def test_signal_weights_come_from_the_settings_through_the_event_mart(built):
     weights = built.signal_weights
     assert weights["purchase"] > weights["add_to_cart"] > weights["click"] > weights["view"]

@@ -44,7 +44,13 @@ def test_training_logs_a_parent_run_with_a_nested_run_per_candidate(trained):
     children = child_runs(client, result.run_id)
     assert sorted(run.data.tags["model"] for run in children) == ["als", "popularity"]
     for run in children:
-        for metric in ("ndcg_at_10", "ndcg_at_10_std", "segment.cold.ndcg_at_10", "new_items.recall_at_50"):
+        for metric in (
+            "ndcg_at_10",
+            "ndcg_at_10_std",
+            "ndcg_at_10_se",
+            "segment.cold.ndcg_at_10",
+            "new_items.recall_at_50",
+        ):
             assert metric in run.data.metrics
         assert run.data.params["random_state"] == str(settings.train_random_state)
 
@@ -66,6 +72,14 @@ def test_the_report_and_the_gate_record_are_logged_on_the_training_run(trained):
     record = mlflow.artifacts.load_dict(f"runs:/{result.run_id}/gate.json")
     assert record["promoted"] is True and record["model"] == "als"
     assert (settings.reports_dir / "evaluation" / "latest.html").read_text() == result.report.read_text()
+
+
+def test_the_report_shows_each_accuracy_metrics_standard_error_over_users(trained):
+    _, result = trained
+    text = result.report.read_text()
+    ndcg = result.metrics["als"]["ndcg_at_10"]
+    error = result.metrics["als"]["ndcg_at_10_se"]
+    assert 0 < error < ndcg and f"{ndcg:.4f} ± " in text and f"(SE {error:.4f})" in text
 
 
 def test_the_first_model_becomes_champion(trained):

@@ -54,3 +54,26 @@ def test_a_bulk_load_keeps_nulls_empty_strings_quotes_newlines_and_times(postgre
     assert by_name['say "hi", then\nleave'][4] == '{"q": "x,y"}'
     assert by_name["100% ?"][1] == 1e-9
     assert by_name["plain"][3] == when  # microseconds and the time zone survive
+
+
+RECORDS = "select 'u' || (i % 7) as user_id, i::double precision / 4 as weight from generate_series(1, 25) as s(i)"
+
+
+def streamed(settings, rows: int) -> list:
+    with connect(settings) as warehouse:
+        batches = list(warehouse.record_batches(RECORDS + " order by 2", rows=rows))
+    assert all(batch.num_rows <= rows for batch in batches)
+    return [row for batch in batches for row in zip(*(c.to_pylist() for c in batch.columns), strict=True)]
+
+
+def test_record_batches_stream_a_result_in_bounded_arrow_batches(tmp_path):
+    settings = make_settings(tmp_path / "home")
+    rows = streamed(settings, rows=4)
+    assert len(rows) == 25 and rows[0] == ("u1", 0.25) and rows[-1] == ("u4", 6.25)
+
+
+@pytest.mark.scaled
+def test_record_batches_give_the_same_rows_on_postgres(postgres_database, tmp_path):
+    duck = make_settings(tmp_path / "duck")
+    pg = make_settings(tmp_path / "pg", dbt_target="postgres", pg_database=postgres_database)
+    assert streamed(pg, rows=4) == streamed(duck, rows=4)
