@@ -42,14 +42,12 @@ def at(metric: str, k: int) -> str:
 SE_SUFFIX = "_se"  # a metric's standard error over the evaluated users: ``ndcg_at_10_se``
 
 
-def standard_errors(
+def per_user_accuracy(
     recommended: np.ndarray, relevant: sp.csr_matrix, ndcg_k: int = 10, recall_k: int = 50, k: int | None = None
-) -> dict[str, float]:
-    """The standard error of each accuracy metric's mean over users: sample std (ddof 1) / sqrt(users).
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The rows of users with at least one held-out item, and each accuracy metric per such user.
 
-    Over the same users as :func:`calc_metrics` (those with a held-out item); keys are the metric
-    names with ``SE_SUFFIX``. It is the spread of the estimate when the users are a random sample
-    of the test users (``Fold.sample_users``), and 0 with fewer than two users.
+    What :func:`calc_metrics` averages and :func:`standard_errors` spreads: one definition for both.
     """
     k = ndcg_k if k is None else k
     n_relevant = np.asarray((relevant > 0).sum(axis=1)).ravel()
@@ -63,9 +61,22 @@ def standard_errors(
         at("mrr", k): mrr_at_k(hits, k),
         at("hit_rate", k): hit_rate_at_k(hits, k),
     }
-    n = len(users)
+    return users, per_user
+
+
+def standard_errors(
+    recommended: np.ndarray, relevant: sp.csr_matrix, ndcg_k: int = 10, recall_k: int = 50, k: int | None = None
+) -> dict[str, float]:
+    """The standard error of each accuracy metric's mean over users: sample std (ddof 1) / sqrt(users).
+
+    Over the same users as :func:`calc_metrics` (those with a held-out item); keys are the metric
+    names with ``SE_SUFFIX``. It is the spread of the estimate when the users are a random sample
+    of the test users (``Fold.sample_users``), and 0 with fewer than two users.
+    """
+    _, per_user = per_user_accuracy(recommended, relevant, ndcg_k, recall_k, k)
     return {
-        name + SE_SUFFIX: float(values.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0 for name, values in per_user.items()
+        name + SE_SUFFIX: float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
+        for name, values in per_user.items()
     }
 
 
@@ -306,20 +317,11 @@ def calc_metrics(
     depth = max(ndcg_k, recall_k, k)
     if recommended.shape[1] < depth:
         raise ValueError(f"lists hold {recommended.shape[1]} items but metrics need the top {depth}")
-    n_relevant = np.asarray((relevant > 0).sum(axis=1)).ravel()
-    users = np.flatnonzero(n_relevant > 0)
+    users, per_user = per_user_accuracy(recommended, relevant, ndcg_k, recall_k, k)
     lists = recommended[users]
-    hits = hits_matrix(lists, relevant[users])
-    n_rel = n_relevant[users]
-    empty = not len(users)
-    metrics = {
-        at("ndcg", ndcg_k): 0.0 if empty else float(ndcg_at_k(hits, n_rel, ndcg_k).mean()),
-        at("recall", recall_k): 0.0 if empty else float(recall_at_k(hits, n_rel, recall_k).mean()),
-        "n_eval_users": int(len(users)),
-        at("map", k): 0.0 if empty else float(map_at_k(hits, n_rel, k).mean()),
-        at("mrr", k): 0.0 if empty else float(mrr_at_k(hits, k).mean()),
-        at("hit_rate", k): 0.0 if empty else float(hit_rate_at_k(hits, k).mean()),
-    }
+    means = {name: float(values.mean()) if len(users) else 0.0 for name, values in per_user.items()}
+    ndcg, recall = at("ndcg", ndcg_k), at("recall", recall_k)
+    metrics = {ndcg: means[ndcg], recall: means[recall], "n_eval_users": int(len(users)), **means}
     if catalog is not None:
         if lists.size and lists.max() >= catalog.n_items:
             raise ValueError(f"lists name item index {lists.max()} but the catalog has {catalog.n_items} items")
