@@ -348,12 +348,15 @@ class EventLogDataset(Dataset):
     def schema(self):
         from mlflow.types import ColSpec, Schema
 
+        from models.columns import Columns
+        from models.evaluation.splits import EVENT_TS
+
         return Schema(
             [
-                ColSpec("string", "user_id"),
-                ColSpec("string", "item_id"),
-                ColSpec("datetime", "event_ts"),
-                ColSpec("double", "weight"),
+                ColSpec("string", Columns.User),
+                ColSpec("string", Columns.Item),
+                ColSpec("datetime", EVENT_TS),
+                ColSpec("double", Columns.Weight),
             ]
         )
 
