@@ -35,6 +35,7 @@ from pipelines.contract import WAREHOUSE_POOL, WAREHOUSE_POOL_DESCRIPTION, WAREH
 log = logging.getLogger(__name__)
 
 PACKAGE_DIR = Path(sys.prefix) / "var" / "recforge" / "airflow-metadata"
+CONTRACT_POOL = (WAREHOUSE_POOL_SLOTS, WAREHOUSE_POOL_DESCRIPTION)  # the pool row's (slots, description)
 
 
 class MetadataSetupFailed(RuntimeError):
@@ -69,8 +70,7 @@ def _read(db: Path) -> tuple[str | None, tuple | None]:
 
 def is_ready(db: Path, head_revision: str) -> bool:
     """The DB is at `head_revision` and holds the warehouse pool as the contract says."""
-    revision, pool = _read(db)
-    return revision == head_revision and pool == (WAREHOUSE_POOL_SLOTS, WAREHOUSE_POOL_DESCRIPTION)
+    return _read(db) == (head_revision, CONTRACT_POOL)
 
 
 def _copy_sqlite(source: Path, target: Path) -> None:
@@ -104,11 +104,11 @@ def prepare(sqlite_db: Path, env: dict[str, str]) -> str:
     Returns "ready" (left alone), "copied" (from the installation's template) or "migrated".
     """
     template = template_path()
-    head_revision = _read(template)[0] if template.exists() else None
+    head_revision, template_pool = _read(template) if template.exists() else (None, None)
     if head_revision is not None:
         if sqlite_db.exists() and is_ready(sqlite_db, head_revision):
             return "ready"
-        if not sqlite_db.exists() and is_ready(template, head_revision):
+        if not sqlite_db.exists() and template_pool == CONTRACT_POOL:
             _copy_sqlite(template, sqlite_db)
             return "copied"
     was_new = not sqlite_db.exists()
