@@ -27,7 +27,7 @@ from models.dataset import Interactions
 from models.evaluation import EventLog, Fold, global_time_folds, leave_last_n_fold, random_ratio_folds
 from models.evaluation.splits import EVENT_TS, id_order
 from pipelines.settings import Settings
-from pipelines.warehouse.connection import connect, read_frame
+from pipelines.warehouse.connection import RECORD_BATCH_ROWS, connect, read_frame
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ EVENTS_RELATION = "marts.interaction_events"  # what training learns from: the s
 
 
 EVENTS_SQL = f"select user_id, item_id, event_ts, weight from {EVENTS_RELATION}"
-ROWS_PER_BATCH = 1_000_000  # Arrow batches of the event log: bounded extra memory whatever the log's size
+ROWS_PER_BATCH = RECORD_BATCH_ROWS  # Arrow batches of the event log (a test makes them small)
 SECONDS = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
 
 

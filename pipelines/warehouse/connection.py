@@ -59,6 +59,9 @@ def duckdb_connection(database: str, settings: Settings) -> duckdb.DuckDBPyConne
     return con
 
 
+RECORD_BATCH_ROWS = 1_000_000  # rows per Arrow batch of `record_batches`: bounded memory whatever the result's size
+
+
 class Warehouse(ABC):
     """What both engines offer; `connect` opens the right one."""
 
@@ -69,7 +72,7 @@ class Warehouse(ABC):
         """Run one statement (`?` placeholders); the result has fetchone, fetchall and fetch_df."""
 
     @abstractmethod
-    def record_batches(self, sql: str, params=None, rows: int = 1_000_000) -> Iterator:
+    def record_batches(self, sql: str, params=None, rows: int = RECORD_BATCH_ROWS) -> Iterator:
         """The result of one query as ``pyarrow.RecordBatch`` es of at most ``rows`` rows each."""
 
     @abstractmethod
@@ -116,7 +119,7 @@ class DuckDBWarehouse(Warehouse):
     def execute(self, sql: str, params=None):
         return self.con.execute(sql, params or [])
 
-    def record_batches(self, sql: str, params=None, rows: int = 1_000_000) -> Iterator:
+    def record_batches(self, sql: str, params=None, rows: int = RECORD_BATCH_ROWS) -> Iterator:
         yield from self.con.sql(sql, params=params or None).to_arrow_reader(rows)
 
     def executemany(self, sql: str, rows: list) -> None:
@@ -219,7 +222,7 @@ class PostgresWarehouse(Warehouse):
             cur.execute(postgres_placeholders(sql), list(params or []))
             return PostgresResult(cur)
 
-    def record_batches(self, sql: str, params=None, rows: int = 1_000_000) -> Iterator:
+    def record_batches(self, sql: str, params=None, rows: int = RECORD_BATCH_ROWS) -> Iterator:
         """A named (server-side) cursor fetches ``rows`` at a time; each chunk becomes one Arrow batch.
 
         WITH HOLD because the connection is in autocommit (psycopg2 refuses a plain named cursor then);
