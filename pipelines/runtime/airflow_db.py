@@ -2,8 +2,8 @@
 
 Every launcher (`recforge run`, `recforge ui`, `recforge backfill`, the DAG tests) needs the
 metadata DB migrated and the warehouse pool set before Airflow starts. Doing that with the CLIs
-(`airflow db migrate`, then `airflow pools set`) costs two Airflow start-ups, 13-14 s of CPU on
-this machine per launch, even when nothing changes. Here:
+(`airflow db migrate`, then `airflow pools set`) costs two Airflow start-ups, about 5 s of CPU on
+a quiet host per launch (more under load), even when nothing changes. Here:
 
 - a DB already at the installation's head revision with the pool as the contract says is left
   alone (read with sqlite3, no Airflow import);
