@@ -39,6 +39,9 @@ class ScaledStack(ProcessGroup):
     worker_concurrency: int = 2
     log_server_port: int = 8793
     jwt_secret: str = field(default_factory=lambda: secrets.token_hex(16))
+    # Airflow settings laid over the stack's own, e.g. local_airflow.RESPONSIVE_SCHEDULING where a run
+    # of many short tasks would otherwise wait on the scheduler's one-second idle sleep between them.
+    extra_environment: dict[str, str] = field(default_factory=dict)
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     def _pg_url(self, database: str, driver: str = "postgresql+psycopg2") -> str:
@@ -79,6 +82,7 @@ class ScaledStack(ProcessGroup):
                 "RECFORGE_MLFLOW_TRACKING_URI": self.mlflow_url,
                 **MLFLOW_SERVER_ENVIRONMENT,
                 "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+                **self.extra_environment,
             }
         )
         return env
