@@ -8,10 +8,11 @@ rows it removed and is idempotent, so a request that died half-way is simply run
    until the publication without them is live.
 2. ``landing_files``: every file under ``landing/`` (not yet ingested or kept after ingest; JSONL, CSV,
    gzip, Parquet, JSON documents): the users' rows are cut and the file rewritten atomically.
-3. ``raw_events``, ``quarantine`` (raw content included: any quarantined line naming the id) and
-   ``batches`` (their counts lose the removed rows, so accepted + quarantined = input still holds),
-   plus any other table of the raw/monitoring layer with a ``user_id`` column (impression logs),
-   in one transaction; ``drift_baseline`` (the baseline's per-user activity).
+3. ``raw_events``, ``impressions`` (served slates' shown items), ``quarantine`` of both (raw content
+   included: any quarantined row naming the id) and ``batches`` (their counts lose the removed rows,
+   so accepted + quarantined = input still holds; ``RAW_SOURCES``), plus any other table of the
+   raw/monitoring layer with a ``user_id`` column, in one transaction; ``drift_baseline`` (the
+   baseline's per-user activity).
 4. ``dbt_models``: ``dbt build --full-refresh`` rebuilds every model from the raw layer, the
    incremental ``int_events_deduped`` included (a plain run would keep the users' old rows).
 5. ``warehouse_file``: DuckDB keeps deleted rows in free blocks; the file is copied into a fresh one
@@ -60,8 +61,37 @@ DBT_SCHEMAS = ("staging", "intermediate", "marts")
 # Tables of the raw and monitoring layers holding user rows by a user_id column (impression logs and
 # whatever else a stage adds later are found the same way).
 PYTHON_SCHEMAS = ("raw", "quarantine", "monitoring")
-# Quarantined rows keep their raw content; each table with the column that numbers a row in its file.
-QUARANTINE_TABLES = (("quarantine.events", "line_number"), ("quarantine.impressions", "row_number"))
+
+
+@dataclass(frozen=True)
+class RawSource:
+    """One landed source as the warehouse holds it: the audit's name for its accepted rows (`store`), those rows,
+    quarantined rows (which keep their raw
+    content; `quarantine_number` numbers a row in its file), what one unit of a batch's ``rows_input``
+    is (`batch_unit`, SQL over `raw_table`) and the column that dates a row (`time_column`).
+
+    Forgetting and retention remove rows from each through :func:`remove_raw_rows`, so a batch's
+    accepted + quarantined = input holds after either."""
+
+    store: str
+    raw_table: str
+    batch_unit: str
+    quarantine_table: str
+    quarantine_number: str
+    time_column: str
+
+
+EVENTS = RawSource("raw_events", "raw.events", "count(*)", "quarantine.events", "line_number", "event_ts")
+# A batch of impressions counts served slates: one slate is many raw.impression_items rows.
+IMPRESSIONS = RawSource(
+    "impressions",
+    "raw.impression_items",
+    "count(distinct request_id)",
+    "quarantine.impressions",
+    "row_number",
+    "served_at",
+)
+RAW_SOURCES = (EVENTS, IMPRESSIONS)
 SQLITE_MAGIC = b"SQLite format 3\x00"
 SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
 ITEM_ONLY_NOTE = "item_index.faiss holds item vectors only: unchanged"
@@ -344,48 +374,27 @@ def forget_in_warehouse(settings: Settings, ids: list[str]) -> list[StoreOutcome
     probes = [needle for value in ids for needle in needles(value)]
     marks = ", ".join("?" for _ in ids)
     with connect(settings) as con, con.transaction():
-        con.execute("create temp table if not exists forget_quarantined (batch_id varchar, line_number integer)")
-        doomed = []  # (table, batch, line or row number, reason)
-        for table, number in QUARANTINE_TABLES:
+        accepted, doomed, batches = {}, 0, 0
+        for source in RAW_SOURCES:
             # strpos narrows portably (DuckDB and PostgreSQL); the token check in Python decides.
             candidates = set()
             for value in ids:
                 candidates |= set(
                     con.execute(
-                        f"select batch_id, {number}, raw, reason from {table} where strpos(raw, ?) > 0", [value]
+                        f"select batch_id, {source.quarantine_number}, raw, reason from {source.quarantine_table} "
+                        "where strpos(raw, ?) > 0",
+                        [value],
                     ).fetchall()
                 )
             named = [
                 (b, n, reason) for b, n, raw, reason in candidates if any(p.found_in(raw.encode()) for p in probes)
             ]
-            con.execute("delete from forget_quarantined")
-            if named:
-                con.executemany("insert into forget_quarantined values (?, ?)", [(b, n) for b, n, _ in named])
-            con.execute(
-                f"delete from {table} where exists (select 1 from forget_quarantined as f "
-                f"where f.batch_id = {table}.batch_id and f.line_number = {table}.{number})"
-            )
-            doomed += [(table, b, n, reason) for b, n, reason in named]
-        per_batch_raw: dict[str, int] = {}
-        # A batch counts events, or served slates (an impression batch): one slate is many impression_items rows.
-        for table, counted in (("raw.events", "count(*)"), ("raw.impression_items", "count(distinct request_id)")):
-            rows = con.execute(
-                f"select batch_id, {counted} from {table} where user_id in ({marks}) group by batch_id", ids
-            ).fetchall()
-            for batch, count in rows:
-                per_batch_raw[batch] = per_batch_raw.get(batch, 0) + count
-        per_batch_quarantine: dict[str, dict[str, int]] = {}
-        for _, batch, _, reason in doomed:
-            per_batch_quarantine.setdefault(batch, {}).setdefault(reason, 0)
-            per_batch_quarantine[batch][reason] += 1
-        raw_rows = con.execute(f"select count(*) from raw.events where user_id in ({marks})", ids).fetchone()[0]
-        con.execute(f"delete from raw.events where user_id in ({marks})", ids)
-        batches = 0
-        for batch in sorted(set(per_batch_raw) | set(per_batch_quarantine)):
-            batches += _recount_batch(con, batch, per_batch_raw.get(batch, 0), per_batch_quarantine.get(batch, {}))
+            accepted[source], recounted = remove_raw_rows(con, source, f"user_id in ({marks})", ids, named)
+            doomed += len(named)
+            batches += recounted
         other_rows, other_tables = 0, []
         for schema, table in _user_tables(con):
-            if (schema, table) == ("raw", "events") or (schema, table) == ("monitoring", "drift_baseline"):
+            if f"{schema}.{table}" in {source.raw_table for source in RAW_SOURCES} | {"monitoring.drift_baseline"}:
                 continue
             count = con.execute(f'select count(*) from {schema}."{table}" where user_id in ({marks})', ids).fetchone()[
                 0
@@ -399,20 +408,28 @@ def forget_in_warehouse(settings: Settings, ids: list[str]) -> list[StoreOutcome
         ).fetchone()[0]
         con.execute(f"delete from monitoring.drift_baseline where kind = 'user' and key in ({marks})", ids)
     return [
-        StoreOutcome("raw_events", raw_rows),
-        StoreOutcome("quarantine", len(doomed), "rows whose raw content names the id"),
+        *accepted_outcomes(accepted),
+        StoreOutcome("quarantine", doomed, "rows whose raw content names the id"),
         StoreOutcome("batches", batches, "batches whose counts lost the removed rows"),
-        StoreOutcome("impressions_and_other_user_tables", other_rows, ", ".join(other_tables) or "none held them"),
+        StoreOutcome("other_user_tables", other_rows, ", ".join(other_tables) or "none held them"),
         StoreOutcome("drift_baseline", baseline, "per-user activity of the baseline window"),
     ]
 
 
-def remove_raw_rows(con, raw_where: str, parameters: list, quarantined: list[tuple[str, int, str]]) -> tuple[int, int]:
-    """Delete the raw events matching `raw_where` and the quarantined rows (batch, line, reason) given, and take
-    them out of their batches' counts; the caller's transaction. Returns (raw rows removed, batches recounted).
+def accepted_outcomes(removed: dict[RawSource, int]) -> list[StoreOutcome]:
+    """The accepted rows removed from each source, as the audit names them."""
+    return [StoreOutcome(source.store, removed[source], source.raw_table) for source in RAW_SOURCES]
+
+
+def remove_raw_rows(
+    con, source: RawSource, raw_where: str, parameters: list, quarantined: list[tuple[str, int, str]]
+) -> tuple[int, int]:
+    """Delete `source`'s accepted rows matching `raw_where` and its quarantined rows (batch, row number,
+    reason) given, and take them out of their batches' counts; the caller's transaction. Returns (accepted
+    rows removed, batches recounted).
 
     Shared by forgetting (``user_id in (...)``, rows whose raw content names an id) and retention
-    (``event_ts < cutoff``, rows quarantined before the cutoff day).
+    (older than the cutoff by the source's time column, rows quarantined before the cutoff day).
     """
     con.execute("create temp table if not exists forget_quarantined (batch_id varchar, line_number integer)")
     con.execute("delete from forget_quarantined")
@@ -420,22 +437,25 @@ def remove_raw_rows(con, raw_where: str, parameters: list, quarantined: list[tup
         con.executemany("insert into forget_quarantined values (?, ?)", [(b, n) for b, n, _ in quarantined])
     per_batch_raw = dict(
         con.execute(
-            f"select batch_id, count(*) from raw.events where {raw_where} group by batch_id", parameters
+            f"select batch_id, {source.batch_unit} from {source.raw_table} where {raw_where} group by batch_id",
+            parameters,
         ).fetchall()
     )
+    removed = con.execute(f"select count(*) from {source.raw_table} where {raw_where}", parameters).fetchone()[0]
     per_batch_quarantine: dict[str, dict[str, int]] = {}
     for batch, _, reason in quarantined:
         per_batch_quarantine.setdefault(batch, {}).setdefault(reason, 0)
         per_batch_quarantine[batch][reason] += 1
-    con.execute(f"delete from raw.events where {raw_where}", parameters)
+    con.execute(f"delete from {source.raw_table} where {raw_where}", parameters)
+    table, number = source.quarantine_table, source.quarantine_number
     con.execute(
-        "delete from quarantine.events where exists (select 1 from forget_quarantined as f "
-        "where f.batch_id = quarantine.events.batch_id and f.line_number = quarantine.events.line_number)"
+        f"delete from {table} where exists (select 1 from forget_quarantined as f "
+        f"where f.batch_id = {table}.batch_id and f.line_number = {table}.{number})"
     )
     batches = 0
     for batch in sorted(set(per_batch_raw) | set(per_batch_quarantine)):
         batches += _recount_batch(con, batch, per_batch_raw.get(batch, 0), per_batch_quarantine.get(batch, {}))
-    return sum(per_batch_raw.values()), batches
+    return removed, batches
 
 
 def _user_tables(con) -> list[tuple[str, str]]:
@@ -472,30 +492,38 @@ def _recount_batch(con, batch: str, raw_rows: int, quarantined: dict[str, int]) 
 def forget_in_dbt_models(settings: Settings, ids: list[str]) -> StoreOutcome:
     """Rebuild every model from the raw layer (full refresh): an incremental model keeps old rows otherwise."""
     marks = ", ".join("?" for _ in ids)
-    return rebuild_dbt_models(settings, "user_id", f"user_id in ({marks})", ids)
+    return rebuild_dbt_models(settings, {"user_id": (f"user_id in ({marks})", ids)})
 
 
-def rebuild_dbt_models(settings: Settings, column: str, where: str, parameters: list) -> StoreOutcome:
-    """Count the rows `where` selects in every dbt model with `column`, then rebuild every model (full refresh).
+def rebuild_dbt_models(settings: Settings, selections: dict[str, tuple[str, list]]) -> StoreOutcome:
+    """Count the rows each selection picks in every dbt model with its column, then rebuild every model
+    (full refresh). `selections` maps a column to (SQL condition, parameters).
 
-    Forgetting selects the users' rows (``user_id in (...)``), retention the old events (``event_ts < ?``).
+    Forgetting selects the users' rows (``user_id in (...)``), retention the old rows by each source's
+    time column (``event_ts < ?``, ``served_at < ?``).
     """
     from pipelines.warehouse.connection import connect, warehouse_exists
 
     if not warehouse_exists(settings):
         return StoreOutcome("dbt_models", 0, "no warehouse yet")
+    columns_of: dict[tuple[str, str], list[str]] = {}
     with connect(settings) as con:
-        schemas = ", ".join("?" for _ in DBT_SCHEMAS)
-        relations = con.execute(
-            "select distinct table_schema, table_name from information_schema.columns "
-            f"where column_name = ? and table_schema in ({schemas}) order by 1, 2",
-            [column, *DBT_SCHEMAS],
-        ).fetchall()
-        before = {
-            f"{s}.{t}": con.execute(f'select count(*) from {s}."{t}" where {where}', parameters).fetchone()[0]
-            for s, t in relations
-        }
-    if not relations:
+        schema_marks, column_marks = ", ".join("?" for _ in DBT_SCHEMAS), ", ".join("?" for _ in selections)
+        for schema, table, column in con.execute(
+            "select table_schema, table_name, column_name from information_schema.columns "
+            f"where table_schema in ({schema_marks}) and column_name in ({column_marks}) order by 1, 2, 3",
+            [*DBT_SCHEMAS, *selections],
+        ).fetchall():
+            columns_of.setdefault((schema, table), []).append(column)
+        before = {}
+        for (schema, table), columns in columns_of.items():
+            # A row a model holds once is counted once, whichever of its columns selects it.
+            where = " or ".join(f"({selections[c][0]})" for c in columns)
+            parameters = [p for c in columns for p in selections[c][1]]
+            before[f"{schema}.{table}"] = con.execute(
+                f'select count(*) from {schema}."{table}" where {where}', parameters
+            ).fetchone()[0]
+    if not before:
         return StoreOutcome("dbt_models", 0, "dbt has not built the warehouse yet")
     rebuild_in_child(settings)
     touched = {name: rows for name, rows in before.items() if rows}
@@ -537,7 +565,8 @@ def compact_warehouse(settings: Settings, ids: list[str]) -> StoreOutcome:
         return StoreOutcome("warehouse_file", 0, "no warehouse yet")
     if settings.dbt_target == "postgres":
         with connect(settings) as con:
-            tables = ["raw.events", "quarantine.events", "raw.batches", "monitoring.drift_baseline"]
+            tables = [t for source in RAW_SOURCES for t in (source.raw_table, source.quarantine_table)]
+            tables += ["raw.batches", "monitoring.drift_baseline"]
             tables += [f'{s}."{t}"' for s, t in _user_tables(con) if f"{s}.{t}" not in tables]
             for table in tables:
                 con.execute(f"vacuum full {table}")

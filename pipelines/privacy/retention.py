@@ -2,13 +2,15 @@
 
 The stores and the walkers are forget's (``pipelines/privacy/forget.py``), given the selection
 "rows older than the cutoff" instead of "rows of these users":
-1. ``landing_files``: every landing file loses the events whose ``event_ts`` is before the cutoff
+1. ``landing_files``: every landing file loses the rows whose time (an event's ``event_ts``, a
+   served slate's ``served_at`` in ``landing/impressions/``) is before the cutoff
    (JSONL, CSV, gzip, Parquet, JSON documents; a row whose time cannot be read is kept, ingest
    quarantines it); a file left with no event is deleted.
-2. ``raw_events`` (``event_ts`` before the cutoff), ``quarantine`` (rows of landing days before the
-   cutoff's day: a quarantined row may have no readable time) and ``batches`` (their counts lose
-   the removed rows, so accepted + quarantined = input still holds), in one transaction; any other
-   raw or monitoring table with an ``event_ts`` column the same way.
+2. ``raw_events`` (``event_ts`` before the cutoff), ``impressions`` (served slates by ``served_at``),
+   ``quarantine`` of both (rows of landing days before the cutoff's day: a quarantined row may have
+   no readable time) and ``batches`` (their counts lose the removed rows, so accepted + quarantined
+   = input still holds), in one transaction; any other raw or monitoring table with a time column
+   the same way.
 3. ``dbt_models``: ``dbt build --full-refresh`` (the incremental ``int_events_deduped`` included).
 4. ``warehouse_file``: the DuckDB file rewritten into a fresh one (PostgreSQL: ``VACUUM FULL``).
 Models and publications are derived data and are not rewritten: the next training sees only
@@ -25,8 +27,10 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from pipelines.privacy.forget import (
+    RAW_SOURCES,
     StoreOutcome,
     _replace_bytes,
+    accepted_outcomes,
     compact_warehouse,
     rebuild_dbt_models,
     remove_landing_rows,
@@ -37,11 +41,13 @@ from serving.events import parse_event_ts
 
 log = logging.getLogger(__name__)
 
-EVENT_TIME = "event_ts"
+# The columns that date a row: an event's time, a served slate's time (each source's, defined once in forget).
+TIME_COLUMNS = tuple(source.time_column for source in RAW_SOURCES)
 
 
 class OlderThan:
-    """Which rows of a landing file are older than `cutoff` (by their ``event_ts``)."""
+    """Which rows of a landing file are older than `cutoff`, by their time column (``TIME_COLUMNS``: an event's
+    ``event_ts``, an impression file's ``served_at``)."""
 
     def __init__(self, cutoff: datetime):
         self.cutoff = cutoff
@@ -53,23 +59,26 @@ class OlderThan:
         instant = parse_event_ts(text) if isinstance(text, str) else None
         return instant is not None and instant < self.cutoff
 
+    def _record_old(self, record) -> bool:
+        if not isinstance(record, dict):
+            return False
+        return any(self._old(record[column]) for column in TIME_COLUMNS if column in record)
+
     def line(self, line: bytes, header: list[str] | None) -> bool:
         if header is not None:  # CSV
             from pipelines.privacy.forget import _csv_fields
 
-            if EVENT_TIME not in header:
-                return False
             fields = _csv_fields(line)
-            position = header.index(EVENT_TIME)
-            return position < len(fields) and self._old(fields[position])
+            positions = [header.index(column) for column in TIME_COLUMNS if column in header]
+            return any(p < len(fields) and self._old(fields[p]) for p in positions)
         try:
-            event = json.loads(line)
+            record = json.loads(line)
         except ValueError:
             return False
-        return isinstance(event, dict) and self._old(event.get(EVENT_TIME))
+        return self._record_old(record)
 
     def value(self, value) -> bool:
-        return isinstance(value, dict) and self._old(value.get(EVENT_TIME))
+        return self._record_old(value)
 
     def key(self, key: str) -> bool:
         return False
@@ -78,9 +87,10 @@ class OlderThan:
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        if EVENT_TIME not in table.column_names:
+        column_name = next((c for c in TIME_COLUMNS if c in table.column_names), None)
+        if column_name is None:
             return None
-        column = table.column(EVENT_TIME)
+        column = table.column(column_name)
         if not pa.types.is_timestamp(column.type):
             column = pc.cast(column, pa.timestamp("us", tz="UTC"), safe=False)
         elif column.type.tz is None:
@@ -128,19 +138,27 @@ def purge_expired(settings: Settings, now: datetime | None = None, progress=log.
     if warehouse_exists(settings):
         progress(f"retention {result.run_id}: raw events, quarantine, batches...")
         with connect(settings) as con, con.transaction():
-            quarantined = con.execute(
-                "select batch_id, line_number, reason from quarantine.events where landing_date < ?", [cutoff.date()]
-            ).fetchall()
-            raw_rows, batches = remove_raw_rows(con, "event_ts < ?", [cutoff], quarantined)
+            accepted, quarantined, batches = {}, 0, 0
+            for source in RAW_SOURCES:
+                # A quarantined row may have no readable time: its landing day dates it.
+                doomed = con.execute(
+                    f"select batch_id, {source.quarantine_number}, reason from {source.quarantine_table} "
+                    "where landing_date < ?",
+                    [cutoff.date()],
+                ).fetchall()
+                where = f"{source.time_column} < ?"
+                accepted[source], recounted = remove_raw_rows(con, source, where, [cutoff], doomed)
+                quarantined += len(doomed)
+                batches += recounted
             other = _purge_other_timed_tables(con, cutoff)
         result.stores += [
-            StoreOutcome("raw_events", raw_rows),
-            StoreOutcome("quarantine", len(quarantined), f"rows of landing days before {cutoff.date()}"),
+            *accepted_outcomes(accepted),
+            StoreOutcome("quarantine", quarantined, f"rows of landing days before {cutoff.date()}"),
             StoreOutcome("batches", batches, "batches whose counts lost the removed rows"),
             other,
         ]
         progress(f"retention {result.run_id}: dbt build --full-refresh...")
-        result.stores.append(rebuild_dbt_models(settings, EVENT_TIME, "event_ts < ?", [cutoff]))
+        result.stores.append(rebuild_dbt_models(settings, {c: (f"{c} < ?", [cutoff]) for c in TIME_COLUMNS}))
         result.stores.append(compact_warehouse(settings, []))
     result.finished_at = datetime.now(UTC)
     record_retention(settings, result)
@@ -149,22 +167,24 @@ def purge_expired(settings: Settings, now: datetime | None = None, progress=log.
 
 
 def _purge_other_timed_tables(con, cutoff: datetime) -> StoreOutcome:
-    """Other raw and monitoring tables with events by time (impression logs): their rows before the cutoff."""
+    """Other raw and monitoring tables dated by a time column: their rows before the cutoff."""
     removed, tables = 0, []
+    marks = ", ".join("?" for _ in TIME_COLUMNS)
     found = con.execute(
-        "select table_schema, table_name from information_schema.columns where column_name = ? "
-        "and table_schema in ('raw', 'monitoring') order by 1, 2",
-        [EVENT_TIME],
+        "select table_schema, table_name, column_name from information_schema.columns "
+        f"where column_name in ({marks}) and table_schema in ('raw', 'monitoring') order by 1, 2, 3",
+        list(TIME_COLUMNS),
     ).fetchall()
-    for schema, table in found:
-        if (schema, table) == ("raw", "events"):
+    sources = {source.raw_table for source in RAW_SOURCES}
+    for schema, table, column in found:
+        if f"{schema}.{table}" in sources:
             continue
-        count = con.execute(f'select count(*) from {schema}."{table}" where event_ts < ?', [cutoff]).fetchone()[0]
+        count = con.execute(f'select count(*) from {schema}."{table}" where {column} < ?', [cutoff]).fetchone()[0]
         if count:
-            con.execute(f'delete from {schema}."{table}" where event_ts < ?', [cutoff])
+            con.execute(f'delete from {schema}."{table}" where {column} < ?', [cutoff])
             removed += count
             tables.append(f"{schema}.{table}")
-    return StoreOutcome("impressions_and_other_timed_tables", removed, ", ".join(tables) or "none held such rows")
+    return StoreOutcome("other_timed_tables", removed, ", ".join(tables) or "none held such rows")
 
 
 def record_retention(settings: Settings, result: RetentionResult) -> None:
