@@ -32,6 +32,21 @@ TINY = {
 }
 
 
+# Files holding a test with one of these marks (whole Airflow, Celery or PostgreSQL runs) start first.
+SLOW_MARKS = ("e2e", "scaled")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Files with slow tests first, the rest after, each group in its collected order.
+
+    `--dist loadfile` keeps a file on one worker, and xdist's own order (most tests first) started the
+    30-day backfill's two-test file last, leaving the other worker idle for minutes at the end; with
+    the slow files first (and `--no-loadscope-reorder`), hundreds of short files fill the end instead.
+    """
+    slow = {item.path for item in items if any(item.get_closest_marker(mark) for mark in SLOW_MARKS)}
+    items.sort(key=lambda item: item.path not in slow)  # sort is stable: the order within a group is kept
+
+
 def tiny_environment(values: dict | None = None) -> dict[str, str]:
     """TINY (or ``values``) as RECFORGE_* environment variables; lists and dicts as the JSON settings read."""
     return {
