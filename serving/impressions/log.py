@@ -21,6 +21,7 @@ import shutil
 import threading
 import time
 from collections import deque
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -118,18 +119,24 @@ def seal_directory(directory: Path, root: Path, process: str) -> Path | None:
     sequence = 0
     while (target := target_dir / sealed_name(start, process, sequence)).exists():
         sequence += 1  # records that reached an interval after it was sealed: a second file
-    temporary = target_dir / f".{target.name}.tmp"
+    write_sealed_file(target, (pa.ipc.open_file(pa.memory_map(str(part))).read_all() for part in parts))
+    shutil.rmtree(claimed, ignore_errors=True)
+    return target
+
+
+def write_sealed_file(target: Path, tables: Iterable[pa.Table]) -> None:
+    """`tables` as one Parquet landing file at `target`: written under a hidden name, fsynced and renamed,
+    so ingest sees a whole file or none (also the scaled configuration's, pipelines/ingest/impression_stream.py)."""
+    temporary = target.with_name(f".{target.name}.tmp")
     # Statistics only where a reader may prune by them: on the string and list columns they cost half the write.
     with pq.ParquetWriter(
         temporary, SCHEMA, use_dictionary=DICTIONARY_COLUMNS, write_statistics=["served_at"]
     ) as writer:
-        for part in parts:
-            writer.write_table(pa.ipc.open_file(pa.memory_map(str(part))).read_all())
+        for table in tables:
+            writer.write_table(table)
     with open(temporary, "rb") as handle:
         os.fsync(handle.fileno())
     os.replace(temporary, target)
-    shutil.rmtree(claimed, ignore_errors=True)
-    return target
 
 
 class RedisSink:
