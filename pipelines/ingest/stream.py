@@ -164,3 +164,20 @@ def _write_entries(root: Path, entries: list) -> None:
             os.fsync(out.fileno())
         temporary.rename(closed)
         fsync_dir(directory)
+
+
+def drain_scaled_streams(settings: Settings) -> int:
+    """Move whatever waits in the scaled configuration's Redis Streams (the collector's events, serving's
+    slates) into landing files now; returns the entries moved.
+
+    Retention and forgetting walk landing files: draining first means an event or a slate still in a
+    stream is reached by the same walk instead of escaping it."""
+    from pipelines.ingest.impression_stream import drain_impression_stream
+
+    serving = settings_without_app_key(settings.home)
+    moved = 0
+    if serving.collector_backend == "redis":
+        moved += drain_redis_stream(settings, serving)
+    if serving.impressions_sink == "redis":
+        moved += drain_impression_stream(settings.home, serving)
+    return moved

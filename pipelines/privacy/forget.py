@@ -238,7 +238,11 @@ def remove_landing_rows(settings: Settings, rows, store: str, delete_emptied: bo
 
     Each file that loses rows is rewritten atomically; with `delete_emptied` (retention), one left
     with no row is deleted (forgetting keeps it: an emptied day is still a day that was delivered).
+    In the scaled configuration the Redis Streams are drained into landing files first.
     """
+    from pipelines.ingest.stream import drain_scaled_streams
+
+    drain_scaled_streams(settings)  # scaled: events and slates still in Redis Streams land first, then are walked
     removed, files, deleted = 0, 0, 0
     root = settings.landing_dir
     for path in sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []:
