@@ -149,6 +149,27 @@ def test_leave_last_n_skips_users_with_too_few_items():
     assert list(fold.eval_user_ids) == ["b"]
 
 
+def test_leave_last_n_holds_out_what_a_per_user_group_by_would_on_a_log_with_ties_and_repeats():
+    """The held-out pairs come from sorting codes; they equal a plain group-by of (user, item) first times,
+    ranked per user by (time, item), on a log with repeated pairs and equal times."""
+    from models.evaluation.splits import _last_distinct_items
+
+    rng = np.random.default_rng(3)
+    n_events = 5_000
+    users, items = rng.integers(0, 200, n_events), rng.integers(0, 60, n_events)
+    ts = rng.integers(0, 50, n_events) * 3600  # coarse times: many ties
+    log = EventLog.from_codes(np.array([f"u{n:04d}" for n in range(200)]), np.array([f"i{n:04d}" for n in range(60)]),
+                              users, items, ts, np.ones(n_events), 14)  # fmt: skip
+    for n in (1, 3):
+        first = pd.DataFrame({"u": users, "i": items, "ts": ts}).groupby(["u", "i"], as_index=False)["ts"].min()
+        first = first.sort_values(["u", "ts", "i"])
+        first["from_end"] = first.groupby("u").cumcount(ascending=False)
+        first["size"] = first.groupby("u")["i"].transform("size")
+        expected = first[(first["from_end"] < n) & (first["size"] > n)]
+        got = _last_distinct_items(log, n)
+        assert [list(a) for a in got] == [list(expected[c]) for c in ("u", "i", "ts")]
+
+
 def test_random_ratio_is_reproducible_for_a_seed_and_holds_out_about_the_ratio():
     log = synthetic_log()
     first = random_ratio_folds(log, 0.25, 2, seed=7, new_item_days=2)
