@@ -23,6 +23,7 @@ from pathlib import Path
 import duckdb
 
 from pipelines.contract import EVENT_TYPES
+from pipelines.ingest.errors import IngestError
 from pipelines.ingest.sources import Source
 from pipelines.privacy.pseudonyms import pseudonymize_batch
 from pipelines.warehouse.connection import Warehouse
@@ -31,10 +32,6 @@ from serving.ids import ID_CHARACTERS_REGEX, MAX_ID_LENGTH
 log = logging.getLogger(__name__)
 
 CLASSIFY_SQL = Path(__file__).resolve().parent / "sql" / "classify_events.sql"
-
-
-class IngestError(RuntimeError):
-    """A batch that cannot be ingested at all (as opposed to rows that are quarantined)."""
 
 
 @dataclass

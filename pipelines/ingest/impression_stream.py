@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from pipelines.ingest.batch import IngestError
+from pipelines.ingest.errors import IngestError
 from serving.collector.segments import fsync_dir
 from serving.config import ServingSettings
 from serving.impressions.format import (

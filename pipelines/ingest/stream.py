@@ -14,38 +14,27 @@ with its reason, counts in ``raw.batches``. Why it is shaped like this:
 - One transaction per run: a run ingests all its segments or none.
 - Open segments are never read; segments are kept after ingestion (like landing files).
 - The scaled configuration (``RECFORGE_COLLECTOR_BACKEND=redis``): a run first moves the Redis
-  Stream's events into closed segments (``drain_redis_stream``) and then ingests segments as above, so
-  both configurations share one ingest path and one record of what was ingested. An entry is
-  acknowledged (``XACK``) and deleted from the stream only once its segment is durable; the segment of
-  a read is named by its first entry id, so a run that died between writing and acknowledging finds
-  the same entries pending, sees the segment exists and only acknowledges them.
+  Stream's events into closed segments (``drain_redis_stream``, ``pipelines/ingest/stream_drain.py``)
+  and then ingests segments as above, so both configurations share one ingest path and one record of
+  what was ingested.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from pipelines.ingest.batch import BatchWindow, ingest_batch
 from pipelines.ingest.run import EPOCH, IngestResult, _guarded
 from pipelines.ingest.sources import STREAM, STREAM_SOURCE
+from pipelines.ingest.stream_drain import drain_redis_stream, stream_dir
 from pipelines.settings import Settings
 from pipelines.warehouse.connection import connect
-from serving.collector.segments import CLOSED_SUFFIX, closed_segments, day_dir, fsync_dir
-from serving.config import ServingSettings, settings_without_app_key
-
-REDIS_CONSUMER = "recforge-stream-ingest"
-REDIS_READ_COUNT = 10_000  # entries per read, and so at most per segment
-PARTIAL_SUFFIX = ".jsonl.partial"  # a segment from Redis while it is written (rewritten whole by a re-run)
+from serving.collector.segments import closed_segments
+from serving.config import settings_without_app_key
 
 log = logging.getLogger(__name__)
-
-
-def stream_dir(settings: Settings) -> Path:
-    """Where the collector writes its segments (serving.config.ServingSettings.stream_dir, same home)."""
-    return settings.landing_dir / "stream"
 
 
 def segment_day(segment: Path) -> date:
@@ -109,75 +98,3 @@ def stream_summary(result: IngestResult, closed: int) -> str:
 def _recorded_batches(con) -> set[str]:
     rows = con.execute("select batch_id from raw.batches where source = ?", [STREAM_SOURCE]).fetchall()
     return {row[0] for row in rows}
-
-
-def drain_redis_stream(settings: Settings, collector: ServingSettings, max_entries: int = 1_000_000) -> int:
-    """Move the collector's Redis Stream into closed segments, acknowledging and deleting what is durable.
-
-    Reads as the consumer group's one consumer: first the entries an earlier run read but did not
-    acknowledge (it died before), then new ones. Returns how many entries were moved.
-    """
-    import redis
-
-    client = redis.Redis.from_url(collector.collector_redis_url)
-    stream, group = collector.collector_redis_stream, collector.collector_redis_group
-    try:
-        client.xgroup_create(stream, group, id="0", mkstream=True)
-    except redis.ResponseError as error:
-        if "BUSYGROUP" not in str(error):
-            raise
-    moved = 0
-    for start in ("0", ">"):  # "0": this consumer's pending entries; ">": entries never delivered
-        while moved < max_entries:
-            reply = client.xreadgroup(group, REDIS_CONSUMER, {stream: start}, count=REDIS_READ_COUNT)
-            entries = reply[0][1] if reply else []
-            if not entries:
-                break
-            _write_entries(stream_dir(settings), entries)
-            ids = [entry_id for entry_id, _ in entries]
-            client.xack(stream, group, *ids)
-            client.xdel(stream, *ids)
-            moved += len(entries)
-    if moved:
-        log.info("stream: moved %d event(s) from Redis Stream %r into segments", moved, stream)
-    return moved
-
-
-def _write_entries(root: Path, entries: list) -> None:
-    """One closed segment per landing day of `entries`, named by its first entry id (durable before return)."""
-    by_day: dict[str, list[tuple[bytes, bytes]]] = {}
-    for entry_id, fields in entries:
-        if not fields:  # deleted from the stream after being read: already in a segment
-            continue
-        by_day.setdefault(fields[b"day"].decode(), []).append((entry_id, fields[b"event"]))
-    for day, rows in by_day.items():
-        directory = day_dir(root, date.fromisoformat(day))
-        directory.mkdir(parents=True, exist_ok=True)
-        name = "redis-" + rows[0][0].decode().replace("-", "_")
-        closed = directory / f"{name}{CLOSED_SUFFIX}"
-        if closed.exists():  # written by a run that died before acknowledging: the same entries
-            continue
-        temporary = directory / f"{name}{PARTIAL_SUFFIX}"  # no segment name: neither ingest nor recovery reads it
-        with open(temporary, "wb") as out:
-            out.write(b"".join(event + b"\n" for _, event in rows))
-            out.flush()
-            os.fsync(out.fileno())
-        temporary.rename(closed)
-        fsync_dir(directory)
-
-
-def drain_scaled_streams(settings: Settings) -> int:
-    """Move whatever waits in the scaled configuration's Redis Streams (the collector's events, serving's
-    slates) into landing files now; returns the entries moved.
-
-    Retention and forgetting walk landing files: draining first means an event or a slate still in a
-    stream is reached by the same walk instead of escaping it."""
-    from pipelines.ingest.impression_stream import drain_impression_stream
-
-    serving = settings_without_app_key(settings.home)
-    moved = 0
-    if serving.collector_backend == "redis":
-        moved += drain_redis_stream(settings, serving)
-    if serving.impressions_sink == "redis":
-        moved += drain_impression_stream(settings.home, serving)
-    return moved

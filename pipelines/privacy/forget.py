@@ -240,7 +240,7 @@ def remove_landing_rows(settings: Settings, rows, store: str, delete_emptied: bo
     with no row is deleted (forgetting keeps it: an emptied day is still a day that was delivered).
     In the scaled configuration the Redis Streams are drained into landing files first.
     """
-    from pipelines.ingest.stream import drain_scaled_streams
+    from pipelines.ingest.stream_drain import drain_scaled_streams
 
     drain_scaled_streams(settings)  # scaled: events and slates still in Redis Streams land first, then are walked
     removed, files, deleted = 0, 0, 0

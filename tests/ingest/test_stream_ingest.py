@@ -141,7 +141,7 @@ def test_events_in_the_redis_stream_are_moved_to_segments_acknowledged_and_inges
 def test_a_drain_that_died_before_acknowledging_does_not_store_its_events_twice(home, redis_db):  # noqa: F811
     import redis
 
-    from pipelines.ingest.stream import REDIS_CONSUMER, _write_entries, drain_redis_stream
+    from pipelines.ingest.stream_drain import REDIS_CONSUMER, _write_entries, drain_redis_stream
 
     collector = ServingSettings(home=home.home, collector_backend="redis", collector_redis_url=redis_db)
     client = redis.Redis.from_url(redis_db)

@@ -8,7 +8,7 @@ from pipelines.ingest import ingest_interval
 from pipelines.warehouse.connection import connect
 from pipelines.warehouse.transform import build_warehouse
 from tests.conftest import copy_home, whole_log
-from tests.scaled.test_dbt_postgres import fingerprint
+from tests.scaled.test_dbt_postgres import assert_same_rows
 
 pytestmark = pytest.mark.scaled
 
@@ -51,4 +51,4 @@ def test_postgres_consent_marts_equal_duckdb_ones(simulated, tmp_path, postgres_
             columns = d.execute(f"select * from marts.{mart} limit 0").fetch_df().columns.tolist()
             in_duckdb = d.execute(f"select {', '.join(columns)} from marts.{mart}").fetch_df()
             in_postgres = p.execute(f"select {', '.join(columns)} from marts.{mart}").fetch_df()
-            assert fingerprint(in_postgres, keys) == fingerprint(in_duckdb, keys), mart
+            assert_same_rows(in_postgres, in_duckdb, keys, mart)
