@@ -42,9 +42,9 @@ SIZES = {
     "small": {"sim_users": 20_000, "sim_items": 5_000, "sim_days": 18, "sim_categories": 20,
               "test_days": 3, "valid_days": 3},
     "medium": {"sim_users": 100_000, "sim_items": 20_000, "sim_days": 16, "sim_categories": 40,
-               "test_days": 2, "valid_days": 2},
+               "test_days": 2, "valid_days": 2, "sim_engine": "columns"},
     "large": {"sim_users": 1_000_000, "sim_items": 100_000, "sim_days": 16, "sim_categories": 50,
-              "test_days": 2, "valid_days": 2},
+              "test_days": 2, "valid_days": 2, "sim_engine": "columns"},
 }  # fmt: skip
 
 PRELUDE = (

@@ -78,6 +78,11 @@ class Settings(BaseSettings):
         description="A distribution shift from sim_shift_day on: new user tastes, or a wave of new items.",
     )
     sim_shift_day: int = Field(default=14, ge=0, description="Day (from sim_start_date) the shift begins.")
+    sim_engine: Literal["sessions", "columns"] = Field(
+        default="sessions",
+        description="How the simulator draws events: 'sessions' one session at a time (the demo's log), 'columns' "
+        "a day's sessions as numpy columns (the same mechanics, a different log for a seed; production sizes).",
+    )
 
     # --- the traffic simulator (pipelines/traffic/): the simulated users meet the live server
     traffic_base_url: str | None = Field(

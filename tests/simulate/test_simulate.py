@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from pipelines.simulate import catalog_file, simulate
 from tests.conftest import make_settings
 
@@ -33,6 +35,9 @@ def test_one_landing_file_per_day_and_a_catalog(simulated):
 
 
 def test_funnel_narrows_from_views_to_purchases(simulated):
+    from pipelines.simulate import FUNNEL
+
+    assert FUNNEL == ("view", "click", "add_to_cart", "purchase")  # taken from the event contract, in this order
     truth = json.loads((simulated.landing_dir / "simulation.json").read_text())
     by_type = truth["events_by_type"]
     assert by_type["view"] > by_type["click"] > by_type["add_to_cart"] > by_type["purchase"] > 0
@@ -123,3 +128,87 @@ def test_item_text_is_the_same_for_the_same_seed_and_differs_for_another(tmp_pat
     other = make_settings(tmp_path / "c", sim_days=2, sim_seed=7)
     simulate(other)
     assert catalog_file(plain.landing_dir).read_text() != catalog_file(other.landing_dir).read_text()
+
+
+def test_a_repeat_of_the_same_user_item_and_type_within_a_second_is_dropped_unless_a_bot_fired_it():
+    import numpy as np
+
+    from pipelines.simulate import COLUMNS, _drop_double_fires
+
+    # (user, item, type, ms, bot): time-ordered, as a day's events are when the rule runs
+    rows = [
+        (1, 5, 0, 0, False), (1, 5, 0, 400, False),  # a repeat after 0.4 s: dropped
+        (1, 5, 0, 1300, False),  # 0.9 s after the dropped one: the previous occurrence counts, dropped too
+        (1, 5, 1, 1350, False),  # another type: kept
+        (1, 5, 0, 2400, False),  # 1.1 s after the last: kept
+        (2, 5, 0, 2500, True), (2, 5, 0, 3000, True),  # a bot's burst: kept
+        (3, 6, 0, 3000, False), (3, 6, 0, 3999, False),  # 999 ms: dropped
+    ]  # fmt: skip
+    events = {name: np.zeros(len(rows), dtype=np.int64) for name in COLUMNS}
+    events["value"], events["bot"] = np.full(len(rows), np.nan), np.array([r[4] for r in rows])
+    for column, index in (("user", 0), ("item", 1), ("etype", 2), ("ts", 3)):
+        events[column] = np.array([r[index] for r in rows], dtype=np.int64)
+    events["number"] = np.arange(len(rows))
+    kept = _drop_double_fires(events, n_items=10)
+    assert kept["number"].tolist() == [0, 3, 4, 5, 6, 7]
+
+
+def test_a_large_catalog_is_simulated_by_the_columns_engine_without_a_users_by_items_matrix(tmp_path):
+    """20,000 users x 10,000 items: a dense affinity matrix alone would be 1.6 GB; the run stays far below."""
+    import subprocess
+    import sys
+
+    code = (
+        "import resource, sys; from pathlib import Path; from pipelines.settings import Settings; "
+        "from pipelines.simulate import simulate; "
+        f"s = Settings(home=Path(r'{tmp_path}'), sim_users=20_000, sim_items=10_000, sim_days=1, sim_categories=10, "
+        "sim_engine='columns'); "
+        "s.ensure_dirs(); simulate(s); print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert int(run.stdout.strip()) < 500, run.stdout  # MiB of peak RSS, interpreter and libraries included
+
+
+# --- the `columns` engine (production sizes): same mechanics, its own log for a seed
+
+
+@pytest.fixture(scope="module")
+def columns_log(tmp_path_factory):
+    settings = make_settings(tmp_path_factory.mktemp("columns") / "home", sim_engine="columns")
+    simulate(settings)
+    return settings
+
+
+def test_the_columns_engine_is_deterministic_and_differs_from_the_sessions_engine(columns_log, simulated, tmp_path):
+    again = make_settings(tmp_path / "again", sim_engine="columns")
+    simulate(again)
+    path = "events/date=2026-01-03/events.jsonl"
+    assert (again.landing_dir / path).read_bytes() == (columns_log.landing_dir / path).read_bytes()
+    assert (again.landing_dir / path).read_bytes() != (simulated.landing_dir / path).read_bytes()
+
+
+def test_the_columns_engine_keeps_the_funnel_the_long_tail_and_late_delivery(columns_log):
+    truth = json.loads((columns_log.landing_dir / "simulation.json").read_text())
+    by_type = truth["events_by_type"]
+    assert by_type["view"] > by_type["click"] > by_type["add_to_cart"] > by_type["purchase"] > 0
+    test_popularity_is_long_tailed(columns_log)
+    test_late_events_are_delivered_two_days_after_they_happened(columns_log)
+    test_injected_defects_are_recorded_with_their_counts(columns_log)
+
+
+def test_ingesting_a_columns_log_quarantines_exactly_its_injected_defects(columns_log, tmp_path):
+    from pipelines.ingest import ingest_interval
+    from pipelines.warehouse.connection import connect
+    from tests.conftest import copy_home, whole_log
+
+    settings = copy_home(columns_log, tmp_path / "home")
+    result = ingest_interval(settings, *whole_log(settings))
+    truth = json.loads((settings.landing_dir / "simulation.json").read_text())
+    assert result.rows_input == truth["events_written"] == result.rows_accepted + result.rows_quarantined
+    with connect(settings) as con:
+        by_reason = dict(con.execute("select reason, count(*) from quarantine.events group by reason").fetchall())
+    malformed = dict(truth["malformed_injected"])
+    expected = {"duplicate_event_id": truth["duplicates_injected"], "bot_suspected": truth["bot_events"],
+                "retry_duplicate": truth["retry_duplicates_injected"], "malformed_json": malformed.pop("not_json"),
+                **malformed}  # fmt: skip
+    assert by_reason == {reason: n for reason, n in expected.items() if n}
