@@ -24,6 +24,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from pipelines.ingest.errors import IngestError
+from pipelines.ingest.redis_drain import drain_stream
 from serving.collector.segments import fsync_dir
 from serving.config import ServingSettings
 from serving.impressions.format import (
@@ -49,30 +50,11 @@ def drain_impression_stream(home: Path, serving: ServingSettings, max_entries: i
     Returns how many entries were moved. Reads as the consumer group's one consumer: first the
     entries an earlier run read but did not acknowledge, then new ones.
     """
-    import redis
-
-    client = redis.Redis.from_url(serving.impressions_redis_url)
     stream = serving.impressions_redis_stream
-    try:
-        client.xgroup_create(stream, IMPRESSIONS_GROUP, id="0", mkstream=True)
-    except redis.ResponseError as error:
-        if "BUSYGROUP" not in str(error):
-            raise
-    moved = 0
-    try:
-        for start in ("0", ">"):  # "0": this consumer's pending entries; ">": entries never delivered
-            while moved < max_entries:
-                reply = client.xreadgroup(IMPRESSIONS_GROUP, IMPRESSIONS_CONSUMER, {stream: start}, count=READ_COUNT)
-                entries = reply[0][1] if reply else []
-                if not entries:
-                    break
-                write_landing_files(landing_dir(home), stream, entries)
-                ids = [entry_id for entry_id, _ in entries]
-                client.xack(stream, IMPRESSIONS_GROUP, *ids)
-                client.xdel(stream, *ids)
-                moved += len(entries)
-    finally:
-        client.close()
+    moved = drain_stream(
+        serving.impressions_redis_url, stream, IMPRESSIONS_GROUP, IMPRESSIONS_CONSUMER, READ_COUNT,
+        lambda entries: write_landing_files(landing_dir(home), stream, entries), max_entries,
+    )  # fmt: skip
     if moved:
         log.info("impressions: moved %d batch(es) from Redis Stream %r into landing files", moved, stream)
     return moved

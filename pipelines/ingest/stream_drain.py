@@ -18,6 +18,7 @@ from datetime import date
 from pathlib import Path
 
 from pipelines.ingest.impression_stream import drain_impression_stream
+from pipelines.ingest.redis_drain import drain_stream
 from pipelines.settings import Settings
 from serving.collector.segments import CLOSED_SUFFIX, day_dir, fsync_dir
 from serving.config import ServingSettings, settings_without_app_key
@@ -40,29 +41,12 @@ def drain_redis_stream(settings: Settings, collector: ServingSettings, max_entri
     Reads as the consumer group's one consumer: first the entries an earlier run read but did not
     acknowledge (it died before), then new ones. Returns how many entries were moved.
     """
-    import redis
-
-    client = redis.Redis.from_url(collector.collector_redis_url)
-    stream, group = collector.collector_redis_stream, collector.collector_redis_group
-    try:
-        client.xgroup_create(stream, group, id="0", mkstream=True)
-    except redis.ResponseError as error:
-        if "BUSYGROUP" not in str(error):
-            raise
-    moved = 0
-    for start in ("0", ">"):  # "0": this consumer's pending entries; ">": entries never delivered
-        while moved < max_entries:
-            reply = client.xreadgroup(group, REDIS_CONSUMER, {stream: start}, count=REDIS_READ_COUNT)
-            entries = reply[0][1] if reply else []
-            if not entries:
-                break
-            _write_entries(stream_dir(settings), entries)
-            ids = [entry_id for entry_id, _ in entries]
-            client.xack(stream, group, *ids)
-            client.xdel(stream, *ids)
-            moved += len(entries)
+    moved = drain_stream(
+        collector.collector_redis_url, collector.collector_redis_stream, collector.collector_redis_group,
+        REDIS_CONSUMER, REDIS_READ_COUNT, lambda entries: _write_entries(stream_dir(settings), entries), max_entries,
+    )  # fmt: skip
     if moved:
-        log.info("stream: moved %d event(s) from Redis Stream %r into segments", moved, stream)
+        log.info("stream: moved %d event(s) from %r into segments", moved, collector.collector_redis_stream)
     return moved
 
 
