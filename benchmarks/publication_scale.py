@@ -5,7 +5,7 @@
 
 The champion is an ALS model built directly from random factors (64 dimensions; no training, no
 MLflow): `--users` users, `--items` items (100k by default), a skewed history of ~15 items per user
-(about 12% of users cold, under 5 items), a catalog of 50 categories and 200 sellers with 2% of
+(about a quarter of users cold, under 5 items), a catalog of 50 categories and 200 sellers with 2% of
 items out of stock and 1% blocked, and 1% of users who withheld consent. Each run is a child
 process with ``PYTHONPATH`` at one tree that builds that model (same seed, so the same model for
 every tree), then times the real ``publish()`` of that tree: the lists, the lists file, the
