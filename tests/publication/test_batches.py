@@ -7,6 +7,7 @@ boundaries, the same manifest counts, and consent-withheld users left out of whi
 
 from collections import Counter
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
@@ -98,3 +99,23 @@ def test_the_published_lists_are_the_lists_build_lists_makes_at_once(published, 
     assert written.drop(columns="item_row").equals(expected)
     model_rows = pd.Index(model.item_ids.astype(str)).get_indexer(written["item_id"])
     assert (written["item_row"].to_numpy() == model_rows).all()  # items.parquet lists the model's items in order
+
+
+def test_the_audit_reads_the_published_top_eval_k_of_every_user(published, tmp_path, monkeypatch):
+    """The audit's input, filled in batch by batch, is what the old whole-table derivation gave from the file."""
+    settings = copy_home(published, tmp_path / "home", publish_batch_users=SMALL_BATCH)
+    original, seen = publish_module.audit_publication, {}
+
+    def keep_the_input(settings, audit, *args):
+        seen["audit"] = audit
+        return original(settings, audit, *args)
+
+    monkeypatch.setattr(publish_module, "audit_publication", keep_the_input)
+    directory = publish(settings).path
+    model, _ = publish_module.load_champion(settings)
+    recs = pq.read_table(directory / USER_RECS).to_pandas()
+    top = recs[recs["rank"] <= settings.eval_k]
+    expected = np.full((len(model.user_ids), settings.eval_k), -1, dtype=np.int64)
+    rows = pd.Index(model.user_ids.astype(str)).get_indexer(top["user_id"])
+    expected[rows, top["rank"].to_numpy() - 1] = pd.Index(model.item_ids.astype(str)).get_indexer(top["item_id"])
+    assert np.array_equal(seen["audit"].recommended, expected)
