@@ -20,6 +20,49 @@ from models.search import SearchSpace
 
 _REGISTRY: dict[str, type[Recommender]] = {}
 
+SCORE_BLOCK = 6_000_000  # scores (float32) per block of users in ``recommend``
+CHUNKS_PER_K = 32  # top_k cuts rows into this many chunks per k (measured best at 100k items)
+
+
+def top_k(dense: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the `k` largest finite scores of `dense` and their columns, best first, ties by column.
+
+    Slots beyond a row's finite scores hold column -1 and score -inf. Exact, but without sorting
+    or partitioning whole rows: the rows are cut into ~32k chunks, and the k-th largest chunk maximum
+    bounds the row's k-th largest score from below (k chunks hold a score at least that high), so
+    only the chunks whose maximum reaches it (about k of them) are searched, leaving about k
+    candidates per row.
+    """
+    n_rows, n_cols = dense.shape
+    k = min(k, n_cols)
+    items = np.full((n_rows, k), -1, dtype=np.int64)
+    scores = np.full((n_rows, k), -np.inf, dtype=np.float32)
+    if n_rows == 0 or k == 0:
+        return items, scores
+    if n_cols <= 16 * k:  # a small catalog: sort whole rows
+        order = np.argsort(-dense, axis=1, kind="stable")[:, :k]
+        top_scores = np.take_along_axis(dense, order, axis=1)
+        order[~np.isfinite(top_scores)] = -1
+        return order, top_scores.astype(np.float32, copy=False)
+    width = max(1, n_cols // (CHUNKS_PER_K * k))
+    starts = np.arange(0, n_cols, width)
+    chunk_max = np.maximum.reduceat(dense, starts, axis=1)
+    bound = np.partition(chunk_max, len(starts) - k, axis=1)[:, len(starts) - k]
+    rows, chunks = np.nonzero(chunk_max >= bound[:, None])
+    cols = starts[chunks][:, None] + np.arange(width)
+    inside = cols < n_cols
+    rows, cols = np.broadcast_to(rows[:, None], cols.shape)[inside], cols[inside]
+    values = dense[rows, cols]
+    keep = (values >= bound[rows]) & (values > -np.inf)
+    rows, cols, values = rows[keep], cols[keep], values[keep]
+    order = np.lexsort((cols, -values, rows))
+    rows, cols, values = rows[order], cols[order], values[order]
+    position = np.arange(len(rows)) - np.searchsorted(rows, np.arange(n_rows))[rows]
+    top = position < k
+    items[rows[top], position[top]] = cols[top]
+    scores[rows[top], position[top]] = values[top]
+    return items, scores
+
 
 def algorithm(name: str) -> type[Recommender]:
     """The registered recommender class called ``name``."""
@@ -77,7 +120,11 @@ class Recommender(ABC):
 
     @abstractmethod
     def _score(self, user_index: np.ndarray) -> np.ndarray:
-        """Dense scores, shape (len(user_index), n_items), for known users."""
+        """Dense scores, shape (len(user_index), n_items), for known users.
+
+        ``recommend`` masks a writeable float32 result in place (it copies anything else, such as a
+        read-only broadcast), so return a fresh array, never a view of the model's own state.
+        """
 
     def params(self) -> dict:
         """Hyper-parameters, as logged to the tracking server."""
@@ -100,7 +147,7 @@ class Recommender(ABC):
         filter_seen: bool = True,
         allowed_items: np.ndarray | None = None,
         seen: sp.csr_matrix | None = None,
-        batch_size: int = 2048,
+        batch_size: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k item indices and scores for each user index.
 
@@ -110,6 +157,10 @@ class Recommender(ABC):
         k : list length. Where fewer than k items are allowed, trailing slots hold index -1.
         filter_seen : drop items the user interacted with (``seen`` if given, else the training data).
         allowed_items : boolean mask over items; False items are never recommended (blocked, out of stock).
+        batch_size : users scored per block (default: as many as fit ~24 MB of scores), which bounds
+            memory whatever the number of users.
+
+        Equal scores are ordered by item index, so a list does not depend on which users share its block.
         """
         self._check_fitted()
         user_index = np.asarray(user_index, dtype=np.int64)
@@ -125,19 +176,21 @@ class Recommender(ABC):
         k = min(k, len(self.item_ids))
         items = np.full((len(user_index), k), -1, dtype=np.int64)
         scores = np.full((len(user_index), k), -np.inf, dtype=np.float32)
+        if batch_size is None:
+            # Blocks of ~24 MB of scores: small enough that the allocator reuses one block's memory
+            # for the next (no page faults per block), large enough for an efficient matrix product.
+            batch_size = max(1, SCORE_BLOCK // max(len(self.item_ids), 1))
         for start in range(0, len(user_index), batch_size):
             batch = np.asarray(user_index[start : start + batch_size])
-            dense = self._score(batch).astype(np.float32, copy=True)
+            dense = self._score(batch)
+            if not (dense.dtype == np.float32 and dense.flags.writeable and dense.flags.c_contiguous):
+                dense = np.array(dense, dtype=np.float32, order="C")
             if filter_seen and seen is not None:
                 rows = seen[batch]
                 dense[rows.nonzero()] = -np.inf
             if allowed_items is not None:
                 dense[:, ~allowed_items] = -np.inf
-            top = np.argpartition(-dense, k - 1, axis=1)[:, :k]
-            top_scores = np.take_along_axis(dense, top, axis=1)
-            order = np.argsort(-top_scores, axis=1, kind="stable")
-            top, top_scores = np.take_along_axis(top, order, axis=1), np.take_along_axis(top_scores, order, axis=1)
-            top[~np.isfinite(top_scores)] = -1
+            top, top_scores = top_k(dense, k)
             items[start : start + len(batch)] = top
             scores[start : start + len(batch)] = top_scores
         return items, scores

@@ -364,6 +364,13 @@ class Settings(BaseSettings):
         default=100, ge=1, le=MAX_TOP_N, description="Items stored per user: the largest k serving answers."
     )
     publish_keep_versions: int = Field(default=5, ge=1, description="Complete versions kept for rollback.")
+    publish_batch_users: int = Field(
+        default=50_000,
+        ge=1,
+        le=10_000_000,
+        description="Users scored per batch when publishing; each batch is appended to the lists file, so "
+        "memory is bounded by one batch (~100 bytes per user and list slot) whatever the number of users.",
+    )
     category_cap: float = Field(
         default=0.4,
         gt=0,

@@ -11,7 +11,7 @@ Layout of ``published/``::
     denylist.txt            users forgotten since a publication, salted hashes (serving/denylist.py)
     <version>/
         manifest.json       written last; lists every file with its sha256 and size
-        user_recs.parquet   user_id, rank, item_id, item_row, score, reason (sorted by user_id, rank)
+        user_recs.parquet   user_id, rank, item_id, score, reason, item_row (sorted by user_id, rank)
         fallback.parquet    rank, item_id, score, reason
         items.parquet       item attributes and index_row
         item_index.faiss    row i = the items.parquet row whose index_row is i
@@ -28,6 +28,15 @@ CURRENT = "CURRENT"
 BLOCKLIST = "blocklist.txt"
 MANIFEST = "manifest.json"
 USER_RECS = "user_recs.parquet"
+# The lists file's columns in order, with their Arrow types (item_row: the item's row in items.parquet).
+USER_RECS_COLUMNS = (
+    ("user_id", "string"),
+    ("rank", "int16"),
+    ("item_id", "string"),
+    ("score", "float32"),
+    ("reason", "string"),
+    ("item_row", "int32"),
+)
 FALLBACK = "fallback.parquet"
 ITEMS = "items.parquet"
 INDEX_FILE = "item_index.faiss"

@@ -27,6 +27,7 @@ INVALID = [
     ("RECFORGE_LATE_ARRIVAL_DAYS", "-5", "an integer in [0, 3650]"),
     ("RECFORGE_ALS_FACTORS", "0", "an integer in [1, 4096]"),
     ("RECFORGE_PUBLISH_TOP_N", "-1", "an integer in [1, 1000]"),
+    ("RECFORGE_PUBLISH_BATCH_USERS", "0", "an integer in [1, 10000000]"),
     ("RECFORGE_SIM_USERS", "lots", "an integer >= 1"),
     ("RECFORGE_SIM_DUPLICATE_SHARE", "1.5", "a finite number in [0, 1]"),
     ("RECFORGE_DRIFT_MAX_USER_ACTIVITY_PSI", "inf", "a finite number >= 0"),

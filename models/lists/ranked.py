@@ -256,11 +256,12 @@ def blend_cold_users(
     for row in cold_rows:
         user = users[row]
         never_again = excluded.indices[excluded.indptr[user] : excluded.indptr[user + 1]]
+        history = seen.indices[seen.indptr[user] : seen.indptr[user + 1]]
         items, scores, from_popularity = popularity_blend(
             candidates.ranked[row],
             candidates.scores[row],
-            seen.indices[seen.indptr[user] : seen.indptr[user + 1]],
-            popular_items[~np.isin(popular_items, never_again)],
+            history,
+            popular_prefix(popular_items, never_again, history, categories, width),
             popularity,
             categories,
             rules.cold_popularity_weight,
@@ -269,6 +270,28 @@ def blend_cold_users(
         candidates.ranked[row], candidates.scores[row] = items, scores
         candidates.source[row] = np.where(from_popularity, POPULAR, MODEL)
     return len(cold_rows)
+
+
+def popular_prefix(
+    popular_items: np.ndarray, never_again: np.ndarray, history: np.ndarray, categories: np.ndarray, width: int
+) -> np.ndarray:
+    """The start of `popular_items`, without `never_again`, that holds every item ``popularity_blend`` can take.
+
+    The blend takes the first `width` popular items of the user's categories (every category for a
+    user without history) that are not in the history, so a prefix holding that many gives the
+    same list as the whole catalog: filtering all 100k items per cold user cost ~1 ms each.
+    """
+    own = np.unique(categories[history]) if len(history) else None
+    length = 16 * width
+    while True:
+        prefix = popular_items[:length]
+        prefix = prefix[~np.isin(prefix, never_again)]
+        takeable = ~np.isin(prefix, history)
+        if own is not None:
+            takeable &= np.isin(categories[prefix], own)
+        if takeable.sum() >= width or length >= len(popular_items):
+            return prefix
+        length *= 4
 
 
 def apply_category_cap(

@@ -9,11 +9,18 @@ publication writes, and the fallback list for unknown users.
 Reasons: ``popular`` (the item came from the popularity side of a cold blend, or the champion is
 the popularity model), ``similar_to:<item>`` (the user's own history item that is closest to it by
 the model's item embeddings, when that cosine reaches `reason_min_similarity`), else ``model``.
+They are computed as small integer codes into :func:`reason_names` (``model``, ``popular``, then
+one ``similar_to:<item>`` per item), so a batch of a publication never holds millions of strings.
+
+Publication scores users in batches (:func:`list_batches`), in the order of their id strings, so
+the batches come out in the order the lists file is sorted in and memory is bounded by one batch.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -40,6 +47,38 @@ def excluded_matrix(model: Recommender, purchased: pd.DataFrame | None) -> sp.cs
     return ((seen + bought) > 0).astype(np.float32).tocsr()
 
 
+REASON_MODEL, REASON_POPULAR, REASON_SIMILAR = 0, 1, 2  # codes; REASON_SIMILAR + i = similar_to item i
+
+
+def reason_names(item_ids: np.ndarray) -> np.ndarray:
+    """The reason string of every code: ``model``, ``popular``, then ``similar_to:<item>`` per item index."""
+    return np.concatenate([["model", "popular"], "similar_to:" + np.asarray(item_ids).astype(str).astype(object)])
+
+
+def reason_codes(
+    model: Recommender, candidates: Candidates, rules: ListRules, users: np.ndarray | None = None
+) -> np.ndarray:
+    """The reason code of every slot (see the module docstring for when each applies).
+
+    Row r of `candidates` belongs to ``users[r]`` (indices into ``model.user_ids``; default: every
+    user in order).
+    """
+    code = np.where(candidates.source == POPULAR, REASON_POPULAR, REASON_MODEL).astype(np.int32)
+    if model.name == "popularity":
+        code[:] = REASON_POPULAR
+        return code
+    vectors = model.item_embeddings
+    if vectors is None:
+        return code
+    seen = model.seen
+    users = np.arange(seen.shape[0]) if users is None else np.asarray(users, dtype=np.int64)
+    histories = [seen.indices[seen.indptr[u] : seen.indptr[u + 1]] for u in users]
+    anchors = history_anchors(candidates.ranked, histories, vectors, rules.reason_min_similarity)
+    explained = (anchors >= 0) & (candidates.source == MODEL)
+    code[explained] = REASON_SIMILAR + anchors[explained]
+    return code
+
+
 def reasons(
     model: Recommender,
     candidates: Candidates,
@@ -47,37 +86,67 @@ def reasons(
     rules: ListRules,
     users: np.ndarray | None = None,
 ) -> np.ndarray:
-    """The reason string of every slot (see the module docstring for when each applies).
+    """The reason string of every slot: :func:`reason_codes` spelled out (``similar_to`` names from `item_ids`)."""
+    return reason_names(item_ids)[reason_codes(model, candidates, rules, users)]
 
-    Row r of `candidates` belongs to ``users[r]`` (indices into ``model.user_ids``; default: every
-    user in order, as publication builds them).
-    """
-    reason = np.where(candidates.source == POPULAR, "popular", "model").astype(object)
-    if model.name == "popularity":
-        reason[:] = "popular"
-        return reason
-    vectors = model.item_embeddings
-    if vectors is None:
-        return reason
-    seen = model.seen
-    users = np.arange(seen.shape[0]) if users is None else np.asarray(users, dtype=np.int64)
-    histories = [seen.indices[seen.indptr[u] : seen.indptr[u + 1]] for u in users]
-    anchors = history_anchors(candidates.ranked, histories, vectors, rules.reason_min_similarity)
-    explained = (anchors >= 0) & (candidates.source == MODEL)
-    reason[explained] = "similar_to:" + item_ids[anchors[explained]].astype(str).astype(object)
-    return reason
+
+@dataclass
+class ListInputs:
+    """What every batch of lists is scored against: the catalog's reading and each user's exclusions."""
+
+    allowed: np.ndarray
+    categories: np.ndarray
+    excluded: sp.csr_matrix
+    sellers: np.ndarray | None
+
+    @classmethod
+    def of(cls, model: Recommender, items: pd.DataFrame, purchased: pd.DataFrame | None = None) -> ListInputs:
+        allowed, categories = allowed_and_categories(model.item_ids, items)
+        return cls(allowed, categories, excluded_matrix(model, purchased), seller_codes(model.item_ids, items))
+
+
+@dataclass
+class ListBatch:
+    """The lists of some users: row r of `top` and `reasons` belongs to model user ``users[r]``."""
+
+    users: np.ndarray
+    top: Candidates
+    reasons: np.ndarray  # reason codes (see reason_names)
+
+
+def lists_of(model: Recommender, users: np.ndarray, rules: ListRules, inputs: ListInputs) -> ListBatch:
+    """Top-N of these users after the business rules (:func:`ranked_lists`), with their reason codes."""
+    users = np.asarray(users, dtype=np.int64)
+    top = ranked_lists(model, users, rules, inputs.allowed, inputs.categories, inputs.excluded, sellers=inputs.sellers)
+    return ListBatch(users, top, reason_codes(model, top, rules, users))
+
+
+def users_by_id(model: Recommender) -> np.ndarray:
+    """Model user indices in the order of their id strings: the order the lists file is sorted in."""
+    return np.argsort(np.asarray(model.user_ids).astype(str), kind="stable")
+
+
+def list_batches(model: Recommender, rules: ListRules, inputs: ListInputs, batch_users: int) -> Iterator[ListBatch]:
+    """The lists of every known user, `batch_users` at a time, in the order of their ids."""
+    if batch_users < 1:
+        raise ValueError(f"batch_users must be >= 1, got {batch_users}")
+    order = users_by_id(model)
+    for start in range(0, len(order), batch_users):
+        yield lists_of(model, order[start : start + batch_users], rules, inputs)
 
 
 def build_lists(
     model: Recommender, items: pd.DataFrame, rules: ListRules, purchased: pd.DataFrame | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Top-N per known user and the popularity fallback, both after the business rules."""
-    allowed, categories = allowed_and_categories(model.item_ids, items)
-    excluded = excluded_matrix(model, purchased)
-    users = np.arange(len(model.user_ids))
-    top = ranked_lists(model, users, rules, allowed, categories, excluded, sellers=seller_codes(model.item_ids, items))
-    reason = reasons(model, top, model.item_ids, rules)
+    """Top-N per known user and the popularity fallback, both after the business rules, as DataFrames.
 
+    All users at once, in the model's order: for tests and small analyses. Publication writes the
+    same lists batch by batch (:func:`list_batches`).
+    """
+    inputs = ListInputs.of(model, items, purchased)
+    users = np.arange(len(model.user_ids))
+    lists = lists_of(model, users, rules, inputs)
+    top = lists.top
     rows, ranks = np.nonzero(top.ranked >= 0)
     user_recs = pd.DataFrame(
         {
@@ -85,12 +154,12 @@ def build_lists(
             Columns.Rank: (ranks + 1).astype(np.int16),
             Columns.Item: model.item_ids[top.ranked[rows, ranks]].astype(str),
             Columns.Score: top.scores[rows, ranks].astype(np.float32),
-            Columns.Reason: reason[rows, ranks].astype(str),
+            Columns.Reason: reason_names(model.item_ids)[lists.reasons[rows, ranks]].astype(str),
         }
     )
     cold = int(cold_users(model, users, rules).sum())
     log.info("lists: %d users (%d cold, blended with popularity), mmr=%s", len(users), cold, rules.mmr_enabled)
-    return user_recs, fallback_list(model, allowed, categories, rules)
+    return user_recs, fallback_list(model, inputs.allowed, inputs.categories, rules)
 
 
 def fallback_list(model: Recommender, allowed: np.ndarray, categories: np.ndarray, rules: ListRules) -> pd.DataFrame:

@@ -30,8 +30,9 @@ import pyarrow.parquet as pq
 from models.base import Recommender
 from models.columns import Columns
 from models.lists.ranked import ListRules, item_vectors
-from models.lists.stored import build_lists
+from models.lists.stored import ListInputs, fallback_list, list_batches
 from pipelines.publication.item_index import write_item_index
+from pipelines.publication.user_recs import write_user_recs
 from pipelines.reports.bias_audit import audit_publication, publication_audit_input
 from pipelines.reports.index import write_index
 from pipelines.settings import Settings
@@ -145,40 +146,55 @@ def read_consent_withheld(settings: Settings) -> set[str]:
 
 
 def publish(settings: Settings) -> PublishResult:
-    """Score the champion for every known user and make the result the live publication."""
+    """Score the champion for every known user and make the result the live publication.
+
+    Users are scored `publish_batch_users` at a time, in the order of their ids, and each batch is
+    appended to the lists file in staging at once: memory is bounded by one batch, and the file comes
+    out sorted by user then rank (serving finds each user's run of rows without re-sorting).
+    """
     model, facts = load_champion(settings)
     items = read_items(settings)
     purchased = read_purchases(settings)
     rules = ListRules.from_settings(settings)
     check_publishable_ids("user", pd.Series(model.user_ids))
     check_publishable_ids("item", pd.Series(model.item_ids))
-    user_recs, fallback = build_lists(model, items, rules, purchased)
+    inputs = ListInputs.of(model, items, purchased)
+    fallback = fallback_list(model, inputs.allowed, inputs.categories, rules)
     withheld = read_consent_withheld(settings)
-    consent_dropped = int(user_recs[Columns.User].isin(withheld).sum())
-    if consent_dropped:
-        user_recs = user_recs[~user_recs[Columns.User].isin(withheld)]
-        log.info("consent: %d user(s) withheld it: their lists (%d rows) are left out", len(withheld), consent_dropped)
-    # Sorted by user then rank: serving finds each user's run of rows without re-sorting 100M rows.
-    user_recs = user_recs.sort_values([Columns.User, Columns.Rank], kind="stable", ignore_index=True)
+    withheld_users = np.isin(model.user_ids.astype(str), np.array(sorted(withheld), dtype=str))
     indexed = pd.DataFrame({Columns.Item: model.item_ids.astype(str)}).merge(items, on=Columns.Item, how="left")
     indexed["index_row"] = np.arange(len(indexed), dtype=np.int32)
     # The item's row in items.parquet / the index, beside its id: serving reads 4 bytes per row
-    # instead of decoding 100M id strings.
-    user_recs["item_row"] = pd.Index(indexed[Columns.Item]).get_indexer(user_recs[Columns.Item]).astype(np.int32)
-    # Audited before anything is written: a publication whose audit cannot be made does not go live.
-    audit = publication_audit_input(model, items, user_recs, settings)
+    # instead of decoding 100M id strings. One lookup per model item, then an integer take per row.
+    item_rows = pd.Index(indexed[Columns.Item]).get_indexer(model.item_ids.astype(str)).astype(np.int32)
 
     root = settings.published_dir
     root.mkdir(parents=True, exist_ok=True)
+    # The lock is held while scoring too: the lists are written straight into staging.
     with publish_lock(root):
         remove_stale_staging(root)
         version = f"{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-v{facts['version']}"
         staging = root / f"{STAGING_PREFIX}{version}"
         staging.mkdir()
         try:
-            # The lists are written first (staging is invisible to serving) so the publication suite
-            # runs as SQL over the file; a critical failure raises here, before anything can go live.
-            pq.write_table(pa.Table.from_pandas(user_recs, preserve_index=False), staging / USER_RECS)
+            # Staging is invisible to serving; the publication suite then runs as SQL over the file,
+            # and a critical failure raises here, before anything can go live.
+            lists = write_user_recs(
+                staging / USER_RECS,
+                list_batches(model, rules, inputs, settings.publish_batch_users),
+                model.user_ids,
+                model.item_ids,
+                item_rows,
+                withheld_users,
+                settings.eval_k,
+            )
+            if lists.consent_dropped_rows:
+                log.info(
+                    "consent: %d user(s) withheld it: their lists (%d rows) are left out",
+                    len(withheld), lists.consent_dropped_rows,
+                )  # fmt: skip
+            # Audited before the version is sealed: a publication whose audit cannot be made does not go live.
+            audit = publication_audit_input(model, items, lists.recommended, settings)
             validate_publication(settings, staging / USER_RECS, items, purchased, version)
             pq.write_table(pa.Table.from_pandas(fallback, preserve_index=False), staging / FALLBACK)
             pq.write_table(pa.Table.from_pandas(indexed, preserve_index=False), staging / ITEMS)
@@ -193,12 +209,12 @@ def publish(settings: Settings) -> PublishResult:
                 "category_cap": settings.category_cap,
                 "item_index": index_spec,
                 "counts": {
-                    "users": int(user_recs[Columns.User].nunique()),
-                    "user_rows": len(user_recs),
+                    "users": lists.users,
+                    "user_rows": lists.rows,
                     "fallback_items": len(fallback),
                     "consent_withheld_users": len(withheld),
                     "indexed_items": len(indexed),
-                    "reasons": reason_counts(user_recs),
+                    "reasons": lists.reasons,
                 },
                 "files": file_facts(staging),
             }
@@ -216,12 +232,6 @@ def publish(settings: Settings) -> PublishResult:
     result = PublishResult(version, final, manifest["counts"]["users"], len(indexed))
     log.info(result.summary())
     return result
-
-
-def reason_counts(user_recs: pd.DataFrame) -> dict[str, int]:
-    """Rows per kind of reason (model, popular, similar_to), for the manifest."""
-    kinds = user_recs[Columns.Reason].str.split(":").str[0].value_counts()
-    return {str(kind): int(count) for kind, count in kinds.items()}
 
 
 def seal_version(staging: Path, manifest: dict) -> None:

@@ -346,19 +346,20 @@ def audit_training(settings: Settings, run, best: str, champion_label: str | Non
     return path
 
 
-def publication_audit_input(model, items: pd.DataFrame, user_recs: pd.DataFrame, settings: Settings) -> FoldAudit:
-    """The published lists (top ``eval_k`` of every known user) in the form the audit reads."""
+def publication_audit_input(model, items: pd.DataFrame, recommended: np.ndarray, settings: Settings) -> FoldAudit:
+    """The published lists in the form the audit reads.
+
+    `recommended` holds the top ``eval_k`` item indices of every model user (-1 = no item; a user
+    left out of the publication has a row of -1), as the publisher fills it in batch by batch.
+    """
     from models.evaluation.exposure import calibration_kl
     from models.evaluation.segments import SegmentBounds
     from models.lists.rules import allowed_and_categories, catalog_status
     from models.popularity import distinct_users_per_item
 
     k = settings.eval_k
-    top = user_recs[user_recs["rank"] <= k]
-    rows = pd.Index(model.user_ids.astype(str)).get_indexer(top["user_id"].astype(str))
-    cols = pd.Index(model.item_ids.astype(str)).get_indexer(top["item_id"].astype(str))
-    recommended = np.full((len(model.user_ids), k), -1, dtype=np.int64)
-    recommended[rows, top["rank"].to_numpy() - 1] = cols
+    if recommended.shape != (len(model.user_ids), k):
+        raise ValueError(f"the audit needs {len(model.user_ids)} users x eval_k={k} items, got {recommended.shape}")
     allowed, codes = allowed_and_categories(model.item_ids, items)
     _, category_names = catalog_status(model.item_ids, items)
     sellers = np.full(len(model.item_ids), "", dtype=object)

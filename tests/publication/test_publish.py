@@ -157,18 +157,19 @@ def test_the_cap_reorders_only_the_head_and_keeps_every_item():
 def test_a_publication_that_fails_its_suite_never_goes_live(published, tmp_path, monkeypatch):
     settings = copy_home(published, tmp_path / "home")
     before = current_version(settings.published_dir)
-    original = publish_module.build_lists
+    original = publish_module.list_batches
 
-    def with_a_blocked_item(*args, **kwargs):
-        user_recs, fallback = original(*args, **kwargs)
+    def with_a_blocked_item(model, *args, **kwargs):
         with connect(settings) as con:
             blocked = con.execute(
                 "select item_id from marts.item_features where in_catalog and is_blocked limit 1"
             ).fetchone()[0]
-        user_recs.loc[user_recs.index[0], "item_id"] = blocked
-        return user_recs, fallback
+        for number, batch in enumerate(original(model, *args, **kwargs)):
+            if number == 0:
+                batch.top.ranked[0, 0] = list(model.item_ids).index(blocked)
+            yield batch
 
-    monkeypatch.setattr(publish_module, "build_lists", with_a_blocked_item)
+    monkeypatch.setattr(publish_module, "list_batches", with_a_blocked_item)
     with pytest.raises(ValidationFailed, match=r"publication_lists.expect_column_values_to_be_in_set\(is_blocked\)"):
         publish(settings)
     assert current_version(settings.published_dir) == before
