@@ -430,10 +430,10 @@ def _human_events(world: _World, rng: np.random.Generator, humans: np.ndarray, d
     session = session_of_view[view_of_event]
     # Each event a gap after the one before it: exponential(40 s) + 1 s, from the session's start.
     elapsed = np.cumsum(rng.exponential(40.0, len(session)) + 1.0)
-    session_first = np.flatnonzero(np.r_[True, session[1:] != session[:-1]]) if len(session) else session
+    opens_session = np.r_[True, session[1:] != session[:-1]][: len(session)]
+    elapsed_before = np.concatenate(([0.0], elapsed))[:-1]  # the gaps of every earlier event, any session's
     base = np.zeros(len(users))
-    if len(session):
-        base[session[session_first]] = np.r_[0.0, elapsed[session_first[1:] - 1]]
+    base[session[opens_session]] = elapsed_before[opens_session]
     seconds = hours[session] * 3600 + elapsed - base[session]
     events_per_session = np.bincount(session, minlength=len(users))
     session_seq = first_number + np.cumsum(events_per_session) - events_per_session
