@@ -235,7 +235,9 @@ def test_a_canary_failing_its_error_rate_is_rolled_back_for_every_replica(home, 
         users = [str(u) for u in live.user_ids[:300]]
         canary_users = [u for u in users if assignment.variant(u, datetime.now(UTC)) == "challenger"]
         statuses = [client.get(f"/v1/users/{u}/recommendations").status_code for u in canary_users[:12]]
-        assert statuses == [500] * 12
+        # the window judges nothing before it holds canary_min_requests answers; the periodic refresh that
+        # judges it may then roll back before the last two, which control answers
+        assert statuses[:10] == [500] * 10 and set(statuses[10:]) <= {200, 500}
         wait_until(lambda: "rollback" in read_state_file(home / STATE_FILE)[NAME], "the canary was never rolled back")
         wait_until(lambda: client.get("/experimentz").json()["experiments"][NAME]["shares"]["challenger"] == 0, "")
         after = [client.get(f"/v1/users/{u}/recommendations").json() for u in canary_users[:12]]
