@@ -13,7 +13,6 @@ from pathlib import Path
 import pandas as pd
 
 from pipelines.ingest.batch import BatchResult, BatchWindow, IngestError, ingest_batch
-from pipelines.ingest.impression_stream import drain_impression_stream
 from pipelines.ingest.impressions import ingest_impression_days
 from pipelines.ingest.sources import (
     CATALOG_COLUMNS,
@@ -23,10 +22,10 @@ from pipelines.ingest.sources import (
     read_recforge_catalog,
     recforge_format,
 )
+from pipelines.ingest.stream_drain import drain_scaled_impressions
 from pipelines.settings import Settings
 from pipelines.simulate import catalog_file
 from pipelines.warehouse.connection import Warehouse, connect
-from serving.config import settings_without_app_key
 
 log = logging.getLogger(__name__)
 
@@ -196,9 +195,7 @@ def ingest_interval(
 
     # The scaled configuration's served slates wait in a Redis Stream: into landing files first, so the
     # day's impression files below (and retention and forgetting) see them as the embedded default's.
-    serving = settings_without_app_key(settings.home)
-    if serving.impressions_sink == "redis":
-        drain_impression_stream(settings.home, serving)
+    drain_scaled_impressions(settings)
     results = []
     with nullcontext(warehouse) if warehouse is not None else connect(settings) as con, con.transaction():
         catalog_items = _load_landing_catalog(con, settings)

@@ -80,9 +80,12 @@ def drain_scaled_streams(settings: Settings) -> int:
     Retention and forgetting walk landing files: draining first means an event or a slate still in a
     stream is reached by the same walk instead of escaping it."""
     serving = settings_without_app_key(settings.home)
-    moved = 0
-    if serving.collector_backend == "redis":
-        moved += drain_redis_stream(settings, serving)
-    if serving.impressions_sink == "redis":
-        moved += drain_impression_stream(settings.home, serving)
-    return moved
+    moved = drain_redis_stream(settings, serving) if serving.collector_backend == "redis" else 0
+    return moved + drain_scaled_impressions(settings, serving)
+
+
+def drain_scaled_impressions(settings: Settings, serving: ServingSettings | None = None) -> int:
+    """Move serving's slates waiting in the scaled configuration's Redis Stream into impression landing
+    files (nothing to do on the embedded default, whose serving writes those files itself)."""
+    serving = serving or settings_without_app_key(settings.home)
+    return drain_impression_stream(settings.home, serving) if serving.impressions_sink == "redis" else 0
