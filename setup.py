@@ -1,9 +1,17 @@
-"""The one thing pyproject.toml cannot declare: serving's optional C fast path (serving/_fastpath.c).
+"""The one thing pyproject.toml cannot declare: the optional C extensions.
 
-`optional=True`: where no C compiler is available the install still succeeds and the server
-answers every request through the Python path, which writes the same bytes, only slower.
+- serving/_fastpath.c: serving's fast path;
+- models/_topk.c: the per-row top-k selection publication runs over every user's scores.
+
+`optional=True`: where no C compiler is available the install still succeeds, and each has a Python
+path that gives the same answer, only slower (the server writes the same bytes; top-k the same lists).
 """
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("serving._fastpath", ["serving/_fastpath.c"], optional=True)])
+setup(
+    ext_modules=[
+        Extension("serving._fastpath", ["serving/_fastpath.c"], optional=True),
+        Extension("models._topk", ["models/_topk.c"], extra_compile_args=["-O3"], optional=True),
+    ]
+)

@@ -8,7 +8,10 @@ and excluded items, and top-k selection. Models know nothing of Airflow or MLflo
 from __future__ import annotations
 
 import json
+import os
 from abc import ABC, abstractmethod
+from concurrent.futures import ThreadPoolExecutor
+from functools import cache
 from pathlib import Path
 from typing import Self
 
@@ -20,18 +23,36 @@ from models.search import SearchSpace
 
 _REGISTRY: dict[str, type[Recommender]] = {}
 
+try:  # the compiled selection (models/_topk.c); absent where the install had no C compiler
+    from models._topk import top_k_into as _compiled_top_k
+except ImportError:  # pragma: no cover - the numpy path below gives the same answer
+    _compiled_top_k = None
+
 SCORE_BLOCK = 6_000_000  # scores (float32) per block of users in ``recommend``
 CHUNKS_PER_K = 32  # top_k cuts rows into this many chunks per k (measured best at 100k items)
+TOP_K_THREADS = max(1, min(4, os.cpu_count() or 1))  # the compiled selection runs without the GIL
+ROWS_PER_THREAD = 16  # below this many rows per thread, one thread is quicker than handing out work
 
 
-def top_k(dense: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+@cache
+def _selection_pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(TOP_K_THREADS, thread_name_prefix="recforge-top-k")
+
+
+def top_k(
+    dense: np.ndarray, k: int, allowed: np.ndarray | None = None, compiled: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """Per row, the `k` largest finite scores of `dense` and their columns, best first, ties by column.
 
-    Slots beyond a row's finite scores hold column -1 and score -inf. Exact, but without sorting
-    or partitioning whole rows: the rows are cut into ~32k chunks, and the k-th largest chunk maximum
-    bounds the row's k-th largest score from below (k chunks hold a score at least that high), so
-    only the chunks whose maximum reaches it (about k of them) are searched, leaving about k
-    candidates per row.
+    Slots beyond a row's finite scores hold column -1 and score -inf. `allowed`, a boolean mask over
+    columns, leaves the others out (the numpy path writes -inf into `dense` for them). Exact either way:
+    - compiled (``models/_topk.c``, when built, for catalogs above 16 k): one pass per row against a
+      k-slot heap, without the GIL, rows shared among ``TOP_K_THREADS`` threads;
+    - numpy: rather than sorting or partitioning whole rows, the rows are cut into ~32k chunks, and the
+      k-th largest chunk maximum bounds the row's k-th largest score from below (k chunks hold a score
+      at least that high), so only the chunks whose maximum reaches it (about k of them) are searched,
+      leaving about k candidates per row.
+    ``compiled=False`` forces the numpy path (the tests compare the two).
     """
     n_rows, n_cols = dense.shape
     k = min(k, n_cols)
@@ -39,14 +60,20 @@ def top_k(dense: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     scores = np.full((n_rows, k), -np.inf, dtype=np.float32)
     if n_rows == 0 or k == 0:
         return items, scores
+    if compiled and _compiled_top_k is not None and n_cols > 16 * k:
+        _select_compiled(np.ascontiguousarray(dense, dtype=np.float32), k, allowed, items, scores)
+        return items, scores
+    if allowed is not None:
+        dense[:, ~allowed] = -np.inf
     if n_cols <= 16 * k:  # a small catalog: sort whole rows
-        order = np.argsort(-dense, axis=1, kind="stable")[:, :k]
-        top_scores = np.take_along_axis(dense, order, axis=1)
-        order[~np.isfinite(top_scores)] = -1
-        return order, top_scores.astype(np.float32, copy=False)
+        order = np.argsort(-dense, axis=1, kind="stable")[:, :k]  # NaN sorts last
+        top_scores = np.take_along_axis(dense, order, axis=1).astype(np.float32, copy=False)
+        unselectable = ~(top_scores > -np.inf)  # -inf or NaN
+        order[unselectable], top_scores[unselectable] = -1, -np.inf
+        return order, top_scores
     width = max(1, n_cols // (CHUNKS_PER_K * k))
     starts = np.arange(0, n_cols, width)
-    chunk_max = np.maximum.reduceat(dense, starts, axis=1)
+    chunk_max = np.fmax.reduceat(dense, starts, axis=1)  # fmax: a NaN score neither wins nor spoils a chunk
     bound = np.partition(chunk_max, len(starts) - k, axis=1)[:, len(starts) - k]
     rows, chunks = np.nonzero(chunk_max >= bound[:, None])
     cols = starts[chunks][:, None] + np.arange(width)
@@ -62,6 +89,25 @@ def top_k(dense: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     items[rows[top], position[top]] = cols[top]
     scores[rows[top], position[top]] = values[top]
     return items, scores
+
+
+def _select_compiled(
+    dense: np.ndarray, k: int, allowed: np.ndarray | None, items: np.ndarray, scores: np.ndarray
+) -> None:
+    """The compiled selection into `items` and `scores`, split by rows among the selection threads."""
+    penalty = None if allowed is None else np.where(allowed, np.float32(0), np.float32(-np.inf))
+    n_rows, n_cols = dense.shape
+    threads = min(TOP_K_THREADS, max(1, n_rows // ROWS_PER_THREAD))
+    bounds = np.linspace(0, n_rows, threads + 1).astype(int)
+
+    def select(start: int, stop: int) -> None:
+        _compiled_top_k(dense[start:stop], stop - start, n_cols, k, penalty, items[start:stop], scores[start:stop])
+
+    if threads == 1:
+        select(0, n_rows)
+        return
+    for done in [_selection_pool().submit(select, a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]:
+        done.result()
 
 
 def algorithm(name: str) -> type[Recommender]:
@@ -188,9 +234,7 @@ class Recommender(ABC):
             if filter_seen and seen is not None:
                 rows = seen[batch]
                 dense[rows.nonzero()] = -np.inf
-            if allowed_items is not None:
-                dense[:, ~allowed_items] = -np.inf
-            top, top_scores = top_k(dense, k)
+            top, top_scores = top_k(dense, k, allowed_items)
             items[start : start + len(batch)] = top
             scores[start : start + len(batch)] = top_scores
         return items, scores
