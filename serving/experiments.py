@@ -165,8 +165,8 @@ class RunningExperiment:
 
     ``publications`` maps every variant, shadow ones included, to the publication version that answers for it
     (registry aliases are resolved by `recforge experiments start`, so the server never asks the registry).
-    ``limits`` are the canary's declared rollback limits (max_error_rate, max_p99_seconds); missing ones
-    come from the server's settings.
+    ``limits`` are the canary's declared rollback limits (max_error_rate, max_p99_seconds; missing ones
+    come from the server's settings) and max_ctr_drop (judged only when declared).
     """
 
     assignment: Assignment

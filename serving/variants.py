@@ -25,8 +25,18 @@ the latest ``canary_window_requests``. Once the window holds ``canary_min_reques
 or p99 latency beyond the declared limits (or the settings' defaults) rolls the canary back: its
 share becomes 0, written into the state file (so every replica, and this one after a restart, agrees
 within one reload interval), logged, and counted (``recforge_canary_rollbacks_total``).
-``recforge experiments status`` shows it. The CTR guardrail (``max_ctr_drop``) needs outcomes the
-server does not see: the daily readout judges it.
+``recforge experiments status`` shows it.
+
+The CTR guardrail (``max_ctr_drop``, declared per canary) is judged here too, from the outcomes the
+collector receives: each canary or control slate this process serves is remembered by its request id
+(the latest ``canary_window_requests`` per arm), and a ``click`` event posted to ``/v1/events`` with
+that ``request_id`` in its context marks the slate clicked (the slate_items mart's ``clicked``). Once
+both arms hold ``canary_min_requests`` slates, the canary is rolled back when its share of clicked
+slates is significantly below ``(1 - max_ctr_drop)`` x the control's (one-sided z-test at 1%, so a
+noisy window does not roll back a good canary). With several replicas, a click that reaches another
+replica than the one that served its slate is not counted; routing that ignores the arm loses the
+same share of both arms' clicks, which leaves their ratio as it is. The daily readout judges the
+experiment's declared guardrails on every impression and outcome.
 """
 
 from __future__ import annotations
@@ -40,6 +50,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from serving.experiments import (
@@ -60,7 +71,9 @@ log = logging.getLogger(__name__)
 ROLLBACKS = "recforge_canary_rollbacks_total"
 VARIANT_MEMORY = "recforge_variant_memory_bytes"
 STATE_PROBLEMS = "recforge_experiment_state_problems"
-ERROR_RATE, P99 = "error_rate", "p99_latency"  # the guardrails a server judges
+ERROR_RATE, P99, CTR_DROP = "error_rate", "p99_latency", "ctr_drop"  # the guardrails a server judges
+CTR_Z = 2.326  # one-sided z at 1%: how far below the allowed floor a canary's click-through must be
+CLICK = b"click"  # the outcome the CTR guardrail counts (serving.events.EVENT_TYPES; the mart's `clicked`)
 
 
 class CanaryMonitor:
@@ -90,6 +103,56 @@ class CanaryMonitor:
         return None
 
 
+class SlateClicks:
+    """The latest slates one process served to each judged arm (a canary and its control), by request id,
+    and which of them a click came back for. Written on the event loop only (answers and the collector);
+    the watcher thread reads two integers per arm."""
+
+    def __init__(self, window: int):
+        self.window = window
+        self.slates: dict[str, deque[bytes]] = {}  # arm -> request ids, oldest first
+        self.shown: dict[str, int] = {}
+        self.clicked: dict[str, int] = {}
+        self._arm_of: dict[bytes, list] = {}  # request id -> [arm, clicked]
+
+    def served(self, arm: str, request_id: bytes) -> None:
+        slates = self.slates.setdefault(arm, deque())
+        if len(slates) == self.window:
+            oldest = self._arm_of.pop(slates.popleft(), None)
+            if oldest is not None and oldest[1]:
+                self.clicked[arm] -= 1
+        slates.append(request_id)
+        self._arm_of[request_id] = [arm, False]
+        self.shown[arm] = len(slates)
+        self.clicked.setdefault(arm, 0)
+
+    def click(self, request_id: bytes) -> bool:
+        """Mark the slate of `request_id` clicked (once); False for a slate this process does not hold."""
+        slate = self._arm_of.get(request_id)
+        if slate is None or slate[1]:
+            return False
+        slate[1] = True
+        self.clicked[slate[0]] += 1
+        return True
+
+    def breach(self, canary: str, control: str, min_slates: int, max_drop: float) -> tuple[str, str] | None:
+        """(CTR_DROP, why) when the canary's click-through is significantly below (1 - max_drop) x the control's."""
+        n_canary, n_control = self.shown.get(canary, 0), self.shown.get(control, 0)
+        if min(n_canary, n_control) < min_slates:
+            return None
+        ctr_canary, ctr_control = self.clicked[canary] / n_canary, self.clicked[control] / n_control
+        floor = (1 - max_drop) * ctr_control
+        variance = (
+            ctr_canary * (1 - ctr_canary) / n_canary + (1 - max_drop) ** 2 * ctr_control * (1 - ctr_control) / n_control
+        )
+        if ctr_canary >= floor or (variance > 0 and (ctr_canary - floor) / variance**0.5 > -CTR_Z):
+            return None
+        return CTR_DROP, (
+            f"click-through {ctr_canary:.2%} over the last {n_canary} slates < {1 - max_drop:.0%} of the control's "
+            f"{ctr_control:.2%} ({n_control} slates), significant at 1%"
+        )
+
+
 @dataclass(frozen=True)
 class Arm:
     """One group of one running experiment: what answers its users and what the answer says."""
@@ -100,6 +163,7 @@ class Arm:
     arms: bytes  # the answer's experiment and variant fields (serving.publication.with_arms)
     shadows: tuple[tuple[str, Publication], ...] = ()
     monitor: CanaryMonitor | None = None  # the canary's guardrail window; None for every other arm
+    clicks: SlateClicks | None = None  # the canary's and the control's slates when max_ctr_drop is declared
 
 
 @dataclass(frozen=True)
@@ -133,6 +197,8 @@ class ExperimentRouter:
         self._held: dict[str, Publication] = {}  # version -> loaded publication of a variant
         self._refused: dict[str, str] = {}  # version -> why it was refused (retried when the state changes)
         self._monitors: dict[tuple[str, str], CanaryMonitor] = {}
+        self._clicks: dict[str, SlateClicks] = {}  # experiment -> its CTR guardrail's slates
+        self.counting_clicks = False  # any SlateClicks in the routes: the collector looks for clicks
         self._lock = threading.Lock()  # one refresh at a time (the watcher's and a test's)
         self.rollbacks = Counter(
             ROLLBACKS, "Canaries rolled back by this server, by guardrail", ["experiment", "variant", "guardrail"],
@@ -154,6 +220,20 @@ class ExperimentRouter:
             if arm is not None:
                 return live.arms[arm]
         return None
+
+    def observe_outcomes(self, lines: list[bytes]) -> int:
+        """Clicks among the collector's accepted event lines, credited to the slates they name; returns how many."""
+        found = 0
+        for line in lines:
+            if CLICK not in line or b"request_id" not in line:
+                continue
+            event = orjson.loads(line)
+            request_id = (event.get("context") or {}).get("request_id")
+            if event.get("event_type") != CLICK.decode() or not isinstance(request_id, str):
+                continue
+            key = request_id.encode()
+            found += any(clicks.click(key) for clicks in self._clicks.values())
+        return found
 
     # --- the watcher thread
 
@@ -183,6 +263,7 @@ class ExperimentRouter:
         self._state_problems = problems
         running = {e.name for e in self._running if e.rolled_back is None}
         self._monitors = {key: m for key, m in self._monitors.items() if key[0] in running}  # stopped: forgotten
+        self._clicks = {name: c for name, c in self._clicks.items() if name in running}
         for problem in problems:
             log.error("experiments: %s", problem)
         if self._running:
@@ -214,13 +295,18 @@ class ExperimentRouter:
             needed.update({p.version: p for p in publications.values()})
             shadows = tuple((v, publications[v]) for v in experiment.assignment.shadow)
             arms = {}
+            canary, control = experiment.assignment.canary, experiment.assignment.variants[0][0]
+            clicks = None
+            if canary is not None and experiment.rolled_back is None and "max_ctr_drop" in experiment.limits:
+                clicks = self._clicks.setdefault(experiment.name, SlateClicks(self.settings.canary_window_requests))
             for arm, _ in shares:
                 monitor = None
-                if arm == experiment.assignment.canary and experiment.rolled_back is None:
+                if arm == canary and experiment.rolled_back is None:
                     key = (experiment.name, arm)
                     monitor = self._monitors.setdefault(key, CanaryMonitor(self.settings.canary_window_requests))
                 arms[arm] = Arm(experiment.name, arm, publications.get(arm) if arm != HOLDBACK else None,
-                                arms_json(experiment.name, arm), shadows, monitor)  # fmt: skip
+                                arms_json(experiment.name, arm), shadows, monitor,
+                                clicks if arm in (canary, control) else None)  # fmt: skip
             for variant, publication in publications.items():
                 shared = live is not None and publication is live
                 info.variants.append({
@@ -236,6 +322,7 @@ class ExperimentRouter:
         self._held = needed
         self._facts = facts
         self.routes = tuple(routes)  # one assignment: a request sees the old table or the new one
+        self.counting_clicks = any(arm.clicks is not None for live in routes for arm in live.arms.values())
         self.memory.clear()
         for name, info in facts.items():
             for variant in info.variants:
@@ -275,6 +362,10 @@ class ExperimentRouter:
                 experiment.limits.get("max_error_rate", settings.canary_max_error_rate),
                 experiment.limits.get("max_p99_seconds", settings.canary_max_p99_seconds),
             )
+            clicks = self._clicks.get(experiment.name)
+            if breach is None and clicks is not None:
+                control = experiment.assignment.variants[0][0]
+                breach = clicks.breach(canary, control, settings.canary_min_requests, experiment.limits["max_ctr_drop"])
             if breach is not None:
                 self._roll_back(experiment, canary, *breach, now)
 
@@ -298,6 +389,7 @@ class ExperimentRouter:
             experiment.assignment, experiment.publications, experiment.start, experiment.end, experiment.limits, record
         )
         self._monitors.pop((experiment.name, canary), None)
+        self._clicks.pop(experiment.name, None)
         self.rollbacks.labels(experiment.name, canary, guardrail).inc()
         log.error("experiments: canary %s of %s ROLLED BACK (share 0): %s", canary, experiment.name, why)
 

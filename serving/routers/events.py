@@ -125,6 +125,8 @@ async def collect_events(request: Request) -> JSONBytes:
                 503, Reason.COLLECTOR_UNAVAILABLE, f"{error}; nothing of this request was acknowledged: send it again"
             ) from None
         await _update_sessions(state.sessions, intake.lines)
+        if state.router.counting_clicks:  # a canary's CTR guardrail: clicks on the slates this process served
+            state.router.observe_outcomes(intake.lines)
     metrics.collected(len(intake.lines), intake.errors)
     status = 200 if not intake.errors else 207 if intake.lines else 422
     if status == 422:  # an answer, not an exception: logged here

@@ -68,8 +68,12 @@ async def recommendations_for_user(request: Request) -> JSONBytes:
                 body = with_arms(body, arm.arms)
                 if state.impressions is not None and arm.shadows:
                     _log_shadows(request, store, state.impressions, arm, user_id, request_id, publication)
+                if arm.clicks is not None:
+                    arm.clicks.served(arm.variant, request_id)
             return JSONBytes(_as_sent(body, scope, sent), request_id=request_id)
     body = _answer(request, state, publication, user_id, request_id, arm)
+    if arm is not None and arm.clicks is not None:  # a canary's or its control's slate: clicks on it judge the CTR
+        arm.clicks.served(arm.variant, request_id)
     return JSONBytes(_as_sent(body, scope, sent), request_id=request_id)
 
 

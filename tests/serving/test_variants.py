@@ -19,7 +19,7 @@ from serving.experiments import HOLDBACK, STATE_FILE, Assignment, read_state_fil
 from serving.format import MANIFEST
 from serving.main import create_app
 from serving.publication import Publication
-from serving.variants import ERROR_RATE, P99, CanaryMonitor
+from serving.variants import CTR_DROP, ERROR_RATE, P99, CanaryMonitor, SlateClicks
 from tests.serving.process import serving_process
 from tests.serving.test_impressions import landed
 from tests.serving.test_serving import wait_until
@@ -255,6 +255,97 @@ def test_a_canary_failing_its_error_rate_is_rolled_back_for_every_replica(home, 
         again = [restarted.get(f"/v1/users/{u}/recommendations").json() for u in canary_users[:12]]
         assert restarted.get("/experimentz").json()["experiments"][NAME]["rolled_back"]["variant"] == "challenger"
     assert all(b["variant"] == "control" for b in again)
+
+
+KEY = "test-app-key-0123456789"
+
+
+def serve_and_click(client, live, assignment, click_share: dict[str, float]) -> dict[str, int]:
+    """Every user's recommendations once, then a click (through the collector) on the first `click_share[arm]`
+    of each arm's slates; returns the slates per arm."""
+    slates: dict[str, list[str]] = {}
+    for user in map(str, live.user_ids):
+        answer = client.get(f"/v1/users/{user}/recommendations", params={"k": 5})
+        assert answer.status_code == 200
+        slates.setdefault(answer.json()["variant"], []).append((user, answer.headers["x-request-id"]))
+    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    clicks = [
+        {"event_id": f"c-{request_id}", "user_id": user, "item_id": str(live.item_ids[0]), "event_type": "click",
+         "event_ts": now, "context": {"request_id": request_id}}
+        for arm, served in slates.items() for user, request_id in served[: int(len(served) * click_share.get(arm, 0))]
+    ]  # fmt: skip
+    answer = client.post("/v1/events", json=clicks, headers={"Authorization": f"Bearer {KEY}"})
+    assert answer.status_code == 200, answer.text
+    return {arm: len(served) for arm, served in slates.items()}
+
+
+def test_a_canary_whose_slates_draw_fewer_clicks_is_rolled_back_on_its_ctr(home, live):
+    """The CTR guardrail from the collector's clicks: control slates clicked half the time, the canary's never."""
+    assignment = canary_state(home, live, max_ctr_drop=0.2)
+    settings = {
+        "canary_min_requests": 20,
+        "canary_window_requests": 500,
+        "canary_max_p99_seconds": 30.0,
+        "collector_app_key": KEY,
+    }
+    with client_for(home, **settings) as client:
+        shown = serve_and_click(client, live, assignment, {"control": 0.5, "challenger": 0.0})
+        assert min(shown["control"], shown["challenger"]) >= 20
+        wait_until(lambda: "rollback" in read_state_file(home / STATE_FILE)[NAME], "the canary was never rolled back")
+        metrics = client.get("/metrics").text
+    rollback = read_state_file(home / STATE_FILE)[NAME]["rollback"]
+    assert rollback["variant"] == "challenger" and rollback["guardrail"] == CTR_DROP
+    assert "click-through 0.00% over the last" in rollback["reason"] and "of the control's 50" in rollback["reason"]
+    assert f'guardrail="{CTR_DROP}",variant="challenger"}} 1.0' in metrics
+
+
+def test_a_canary_clicked_as_often_as_its_control_keeps_running(home, live):
+    canary_state(home, live, max_ctr_drop=0.2)
+    settings = {
+        "canary_min_requests": 20,
+        "canary_window_requests": 500,
+        "canary_max_p99_seconds": 30.0,
+        "collector_app_key": KEY,
+    }
+    with client_for(home, **settings) as client:
+        router = client.app.state.router
+        serve_and_click(client, live, None, {"control": 0.5, "challenger": 0.5})
+        clicks = router._clicks[NAME]
+        assert clicks.clicked["control"] > 0 and clicks.clicked["challenger"] > 0  # the collector credited both
+        refreshes = 0
+        while refreshes < 5:  # several watcher passes judge the window
+            router.refresh(client.app.state.store)
+            refreshes += 1
+    assert "rollback" not in read_state_file(home / STATE_FILE)[NAME]
+
+
+def test_slate_clicks_count_each_slate_once_forget_the_oldest_and_need_significance():
+    clicks = SlateClicks(window=4)
+    for n in range(4):
+        clicks.served("canary", b"c%d" % n)
+        clicks.served("control", b"k%d" % n)
+    assert clicks.click(b"c0") and not clicks.click(b"c0")  # a second click on one slate counts once
+    assert not clicks.click(b"someone-elses-slate")
+    clicks.served("canary", b"c4")  # c0, clicked, leaves the window
+    assert (clicks.shown["canary"], clicks.clicked["canary"]) == (4, 0)
+    assert not clicks.click(b"c0")  # too late: its slate has left the window
+    assert clicks.breach("canary", "control", min_slates=5, max_drop=0.2) is None  # too few slates yet
+    for request_id in (b"k0", b"k1"):
+        clicks.click(request_id)
+    # 0 of 4 against 2 of 4: below the floor, but not significantly on four slates
+    assert clicks.breach("canary", "control", min_slates=4, max_drop=0.2) is None
+    big = SlateClicks(window=1000)
+    for n in range(400):
+        big.served("canary", b"c%d" % n)
+        big.served("control", b"k%d" % n)
+        if n % 2:
+            big.click(b"k%d" % n)
+        if n % 5 == 0:
+            big.click(b"c%d" % n)
+    guardrail, why = big.breach("canary", "control", min_slates=100, max_drop=0.2)
+    assert (
+        guardrail == CTR_DROP and "click-through 20.00% over the last 400 slates < 80% of the control's 50.00%" in why
+    )
 
 
 def test_the_p99_guardrail_judges_the_window_once_it_holds_enough_answers():
