@@ -17,7 +17,8 @@ recforge diagnose USER [--k K] [--depth N]
                                why one user's list missed (or hit) their held-out items; text + HTML page
 recforge experiments start|stop NAME | status | readout NAME [--as-of TIME] | off-policy NAME --target SHADOW
                                online experiments: run state, the readout (decision, report page), off-policy estimates
-recforge publish               publish the champion's lists and index
+recforge publish [--alias A | --model-version N]
+                               publish the champion's lists and index (another version: complete, not live)
 recforge publish rollback [--to VERSION]   make the previous (or the named) version live again
 recforge run                   everything above as Airflow DAG runs, then serve
 recforge serve                 the HTTP API on the live publication
@@ -224,7 +225,7 @@ def _version(text: str) -> str:
 def cmd_publish(settings: Settings, args) -> None:
     from pipelines.publication.publish import publish
 
-    print(publish(settings).summary())
+    print(publish(settings, alias=args.alias, number=args.model_version).summary())
 
 
 def cmd_publish_rollback(settings: Settings, args) -> None:
@@ -383,6 +384,13 @@ def cmd_scaled_up(settings: Settings, args) -> None:
             print("stopping")
 
 
+def _positive_int(text: str) -> int:
+    """A registry version number: 1 or more (argparse names the option and the value on anything else)."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a registry version number (1 or more), got {text!r}")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recforge", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -413,6 +421,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("train", help="train, evaluate, register and gate").set_defaults(func=cmd_train)
     publish = sub.add_parser("publish", help="publish the champion's lists and item index")
     publish.set_defaults(func=cmd_publish)
+    which = publish.add_mutually_exclusive_group()
+    which.add_argument("--alias", help="publish the registry version behind this alias (e.g. challenger), not live")
+    which.add_argument("--model-version", metavar="N", type=_positive_int, help="publish registry version N, not live")
     publish_actions = publish.add_subparsers(dest="publish_action")
     rollback = publish_actions.add_parser("rollback", help="make the previous complete version live again")
     rollback.add_argument("--to", metavar="VERSION", help="a specific complete version instead of the previous one")

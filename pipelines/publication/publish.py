@@ -87,26 +87,44 @@ class PublishResult:
     users: int
     items_indexed: int
 
+    live: bool = True  # False: a challenger's publication, complete but not CURRENT
+
     def summary(self) -> str:
-        return f"published {self.version}: {self.users} users, {self.items_indexed} items indexed -> {self.path}"
+        state = "" if self.live else " (not live: name it in an experiment to serve it)"
+        return f"published {self.version}{state}: {self.users} users, {self.items_indexed} items indexed -> {self.path}"
 
 
 def load_champion(settings: Settings) -> tuple[Recommender, dict]:
     """Download the model behind the `champion` alias and load it; also return its registry facts."""
+    from pipelines.training.tracking import CHAMPION
+
+    return load_registered(settings, alias=CHAMPION)
+
+
+def load_registered(
+    settings: Settings, alias: str | None = None, number: str | None = None
+) -> tuple[Recommender, dict]:
+    """Download the registered model version behind `alias` (or numbered `number`) and load it, with its facts."""
     import mlflow
 
-    from pipelines.training.tracking import CHAMPION, configure, version_by_alias
+    from pipelines.training.tracking import configure, version_by_alias
 
     client = configure(settings)
-    version = version_by_alias(client, settings.registered_model_name, CHAMPION)
-    if version is None:
-        raise PublishError(f"registered model {settings.registered_model_name!r} has no '{CHAMPION}' alias")
-    local = Path(
-        mlflow.artifacts.download_artifacts(
-            artifact_uri=f"models:/{settings.registered_model_name}@{CHAMPION}",
-            dst_path=str(settings.models_dir / f"champion-v{version.version}"),
-        )
-    )
+    name = settings.registered_model_name
+    if number is not None:
+        try:
+            version = client.get_model_version(name, str(number))
+        except Exception:  # MLflow raises its own RestException or MlflowException
+            version = None
+        if version is None:
+            raise PublishError(f"registered model {name!r} has no version {number}")
+        uri, label = f"models:/{name}/{version.version}", f"version-v{version.version}"
+    else:
+        version = version_by_alias(client, name, alias)
+        if version is None:
+            raise PublishError(f"registered model {name!r} has no '{alias}' alias")
+        uri, label = f"models:/{name}@{alias}", f"{alias}-v{version.version}"
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(settings.models_dir / label)))
     model = Recommender.load(local / "artifacts" / "bundle")
     facts = {
         "registered_model": settings.registered_model_name,
@@ -145,14 +163,21 @@ def read_consent_withheld(settings: Settings) -> set[str]:
     return set(frame["user_id"].astype(str))
 
 
-def publish(settings: Settings) -> PublishResult:
+def publish(settings: Settings, alias: str | None = None, number: str | None = None) -> PublishResult:
     """Score the champion for every known user and make the result the live publication.
 
     Users are scored `publish_batch_users` at a time, in the order of their ids, and each batch is
     appended to the lists file in staging at once: memory is bounded by one batch, and the file comes
     out sorted by user then rank (serving finds each user's run of rows without re-sorting).
+
+    Another registry version (`alias`, e.g. ``challenger``, or `number`) is published the same way,
+    checked by the same suite, but never made live: it is what an experiment's variant names
+    (``recforge experiments start`` finds the newest complete publication of that version).
     """
-    model, facts = load_champion(settings)
+    from pipelines.training.tracking import CHAMPION
+
+    live = number is None and alias in (None, CHAMPION)
+    model, facts = load_champion(settings) if live else load_registered(settings, alias, number)
     items = read_items(settings)
     purchased = read_purchases(settings)
     rules = ListRules.from_settings(settings)
@@ -203,6 +228,7 @@ def publish(settings: Settings) -> PublishResult:
                 "version": version,
                 "created_at": datetime.now(UTC).isoformat(),
                 "model": facts,
+                "published_live": live,  # False: a challenger's, for an experiment (rollback skips it)
                 "data_snapshot": facts["data_snapshot"],
                 "top_n": settings.publish_top_n,
                 "rules": rules.manifest(),
@@ -225,11 +251,13 @@ def publish(settings: Settings) -> PublishResult:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        switch_current(root, version)
+        if live:
+            switch_current(root, version)
+        # the newest versions are kept, so a challenger's stays until an experiment that names it spares it
         prune_versions(root, settings.publish_keep_versions, spared=experiment_versions(settings))
     audit_publication(settings, audit, facts, version, manifest["rules"]["applied"])
     write_index(settings)
-    result = PublishResult(version, final, manifest["counts"]["users"], len(indexed))
+    result = PublishResult(version, final, manifest["counts"]["users"], len(indexed), live)
     log.info(result.summary())
     return result
 
@@ -293,9 +321,10 @@ def rollback(settings: Settings, to: str | None = None) -> str:
         if to is None:
             if live is None:
                 raise PublishError(f"nothing to roll back: {root / CURRENT} does not exist")
-            older = [v for v in available if v < live]
+            # a challenger's publication (made for an experiment, never live) is no earlier live state
+            older = [v for v in available if v < live and _published_live(root / v)]
             if not older:
-                raise PublishError(f"no complete version older than the live {live} in {root}")
+                raise PublishError(f"no complete champion version older than the live {live} in {root}")
             to = older[-1]
         elif to not in available:
             raise PublishError(f"version {to!r} is not a complete version in {root} (have: {', '.join(available)})")
@@ -305,6 +334,14 @@ def rollback(settings: Settings, to: str | None = None) -> str:
         switch_current(root, to)
     log.info("rolled back from %s to %s", live, to)
     return to
+
+
+def _published_live(directory: Path) -> bool:
+    """Whether a version was published as the champion (manifests before ``published_live`` were all)."""
+    try:
+        return json.loads((directory / MANIFEST).read_text()).get("published_live", True) is not False
+    except (OSError, ValueError):
+        return False
 
 
 def switch_current(root: Path, version: str) -> None:

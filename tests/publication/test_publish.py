@@ -229,7 +229,7 @@ def test_rollback_to_a_named_version_returns_to_it(published, tmp_path):
 def test_rollback_without_an_older_version_is_a_clear_error(published, tmp_path):
     settings = copy_home(published, tmp_path / "home")
     live = current_version(settings.published_dir)
-    with pytest.raises(PublishError, match=f"no complete version older than the live {live}"):
+    with pytest.raises(PublishError, match=f"no complete champion version older than the live {live}"):
         rollback(settings)
     assert current_version(settings.published_dir) == live
 
@@ -256,7 +256,7 @@ def test_cli_publish_rollback_prints_the_new_live_version_and_fails_cleanly_with
     command = [sys.executable, "-m", "pipelines.cli", "publish", "rollback"]
     failed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert failed.returncode == 1
-    assert "recforge publish: error: no complete version older than the live" in failed.stderr
+    assert "recforge publish: error: no complete champion version older than the live" in failed.stderr
     first = current_version(settings.published_dir)
     publish(settings)
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
