@@ -258,9 +258,16 @@ def test_a_canary_failing_its_error_rate_is_rolled_back_for_every_replica(home, 
 
 
 KEY = "test-app-key-0123456789"
+# the CTR guardrail alone judges: p99 set out of reach of a test client's first, slow answers
+CTR_SETTINGS = {
+    "canary_min_requests": 20,
+    "canary_window_requests": 500,
+    "canary_max_p99_seconds": 30.0,
+    "collector_app_key": KEY,
+}
 
 
-def serve_and_click(client, live, assignment, click_share: dict[str, float]) -> dict[str, int]:
+def serve_and_click(client, live, click_share: dict[str, float]) -> dict[str, int]:
     """Every user's recommendations once, then a click (through the collector) on the first `click_share[arm]`
     of each arm's slates; returns the slates per arm."""
     slates: dict[str, list[str]] = {}
@@ -281,15 +288,9 @@ def serve_and_click(client, live, assignment, click_share: dict[str, float]) -> 
 
 def test_a_canary_whose_slates_draw_fewer_clicks_is_rolled_back_on_its_ctr(home, live):
     """The CTR guardrail from the collector's clicks: control slates clicked half the time, the canary's never."""
-    assignment = canary_state(home, live, max_ctr_drop=0.2)
-    settings = {
-        "canary_min_requests": 20,
-        "canary_window_requests": 500,
-        "canary_max_p99_seconds": 30.0,
-        "collector_app_key": KEY,
-    }
-    with client_for(home, **settings) as client:
-        shown = serve_and_click(client, live, assignment, {"control": 0.5, "challenger": 0.0})
+    canary_state(home, live, max_ctr_drop=0.2)
+    with client_for(home, **CTR_SETTINGS) as client:
+        shown = serve_and_click(client, live, {"control": 0.5, "challenger": 0.0})
         assert min(shown["control"], shown["challenger"]) >= 20
         wait_until(lambda: "rollback" in read_state_file(home / STATE_FILE)[NAME], "the canary was never rolled back")
         metrics = client.get("/metrics").text
@@ -301,15 +302,9 @@ def test_a_canary_whose_slates_draw_fewer_clicks_is_rolled_back_on_its_ctr(home,
 
 def test_a_canary_clicked_as_often_as_its_control_keeps_running(home, live):
     canary_state(home, live, max_ctr_drop=0.2)
-    settings = {
-        "canary_min_requests": 20,
-        "canary_window_requests": 500,
-        "canary_max_p99_seconds": 30.0,
-        "collector_app_key": KEY,
-    }
-    with client_for(home, **settings) as client:
+    with client_for(home, **CTR_SETTINGS) as client:
         router = client.app.state.router
-        serve_and_click(client, live, None, {"control": 0.5, "challenger": 0.5})
+        serve_and_click(client, live, {"control": 0.5, "challenger": 0.5})
         clicks = router._clicks[NAME]
         assert clicks.clicked["control"] > 0 and clicks.clicked["challenger"] > 0  # the collector credited both
         refreshes = 0
