@@ -80,6 +80,11 @@ class Assignment:
     schedule: tuple[tuple[datetime, float], ...] = ()
     shadow: tuple[str, ...] = ()
 
+    @property
+    def control(self) -> str:
+        """The first declared variant: what a canary is judged against, and what its users see after a rollback."""
+        return self.variants[0][0]
+
     def shares_at(self, when: datetime | None = None) -> list[tuple[str, float]]:
         """(arm, share) in layout order at `when` (None: as declared, the canary fully ramped).
 

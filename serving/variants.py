@@ -295,7 +295,7 @@ class ExperimentRouter:
             needed.update({p.version: p for p in publications.values()})
             shadows = tuple((v, publications[v]) for v in experiment.assignment.shadow)
             arms = {}
-            canary, control = experiment.assignment.canary, experiment.assignment.variants[0][0]
+            canary, control = experiment.assignment.canary, experiment.assignment.control
             clicks = None
             if canary is not None and experiment.rolled_back is None and "max_ctr_drop" in experiment.limits:
                 clicks = self._clicks.setdefault(experiment.name, SlateClicks(self.settings.canary_window_requests))
@@ -364,8 +364,8 @@ class ExperimentRouter:
             )
             clicks = self._clicks.get(experiment.name)
             if breach is None and clicks is not None:
-                control = experiment.assignment.variants[0][0]
-                breach = clicks.breach(canary, control, settings.canary_min_requests, experiment.limits["max_ctr_drop"])
+                control, max_drop = experiment.assignment.control, experiment.limits["max_ctr_drop"]
+                breach = clicks.breach(canary, control, settings.canary_min_requests, max_drop)
             if breach is not None:
                 self._roll_back(experiment, canary, *breach, now)
 
