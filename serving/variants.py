@@ -380,10 +380,8 @@ class ExperimentRouter:
             entry["rollback"] = record
             return True
 
-        try:
-            update_state_file(self.state_path, mark)
-        except (OSError, ExperimentStateError) as error:  # rolled back here anyway; the others judge for themselves
-            log.error("experiments: could not record the rollback of %s in %s: %s", canary, STATE_FILE, error)
+        # Here first, then on disk: this server stops routing to the canary (and counts it) before the slower
+        # write, so whoever sees the rollback in the state file also sees it in this server's metrics.
         index = self._running.index(experiment)
         self._running[index] = RunningExperiment(
             experiment.assignment, experiment.publications, experiment.start, experiment.end, experiment.limits, record
@@ -391,6 +389,10 @@ class ExperimentRouter:
         self._monitors.pop((experiment.name, canary), None)
         self._clicks.pop(experiment.name, None)
         self.rollbacks.labels(experiment.name, canary, guardrail).inc()
+        try:
+            update_state_file(self.state_path, mark)
+        except (OSError, ExperimentStateError) as error:  # rolled back here anyway; the others judge for themselves
+            log.error("experiments: could not record the rollback of %s in %s: %s", canary, STATE_FILE, error)
         log.error("experiments: canary %s of %s ROLLED BACK (share 0): %s", canary, experiment.name, why)
 
     # --- status

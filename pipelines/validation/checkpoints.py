@@ -27,6 +27,7 @@ import pandas as pd
 from pipelines.ingest import days_in_interval
 from pipelines.runtime.environment import temporary_environment
 from pipelines.settings import Settings
+from pipelines.validation.docs_templates import cache_templates
 from pipelines.validation.offline_docs import localise
 from pipelines.warehouse.connection import connect
 
@@ -75,6 +76,7 @@ def runtime_context(settings: Settings):
         shutil.rmtree(runtime / folder, ignore_errors=True)
         shutil.copytree(settings.expectations_dir / folder, runtime / folder)
     shutil.copy2(settings.expectations_dir / "great_expectations.yml", runtime / "great_expectations.yml")
+    cache_templates(runtime / "template_cache")
     return gx.get_context(mode="file", context_root_dir=str(runtime))
 
 

@@ -103,3 +103,20 @@ def test_every_outcome_is_recorded_for_the_reports(built, tmp_path):
     assert {"marts.marts_interactions", "marts.marts_splits", "marts.item_coverage"} <= suites
     index = (settings.reports_dir / "index.html").read_text()
     assert "marts_interactions" in index
+
+
+def test_data_docs_templates_are_compiled_once_per_home_not_per_checkpoint(built, tmp_path, monkeypatch):
+    """GX renders each page with a new Jinja environment; the home's bytecode cache spares the recompiling."""
+    import jinja2
+
+    settings = copy_home(built, tmp_path / "home")
+    start, end = first_day(settings)
+    compiles = []
+    original = jinja2.Environment.compile
+    monkeypatch.setattr(jinja2.Environment, "compile", lambda *a, **k: compiles.append(1) or original(*a, **k))
+    validate_raw_batch(settings, start, end)
+    first = len(compiles)
+    assert first > 0 and any((settings.home / "gx" / "template_cache").iterdir())
+    compiles.clear()
+    report = validate_raw_batch(settings, end, end + timedelta(days=1))
+    assert compiles == [] and all(page.exists() for page in report.pages.values())
