@@ -65,6 +65,16 @@ def test_without_times_the_validation_window_is_a_seeded_random_share():
     assert first.relevant.nnz == pytest.approx(0.1 * data.matrix.nnz, rel=0.2)
 
 
+def test_above_its_cap_the_window_scores_a_seeded_sample_of_its_users_from_the_same_history():
+    fold = newest_fold(clustered_events())
+    whole = validation_window(fold.train, 0.1, random_state=0)
+    cap = len(whole.users) // 2
+    sampled, again = (validation_window(fold.train, 0.1, random_state=0, max_users=cap) for _ in range(2))
+    assert len(sampled.users) == cap and np.array_equal(sampled.users, again.users)
+    assert set(sampled.users) < set(whole.users) and np.all(np.diff(sampled.users) > 0)
+    assert (sampled.history.matrix != whole.history.matrix).nnz == 0 and sampled.cutoff_ts == whole.cutoff_ts
+
+
 def test_too_few_validation_users_means_no_window():
     tiny = Interactions.from_frame(clustered_events(users=8).assign(last_ts=lambda f: f["event_ts"]))
     assert validation_window(tiny, 0.1, 0) is None
