@@ -281,3 +281,42 @@ def test_sasrec_with_sampled_negatives_also_learns_the_walk():
 def test_sasrec_refuses_heads_that_do_not_divide_the_width():
     with pytest.raises(ValueError, match="divisible by n_heads"):
         SASRecRecommender(embedding_dim=10, n_heads=3)
+
+
+def test_sasrec_uses_the_full_softmax_on_small_catalogs_and_sampled_negatives_above(monkeypatch):
+    from models import sasrec
+
+    model = SASRecRecommender()
+    assert model.negatives_for(sasrec.FULL_SOFTMAX_MAX_ITEMS) == 0
+    assert model.negatives_for(sasrec.FULL_SOFTMAX_MAX_ITEMS + 1) == sasrec.AUTO_NEGATIVES
+    assert SASRecRecommender(n_negatives=0).negatives_for(10**6) == 0
+    assert SASRecRecommender(n_negatives=7).negatives_for(20) == 7
+
+
+@pytest.mark.parametrize("bad", [{"n_negatives": -1}, {"n_negatives": "many"}, {"max_windows": 0}])
+def test_sasrec_refuses_bad_sampling_parameters_naming_them(bad):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        SASRecRecommender(**bad)
+
+
+def test_an_sasrec_epoch_trains_on_at_most_max_windows_windows_a_fresh_sample_each_epoch(monkeypatch):
+    import torch
+
+    data = community_data()
+    seen_batches: list[int] = []
+    original = torch.Tensor.split
+
+    def counting_split(tensor, size, *args, **kwargs):
+        if tensor.dim() == 2 and tensor.dtype == torch.int64:  # the epoch's windows, about to be batched
+            seen_batches.append(tensor.shape[0])
+            firsts.append(tensor[:, -1].tolist())
+        return original(tensor, size, *args, **kwargs)
+
+    firsts: list[list[int]] = []
+    monkeypatch.setattr(torch.Tensor, "split", counting_split)
+    params = {"max_len": 4, "embedding_dim": 8, "n_heads": 1, "epochs": 3, "early_stopping": False}
+    SASRecRecommender(**params, max_windows=10).fit(data)
+    assert seen_batches == [10, 10, 10] and firsts[0] != firsts[1]
+    seen_batches.clear()
+    SASRecRecommender(**params).fit(data)
+    assert len(set(seen_batches)) == 1 and seen_batches[0] > 10  # every window, below the default cap
