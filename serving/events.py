@@ -62,6 +62,7 @@ __all__ = [
     "REQUIRED_FIELDS",
     "ROW_REASONS",
     "CONSENT_PATH",
+    "OUTCOME_REQUEST_ID",
     "EventWindow",
     "event_reason",
 ]
@@ -74,6 +75,11 @@ _EVENT_TYPES = frozenset(EVENT_TYPES)
 # Where an event's context says whether its user consents to personalisation (module docstring);
 # dbt_project/macros/consent.sql reads the same path.
 CONSENT_PATH = ("consent", "personalization")
+
+# The key in an outcome event's context naming the served slate (the answer's request id) it follows:
+# the CTR guardrail (serving/variants.py), the traffic simulator's outcomes and the slate_items mart
+# (dbt_project/models/marts/slate_items.sql, checked by tests/test_contract.py) all read this one.
+OUTCOME_REQUEST_ID = "request_id"
 
 REQUIRED_FIELDS = ("event_id", "user_id", "item_id", "event_type", "event_ts")
 OPTIONAL_FIELDS = ("value", "session_id", "context")

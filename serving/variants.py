@@ -53,6 +53,7 @@ import numpy as np
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from serving.events import OUTCOME_REQUEST_ID
 from serving.experiments import (
     HOLDBACK,
     RUNNING,
@@ -74,6 +75,7 @@ STATE_PROBLEMS = "recforge_experiment_state_problems"
 ERROR_RATE, P99, CTR_DROP = "error_rate", "p99_latency", "ctr_drop"  # the guardrails a server judges
 CTR_Z = 2.326  # one-sided z at 1%: how far below the allowed floor a canary's click-through must be
 CLICK = b"click"  # the outcome the CTR guardrail counts (serving.events.EVENT_TYPES; the mart's `clicked`)
+_OUTCOME_KEY = OUTCOME_REQUEST_ID.encode()  # a line without it names no slate: skipped before parsing
 
 
 class CanaryMonitor:
@@ -225,10 +227,10 @@ class ExperimentRouter:
         """Clicks among the collector's accepted event lines, credited to the slates they name; returns how many."""
         found = 0
         for line in lines:
-            if CLICK not in line or b"request_id" not in line:
+            if CLICK not in line or _OUTCOME_KEY not in line:
                 continue
             event = orjson.loads(line)
-            request_id = (event.get("context") or {}).get("request_id")
+            request_id = (event.get("context") or {}).get(OUTCOME_REQUEST_ID)
             if event.get("event_type") != CLICK.decode() or not isinstance(request_id, str):
                 continue
             key = request_id.encode()

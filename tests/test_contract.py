@@ -9,6 +9,7 @@ from pipelines.contract import EVENT_TYPES, WAREHOUSE_POOL
 from pipelines.ingest.batch import CLASSIFY_SQL
 from pipelines.runtime.airflow_home import CREATE_WAREHOUSE_POOL
 from pipelines.settings import REPO_ROOT, SIGNAL_WEIGHT_SETTINGS
+from serving.events import OUTCOME_REQUEST_ID
 
 DBT = REPO_ROOT / "dbt_project"
 
@@ -53,3 +54,10 @@ def test_compose_creates_the_warehouse_pool_the_dags_run_in():
     pool, slots, description = CREATE_WAREHOUSE_POOL[2:]
     assert pool == WAREHOUSE_POOL
     assert f"airflow pools set {pool} {slots} '{description}'" in command
+
+
+def test_the_slate_mart_joins_outcomes_by_the_contracts_request_id_key():
+    """The key the CTR guardrail and the traffic simulator use is the one the mart reads from `context`."""
+    sql = (DBT / "models" / "marts" / "slate_items.sql").read_text()
+    keys = set(re.findall(r"json_text\('context', '(\w+)'\)", sql))
+    assert keys == {OUTCOME_REQUEST_ID}

@@ -33,6 +33,7 @@ from pipelines.settings import Settings
 from pipelines.simulate import DEVICES, LOCALES, landing_file_for, simulated_world
 from pipelines.traffic.policies import Policy
 from pipelines.traffic.shoppers import CLICK, PURCHASE, Shoppers
+from serving.events import OUTCOME_REQUEST_ID
 
 TRAFFIC_FILE_PREFIX = "traffic-"  # the landing files of this simulator (recforge run's backfill leaves such days out)
 DWELL_SECONDS = 4.0  # mean time from an answer (or the previous step) to the next step
@@ -175,7 +176,7 @@ def _event(world, u: int, request_id: str, item_id: str, reaction, ts: datetime)
         "value": reaction.value if reaction.event_type != CLICK else None,
         "session_id": f"traffic-{request_id}",
         "context": {
-            "request_id": request_id,
+            OUTCOME_REQUEST_ID: request_id,
             "device": DEVICES[world.user_device[u]],
             "locale": LOCALES[world.user_locale[u]],
             "position": reaction.position,
