@@ -216,10 +216,11 @@ def _positive(text: str) -> int:
 
 
 def _version(text: str) -> str:
+    """A registry version number, 1 or more, as `3` or `v3` (argparse names the argument on anything else)."""
     number = text.lower().removeprefix("v")
-    if not number.isdigit():
-        raise argparse.ArgumentTypeError(f"not a model version number: {text!r}")
-    return number
+    if not number.isdigit() or int(number) < 1:
+        raise argparse.ArgumentTypeError(f"not a model version number (1 or more): {text!r}")
+    return str(int(number))
 
 
 def cmd_publish(settings: Settings, args) -> None:
@@ -384,13 +385,6 @@ def cmd_scaled_up(settings: Settings, args) -> None:
             print("stopping")
 
 
-def _positive_int(text: str) -> int:
-    """A registry version number: 1 or more (argparse names the option and the value on anything else)."""
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"must be a registry version number (1 or more), got {text!r}")
-    return int(text)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recforge", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -423,7 +417,12 @@ def build_parser() -> argparse.ArgumentParser:
     publish.set_defaults(func=cmd_publish)
     which = publish.add_mutually_exclusive_group()
     which.add_argument("--alias", help="publish the registry version behind this alias (e.g. challenger), not live")
-    which.add_argument("--model-version", metavar="N", type=_positive_int, help="publish registry version N, not live")
+    which.add_argument(
+        "--model-version",
+        metavar="N",
+        type=lambda text: int(_version(text)),
+        help="publish registry version N, not live",
+    )
     publish_actions = publish.add_subparsers(dest="publish_action")
     rollback = publish_actions.add_parser("rollback", help="make the previous complete version live again")
     rollback.add_argument("--to", metavar="VERSION", help="a specific complete version instead of the previous one")

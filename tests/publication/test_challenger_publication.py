@@ -48,7 +48,7 @@ def test_an_unknown_alias_or_version_is_refused_in_one_line_and_leaves_nothing_b
 def test_the_cli_names_a_bad_model_version_and_the_option(tmp_path):
     run = run_recforge(tmp_path / "home", "publish", "--model-version", "0", values={})
     assert run.returncode == 2
-    assert "argument --model-version: must be a registry version number (1 or more), got '0'" in run.stderr
+    assert "argument --model-version: not a model version number (1 or more): '0'" in run.stderr
 
 
 def test_rollback_passes_over_a_challengers_publication_to_the_previous_champion(home):

@@ -76,10 +76,12 @@ def test_an_unknown_version_is_an_error(registry, capsys):
     assert "has no version 42" in capsys.readouterr().err
 
 
-def test_a_version_argument_that_is_not_a_number_is_refused(registry, capsys):
+@pytest.mark.parametrize("args", [["compare", "one", "2"], ["promote", "0"], ["promote", "v-1"]])
+def test_a_version_argument_that_is_not_a_number_is_refused(registry, capsys, args):
     with pytest.raises(SystemExit) as exit_info:
-        main(["models", "compare", "one", "2"])
-    assert exit_info.value.code == 2 and "not a model version number: 'one'" in capsys.readouterr().err
+        main(["models", *args])
+    message = f"not a model version number (1 or more): {args[1]!r}"
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_evaluate_prints_metrics_per_model_and_segment_and_writes_the_report(registry, capsys):
