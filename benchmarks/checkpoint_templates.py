@@ -12,18 +12,22 @@ appends the record to benchmarks/results/checkpoint_templates.json.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import statistics
+import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from pipelines.ingest import ingest_interval
-from pipelines.settings import Settings
-from pipelines.simulate import simulate
-from pipelines.validation import checkpoints, docs_templates
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from paired_results import append_result, ratio_summary  # noqa: E402
+
+from pipelines.ingest import ingest_interval  # noqa: E402
+from pipelines.settings import Settings  # noqa: E402
+from pipelines.simulate import simulate  # noqa: E402
+from pipelines.validation import checkpoints, docs_templates  # noqa: E402
 
 
 def timed_checkpoint(settings: Settings, day: datetime, cached: bool) -> float:
@@ -59,15 +63,8 @@ def main() -> None:
         uncached = timed_checkpoint(settings, start + timedelta(days=2 * pair + 2), cached=False)
         pairs.append({"cached": cached, "uncached": uncached, "ratio": cached / uncached})
         print(f"pair {pair + 1}: cached {cached:.2f} s, uncached {uncached:.2f} s, ratio {cached / uncached:.3f}")
-    ratios = [p["ratio"] for p in pairs]
-    record = {
-        "measured_at": datetime.now(UTC).isoformat(), "median_ratio": statistics.median(ratios),
-        "min_ratio": min(ratios), "max_ratio": max(ratios), "pairs": pairs,
-    }  # fmt: skip
-    print(f"cached / uncached: median {record['median_ratio']:.3f} ({min(ratios):.3f}-{max(ratios):.3f})")
-    results = Path(__file__).with_name("results") / "checkpoint_templates.json"
-    history = json.loads(results.read_text()) if results.exists() else []
-    results.write_text(json.dumps([*history, record], indent=2) + "\n")
+    record = {"measured_at": datetime.now(UTC).isoformat(), **ratio_summary(pairs, "cached / uncached"), "pairs": pairs}
+    append_result("checkpoint_templates", record)
 
 
 if __name__ == "__main__":

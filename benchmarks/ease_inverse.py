@@ -12,8 +12,8 @@ inverses relative to the largest entry. Appends the record to benchmarks/results
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +21,12 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from models.ease import cholesky_inverse
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from paired_results import append_result, ratio_summary  # noqa: E402
+
+from models.ease import cholesky_inverse  # noqa: E402
 
 
 def gram_matrix(n_items: int, n_users: int, per_user: int, seed: int) -> np.ndarray:
@@ -56,18 +61,13 @@ def main() -> None:
         print(f"pair {pair + 1}: LU {lu_seconds:.2f} s, Cholesky {cholesky_seconds:.2f} s, "
               f"ratio {cholesky_seconds / lu_seconds:.3f}, max relative difference {error:.1e}")  # fmt: skip
         del lu, cholesky, work
-    ratios = [p["ratio"] for p in pairs]
     record = {
         "measured_at": datetime.now(UTC).isoformat(), "items": args.items, "users": args.users,
-        "median_ratio": statistics.median(ratios), "min_ratio": min(ratios), "max_ratio": max(ratios),
+        **ratio_summary(pairs, "Cholesky / LU"),
         "median_lu_seconds": statistics.median(p["lu"] for p in pairs),
         "median_cholesky_seconds": statistics.median(p["cholesky"] for p in pairs), "pairs": pairs,
     }  # fmt: skip
-    spread = f"{min(ratios):.3f}-{max(ratios):.3f}"
-    print(f"Cholesky / LU: median {record['median_ratio']:.3f} ({spread}) over {len(pairs)} pairs")
-    results = Path(__file__).with_name("results") / "ease_inverse.json"
-    history = json.loads(results.read_text()) if results.exists() else []
-    results.write_text(json.dumps([*history, record], indent=2) + "\n")
+    append_result("ease_inverse", record)
 
 
 if __name__ == "__main__":
