@@ -33,8 +33,7 @@ from pipelines.validation import checkpoints, docs_templates  # noqa: E402
 def timed_checkpoint(settings: Settings, day: datetime, cached: bool) -> float:
     original = checkpoints.cache_templates
     if not cached:  # every view's environment without a bytecode cache: GX's own behaviour
-        checkpoints.cache_templates = lambda directory: None
-        docs_templates._cache = None
+        checkpoints.cache_templates = lambda directory: docs_templates.cache_templates(None)
     try:
         started = time.perf_counter()
         checkpoints.validate_raw_batch(settings, day, day + timedelta(days=1))

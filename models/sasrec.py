@@ -100,10 +100,10 @@ class SASRecRecommender(Recommender):
             raise ValueError(f'n_negatives must be "auto" or an integer >= 0, got {n_negatives!r}')
         if max_windows < 1:
             raise ValueError(f"max_windows must be >= 1, got {max_windows}")
-        self.max_windows = max_windows
         self.max_len, self.embedding_dim, self.n_blocks, self.n_heads = max_len, embedding_dim, n_blocks, n_heads
         self.dropout, self.epochs, self.batch_size = dropout, epochs, batch_size
         self.learning_rate, self.weight_decay, self.n_negatives = learning_rate, weight_decay, n_negatives
+        self.max_windows = max_windows
         self.num_threads = num_threads
         self.early_stopping, self.validation_share, self.patience = early_stopping, validation_share, patience
         self.epoch_search: EpochSearch | None = None  # the validation curve of the last fit, if early-stopped

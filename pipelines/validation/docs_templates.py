@@ -22,13 +22,15 @@ from jinja2 import FileSystemBytecodeCache
 _cache: FileSystemBytecodeCache | None = None  # the current home's; None until a checkpoint asks
 
 
-def cache_templates(directory: Path) -> None:
-    """Have every GX view created from now on keep its compiled templates in ``directory``."""
+def cache_templates(directory: Path | None) -> None:
+    """Have every GX view created from now on keep its compiled templates in ``directory``
+    (None: compile them each time, as GX does on its own; benchmarks/checkpoint_templates.py compares)."""
     from great_expectations.render.view.view import DefaultJinjaView
 
     global _cache
-    directory.mkdir(parents=True, exist_ok=True)
-    _cache = FileSystemBytecodeCache(str(directory))
+    if directory is not None:
+        directory.mkdir(parents=True, exist_ok=True)
+    _cache = None if directory is None else FileSystemBytecodeCache(str(directory))
     if getattr(DefaultJinjaView, "_recforge_bytecode_cache", False):
         return  # installed by an earlier checkpoint of this process; only the directory changed
     original = DefaultJinjaView.__init__
