@@ -217,3 +217,26 @@ def test_without_the_extension_a_publication_answers_through_python_alone(publis
     assert plain.list_bytes == live.list_bytes - live.fast_path_bytes
     user = str(plain.user_ids[5])
     assert plain.user_answer(user, plain.user_position(user), 4, None, None, RID) == fast_body(live, user, b"k=4")
+
+
+def test_the_common_request_skips_the_general_path_and_still_logs_its_slate(published, monkeypatch):
+    """No pseudonyms, experiment, session or exploration: the C answer straight back, its impression queued;
+    exploration on, the same request takes the general path (which draws the swapped slots)."""
+    from serving.routers import recommendations
+
+    entered = []
+    general = recommendations._answer
+    monkeypatch.setattr(recommendations, "_answer", lambda *args: entered.append(args[3]) or general(*args))
+    with client_for(published) as client:
+        live = client.app.state.store.current
+        user = str(live.user_ids[3])
+        logged = []
+        monkeypatch.setattr(client.app.state.impressions, "stored_slate", lambda *args: logged.append(args))
+        answer = client.get(f"/v1/users/{user}/recommendations", params={"k": 7}, headers={"X-Request-ID": "r-7"})
+        assert answer.status_code == 200 and answer.headers["x-request-id"] == "r-7"
+        assert answer.content == live.fast_answer(user, b"k=7", b"r-7")[0]
+        assert entered == []
+        assert logged == [(b"r-7", user, live, live.user_position(user), 7)]
+        client.app.state.exploration_epsilon = 0.5
+        assert client.get(f"/v1/users/{user}/recommendations").status_code == 200
+        assert entered == [user]
