@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 RECOMMENDATIONS, SIMILAR_ITEMS = 0, 1  # codes into ENDPOINTS, carried in the tuples
 SHADOW_PENDING = -2  # the position of a shadow slate the writer has yet to cut
+CHUNK_SLATES = 1024  # slates the writer converts between two hand-overs of the GIL (ImpressionLog._chunked_tables)
 WRITTEN = "recforge_impressions_written_total"
 DROPPED = "recforge_impressions_dropped_total"
 QUEUED = "recforge_impressions_queued"
@@ -279,7 +280,7 @@ class ImpressionLog:
             written = 0
             if records:
                 try:
-                    for interval_start, table, slates in self._tables(records):
+                    for interval_start, table, slates in self._chunked_tables(records):
                         self.sink.write(interval_start, table)
                         self._open.add(interval_start)
                         written += slates
@@ -298,6 +299,23 @@ class ImpressionLog:
                         log.exception("impressions: sealing %s failed; a later start retries", tag)
                     self._open.discard(interval_start)
             return written
+
+    def _chunked_tables(self, records: list[tuple]):
+        """`_tables` of the batch built CHUNK_SLATES at a time, one table per interval (the chunks concatenated).
+
+        Building a second's slates at once held the GIL for tens of milliseconds at a time (numpy and
+        Arrow conversions of 10,000+ Python objects each), and every answer waiting behind it showed
+        the pause: under saturation the recommendations' p99 was 15-60 ms against 2 ms with the log
+        off. Between chunks the writer sleeps(0), which hands the GIL to the answer path.
+        """
+        parts: dict[int, list[tuple[pa.Table, int]]] = {}
+        for start in range(0, len(records), CHUNK_SLATES):
+            for interval_start, table, slates in self._tables(records[start : start + CHUNK_SLATES]):
+                parts.setdefault(interval_start, []).append((table, slates))
+            time.sleep(0)
+        for interval_start, tables in parts.items():
+            table = tables[0][0] if len(tables) == 1 else pa.concat_tables([table for table, _ in tables])
+            yield interval_start, table, sum(slates for _, slates in tables)
 
     def _tables(self, records: list[tuple]):
         """(interval start, table in the contract's schema, slates) per interval and publication of a batch."""

@@ -18,13 +18,14 @@ from serving.config import InvalidSettings, ServingSettings, load_settings
 from serving.impressions.format import (
     COLUMNS,
     OPEN_DIR,
+    PART_SUFFIX,
     SCHEMA,
     STREAM_FIELD,
     from_ipc_stream,
     landing_dir,
     sealed_name,
 )
-from serving.impressions.log import RECOMMENDATIONS, FileSink, ImpressionLog
+from serving.impressions.log import CHUNK_SLATES, RECOMMENDATIONS, FileSink, ImpressionLog
 from serving.impressions.request_ids import REQUEST_ID_PATTERN, RequestIds
 from serving.main import create_app
 from serving.publication import Publication
@@ -298,3 +299,23 @@ def test_a_forgotten_users_answers_leave_no_impression(home, live):
         kept = client.get(f"/v1/users/{other}/recommendations").json()["request_id"]
     rows = landed(home)
     assert rows["request_id"].tolist() == [kept] and forgotten not in rows["user_id"].tolist()
+
+
+def test_a_batch_larger_than_a_chunk_is_one_part_per_interval_in_queue_order(tmp_path, live):
+    """The writer converts CHUNK_SLATES at a time (handing the GIL to the answers in between); the files
+    cannot tell: one staged part per interval per flush, every slate once, in the order they were queued."""
+    start = 1_764_720_000
+    clock = Clock(start + 5)
+    impressions = ImpressionLog(FileSink(tmp_path, "p"), capacity=10_000, flush_seconds=1, interval_seconds=60,
+                                clock=clock)  # fmt: skip
+    total = 2 * CHUNK_SLATES + 7
+    for number in range(total):
+        clock.now = start + 5 if number < CHUNK_SLATES + 3 else start + 61  # the batch straddles two intervals
+        impressions.stored_slate(b"r%d" % number, str(live.user_ids[number % 5]), live, number % 5, 2)
+    assert impressions.flush() == total
+    assert len(list((tmp_path / OPEN_DIR / "p").glob(f"*/*{PART_SUFFIX}"))) == 2
+    impressions.stop()
+    tables = [pq.read_table(path) for path in sorted(tmp_path.glob("date=*/*.parquet"))]
+    assert [t.num_rows for t in tables] == [CHUNK_SLATES + 3, CHUNK_SLATES + 4]
+    ids = [rid for table in tables for rid in table.column("request_id").to_pylist()]
+    assert ids == [f"r{number}" for number in range(total)]
