@@ -473,3 +473,24 @@ def test_an_unknown_id_longer_than_every_published_one_is_looked_up_without_copy
         tracemalloc.stop()
     assert peak < live.user_ids.nbytes / 2
     assert live.user_position(str(live.user_ids[-1])) == len(live.user_ids) - 1  # the longest width still found
+
+
+def test_the_server_process_freezes_its_startup_heap_before_it_serves(tmp_path, monkeypatch):
+    """python -m serving / recforge serve: what exists at start is out of the collector's full walks
+    (serving/__main__.py says why); the freeze happens before uvicorn takes the first request."""
+    import gc
+
+    import serving.__main__ as entry
+    from serving.config import get_settings
+
+    monkeypatch.setenv("RECFORGE_HOME", str(tmp_path))
+    frozen_when_serving = []
+    monkeypatch.setattr(entry.uvicorn, "run", lambda app, **options: frozen_when_serving.append(gc.get_freeze_count()))
+    get_settings.cache_clear()
+    gc.unfreeze()
+    try:
+        entry.main()
+    finally:
+        gc.unfreeze()
+        get_settings.cache_clear()
+    assert len(frozen_when_serving) == 1 and frozen_when_serving[0] > 10_000
