@@ -25,9 +25,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipelines.experiments.off_policy import Estimate, LoggedSlates, evaluate, pick
+from pipelines.publication.explicit import publish_lists
 from pipelines.settings import Settings
 from pipelines.simulate import simulated_world
-from pipelines.traffic.policies import EpsilonGreedyPolicy, ListPolicy
+from pipelines.traffic.policies import EpsilonGreedyPolicy, ListPolicy, in_process_server
 from pipelines.traffic.run import simulate_traffic
 from pipelines.traffic.shoppers import Shoppers
 
@@ -89,23 +90,93 @@ def simulated_ips_check(
 ) -> IpsCheck:
     """The check with both policies computed in the simulator: a logging run over ``traffic_days`` and an
     online run of B with ``online_visit_share`` of the visits and its own seed."""
+    _check_arguments(settings, keep, online_visit_share)
+    logging_lists, target_lists, catalog = simulated_lists(settings, keep)
+    explorer = EpsilonGreedyPolicy(logging_lists, catalog, epsilon, np.random.default_rng([settings.traffic_seed, 1]))
+    logged = simulate_traffic(settings, explorer, write=False).shown.arrays()
+    online_policy = ListPolicy(target_lists, "target")
+    online = simulate_traffic(_online_settings(settings, online_visit_share), online_policy, write=False).shown.arrays()
+    return compare(logged, _target_items(settings, target_lists, logged), online, clip=settings.ope_clip)
+
+
+def server_ips_check(settings: Settings, epsilon: float, keep: int = 2, online_visit_share: float = 0.25) -> IpsCheck:
+    """The check through the live server on ``settings.home``: serving explores around a publication of A
+    with its own exploration (serving/exploration.py) and logs each shown item's propensity in its
+    impression log, which is all the estimate reads; then B is published and served as ranked to the online run.
+
+    Serving draws its exploration from Python's ``random``; it is seeded from ``traffic_seed`` here, so
+    a check repeats exactly.
+    """
+    import random
+
+    _check_arguments(settings, keep, online_visit_share)
+    logging_lists, target_lists, catalog = simulated_lists(settings, keep)
+    publish_lists(settings, logging_lists, catalog, "logging")
+    random.seed(settings.traffic_seed)
+    with in_process_server(settings, exploration_epsilon=epsilon, impressions_sink="files") as server:
+        logged = simulate_traffic(settings, server, write=False).shown.arrays()
+    logged["propensity"] = logged_propensities(settings.home, logged["request_id"], logged["position"], logged["item"])
+    publish_lists(settings, target_lists, catalog, "target")
+    with in_process_server(settings, exploration_epsilon=0.0, impressions_sink="off") as server:
+        online_settings = _online_settings(settings, online_visit_share)
+        online = simulate_traffic(online_settings, server, write=False).shown.arrays()
+    return compare(logged, _target_items(settings, target_lists, logged), online, clip=settings.ope_clip)
+
+
+def logged_propensities(home, request_ids: np.ndarray, positions: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """Each shown item's propensity as the server's impression log recorded it, by request id and position.
+
+    Every shown item must be in the log with the item the answer showed at that position: a missing
+    or different one means the log and the answers disagree, and the estimate would be wrong, so it raises.
+    """
+    import pyarrow.parquet as pq
+
+    from serving.impressions.format import PROPENSITIES, landing_dir
+
+    files = sorted(landing_dir(home).glob("date=*/*.parquet"))
+    if not files:
+        raise ValueError(f"no impression files under {landing_dir(home)}: was the server's impression log on?")
+    logged = {}
+    for path in files:
+        table = pq.read_table(path, columns=["request_id", "item_ids", PROPENSITIES]).to_pydict()
+        for request_id, shown, propensities in zip(
+            table["request_id"], table["item_ids"], table[PROPENSITIES], strict=True
+        ):
+            for position, item in enumerate(shown, start=1):
+                logged[request_id, position] = (item, propensities[position - 1] if propensities else None)
+    result = np.empty(len(request_ids))
+    for index, key in enumerate(zip(request_ids.tolist(), positions.tolist(), strict=True)):
+        item, propensity = logged.get(key, (None, None))
+        if item != items[index] or propensity is None:
+            found = "nothing" if item is None else f"{item} with propensity {propensity}"
+            raise ValueError(
+                f"impression log: request {key[0]} position {key[1]} showed {items[index]}, the log has {found}"
+            )
+        result[index] = propensity
+    return result
+
+
+def _check_arguments(settings: Settings, keep: int, online_visit_share: float) -> None:
     if not 0 < online_visit_share <= 1:
         raise ValueError(f"online_visit_share must be in (0, 1], got {online_visit_share!r}")
     if not 0 <= keep <= settings.traffic_k:
         raise ValueError(f"keep must be in [0, traffic_k={settings.traffic_k}], got {keep!r}")
-    logging_lists, target_lists, catalog = simulated_lists(settings, keep)
-    explorer = EpsilonGreedyPolicy(logging_lists, catalog, epsilon, np.random.default_rng([settings.traffic_seed, 1]))
-    logged = simulate_traffic(settings, explorer, write=False).shown.arrays()
-    online_settings = settings.model_copy(
+
+
+def _online_settings(settings: Settings, online_visit_share: float) -> Settings:
+    """The online run: its own seed, ``online_visit_share`` of the logging run's visits."""
+    return settings.model_copy(
         update={
             "traffic_seed": settings.traffic_seed + 1,
             "traffic_visit_rate": settings.traffic_visit_rate * online_visit_share,
         }
     )
-    online = simulate_traffic(online_settings, ListPolicy(target_lists, "target"), write=False).shown.arrays()
+
+
+def _target_items(settings: Settings, target_lists: dict[str, list[str]], logged: dict[str, np.ndarray]) -> np.ndarray:
+    """Per logged row, the target's item at that row's user and position."""
     world = simulated_world(settings)
     users = [world.user_id(u) for u in logged["user"].tolist()]
-    target_item = np.array(
+    return np.array(
         [target_lists[user][p - 1] for user, p in zip(users, logged["position"].tolist(), strict=True)], dtype=object
     )
-    return compare(logged, target_item, online, clip=settings.ope_clip)

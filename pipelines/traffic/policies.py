@@ -70,9 +70,10 @@ class ServerPolicy:
 
 
 @contextmanager
-def in_process_server(settings: Settings) -> Iterator[ServerPolicy]:
+def in_process_server(settings: Settings, **serving: object) -> Iterator[ServerPolicy]:
     """Serving's app on this home's publications, in this process, once ready (within
-    ``traffic_timeout_seconds``); leaving the block stops it (the impression log then seals its files)."""
+    ``traffic_timeout_seconds``); leaving the block stops it (the impression log then seals its files).
+    ``serving``: serving settings that differ from the environment's (e.g. ``exploration_epsilon``)."""
     import time
 
     from fastapi.testclient import TestClient
@@ -80,7 +81,7 @@ def in_process_server(settings: Settings) -> Iterator[ServerPolicy]:
     from serving.config import ServingSettings, load_settings
     from serving.main import create_app
 
-    app = create_app(load_settings(ServingSettings, home=settings.home))
+    app = create_app(load_settings(ServingSettings, **{"home": settings.home, **serving}))
     with TestClient(app) as client:
         deadline = time.monotonic() + settings.traffic_timeout_seconds
         while client.get("/readyz").status_code != 200:
