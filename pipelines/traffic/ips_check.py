@@ -13,9 +13,10 @@ online interval; ``naive`` (the logging run's own CTR) is what one would say wit
 IPS can only see what exploration can show: a target item at slot k must be A's item at k or an
 item outside A (serving's pool), never A's item at another slot (its propensity there is 0). The
 simulator's B keeps A's first slots and fills the rest with the items the user likes best outside
-A (an oracle of their latent tastes): a clearly better variant, fully supported. ``compare`` takes
-plain arrays, so the same check runs on rows from the server's impression log once serving
-explores (the experiments branch).
+A (an oracle of their latent tastes): a clearly better variant, fully supported. Two ways to run it:
+``simulated_ips_check`` computes both policies in the simulator; ``server_ips_check`` publishes A
+and B (pipelines/publication/explicit.py) and asks the live server, in process: the logging run's
+slates come from serving's own exploration and their propensities from serving's impression log.
 """
 
 from __future__ import annotations
