@@ -358,6 +358,20 @@ class Settings(BaseSettings):
         description="Stored tuned parameters are reused by retraining for this many days (0: re-tune every "
         "training); drift re-tunes at once.",
     )
+    selection_interval_days: float = Field(
+        default=0.0,
+        ge=0,
+        le=365,
+        description="A training within this many days of the last full model selection backtests only the "
+        "selection_keep leaders of that selection (0: every training backtests every candidate); drift, a "
+        "changed train_candidates or an older selection run the full one.",
+    )
+    selection_keep: int = Field(
+        default=2,
+        ge=1,
+        le=20,
+        description="Candidates a training between full selections backtests: the best of the last one.",
+    )
 
     # --- publication and serving
     publish_top_n: int = Field(

@@ -6,7 +6,8 @@ The flow of one training (one MLflow parent run in experiment ``recforge``):
 2. tune the candidates whose tuned parameters are due (``pipelines/training/tuning.py``: on
    validation windows before every fold's test period; a nested run ``tuning <model>`` each, with its
    trials), or reuse the stored ones;
-3. for every candidate in ``train_candidates`` (a nested run each): fit on each fold's training
+3. for every candidate in ``train_candidates`` (or, between full selections, the last selection's
+   leaders: ``pipelines/training/selection.py``; a nested run each): fit on each fold's training
    data, score whole-catalog lists after publication's business rules, log each metric's mean and
    spread over folds, overall, per activity segment and on new items;
 4. re-fit the champion's recipe on the same folds (reused when it equals a candidate), so both sides
@@ -50,6 +51,7 @@ from pipelines.training.evaluation import (
 )
 from pipelines.training.gate import GateDecision, decide
 from pipelines.training.report import write_evaluation_report
+from pipelines.training.selection import candidates_to_backtest, ranked_selection, write_selection
 from pipelines.training.tracking import (
     AirflowRun,
     code_version,
@@ -57,6 +59,7 @@ from pipelines.training.tracking import (
     log_training_data,
     mlflow_output_logged,
 )
+from pipelines.training.tuned_params import utc_now
 from pipelines.training.tuning import params_for_training
 
 log = logging.getLogger(__name__)
@@ -129,6 +132,9 @@ def train_and_register(settings: Settings, airflow: AirflowRun | None = None, dr
     set_thread_pools(settings)
     client = configure(settings)
     factories = candidate_factories(settings)  # an unknown candidate fails before any data is read
+    backtested = candidates_to_backtest(settings, utc_now(), drift)
+    factories = {name: factory for name, factory in factories.items() if name in backtested.names}
+    log.info("candidates: %s (%s)", ", ".join(factories), backtested.why)
     data = load_evaluation_data(settings)
     tags = {"data_snapshot": data.snapshot, "split": data.split, "code_version": code_version()}
     if airflow is not None:
@@ -137,8 +143,9 @@ def train_and_register(settings: Settings, airflow: AirflowRun | None = None, dr
     with mlflow.start_run(run_name="training", tags=tags) as parent:
         log_training_data(data.log, EVENTS_RELATION, settings, data.snapshot)
         tuned, sources = params_for_training(list(factories), settings, data, run.config, tags, drift=drift)
-        factories = candidate_factories(settings, tuned)
+        factories = {name: f for name, f in candidate_factories(settings, tuned).items() if name in backtested.names}
         mlflow.set_tags({f"params_source.{name}": source[:5000] for name, source in sources.items()})
+        mlflow.set_tag("selection", backtested.why[:5000])
         mlflow.log_params(
             {
                 "candidates": ",".join(factories),
@@ -156,6 +163,13 @@ def train_and_register(settings: Settings, airflow: AirflowRun | None = None, dr
             mlflow.set_tag("failed_candidates", "; ".join(f"{n}: {e}" for n, e in run.failures.items())[:5000])
         summaries = {name: result.summary() for name, result in run.results.items()}
         best = best_candidate(summaries, run.config.names)
+        if backtested.full:  # what the trainings until the next full selection backtest
+            write_selection(
+                settings,
+                ranked_selection(
+                    settings, summaries, run.config.names.primary, utc_now(), data.snapshot, parent.info.run_id
+                ),  # fmt: skip
+            )
         champion_version, champion_metrics, basis, champion_label = champion_reference(settings, client, run, tags)
 
         final = factories[best]().fit(data.full_interactions())
