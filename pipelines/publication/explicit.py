@@ -10,8 +10,6 @@ it for a model's; its item vectors are random (similar-items answers from it mea
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
@@ -22,14 +20,16 @@ import pyarrow.parquet as pq
 from pipelines.publication.item_index import write_item_index
 from pipelines.publication.publish import (
     check_publishable_ids,
+    prune_versions,
     publish_lock,
     remove_stale_staging,
     seal_version,
+    staged_version,
     switch_current,
 )
 from pipelines.publication.user_recs import USER_RECS_SCHEMA
 from pipelines.settings import Settings
-from serving.format import FALLBACK, INDEX_FILE, ITEMS, STAGING_PREFIX, USER_RECS, file_facts
+from serving.format import FALLBACK, INDEX_FILE, ITEMS, USER_RECS, file_facts
 
 EXPLICIT_ALGORITHM = "explicit"
 VECTOR_DIMENSION = 16
@@ -102,40 +102,26 @@ def publish_lists(
     with publish_lock(root):
         remove_stale_staging(root)
         version = f"{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-{EXPLICIT_ALGORITHM}-{label}"
-        staging = root / f"{STAGING_PREFIX}{version}"
-        staging.mkdir()
-        try:
+        with staged_version(root, version) as staging:
             pq.write_table(recs, staging / USER_RECS)
             pq.write_table(fallback, staging / FALLBACK)
             pq.write_table(items, staging / ITEMS)
             spec = write_item_index(vectors, staging / INDEX_FILE, settings)
+            model = {"registered_model": None, "version": None, "run_id": None, "algorithm": EXPLICIT_ALGORITHM}
+            counts = {"users": len(users), "user_rows": len(rows), "fallback_items": top, "indexed_items": len(catalog)}
             manifest = {
                 "version": version,
                 "created_at": datetime.now(UTC).isoformat(),
-                "model": {
-                    "registered_model": None,
-                    "version": None,
-                    "run_id": None,
-                    "algorithm": EXPLICIT_ALGORITHM,
-                    "label": label,
-                },  # fmt: skip
+                "model": {**model, "label": label},
                 "published_live": True,
                 "data_snapshot": None,
                 "top_n": settings.publish_top_n,
                 "rules": {"applied": [], "parameters": {}},
                 "item_index": spec,
-                "counts": {
-                    "users": len(users),
-                    "user_rows": len(rows),
-                    "fallback_items": top,
-                    "indexed_items": len(catalog),
-                },  # fmt: skip
+                "counts": counts,
                 "files": file_facts(staging),
             }
             seal_version(staging, manifest)
-            os.rename(staging, root / version)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
         switch_current(root, version)
+        prune_versions(root, settings.publish_keep_versions)
     return version

@@ -199,9 +199,7 @@ def publish(settings: Settings, alias: str | None = None, number: str | None = N
     with publish_lock(root):
         remove_stale_staging(root)
         version = f"{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-v{facts['version']}"
-        staging = root / f"{STAGING_PREFIX}{version}"
-        staging.mkdir()
-        try:
+        with staged_version(root, version) as staging:
             # Staging is invisible to serving; the publication suite then runs as SQL over the file,
             # and a critical failure raises here, before anything can go live.
             lists = write_user_recs(
@@ -245,12 +243,7 @@ def publish(settings: Settings, alias: str | None = None, number: str | None = N
                 "files": file_facts(staging),
             }
             seal_version(staging, manifest)
-            final = root / version
-            os.rename(staging, final)
-            _fsync(root)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+        final = root / version
         if live:
             switch_current(root, version)
         # the newest versions are kept, so a challenger's stays until an experiment that names it spares it
@@ -260,6 +253,21 @@ def publish(settings: Settings, alias: str | None = None, number: str | None = N
     result = PublishResult(version, final, manifest["counts"]["users"], len(indexed), live)
     log.info(result.summary())
     return result
+
+
+@contextmanager
+def staged_version(root: Path, version: str) -> Iterator[Path]:
+    """A hidden staging directory for ``version`` (hold ``publish_lock``): renamed into place and the rename
+    fsynced when the block ends, removed when it raises, so a version is complete or absent."""
+    staging = root / f"{STAGING_PREFIX}{version}"
+    staging.mkdir()
+    try:
+        yield staging
+        os.rename(staging, root / version)
+        _fsync(root)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def seal_version(staging: Path, manifest: dict) -> None:
