@@ -132,9 +132,9 @@ def logged_propensities(home, request_ids: np.ndarray, positions: np.ndarray, it
     """
     import pyarrow.parquet as pq
 
-    from serving.impressions.format import PROPENSITIES, landing_dir
+    from serving.impressions.format import FILE_PREFIX, PROPENSITIES, SUFFIX, landing_dir
 
-    files = sorted(landing_dir(home).glob("date=*/*.parquet"))
+    files = sorted(landing_dir(home).glob(f"date=*/{FILE_PREFIX}*{SUFFIX}"))  # sealed files only, never staged parts
     if not files:
         raise ValueError(f"no impression files under {landing_dir(home)}: was the server's impression log on?")
     logged = {}

@@ -16,13 +16,13 @@ selection.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import NamedTuple
 
 from pipelines.settings import Settings
+from pipelines.training.tuned_params import write_json_atomically
 
 SELECTION_FILE = "selection.json"
 FORMAT_VERSION = 1
@@ -60,12 +60,7 @@ def read_selection(settings: Settings) -> Selection | None:
 
 def write_selection(settings: Settings, selection: Selection) -> Path:
     """Replace the record atomically (a reader never sees half a file)."""
-    path = selection_path(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps({"version": FORMAT_VERSION, "selection": asdict(selection)}, indent=2))
-    os.replace(temporary, path)
-    return path
+    return write_json_atomically(selection_path(settings), {"version": FORMAT_VERSION, "selection": asdict(selection)})
 
 
 def full_selection_reason(record: Selection | None, settings: Settings, now: datetime, drift: bool) -> str | None:

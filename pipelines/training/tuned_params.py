@@ -68,11 +68,17 @@ def read_tuned(settings: Settings) -> dict[str, TunedParams]:
 def write_tuned(settings: Settings, record: TunedParams) -> Path:
     """Add or replace one model's record, atomically (a reader never sees half a file)."""
     path = store_path(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
     records = {name: asdict(r) for name, r in read_tuned(settings).items()}
     records[record.model] = asdict(record)
+    return write_json_atomically(path, {"version": FORMAT_VERSION, "models": records})
+
+
+def write_json_atomically(path: Path, document: dict) -> Path:
+    """``document`` as ``path`` via a temporary file and a rename: a reader never sees half a file.
+    The training records beside this one (pipelines/training/selection.py) are written the same way."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps({"version": FORMAT_VERSION, "models": records}, indent=2, sort_keys=True))
+    temporary.write_text(json.dumps(document, indent=2, sort_keys=True))
     os.replace(temporary, path)
     return path
 

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.traffic.ips_check import logged_propensities, server_ips_check
-from serving.impressions.format import PROPENSITIES, landing_dir
+from serving.impressions.format import PROPENSITIES, landing_dir, sealed_name
 from tests.conftest import make_settings
 
 SEEDS = range(4)
@@ -59,7 +59,7 @@ def write_log(home, request_id, items, propensities):
     directory.mkdir(parents=True)
     pq.write_table(
         pa.table({"request_id": [request_id], "item_ids": [items], PROPENSITIES: [propensities]}),
-        directory / "x.parquet",
+        directory / sealed_name(1_796_342_400, "p"),  # a sealed file's name (2026-12-04T00:00Z)
     )
 
 
