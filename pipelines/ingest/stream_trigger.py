@@ -19,6 +19,10 @@ from typing import Any
 
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
+# redis-py's asyncio close can wait forever for a socket's close when the command under way was cancelled
+# (redis/redis-py#3941); the triggerer cancels this trigger and waits for it, so the close is bounded.
+CLOSE_TIMEOUT_SECONDS = 2.0
+
 
 class RedisStreamTrigger(BaseEventTrigger):
     """Fires when the Redis Stream `stream` holds events and its oldest one was not announced before."""
@@ -53,4 +57,11 @@ class RedisStreamTrigger(BaseEventTrigger):
                     yield TriggerEvent({"stream": self.stream, "waiting": waiting, "oldest": oldest.decode()})
                 await asyncio.sleep(self.poll_seconds)
         finally:
-            await client.aclose()
+            try:
+                await asyncio.wait_for(client.aclose(), timeout=CLOSE_TIMEOUT_SECONDS)
+            except TimeoutError:
+                self.log.warning(
+                    "closing the Redis client of stream %r took over %.0f s; left to the garbage collector",
+                    self.stream,
+                    CLOSE_TIMEOUT_SECONDS,
+                )

@@ -212,6 +212,31 @@ def test_the_stream_trigger_fires_once_events_wait_and_not_again_for_the_same_on
     assert payload["waiting"] == 2 and payload["stream"] == "recforge:events"
 
 
+def test_a_cancelled_stream_trigger_ends_even_when_the_redis_close_never_returns(redis_db, monkeypatch):  # noqa: F811
+    """redis-py's close can wait forever after a cancelled command; the triggerer must still get the trigger back."""
+    import threading
+
+    import redis.asyncio
+
+    from pipelines.ingest import stream_trigger
+
+    async def never_returns(self, *args, **kwargs):
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(redis.asyncio.Redis, "aclose", never_returns)
+    monkeypatch.setattr(stream_trigger, "CLOSE_TIMEOUT_SECONDS", 0.2)
+    trigger = stream_trigger.RedisStreamTrigger(redis_db, "recforge:events", poll_seconds=0.05)
+
+    async def cancel_it():
+        with pytest.raises(TimeoutError):  # an empty stream: the wait times out and cancels the trigger
+            await asyncio.wait_for(anext(trigger.run()), timeout=0.3)
+
+    worker = threading.Thread(target=asyncio.run, args=(cancel_it(),), daemon=True)
+    worker.start()
+    worker.join(timeout=10)
+    assert not worker.is_alive(), "the cancelled trigger never returned: its Redis close is not bounded"
+
+
 def test_micro_batches_run_on_a_host_without_the_collectors_key_file(home, monkeypatch):
     """An Airflow worker reads where events land, never the app key: a key file it lacks is no error."""
     monkeypatch.setenv("RECFORGE_COLLECTOR_APP_KEY_FILE", "/nonexistent/app_key")
