@@ -61,6 +61,27 @@ class TuningUnavailable(ValueError):
     """The data or split gives no validation window before the test periods."""
 
 
+class TuningRefused(TuningUnavailable):
+    """The model itself refuses a validation window's training data (``Recommender.refuses``)."""
+
+
+def refusal_on_windows(cls, params: dict, folds: list[Fold]) -> str | None:
+    """Why a model with these parameters cannot be fitted on some validation window, or None.
+
+    Training asks ``refuses`` before every backtest fold; tuning asks it before every trial, because the
+    validation windows end earlier than any backtest fold and hold fewer days: a model that needs a long
+    history (the ranker's label windows) can fit every backtest fold and still not fit the oldest window.
+    Asked up front it costs a check, where a trial that finds out at its last window has spent every fit
+    before it.
+    """
+    model = cls(**params)
+    for fold in folds:
+        reason = model.refuses(fold.train)
+        if reason:
+            return f"{fold.name}: {reason}"
+    return None
+
+
 def validation_folds(data: EvaluationData, settings: Settings) -> list[Fold]:
     """Rolling validation windows cut from the events before the earliest backtest test period, newest first."""
     if not data.split.startswith("global_time"):
@@ -177,6 +198,9 @@ def tune_model(
         study_name=f"recforge-{name}",
     )
     untuned = {**class_defaults(cls), **base}  # what training would construct without tuning
+    refused = refusal_on_windows(cls, base, folds)
+    if refused:
+        raise TuningRefused(f"{name} refuses the validation data ({refused})")
     defaults = {p: untuned[p] for p, spec in space.items() if p in untuned and spec.contains(untuned[p])}
     if defaults:
         study.enqueue_trial(defaults)  # trial 0: the parameters training would use without tuning
@@ -244,6 +268,9 @@ def _objective(trial, cls, base: dict, space: SearchSpace, folds: list[Fold], ca
         mlflow.log_params(params)
         values, guarded = [], {name: [] for name in guardrail_metrics(config)}
         try:
+            refused = refusal_on_windows(cls, {**base, **params}, folds)
+            if refused:  # these parameters cannot fit some window: fail now, not after the fits before it
+                raise TuningRefused(refused)
             for step, fold in enumerate(folds):
                 model = cls(**{**base, **params}).fit(fold.train)
                 scores = score_fold(model, fold, catalog, config).metrics
@@ -355,11 +382,13 @@ def tune_and_store(
     config: EvaluationConfig,
     tags: dict[str, str] | None = None,
     now: datetime | None = None,
+    why_not: dict[str, str] | None = None,
 ) -> dict[str, TunedParams]:
     """Tune each named model on the validation windows within the shared time budget and store the best.
 
-    Raises ``TuningUnavailable`` when the data give no validation window; a model whose study fails is
-    logged and left out of the result (its stored record, if any, stays).
+    Raises ``TuningUnavailable`` when the data give no validation window; a model whose study fails or
+    that refuses the windows is logged and left out of the result (its stored record, if any, stays),
+    and ``why_not`` (when given) gets the reason under its name.
     """
     folds = validation_folds(data, settings)
     for fold in folds:
@@ -370,11 +399,17 @@ def tune_and_store(
         timeout = max(deadline - time.perf_counter(), 0.0) / (len(names) - i)
         if timeout <= 0:
             log.warning("tuning %s skipped: the time budget (tune_timeout_seconds) is spent", name)
+            _note(why_not, name, "skipped: the time budget (tune_timeout_seconds) was spent")
             continue
         try:
             outcome = tune_model(name, settings, folds, data.catalog, config, timeout, tags)
+        except TuningRefused as error:
+            log.warning("tuning %s not possible and its parameters stay as they were: %s", name, error)
+            _note(why_not, name, f"refused: {error}")
+            continue
         except Exception as error:
             log.warning("tuning %s failed and its parameters stay as they were: %s", name, error)
+            _note(why_not, name, f"failed: {error}")
             continue
         record = TunedParams(
             model=name,
@@ -393,6 +428,11 @@ def tune_and_store(
         log.info("tuned parameters of %s stored in %s", name, path)
         stored[name] = record
     return stored
+
+
+def _note(why_not: dict[str, str] | None, name: str, reason: str) -> None:
+    if why_not is not None:
+        why_not[name] = reason
 
 
 def params_for_training(
@@ -436,19 +476,20 @@ def params_for_training(
             log.info("%s: tuning due: %s", name, reason)
             due.append(name)
     if due:
+        why_not: dict[str, str] = {}
         try:
-            tuned = tune_and_store(due, settings, data, config, tags, now)
+            tuned = tune_and_store(due, settings, data, config, tags, now, why_not)
         except TuningUnavailable as error:
             log.warning("tuning not possible: %s", error)
-            tuned = {}
+            tuned, why_not = {}, {name: f"not possible: {error}" for name in due}
         for name in due:
             if name in tuned:
                 params[name], sources[name] = tuned[name].params, "tuned now"
             elif name in stored:  # tuning failed: the last tuned parameters are still the best known
                 params[name] = stored[name].params
-                sources[name] = f"reused (tuned at {stored[name].tuned_at}; re-tuning failed)"
+                sources[name] = f"reused (tuned at {stored[name].tuned_at}; re-tuning {why_not.get(name, 'failed')})"
             else:
-                sources[name] = "defaults (tuning failed)"
+                sources[name] = f"defaults (tuning {why_not.get(name, 'failed')})"
     return params, sources
 
 
@@ -480,9 +521,11 @@ def run_tuning(settings: Settings, model: str | None = None) -> tuple[dict[str, 
     configure(settings)
     data = load_evaluation_data(settings)
     tags = {"data_snapshot": data.snapshot, "split": data.split, "code_version": code_version(), "kind": "tuning"}
+    why_not: dict[str, str] = {}
     with mlflow.start_run(run_name="tuning", tags=tags) as parent:
-        stored = tune_and_store(names, settings, data, evaluation_config(settings), tags)
+        stored = tune_and_store(names, settings, data, evaluation_config(settings), tags, why_not=why_not)
     failed = [name for name in names if name not in stored]
     if failed:
-        raise RuntimeError(f"tuning failed for {failed} (see the log above); stored parameters are unchanged")
+        reasons = "; ".join(f"{name} {why_not.get(name, 'failed (see the log above)')}" for name in failed)
+        raise RuntimeError(f"tuning did not store parameters for {failed}: {reasons}; stored parameters are unchanged")
     return stored, parent.info.run_id

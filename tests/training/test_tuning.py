@@ -79,6 +79,22 @@ class SpyPopularity(KnobPopularity):
         super()._fit(interactions)
 
 
+class LongMemoryPopularity(KnobPopularity):
+    """Refuses data spanning fewer than 9 days, as the ranker refuses logs too short for its label windows."""
+
+    name = "long_memory_popularity"
+    fits = 0
+
+    def refuses(self, interactions):
+        ts = interactions.require_time().data
+        span = (ts.max() - ts.min()) / DAY
+        return f"needs 9 days, the data spans {span:.1f}" if span < 9 else super().refuses(interactions)
+
+    def _fit(self, interactions) -> None:
+        LongMemoryPopularity.fits += 1
+        super()._fit(interactions)
+
+
 def synthetic_world(seed=0, users=200, items=80, groups=4, days=16, per_user=24):
     """Users of four taste groups, 85% of their events on their group's items, spread over `days`."""
     rng = np.random.default_rng(seed)
@@ -280,6 +296,29 @@ def test_an_explicit_model_parameter_is_never_tuned(tmp_path):
         )["popularity_recent"]().window_days
         == 3.0
     )
+
+
+def test_a_model_that_refuses_a_validation_window_is_not_tuned_and_fits_nothing(world):
+    """The ranker at production size: the newer window fits, the older is too short; no trial may find out late."""
+    import mlflow
+
+    settings, data, _, _ = world
+    folds = validation_folds(data, settings)
+    spans = [np.ptp(f.train.require_time().data) / DAY for f in folds]
+    assert max(spans) >= 9 > min(spans), spans  # the newer window would fit, the older cannot
+    LongMemoryPopularity.fits = 0
+    why_not: dict[str, str] = {}
+    stored = tune_and_store(["long_memory_popularity"], settings, data, evaluation_config(settings), why_not=why_not)
+    assert stored == {}
+    assert LongMemoryPopularity.fits == 0
+    assert why_not["long_memory_popularity"].startswith("refused: long_memory_popularity refuses the validation data")
+    assert "needs 9 days" in why_not["long_memory_popularity"]
+
+    with mlflow.start_run(run_name="training"):
+        params, sources = params_for_training(["long_memory_popularity"], settings, data, evaluation_config(settings))
+    assert params == {}
+    assert sources["long_memory_popularity"].startswith("defaults (tuning refused: ")
+    assert LongMemoryPopularity.fits == 0
 
 
 def test_tuning_refuses_a_split_whose_test_pairs_span_the_whole_log(tmp_path):
