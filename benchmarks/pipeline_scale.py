@@ -11,8 +11,9 @@ time with the ``raw_batch`` checkpoint after each day (the ingest DAG's two task
 DAG) and the publication (publish DAG). The last landing day is held back and then run as the
 daily increment on top of the full warehouse: ingest + checkpoint of that day, dbt build,
 marts checkpoint, train, publish. The daily training backtests only the leaders of the full run's model
-selection (``RECFORGE_SELECTION_INTERVAL_DAYS=7`` unless the environment sets it: a weekly full
-selection, pipelines/training/selection.py), as a production schedule would.
+selection on the newest fold (``RECFORGE_SELECTION_INTERVAL_DAYS=7`` and ``RECFORGE_SELECTION_FOLDS=1``
+unless the environment sets them: a weekly full selection, pipelines/training/selection.py), as a
+production schedule would.
 
 Each stage runs in its own child process (as each Airflow task does); its wall time and its
 peak memory, the largest sum of RSS over the child and all its descendants (dbt, MLflow
@@ -148,6 +149,7 @@ def main() -> int:
     env = {**os.environ, "RECFORGE_HOME": str(home), "PYTHONPATH": str(repo)}
     env.update({f"RECFORGE_{key.upper()}": str(value) for key, value in size.items()})
     env.setdefault("RECFORGE_SELECTION_INTERVAL_DAYS", "7")  # the daily training: the full selection's leaders
+    env.setdefault("RECFORGE_SELECTION_FOLDS", "1")  # ... on the newest fold
 
     reuse = args.keep_log and (home / "landing" / "simulation.json").exists()
     clear_home(home, keep_landing=reuse)

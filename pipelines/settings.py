@@ -372,6 +372,13 @@ class Settings(BaseSettings):
         le=20,
         description="Candidates a training between full selections backtests: the best of the last one.",
     )
+    selection_folds: int = Field(
+        default=0,
+        ge=0,
+        le=20,
+        description="Backtest folds of a training between full selections, the newest ones (0: backtest_folds, "
+        "as a full selection); the gate compares the champion on the same folds.",
+    )
 
     # --- publication and serving
     publish_top_n: int = Field(

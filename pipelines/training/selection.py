@@ -8,6 +8,10 @@ many days of the last full selection backtests only that selection's ``selection
 again when its record is older, when ``train_candidates`` changed since, when drift asked for the
 training, or when there is no record.
 
+Such a training can also score them on fewer folds (``selection_folds``, the newest ones): the
+full selection decides which algorithm is in the race on every fold, the training between decides
+whether today's refit beats the champion, which the gate measures on the same folds either way.
+
 The record is one small JSON file, ``RECFORGE_HOME/tuning/selection.json`` (beside the tuned
 parameters, for the same reason: training decides before it starts a run), written after every full
 selection.
@@ -88,6 +92,12 @@ class Backtested(NamedTuple):
     names: list[str]  # in train_candidates order
     why: str  # one sentence, for the log and the run's ``selection`` tag
     full: bool  # a full selection: its outcome becomes the record
+    folds: int  # backtest folds this training scores on
+
+
+def folds_between_selections(settings: Settings) -> int:
+    """How many backtest folds a training between full selections scores: ``selection_folds``, at most all."""
+    return min(settings.selection_folds or settings.backtest_folds, settings.backtest_folds)
 
 
 def candidates_to_backtest(settings: Settings, now: datetime, drift: bool) -> Backtested:
@@ -95,14 +105,19 @@ def candidates_to_backtest(settings: Settings, now: datetime, drift: bool) -> Ba
     record = read_selection(settings)
     reason = full_selection_reason(record, settings, now, drift)
     if reason is not None:
-        return Backtested(list(settings.train_candidates), f"full selection: {reason}", True)
+        return Backtested(list(settings.train_candidates), f"full selection: {reason}", True, settings.backtest_folds)
     leaders = record.ranking[: settings.selection_keep]
     ranked = ", ".join(f"{name} {record.values[name]:.4f}" for name in leaders)
+    folds = folds_between_selections(settings)
+    scored = (
+        "every fold" if folds == settings.backtest_folds else f"the newest {folds} of {settings.backtest_folds} folds"
+    )
     return Backtested(
         [name for name in settings.train_candidates if name in leaders],
-        f"the leaders of the full selection of {record.selected_at[:16]} by {record.metric} ({ranked}); "
+        f"the leaders of the full selection of {record.selected_at[:16]} by {record.metric} ({ranked}), on {scored}; "
         f"the next full selection is due {settings.selection_interval_days:g} day(s) after it",
         False,
+        folds,
     )
 
 

@@ -135,6 +135,8 @@ def train_and_register(settings: Settings, airflow: AirflowRun | None = None, dr
     backtested = candidates_to_backtest(settings, utc_now(), drift)
     factories = {name: factory for name, factory in factories.items() if name in backtested.names}
     log.info("candidates: %s (%s)", ", ".join(factories), backtested.why)
+    if backtested.folds != settings.backtest_folds:  # between full selections: the newest folds only
+        settings = settings.model_copy(update={"backtest_folds": backtested.folds})
     data = load_evaluation_data(settings)
     tags = {"data_snapshot": data.snapshot, "split": data.split, "code_version": code_version()}
     if airflow is not None:
@@ -149,6 +151,7 @@ def train_and_register(settings: Settings, airflow: AirflowRun | None = None, dr
         mlflow.log_params(
             {
                 "candidates": ",".join(factories),
+                "backtest_folds": len(data.folds),
                 "promotion_min_lift": settings.promotion_min_lift,
                 "gate_max_cold_ndcg_drop": settings.gate_max_cold_ndcg_drop,
                 "gate_max_coverage_drop": settings.gate_max_coverage_drop,

@@ -38,6 +38,20 @@ def test_within_the_interval_only_the_leaders_in_candidate_order_are_backtested(
     chosen = candidates_to_backtest(settings, NOW, drift=False)
     assert chosen.names == ["ease", "als"] and not chosen.full
     assert "ease 0.3000, als 0.2900" in chosen.why and "due 7 day(s) after it" in chosen.why
+    assert chosen.folds == settings.backtest_folds and "on every fold" in chosen.why
+
+
+@pytest.mark.parametrize("selection_folds, expected", [(0, 3), (1, 1), (2, 2), (3, 3), (20, 3)])
+def test_between_full_selections_the_leaders_are_scored_on_the_newest_selection_folds(
+    settings, selection_folds, expected
+):
+    write_selection(settings, record())
+    narrowed = settings.model_copy(update={"backtest_folds": 3, "selection_folds": selection_folds})
+    chosen = candidates_to_backtest(narrowed, NOW, drift=False)
+    assert chosen.folds == expected
+    assert ("on every fold" if expected == 3 else f"on the newest {expected} of 3 folds") in chosen.why
+    full = candidates_to_backtest(narrowed, NOW, drift=True)  # a full selection always scores every fold
+    assert full.full and full.folds == 3
 
 
 @pytest.mark.parametrize(
@@ -71,7 +85,10 @@ def test_an_unreadable_record_is_an_error_naming_the_file(settings):
         read_selection(settings)
 
 
-@pytest.mark.parametrize("variable, value", [("SELECTION_INTERVAL_DAYS", "-1"), ("SELECTION_KEEP", "0")])
+@pytest.mark.parametrize(
+    "variable, value",
+    [("SELECTION_INTERVAL_DAYS", "-1"), ("SELECTION_KEEP", "0"), ("SELECTION_FOLDS", "-1"), ("SELECTION_FOLDS", "21")],
+)
 def test_selection_settings_are_range_checked_in_one_line(variable, value, monkeypatch):
     from pipelines.settings import InvalidSettings, get_settings
 
@@ -86,8 +103,8 @@ def two_trainings(built, tmp_path_factory):
     from pipelines.training.train import train_and_register
 
     settings = copy_home(
-        built, tmp_path_factory.mktemp("selection") / "home", backtest_folds=1, selection_interval_days=7,
-        selection_keep=1, train_candidates=["popularity", "popularity_recent", "itemknn_cosine"],
+        built, tmp_path_factory.mktemp("selection") / "home", backtest_folds=2, selection_interval_days=7,
+        selection_keep=1, selection_folds=1, train_candidates=["popularity", "popularity_recent", "itemknn_cosine"],
     )  # fmt: skip
     return settings, [train_and_register(settings), train_and_register(settings)]
 
@@ -104,4 +121,8 @@ def test_the_training_after_a_full_selection_backtests_only_its_leader(two_train
     client = MlflowClient()
     assert client.get_run(first.run_id).data.tags["selection"].startswith("full selection: no full selection recorded")
     assert client.get_run(second.run_id).data.tags["selection"].startswith("the leaders of the full selection of")
+    # the full selection scored every fold, the training between it on the newest one only, the gate included
+    assert client.get_run(first.run_id).data.params["backtest_folds"] == "2"
+    assert client.get_run(second.run_id).data.params["backtest_folds"] == "1"
+    assert "on the newest 1 of 2 folds" in client.get_run(second.run_id).data.tags["selection"]
     assert read_selection(settings).run_id == first.run_id  # a narrowed training leaves the record alone
