@@ -394,6 +394,7 @@ def tune_and_store(
     for fold in folds:
         log.info("tuning on %s", fold.describe())
     deadline = time.perf_counter() + settings.tune_timeout_seconds
+    names = [name for name in names if not _refuses_windows(name, settings, folds, why_not)]  # no budget share
     stored = {}
     for i, name in enumerate(names):
         timeout = max(deadline - time.perf_counter(), 0.0) / (len(names) - i)
@@ -428,6 +429,15 @@ def tune_and_store(
         log.info("tuned parameters of %s stored in %s", name, path)
         stored[name] = record
     return stored
+
+
+def _refuses_windows(name: str, settings: Settings, folds: list[Fold], why_not: dict[str, str] | None) -> bool:
+    """Whether a model refuses the validation windows with its untuned parameters (logged, noted)."""
+    reason = refusal_on_windows(model_class(name), candidate_params(name, settings), folds)
+    if reason:
+        log.warning("tuning %s not possible and its parameters stay as they were: it refuses %s", name, reason)
+        _note(why_not, name, f"refused: {name} refuses the validation data ({reason})")
+    return bool(reason)
 
 
 def _note(why_not: dict[str, str] | None, name: str, reason: str) -> None:

@@ -321,6 +321,27 @@ def test_a_model_that_refuses_a_validation_window_is_not_tuned_and_fits_nothing(
     assert LongMemoryPopularity.fits == 0
 
 
+def test_a_refusing_model_takes_no_share_of_the_time_budget_and_says_it_refused(world, monkeypatch):
+    from pipelines.training import tuning
+
+    settings, data, _, _ = world
+    settings = settings.model_copy(update={"tune_trials": 1, "tune_timeout_seconds": 100.0})
+    budgets, real_tune_model = {}, tuning.tune_model
+
+    def spy(name, settings, folds, catalog, config, timeout, tags=None):
+        budgets[name] = timeout
+        return real_tune_model(name, settings, folds, catalog, config, timeout, tags)
+
+    monkeypatch.setattr(tuning, "tune_model", spy)
+    why_not: dict[str, str] = {}
+    stored = tune_and_store(
+        ["slow_popularity", "long_memory_popularity"], settings, data, evaluation_config(settings), why_not=why_not
+    )
+    assert set(budgets) == {"slow_popularity"} and budgets["slow_popularity"] > 90  # all of it, not half
+    assert set(stored) == {"slow_popularity"}
+    assert set(why_not) == {"long_memory_popularity"} and why_not["long_memory_popularity"].startswith("refused: ")
+
+
 def test_tuning_refuses_a_split_whose_test_pairs_span_the_whole_log(tmp_path):
     settings = world_settings(tmp_path / "home", eval_split="random_ratio")
     with pytest.raises(TuningUnavailable, match="needs the global_time split"):
