@@ -62,13 +62,14 @@ class TuningUnavailable(ValueError):
 
 
 class TuningRefused(TuningUnavailable):
-    """The model itself refuses a validation window's training data (``Recommender.refuses``)."""
+    """A trial's parameters make the model refuse a validation window's training data (``Recommender.refuses``)."""
 
 
 def refusal_on_windows(cls, params: dict, folds: list[Fold]) -> str | None:
     """Why a model with these parameters cannot be fitted on some validation window, or None.
 
-    Training asks ``refuses`` before every backtest fold; tuning asks it before every trial, because the
+    Training asks ``refuses`` before every backtest fold; tuning asks it before it gives a model a share of
+    the time budget (``tune_and_store``) and before every trial (``_objective``), because the
     validation windows end earlier than any backtest fold and hold fewer days: a model that needs a long
     history (the ranker's label windows) can fit every backtest fold and still not fit the oldest window.
     Asked up front it costs a check, where a trial that finds out at its last window has spent every fit
@@ -180,7 +181,11 @@ def tune_model(
     timeout: float,
     tags: dict[str, str] | None = None,
 ) -> TuningOutcome:
-    """One study for one model in a nested MLflow run ``tuning <name>`` of the active run, trials nested in it."""
+    """One study for one model in a nested MLflow run ``tuning <name>`` of the active run, trials nested in it.
+
+    ``tune_and_store`` has left out a model whose untuned parameters the windows cannot support; a trial
+    whose parameters make it refuse one fails before its first fit.
+    """
     import mlflow
     import optuna
 
@@ -198,9 +203,6 @@ def tune_model(
         study_name=f"recforge-{name}",
     )
     untuned = {**class_defaults(cls), **base}  # what training would construct without tuning
-    refused = refusal_on_windows(cls, base, folds)
-    if refused:
-        raise TuningRefused(f"{name} refuses the validation data ({refused})")
     defaults = {p: untuned[p] for p, spec in space.items() if p in untuned and spec.contains(untuned[p])}
     if defaults:
         study.enqueue_trial(defaults)  # trial 0: the parameters training would use without tuning
@@ -404,10 +406,6 @@ def tune_and_store(
             continue
         try:
             outcome = tune_model(name, settings, folds, data.catalog, config, timeout, tags)
-        except TuningRefused as error:
-            log.warning("tuning %s not possible and its parameters stay as they were: %s", name, error)
-            _note(why_not, name, f"refused: {error}")
-            continue
         except Exception as error:
             log.warning("tuning %s failed and its parameters stay as they were: %s", name, error)
             _note(why_not, name, f"failed: {error}")
