@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -89,13 +91,53 @@ def settings(tmp_path) -> Settings:
     return make_settings(tmp_path / "home")
 
 
+def shared_home(tmp_path_factory, name: str, prepare: Callable[[Path], object]) -> tuple[Path, object]:
+    """A home prepared once per test session, by whichever xdist worker asks first, copied for each caller.
+
+    Without this every worker simulated, ingested, built, trained and published the same tiny world
+    (about 30 s of CPU each, four times over). ``prepare(home)`` builds into the shared directory under
+    a file lock (the others wait for it) and returns a picklable value, kept beside the home. Each caller
+    gets a private copy, so no DuckDB file is ever open in two workers; a copied home's MLflow store
+    re-points its artifact URIs at the copy (pipelines/training/tracking.py), so the copies are whole.
+    A worker that died while preparing leaves no ``value.pickle``: the next one starts that home again.
+    """
+    import fcntl
+    import os
+    import pickle
+
+    basetemp = tmp_path_factory.getbasetemp()
+    root = basetemp.parent if os.environ.get("PYTEST_XDIST_WORKER") else basetemp  # the run's, shared by workers
+    shared = root / "shared-homes" / name
+    shared.parent.mkdir(exist_ok=True)
+    with open(shared.parent / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (shared / "value.pickle").exists():
+            shutil.rmtree(shared, ignore_errors=True)
+            shared.mkdir()
+            value = prepare(shared / "home")
+            (shared / "value.pickle").write_bytes(pickle.dumps(value))
+    home = tmp_path_factory.mktemp(name) / "home"
+    shutil.copytree(shared / "home", home)
+    return home, relocated(pickle.loads((shared / "value.pickle").read_bytes()), shared / "home", home)
+
+
+def relocated(value, old_home: Path, new_home: Path):
+    """`value` with a TrainResult's report path (or each of a list's) moved from `old_home` to `new_home`."""
+    if isinstance(value, list):
+        return [relocated(item, old_home, new_home) for item in value]
+    if getattr(value, "report", None) is not None and value.report.is_relative_to(old_home):
+        return dataclasses.replace(value, report=new_home / value.report.relative_to(old_home))
+    return value
+
+
 @pytest.fixture(scope="session")
 def simulated(tmp_path_factory) -> Settings:
     from pipelines.simulate import simulate
 
-    settings = make_settings(tmp_path_factory.mktemp("simulated") / "home")
-    simulate(settings)
-    return settings
+    def prepare(home: Path) -> None:
+        simulate(make_settings(home))
+
+    return make_settings(shared_home(tmp_path_factory, "simulated", prepare)[0])
 
 
 @pytest.fixture(scope="session")
@@ -104,10 +146,12 @@ def built(simulated, tmp_path_factory) -> Settings:
     from pipelines.ingest import ingest_interval
     from pipelines.warehouse.transform import build_warehouse
 
-    settings = copy_home(simulated, tmp_path_factory.mktemp("built") / "home")
-    ingest_interval(settings, *whole_log(settings))
-    build_warehouse(settings)
-    return settings
+    def prepare(home: Path) -> None:
+        settings = copy_home(simulated, home)
+        ingest_interval(settings, *whole_log(settings))
+        build_warehouse(settings)
+
+    return make_settings(shared_home(tmp_path_factory, "built", prepare)[0])
 
 
 @pytest.fixture(scope="session")
@@ -115,8 +159,8 @@ def trained(built, tmp_path_factory):
     """(settings, TrainResult) after one training. Read-only for tests: copy_home() to change it."""
     from pipelines.training.train import train_and_register
 
-    settings = copy_home(built, tmp_path_factory.mktemp("trained") / "home")
-    return settings, train_and_register(settings)
+    home, result = shared_home(tmp_path_factory, "trained", lambda home: train_and_register(copy_home(built, home)))
+    return make_settings(home), result
 
 
 @pytest.fixture(scope="session")
@@ -125,11 +169,15 @@ def retrained(built, tmp_path_factory):
     promoted), then popularity alone again (v3, worse than the champion's ALS: challenger). Read-only."""
     from pipelines.training.train import train_and_register
 
-    settings = copy_home(built, tmp_path_factory.mktemp("retrained") / "home")
-    results = []
-    for candidates in (["popularity"], ["popularity", "als"], ["popularity"]):
-        results.append(train_and_register(settings.model_copy(update={"train_candidates": candidates})))
-    return settings, results
+    def prepare(home: Path) -> list:
+        settings = copy_home(built, home)
+        return [
+            train_and_register(settings.model_copy(update={"train_candidates": candidates}))
+            for candidates in (["popularity"], ["popularity", "als"], ["popularity"])
+        ]
+
+    home, results = shared_home(tmp_path_factory, "retrained", prepare)
+    return make_settings(home), results
 
 
 @pytest.fixture(scope="session")
@@ -137,9 +185,10 @@ def published(trained, tmp_path_factory) -> Settings:
     """Trained, registered and published. Read-only for tests: copy_home() to change it."""
     from pipelines.publication.publish import publish
 
-    settings = copy_home(trained[0], tmp_path_factory.mktemp("published") / "home")
-    publish(settings)
-    return settings
+    def prepare(home: Path) -> None:
+        publish(copy_home(trained[0], home))
+
+    return make_settings(shared_home(tmp_path_factory, "published", prepare)[0])
 
 
 CHROMIUM_FLAGS = [
