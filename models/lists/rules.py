@@ -136,8 +136,10 @@ def popularity_blend(
     """
     valid = model_items >= 0
     model_items, model_scores = model_items[valid], model_scores[valid]
-    own = np.unique(categories[history]) if len(history) else np.unique(categories)
-    in_own = np.isin(categories[popular_items], own) & ~np.isin(popular_items, history)
+    own = np.unique(categories[history]) if len(history) else None  # None: without history every category is own
+    in_own = ~np.isin(popular_items, history)
+    if own is not None:
+        in_own &= np.isin(categories[popular_items], own)
     pop_candidates = popular_items[in_own][:width]
     candidates = np.unique(np.concatenate([model_items, pop_candidates]))
     model_part = np.zeros(len(candidates), dtype=np.float32)
@@ -145,9 +147,10 @@ def popularity_blend(
         scaled = _minmax_rows(model_scores[None, :], np.ones((1, len(model_items)), dtype=bool))[0]
         model_part[np.searchsorted(candidates, model_items)] = scaled
     top_popularity = popularity[pop_candidates].max(initial=0.0)
-    pop_part = np.where(
-        np.isin(categories[candidates], own), popularity[candidates] / max(top_popularity, 1e-12), 0.0
-    ).astype(np.float32)
+    pop_part = popularity[candidates] / max(top_popularity, 1e-12)
+    if own is not None:
+        pop_part = np.where(np.isin(categories[candidates], own), pop_part, 0.0)
+    pop_part = pop_part.astype(np.float32)
     model_term, pop_term = (1.0 - weight) * model_part, weight * pop_part
     blended = model_term + pop_term
     from_model = np.isin(candidates, model_items)

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.lists.ranked import ListRules, item_vectors
+from models.lists.ranked import ListRules, PopularityOrder, item_vectors
 from models.lists.rules import head_within_cap, history_anchors, mmr_order, popularity_blend, unit_vectors
 from models.lists.stored import build_lists
 from pipelines.publication.publish import load_champion, read_items, read_purchases
@@ -13,6 +13,25 @@ from tests.conftest import copy_home
 
 # Two tight clusters of items: 0-2 point one way, 3-5 the other.
 CLUSTERED = np.array([[1, 0], [1, 0.05], [1, -0.05], [0, 1], [0.05, 1], [-0.05, 1]], dtype=np.float32)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_cold_users_popular_candidates_are_the_filtered_popularity_order_read_per_category(seed):
+    """PopularityOrder.first reads a few items per category; the answer is that of filtering the whole order
+    (categories, with an unknown -1, many popularity ties, some items not allowed, users with and without history)."""
+    rng = np.random.default_rng(seed)
+    categories = rng.integers(-1, 12, 2_000)
+    popularity = rng.integers(0, 30, 2_000)
+    popular = np.argsort(-popularity, kind="stable")
+    popular = popular[rng.random(2_000)[popular] > 0.1]
+    order = PopularityOrder.of(popular, categories)
+    for _ in range(40):
+        history = rng.choice(2_000, int(rng.integers(0, 5)), replace=False)
+        skip = np.concatenate([history, rng.choice(2_000, int(rng.integers(0, 30)), replace=False)])
+        own = np.unique(categories[history]) if len(history) else None
+        width = int(rng.integers(1, 120))
+        takeable = ~np.isin(popular, skip) & (np.isin(categories[popular], own) if own is not None else True)
+        assert order.first(own, skip, width).tolist() == popular[takeable][:width].tolist()
 
 
 def test_mmr_with_lambda_one_keeps_the_ranking():
