@@ -142,6 +142,11 @@ def main() -> int:
     parser.add_argument("--keep-log", action="store_true", help="reuse the simulated log already in --home")
     parser.add_argument("--generate-only", action="store_true", help="simulate the log and stop (nothing timed)")
     parser.add_argument("--stop-after", choices=PIPELINE, help="end the full run after this stage (no daily run)")
+    parser.add_argument(
+        "--daily-only", action="store_true",
+        help="only the daily increment again, on the warehouse an earlier run of this size left in --home (its "
+        "last landing day is replaced, as a re-run of that day is); the report goes to pipeline_scale_daily.json",
+    )  # fmt: skip
     args = parser.parse_args()
     size = SIZES[args.size]
     home = (args.home or Path(f"/tmp/recforge-scale-{args.size}")).resolve()
@@ -151,9 +156,12 @@ def main() -> int:
     env.setdefault("RECFORGE_SELECTION_INTERVAL_DAYS", "7")  # the daily training: the full selection's leaders
     env.setdefault("RECFORGE_SELECTION_FOLDS", "1")  # ... on the newest fold
 
+    if args.daily_only and not (home / "pipeline_scale.json").exists():
+        raise SystemExit(f"--daily-only needs the full run's home: {home} has no pipeline_scale.json")
     reuse = args.keep_log and (home / "landing" / "simulation.json").exists()
-    clear_home(home, keep_landing=reuse)
-    if not reuse:
+    if not args.daily_only:
+        clear_home(home, keep_landing=reuse)
+    if not reuse and not args.daily_only:
         generated = run_stage("simulate", env, 0, 0, "generate")
         print(f"(generation is not part of the figures: {generated['seconds']} s)")
     if args.generate_only:
@@ -161,7 +169,7 @@ def main() -> int:
 
     days = size["sim_days"]
     rows: list[dict] = []
-    for stage in PIPELINE:  # the full warehouse: every landing day but the last
+    for stage in () if args.daily_only else PIPELINE:  # the full warehouse: every landing day but the last
         rows.append(run_stage(stage, env, 0, days - 2, "full"))
         if stage == args.stop_after:
             break
@@ -180,7 +188,7 @@ def main() -> int:
             peak = max(r["peak_rss_mib"] for r in mine)
             report[f"{phase}_seconds"], report[f"{phase}_peak_rss_mib"] = total, peak
             print(f"| {phase} | total | {total} s | {peak} MiB (largest stage) | |")
-    (home / "pipeline_scale.json").write_text(json.dumps(report, indent=2) + "\n")
+    (home / f"pipeline_scale{'_daily' if args.daily_only else ''}.json").write_text(json.dumps(report, indent=2) + "\n")
     return 0
 
 

@@ -59,3 +59,16 @@ def test_the_large_size_is_the_issues_target(bench):
     assert large["sim_users"] == 1_000_000 and large["sim_items"] == 100_000
     # ~3.2 landing lines per user and day (the 1M-event log: 1,143,237 lines from 20k users x 18 days)
     assert large["sim_users"] * large["sim_days"] * 3.2 >= 50_000_000
+
+
+def test_the_daily_increment_alone_needs_the_full_runs_home(tmp_path):
+    """`--daily-only` re-runs the last day on a warehouse the full run left; on any other home it stops first."""
+    import subprocess
+
+    run = subprocess.run(
+        [sys.executable, str(SCRIPT), "tiny", "--home", str(tmp_path), "--daily-only"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert run.returncode == 1
+    assert f"--daily-only needs the full run's home: {tmp_path} has no pipeline_scale.json" in run.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing simulated, nothing cleared
