@@ -209,3 +209,36 @@ def test_published_lists_hold_the_seller_cap_and_calibration_with_the_category_c
     assert not set(capped["item_id"]) & blocked
     kl = [np.nanmean(calibration_kl(matrix(r), model.seen, categories, head)) for r in (plain, capped)]
     assert kl[1] < kl[0]
+
+
+class FixedRanking:
+    """A model stand-in that ranks every user's items in one fixed order (what apply_category_cap asks of a model)."""
+
+    def __init__(self, order: np.ndarray):
+        self.order, self.item_ids = order, np.arange(len(order))
+        self.depths: list[int] = []
+
+    def recommend(self, users, k, allowed_items=None, seen=None):
+        self.depths.append(k)
+        ranked = np.tile(self.order[:k], (len(users), 1))
+        return ranked, np.tile(-np.arange(k, dtype=np.float32), (len(users), 1))
+
+
+def test_a_head_too_uniform_is_filled_from_as_deep_as_it_takes_and_equals_the_whole_catalogs_capped_order():
+    """All items but six are one category: the head's 4 + 3 + 3 (cap 0.4 of 10) needs items ranked 100-102
+    (found 32x deep) and 1,500-1,502 (only in the whole catalog); a user short at no depth stops early."""
+    from models.lists.ranked import Candidates, apply_category_cap
+    from models.lists.rules import category_capped_order
+
+    categories = np.zeros(2_000, dtype=np.int64)
+    categories[100:103], categories[1_500:1_503] = 1, 2
+    model = FixedRanking(np.arange(2_000))
+    rules = ListRules(top_n=10, candidate_margin=0, category_cap=0.4, category_cap_head=10)
+    ranked, scores = model.recommend([0], 10)
+    candidates = Candidates(ranked, scores, np.zeros(ranked.shape, dtype=np.int8))
+    apply_category_cap(model, np.array([0]), candidates, None, None, categories, rules)
+    assert candidates.ranked[0].tolist() == [0, 1, 2, 3, 100, 101, 102, 1_500, 1_501, 1_502]
+    whole = np.arange(2_000)[None, :]
+    capped = np.take_along_axis(whole, category_capped_order(whole, categories, cap=0.4, head=10), axis=1)
+    assert candidates.ranked[0].tolist() == capped[0, :10].tolist()
+    assert model.depths == [10, 40, 320, 2_000]  # the first call is the test's own
