@@ -280,8 +280,8 @@ class PopularityOrder:
     A cold user's popularity candidates are the first `width` items of the user's categories (every
     category for a user without history) that the user has not seen and may not get again. Filtering
     the whole popularity order for each user cost ~1-2 ms (about 1 ms of `np.isin` over a growing
-    prefix, and a `np.unique` over all 100k items' categories for a user without history): 250 s for
-    the quarter of a million users that are cold at a million, and most of a tuning trial's time.
+    prefix, and a `np.unique` over all 100k items' categories for a user without history): minutes at
+    a million users (a tenth of them cold in the scale benchmark), and most of a tuning trial's time.
     Per category only its first ``width + len(skip)`` items can be among the answer, so that is all
     that is read.
     """
