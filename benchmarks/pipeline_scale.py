@@ -140,9 +140,10 @@ def main() -> int:
     parser.add_argument("size", choices=SIZES)
     parser.add_argument("--home", type=Path, help="default /tmp/recforge-scale-SIZE (outside the repository)")
     parser.add_argument("--keep-log", action="store_true", help="reuse the simulated log already in --home")
-    parser.add_argument("--generate-only", action="store_true", help="simulate the log and stop (nothing timed)")
-    parser.add_argument("--stop-after", choices=PIPELINE, help="end the full run after this stage (no daily run)")
-    parser.add_argument(
+    only = parser.add_mutually_exclusive_group()  # each names a part of the run; together they would run nothing
+    only.add_argument("--generate-only", action="store_true", help="simulate the log and stop (nothing timed)")
+    only.add_argument("--stop-after", choices=PIPELINE, help="end the full run after this stage (no daily run)")
+    only.add_argument(
         "--daily-only", action="store_true",
         help="only the daily increment again, on the warehouse an earlier run of this size left in --home (its "
         "last landing day is replaced, as a re-run of that day is); the report goes to pipeline_scale_daily.json",
@@ -159,11 +160,11 @@ def main() -> int:
     if args.daily_only and not (home / "pipeline_scale.json").exists():
         raise SystemExit(f"--daily-only needs the full run's home: {home} has no pipeline_scale.json")
     reuse = args.keep_log and (home / "landing" / "simulation.json").exists()
-    if not args.daily_only:
+    if not args.daily_only:  # the daily increment alone builds on what the full run left
         clear_home(home, keep_landing=reuse)
-    if not reuse and not args.daily_only:
-        generated = run_stage("simulate", env, 0, 0, "generate")
-        print(f"(generation is not part of the figures: {generated['seconds']} s)")
+        if not reuse:
+            generated = run_stage("simulate", env, 0, 0, "generate")
+            print(f"(generation is not part of the figures: {generated['seconds']} s)")
     if args.generate_only:
         return 0
 

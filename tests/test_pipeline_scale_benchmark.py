@@ -72,3 +72,17 @@ def test_the_daily_increment_alone_needs_the_full_runs_home(tmp_path):
     assert run.returncode == 1
     assert f"--daily-only needs the full run's home: {tmp_path} has no pipeline_scale.json" in run.stderr
     assert list(tmp_path.iterdir()) == []  # nothing simulated, nothing cleared
+
+
+@pytest.mark.parametrize("other", [["--stop-after", "train"], ["--generate-only"]])
+def test_the_daily_increment_alone_cannot_be_combined_with_another_part_of_the_run(tmp_path, other):
+    """Together they would run nothing and write an empty report: argparse refuses before anything happens."""
+    import subprocess
+
+    run = subprocess.run(
+        [sys.executable, str(SCRIPT), "tiny", "--home", str(tmp_path), "--daily-only", *other],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert run.returncode == 2
+    assert f"argument {other[0]}: not allowed with argument --daily-only" in run.stderr
+    assert list(tmp_path.iterdir()) == []

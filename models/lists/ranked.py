@@ -307,10 +307,8 @@ class PopularityOrder:
             picked = self.items[:need]
         else:
             parts = [self.by_category[code][:need] for code in own.tolist() if code in self.by_category]
-            if not parts:
-                return self.items[:0]
-            picked = parts[0] if len(parts) == 1 else np.concatenate(parts)
-            if len(parts) > 1:
+            picked = np.concatenate(parts) if parts else self.items[:0]
+            if len(parts) > 1:  # the categories' items back into one popularity order
                 picked = picked[np.argsort(self.rank[picked], kind="stable")]
         if len(skip):
             picked = picked[~np.isin(picked, skip)]

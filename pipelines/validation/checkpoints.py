@@ -118,21 +118,7 @@ def _run_definitions(
     run_id = RunIdentifier(run_name=batch, run_time=datetime.now(UTC))
     try:
         for definition in checkpoint.validation_definitions:
-            if definition.name not in frames:
-                raise ValueError(f"checkpoint {name!r} needs a frame for {definition.name!r}")
-            frame = frames[definition.name]
-            report.rows[definition.name] = len(frame)
-            result = definition.run(
-                batch_parameters={"dataframe": frame}, expectation_parameters=parameters or {}, run_id=run_id
-            )
-            for outcome in result.results:
-                if outcome.success:
-                    continue
-                config = outcome.expectation_config
-                subject = config.kwargs.get("column") or config.kwargs.get("column_A") or "table"
-                label = f"{definition.name}.{config.type}({subject})"
-                severity = str(getattr(config.severity, "value", config.severity)).lower()
-                (report.failed_critical if severity == "critical" else report.failed_warning).append(label)
+            _run_definition(definition, frames, parameters, run_id, report)
     finally:
         release_batches(context)
     # Render only this run's results (and their suites): a full rebuild re-renders every result
@@ -155,13 +141,33 @@ def _run_definitions(
     return report
 
 
+def _run_definition(definition, frames: dict[str, pd.DataFrame], parameters: dict | None, run_id, report) -> None:
+    """Validate the frame named like `definition`; its failed expectations go into `report` by severity."""
+    if definition.name not in frames:
+        raise ValueError(f"checkpoint {report.checkpoint!r} needs a frame for {definition.name!r}")
+    frame = frames[definition.name]
+    report.rows[definition.name] = len(frame)
+    result = definition.run(
+        batch_parameters={"dataframe": frame}, expectation_parameters=parameters or {}, run_id=run_id
+    )
+    for outcome in result.results:
+        if outcome.success:
+            continue
+        config = outcome.expectation_config
+        subject = config.kwargs.get("column") or config.kwargs.get("column_A") or "table"
+        label = f"{definition.name}.{config.type}({subject})"
+        severity = str(getattr(config.severity, "value", config.severity)).lower()
+        (report.failed_critical if severity == "critical" else report.failed_warning).append(label)
+
+
 def release_batches(context) -> None:
     """Let go of the frames this context validated.
 
     GX's pandas engine keeps every batch it was handed (its BatchManager's cache) for as long as the
     context lives, and GX's ProjectManager keeps contexts alive: a process that runs many checkpoints
-    (`make run`'s in-process DAG tests, a backfill, the scale benchmark's ingest) kept every day's
-    events frame, 1.1 GB a day at a million users, until it ran out of memory.
+    (a DAG's `dag.test()`, a Python caller looping over days, the scale benchmark's ingest) kept every
+    day's events frame, 1.1 GB a day at a million users, until it ran out of memory. (Airflow's own
+    task processes end after one checkpoint.)
     """
     for datasource in context.data_sources.all().values():
         manager = datasource.get_execution_engine().batch_manager
