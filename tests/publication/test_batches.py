@@ -3,6 +3,10 @@
 The lists file is the same whether users are scored 7 at a time (many batches, each its own row
 groups) or all at once: same rows in the same order, sorted by user then rank across the batch
 boundaries, the same manifest counts, and consent-withheld users left out of whichever batch they fall in.
+
+"The same" is exact for users, ranks, items and reasons; a score may differ in its last bit, because BLAS
+picks its kernel by the shape of the product (7 users or 400): OpenBLAS on an AMD EPYC gave scores up to
+2.4e-7 apart for the same user and item, with every list identical.
 """
 
 from collections import Counter
@@ -21,6 +25,14 @@ from tests.conftest import copy_home
 SMALL_BATCH = 7
 
 
+def assert_same_lists(written: pd.DataFrame, expected: pd.DataFrame) -> None:
+    """The same rows in the same order; scores equal up to float32 rounding (see the module docstring)."""
+    assert list(written.columns) == list(expected.columns)
+    exact = [column for column in written.columns if column != "score"]
+    assert written[exact].equals(expected[exact])
+    np.testing.assert_allclose(written["score"], expected["score"], rtol=1e-6, atol=1e-6)
+
+
 @pytest.fixture(scope="module")
 def in_batches_and_at_once(published, tmp_path_factory):
     """The same champion published 7 users at a time and in one batch: (lists, manifest) of each."""
@@ -36,7 +48,8 @@ def in_batches_and_at_once(published, tmp_path_factory):
 def test_lists_published_in_batches_of_7_users_equal_the_lists_published_at_once(in_batches_and_at_once):
     (batched, _), (whole, _) = in_batches_and_at_once
     assert batched.metadata.num_row_groups > whole.metadata.num_row_groups  # the batches were really many
-    assert batched.read().equals(whole.read())
+    assert batched.schema_arrow.equals(whole.schema_arrow)
+    assert_same_lists(batched.read().to_pandas(), whole.read().to_pandas())
 
 
 def test_the_lists_file_keeps_the_contracts_columns_and_types(in_batches_and_at_once):
@@ -96,7 +109,7 @@ def test_the_published_lists_are_the_lists_build_lists_makes_at_once(published, 
     expected, _ = build_lists(model, items, ListRules.from_settings(published), purchased)
     expected = expected.sort_values(["user_id", "rank"], ignore_index=True)
     written = batched.read().to_pandas()
-    assert written.drop(columns="item_row").equals(expected)
+    assert_same_lists(written.drop(columns="item_row"), expected)
     model_rows = pd.Index(model.item_ids.astype(str)).get_indexer(written["item_id"])
     assert (written["item_row"].to_numpy() == model_rows).all()  # items.parquet lists the model's items in order
 
