@@ -8,7 +8,12 @@ ceiling: the same routing, middleware and metrics, no work), user recommendation
 users over the whole publication via a wrk Lua script), the same with an ``exclude`` parameter
 (which always takes the Python answer path) and similar items (random items); then ``hey -q``
 at a fixed total rate for latency percentiles; then a wrk run on recommendations during which a
-new publication is switched live, counting non-200 answers.
+new publication is switched live, counting non-200 answers; then ``hey -q`` at the fixed rate
+while another new publication is switched live: how long the running server took to serve it
+(``/readyz`` polled), every answer's status, and the latency percentiles of the requests sent
+between the switch and the moment the new version answered (hey's per-request CSV).
+``--swap-only`` runs that last step alone (issue 20's target: picked up within 60 s, zero non-200,
+p99 under 20 ms during the swap, at 500 requests/s).
 
 Every endpoint is warmed up first (a few seconds of wrk, not recorded). No-op and
 recommendations then alternate for ``--rounds`` rounds, and the ratio is the median of the
@@ -60,12 +65,14 @@ SERVER_CPU, CLIENT_CPU = "0", "1"
 PINNING = {"server": [], "client": []}
 
 
-def start_server(home: Path, port: int, log_path: Path) -> tuple[subprocess.Popen, float]:
+def start_server(
+    home: Path, port: int, log_path: Path, reload_interval_seconds: float
+) -> tuple[subprocess.Popen, float]:
     env = {
         **os.environ,
         "RECFORGE_HOME": str(home),
         "RECFORGE_PORT": str(port),
-        "RECFORGE_RELOAD_INTERVAL_SECONDS": "1",
+        "RECFORGE_RELOAD_INTERVAL_SECONDS": str(reload_interval_seconds),
         "PYTHONPATH": str(REPO),
     }
     started = time.perf_counter()
@@ -175,6 +182,77 @@ def run_hey(url: str, rate: int, seconds: int, workers: int) -> dict:
     }
 
 
+def percentile_ms(latencies_s: np.ndarray, p: float) -> float | None:
+    return round(float(np.percentile(latencies_s, p)) * 1000, 3) if len(latencies_s) else None
+
+
+def swap_at_rate(base: str, root: Path, url: str, rate: int, seconds: int, switch_after: float) -> dict:
+    """`hey -q` at `rate` requests/s in total while a new version (same files, own manifest) goes live.
+
+    The version is switched `switch_after` seconds into the run, as `recforge publish` switches it;
+    `/readyz` is polled until the server answers with it. "During the swap" is every request hey
+    started between the switch and that moment: its latencies are what a client saw while the
+    server loaded and verified the new version in the background.
+    """
+    workers = 10
+    new_version = clone_version(root, current_version(root))
+    hey = subprocess.Popen(
+        [*PINNING["client"], "hey", "-z", f"{seconds}s", "-c", str(workers), "-q", str(rate // workers),
+         "-o", "csv", url],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    started = time.monotonic()
+    time.sleep(switch_after)
+    switch_current(root, new_version)
+    switched_at = time.monotonic() - started
+    picked_up_at = None
+    while picked_up_at is None and time.monotonic() - started < seconds:
+        if get_json(f"{base}/readyz")[1].get("version") == new_version:
+            picked_up_at = time.monotonic() - started
+        else:
+            time.sleep(0.1)
+    out, _ = hey.communicate()
+    if hey.returncode != 0:
+        raise RuntimeError(f"hey exited with {hey.returncode}")
+    return {"rate": rate, "new_version": new_version, **swap_summary(out, seconds, switched_at, picked_up_at)}
+
+
+def swap_summary(hey_csv: str, seconds: float, switched_at: float, picked_up_at: float | None) -> dict:
+    """Status codes and latencies from hey's per-request CSV, over the run and over the swap.
+
+    A request is "during the swap" when hey started it (its `offset`) between the switch and the
+    pickup; with no pickup, until the run's end. A failed request (hey writes status 0) is non-200.
+    """
+    header, *lines = hey_csv.splitlines()
+    columns = header.split(",")
+    if columns[0] != "response-time" or "status-code" not in columns or "offset" not in columns:
+        raise ValueError(f"not hey's CSV output: header {header!r}")
+    rows = [line.split(",") for line in lines if line.strip()]
+    at = {name: columns.index(name) for name in ("response-time", "status-code", "offset")}
+    latency = np.array([float(r[at["response-time"]]) for r in rows])
+    status = np.array([int(r[at["status-code"]]) for r in rows], dtype=np.int64)
+    offset = np.array([float(r[at["offset"]]) for r in rows])
+    during = (offset >= switched_at) & (offset <= (seconds if picked_up_at is None else picked_up_at))
+    codes, counts = np.unique(status, return_counts=True)
+    return {
+        "seconds": seconds,
+        "switched_at_s": round(switched_at, 2),
+        "picked_up_at_s": None if picked_up_at is None else round(picked_up_at, 2),
+        "pickup_seconds": None if picked_up_at is None else round(picked_up_at - switched_at, 2),
+        "requests": len(rows),
+        "requests_per_second": round(len(rows) / seconds, 1),
+        "status_codes": {int(c): int(n) for c, n in zip(codes, counts, strict=True)},
+        "non_200": int((status != 200).sum()),
+        "p50_ms": percentile_ms(latency, 50),
+        "p99_ms": percentile_ms(latency, 99),
+        "during_swap_requests": int(during.sum()),
+        "during_swap_non_200": int((status[during] != 200).sum()),
+        "during_swap_p50_ms": percentile_ms(latency[during], 50),
+        "during_swap_p99_ms": percentile_ms(latency[during], 99),
+        "during_swap_max_ms": percentile_ms(latency[during], 100),
+    }
+
+
 def throughput_summary(runs: list[dict]) -> dict:
     """Median requests/s and CPU per request of each wrk endpoint, and the median per-round ratio to the no-op."""
     wrk = [r for r in runs if r["tool"] == "wrk"]
@@ -212,6 +290,12 @@ def main() -> None:
         "--no-pin", dest="pin", action="store_false", help="do not pin the server to CPU 0 and wrk/hey to CPU 1"
     )
     parser.add_argument("--warmup", type=int, default=5, help="seconds of unrecorded wrk per endpoint first")
+    parser.add_argument(
+        "--reload-interval", type=float, default=2.0,
+        help="the server's RECFORGE_RELOAD_INTERVAL_SECONDS (default 2.0, the server's own default)",
+    )  # fmt: skip
+    parser.add_argument("--swap-seconds", type=int, default=75, help="length of the fixed-rate swap run")
+    parser.add_argument("--swap-only", action="store_true", help="only the fixed-rate swap (after a warm-up)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     for tool in ("wrk", "hey"):
@@ -222,11 +306,12 @@ def main() -> None:
         PINNING.update(server=["taskset", "-c", SERVER_CPU], client=["taskset", "-c", CLIENT_CPU])
     root = args.home / "published"
     log_path = Path(tempfile.gettempdir()) / "recforge-serving-bench.log"
-    server, ready_seconds = start_server(args.home, args.port, log_path)
+    server, ready_seconds = start_server(args.home, args.port, log_path, args.reload_interval)
     base = f"http://127.0.0.1:{args.port}"
     results: dict = {
         "pinned": bool(PINNING["server"]),
         "ready_seconds": round(ready_seconds, 1),
+        "reload_interval_seconds": args.reload_interval,
         "readyz": get_json(f"{base}/readyz")[1],
         "runs": [],
     }
@@ -235,65 +320,77 @@ def main() -> None:
         time.sleep(3)  # let the loader's garbage settle before measuring
         for kind in ("noop", "recommendations", "recommendations_exclude", "similar"):
             run_wrk(base, lua_script(kind, users, items, args.k), args.warmup, args.connections)
-
-        def measured(kind: str, round_number: int) -> dict:
-            row = {"tool": "wrk", "endpoint": kind, "round": round_number, "load_average": os.getloadavg()}
-            cpu_before = server_cpu_seconds(server.pid)
-            row.update(run_wrk(base, lua_script(kind, users, items, args.k), args.seconds, args.connections))
-            row["server_cpu_us_per_request"] = round(
-                (server_cpu_seconds(server.pid) - cpu_before) / max(row["requests"], 1) * 1e6, 1
-            )
-            print(json.dumps(row), flush=True)
-            results["runs"].append(row)
-            return row
-
-        for round_number in range(1, args.rounds + 1):
-            order = ("noop", "recommendations") if round_number % 2 else ("recommendations", "noop")
-            for kind in order:  # alternating which goes first cancels a drift within the run
-                measured(kind, round_number)
-        for kind in ("recommendations_exclude", "similar"):
-            measured(kind, 1)
-        fixed = {
-            "noop": f"{base}/v1/noop",
-            "recommendations": f"{base}/v1/users/u{users // 2:0{len(str(users))}d}/recommendations?k={args.k}",
-            "similar": f"{base}/v1/items/i{items // 2:0{len(str(items))}d}/similar?k={args.k}",
-        }
-        for kind, url in fixed.items():
-            row = {"tool": f"hey -q ({args.rate}/s)", "endpoint": kind, "load_average": os.getloadavg()}
-            row.update(run_hey(url, args.rate, args.hey_seconds, workers=10))
-            print(json.dumps(row), flush=True)
-            results["runs"].append(row)
-
-        # A new publication goes live in the middle of a wrk run on recommendations.
-        before = current_version(root)
-        swap = {"tool": "wrk + swap", "endpoint": "recommendations", "load_average": os.getloadavg()}
-        new_version = clone_version(root, before)
-
-        def switch_later() -> None:
-            time.sleep(2)
-            switch_current(root, new_version)
-
-        import threading
-
-        switcher = threading.Thread(target=switch_later)
-        switcher.start()
-        swap.update(
-            run_wrk(base, lua_script("recommendations", users, items, args.k), max(args.seconds, 40), args.connections)
-        )
-        switcher.join()
-        swap["live_version_after"] = get_json(f"{base}/readyz")[1]["version"]
-        swap["swapped"] = swap["live_version_after"] == new_version
-        print(json.dumps(swap), flush=True)
-        results["runs"].append(swap)
+        if not args.swap_only:
+            throughput_runs(args, base, root, server, users, items, results)
+        url = f"{base}/v1/users/u{users // 2:0{len(str(users))}d}/recommendations?k={args.k}"
+        row = {"tool": f"hey -q ({args.rate}/s) + swap", "endpoint": "recommendations", "load_average": os.getloadavg()}
+        row.update(swap_at_rate(base, root, url, args.rate, args.swap_seconds, switch_after=5))
+        print(json.dumps(row), flush=True)
+        results["runs"].append(row)
     finally:
         server.terminate()
         server.wait(timeout=30)
 
-    results.update(throughput_summary(results["runs"]))
+    if not args.swap_only:
+        results.update(throughput_summary(results["runs"]))
     print(json.dumps({k: v for k, v in results.items() if k != "runs"}, indent=2))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=2) + "\n")
+
+
+def throughput_runs(args, base: str, root: Path, server: subprocess.Popen, users: int, items: int, results: dict):
+    """wrk's alternating no-op / recommendations rounds, the slower paths, hey at a fixed rate, a swap under wrk."""
+
+    def measured(kind: str, round_number: int) -> dict:
+        row = {"tool": "wrk", "endpoint": kind, "round": round_number, "load_average": os.getloadavg()}
+        cpu_before = server_cpu_seconds(server.pid)
+        row.update(run_wrk(base, lua_script(kind, users, items, args.k), args.seconds, args.connections))
+        row["server_cpu_us_per_request"] = round(
+            (server_cpu_seconds(server.pid) - cpu_before) / max(row["requests"], 1) * 1e6, 1
+        )
+        print(json.dumps(row), flush=True)
+        results["runs"].append(row)
+        return row
+
+    for round_number in range(1, args.rounds + 1):
+        order = ("noop", "recommendations") if round_number % 2 else ("recommendations", "noop")
+        for kind in order:  # alternating which goes first cancels a drift within the run
+            measured(kind, round_number)
+    for kind in ("recommendations_exclude", "similar"):
+        measured(kind, 1)
+    fixed = {
+        "noop": f"{base}/v1/noop",
+        "recommendations": f"{base}/v1/users/u{users // 2:0{len(str(users))}d}/recommendations?k={args.k}",
+        "similar": f"{base}/v1/items/i{items // 2:0{len(str(items))}d}/similar?k={args.k}",
+    }
+    for kind, url in fixed.items():
+        row = {"tool": f"hey -q ({args.rate}/s)", "endpoint": kind, "load_average": os.getloadavg()}
+        row.update(run_hey(url, args.rate, args.hey_seconds, workers=10))
+        print(json.dumps(row), flush=True)
+        results["runs"].append(row)
+
+    # A new publication goes live in the middle of a wrk run on recommendations.
+    before = current_version(root)
+    swap = {"tool": "wrk + swap", "endpoint": "recommendations", "load_average": os.getloadavg()}
+    new_version = clone_version(root, before)
+
+    def switch_later() -> None:
+        time.sleep(2)
+        switch_current(root, new_version)
+
+    import threading
+
+    switcher = threading.Thread(target=switch_later)
+    switcher.start()
+    swap.update(
+        run_wrk(base, lua_script("recommendations", users, items, args.k), max(args.seconds, 40), args.connections)
+    )
+    switcher.join()
+    swap["live_version_after"] = get_json(f"{base}/readyz")[1]["version"]
+    swap["swapped"] = swap["live_version_after"] == new_version
+    print(json.dumps(swap), flush=True)
+    results["runs"].append(swap)
 
 
 if __name__ == "__main__":
