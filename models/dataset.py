@@ -10,6 +10,10 @@ so that code which only has (user, item, weight) keeps working unchanged:
   last-interaction time of each cell in epoch seconds (the ``last_ts`` of
   ``marts.interactions``). Epoch seconds rather than datetimes because models do arithmetic
   on them and scipy cannot hold datetimes.
+- ``first_ts``: the same for the *first* interaction of each cell, where the source has it (the
+  event log, a frame of events). A cell whose first interaction is before a cutoff and whose last
+  is after it straddles the cutoff: the user already knew the item, so the ranker keeps it in the
+  history it learns from instead of making it a label (``split_first_met``).
 - ``item_features``: a DataFrame aligned row-for-row with ``item_ids`` with any of
   ``category`` (string), ``price`` (float) and ``created_at`` (epoch seconds). Static item
   attributes only: counts such as ``events_7d`` from ``marts.item_features`` are computed on the
@@ -51,10 +55,13 @@ class Interactions:
     last_ts: sp.csr_matrix | None = None  # users x items, last interaction (epoch seconds), same pattern as matrix
     item_features: pd.DataFrame | None = None  # one row per item index: category, price, created_at
     catalog: pd.DataFrame | None = None  # catalog items existing at the reference time, by item id: content
+    first_ts: sp.csr_matrix | None = None  # users x items, first interaction (epoch seconds), pattern of last_ts
 
     def __post_init__(self):
         if self.last_ts is not None and self.last_ts.shape != self.matrix.shape:
             raise ValueError(f"last_ts has shape {self.last_ts.shape}, the interaction matrix {self.matrix.shape}")
+        if self.first_ts is not None and (self.last_ts is None or self.first_ts.shape != self.matrix.shape):
+            raise ValueError("first_ts needs last_ts and the interaction matrix's shape")
         if self.item_features is not None and len(self.item_features) != len(self.item_ids):
             raise ValueError(f"item_features has {len(self.item_features)} rows for {len(self.item_ids)} items")
 
@@ -70,9 +77,9 @@ class Interactions:
         """Build from rows of (user_id, item_id, weight[, last_ts]).
 
         Unknown ids are dropped when maps are given. Repeated (user, item) rows are merged:
-        weights summed, ``last_ts`` the latest, so the rows of ``marts.interactions_split`` can
-        be passed as they are. ``item_features`` (indexed or keyed by ``item_id``) is aligned to
-        the item map; items it lacks get missing values.
+        weights summed, ``last_ts`` the latest (and ``first_ts`` the earliest), so the rows of
+        ``marts.interactions_split`` can be passed as they are. ``item_features`` (indexed or keyed
+        by ``item_id``) is aligned to the item map; items it lacks get missing values.
         """
         missing = {Columns.User, Columns.Item, Columns.Weight} - set(frame.columns)
         if missing:
@@ -86,19 +93,20 @@ class Interactions:
         weights = frame[Columns.Weight].to_numpy(dtype=np.float32)[keep]
         matrix = sp.csr_matrix((weights, (rows[keep], cols[keep])), shape=shape)
         matrix.sum_duplicates()
-        last_ts = None
+        last_ts = first_ts = None
         if Columns.LastTs in frame.columns:
             cells = pd.DataFrame({"r": rows[keep], "c": cols[keep], "t": to_epoch_seconds(frame[Columns.LastTs])[keep]})
             if cells["t"].isna().any():
                 raise ValueError(f"{int(cells['t'].isna().sum())} interaction rows have no {Columns.LastTs}")
-            latest = cells.groupby(["r", "c"], sort=False)["t"].max()
-            last_ts = sp.csr_matrix(
-                (latest.to_numpy(), (latest.index.get_level_values(0), latest.index.get_level_values(1))), shape=shape
-            )
+            span = cells.groupby(["r", "c"], sort=False)["t"].agg(["min", "max"])
+            at = (span.index.get_level_values(0), span.index.get_level_values(1))
+            last_ts = sp.csr_matrix((span["max"].to_numpy(), at), shape=shape)
+            first_ts = sp.csr_matrix((span["min"].to_numpy(), at), shape=shape)
             last_ts.sort_indices()
+            first_ts.sort_indices()
         aligned = None if item_features is None else align_item_features(item_features, items)
         content = None if catalog is None else catalog_content(catalog)
-        return cls(users, items, matrix, last_ts, aligned, content)
+        return cls(users, items, matrix, last_ts, aligned, content, first_ts if last_ts is not None else None)
 
     @property
     def n_users(self) -> int:
@@ -158,7 +166,29 @@ class Interactions:
         keep_ts = self.last_ts.multiply(mask).tocsr()
         keep_matrix.eliminate_zeros()
         keep_ts.eliminate_zeros()
-        return replace(self, matrix=keep_matrix, last_ts=keep_ts)
+        keep_first = None
+        if self.first_ts is not None:
+            keep_first = self.first_ts.multiply(mask).tocsr()
+            keep_first.eliminate_zeros()
+        return replace(self, matrix=keep_matrix, last_ts=keep_ts, first_ts=keep_first)
+
+    def split_first_met(self, cutoff_ts: float) -> tuple[Interactions, Interactions]:
+        """(cells first met before ``cutoff_ts``, cells first met at or after it): who knew what by then.
+
+        Unlike ``split_at``, a cell that straddles the cutoff (met before, touched again after)
+        is history, not future: the user knew the item. Its time in the history is its first
+        touch (the last one before the cutoff is unknown, and later ones must not leak); its weight
+        is the cell's, later touches included (an aggregate cannot be split: what the history must
+        hold is that the user knew the item). Without ``first_ts`` this is ``split_at``.
+        """
+        if self.first_ts is None:
+            return self.split_at(cutoff_ts)
+        met = self.first_ts.copy()
+        met.data = (met.data < cutoff_ts).astype(np.float64)
+        before, after = self._masked(met), self._masked(_complement(met))
+        clipped = before.last_ts.minimum(before.first_ts).tocsr()  # first touch where the last is after the cutoff
+        clipped.sort_indices()
+        return replace(before, last_ts=clipped), after
 
     def item_feature(self, column: str) -> np.ndarray | None:
         """One item attribute as an array aligned to item indices, or None if absent."""

@@ -8,6 +8,12 @@ did not see, so ``fit`` splits the interactions it is given by time:
     history (before cutoff)  ->  generators fit here  ->  top-M candidates per user + features
     label window (last ``label_days``)  ->  label = 1 if the user interacted with the candidate
 
+A label is an item the user first met in the label window (``Interactions.split_first_met``, where
+the interactions carry ``first_ts``). An item met before the cutoff and again in the window straddles
+it: it is history, as of its first touch, so the generators filter it as seen, as serving and the
+evaluation do. Cut by last touch instead, such re-visits were labels the ranker was trained to put
+first, a task it is never asked, and were missing from the history its generators fitted on.
+
 The cutoff is ``max_ts - label_days``; with ``label_windows = n`` the same is repeated at n
 successive cutoffs, one ``label_days`` apart, for more training groups. The evaluation's test
 window is never among the data given to ``fit`` (the training pipeline passes train + valid only),
@@ -184,7 +190,7 @@ class RankerRecommender(Recommender):
             cutoff = interactions.max_ts - (window + 1) * self.label_days * SECONDS_PER_DAY
             # An earlier window ends where the later one's labels begin: window 2 must not see window 1.
             window_end = cutoff + self.label_days * SECONDS_PER_DAY
-            upto = interactions.split_at(window_end)[0] if window else interactions
+            upto = interactions.split_first_met(window_end)[0] if window else interactions
             frame, generators = self._training_groups(upto, cutoff, window)
             self.window_generators.append(generators)
             if frame is not None:
@@ -216,7 +222,7 @@ class RankerRecommender(Recommender):
 
     def _training_groups(self, interactions: Interactions, cutoff: float, window: int):
         """Candidates with features and labels for one label window; the generators fitted before it."""
-        history, labels = interactions.split_at(cutoff)
+        history, labels = interactions.split_first_met(cutoff)
         if history.matrix.nnz == 0:
             raise ValueError(f"label window {window + 1} starts before the first interaction: nothing to fit on")
         generators = []

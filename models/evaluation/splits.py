@@ -160,7 +160,7 @@ class EventLog:
     def interactions(self, mask: np.ndarray, reference_ts: int) -> tuple[Interactions, np.ndarray, np.ndarray]:
         """Decayed (user x item) matrix of the masked events, over the users and items they contain.
 
-        Also the last-interaction time of each cell (epoch seconds, for time-aware models) and the
+        Also the last- and first-interaction time of each cell (epoch seconds, for time-aware models) and the
         static item features of the training items.
         Returns the interactions and, for the log's user and item codes, their row / column in it (-1 if absent).
         """
@@ -177,6 +177,9 @@ class EventLog:
         latest = np.full(len(cells), np.iinfo(np.int64).min, dtype=np.int64)
         np.maximum.at(latest, cell_of_event, ts)
         last_ts = sp.csr_matrix((latest.astype(np.float64), (cell_rows, cell_cols)), shape=shape)
+        earliest = np.full(len(cells), np.iinfo(np.int64).max, dtype=np.int64)
+        np.minimum.at(earliest, cell_of_event, ts)
+        first_ts = sp.csr_matrix((earliest.astype(np.float64), (cell_rows, cell_cols)), shape=shape)
         features = catalog = None
         if self.item_features is not None:
             static = [c for c in ITEM_FEATURE_COLUMNS if c in self.item_features.columns]
@@ -188,7 +191,7 @@ class EventLog:
         item_map = np.full(len(self.item_ids), -1, dtype=np.int64)
         item_map[item_codes] = np.arange(len(item_codes))
         interactions = Interactions(
-            self.user_ids[user_codes], self.item_ids[item_codes], matrix, last_ts, features, catalog
+            self.user_ids[user_codes], self.item_ids[item_codes], matrix, last_ts, features, catalog, first_ts
         )
         return interactions, user_map, item_map
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -20,8 +21,8 @@ from models import (
 from models import ease as ease_module
 from models.dataset import Interactions
 from models.ranker import add_user_relative_scores
-from models.ranker_features import TREND_DAYS, FeatureContext, segment_of
-from tests.models.test_contract import COMMUNITY_SIZE, DAY, T0, community_data, community_walks
+from models.ranker_features import TREND_DAYS, FeatureContext, category_codes, segment_of
+from tests.models.test_contract import COMMUNITY_SIZE, DAY, T0, catalog, community_data, community_walks
 
 # --- Interactions with time and item attributes
 
@@ -55,6 +56,37 @@ def test_split_at_partitions_the_cells_by_their_last_interaction():
     assert (before.last_ts.data < cutoff).all() and (after.last_ts.data >= cutoff).all()
     assert before.matrix.multiply(after.matrix).nnz == 0
     assert before.user_ids is data.user_ids and after.item_ids is data.item_ids
+
+
+def test_a_cell_keeps_its_first_time_beside_its_last_and_split_at_keeps_both():
+    frame = pd.DataFrame(
+        {"user_id": ["u", "u", "v"], "item_id": ["i", "i", "i"], "weight": [1.0, 2.0, 1.0],
+         "last_ts": [T0 + 3 * DAY, T0 + DAY, T0 + 2 * DAY]}
+    )  # fmt: skip
+    data = Interactions.from_frame(frame)
+    assert data.first_ts[0, 0] == T0 + DAY and data.last_ts[0, 0] == T0 + 3 * DAY
+    before, after = data.split_at(T0 + 2.5 * DAY)
+    assert before.first_ts.toarray().tolist() == [[0.0], [T0 + 2 * DAY]]
+    assert after.first_ts.toarray().tolist() == [[T0 + DAY], [0.0]]
+
+
+def test_split_first_met_keeps_a_straddling_cell_in_the_history_as_of_its_first_touch():
+    """u met i before the cutoff and again after it: history (u knew i), with no time after the cutoff."""
+    frame = pd.DataFrame(
+        {"user_id": ["u", "u", "v", "w"], "item_id": ["i", "i", "i", "i"], "weight": [1.0, 2.0, 1.0, 1.0],
+         "last_ts": [T0 + 3 * DAY, T0 + DAY, T0 + 2 * DAY, T0 + 4 * DAY]}
+    )  # fmt: skip
+    data = Interactions.from_frame(frame)
+    before, after = data.split_first_met(T0 + 2.5 * DAY)
+    assert before.matrix.toarray().ravel().tolist() == [3.0, 1.0, 0.0]
+    assert before.last_ts.toarray().ravel().tolist() == [T0 + DAY, T0 + 2 * DAY, 0.0]
+    assert before.max_ts < T0 + 2.5 * DAY
+    assert after.matrix.toarray().ravel().tolist() == [0.0, 0.0, 1.0]  # only w first met i after the cutoff
+    # Without first times only the last is known: split_at's cut, where u's cell is the future's.
+    last_only = Interactions.from_frame(frame).split_at(T0 + 2.5 * DAY)
+    plain = replace(data, first_ts=None).split_first_met(T0 + 2.5 * DAY)
+    for mine, theirs in zip(plain, last_only, strict=True):
+        assert (mine.matrix != theirs.matrix).nnz == 0
 
 
 def test_time_aware_models_say_they_need_last_ts():
@@ -177,6 +209,44 @@ def test_ranker_generators_for_training_never_see_their_label_window_or_later():
         expected = (cells > 0) & (cells < cutoff)
         for generator in generators:
             np.testing.assert_array_equal(generator.seen.toarray() > 0, expected)
+
+
+def _with_revisits() -> tuple[Interactions, float, set[tuple[int, int]]]:
+    """Community walks where every user comes back, in the last label window, to the first item of their walk."""
+    walks = community_walks()
+    first = walks.sort_values("last_ts").groupby("user_id").head(1)
+    revisits = first.assign(last_ts=walks["last_ts"].max() - DAY)
+    data = Interactions.from_frame(pd.concat([walks, revisits]), item_features=catalog(), catalog=catalog())
+    cutoff = data.max_ts - 4 * DAY
+    first_ts, last_ts = data.first_ts.tocoo(), data.last_ts.tocsr()
+    straddling = {
+        (int(u), int(i)) for u, i, t in zip(first_ts.row, first_ts.col, first_ts.data, strict=True)
+        if t < cutoff <= last_ts[u, i]
+    }  # fmt: skip
+    return data, cutoff, straddling
+
+
+def _training_frame(data: Interactions, cutoff: float) -> tuple[pd.DataFrame, list[Recommender]]:
+    """The ranker's training rows of the label window starting at `cutoff` and the generators fitted before it."""
+    ranker = _small_ranker()
+    ranker.item_category, _ = category_codes(data)
+    return ranker._training_groups(data, cutoff, 0)
+
+
+def test_ranker_learns_only_items_first_met_in_the_label_window_and_its_generators_know_the_rest():
+    """A revisit in the label window of an item met before it is history (seen, filtered), never a label."""
+    data, cutoff, straddling = _with_revisits()
+    assert len(straddling) > 20
+    frame, generators = _training_frame(data, cutoff)
+    assert not straddling & set(zip(frame["user"], frame["item"], strict=True))
+    positives = frame[frame["label"] == 1]
+    assert (np.asarray(data.first_ts[positives["user"].to_numpy(), positives["item"].to_numpy()]) >= cutoff).all()
+    seen = generators[0].seen.tocsr()
+    assert all(seen[user, item] > 0 for user, item in straddling)
+    # Cut by last touch (no first times), the same revisits are labels: the test can fail.
+    old_frame, _ = _training_frame(replace(data, first_ts=None), cutoff)
+    learnt = old_frame[old_frame["label"] == 1]
+    assert straddling & set(zip(learnt["user"], learnt["item"], strict=True))
 
 
 def test_ranker_recommends_with_generators_refit_on_all_the_data():
