@@ -103,6 +103,17 @@ def pytest_terminal_summary(terminalreporter):
     terminalreporter.write_line(f"{sum(_CPU_BY_TEST.values()):8.1f}s cpu  in all")
 
 
+def benchmark_script(name: str):
+    """A script of benchmarks/ imported as a module (they are scripts, not a package), for its tests."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def tiny_environment(values: dict | None = None) -> dict[str, str]:
     """TINY (or ``values``) as RECFORGE_* environment variables; lists and dicts as the JSON settings read."""
     return {

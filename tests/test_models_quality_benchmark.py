@@ -1,7 +1,6 @@
 """The quality benchmark's tuning (benchmarks/models_quality.py --tune): it tunes on a validation split
 cut from the training part only, and reports the tuned model refitted on all of training."""
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -10,16 +9,12 @@ import pandas as pd
 import pytest
 
 from models.columns import Columns
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "models_quality.py"
+from tests.conftest import benchmark_script
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("models_quality", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_script("models_quality")
 
 
 @pytest.fixture()

@@ -1,22 +1,17 @@
 """The scale benchmark's own measurement (benchmarks/pipeline_scale.py); its stages are the
 pipeline's, each covered by its stage's tests at a tiny size."""
 
-import importlib.util
 import os
 import sys
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "pipeline_scale.py"
+from tests.conftest import benchmark_script
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("pipeline_scale", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_script("pipeline_scale")
 
 
 GRANDCHILD_HOLDS_200_MIB = """
@@ -61,12 +56,12 @@ def test_the_large_size_is_the_issues_target(bench):
     assert large["sim_users"] * large["sim_days"] * 3.2 >= 50_000_000
 
 
-def test_the_daily_increment_alone_needs_the_full_runs_home(tmp_path):
+def test_the_daily_increment_alone_needs_the_full_runs_home(bench, tmp_path):
     """`--daily-only` re-runs the last day on a warehouse the full run left; on any other home it stops first."""
     import subprocess
 
     run = subprocess.run(
-        [sys.executable, str(SCRIPT), "tiny", "--home", str(tmp_path), "--daily-only"],
+        [sys.executable, bench.__file__, "tiny", "--home", str(tmp_path), "--daily-only"],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert run.returncode == 1
@@ -75,12 +70,12 @@ def test_the_daily_increment_alone_needs_the_full_runs_home(tmp_path):
 
 
 @pytest.mark.parametrize("other", [["--stop-after", "train"], ["--generate-only"]])
-def test_the_daily_increment_alone_cannot_be_combined_with_another_part_of_the_run(tmp_path, other):
+def test_the_daily_increment_alone_cannot_be_combined_with_another_part_of_the_run(bench, tmp_path, other):
     """Together they would run nothing and write an empty report: argparse refuses before anything happens."""
     import subprocess
 
     run = subprocess.run(
-        [sys.executable, str(SCRIPT), "tiny", "--home", str(tmp_path), "--daily-only", *other],
+        [sys.executable, bench.__file__, "tiny", "--home", str(tmp_path), "--daily-only", *other],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert run.returncode == 2

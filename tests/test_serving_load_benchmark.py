@@ -4,21 +4,16 @@ The run itself needs the server, a 1M-user publication and hey; what it conclude
 per-request CSV is checked here on a few hand-made rows.
 """
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "serving_load.py"
+from tests.conftest import benchmark_script
+
 HEADER = "response-time,DNS+dialup,DNS,Request-write,Response-delay,Response-read,status-code,offset"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("serving_load", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_script("serving_load")
 
 
 def hey_csv(rows: list[tuple[float, int, float]]) -> str:
