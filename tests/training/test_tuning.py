@@ -175,6 +175,8 @@ def test_the_trial_budget_is_honoured(world):
 
 
 def test_the_time_budget_is_honoured(world):
+    from mlflow import MlflowClient
+
     settings, data, _, _ = world
     settings = settings.model_copy(update={"tune_trials": 1000, "tune_timeout_seconds": 1.0})
     folds = validation_folds(data, settings)
@@ -183,9 +185,16 @@ def test_the_time_budget_is_honoured(world):
     elapsed = time.perf_counter() - started
     n_trials = sum(outcome.trials.values())
     # A trial fits twice (two windows): 0.5 s at least. The clock is read between trials, so the
-    # one under way at 1 s finishes: at most 3 trials, well under 1000, and done within one trial's overrun.
+    # one under way at 1 s finishes: at most 3 trials, well under 1000.
     assert 1 <= n_trials <= 3, outcome.trials
-    assert elapsed < 1.0 + 1.0, elapsed
+    # No trial starts once the second is spent. Timed from the first trial, which starts with the study:
+    # the MLflow run around the study is not the budget's, and on a busy machine it alone took over 1 s.
+    client = MlflowClient()
+    experiment = client.get_run(outcome.run_id).info.experiment_id
+    trials = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{outcome.run_id}'")
+    starts = sorted(trial.info.start_time for trial in trials)  # epoch milliseconds
+    assert len(starts) == n_trials and starts[-1] - starts[0] < 1000, starts
+    assert elapsed < 1.0 + 10.0, elapsed  # and the call ends with them: not 1000 trials of 0.5 s
 
 
 def test_the_validation_windows_precede_every_backtest_test_period(world):
