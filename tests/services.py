@@ -8,6 +8,8 @@ by silently not testing the scaled configuration.
 from __future__ import annotations
 
 import os
+import random
+import time
 import uuid
 
 import pytest
@@ -68,20 +70,43 @@ def postgres_database(new_postgres_database) -> str:
     return new_postgres_database()
 
 
+REDIS_TEST_NUMBERS = range(7, 15)  # the db numbers tests take; 0-6 are left to anything else on the server
+REDIS_CLAIM_SECONDS = 3600  # a claim outlives any test; a killed run's claims expire on their own
+
+
+def claim_redis_number(admin) -> tuple[int, str]:
+    """A db number no other test holds, on any xdist worker: claimed with SET NX on db 0.
+
+    Drawing a number at random let two workers take the same one (1 in 8 per pair of tests), and one
+    test's flush or stream then showed in the other's.
+    """
+    token = uuid.uuid4().hex
+    deadline = time.monotonic() + 120
+    while True:
+        for number in random.sample(REDIS_TEST_NUMBERS, len(REDIS_TEST_NUMBERS)):
+            if admin.set(f"recforge-tests:redis-db:{number}", token, nx=True, ex=REDIS_CLAIM_SECONDS):
+                return number, token
+        if time.monotonic() > deadline:
+            pytest.fail(f"no free Redis db number in {list(REDIS_TEST_NUMBERS)} for 120 s: other tests hold them all")
+        time.sleep(0.2)
+
+
 @pytest.fixture
 def redis_db():
-    """A Redis database number nobody else is using, flushed afterwards. Yields its URL."""
+    """A Redis database number nobody else is using, flushed before and after. Yields its URL."""
     import redis
 
     try:
-        client = redis.Redis.from_url(REDIS_URL, socket_timeout=5)
-        client.ping()
+        admin = redis.Redis.from_url(f"{REDIS_URL}/0", socket_timeout=5)
+        admin.ping()
     except redis.RedisError as error:
         unavailable(f"Redis at {REDIS_URL}", error)
-    number = 7 + uuid.uuid4().int % 8
+    number, token = claim_redis_number(admin)
     client = redis.Redis.from_url(f"{REDIS_URL}/{number}")
-    client.flushdb()
     try:
+        client.flushdb()
         yield f"{REDIS_URL}/{number}"
     finally:
         client.flushdb()
+        if admin.get(f"recforge-tests:redis-db:{number}") == token.encode():
+            admin.delete(f"recforge-tests:redis-db:{number}")
