@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -208,7 +209,23 @@ def test_the_stream_trigger_fires_once_events_wait_and_not_again_for_the_same_on
             await asyncio.wait_for(anext(events), timeout=0.5)
         return fired.payload
 
-    payload = asyncio.run(watch())
+    # In a thread with a deadline: once, on a loaded CI machine, this loop never returned and held the whole
+    # suite; a trigger that hangs is this test's failure, named, not a stuck run.
+    outcome = {}
+
+    def run() -> None:
+        try:
+            outcome["payload"] = asyncio.run(watch())
+        except BaseException as error:  # noqa: BLE001  (re-raised below, in the test's own thread)
+            outcome["error"] = error
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(timeout=60)
+    assert not worker.is_alive(), "the stream trigger did not return within 60 s"
+    if "error" in outcome:
+        raise outcome["error"]
+    payload = outcome["payload"]
     assert payload["waiting"] == 2 and payload["stream"] == "recforge:events"
 
 
