@@ -106,7 +106,7 @@ class Interactions:
             first_ts.sort_indices()
         aligned = None if item_features is None else align_item_features(item_features, items)
         content = None if catalog is None else catalog_content(catalog)
-        return cls(users, items, matrix, last_ts, aligned, content, first_ts if last_ts is not None else None)
+        return cls(users, items, matrix, last_ts, aligned, content, first_ts)
 
     @property
     def n_users(self) -> int:
@@ -155,22 +155,13 @@ class Interactions:
         so an item the user first met before the cutoff and again after it counts as *after*:
         it is withheld from the history rather than leaked from the future into it.
         """
-        last_ts = self.require_time()
-        before = last_ts.copy()
-        before.data = (before.data < cutoff_ts).astype(np.float64)
+        before = _earlier_than(self.require_time(), cutoff_ts)
         return self._masked(before), self._masked(_complement(before))
 
     def _masked(self, mask: sp.csr_matrix) -> Interactions:
         """Only the cells where the 0/1 mask (same pattern as ``last_ts``) is 1."""
-        keep_matrix = self.matrix.multiply(mask).tocsr()
-        keep_ts = self.last_ts.multiply(mask).tocsr()
-        keep_matrix.eliminate_zeros()
-        keep_ts.eliminate_zeros()
-        keep_first = None
-        if self.first_ts is not None:
-            keep_first = self.first_ts.multiply(mask).tocsr()
-            keep_first.eliminate_zeros()
-        return replace(self, matrix=keep_matrix, last_ts=keep_ts, first_ts=keep_first)
+        first_ts = None if self.first_ts is None else _kept(self.first_ts, mask)
+        return replace(self, matrix=_kept(self.matrix, mask), last_ts=_kept(self.last_ts, mask), first_ts=first_ts)
 
     def split_first_met(self, cutoff_ts: float) -> tuple[Interactions, Interactions]:
         """(cells first met before ``cutoff_ts``, cells first met at or after it): who knew what by then.
@@ -183,10 +174,10 @@ class Interactions:
         """
         if self.first_ts is None:
             return self.split_at(cutoff_ts)
-        met = self.first_ts.copy()
-        met.data = (met.data < cutoff_ts).astype(np.float64)
+        met = _earlier_than(self.first_ts, cutoff_ts)
         before, after = self._masked(met), self._masked(_complement(met))
-        clipped = before.last_ts.minimum(before.first_ts).tocsr()  # first touch where the last is after the cutoff
+        straddling = _complement(_earlier_than(before.last_ts, cutoff_ts))  # touched again at or after the cutoff
+        clipped = (before.last_ts - before.last_ts.multiply(straddling) + before.first_ts.multiply(straddling)).tocsr()
         clipped.sort_indices()
         return replace(before, last_ts=clipped), after
 
@@ -195,6 +186,20 @@ class Interactions:
         if self.item_features is None or column not in self.item_features.columns:
             return None
         return self.item_features[column].to_numpy()
+
+
+def _earlier_than(times: sp.csr_matrix, cutoff_ts: float) -> sp.csr_matrix:
+    """0/1 over the cells of `times` (epoch seconds): 1 where the time is before `cutoff_ts`."""
+    mask = times.copy()
+    mask.data = (mask.data < cutoff_ts).astype(np.float64)
+    return mask
+
+
+def _kept(matrix: sp.csr_matrix, mask: sp.csr_matrix) -> sp.csr_matrix:
+    """`matrix` on the cells where the 0/1 `mask` is 1, without stored zeros."""
+    kept = matrix.multiply(mask).tocsr()
+    kept.eliminate_zeros()
+    return kept
 
 
 def _complement(mask: sp.csr_matrix) -> sp.csr_matrix:

@@ -89,6 +89,17 @@ def test_split_first_met_keeps_a_straddling_cell_in_the_history_as_of_its_first_
         assert (mine.matrix != theirs.matrix).nnz == 0
 
 
+def test_split_first_met_keeps_the_last_touch_of_a_cell_wholly_before_the_cutoff():
+    """Only a straddling cell's time is clipped to its first touch; a cell met twice before keeps its last."""
+    frame = pd.DataFrame(
+        {"user_id": ["u", "u", "x", "x"], "item_id": ["i", "i", "i", "i"], "weight": [1.0, 1.0, 1.0, 1.0],
+         "last_ts": [T0 + 3 * DAY, T0 + DAY, T0, T0 + 2 * DAY]}
+    )  # fmt: skip
+    before, _ = Interactions.from_frame(frame).split_first_met(T0 + 2.5 * DAY)
+    assert before.last_ts.toarray().ravel().tolist() == [T0 + DAY, T0 + 2 * DAY]
+    assert before.first_ts.toarray().ravel().tolist() == [T0 + DAY, T0]
+
+
 def test_time_aware_models_say_they_need_last_ts():
     plain = Interactions.from_frame(community_walks().drop(columns="last_ts"))
     for model in (RecentPopularityRecommender(), SASRecRecommender(epochs=1), RankerRecommender()):
