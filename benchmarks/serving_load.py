@@ -62,6 +62,7 @@ def get_json(url: str) -> tuple[int, dict]:
 # With --pin, the server runs on CPU 0 and the load generators on CPU 1, so that neither steals
 # the other's core; both endpoints are measured under the same placement.
 SERVER_CPU, CLIENT_CPU = "0", "1"
+HEY_WORKERS = 10  # hey's connections for a fixed-rate run (each sends rate / HEY_WORKERS requests/s)
 PINNING = {"server": [], "client": []}
 
 
@@ -158,10 +159,26 @@ def run_wrk(url: str, script: str, seconds: int, connections: int) -> dict:
     return parse_wrk(out)
 
 
+def hey_command(url: str, rate: int, seconds: int, workers: int, *options: str) -> list[str]:
+    """hey for `seconds` at `rate` requests/s in total: its -q is per worker, `workers` x `rate/workers`."""
+    return [
+        *PINNING["client"],
+        "hey",
+        "-z",
+        f"{seconds}s",
+        "-c",
+        str(workers),
+        "-q",
+        str(rate // workers),
+        *options,
+        url,
+    ]
+
+
 def run_hey(url: str, rate: int, seconds: int, workers: int) -> dict:
-    """hey's -q is per worker: `workers` x `rate/workers` requests per second in total."""
+    """Requests/s, latency percentiles and status codes of one hey run at a fixed rate."""
     out = subprocess.run(
-        [*PINNING["client"], "hey", "-z", f"{seconds}s", "-c", str(workers), "-q", str(rate // workers), url],
+        hey_command(url, rate, seconds, workers),
         capture_output=True,
         text=True,
         check=True,
@@ -194,11 +211,9 @@ def swap_at_rate(base: str, root: Path, url: str, rate: int, seconds: int, switc
     started between the switch and that moment: its latencies are what a client saw while the
     server loaded and verified the new version in the background.
     """
-    workers = 10
     new_version = clone_version(root, current_version(root))
     hey = subprocess.Popen(
-        [*PINNING["client"], "hey", "-z", f"{seconds}s", "-c", str(workers), "-q", str(rate // workers),
-         "-o", "csv", url],
+        hey_command(url, rate, seconds, HEY_WORKERS, "-o", "csv"),
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     started = time.monotonic()
@@ -366,7 +381,7 @@ def throughput_runs(args, base: str, root: Path, server: subprocess.Popen, users
     }
     for kind, url in fixed.items():
         row = {"tool": f"hey -q ({args.rate}/s)", "endpoint": kind, "load_average": os.getloadavg()}
-        row.update(run_hey(url, args.rate, args.hey_seconds, workers=10))
+        row.update(run_hey(url, args.rate, args.hey_seconds, HEY_WORKERS))
         print(json.dumps(row), flush=True)
         results["runs"].append(row)
 

@@ -70,21 +70,13 @@ def pytest_runtest_setup(item):
     item.stash[_PHASE_STARTED] = cpu_seconds()
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_call(item):
-    item.stash[_PHASE_STARTED] = cpu_seconds()
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_teardown(item):
-    item.stash[_PHASE_STARTED] = cpu_seconds()
-
-
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
+    """A phase's report: its CPU since the phase began; the next phase (call, teardown) begins here."""
     report = yield
-    if _PHASE_STARTED in item.stash:
-        report.user_properties.append(("cpu_seconds", round(cpu_seconds() - item.stash[_PHASE_STARTED], 3)))
+    now = cpu_seconds()
+    report.user_properties.append(("cpu_seconds", round(now - item.stash[_PHASE_STARTED], 3)))
+    item.stash[_PHASE_STARTED] = now
     return report
 
 

@@ -74,6 +74,11 @@ REDIS_TEST_NUMBERS = range(7, 15)  # the db numbers tests take; 0-6 are left to 
 REDIS_CLAIM_SECONDS = 3600  # a claim outlives any test; a killed run's claims expire on their own
 
 
+def redis_claim_key(number: int) -> str:
+    """The key on db 0 whose holder owns db `number` for the length of one test."""
+    return f"recforge-tests:redis-db:{number}"
+
+
 def claim_redis_number(admin) -> tuple[int, str]:
     """A db number no other test holds, on any xdist worker: claimed with SET NX on db 0.
 
@@ -84,7 +89,7 @@ def claim_redis_number(admin) -> tuple[int, str]:
     deadline = time.monotonic() + 120
     while True:
         for number in random.sample(REDIS_TEST_NUMBERS, len(REDIS_TEST_NUMBERS)):
-            if admin.set(f"recforge-tests:redis-db:{number}", token, nx=True, ex=REDIS_CLAIM_SECONDS):
+            if admin.set(redis_claim_key(number), token, nx=True, ex=REDIS_CLAIM_SECONDS):
                 return number, token
         if time.monotonic() > deadline:
             pytest.fail(f"no free Redis db number in {list(REDIS_TEST_NUMBERS)} for 120 s: other tests hold them all")
@@ -108,5 +113,5 @@ def redis_db():
         yield f"{REDIS_URL}/{number}"
     finally:
         client.flushdb()
-        if admin.get(f"recforge-tests:redis-db:{number}") == token.encode():
-            admin.delete(f"recforge-tests:redis-db:{number}")
+        if admin.get(redis_claim_key(number)) == token.encode():
+            admin.delete(redis_claim_key(number))

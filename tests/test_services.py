@@ -2,7 +2,7 @@
 
 import redis
 
-from tests.services import REDIS_CLAIM_SECONDS, REDIS_URL, claim_redis_number, unavailable
+from tests.services import REDIS_CLAIM_SECONDS, REDIS_URL, claim_redis_number, redis_claim_key, unavailable
 
 
 def test_every_claimed_redis_number_is_held_by_one_test_only():
@@ -18,8 +18,8 @@ def test_every_claimed_redis_number_is_held_by_one_test_only():
         numbers = [number for number, _ in claims]
         assert len(set(numbers)) == len(numbers)
         for number, token in claims:
-            assert admin.get(f"recforge-tests:redis-db:{number}") == token.encode()
-            assert 0 < admin.ttl(f"recforge-tests:redis-db:{number}") <= REDIS_CLAIM_SECONDS
+            assert admin.get(redis_claim_key(number)) == token.encode()
+            assert 0 < admin.ttl(redis_claim_key(number)) <= REDIS_CLAIM_SECONDS
     finally:
         for number, _ in claims:
-            admin.delete(f"recforge-tests:redis-db:{number}")
+            admin.delete(redis_claim_key(number))
