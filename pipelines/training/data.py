@@ -89,17 +89,17 @@ def joined(chunks: list[np.ndarray]) -> np.ndarray:
 class IdCoder:
     """Integer codes for one id column arriving in Arrow batches, without a Python string per row.
 
-    Each batch's ids are looked up (``pyarrow.compute.index_in``) among the distinct ids seen so
-    far, which grow in first-seen order; at the end the distinct ids are put in ``id_order`` and
-    the first-seen positions mapped to it.
+    Each batch is dictionary-encoded on its own (its distinct ids, and each row's index into them);
+    at the end the batches' dictionaries are put together once, their distinct ids (in first-seen
+    order) ordered by ``id_order``, and every row's index mapped through. Looking each batch up among
+    all ids seen so far instead rebuilt a hash table of every id for every batch: at 1M users that was
+    a sixth of a daily training (benchmarks/README.md).
     """
 
     def __init__(self, column: str):
-        import pyarrow as pa
-
         self.column = column
-        self.seen = pa.array([], type=pa.large_string())
-        self.positions: list[np.ndarray] = []
+        self.dictionaries: list = []  # per batch, its distinct ids (Arrow large_string)
+        self.indices: list[np.ndarray] = []  # per batch, each row's index into its batch's dictionary
 
     def add(self, values) -> None:
         import pyarrow as pa
@@ -108,15 +108,26 @@ class IdCoder:
         values = values.cast(pa.large_string())
         if values.null_count:
             raise ValueError(f"{EVENTS_RELATION} has events without {self.column}")
-        self.seen = pc.unique(pa.concat_arrays([self.seen, pc.unique(values)]))  # keeps first-seen order
-        self.positions.append(pc.index_in(values, value_set=self.seen).to_numpy().astype(np.int32))
+        encoded = pc.dictionary_encode(values)
+        self.dictionaries.append(encoded.dictionary)
+        self.indices.append(encoded.indices.to_numpy().astype(np.int64))
 
     def codes(self) -> tuple[np.ndarray, np.ndarray]:
         """(the distinct ids in ``id_order``, each event's code into them)."""
-        first_seen = np.asarray(self.seen.to_pylist(), dtype=object)
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        every = pa.concat_arrays(self.dictionaries) if self.dictionaries else pa.array([], type=pa.large_string())
+        distinct = pc.unique(every)
+        first_seen = np.asarray(distinct.to_pylist(), dtype=object)
         ids = id_order(first_seen)
         rank = pd.Index(ids).get_indexer(first_seen).astype(np.int64)
-        return ids, rank[joined(self.positions)]
+        code_of_entry = rank[pc.index_in(every, value_set=distinct).to_numpy()]
+        offsets = np.cumsum([0] + [len(d) for d in self.dictionaries[:-1]], dtype=np.int64)
+        self.dictionaries = []
+        coded = [code_of_entry[offset + index] for offset, index in zip(offsets, self.indices, strict=True)]
+        self.indices = []
+        return ids, joined(coded) if coded else np.empty(0, dtype=np.int64)
 
 
 def epoch_seconds(stamps) -> np.ndarray:

@@ -352,6 +352,21 @@ def test_the_warehouse_reader_and_a_frame_give_the_same_event_log(built, monkeyp
     assert list(streamed.user_ids) == sorted(streamed.user_ids)
 
 
+def test_the_id_coder_codes_ids_met_in_several_batches_once_and_in_id_order():
+    import pyarrow as pa
+
+    from pipelines.training.data import IdCoder
+
+    coder = IdCoder("user_id")
+    for batch in (["b", "a", "b"], ["c", "a"], ["é", "B", "c", "b"]):
+        coder.add(pa.array(batch, type=pa.string()))
+    ids, codes = coder.codes()
+    assert list(ids) == ["B", "a", "b", "c", "é"]
+    assert [ids[c] for c in codes] == ["b", "a", "b", "c", "a", "é", "B", "c", "b"]
+    with pytest.raises(ValueError, match="without user_id"):
+        coder.add(pa.array(["a", None]))
+
+
 def test_codes_follow_id_order_whatever_order_the_events_come_in():
     forward = log_of([("b", "y", 0), ("a", "x", 1), ("é", "Z", 2), ("B", "x", 3)])
     backward = log_of([("B", "x", 3), ("é", "Z", 2), ("a", "x", 1), ("b", "y", 0)])
