@@ -9,9 +9,9 @@ The catalog comes from ``marts.item_features``. Nothing here reads staging or in
 
 The event log is never a pandas frame: ``read_event_log`` streams the mart as Arrow record
 batches and keeps only parallel numpy arrays (integer user and item codes, epoch seconds,
-weights). Ids become codes in Arrow's C++ kernels (``index_in`` against the distinct ids seen so
-far); Python sees each distinct id once, to put them in ``id_order``, the order
-``EventLog.from_frame`` uses too, so both readers give the same ``EventLog``.
+weights). Ids become codes in Arrow's C++ kernels (each batch dictionary-encoded, the batches'
+dictionaries mapped once at the end: ``IdCoder``); Python sees each distinct id once, to put
+them in ``id_order``, the order ``EventLog.from_frame`` uses too, so both readers give the same ``EventLog``.
 """
 
 from __future__ import annotations
