@@ -187,3 +187,90 @@ def test_every_mart_states_its_grain_and_describes_every_column_it_has(built):
         assert model["description"].startswith("One row per"), model["name"]
         described = {column["name"] for column in model["columns"] if column.get("description")}
         assert described == built_marts[model["name"]], model["name"]
+
+
+def _add_events(con, user_id: str, batch_id: str, n: int, at: str, context: dict | None = None) -> None:
+    """`n` more events of `user_id` (copies of one of theirs, a second apart from `at`), as batch `batch_id`."""
+    con.execute(
+        "insert into raw.events select e.* replace (? || '-' || cast(r.range as varchar) as event_id, "
+        "cast(? as timestamptz) + to_seconds(r.range) as event_ts, cast(? as json) as context, "
+        "cast(cast(? as timestamptz) as date) as event_date, now() as ingested_at, ? as batch_id) "
+        "from (select * from raw.events where user_id = ? limit 1) as e cross join range(?) as r",
+        [batch_id, at, json.dumps(context or {}), at, batch_id, user_id, n],
+    )
+
+
+def _event_grain(settings) -> tuple:
+    """What a plain build and a full refresh must agree on: the event grain and what is aggregated from it."""
+    with connect(settings) as con:
+        return (
+            con.execute(
+                "select count(*), sum(hash(event_id, batch_id, user_id, event_ts)) "
+                "from intermediate.int_events_consented"
+            ).fetchone()
+            + con.execute("select count(*), sum(hash(event_id, weight)) from marts.interaction_events").fetchone()
+            + con.execute("select count(*), sum(weight), sum(n_events) from marts.interactions").fetchone()
+            + con.execute("select count(*), sum(n_events) from marts.user_features").fetchone()
+        )
+
+
+def _full_refresh_of(settings, tmp_path, name: str) -> tuple:
+    fresh = copy_home(settings, tmp_path / name)
+    run_dbt(fresh, ["build", "--full-refresh", "--select", "int_events_deduped+"])
+    return _event_grain(fresh)
+
+
+def test_plain_builds_keep_the_event_grain_a_full_refresh_would_build_as_eligibility_changes(built, tmp_path):
+    """int_events_consented is incremental: each plain build must equal a full refresh, whatever changed.
+
+    First build: one user withholds consent, one becomes a bot (a day of 2,001 events), one of a third user's
+    events leaves a re-ingested batch. Second build: the first gives consent again and the bot's day is
+    corrected away; both histories must come back whole.
+    """
+    settings = copy_home(built, tmp_path / "home")
+    with connect(settings) as con:
+        refuser, bot, corrected = (
+            u for (u,) in con.execute(
+                "select user_id from marts.user_features order by n_events desc, user_id limit 3"
+            ).fetchall()
+        )  # fmt: skip
+        last = str(con.execute("select date_trunc('day', max(event_ts)) from raw.events").fetchone()[0])
+        _add_events(con, refuser, "test:refusal", 1, last, {"consent": {"personalization": False}})
+        _add_events(con, bot, "test:scraper-day", 2001, last)
+        batch, gone = con.execute(
+            "select batch_id, event_id from raw.events where user_id = ? order by event_ts limit 1", [corrected]
+        ).fetchone()
+        con.execute("delete from raw.events where event_id = ?", [gone])
+        con.execute("update raw.events set ingested_at = now() where batch_id = ?", [batch])  # re-ingested
+    build_warehouse(settings)
+    with connect(settings) as con:
+        held = dict(
+            con.execute(
+                "select user_id, count(*) from marts.interaction_events where user_id in (?, ?, ?) group by user_id",
+                [refuser, bot, corrected],
+            ).fetchall()
+        )
+        assert not con.execute("select count(*) from marts.interaction_events where event_id = ?", [gone]).fetchone()[0]
+    assert refuser not in held and bot not in held and held[corrected] > 0
+    assert _event_grain(settings) == pytest.approx(_full_refresh_of(settings, tmp_path, "fresh1"))
+
+    with connect(settings) as con:
+        later = str(con.execute("select cast(? as timestamptz) + interval 1 second", [last]).fetchone()[0])
+        _add_events(con, refuser, "test:consent-again", 1, later, {"consent": {"personalization": True}})
+        con.execute("delete from raw.events where batch_id = 'test:scraper-day'")
+        _add_events(con, bot, "test:scraper-day", 3, last)  # the corrected day: three events, a new ingested_at
+    build_warehouse(settings)
+    with connect(settings) as con:
+        back = dict(
+            con.execute(
+                "select user_id, count(*) from marts.interaction_events where user_id in (?, ?) group by user_id",
+                [refuser, bot],
+            ).fetchall()
+        )
+        in_raw = dict(
+            con.execute(
+                "select user_id, count(*) from raw.events where user_id in (?, ?) group by user_id", [refuser, bot]
+            ).fetchall()
+        )
+    assert back == in_raw  # every event of both, the old history included
+    assert _event_grain(settings) == pytest.approx(_full_refresh_of(settings, tmp_path, "fresh2"))

@@ -3,6 +3,9 @@
 -- The event-grain interface out of the warehouse: every other mart aggregates it, and training's
 -- rolling backtest reads it directly because each fold cuts the log at its own time. The weight
 -- is the signal strength only; time decay depends on a reference time, which each reader sets.
+-- A view: the rows are int_events_consented's, which a day's build extends incrementally; a table
+-- here would copy the whole history every day for one column of arithmetic.
+{{ config(materialized='view') }}
 with events as (
     select * from {{ ref('int_events_consented') }}
 ),
