@@ -29,7 +29,7 @@ from pipelines.runtime.environment import temporary_environment
 from pipelines.settings import Settings
 from pipelines.validation.docs_templates import cache_templates
 from pipelines.validation.offline_docs import localise
-from pipelines.warehouse.connection import compact_frame, connect
+from pipelines.warehouse.connection import connect
 
 log = logging.getLogger(__name__)
 
@@ -235,8 +235,7 @@ def validate_raw_batch(settings: Settings, interval_start: datetime, interval_en
 def validate_marts(settings: Settings) -> ValidationReport:
     """Checkpoint `marts`: interactions (weights, row count band), splits (present, ordered), item coverage."""
     with connect(settings, must_exist=True) as con:
-        # Tens of millions of rows at production size: ids as categoricals, not a Python string each.
-        interactions = compact_frame(con, "select user_id, item_id, weight, n_events from marts.interactions")
+        interactions = con.execute("select user_id, item_id, weight, n_events from marts.interactions").fetch_df()
         splits = con.execute(
             "select split, count(*) as n_rows, min(first_ts) as first_ts, max(last_ts) as last_ts "
             "from marts.interactions_split group by split order by min(first_ts)"

@@ -338,19 +338,3 @@ def read_frame(settings: Settings, sql: str, parameters: list | None = None) -> 
     """One query's result as a pandas DataFrame, from a warehouse that must already exist."""
     with connect(settings, must_exist=True) as warehouse:
         return warehouse.execute(sql, parameters).fetch_df()
-
-
-def compact_frame(warehouse: Warehouse, sql: str, parameters: list | None = None) -> pd.DataFrame:
-    """One query's result as a DataFrame whose text columns are pandas categoricals.
-
-    For results of millions of rows that repeat a few hundred thousand ids (a mart's user and item
-    ids): each value costs a small integer code instead of a Python string object, so the frame
-    is several times smaller and faster to build, and grouping or finding duplicates by those
-    columns works on the codes. Values and nulls read the same as in ``fetch_df``.
-    """
-    import pyarrow as pa
-
-    batches = list(warehouse.record_batches(sql, parameters))
-    if not batches:  # no rows: the plain fetch knows the columns without a batch to take them from
-        return warehouse.execute(sql, parameters).fetch_df()
-    return pa.Table.from_batches(batches).to_pandas(strings_to_categorical=True)

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 import pandas as pd
 import pytest
 
-from pipelines.warehouse.connection import compact_frame, connect, postgres_placeholders
+from pipelines.warehouse.connection import connect, postgres_placeholders
 from tests.conftest import make_settings
 
 
@@ -77,38 +77,3 @@ def test_record_batches_give_the_same_rows_on_postgres(postgres_database, tmp_pa
     duck = make_settings(tmp_path / "duck")
     pg = make_settings(tmp_path / "pg", dbt_target="postgres", pg_database=postgres_database)
     assert streamed(pg, rows=4) == streamed(duck, rows=4)
-
-
-COMPACT = (
-    "select * from (values ('u1', 'i1', 0.5, 1), ('u2', null, 1.5, 2), ('u1', 'i2', null, 3)) "
-    "as t(user_id, item_id, weight, n_events) where n_events >= ? order by n_events"
-)
-
-
-def compacted(settings, at_least: int) -> pd.DataFrame:
-    with connect(settings) as warehouse:
-        frame = compact_frame(warehouse, COMPACT, [at_least])
-        plain = warehouse.execute(COMPACT, [at_least]).fetch_df()
-    assert frame.astype(object).where(frame.notna(), None).equals(plain.astype(object).where(plain.notna(), None))
-    return frame
-
-
-def test_a_compact_frame_reads_text_as_categoricals_with_the_same_values_and_nulls(tmp_path):
-    frame = compacted(make_settings(tmp_path / "home"), 1)
-    assert isinstance(frame["user_id"].dtype, pd.CategoricalDtype) and set(frame["user_id"].cat.categories) == {
-        "u1",
-        "u2",
-    }
-    assert frame["item_id"].isna().tolist() == [False, True, False] and frame["weight"].isna().tolist() == [
-        False,
-        False,
-        True,
-    ]
-    assert compacted(make_settings(tmp_path / "empty"), 4).empty  # no rows: still the columns
-
-
-@pytest.mark.scaled
-def test_a_compact_frame_is_the_same_on_postgres(postgres_database, tmp_path):
-    pg = make_settings(tmp_path / "pg", dbt_target="postgres", pg_database=postgres_database)
-    assert isinstance(compacted(pg, 1)["user_id"].dtype, pd.CategoricalDtype)
-    assert list(compacted(pg, 4).columns) == ["user_id", "item_id", "weight", "n_events"]
