@@ -77,6 +77,14 @@ def test_marts_pass_and_the_next_run_is_held_to_the_row_count_band(built, tmp_pa
         validate_marts(tight)
 
 
+def test_a_user_item_pair_twice_in_the_interactions_mart_is_a_critical_failure(built, tmp_path):
+    settings = copy_home(built, tmp_path / "home")
+    with connect(settings) as con:
+        con.execute("insert into marts.interactions select * from marts.interactions order by user_id, item_id limit 1")
+    with pytest.raises(ValidationFailed, match=r"marts_interactions.expect_compound_columns_to_be_unique\(table\)"):
+        validate_marts(settings)
+
+
 def test_a_missing_split_is_a_critical_failure(built, tmp_path):
     settings = copy_home(built, tmp_path / "home")
     with connect(settings) as con:
