@@ -34,6 +34,7 @@ import scipy.sparse as sp
 
 from models.base import Recommender
 from models.lists.rules import (
+    PreparedCaps,
     calibrated_order,
     capped_order,
     category_capped_order,
@@ -336,9 +337,10 @@ def apply_category_cap(
     """
     head = rules.category_cap_head
     caps = [(categories, rules.per_category), *seller_cap_of(rules, sellers)]
-    if len(caps) == 1:  # the category cap alone: its own, faster walk
+    if len(caps) == 1:  # the category cap alone: its own walk
         candidates.reorder(category_capped_order(candidates.ranked, categories, rules.category_cap, head))
     else:
+        caps = PreparedCaps.of(caps)  # once for the batch and every deeper row below
         candidates.reorder(capped_order(candidates.ranked, caps, head))
     short = np.flatnonzero(~head_within_caps(candidates.ranked, caps, head))
     width, n_items = candidates.ranked.shape[1], len(model.item_ids)
