@@ -14,8 +14,7 @@ rows it removed and is idempotent, so a request that died half-way is simply run
    raw/monitoring layer with a ``user_id`` column, in one transaction; ``drift_baseline`` (the
    baseline's per-user activity).
 4. ``dbt_models``: ``dbt build --full-refresh`` rebuilds every model from the raw layer, the
-   incremental ``int_events_deduped`` and ``int_events_consented`` included (a plain run would keep the
-   users' old rows).
+   incremental ``int_events_deduped`` included (a plain run would keep the users' old rows).
 5. ``warehouse_file``: DuckDB keeps deleted rows in free blocks; the file is copied into a fresh one
    (``COPY FROM DATABASE``) that replaces it. PostgreSQL: ``VACUUM FULL`` of the tables touched.
 6. ``model_artifacts``: every saved model bundle (MLflow's artifact store and the scratch copies

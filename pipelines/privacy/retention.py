@@ -11,8 +11,7 @@ The stores and the walkers are forget's (``pipelines/privacy/forget.py``), given
    no readable time) and ``batches`` (their counts lose the removed rows, so accepted + quarantined
    = input still holds), in one transaction; any other raw or monitoring table with a time column
    the same way.
-3. ``dbt_models``: ``dbt build --full-refresh`` (the incremental ``int_events_deduped`` and
-   ``int_events_consented`` included).
+3. ``dbt_models``: ``dbt build --full-refresh`` (the incremental ``int_events_deduped`` included).
 4. ``warehouse_file``: the DuckDB file rewritten into a fresh one (PostgreSQL: ``VACUUM FULL``).
 Models and publications are derived data and are not rewritten: the next training sees only
 retained events. The audit (``monitoring.retention_runs`` and ``reports/privacy/retention-*.json``)
