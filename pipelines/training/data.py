@@ -17,7 +17,7 @@ them in ``id_order``, the order ``EventLog.from_frame`` uses too, so both reader
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -47,9 +47,18 @@ class EvaluationData:
     split: str
     snapshot: str
 
+    _full: Interactions | None = field(default=None, init=False, repr=False, compare=False)
+
     def full_interactions(self) -> Interactions:
-        """Every event, decayed to the end of the log: what the model to be served is fitted on."""
-        return self.log.interactions(np.ones(len(self.log), dtype=bool), self.log.end)[0]
+        """Every event, decayed to the end of the log: what the model to be served is fitted on.
+
+        Built once and kept: every candidate is asked whether it can fit it (``refusal``) before the
+        winner is fitted on it, and at a million users each build was ~20 s of a daily training.
+        Readers must not change it (models fit on copies of its matrix).
+        """
+        if self._full is None:
+            self._full = self.log.interactions(np.ones(len(self.log), dtype=bool), self.log.end)[0]
+        return self._full
 
 
 def read_event_log(settings: Settings, catalog: pd.DataFrame | None = None) -> EventLog:

@@ -623,3 +623,14 @@ def test_settings_that_evaluate_deeper_than_the_stored_lists_are_refused(tmp_pat
 
     with pytest.raises(ValidationError, match=r"recall_k=50 look deeper than publish_top_n=30"):
         make_settings(tmp_path, publish_top_n=30)
+
+
+def test_the_whole_log_is_built_once_for_every_candidate_and_the_final_fit(built):
+    """Each candidate is asked whether it can fit the whole log before the winner is fitted on it."""
+    data = load_evaluation_data(built)
+    first = data.full_interactions()
+    assert data.full_interactions() is first
+    assert first.matrix.nnz == len({(u, i) for u, i in zip(data.log.users, data.log.items, strict=True)})
+    ALSRecommender(factors=4, iterations=2).fit(first)  # a fit leaves the kept matrix as it was
+    again = load_evaluation_data(built).full_interactions()
+    assert (first.matrix != again.matrix).nnz == 0 and (first.last_ts != again.last_ts).nnz == 0
