@@ -77,19 +77,25 @@ def test_marts_pass_and_the_next_run_is_held_to_the_row_count_band(built, tmp_pa
         validate_marts(tight)
 
 
-def test_a_user_item_pair_twice_in_the_interactions_mart_is_a_critical_failure(built, tmp_path):
+@pytest.mark.parametrize(
+    ("breakage", "failed"),
+    [
+        (  # a user-item pair twice: the mart's grain broken
+            "insert into marts.interactions select * from marts.interactions order by user_id, item_id limit 1",
+            r"marts_interactions.expect_compound_columns_to_be_unique\(table\)",
+        ),
+        (  # a split missing
+            "delete from marts.interactions_split where split = 'valid'",
+            r"marts_splits.expect_column_distinct_values_to_equal_set\(split\)",
+        ),
+    ],
+    ids=["duplicate_user_item_pair", "missing_split"],
+)
+def test_a_broken_mart_is_a_critical_failure_naming_the_expectation(built, tmp_path, breakage, failed):
     settings = copy_home(built, tmp_path / "home")
     with connect(settings) as con:
-        con.execute("insert into marts.interactions select * from marts.interactions order by user_id, item_id limit 1")
-    with pytest.raises(ValidationFailed, match=r"marts_interactions.expect_compound_columns_to_be_unique\(table\)"):
-        validate_marts(settings)
-
-
-def test_a_missing_split_is_a_critical_failure(built, tmp_path):
-    settings = copy_home(built, tmp_path / "home")
-    with connect(settings) as con:
-        con.execute("delete from marts.interactions_split where split = 'valid'")
-    with pytest.raises(ValidationFailed, match=r"marts_splits.expect_column_distinct_values_to_equal_set\(split\)"):
+        con.execute(breakage)
+    with pytest.raises(ValidationFailed, match=failed):
         validate_marts(settings)
 
 
