@@ -336,11 +336,12 @@ def apply_category_cap(
     fraction of the cost.
     """
     head = rules.category_cap_head
-    caps = [(categories, rules.per_category), *seller_cap_of(rules, sellers)]
-    if len(caps) == 1:  # the category cap alone: its own walk
+    seller_caps = seller_cap_of(rules, sellers)
+    # Prepared once for the batch and every deeper row below (each would stack the item codes again).
+    caps = PreparedCaps.of([(categories, rules.per_category), *seller_caps])
+    if not seller_caps:  # the category cap alone: its own walk
         candidates.reorder(category_capped_order(candidates.ranked, categories, rules.category_cap, head))
     else:
-        caps = PreparedCaps.of(caps)  # once for the batch and every deeper row below
         candidates.reorder(capped_order(candidates.ranked, caps, head))
     short = np.flatnonzero(~head_within_caps(candidates.ranked, caps, head))
     width, n_items = candidates.ranked.shape[1], len(model.item_ids)

@@ -280,6 +280,10 @@ class PreparedCaps:
         sizes = np.maximum(groups.max(axis=1, initial=-1) + 1, 1).astype(np.int64)
         return cls(list(caps), groups, sizes, np.array([limit for _, limit in caps], dtype=np.int64))
 
+    def __iter__(self):
+        """The (codes, limit) pairs, as an unprepared list of caps gives them: the Python walk reads either."""
+        return iter(self.caps)
+
 
 def capped_order(
     ranked: np.ndarray, caps: list[tuple[np.ndarray, int]] | PreparedCaps, head: int, compiled: bool = True
@@ -306,7 +310,6 @@ def capped_order(
             prepared.limits, head, order,
         )  # fmt: skip
         return order
-    caps = caps.caps if isinstance(caps, PreparedCaps) else caps
     order = np.tile(np.arange(ranked.shape[1]), (ranked.shape[0], 1))
     valid = ranked >= 0
     for row in range(ranked.shape[0]):
@@ -344,7 +347,6 @@ def _group_fits(groups: np.ndarray, limit: int) -> bool:
 
 def head_within_caps(ranked: np.ndarray, caps: list[tuple[np.ndarray, int]] | PreparedCaps, head: int) -> np.ndarray:
     """Per row: does every cap of :func:`capped_order` hold on the first `head` slots?"""
-    caps = caps.caps if isinstance(caps, PreparedCaps) else caps
     heads = ranked[:, :head]
     within = np.ones(len(ranked), dtype=bool)
     for codes, limit in caps:

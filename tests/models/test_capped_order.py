@@ -28,6 +28,7 @@ def test_the_compiled_walk_orders_every_row_as_the_python_walk_does(seed):
         python = capped_order(ranked, caps, head, compiled=False)
         assert np.array_equal(capped_order(ranked, caps, head), python)
         assert np.array_equal(capped_order(ranked, PreparedCaps.of(caps), head), python)
+        assert np.array_equal(capped_order(ranked, PreparedCaps.of(caps), head, compiled=False), python)
     for cap in (0.2, 0.5, 1.0):
         python = category_capped_order(ranked, categories, cap, head, compiled=False)
         assert np.array_equal(category_capped_order(ranked, categories, cap, head), python)

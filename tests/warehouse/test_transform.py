@@ -221,7 +221,8 @@ def _full_refresh_of(settings, tmp_path, name: str) -> tuple:
 
 
 def test_plain_builds_keep_the_event_grain_a_full_refresh_would_build_as_eligibility_changes(built, tmp_path):
-    """int_events_consented is incremental: each plain build must equal a full refresh, whatever changed.
+    """Each plain build must equal a full refresh, whatever changed (the event grain is views over the
+    incremental int_events_deduped; this holds any future materialisation of it to the same).
 
     First build: one user withholds consent, one becomes a bot (a day of 2,001 events), one of a third user's
     events leaves a re-ingested batch. Second build: the first gives consent again and the bot's day is
