@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: setup run test ui up-scaled lint clean bytecode
 
-$(STAMP): pyproject.toml setup.py serving/_fastpath.c models/_topk.c models/_capped.c
+$(STAMP): pyproject.toml setup.py serving/_fastpath.c models/_topk.c models/_capped.c pipelines/ingest/_jsonl.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
 	$(BIN)/pip install --quiet --no-compile -e '.[pipeline,serving,scaled,dev]'

@@ -138,6 +138,8 @@ def landing_files(directory: Path) -> tuple[list[Path], list[SkippedFile]]:
 
 def without_copies(files: list[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
     """`files` with every later file of identical content left out, and those copies with their reason."""
+    if len(files) < 2:  # nothing to be a copy of: no file is read twice to find out
+        return list(files), []
     kept: list[Path] = []
     copies: list[tuple[Path, str]] = []
     first_with: dict[str, Path] = {}
@@ -197,7 +199,8 @@ def ingest_interval(
     # day's impression files below (and retention and forgetting) see them as the embedded default's.
     drain_scaled_impressions(settings)
     results = []
-    with nullcontext(warehouse) if warehouse is not None else connect(settings) as con, con.transaction():
+    owned = warehouse is None
+    with connect(settings) if owned else nullcontext(warehouse) as con, con.appending(closing=owned), con.transaction():
         catalog_items = _load_landing_catalog(con, settings)
         for day, files, day_skipped in plan:
             _forget_landing_day(con, source.name, day)

@@ -36,6 +36,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipelines.ingest.jsonl_fields import split_lines
 from serving.events import EVENT_FIELDS as CANONICAL_COLUMNS
 from serving.events import REQUIRED_FIELDS as REQUIRED_COLUMNS
 
@@ -197,15 +198,17 @@ STAGE_JSONL_SQL = Path(__file__).resolve().parent / "sql" / "stage_jsonl.sql"
 JSONL_STRUCTURE = json.dumps(dict.fromkeys(CANONICAL_COLUMNS, "JSON"))  # every field as its JSON text
 
 
-def stage_jsonl(con: duckdb.DuckDBPyConnection, path: Path, max_line_bytes: int) -> None:
+def stage_jsonl(con: duckdb.DuckDBPyConnection, path: Path, max_line_bytes: int, compiled: bool = True) -> None:
     """One JSON object per line (``.gz`` too). Unknown keys go into `context`; a key no row has fails the file.
 
-    The rules are in ``sql/stage_jsonl.sql`` (one parse of each document). The file-level check
+    Lines of the usual shape are split into their fields by the compiled pass (`split_lines`; not with
+    `compiled=False`, which the tests use to hold both paths to the same rows); the rules for the rest
+    are in ``sql/stage_jsonl.sql`` (one parse of each document). The file-level check
     (a required key that no object has) first reads the staged columns: a column with a non-null
     value in some row is present. Only when a required column has none (a rare, bad file) are the
     documents' keys read, so that a key present but always null is told from a key never there.
     """
-    con.register("incoming_lines", _read_lines(path, max_line_bytes))
+    con.register("incoming_lines", split_lines(_read_lines(path, max_line_bytes), compiled))
     try:
         parameters = {"structure": JSONL_STRUCTURE, "known_fields": list(CANONICAL_COLUMNS)}
         con.execute(STAGE_JSONL_SQL.read_text(), parameters)

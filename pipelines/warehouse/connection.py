@@ -59,6 +59,10 @@ def duckdb_connection(database: str, settings: Settings) -> duckdb.DuckDBPyConne
     return con
 
 
+# How much DuckDB log an open connection's appends may hold before a checkpoint (see DuckDBWarehouse.appending):
+# committed rows wait in memory until then, so this bounds a backfill's memory as well as its rewrites.
+APPEND_CHECKPOINT_THRESHOLD = "1 GiB"
+
 RECORD_BATCH_ROWS = 1_000_000  # rows per Arrow batch of `record_batches`: bounded memory whatever the result's size
 
 
@@ -95,6 +99,15 @@ class Warehouse(ABC):
     @abstractmethod
     def close(self) -> None:
         """Close the connection(s)."""
+
+    @contextmanager
+    def appending(self, closing: bool) -> Iterator[Warehouse]:
+        """A block that appends many rows (an ingest interval): where the engine lets us, each is written once.
+
+        `closing`: the connection closes right after the block. The default does nothing (PostgreSQL
+        writes its rows as they come); DuckDB's version says what it changes and why.
+        """
+        yield self
 
     @contextmanager
     def transaction(self) -> Iterator[Warehouse]:
@@ -141,6 +154,21 @@ class DuckDBWarehouse(Warehouse):
         # Same database: one insert-select, no rows pass through Python.
         columns = [d[0] for d in self.con.execute(f"select * from ({select_sql}) limit 0", params).description]
         self.con.execute(f"insert into {table} ({', '.join(columns)}) {select_sql}", params)
+
+    @contextmanager
+    def appending(self, closing: bool) -> Iterator[Warehouse]:
+        """DuckDB writes a commit to its log (WAL) and again into the file when it checkpoints (at 16 MiB
+        of log, and on close). A connection about to close checkpoints at the commit instead (DuckDB
+        then skips the log for a large commit: the day's rows are written once, not twice); a
+        connection that stays open for more blocks (a backfill's) puts its checkpoints off up to
+        APPEND_CHECKPOINT_THRESHOLD of log, so the tail row group is not recompressed every 16 MiB.
+        The caller's setting is restored after the block."""
+        previous = self.con.execute("select current_setting('checkpoint_threshold')").fetchall()[0][0]
+        self.con.execute(f"set checkpoint_threshold = '{'0 B' if closing else APPEND_CHECKPOINT_THRESHOLD}'")
+        try:
+            yield self
+        finally:
+            self.con.execute(f"set checkpoint_threshold = '{previous}'")
 
     def close(self) -> None:
         self.con.close()

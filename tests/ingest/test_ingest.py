@@ -299,3 +299,22 @@ def test_intervals_on_one_open_connection_each_commit_alone(handmade):
     assert first.rows_accepted == 2
     with connect(handmade) as con:
         assert con.execute("select count(*) from raw.batches").fetchone()[0] == 1
+
+
+def test_an_interval_on_a_callers_connection_leaves_its_checkpoint_setting_as_it_was(handmade):
+    """An interval puts DuckDB's checkpoints off while it appends (DuckDBWarehouse.appending), and gives the
+    caller's setting back afterwards, when it fails too."""
+    write_day(handmade, DAY, [json.dumps(event(1))])
+    setting = "select current_setting('checkpoint_threshold')"
+    with connect(handmade) as warehouse:
+        warehouse.execute("set checkpoint_threshold = '7 MiB'")
+        before = warehouse.execute(setting).fetchall()
+        ingest_interval(handmade, DAY, DAY + timedelta(days=1), warehouse)
+        assert warehouse.execute(setting).fetchall() == before
+        catalog_file(handmade.landing_dir).write_text('{"item_id": "x"}\n')  # fails inside the transaction
+        with pytest.raises(IngestError, match="catalog lacks required column"):
+            ingest_interval(handmade, DAY, DAY + timedelta(days=1), warehouse)
+        assert warehouse.execute(setting).fetchall() == before
+        assert warehouse.execute("select count(*) from raw.events").fetchone()[0] == 1
+    with connect(handmade) as con:  # the owned connection's commit wrote the day: it is there after reopening
+        assert con.execute("select count(*) from raw.events").fetchone()[0] == 1

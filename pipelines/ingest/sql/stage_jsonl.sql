@@ -1,5 +1,9 @@
 -- Turn one JSONL file's lines into `incoming`, the canonical rows classify_events.sql judges.
--- Input: `incoming_lines` (line_number, raw, read_error: what the line reader could not read).
+-- Input: `incoming_lines` (line_number, raw, read_error: what the line reader could not read; `split`
+-- and the fields' texts: the lines of the usual shape, already split by the compiled pass of
+-- pipelines/ingest/jsonl_fields.py, `value` as written, `context` minified as json_transform writes
+-- it). A split line is well formed and well typed by construction, so it only takes the casts at the
+-- end; every other line goes through the parse here.
 -- Parameters: $structure is the JSON transform of every canonical field to its JSON text
 -- ({"event_id": "JSON", ...}, built from serving.events.EVENT_FIELDS); $known_fields those names.
 --
@@ -24,6 +28,7 @@ with documents as (
         case when valid then json_transform(raw, $structure) end as doc,
         starts_with(ltrim(raw, e' \t\n\r'), '{') as is_object
     from incoming_lines
+    where not split
 ),
 
 fields as (
@@ -131,3 +136,20 @@ select
         ) as varchar)
     end as context
 from texts
+
+union all
+
+select
+    line_number,
+    raw,
+    null as parse_error,
+    event_id,
+    user_id,
+    item_id,
+    event_type,
+    try_cast(event_ts as timestamptz) as event_ts,
+    try_cast(value as double) as value,
+    session_id,
+    context
+from incoming_lines
+where split
