@@ -70,10 +70,15 @@ def test_marts_pass_and_the_next_run_is_held_to_the_row_count_band(built, tmp_pa
     settings = copy_home(built, tmp_path / "home")
     first = validate_marts(settings)
     assert first.passed and set(first.rows) == {"marts_interactions", "marts_splits", "item_coverage"}
+    with connect(settings) as con:  # GX saw one row per user; the report counts the mart's rows
+        assert first.rows["marts_interactions"] == con.execute("select count(*) from marts.interactions").fetchone()[0]
+        assert con.execute(
+            "select rows_validated from monitoring.validation_runs where suite = 'marts.marts_interactions'"
+        ).fetchall() == [(first.rows["marts_interactions"],)]
     with connect(settings) as con:
         con.execute("delete from marts.interactions where hash(user_id) % 3 = 0")  # a third of the mart vanishes
     tight = copy_home(settings, tmp_path / "tight", mart_row_count_band=0.1)
-    with pytest.raises(ValidationFailed, match=r"marts_interactions.expect_table_row_count_to_be_between\(table\)"):
+    with pytest.raises(ValidationFailed, match=r"marts_interactions.expect_column_sum_to_be_between\(n_rows\)"):
         validate_marts(tight)
 
 
@@ -82,14 +87,22 @@ def test_marts_pass_and_the_next_run_is_held_to_the_row_count_band(built, tmp_pa
     [
         (  # a user-item pair twice: the mart's grain broken
             "insert into marts.interactions select * from marts.interactions order by user_id, item_id limit 1",
-            r"marts_interactions.expect_compound_columns_to_be_unique\(table\)",
+            r"marts_interactions.expect_column_values_to_be_in_set\(repeated_items\)",
+        ),
+        (  # a weight that is no weight
+            "update marts.interactions set weight = 0 where user_id = (select min(user_id) from marts.interactions)",
+            r"marts_interactions.expect_column_values_to_be_between\(min_weight\)",
+        ),
+        (  # an interaction standing on no event
+            "update marts.interactions set n_events = 0 where user_id = (select max(user_id) from marts.interactions)",
+            r"marts_interactions.expect_column_values_to_be_between\(min_n_events\)",
         ),
         (  # a split missing
             "delete from marts.interactions_split where split = 'valid'",
             r"marts_splits.expect_column_distinct_values_to_equal_set\(split\)",
         ),
     ],
-    ids=["duplicate_user_item_pair", "missing_split"],
+    ids=["duplicate_user_item_pair", "zero_weight", "no_event", "missing_split"],
 )
 def test_a_broken_mart_is_a_critical_failure_naming_the_expectation(built, tmp_path, breakage, failed):
     settings = copy_home(built, tmp_path / "home")
