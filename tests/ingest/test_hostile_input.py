@@ -330,3 +330,27 @@ def test_every_json_type_a_field_can_take_is_judged_from_the_one_parse_of_its_li
         ("t13", "u1", None, '{"device":"mobile"}'),
         ("t14", "u1", None, '{"device":"mobile"}'),
     ]
+
+
+def test_unknown_keys_of_any_spelling_go_into_context_and_never_fail_the_file(handmade):
+    """A key outside the contract may hold a quote, a dot, a slash or a tilde, or come twice: each line is
+    still read (the key into `context`, the first of two values kept) and the rest of the file with it.
+    Before, such a key made DuckDB's JSON path invalid, or the context map's keys not unique, and the
+    whole day's file failed."""
+    lines = [
+        json.dumps(event(1))[:-1] + ', "q\\"uote": 1, "a.b": 2, "x/y~z": 3, "": 4}',
+        json.dumps(event(2))[:-1] + ', "twice": "first", "twice": "second"}',
+        json.dumps(event(3)),
+    ]
+    write_day(handmade, DAY, lines)
+    result = one_day(handmade)
+    assert (result.rows_input, result.rows_accepted) == (3, 3)
+    with connect(handmade) as con:
+        contexts = [
+            json.loads(row[0]) for row in con.execute("select context from raw.events order by event_ts").fetchall()
+        ]
+    assert contexts == [
+        {"device": "mobile", 'q"uote': 1, "a.b": 2, "x/y~z": 3, "": 4},
+        {"device": "mobile", "twice": "first"},
+        {"device": "mobile"},
+    ]

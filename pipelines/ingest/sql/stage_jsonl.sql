@@ -130,8 +130,14 @@ select
         else cast(json_merge_patch(
             coalesce(own_context, '{}')::json,
             to_json(map_from_entries(list_transform(
-                list_filter(json_keys(raw), lambda key: not list_contains($known_fields, key)),
-                lambda key: {'key': key, 'value': json_extract(raw, '$."' || key || '"')}
+                -- each key outside the contract once (a key given twice keeps its first value, as
+                -- json_transform does for the contract's keys), read by JSON pointer: a key may hold
+                -- any character ('"', '.', '*'), only '~' and '/' are escaped in a pointer
+                list_filter(
+                    json_keys(raw),
+                    lambda key, i: not list_contains($known_fields, key) and list_position(json_keys(raw), key) = i
+                ),
+                lambda key: {'key': key, 'value': json_extract(raw, '/' || replace(replace(key, '~', '~0'), '/', '~1'))}
             )))
         ) as varchar)
     end as context
