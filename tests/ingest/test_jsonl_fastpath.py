@@ -7,6 +7,7 @@ split exactly as the SQL would, and must leave every other line to it.
 import json
 
 import duckdb
+import numpy as np
 import pytest
 
 from pipelines.ingest import jsonl_fields
@@ -128,8 +129,6 @@ def test_the_compiled_pass_refuses_buffers_that_do_not_match():
     split = jsonl_fields._split_events
     if split is None:
         pytest.skip("pipelines/ingest/_jsonl.c not compiled")  # test_the_compiled_pass_is_built fails then
-    import numpy as np
-
     offsets = np.array([0, 3, 6], dtype=np.int32).tobytes()
     with pytest.raises(ValueError, match="shorter than"):
         split(b"{}\n{}\n", offsets, 1, 2)
@@ -158,8 +157,6 @@ def _mutations(rng, line: str) -> str:
 
 def test_both_paths_stage_randomly_broken_lines_alike(con, tmp_path):
     """Two thousand lines broken at random (seeded): whatever the compiled pass takes, the SQL stages the same."""
-    import numpy as np
-
     rng = np.random.default_rng(20261205)
     bases = [
         json.dumps(USUAL),
@@ -172,3 +169,16 @@ def test_both_paths_stage_randomly_broken_lines_alike(con, tmp_path):
     assert _incoming(con, path, compiled=True) == _incoming(con, path, compiled=False)
     split = sum(_split_flags(path))
     assert 0 < split < len(lines)  # both paths were exercised
+
+
+def test_the_split_fields_hold_no_more_memory_than_their_text(tmp_path):
+    """Each field's buffer is cut to what it holds: a day's chunks all stay alive until the file is staged, and
+    buffers sized for the whole chunk held gigabytes at a million users."""
+    path = tmp_path / "events.jsonl"
+    path.write_text("\n".join([json.dumps(USUAL)] * 5000) + "\n", encoding="utf-8")
+    table = jsonl_fields.split_lines(_read_lines(path, 1 << 20))
+    assert all(table.column("split").to_pylist())
+    for name in ("event_id", "context"):
+        for chunk in table.column(name).chunks:
+            offsets = np.frombuffer(chunk.buffers()[1], dtype=np.int32)
+            assert chunk.buffers()[2].size <= int(offsets[len(chunk)]) + 1
