@@ -92,7 +92,6 @@ CHECKPOINTS: dict[str, dict[str, list]] = {
                 severity=CRITICAL,
                 meta={"why": "one row per user and item: the mart's grain"},
             ),
-            gxe.ExpectColumnValuesToBeUnique(column="user_id", severity=CRITICAL),
         ],
         "marts_splits": [
             gxe.ExpectColumnDistinctValuesToEqualSet(

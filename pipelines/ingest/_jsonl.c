@@ -22,7 +22,8 @@
 #define F_VALUE 5
 #define F_CONTEXT 7
 #define MAX_DEPTH 32
-#define MAX_NUMBER_CHARS 24
+#define MAX_NUMBER_CHARS 24  /* `value`: longer numbers are left to the SQL */
+#define MAX_INTEGER_CHARS 18 /* an integer inside `context`: fits an int64, so json_transform writes it back as is */
 
 static const char *FIELD_NAMES[N_FIELDS] = {"event_id", "user_id",  "item_id",    "event_type",
                                             "event_ts", "value",    "session_id", "context"};
@@ -72,7 +73,7 @@ static const char *scan_number(const char *p, const char *end, int fraction) {
         while (p < end && *p >= '0' && *p <= '9') p++;
     }
     if (p < end && (*p == 'e' || *p == 'E')) return NULL;
-    if (p - start > (fraction ? MAX_NUMBER_CHARS : 18)) return NULL;
+    if (p - start > (fraction ? MAX_NUMBER_CHARS : MAX_INTEGER_CHARS)) return NULL;
     return p;
 }
 

@@ -36,6 +36,7 @@ def split_lines(lines: pa.Table, compiled: bool = True) -> pa.Table:
     """
     if not compiled or _split_events is None or lines.num_rows == 0:
         return _without_split(lines)
+    schema = _schema(lines.schema)
     batches = []
     for batch in lines.to_batches():
         raw = batch.column("raw")
@@ -48,8 +49,8 @@ def split_lines(lines: pa.Table, compiled: bool = True) -> pa.Table:
             validity = np.packbits(np.frombuffer(valid, dtype=np.uint8)[: len(raw)], bitorder="little")
             buffers = [pa.py_buffer(validity), pa.py_buffer(field_offsets), pa.py_buffer(field_data)]
             columns.append(pa.Array.from_buffers(pa.string(), len(raw), buffers))
-        batches.append(pa.RecordBatch.from_arrays(columns, schema=_schema(lines.schema)))
-    return pa.Table.from_batches(batches, _schema(lines.schema))
+        batches.append(pa.RecordBatch.from_arrays(columns, schema=schema))
+    return pa.Table.from_batches(batches, schema)
 
 
 def _schema(lines: pa.Schema) -> pa.Schema:

@@ -250,7 +250,7 @@ def ingest_path(settings: Settings, source_name: str, path: Path) -> IngestResul
         earliest_allowed=EPOCH,
     )
     results = []
-    with connect(settings) as con, con.transaction():
+    with connect(settings) as con, con.appending(closing=True), con.transaction():
         if catalog is not None:
             _replace_catalog(con, catalog)
         for copy, _ in copies:  # a file imported before and now a copy of another: its old batch goes
