@@ -92,39 +92,61 @@ class _Cut(bytes):
     """The first bytes of a line longer than the limit; the rest was skipped, never held."""
 
 
-def _line_blocks(stream: BinaryIO, max_line_bytes: int) -> Iterator[list[bytes]]:
-    """The stream's lines (without their newline), one block per chunk read.
+def _line_blocks(stream: BinaryIO, max_line_bytes: int) -> Iterator[bytes | list[bytes]]:
+    """The stream's lines, one block per chunk read: the bytes of whole lines joined by their newlines
+    (the usual case: never split in Python), or, where a line was cut, a list of lines whose first
+    is a `_Cut`.
 
     Memory stays near one chunk plus one line of at most `max_line_bytes`: a line that grows past
     the limit is cut to its first bytes (a `_Cut`) and the rest of it is skipped as it streams by.
+    A block may still hold a line over the limit that began and ended within it: the reader checks.
     """
     keep = RAW_PREFIX_CHARS * 4  # bytes enough for RAW_PREFIX_CHARS characters of any UTF-8
     pending, cut = b"", False  # the start of a line whose end has not been read yet; is it over the limit?
     while chunk := stream.read(READ_CHUNK_BYTES):
-        parts = chunk.split(b"\n")
-        if not cut:
-            pending += parts[0]
-            if len(pending) > max_line_bytes + 1:  # + 1: a line's own "\r"
-                pending, cut = pending[:keep], True
-        if len(parts) == 1:
+        end = chunk.rfind(b"\n")
+        if end < 0:  # no line ends in this chunk: it all belongs to the pending line
+            if not cut:
+                pending += chunk
+                if len(pending) > max_line_bytes + 1:  # + 1: a line's own "\r"
+                    pending, cut = pending[:keep], True
             continue
-        yield [_Cut(pending) if cut else pending, *parts[1:-1]]
-        pending, cut = parts[-1], False
+        if cut:  # the cut line ends here: its rest (up to the first newline) is skipped
+            yield [_Cut(pending), *chunk[:end].split(b"\n")[1:]]
+        else:
+            yield pending + chunk[:end]
+        pending, cut = chunk[end + 1 :], False
         if len(pending) > max_line_bytes + 1:
             pending, cut = pending[:keep], True
-    if pending or cut:
-        yield [_Cut(pending) if cut else pending]
+    if cut:
+        yield [_Cut(pending)]
+    elif pending:
+        yield pending
 
 
 _PRINTABLE_ASCII = "[\\x21-\\x7e]"  # a line holding one of these is not blank; only the others are looked at
 
 
-def _block_of_lines(text: str, first: int) -> pa.Table | None:
-    """The non-blank lines of a decoded chunk with their numbers (`first` is the first line's), split
-    by Arrow: no Python step per line. A line is blank as for ``str.isspace`` (or empty); only lines
-    without a printable ASCII character (rare) are checked by Python, so the rule stays Python's."""
-    lines = pc.list_flatten(pc.split_pattern(pa.array([text], pa.large_string()), "\n"))
-    if "\r" in text:
+def _split_block(block: bytes, max_line_bytes: int) -> pa.Array | None:
+    """The lines of a block as Arrow strings, split by Arrow; None if a line is over the limit or is
+    not valid UTF-8 (that block is read line by line)."""
+    offsets = pa.py_buffer(np.array([0, len(block)], dtype=np.int64))
+    whole = pa.Array.from_buffers(pa.large_binary(), 1, [None, offsets, pa.py_buffer(block)])
+    lines = pc.list_flatten(pc.split_pattern(whole, b"\n"))
+    if pc.max(pc.binary_length(lines)).as_py() > max_line_bytes:
+        return None
+    try:
+        return lines.cast(pa.large_string())  # validates UTF-8
+    except pa.ArrowInvalid:
+        return None
+
+
+def _block_of_lines(lines: pa.Array, first: int, has_cr: bool) -> pa.Table:
+    """The non-blank `lines` of a block with their numbers (`first` is the first line's), without a
+    Python step per line. A line is blank as for ``str.isspace`` (or empty); only lines without a
+    printable ASCII character (rare) are checked by Python, so the rule stays Python's. `has_cr`: the
+    block holds a "\\r" (asked of its bytes, which is faster than asking Arrow)."""
+    if has_cr:
         lines = pc.replace_substring_regex(lines, "\r$", "")
     numbers = pa.array(np.arange(first, first + len(lines), dtype=np.int64))
     maybe_blank = pc.invert(pc.match_substring_regex(lines, _PRINTABLE_ASCII))
@@ -145,8 +167,8 @@ def _read_lines(path: Path, max_line_bytes: int) -> pa.Table:
 
     Read in chunks (see `_line_blocks`), so a line longer than `max_line_bytes` is never held
     whole: its first characters are kept (as its raw text) with ``line_too_long``. A chunk of
-    short, valid lines is decoded in one call and split by Arrow (`_block_of_lines`); only a chunk
-    with a bad line is read line by line.
+    short, valid lines is split and validated by Arrow (`_split_block`, `_block_of_lines`); only a
+    chunk with a bad line is read line by line.
     """
     parts: list[pa.Table] = []
     numbers, texts, errors = [], [], []  # the lines of chunks read line by line, since the last Arrow block
@@ -160,17 +182,12 @@ def _read_lines(path: Path, max_line_bytes: int) -> pa.Table:
     n = 0
     with open_events(path) as stream:
         for block in _line_blocks(stream, max_line_bytes):
-            if type(block[0]) is not _Cut and max(map(len, block)) <= max_line_bytes:  # only a first line is cut
-                try:
-                    text = b"\n".join(block).decode("utf-8")
-                except UnicodeDecodeError:
-                    pass
-                else:  # the usual chunk: its lines are taken whole, without a Python step per line
-                    flush()
-                    parts.append(_block_of_lines(text, n + 1))
-                    n += len(block)
-                    continue
-            for line in block:
+            if isinstance(block, bytes) and (lines := _split_block(block, max_line_bytes)) is not None:
+                flush()  # the usual chunk: its lines are taken whole, without a Python step per line
+                parts.append(_block_of_lines(lines, n + 1, b"\r" in block))
+                n += len(lines)
+                continue
+            for line in block.split(b"\n") if isinstance(block, bytes) else block:
                 n += 1
                 error = None
                 if type(line) is _Cut or len(line.removesuffix(b"\r")) > max_line_bytes:
