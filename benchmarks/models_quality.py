@@ -348,21 +348,10 @@ def run_one(target: Path, model_name: str, seed: int, tune_trials: int = 0, test
     started = time.perf_counter()
     items, _ = model.recommend(users, 50)
     recommend_seconds = time.perf_counter() - started
-    metrics = calc_metrics(items, relevant[users], 10, 50, catalog=catalog_stats(train))
-    n_relevant = np.asarray(relevant[users].sum(axis=1)).ravel().astype(np.int64)
-    hits = hits_matrix(items, relevant[users])
-    per_user = ndcg_at_k(hits, n_relevant, 10)
-    # The literature's Precision@10 (hits / 10) and Recall@10 (hits / all relevant), for comparison.
-    top_hits = hits[:, :10].sum(axis=1)
-    metrics |= {
-        "precision_at_10": float((top_hits / 10).mean()),
-        "recall_at_10": float((top_hits / np.maximum(n_relevant, 1)).mean()),
-    }
     result = {
         "model": f"{model_name} tuned" if tuning else model_name,
         "params": model.params(),
-        **metrics,
-        "ndcg_at_10_se": float(per_user.std(ddof=1) / np.sqrt(len(per_user))) if len(per_user) > 1 else 0.0,
+        **list_metrics(items, relevant[users], train),
         "fit_seconds": fit_seconds,
         "recommend_seconds": recommend_seconds,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -374,6 +363,23 @@ def run_one(target: Path, model_name: str, seed: int, tune_trials: int = 0, test
     if model_name == "ranker":
         result["feature_importance"] = {k: round(v, 1) for k, v in model.feature_importance().items()}
     return result
+
+
+def list_metrics(items: np.ndarray, relevant: sp.csr_matrix, train: Interactions) -> dict:
+    """Every figure of a model's top-50 lists (`items`: one row per evaluated user, item indices of
+    `train`, -1 past a short list) against the users' relevant items: calc_metrics, the literature's
+    Precision@10 (hits / 10) and Recall@10 (hits / all relevant), and the standard error of NDCG@10.
+    One place, so recforge's models and a peer library's lists are scored by the same code."""
+    metrics = calc_metrics(items, relevant, 10, 50, catalog=catalog_stats(train))
+    n_relevant = np.asarray(relevant.sum(axis=1)).ravel().astype(np.int64)
+    hits = hits_matrix(items, relevant)
+    per_user = ndcg_at_k(hits, n_relevant, 10)
+    top_hits = hits[:, :10].sum(axis=1)
+    return metrics | {
+        "precision_at_10": float((top_hits / 10).mean()),
+        "recall_at_10": float((top_hits / np.maximum(n_relevant, 1)).mean()),
+        "ndcg_at_10_se": float(per_user.std(ddof=1) / np.sqrt(len(per_user))) if len(per_user) > 1 else 0.0,
+    }
 
 
 def _current_rss_mb() -> float:
