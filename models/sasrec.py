@@ -54,6 +54,13 @@ class SASRecRecommender(Recommender):
     epochs, batch_size, learning_rate, weight_decay : Adam training (``epochs`` is the most).
     n_negatives : 0 for the full-catalog softmax, else sampled softmax with this many negatives;
         "auto" is the full softmax up to ``FULL_SOFTMAX_MAX_ITEMS`` items, else ``AUTO_NEGATIVES``.
+        Negatives are drawn in proportion to how often each item is a training target, and every
+        logit of the sampled softmax is corrected by the log of its item's sampling probability
+        (`sampled_softmax_logits`), so the sampled loss estimates the full softmax's. Uniform
+        negatives without it almost never show the model a popular item as a wrong answer: on
+        ml-latest-small (9.7k items, stratified split) NDCG@10 0.088 uniform vs 0.186 corrected,
+        against 0.150 for the full softmax; simulated, 6,000 items, time split: 0.074 vs 0.082
+        (benchmarks/README.md, "Beside a peer library").
     max_windows : an epoch trains on at most this many training windows, a fresh seeded sample of
         them each epoch when there are more. An epoch's cost then stops growing with the user base:
         on one CPU thread an epoch over every window of a 100k-user fold (87k sequences) took 50 s,
@@ -230,6 +237,8 @@ class SASRecRecommender(Recommender):
         n_items = self.net.items.num_embeddings - 1
         n_negatives = self.negatives_for(n_items)
         sampled = 0 < n_negatives < n_items
+        if sampled:
+            sampling, log_sampling = target_frequencies(windows, n_items)
         self.net.train()
         for epoch in range(self.epochs):
             started, total, count = time.perf_counter(), 0.0, 0
@@ -241,11 +250,9 @@ class SASRecRecommender(Recommender):
                 hidden, targets = hidden[real], targets[real]
                 catalog = self.net.items.weight
                 if sampled:
-                    negatives = torch.randint(1, n_items + 1, (n_negatives,), generator=generator)
-                    positive = (hidden * catalog[targets]).sum(-1, keepdim=True)
-                    negative = hidden @ catalog[negatives].T
-                    negative = negative.masked_fill(negatives[None, :] == targets[:, None], float("-inf"))
-                    logits, labels = torch.cat([positive, negative], 1), torch.zeros_like(targets)
+                    negatives = torch.multinomial(sampling, n_negatives, replacement=True, generator=generator) + 1
+                    logits = sampled_softmax_logits(hidden, catalog, targets, negatives, log_sampling)
+                    labels = torch.zeros_like(targets)
                 else:
                     logits, labels = hidden @ catalog[1:].T, targets - 1
                 loss = torch.nn.functional.cross_entropy(logits, labels)
@@ -315,6 +322,29 @@ class SASRecRecommender(Recommender):
         self.net = _network(len(self.item_ids), self.params())
         self.net.load_state_dict(torch.load(directory / "sasrec.pt", weights_only=True))
         self.net.eval()
+
+
+def target_frequencies(windows, n_items: int):
+    """(sampling probability of each item, its log) for negatives: how often the item is a training
+    target (index 0 is padding), plus one so that an item no window ends on can still be drawn."""
+    import torch
+
+    targets = windows[:, 1:]
+    counts = torch.bincount(targets[targets > 0], minlength=n_items + 1)[1:].double() + 1.0
+    probability = (counts / counts.sum()).float()
+    return probability, torch.log(probability)
+
+
+def sampled_softmax_logits(hidden, catalog, targets, negatives, log_sampling):
+    """Logits of each position's target (column 0) and the shared sampled negatives (item indices, 1-based),
+    each minus the log of its item's sampling probability (the sampled softmax's correction, which makes
+    its loss estimate the full softmax's); a negative that is the position's own target is masked out."""
+    import torch
+
+    positive = (hidden * catalog[targets]).sum(-1, keepdim=True) - log_sampling[targets - 1][:, None]
+    negative = hidden @ catalog[negatives].T - log_sampling[negatives - 1][None, :]
+    negative = negative.masked_fill(negatives[None, :] == targets[:, None], float("-inf"))
+    return torch.cat([positive, negative], 1)
 
 
 def _network(n_items: int, params: dict):

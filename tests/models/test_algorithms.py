@@ -359,6 +359,37 @@ def test_sasrec_with_sampled_negatives_also_learns_the_walk():
     assert (np.array([int(data.item_ids[i][1:]) for i in items[:, 0]]) == successor).mean() > 0.9
 
 
+def test_sasrec_samples_negatives_by_how_often_items_are_targets():
+    """Column 0 of a window is only ever an input and 0 is padding: neither counts; every item gets one more."""
+    import torch
+
+    from models.sasrec import target_frequencies
+
+    windows = torch.tensor([[0, 3, 1, 1], [2, 1, 1, 3]])  # targets: 3 1 1 / 1 1 3 (item 2 only as an input)
+    probability, log_probability = target_frequencies(windows, n_items=4)
+    assert torch.allclose(probability, torch.tensor([5.0, 1.0, 3.0, 1.0]) / 10)
+    assert torch.allclose(log_probability, torch.log(probability))
+
+
+def test_sampled_softmax_logits_are_corrected_by_the_log_sampling_probability_and_mask_the_target():
+    import torch
+
+    from models.sasrec import sampled_softmax_logits
+
+    torch.manual_seed(0)
+    hidden, catalog = torch.randn(3, 4), torch.randn(6, 4)  # row 0 of the catalog is padding
+    targets, negatives = torch.tensor([1, 2, 5]), torch.tensor([2, 4, 4])
+    log_q = torch.log(torch.tensor([0.1, 0.2, 0.3, 0.25, 0.15]))
+    logits = sampled_softmax_logits(hidden, catalog, targets, negatives, log_q)
+    raw_positive = (hidden * catalog[targets]).sum(-1)
+    assert torch.allclose(logits[:, 0], raw_positive - log_q[targets - 1])
+    raw_negative = hidden @ catalog[negatives].T
+    assert torch.allclose(logits[0, 1:], raw_negative[0] - log_q[negatives - 1])
+    assert torch.isneginf(logits[1, 1]) and not torch.isinf(logits[1, 2:]).any()  # user 1's target 2 drawn once
+    uniform = sampled_softmax_logits(hidden, catalog, targets, negatives, torch.full((5,), -1.0))
+    assert torch.allclose(uniform[:, 0], raw_positive + 1.0)  # a uniform draw shifts every logit alike
+
+
 def test_sasrec_refuses_heads_that_do_not_divide_the_width():
     with pytest.raises(ValueError, match="divisible by n_heads"):
         SASRecRecommender(embedding_dim=10, n_heads=3)
