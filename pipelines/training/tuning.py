@@ -202,7 +202,9 @@ def tune_model(
         pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0),
         study_name=f"recforge-{name}",
     )
-    untuned = {**class_defaults(cls), **base}  # what training would construct without tuning
+    # What training would construct without tuning: the model's own resolved values (a default that
+    # depends on another parameter, as BPR's step on its optimizer, is None in the signature).
+    untuned = {**class_defaults(cls), **base, **cls(**base).params()}
     defaults = {p: untuned[p] for p, spec in space.items() if p in untuned and spec.contains(untuned[p])}
     if defaults:
         study.enqueue_trial(defaults)  # trial 0: the parameters training would use without tuning

@@ -206,6 +206,11 @@ class TestBPR(PersonalisedContract):
         return BPRRecommender(factors=8, iterations=200, learning_rate=0.05, random_state=1)
 
 
+class TestAdamBPR(PersonalisedContract):
+    def make(self):
+        return BPRRecommender(optimizer="adam", factors=8, iterations=100, learning_rate=0.01, random_state=1)
+
+
 class TestEASE(PersonalisedContract):
     def make(self):
         return EASERecommender(regularization=1.0)

@@ -102,6 +102,43 @@ def test_bpr_without_early_stopping_runs_every_iteration():
     assert model.epoch_search is None
 
 
+def test_adam_bpr_continues_where_it_stopped_as_early_stopping_needs():
+    """Early stopping fits `eval_every` epochs at a time: two fits of 5 epochs must be one fit of 10."""
+    from models.bpr_adam import AdamBPR
+
+    matrix = newest_fold(clustered_events()).train.matrix
+
+    def trainer(epochs):
+        return AdamBPR(8, 0.01, 1e-3, epochs, negatives=4, random_state=3, num_threads=1)
+
+    stepped, whole = trainer(5), trainer(10).fit(matrix)
+    stepped.fit(matrix).fit(matrix)
+    assert np.array_equal(stepped.item_factors, whole.item_factors)
+    assert np.array_equal(stepped.user_factors[:, -1], np.ones(matrix.shape[0], dtype=np.float32))  # the bias slot
+
+
+def test_adam_bpr_is_early_stopped_and_repeats_for_a_seed():
+    fold = newest_fold(clustered_events())
+    fits = [BPRRecommender(optimizer="adam", factors=8, learning_rate=0.01, iterations=200, eval_every=5, patience=2,
+                           random_state=4).fit(fold.train) for _ in range(2)]  # fmt: skip
+    assert fits[0].epoch_search.curve[-1][0] < 200
+    assert np.array_equal(fits[0].item_factors, fits[1].item_factors)
+    assert fits[0].params()["optimizer"] == "adam" and fits[0].params()["regularization"] == 1e-3
+
+
+@pytest.mark.parametrize(
+    ("bad", "named"),
+    [
+        ({"optimizer": "lbfgs"}, "optimizer must be one of"),
+        ({"negatives": 0}, "negatives"),
+        ({"num_threads": 0}, "num_threads"),
+    ],
+)
+def test_bpr_refuses_an_unknown_optimizer_or_sampling_naming_it(bad, named):
+    with pytest.raises(ValueError, match=named):
+        BPRRecommender(**bad)
+
+
 def test_sasrec_keeps_the_weights_of_its_best_validation_epoch():
     fold = newest_fold(clustered_events())
     model = SASRecRecommender(max_len=12, embedding_dim=16, n_heads=1, epochs=40, patience=2, learning_rate=0.01)
