@@ -37,7 +37,8 @@ class BPRRecommender(FactorizationRecommender):
     factors : latent dimensions (one more carries the item bias).
     optimizer : "sgd", ``implicit``'s SGD with one negative per positive (the default); or "adam", torch's
         Adam with ``negatives`` negatives per positive (``models/bpr_adam.py``): NDCG@10 0.42 against
-        0.36-0.37 on ml-100k's stratified protocol, at a few times the fit time.
+        0.36-0.37 on ml-100k's stratified protocol, at 10-25 times the fit time; on the demo log's time
+        folds it scored lower (0.141 vs 0.154), hence not the default.
     learning_rate : the step (default 0.01 for SGD, 1e-3 for Adam).
     regularization : L2 penalty on the factors (default 0.01 for SGD, 1e-3 for Adam).
     negatives : sampled negatives per positive (Adam only).
