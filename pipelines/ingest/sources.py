@@ -162,6 +162,25 @@ def _block_of_lines(lines: pa.Array, first: int, has_cr: bool) -> pa.Table:
     )
 
 
+def line_row(line: bytes, max_line_bytes: int) -> tuple[str, str | None] | None:
+    """One line (without its newline) by the reader's rules: (its raw text, its read error or None), or
+    None for a blank line. Over the limit (or a `_Cut`): its first RAW_PREFIX_CHARS characters and
+    ``line_too_long``; not UTF-8: backslash escapes and ``invalid_utf8``; a final "\\r" is dropped."""
+    error = None
+    if type(line) is _Cut or len(line.removesuffix(b"\r")) > max_line_bytes:
+        error, line = "line_too_long", line[: RAW_PREFIX_CHARS * 4]
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        text, error = line.decode("utf-8", errors="backslashreplace"), error or "invalid_utf8"
+    if error == "line_too_long":
+        text = text[:RAW_PREFIX_CHARS]
+    text = text.removesuffix("\r")
+    if error is None and not text.strip():
+        return None
+    return text, error
+
+
 def _read_lines(path: Path, max_line_bytes: int) -> pa.Table:
     """Non-blank lines with their line numbers; invalid UTF-8 and over-long lines are kept, flagged.
 
@@ -189,21 +208,11 @@ def _read_lines(path: Path, max_line_bytes: int) -> pa.Table:
                 continue
             for line in block.split(b"\n") if isinstance(block, bytes) else block:
                 n += 1
-                error = None
-                if type(line) is _Cut or len(line.removesuffix(b"\r")) > max_line_bytes:
-                    error, line = "line_too_long", line[: RAW_PREFIX_CHARS * 4]
-                try:
-                    line = line.decode("utf-8")
-                except UnicodeDecodeError:
-                    line, error = line.decode("utf-8", errors="backslashreplace"), error or "invalid_utf8"
-                if error == "line_too_long":
-                    line = line[:RAW_PREFIX_CHARS]
-                line = line.removesuffix("\r")
-                if error is None and not line.strip():
-                    continue
-                numbers.append(n)
-                texts.append(line)
-                errors.append(error)
+                row = line_row(line, max_line_bytes)
+                if row is not None:
+                    numbers.append(n)
+                    texts.append(row[0])
+                    errors.append(row[1])
     flush()
     if not parts:
         return pa.table({"line_number": pa.array([], pa.int64()), "raw": pa.array([], pa.string()),

@@ -270,27 +270,15 @@ def test_lines_are_read_alike_whatever_the_chunk_boundaries(tmp_path, monkeypatc
     ]  # fmt: skip
 
 
-def _lines_by_the_rules(data: bytes, max_line_bytes: int, prefix_chars: int) -> list[tuple]:
-    """The reader's rules, one line at a time in plain Python: what `_read_lines` must give."""
+def _lines_by_the_rules(data: bytes, max_line_bytes: int) -> list[tuple]:
+    """The reader's rule for one line (`line_row`) applied to every line of the whole file at once, with
+    no chunks: what `_read_lines`, whatever its chunks and its Arrow fast path, must give."""
+    from pipelines.ingest.sources import line_row
+
     parts = data.split(b"\n")
     if parts[-1] == b"":  # a final newline ends the last line; it does not start another
         parts.pop()
-    rows = []
-    for number, line in enumerate(parts, 1):
-        error = "line_too_long" if len(line.removesuffix(b"\r")) > max_line_bytes else None
-        if error:
-            line = line[: prefix_chars * 4]
-        try:
-            text = line.decode("utf-8")
-        except UnicodeDecodeError:
-            text, error = line.decode("utf-8", errors="backslashreplace"), error or "invalid_utf8"
-        if error == "line_too_long":
-            text = text[:prefix_chars]
-        text = text.removesuffix("\r")
-        if error is None and not text.strip():
-            continue
-        rows.append((number, text, error))
-    return rows
+    return [(number, *row) for number, line in enumerate(parts, 1) if (row := line_row(line, max_line_bytes))]
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -307,12 +295,12 @@ def test_random_bytes_are_read_as_the_line_rules_say_at_any_chunk_size(tmp_path,
     data = b"".join(rng.choice(pieces) for _ in range(rng.randrange(200, 3000)))
     path = tmp_path / "e.jsonl"
     path.write_bytes(data)
-    max_line_bytes, prefix_chars = rng.choice([16, 64, 300]), 8
-    monkeypatch.setattr(sources, "RAW_PREFIX_CHARS", prefix_chars)
+    max_line_bytes = rng.choice([16, 64, 300])
+    monkeypatch.setattr(sources, "RAW_PREFIX_CHARS", 8)  # over-long lines keep 8 characters: cut prefixes show
     for chunk in (rng.randrange(1, 50), rng.randrange(50, 2000), 1 << 20):
         monkeypatch.setattr(sources, "READ_CHUNK_BYTES", chunk)
         rows = [tuple(r.values()) for r in sources._read_lines(path, max_line_bytes).to_pylist()]
-        assert rows == _lines_by_the_rules(data, max_line_bytes, prefix_chars), (seed, chunk, max_line_bytes)
+        assert rows == _lines_by_the_rules(data, max_line_bytes), (seed, chunk, max_line_bytes)
 
 
 def test_a_line_is_blank_exactly_when_python_says_it_is_whitespace(tmp_path):
