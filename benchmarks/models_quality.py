@@ -195,10 +195,9 @@ def stratified_train_mask(events: pd.DataFrame, share: float, seed: int) -> np.n
 
 def load_split(target: Path) -> tuple[Interactions, sp.csr_matrix, dict]:
     """(training interactions, relevant test items per training user, split facts)."""
-    facts = json.loads((target / "split.json").read_text())
-    events = pd.read_parquet(target / "events.parquet").rename(columns={"ts": Columns.LastTs})
+    events, facts = read_split_events(target)
     features = pd.read_parquet(target / "items.parquet")
-    past = events["in_train"] if "in_train" in events else events[Columns.LastTs] < facts["cutoff"]
+    past = training_mask(events, facts)
     train, relevant = split_matrices(events, past, features)
     test_days = (facts["max_ts"] - facts["cutoff"]) / SECONDS_PER_DAY
     facts |= {
@@ -209,6 +208,17 @@ def load_split(target: Path) -> tuple[Interactions, sp.csr_matrix, dict]:
         "test_events": int((~past).sum()),
     }
     return train, relevant, facts
+
+
+def read_split_events(target: Path) -> tuple[pd.DataFrame, dict]:
+    """The prepared split's events (their time as ``Columns.LastTs``) and its facts."""
+    facts = json.loads((target / "split.json").read_text())
+    return pd.read_parquet(target / "events.parquet").rename(columns={"ts": Columns.LastTs}), facts
+
+
+def training_mask(events: pd.DataFrame, facts: dict) -> pd.Series:
+    """Which of the split's events are training events: the stratified draw, or before the time cutoff."""
+    return events["in_train"] if "in_train" in events else events[Columns.LastTs] < facts["cutoff"]
 
 
 def split_matrices(events: pd.DataFrame, past, features: pd.DataFrame) -> tuple[Interactions, sp.csr_matrix]:
@@ -227,15 +237,13 @@ def validation_split(target: Path, test_share: float, seed: int) -> tuple[Intera
     Stratified: the per-item 75/25 rule again on the training ratings, with ``seed + 1`` (so it is not
     the test split's shuffle); global time: the last ``test_share`` of the training events by time.
     """
-    facts = json.loads((target / "split.json").read_text())
-    events = pd.read_parquet(target / "events.parquet").rename(columns={"ts": Columns.LastTs})
+    events, facts = read_split_events(target)
     features = pd.read_parquet(target / "items.parquet")
+    inner = events[training_mask(events, facts)].reset_index(drop=True)
     if "in_train" in events:
-        inner = events[events["in_train"]].reset_index(drop=True)
         past = stratified_train_mask(inner, STRATIFIED_TRAIN_SHARE, seed + 1)
         rule = f"per item {STRATIFIED_TRAIN_SHARE:.0%} of the training ratings (seed {seed + 1}) vs the rest"
     else:
-        inner = events[events[Columns.LastTs] < facts["cutoff"]].reset_index(drop=True)
         past = (inner[Columns.LastTs] < inner[Columns.LastTs].quantile(1.0 - test_share)).to_numpy()
         rule = f"the last {test_share:.0%} of the training events by time"
     return (*split_matrices(inner, past, features), rule)

@@ -43,7 +43,10 @@ from benchmarks.models_quality import (  # noqa: E402
     load_split,
     make_model,
     prepare,
+    read_split_events,
+    training_mask,
 )
+from models import algorithm  # noqa: E402
 from models.columns import Columns  # noqa: E402
 
 RECTOOLS = "rectools[torch]==0.19.0"
@@ -51,45 +54,51 @@ TORCH = "torch==2.13.0"  # the CPU build on this machine's disk; anything else d
 # pyarrow: the lists cross over as Parquet (before 19: RecTools holds numpy below 2, which pyarrow 19+ refuses)
 PEER_PACKAGES = (TORCH, RECTOOLS, "pyarrow>=15,<19")
 TOP_K = 50
-RECFORGE_EASE_LAMBDA = 250.0  # recforge's EASE default (models/ease.py): RecTools fits it at the same lambda too
+RECFORGE_EASE_LAMBDA = algorithm("ease")().params()["regularization"]  # RecTools fits EASE at it too
 
-# Runs inside the peer environment: nothing of recforge is importable there.
-PEER_CHILD = (
-    r"""
+# Every model of a comparison, each row's name defined here once: recforge's (by registered name) and
+# RecTools' (a class of `rectools.models` and its arguments, which the child builds). `closed_form`: the
+# row's top-10 is compared with EASE's closed form at RECFORGE_EASE_LAMBDA.
+RECFORGE_MODELS = (
+    {"name": f"recforge ease (lambda {RECFORGE_EASE_LAMBDA:g}, its default)", "model": "ease", "closed_form": True},
+    {"name": "recforge sasrec (its defaults)", "model": "sasrec", "closed_form": False},
+)
+PEER_MODELS = (
+    {"name": f"rectools ease (lambda {RECFORGE_EASE_LAMBDA:g})", "class": "EASEModel",
+     "kwargs": {"regularization": RECFORGE_EASE_LAMBDA}, "closed_form": True},
+    {"name": "rectools ease (its default, lambda 500)", "class": "EASEModel", "kwargs": {}, "closed_form": False},
+    {"name": "rectools sasrec (its defaults)", "class": "SASRecModel", "kwargs": {"deterministic": True},
+     "closed_form": False},
+)  # fmt: skip
+
+# Runs inside the peer environment: nothing of recforge is importable there. It reads the training events,
+# the users to list and the models (PEER_MODELS) from its work directory, and writes each model's lists.
+PEER_CHILD = r"""
 import json, sys, time
 import numpy as np, pandas as pd, torch
+import rectools.models
 from rectools import Columns
 from rectools.dataset import Dataset
-from rectools.models import EASEModel, SASRecModel
 
-work, seed, ease_lambda = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-train = pd.read_parquet(f"{work}/train.parquet")
+work = sys.argv[1]
+job = json.load(open(f"{work}/job.json"))
+dataset = Dataset.construct(pd.read_parquet(f"{work}/train.parquet"))
 users = pd.read_parquet(f"{work}/users.parquet")["user_id"].tolist()
-dataset = Dataset.construct(train)
-models = {
-    f"rectools ease (lambda {ease_lambda:g})": lambda: EASEModel(regularization=ease_lambda),
-    "rectools ease (its default, lambda 500)": lambda: EASEModel(),
-    "rectools sasrec (its defaults)": lambda: SASRecModel(deterministic=True),
-}
 timings = {}
-for name, make in models.items():
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-    model = make()
+for number, spec in enumerate(job["models"]):
+    torch.manual_seed(job["seed"])
+    np.random.seed(job["seed"])
+    model = getattr(rectools.models, spec["class"])(**spec["kwargs"])
     started = time.perf_counter()
     model.fit(dataset)
-    fitted = time.perf_counter() - started
-    lists = model.recommend(users=users, dataset=dataset, k="""
-    + str(TOP_K)
-    + r""", filter_viewed=True)
-    lists.assign(model=name)[["model", Columns.User, Columns.Item, Columns.Rank]].to_parquet(
-        f"{work}/lists_{len(timings)}.parquet"
+    timings[spec["name"]] = time.perf_counter() - started
+    lists = model.recommend(users=users, dataset=dataset, k=job["top_k"], filter_viewed=True)
+    lists.assign(model=spec["name"])[["model", Columns.User, Columns.Item, Columns.Rank]].to_parquet(
+        f"{work}/lists_{number}.parquet"
     )
-    timings[name] = fitted
-    print(json.dumps({"model": name, "fit_seconds": fitted}), flush=True)
+    print(json.dumps({"model": spec["name"], "fit_seconds": timings[spec["name"]]}), flush=True)
 json.dump(timings, open(f"{work}/timings.json", "w"))
 """
-)
 
 
 def peer_python(venv: Path) -> Path:
@@ -104,30 +113,28 @@ def peer_python(venv: Path) -> Path:
     return python
 
 
-def peer_lists(python: Path, target: Path, seed: int) -> tuple[pd.DataFrame, dict]:
-    """RecTools' lists for the split in `target` (every model in PEER_CHILD), and its fit seconds."""
-    train, relevant, _ = load_split(target)
-    users = evaluated_users(train, relevant)
-    events = pd.read_parquet(target / "events.parquet")
-    facts = json.loads((target / "split.json").read_text())
-    past = events["in_train"] if "in_train" in events else events["ts"] < facts["cutoff"]
+def peer_lists(python: Path, training: pd.DataFrame, user_ids: np.ndarray, seed: int) -> tuple[pd.DataFrame, dict]:
+    """RecTools' lists (every model in PEER_MODELS) for `user_ids`, fitted on the `training` events, and
+    each model's fit seconds."""
     with tempfile.TemporaryDirectory(prefix="recforge-peer-") as work:
-        training = events[past]
         pd.DataFrame(
             {
                 "user_id": training[Columns.User].astype(str),
                 "item_id": training[Columns.Item].astype(str),
                 "weight": training[Columns.Weight].astype(float),
-                "datetime": pd.to_datetime(training["ts"], unit="s"),
+                "datetime": pd.to_datetime(training[Columns.LastTs], unit="s"),
             }
         ).to_parquet(Path(work) / "train.parquet")
-        pd.DataFrame({"user_id": train.user_ids[users].astype(str)}).to_parquet(Path(work) / "users.parquet")
+        pd.DataFrame({"user_id": user_ids}).to_parquet(Path(work) / "users.parquet")
+        job = {
+            "seed": seed,
+            "top_k": TOP_K,
+            "models": [{k: m[k] for k in ("name", "class", "kwargs")} for m in PEER_MODELS],
+        }
+        (Path(work) / "job.json").write_text(json.dumps(job))
         # cwd = work: PyTorch Lightning writes its logs where it runs.
         subprocess.run(
-            [str(python), "-c", PEER_CHILD, work, str(seed), str(RECFORGE_EASE_LAMBDA)],
-            check=True,
-            cwd=work,
-            env={**os.environ, "PYTHONPATH": ""},
+            [str(python), "-c", PEER_CHILD, work], check=True, cwd=work, env={**os.environ, "PYTHONPATH": ""}
         )
         lists = pd.concat([pd.read_parquet(p) for p in sorted(Path(work).glob("lists_*.parquet"))])
         timings = json.loads((Path(work) / "timings.json").read_text())
@@ -176,34 +183,37 @@ def compare(dataset: str, args, work_dir: Path, python: Path) -> list[dict]:
     target = prepare(dataset, args, work_dir)
     train, relevant, facts = load_split(target)
     users = evaluated_users(train, relevant)
+    user_ids, item_ids = train.user_ids[users].astype(str), train.item_ids.astype(str)
     orders = closed_form_orders(train, users, RECFORGE_EASE_LAMBDA)
+
+    def row(spec: dict, items: np.ndarray, fit_seconds: float) -> dict:
+        checked = agreement(items, orders) if spec["closed_form"] else {}
+        return {
+            "model": spec["name"],
+            "fit_seconds": fit_seconds,
+            **list_metrics(items, relevant[users], train),
+            **checked,
+        }
+
     rows = []
-    for name, model in (
-        (f"recforge ease (lambda {RECFORGE_EASE_LAMBDA:g}, its default)", make_model("ease", 7.0, 0, args.seed)),
-        ("recforge sasrec (its defaults)", make_model("sasrec", facts["test_days"], train.n_items, args.seed)),
-    ):
+    for spec in RECFORGE_MODELS:
+        model = make_model(spec["model"], facts["test_days"], train.n_items, args.seed)
         started = time.perf_counter()
         model.fit(train)
         fitted = time.perf_counter() - started
-        items, _ = model.recommend(users, TOP_K)
-        rows.append({"model": name, "fit_seconds": fitted, **list_metrics(items, relevant[users], train)})
-        if "ease" in name:
-            rows[-1] |= agreement(items, orders)
-    lists, timings = peer_lists(python, target, args.seed)
-    for name, part in lists.groupby("model", sort=False):
-        items = as_item_matrix(part, train.user_ids[users].astype(str), train.item_ids.astype(str))
-        rows.append({"model": name, "fit_seconds": timings[name], **list_metrics(items, relevant[users], train)})
-        if f"lambda {RECFORGE_EASE_LAMBDA:g}" in name:
-            rows[-1] |= agreement(items, orders)
-    for row in rows:
-        row |= {"dataset": dataset, "protocol": args.protocol, "users": int(len(users))}
-    return rows
+        rows.append(row(spec, model.recommend(users, TOP_K)[0], fitted))
+    events, facts = read_split_events(target)
+    lists, timings = peer_lists(python, events[training_mask(events, facts)], user_ids, args.seed)
+    for spec in PEER_MODELS:
+        items = as_item_matrix(lists[lists["model"] == spec["name"]], user_ids, item_ids)
+        rows.append(row(spec, items, timings[spec["name"]]))
+    return [r | {"dataset": dataset, "protocol": args.protocol, "users": int(len(users))} for r in rows]
 
 
 def markdown(rows: list[dict]) -> str:
     lines = [
         "| data set (protocol, users) | model | NDCG@10 | Precision@10 | Recall@10 | MAP@10 | fit s "
-        "| top-10 = closed form X·B / X·Bᵀ (λ 250) |",
+        f"| top-10 = closed form X·B / X·Bᵀ (λ {RECFORGE_EASE_LAMBDA:g}) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
