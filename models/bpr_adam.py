@@ -44,7 +44,8 @@ class AdamBPR:
         return users, items, bias, optimiser, generator
 
     def fit(self, matrix: sp.csr_matrix, show_progress: bool = False, callback=None) -> AdamBPR:
-        """`iterations` more epochs over the positive cells of `matrix` (users x items)."""
+        """`iterations` more epochs over the positive cells of `matrix` (users x items). `show_progress` is
+        taken so both trainers are called alike (implicit draws a progress bar); this one logs through `callback`."""
         import torch
 
         previous_threads = torch.get_num_threads()
