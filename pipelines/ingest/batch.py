@@ -33,6 +33,10 @@ log = logging.getLogger(__name__)
 
 CLASSIFY_SQL = Path(__file__).resolve().parent / "sql" / "classify_events.sql"
 
+# raw.events.event_date, the UTC day of event_ts, by arithmetic on its microseconds: what
+# cast(event_ts as date) gives on a UTC session, at a third of its cost (the cast goes through ICU's calendar).
+EVENT_UTC_DAY = "date '1970-01-01' + cast(fdiv(epoch_us(event_ts), 86400000000) as integer)"
+
 
 @dataclass
 class BatchResult:
@@ -103,9 +107,8 @@ def ingest_batch(
     rows_input = con.execute("select count(*) from incoming").fetchone()[0]
     by_reason = dict(con.execute("select reason, count(*) from classified group by reason order by reason").fetchall())
     accepted, late = con.execute(
-        "select count(*), count(*) filter (where cast(event_ts as date) < ?) "
-        "from incoming anti join classified using (line_number)",
-        [window.landing_date],
+        "select count(*), count(*) filter (where event_ts < ?) from incoming anti join classified using (line_number)",
+        [datetime.combine(window.landing_date, datetime.min.time(), tzinfo=UTC)],  # late: before its landing day
     ).fetchone()
     quarantined = sum(by_reason.values())
     if accepted + quarantined != rows_input:
@@ -118,9 +121,9 @@ def ingest_batch(
     warehouse.execute("delete from raw.batches where batch_id = ?", [batch_id])
     warehouse.insert_from_engine(
         "raw.events",
-        """
+        f"""
         select event_id, user_id, item_id, event_type, event_ts, value, session_id, context,
-               ? as source, ? as batch_id, ? as landing_date, ? as ingested_at, cast(event_ts as date) as event_date
+               ? as source, ? as batch_id, ? as landing_date, ? as ingested_at, {EVENT_UTC_DAY} as event_date
         from incoming anti join classified using (line_number)
         """,
         [source.name, batch_id, window.landing_date, started],

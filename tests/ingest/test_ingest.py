@@ -1,9 +1,10 @@
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
 from pipelines.ingest import IngestError, days_in_interval, ingest_interval
+from pipelines.ingest.batch import EVENT_UTC_DAY
 from pipelines.simulate import catalog_file, landing_file_for
 from pipelines.warehouse.connection import connect
 from tests.conftest import copy_home
@@ -172,6 +173,29 @@ def test_a_late_event_lands_in_its_own_day_without_duplicating(target_home):
         ("t3", DAY.date(), DAY.date() + timedelta(days=2)),
     ]
     assert quarantined(target_home) == [(2, "duplicate_event_id")]
+
+
+def test_the_event_day_and_lateness_are_utc_days_to_the_microsecond(target_home):
+    """event_date and `late` are computed by arithmetic on the microseconds (EVENT_UTC_DAY), not by
+    a calendar cast: held here to what the calendar says at the edges of a UTC day."""
+    stamps = {
+        "t1": "2026-01-05T23:59:59.999999Z",  # the last microsecond before the landing day: late
+        "t2": "2026-01-06T00:00:00Z",  # its first: on time
+        "t3": "2026-01-06T01:30:00+02:00",  # 23:30 UTC the day before: late, whatever its own offset says
+        "t4": "2026-01-05T22:30:00-02:00",  # 00:30 UTC on the landing day: on time
+    }
+    day = datetime(2026, 1, 6, tzinfo=UTC)
+    write_day(target_home, day, [json.dumps(event(int(k[1]), item_id=f"i{k}", event_ts=v)) for k, v in stamps.items()])
+    result = ingest_interval(target_home, day, day + timedelta(days=1))
+    assert (result.rows_accepted, result.rows_late) == (4, 2)
+    with connect(target_home) as con:
+        rows = con.execute("select event_id, event_date from raw.events order by event_id").fetchall()
+        (before_1970,) = con.sql_engine.execute(  # the rules' engine (DuckDB) whatever the warehouse
+            f"select {EVENT_UTC_DAY} from (select timestamptz '1969-12-31 23:59:59.999999+00' as event_ts)"
+        ).fetchone()
+    previous = (day - timedelta(days=1)).date()
+    assert rows == [("t1", previous), ("t2", day.date()), ("t3", previous), ("t4", day.date())]
+    assert before_1970 == date(1969, 12, 31)
 
 
 def test_an_unknown_extra_column_is_kept_in_context(handmade):

@@ -29,9 +29,10 @@ with row_rules as (
         event_ts,
         case
             when parse_error is not null then parse_error
-            when event_id is null or trim(event_id) = '' then 'missing_event_id'
-            when user_id is null or trim(user_id) = '' then 'missing_user_id'
-            when item_id is null or trim(item_id) = '' then 'missing_item_id'
+            -- blank = only spaces (what trim() removes); ltrim's length says it without building trim's copy
+            when event_id is null or length(ltrim(event_id)) = 0 then 'missing_event_id'
+            when user_id is null or length(ltrim(user_id)) = 0 then 'missing_user_id'
+            when item_id is null or length(ltrim(item_id)) = 0 then 'missing_item_id'
             when length(user_id) > $max_id_length or length(item_id) > $max_id_length then 'id_too_long'
             when not regexp_full_match(user_id, $id_characters) or not regexp_full_match(item_id, $id_characters)
                 then 'id_bad_characters'
@@ -82,7 +83,8 @@ unique_events as (
 ),
 
 per_minute as (
-    select user_id, date_trunc('minute', event_ts) as minute, count(*) as n_events
+    -- the UTC minute as a number: date_trunc on a timestamptz goes through the ICU calendar (5x the cost)
+    select user_id, fdiv(epoch_us(event_ts), 60000000) as minute, count(*) as n_events
     from unique_events
     where event_type <> 'rating'
     group by all
