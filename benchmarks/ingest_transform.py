@@ -53,7 +53,7 @@ STAGE_CODE = {
     "from pipelines.warehouse.connection import connect; s = get_settings(); "
     "days = [START + timedelta(days=n) for n in range((END - START).days)]; "
     "T0, C0 = time.perf_counter(), time.process_time(); "
-    "con = connect(s, row_groups=True); w = con.__enter__(); rs = [ingest_interval(s, d, d + timedelta(days=1), w) for d in days]; "
+    "con = connect(s); w = con.__enter__(); rs = [ingest_interval(s, d, d + timedelta(days=1), w) for d in days]; "
     "con.__exit__(None, None, None); print(f'WORK_SECONDS={time.perf_counter() - T0:.3f}'); "
     "print(f'WORK_CPU={time.process_time() - C0:.3f}'); "
     "print(f'{len(rs)} days on one connection: {sum(r.rows_input for r in rs)} rows in, "

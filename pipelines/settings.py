@@ -28,10 +28,6 @@ from serving.pseudonyms import PSEUDONYM_KEY, PSEUDONYM_KEY_FILE, PSEUDONYMIZE_U
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # What DuckDB's memory_limit accepts: a number and a unit.
-# DuckDB's row groups hold whole vectors of 2,048 rows (anything else is refused when the file is attached).
-DUCKDB_VECTOR_ROWS = 2_048
-DUCKDB_ROW_GROUP_ROWS = 8 * DUCKDB_VECTOR_ROWS  # 16,384: measured in benchmarks/README.md (ingest, round 7)
-DUCKDB_MAX_ROW_GROUP_ROWS = 512 * DUCKDB_VECTOR_ROWS
 MEMORY_SIZE = re.compile(r"\s*\d+(\.\d+)?\s*(B|bytes|[KMGT]i?B)\s*", re.IGNORECASE)
 
 # Event type -> the setting (and dbt var) holding its signal weight in the marts.
@@ -163,15 +159,6 @@ class Settings(BaseSettings):
 
     warehouse_memory_limit: str = Field(
         default="4GB", description="DuckDB's memory limit (ingest and dbt); beyond it DuckDB spills to disk."
-    )
-    warehouse_row_group_rows: int = Field(
-        default=DUCKDB_ROW_GROUP_ROWS,
-        ge=DUCKDB_VECTOR_ROWS,
-        le=DUCKDB_MAX_ROW_GROUP_ROWS,
-        multiple_of=DUCKDB_VECTOR_ROWS,
-        description="Rows per row group of the tables recforge writes in the DuckDB warehouse (DuckDB's own default "
-        "is 122,880). A day appended to a table rewrites its last, partly filled row group at the commit, so a "
-        "smaller group bounds what every daily run rewrites; a larger one compresses a little better.",
     )
     datasets_dir: Path = Field(
         default=REPO_ROOT.parent / "shared" / "data",

@@ -320,9 +320,6 @@ def valid_range(field: FieldInfo) -> str:
             text += f" in {'[' if lower[0] == '>=' else '('}{lower[1]}, {upper[1]}{']' if upper[0] == '<=' else ')'}"
         elif lower or upper:
             text += f" {' '.join(str(x) for x in (lower or upper))}"
-        steps = [item.multiple_of for item in field.metadata if isinstance(item, annotated_types.MultipleOf)]
-        if steps:
-            text += f", a multiple of {steps[0]}"
         lengths = [item.min_length for item in field.metadata if isinstance(item, annotated_types.MinLen)]
         if lengths:
             text = f"non-empty {text}" if lengths[0] == 1 else f"{text} of at least {lengths[0]}"

@@ -40,8 +40,6 @@ INVALID = [
     ("RECFORGE_PG_DATABASE", "", "non-empty text"),
     ("RECFORGE_TRAIN_CANDIDATES", "als", "a JSON list"),
     ("RECFORGE_WAREHOUSE_MEMORY_LIMIT", "lots", "a size DuckDB reads"),
-    ("RECFORGE_WAREHOUSE_ROW_GROUP_ROWS", "5000", "an integer in [2048, 1048576], a multiple of 2048"),
-    ("RECFORGE_WAREHOUSE_ROW_GROUP_ROWS", "1024", "an integer in [2048, 1048576], a multiple of 2048"),
     ("RECFORGE_TRAIN_CRON", "every monday", "a cron expression"),
     ("RECFORGE_TRAIN_CRON", " ", "a cron expression"),
     ("RECFORGE_HEALTH_WEBHOOK_URL", "hooks.slack.com/x", "an http(s) URL with a host"),

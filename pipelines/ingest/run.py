@@ -200,8 +200,7 @@ def ingest_interval(
     drain_scaled_impressions(settings)
     results = []
     owned = warehouse is None
-    opened = connect(settings, row_groups=True) if owned else nullcontext(warehouse)
-    with opened as con, con.appending(closing=owned), con.transaction():
+    with connect(settings) if owned else nullcontext(warehouse) as con, con.appending(closing=owned), con.transaction():
         catalog_items = _load_landing_catalog(con, settings)
         for day, files, day_skipped in plan:
             _forget_landing_day(con, source.name, day)
@@ -251,7 +250,7 @@ def ingest_path(settings: Settings, source_name: str, path: Path) -> IngestResul
         earliest_allowed=EPOCH,
     )
     results = []
-    with connect(settings, row_groups=True) as con, con.appending(closing=True), con.transaction():
+    with connect(settings) as con, con.appending(closing=True), con.transaction():
         if catalog is not None:
             _replace_catalog(con, catalog)
         for copy, _ in copies:  # a file imported before and now a copy of another: its old batch goes

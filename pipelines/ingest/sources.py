@@ -37,7 +37,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.ingest.jsonl_fields import split_lines
-from pipelines.warehouse.connection import quote_identifier as quote
 from serving.events import EVENT_FIELDS as CANONICAL_COLUMNS
 from serving.events import REQUIRED_FIELDS as REQUIRED_COLUMNS
 
@@ -47,6 +46,10 @@ CATALOG_COLUMNS = ["item_id", "title", "category", "price", "in_stock", "is_bloc
 
 class SchemaError(ValueError):
     """A file that cannot be ingested at all: a required column is missing. Names file and column."""
+
+
+def quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
 
 
 def canonical_projection(field, context: str) -> str:

@@ -563,13 +563,7 @@ def rebuild_in_child(settings: Settings) -> None:
 
 def compact_warehouse(settings: Settings, ids: list[str]) -> StoreOutcome:
     """Leave no deleted row in the database's free space: DuckDB is copied into a fresh file; PostgreSQL vacuumed."""
-    from pipelines.warehouse.connection import (
-        attach_database,
-        connect,
-        duckdb_connection,
-        quote_identifier,
-        warehouse_exists,
-    )
+    from pipelines.warehouse.connection import connect, duckdb_connection, warehouse_exists
 
     if not warehouse_exists(settings):
         return StoreOutcome("warehouse_file", 0, "no warehouse yet")
@@ -584,10 +578,10 @@ def compact_warehouse(settings: Settings, ids: list[str]) -> StoreOutcome:
     path = settings.warehouse_path
     fresh = path.with_name(f".{path.stem}.forget-copy.duckdb")
     fresh.unlink(missing_ok=True)
-    con = duckdb_connection(str(path), settings, row_groups=True)
+    con = duckdb_connection(str(path), settings)
     try:
-        attach_database(con, str(fresh), "forget_copy", settings)  # the same row groups as the file it replaces
-        con.execute(f"copy from database {quote_identifier(path.stem)} to forget_copy")
+        con.execute(f"attach '{fresh}' as forget_copy")
+        con.execute(f'copy from database "{path.stem}" to forget_copy')
         con.execute("detach forget_copy")
     finally:
         con.close()

@@ -51,66 +51,12 @@ def location(settings: Settings) -> str:
     return str(settings.warehouse_path)
 
 
-def duckdb_connection(database: str, settings: Settings, row_groups: bool = False) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection configured as every stage expects (UTC days, the memory limit).
-
-    `row_groups`: a connection that appends many rows (ingest) writes row groups of
-    ``settings.warehouse_row_group_rows`` (see ``attached_connection``); others open the file as
-    ``duckdb.connect`` does, sharing one engine with every other connection of the process (dbt's too).
-    """
-    attached = attached_connection(database, settings) if row_groups and database != ":memory:" else None
-    con = attached or duckdb.connect(database)
-    try:
-        con.execute("set TimeZone = 'UTC'")  # event days are UTC days, whatever the machine's zone
-        con.execute("set memory_limit = ?", [settings.warehouse_memory_limit])
-    except BaseException:
-        con.close()
-        raise
+def duckdb_connection(database: str, settings: Settings) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection configured as every stage expects (UTC days, the memory limit)."""
+    con = duckdb.connect(database)
+    con.execute("set TimeZone = 'UTC'")  # event days are UTC days, whatever the machine's zone
+    con.execute("set memory_limit = ?", [settings.warehouse_memory_limit])
     return con
-
-
-def attached_connection(database: str, settings: Settings) -> duckdb.DuckDBPyConnection | None:
-    """`database` attached to a private engine with row groups of ``settings.warehouse_row_group_rows``,
-    or None when another connection of this process holds the file (DuckDB lets one engine of a
-    process hold a file: the caller then joins that one and writes its default row groups).
-
-    Why: a commit rewrites a table's last, partly filled row group whole. At DuckDB's 122,880 rows a
-    group, a daily run of 60k rows rewrote up to twice its own size at every commit; at 16,384 its
-    rows go out as whole groups while they are inserted and the commit rewrites at most one small
-    group (benchmarks/README.md, ingest round 7). The size is an option of ATTACH only, not of the
-    file nor of a connection, so the file is attached, named by its stem as ``duckdb.connect``
-    names it, and made the default catalog, its spill directory beside it as ``duckdb.connect`` puts
-    it. While this engine holds the file, other engines of the process cannot open it: only a
-    connection whose owner opens nothing else meanwhile (an ingest run) asks for one.
-    """
-    con = duckdb.connect()
-    try:
-        con.execute("set temp_directory = ?", [f"{database}.tmp"])
-        attach_database(con, database, Path(database).stem, settings)
-    except duckdb.ResourceInUseException:  # held by this process already (dbt's engine after a build, say)
-        con.close()
-        return None
-    except BaseException:
-        con.close()
-        raise
-    con.execute(f"use {quote_identifier(Path(database).stem)}")
-    return con
-
-
-def attach_database(con: duckdb.DuckDBPyConnection, database: str, alias: str, settings: Settings) -> None:
-    """Attach a DuckDB file to `con` as `alias`, writing row groups of ``settings.warehouse_row_group_rows``."""
-    con.execute(
-        f"attach {quote_literal(database)} as {quote_identifier(alias)} "
-        f"(row_group_size {int(settings.warehouse_row_group_rows)})"
-    )
-
-
-def quote_literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def quote_identifier(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 # How much DuckDB log an open connection's appends may hold before a checkpoint (see DuckDBWarehouse.appending):
@@ -372,7 +318,7 @@ def postgres_connection(settings: Settings):
     return pg
 
 
-def _open(settings: Settings, must_exist: bool, row_groups: bool = False) -> Warehouse:
+def _open(settings: Settings, must_exist: bool) -> Warehouse:
     if settings.dbt_target == "postgres":
         warehouse: Warehouse = PostgresWarehouse(postgres_connection(settings), settings)
         try:
@@ -388,7 +334,7 @@ def _open(settings: Settings, must_exist: bool, row_groups: bool = False) -> War
     if must_exist and not settings.warehouse_path.exists():
         raise WarehouseNotFound(f"warehouse not found at {location(settings)}: run ingest first")
     settings.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb_connection(str(settings.warehouse_path), settings, row_groups)
+    con = duckdb_connection(str(settings.warehouse_path), settings)
     try:
         con.execute(SCHEMA_SQL.read_text())
     except BaseException:
@@ -398,11 +344,9 @@ def _open(settings: Settings, must_exist: bool, row_groups: bool = False) -> War
 
 
 @contextmanager
-def connect(settings: Settings, must_exist: bool = False, row_groups: bool = False) -> Iterator[Warehouse]:
-    """Open the warehouse (creating the raw and monitoring tables if needed); `must_exist` for readers of
-    built data; `row_groups` for an ingest run, which opens nothing else while it appends (see
-    ``attached_connection``)."""
-    warehouse = _open(settings, must_exist, row_groups)
+def connect(settings: Settings, must_exist: bool = False) -> Iterator[Warehouse]:
+    """Open the warehouse (creating the raw and monitoring tables if needed); `must_exist` for readers of built data."""
+    warehouse = _open(settings, must_exist)
     try:
         yield warehouse
     finally:

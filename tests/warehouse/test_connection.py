@@ -3,7 +3,6 @@
 import math
 from datetime import UTC, datetime
 
-import duckdb
 import pandas as pd
 import pytest
 
@@ -78,61 +77,3 @@ def test_record_batches_give_the_same_rows_on_postgres(postgres_database, tmp_pa
     duck = make_settings(tmp_path / "duck")
     pg = make_settings(tmp_path / "pg", dbt_target="postgres", pg_database=postgres_database)
     assert streamed(pg, rows=4) == streamed(duck, rows=4)
-
-
-def row_groups(settings, table: str) -> list[int]:
-    with connect(settings) as warehouse:
-        return [
-            count
-            for (count,) in warehouse.execute(
-                f"select max(count) from pragma_storage_info('{table}') group by row_group_id order by row_group_id"
-            ).fetchall()
-        ]
-
-
-def test_an_ingest_connection_writes_row_groups_of_the_setting(tmp_path):
-    """A day's commit rewrites only the table's last, partly filled row group: the setting bounds it."""
-    settings = make_settings(tmp_path / "home", warehouse_row_group_rows=2048)
-    for day in range(3):  # three commits on three connections, as three daily runs
-        with connect(settings, row_groups=True) as warehouse, warehouse.appending(closing=True):
-            with warehouse.transaction():
-                warehouse.execute("create table if not exists raw.numbers (n integer, day integer)")
-                warehouse.execute("insert into raw.numbers select range, ? from range(3000)", [day])
-    assert sum(row_groups(settings, "raw.numbers")) == 9000
-    assert max(row_groups(settings, "raw.numbers")) == 2048 and len(row_groups(settings, "raw.numbers")) >= 5
-    with connect(settings) as warehouse:  # any other connection: DuckDB's own size
-        warehouse.execute("create table raw.wide as select range as n from range(9000)")
-    assert row_groups(settings, "raw.wide") == [9000]
-
-
-def test_an_ingest_connection_is_named_and_spills_as_if_opened(tmp_path):
-    """Attaching (for the row group size) must not change the catalog's name or where DuckDB spills."""
-    settings = make_settings(tmp_path / "home")
-    with connect(settings) as warehouse:
-        opened = warehouse.execute("select current_database(), current_setting('temp_directory')").fetchone()
-    with connect(settings, row_groups=True) as warehouse:
-        attached = warehouse.execute("select current_database(), current_setting('temp_directory')").fetchone()
-    assert attached == opened == (settings.warehouse_path.stem, f"{settings.warehouse_path}.tmp")
-
-
-def test_an_ingest_connection_joins_the_engine_this_process_already_holds(tmp_path):
-    """dbt's engine stays open in-process after a build; DuckDB lets one engine hold a file, so the
-    ingest connection then joins it (DuckDB's row group size) instead of failing."""
-    settings = make_settings(tmp_path / "home", warehouse_row_group_rows=2048)
-    held = duckdb.connect(str(settings.warehouse_path))  # as dbt-duckdb opens it
-    try:
-        with connect(settings, row_groups=True) as warehouse:
-            warehouse.execute("create table raw.numbers as select range as n from range(9000)")
-        assert held.execute("select count(*) from raw.numbers").fetchone() == (9000,)
-    finally:
-        held.close()
-    assert row_groups(settings, "raw.numbers") == [9000]
-
-
-def test_a_quote_in_the_warehouse_path_is_still_one_file(tmp_path):
-    settings = make_settings(tmp_path / 'it\'s "home"')
-    with connect(settings, row_groups=True) as warehouse:
-        warehouse.execute("create table raw.t as select 1 as one")
-    with connect(settings, must_exist=True) as warehouse:
-        assert warehouse.execute("select one from raw.t").fetchone() == (1,)
-    assert settings.warehouse_path.is_file()
