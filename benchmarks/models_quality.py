@@ -264,11 +264,12 @@ def tune(model_name: str, target: Path, trials: int, test_share: float, seed: in
     if not space:
         raise SystemExit(f"{model_name} declares no search space; nothing to tune")
     train, relevant, rule = validation_split(target, test_share, seed)
+    test_days = load_split(target)[2]["test_days"]  # the benchmark's own time windows, as the test run has them
     users = evaluated_users(train, relevant)
     n_relevant = np.asarray(relevant[users].sum(axis=1)).ravel().astype(np.int64)
 
     def objective(trial) -> float:
-        model = algorithm(model_name)(**suggest(trial, space), random_state=seed)
+        model = make_model(model_name, test_days, train.n_items, seed, **suggest(trial, space))
         model.fit(train)
         items, _ = model.recommend(users, 10)
         value = float(ndcg_at_k(hits_matrix(items, relevant[users]), n_relevant, 10).mean())
@@ -279,7 +280,7 @@ def tune(model_name: str, target: Path, trials: int, test_share: float, seed: in
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
-    defaults = algorithm(model_name)(random_state=seed).params()
+    defaults = make_model(model_name, test_days, train.n_items, seed).params()
     study.enqueue_trial({name: defaults[name] for name in space})
     started = time.perf_counter()
     study.optimize(objective, n_trials=trials)
@@ -295,24 +296,24 @@ def tune(model_name: str, target: Path, trials: int, test_share: float, seed: in
     }
 
 
-def make_model(name: str, test_days: float, n_items: int, seed: int) -> Recommender:
+def make_model(name: str, test_days: float, n_items: int, seed: int, **chosen) -> Recommender:
     """Each algorithm with its defaults; only the time windows follow the data set's test period.
 
     SASRec (one block, one thread, early-stopped, as its defaults are since issue 15) switches to
     sampled softmax (``SASREC_NEGATIVES``) above ``SASREC_FULL_SOFTMAX_ITEMS`` items: the full
-    softmax's cost grows with the catalog.
+    softmax's cost grows with the catalog. `chosen`: parameters a tuner picked, over these.
     """
     label_days = test_days / 3
     if name == "sasrec":
         negatives = SASREC_NEGATIVES if n_items > SASREC_FULL_SOFTMAX_ITEMS else 0
-        return algorithm(name)(n_negatives=negatives, random_state=seed)
-    if name == "popularity_recent":
-        return algorithm(name)(window_days=label_days, random_state=seed)
-    if name == "ranker":
-        return algorithm(name)(
-            label_days=label_days, label_windows=LABEL_WINDOWS, generators=RANKER_GENERATORS, random_state=seed
-        )
-    return algorithm(name)(random_state=seed)
+        base = {"n_negatives": negatives}
+    elif name == "popularity_recent":
+        base = {"window_days": label_days}
+    elif name == "ranker":
+        base = {"label_days": label_days, "label_windows": LABEL_WINDOWS, "generators": RANKER_GENERATORS}
+    else:
+        base = {}
+    return algorithm(name)(**(base | chosen), random_state=seed)
 
 
 METRIC_PREFIXES = (
@@ -345,10 +346,7 @@ def run_one(target: Path, model_name: str, seed: int, tune_trials: int = 0, test
     tuning = tune(model_name, target, tune_trials, test_share, seed) if tune_trials else None
     train, relevant, facts = load_split(target)
     base_rss_mb = _current_rss_mb()
-    if tuning:
-        model = algorithm(model_name)(**tuning["best_params"], random_state=seed)
-    else:
-        model = make_model(model_name, facts["test_days"], train.n_items, seed)
+    model = make_model(model_name, facts["test_days"], train.n_items, seed, **(tuning["best_params"] if tuning else {}))
     started = time.perf_counter()
     model.fit(train)
     fit_seconds = time.perf_counter() - started

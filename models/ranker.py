@@ -37,10 +37,11 @@ import time
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
-from models.base import Recommender, algorithm
+from models.base import SCORE_BLOCK, Recommender, algorithm
 from models.dataset import Interactions
-from models.ranker_features import SECONDS_PER_DAY, FeatureContext, category_codes
+from models.ranker_features import SECONDS_PER_DAY, FeatureContext, category_codes, category_taste
 from models.search import FloatRange, IntRange, SearchSpace
 
 log = logging.getLogger(__name__)
@@ -127,8 +128,11 @@ class RankerRecommender(Recommender):
 
     @classmethod
     def search_space(cls) -> SearchSpace:
-        """The LightGBM ranker's capacity and step; the generators keep their own (tuned) parameters."""
+        """The LightGBM ranker's capacity and step, and how deep it reads each generator's list (deeper lists
+        let the taste features promote items of a user's minor categories; on MovieLens they mostly add
+        noise: benchmarks/README.md); the generators keep their own (tuned) parameters."""
         return {
+            "candidates_per_generator": IntRange(10, 80, log=True),
             "n_estimators": IntRange(50, 500, log=True),
             "learning_rate": FloatRange(0.01, 0.3, log=True),
             "num_leaves": IntRange(3, 63, log=True),
@@ -275,6 +279,8 @@ class RankerRecommender(Recommender):
         frame["n_generators"] = frame[rank_columns].notna().sum(axis=1).astype(np.float64)
         frame[rank_columns] = frame[rank_columns].fillna(depth + 1.0)
         add_user_relative_scores(frame)
+        if context.user_category_visits is not None and context.item_category is not None:
+            add_taste_factored_scores(frame, generators, context, users)
         frame["best_rank"] = frame[rank_columns].min(axis=1)
         user_index, item_index = frame["user"].to_numpy(), frame["item"].to_numpy()
         for name, values in context.pair_features(user_index, item_index).items():
@@ -427,3 +433,47 @@ def add_user_relative_scores(frame: pd.DataFrame) -> None:
         frame[f"{column}_gap"] = scores - best
         with np.errstate(invalid="ignore", divide="ignore"):
             frame[f"{column}_z"] = (scores - mean) / spread.where(spread > 0)
+
+
+def add_taste_factored_scores(
+    frame: pd.DataFrame, generators: list[Recommender], context: FeatureContext, users: np.ndarray
+) -> None:
+    """Each generator's score factored as P(category | user) x P(item | user, category), in place.
+
+    A generator's score mixes two questions: which category the user turns to next, and which item
+    within it. The second is the item's share of the generator's positive scores over its whole
+    category for this user (``g<k>_category_share``: every item of the category, not only the
+    candidates, whose top is crowded by the user's main category); the first is the user's share of
+    category visits (``user_category_taste``, ``ranker_features.category_taste``); their product is
+    ``g<k>_taste_share``. On recforge's simulated log, whose sessions pick a category by the user's
+    taste and then an item within it, this product alone beats EASE (benchmarks/README.md).
+    Needs full score rows: each generator scores the frame's users again, in blocks.
+    """
+    codes = context.item_category
+    n_categories = context.user_category_visits.shape[1]
+    known = codes >= 0
+    to_category = sp.csr_matrix(
+        (np.ones(int(known.sum()), dtype=np.float32), (np.flatnonzero(known), codes[known])),
+        shape=(len(codes), n_categories),
+    )
+    users = np.asarray(users)
+    row_user = pd.Index(users).get_indexer(frame["user"].to_numpy())
+    item_category = codes[frame["item"].to_numpy()]
+    has_category = item_category >= 0
+    at = (row_user[has_category], item_category[has_category])
+    taste = np.full(len(frame), np.nan)
+    taste[has_category] = category_taste(context.user_category_visits, users)[at]
+    frame["user_category_taste"] = taste
+    block = max(1, SCORE_BLOCK // max(len(codes), 1))
+    for position, generator in enumerate(generators):
+        mass = np.empty((len(users), n_categories), dtype=np.float64)
+        for start in range(0, len(users), block):
+            scores = np.maximum(generator._score(users[start : start + block]), 0.0)
+            mass[start : start + block] = np.asarray(to_category.T @ scores.T).T
+        positive = np.maximum(frame[f"g{position}_score"].to_numpy(dtype=np.float64), 0.0)  # NaN: not proposed
+        share = np.full(len(frame), np.nan)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            share[has_category] = positive[has_category] / mass[at]
+        share[~np.isfinite(share)] = np.nan
+        frame[f"g{position}_category_share"] = share
+        frame[f"g{position}_taste_share"] = taste * share

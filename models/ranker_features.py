@@ -16,7 +16,10 @@ Feature groups (names in ``FeatureContext.columns``):
   thresholds of ``marts.user_features``), days since the user's last interaction, mean
   popularity of the user's items (how mainstream the user is);
 - user-category affinity: share of the user's items in the candidate's category, and the
-  category's share of recent activity (needs ``category``);
+  category's share of recent activity (needs ``category``); the user's taste for the category
+  counted in visits (distinct hours in which the user first met an item of it), smoothed by
+  ``TASTE_PRIOR``: a user who browses a category in three sittings likes it more than one who
+  met three of its items in one (``category_taste``, used with the generators' scores by the ranker);
 - price: the item's price, the user's mean price and their ratio (needs ``price``).
 """
 
@@ -36,6 +39,11 @@ SECONDS_PER_DAY = 86_400.0
 # Short spans for the item's trend as of the cutoff: recent popularity wins on MovieLens because the
 # last days' burst matters, and one ``window_days`` count cannot tell a burst from a steady item.
 TREND_DAYS = (1.0, 3.0)
+# A visit to a category: the hours in which the user first met an item of it (a sitting, from per-cell times).
+VISIT_SECONDS = 3_600.0
+# Pseudo-visits added to every category before the user's taste is read off the counts (a flat prior):
+# a category never visited keeps a small, non-zero share, and a short history is not taken at its word.
+TASTE_PRIOR = 0.5
 # Activity segments by distinct items, as marts.user_features defines them.
 
 
@@ -60,6 +68,8 @@ class FeatureContext:
     # Distinct users in the last TREND_DAYS[i] days before now, one row per span (None in models saved
     # before these features existed: they are then simply not columns).
     item_trend_users: np.ndarray | None = None
+    # users x categories: visits (see VISIT_SECONDS), None without categories or in older models.
+    user_category_visits: sp.csr_matrix | None = None
 
     @classmethod
     def as_of(cls, interactions: Interactions, window_days: float, item_category: np.ndarray | None) -> FeatureContext:
@@ -111,6 +121,7 @@ class FeatureContext:
             recent_by_category = np.asarray(recent.sum(axis=0)).ravel() @ to_category
             context.item_category = item_category
             context.user_category_share = share.tocsr()
+            context.user_category_visits = _category_visits(interactions, item_category, max(n_cat, 1))
             context.category_recent_share = recent_by_category / max(recent_by_category.sum(), 1.0)
         price = interactions.item_feature(Columns.Price)
         if price is not None:
@@ -207,6 +218,27 @@ class FeatureContext:
                 parts = [arrays[f"{prefix}{name}__{part}"] for part in ("data", "indices", "indptr")]
                 values[name] = sp.csr_matrix(tuple(parts), shape=tuple(arrays[f"{prefix}{name}__shape"]))
         return cls(**values)
+
+
+def category_taste(visits: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
+    """Each user's share of visits per category (users x categories, dense), ``TASTE_PRIOR`` added to each."""
+    counts = np.asarray(visits[users].todense(), dtype=np.float64) + TASTE_PRIOR
+    return counts / counts.sum(axis=1, keepdims=True)
+
+
+def _category_visits(interactions: Interactions, item_category: np.ndarray, n_categories: int) -> sp.csr_matrix:
+    """users x categories: distinct (category, hour of first touch) per user, over the items of known category."""
+    times = interactions.first_ts if interactions.first_ts is not None else interactions.require_time()
+    times = times.tocsr()
+    users = np.repeat(np.arange(interactions.n_users), np.diff(times.indptr))
+    category = item_category[times.indices]
+    known = category >= 0
+    hour = np.floor(times.data[known] / VISIT_SECONDS).astype(np.int64)
+    visits = np.unique(np.stack([users[known], category[known], hour]), axis=1)
+    return sp.csr_matrix(
+        (np.ones(visits.shape[1], dtype=np.float32), (visits[0], visits[1])),
+        shape=(interactions.n_users, n_categories),
+    )
 
 
 def segment_of(n_items: np.ndarray, bounds: SegmentBounds = SegmentBounds()) -> np.ndarray:

@@ -19,9 +19,10 @@ from models import (
     SASRecRecommender,
 )
 from models import ease as ease_module
+from models.columns import Columns
 from models.dataset import Interactions
-from models.ranker import add_user_relative_scores
-from models.ranker_features import TREND_DAYS, FeatureContext, category_codes, segment_of
+from models.ranker import add_taste_factored_scores, add_user_relative_scores
+from models.ranker_features import TASTE_PRIOR, TREND_DAYS, FeatureContext, category_codes, category_taste, segment_of
 from tests.models.test_contract import COMMUNITY_SIZE, DAY, T0, catalog, community_data, community_walks
 
 # --- Interactions with time and item attributes
@@ -313,6 +314,53 @@ def test_user_relative_scores_are_on_one_scale_per_user():
     assert np.isnan(frame["g0_score_gap"][2])  # not proposed by the generator: stays missing
     assert frame["g0_score_z"][:2].tolist() == pytest.approx([-0.7071, 0.7071], abs=1e-4)
     assert frame["g0_score_z"][3:].isna().all()  # no spread within the user: no z-score
+
+
+def _two_sittings() -> Interactions:
+    """u1 meets three items of category a in one hour, and item d of category b in each of two other hours."""
+    rows = [
+        ("u1", "a1", T0), ("u1", "a2", T0 + 60), ("u1", "a3", T0 + 120),
+        ("u1", "b1", T0 + 2 * 3600), ("u1", "b2", T0 + 5 * 3600), ("u2", "a1", T0), ("u2", "b1", T0 + 3600),
+    ]  # fmt: skip
+    frame = pd.DataFrame(rows, columns=[Columns.User, Columns.Item, Columns.LastTs]).assign(**{Columns.Weight: 1.0})
+    items = pd.DataFrame({Columns.Item: ["a1", "a2", "a3", "b1", "b2"], Columns.Category: ["a", "a", "a", "b", "b"]})
+    return Interactions.from_frame(frame, item_features=items)
+
+
+def test_category_taste_counts_visits_not_items():
+    """Three items in one sitting are one visit; two sittings are two: the taste reads b over a."""
+    data = _two_sittings()
+    codes, names = category_codes(data)
+    context = FeatureContext.as_of(data, window_days=1, item_category=codes)
+    u1 = data.user_index(["u1"])
+    visits = dict(zip(names, np.asarray(context.user_category_visits[u1].todense()).ravel(), strict=True))
+    assert visits == {"a": 1.0, "b": 2.0}
+    taste = dict(zip(names, category_taste(context.user_category_visits, u1)[0], strict=True))
+    total = 3 + 2 * TASTE_PRIOR
+    assert taste == pytest.approx({"a": (1 + TASTE_PRIOR) / total, "b": (2 + TASTE_PRIOR) / total})
+
+
+def test_taste_factored_scores_share_the_generators_mass_within_the_category():
+    """g<k>_category_share = the candidate's positive score over the user's positive scores of its whole
+    category (candidates or not); g<k>_taste_share multiplies it by the user's taste for the category."""
+    data = _two_sittings()
+    codes, _ = category_codes(data)
+    context = FeatureContext.as_of(data, window_days=1, item_category=codes)
+
+    class Fixed:
+        def _score(self, users):
+            return np.tile(np.array([3.0, -1.0, 1.0, 2.0, 2.0], dtype=np.float32), (len(users), 1))
+
+    users = data.user_index(["u2"])
+    a3, b2 = data.item_ids.tolist().index("a3"), data.item_ids.tolist().index("b2")
+    frame = pd.DataFrame({"user": [users[0], users[0]], "item": [a3, b2], "g0_score": [1.0, np.nan]})
+    add_taste_factored_scores(frame, [Fixed()], context, users)
+    a_code = int(codes[a3])
+    assert frame["g0_category_share"][0] == pytest.approx(1.0 / (3.0 + 0.0 + 1.0))  # -1 counts as 0
+    assert np.isnan(frame["g0_category_share"][1])  # not proposed by the generator: missing
+    taste = category_taste(context.user_category_visits, users)[0, a_code]
+    assert frame["user_category_taste"][0] == pytest.approx(taste)
+    assert frame["g0_taste_share"][0] == pytest.approx(taste / 4.0)
 
 
 def test_ranker_without_label_users_says_what_to_change():
