@@ -162,6 +162,10 @@ def _events(users, items, weight, ts) -> pd.DataFrame:
     return frame
 
 
+# The files `prepare` writes for the per-model subprocesses (and a test writes by hand).
+SPLIT_EVENTS, SPLIT_ITEMS, SPLIT_FACTS = "events.parquet", "items.parquet", "split.json"
+
+
 def prepare(dataset: str, args, work_dir: Path) -> Path:
     """Load, split by time and store the pieces as parquet for the per-model subprocesses."""
     if dataset == "ml-100k":
@@ -176,9 +180,9 @@ def prepare(dataset: str, args, work_dir: Path) -> Path:
         events["in_train"] = stratified_train_mask(events, STRATIFIED_TRAIN_SHARE, args.seed)
     target = work_dir / dataset
     target.mkdir(parents=True, exist_ok=True)
-    events.to_parquet(target / "events.parquet")
-    features.to_parquet(target / "items.parquet")
-    (target / "split.json").write_text(json.dumps(facts))
+    events.to_parquet(target / SPLIT_EVENTS)
+    features.to_parquet(target / SPLIT_ITEMS)
+    (target / SPLIT_FACTS).write_text(json.dumps(facts))
     return target
 
 
@@ -196,12 +200,11 @@ def stratified_train_mask(events: pd.DataFrame, share: float, seed: int) -> np.n
 def load_split(target: Path) -> tuple[Interactions, sp.csr_matrix, dict]:
     """(training interactions, relevant test items per training user, split facts)."""
     events, facts = read_split_events(target)
-    features = pd.read_parquet(target / "items.parquet")
+    features = pd.read_parquet(target / SPLIT_ITEMS)
     past = training_mask(events, facts)
     train, relevant = split_matrices(events, past, features)
-    test_days = (facts["max_ts"] - facts["cutoff"]) / SECONDS_PER_DAY
     facts |= {
-        "test_days": 3 * STRATIFIED_WINDOW_DAYS if facts.get("protocol") == "stratified" else test_days,
+        "test_days": split_test_days(facts),
         "train_users": train.n_users,
         "train_items": train.n_items,
         "train_interactions": int(train.matrix.nnz),
@@ -210,10 +213,22 @@ def load_split(target: Path) -> tuple[Interactions, sp.csr_matrix, dict]:
     return train, relevant, facts
 
 
+def split_test_days(facts: dict) -> float:
+    """The test period in days that the models' time windows follow (a third of it per label window)."""
+    if facts.get("protocol") == "stratified":
+        return 3 * STRATIFIED_WINDOW_DAYS
+    return (facts["max_ts"] - facts["cutoff"]) / SECONDS_PER_DAY
+
+
+def read_split_facts(target: Path) -> dict:
+    """What `prepare` recorded about the split (cutoff, last timestamp, protocol)."""
+    return json.loads((target / SPLIT_FACTS).read_text())
+
+
 def read_split_events(target: Path) -> tuple[pd.DataFrame, dict]:
     """The prepared split's events (their time as ``Columns.LastTs``) and its facts."""
-    facts = json.loads((target / "split.json").read_text())
-    return pd.read_parquet(target / "events.parquet").rename(columns={"ts": Columns.LastTs}), facts
+    events = pd.read_parquet(target / SPLIT_EVENTS).rename(columns={"ts": Columns.LastTs})
+    return events, read_split_facts(target)
 
 
 def training_mask(events: pd.DataFrame, facts: dict) -> pd.Series:
@@ -238,7 +253,7 @@ def validation_split(target: Path, test_share: float, seed: int) -> tuple[Intera
     the test split's shuffle); global time: the last ``test_share`` of the training events by time.
     """
     events, facts = read_split_events(target)
-    features = pd.read_parquet(target / "items.parquet")
+    features = pd.read_parquet(target / SPLIT_ITEMS)
     inner = events[training_mask(events, facts)].reset_index(drop=True)
     if "in_train" in events:
         past = stratified_train_mask(inner, STRATIFIED_TRAIN_SHARE, seed + 1)
@@ -264,7 +279,7 @@ def tune(model_name: str, target: Path, trials: int, test_share: float, seed: in
     if not space:
         raise SystemExit(f"{model_name} declares no search space; nothing to tune")
     train, relevant, rule = validation_split(target, test_share, seed)
-    test_days = load_split(target)[2]["test_days"]  # the benchmark's own time windows, as the test run has them
+    test_days = split_test_days(read_split_facts(target))  # the test run's time windows
     users = evaluated_users(train, relevant)
     n_relevant = np.asarray(relevant[users].sum(axis=1)).ravel().astype(np.int64)
 

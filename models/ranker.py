@@ -37,11 +37,16 @@ import time
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 
 from models.base import SCORE_BLOCK, Recommender, algorithm
 from models.dataset import Interactions
-from models.ranker_features import SECONDS_PER_DAY, FeatureContext, category_codes, category_taste
+from models.ranker_features import (
+    SECONDS_PER_DAY,
+    FeatureContext,
+    category_codes,
+    category_indicator,
+    category_taste,
+)
 from models.search import FloatRange, IntRange, SearchSpace
 
 log = logging.getLogger(__name__)
@@ -451,11 +456,7 @@ def add_taste_factored_scores(
     """
     codes = context.item_category
     n_categories = context.user_category_visits.shape[1]
-    known = codes >= 0
-    to_category = sp.csr_matrix(
-        (np.ones(int(known.sum()), dtype=np.float32), (np.flatnonzero(known), codes[known])),
-        shape=(len(codes), n_categories),
-    )
+    to_category = category_indicator(codes, n_categories)
     users = np.asarray(users)
     row_user = pd.Index(users).get_indexer(frame["user"].to_numpy())
     item_category = codes[frame["item"].to_numpy()]

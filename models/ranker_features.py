@@ -109,19 +109,15 @@ class FeatureContext:
             item_trend_users=np.vstack([_users_since(last_ts, now - d * SECONDS_PER_DAY) for d in TREND_DAYS]),
         )
         if item_category is not None:
-            n_cat = int(item_category.max(initial=-1)) + 1
-            known = item_category >= 0
-            to_category = sp.csr_matrix(
-                (np.ones(known.sum(), dtype=np.float32), (np.flatnonzero(known), item_category[known])),
-                shape=(interactions.n_items, max(n_cat, 1)),
-            )
+            n_cat = max(int(item_category.max(initial=-1)) + 1, 1)
+            to_category = category_indicator(item_category, n_cat)
             counts = (binary @ to_category).tocsr()
             with np.errstate(invalid="ignore", divide="ignore"):
                 share = sp.diags(1.0 / np.maximum(user_items, 1)).astype(np.float32) @ counts
             recent_by_category = np.asarray(recent.sum(axis=0)).ravel() @ to_category
             context.item_category = item_category
             context.user_category_share = share.tocsr()
-            context.user_category_visits = _category_visits(interactions, item_category, max(n_cat, 1))
+            context.user_category_visits = _category_visits(interactions, item_category, n_cat)
             context.category_recent_share = recent_by_category / max(recent_by_category.sum(), 1.0)
         price = interactions.item_feature(Columns.Price)
         if price is not None:
@@ -218,6 +214,15 @@ class FeatureContext:
                 parts = [arrays[f"{prefix}{name}__{part}"] for part in ("data", "indices", "indptr")]
                 values[name] = sp.csr_matrix(tuple(parts), shape=tuple(arrays[f"{prefix}{name}__shape"]))
         return cls(**values)
+
+
+def category_indicator(item_category: np.ndarray, n_categories: int) -> sp.csr_matrix:
+    """items x categories, 1 where the item belongs to the category (items of unknown category, -1, have none)."""
+    known = item_category >= 0
+    return sp.csr_matrix(
+        (np.ones(int(known.sum()), dtype=np.float32), (np.flatnonzero(known), item_category[known])),
+        shape=(len(item_category), n_categories),
+    )
 
 
 def category_taste(visits: sp.csr_matrix, users: np.ndarray) -> np.ndarray:

@@ -27,10 +27,10 @@ def split_dir(bench, tmp_path) -> Path:
     events = pd.DataFrame(rows, columns=[Columns.User, Columns.Item, Columns.Weight, "ts"])
     events["in_train"] = bench.stratified_train_mask(events, bench.STRATIFIED_TRAIN_SHARE, 42)
     items = pd.DataFrame({Columns.Item: [f"i{i}" for i in range(60)], Columns.Category: "c"})
-    events.to_parquet(tmp_path / "events.parquet")
-    items.to_parquet(tmp_path / "items.parquet")
+    events.to_parquet(tmp_path / bench.SPLIT_EVENTS)
+    items.to_parquet(tmp_path / bench.SPLIT_ITEMS)
     facts = {"cutoff": 0.0, "max_ts": float(events["ts"].max()), "protocol": "stratified"}
-    (tmp_path / "split.json").write_text(json.dumps(facts))
+    (tmp_path / bench.SPLIT_FACTS).write_text(json.dumps(facts))
     return tmp_path
 
 

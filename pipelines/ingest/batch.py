@@ -38,6 +38,11 @@ CLASSIFY_SQL = Path(__file__).resolve().parent / "sql" / "classify_events.sql"
 EVENT_UTC_DAY = "date '1970-01-01' + cast(fdiv(epoch_us(event_ts), 86400000000) as integer)"
 
 
+def utc_midnight(day: date) -> datetime:
+    """The first instant of a UTC day: where a landing day starts, and before which an event is late."""
+    return datetime.combine(day, datetime.min.time(), tzinfo=UTC)
+
+
 @dataclass
 class BatchResult:
     batch_id: str
@@ -108,7 +113,7 @@ def ingest_batch(
     by_reason = dict(con.execute("select reason, count(*) from classified group by reason order by reason").fetchall())
     accepted, late = con.execute(
         "select count(*), count(*) filter (where event_ts < ?) from incoming anti join classified using (line_number)",
-        [datetime.combine(window.landing_date, datetime.min.time(), tzinfo=UTC)],  # late: before its landing day
+        [utc_midnight(window.landing_date)],  # late: before its landing day
     ).fetchone()
     quarantined = sum(by_reason.values())
     if accepted + quarantined != rows_input:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipelines.ingest.batch import BatchResult, BatchWindow, IngestError, ingest_batch
+from pipelines.ingest.batch import BatchResult, BatchWindow, IngestError, ingest_batch, utc_midnight
 from pipelines.ingest.impressions import ingest_impression_days
 from pipelines.ingest.sources import (
     CATALOG_COLUMNS,
@@ -161,10 +161,6 @@ def landing_day_dir(settings: Settings, day: date) -> Path:
     return settings.landing_dir / "events" / f"date={day:%Y-%m-%d}"
 
 
-def _midnight(day: date) -> datetime:
-    return datetime.combine(day, datetime.min.time(), tzinfo=UTC)
-
-
 def ingest_interval(
     settings: Settings, interval_start: datetime, interval_end: datetime, warehouse: Warehouse | None = None
 ) -> IngestResult:
@@ -206,11 +202,11 @@ def ingest_interval(
             _forget_landing_day(con, source.name, day)
             _record_skipped(con, source.name, day, day_skipped)
             window = BatchWindow(
-                interval_start=_midnight(day),
-                interval_end=_midnight(day) + timedelta(days=1),
+                interval_start=utc_midnight(day),
+                interval_end=utc_midnight(day) + timedelta(days=1),
                 landing_date=day,
-                latest_allowed=_midnight(day) + timedelta(days=1, seconds=settings.future_tolerance_seconds),
-                earliest_allowed=_midnight(day) - timedelta(days=settings.late_arrival_days),
+                latest_allowed=utc_midnight(day) + timedelta(days=1, seconds=settings.future_tolerance_seconds),
+                earliest_allowed=utc_midnight(day) - timedelta(days=settings.late_arrival_days),
             )
             for path in files:
                 display = str(path.relative_to(settings.landing_dir))
