@@ -220,6 +220,21 @@ class Recommender(ABC):
             )
         seen = self.seen if seen is None else seen
         k = min(k, len(self.item_ids))
+        return self._top_k_of_users(user_index, k, seen if filter_seen else None, allowed_items, batch_size)
+
+    def _top_k_of_users(
+        self,
+        user_index: np.ndarray,
+        k: int,
+        seen: sp.csr_matrix | None,
+        allowed_items: np.ndarray | None,
+        batch_size: int | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``recommend``'s selection for checked users: every item scored, block by block of users.
+
+        Middle layers whose scores have structure may select with less work, giving the same answer
+        (``models/factorization.py`` skips items whose factor norm cannot reach a user's list).
+        """
         items = np.full((len(user_index), k), -1, dtype=np.int64)
         scores = np.full((len(user_index), k), -np.inf, dtype=np.float32)
         if batch_size is None:
@@ -231,7 +246,7 @@ class Recommender(ABC):
             dense = self._score(batch)
             if not (dense.dtype == np.float32 and dense.flags.writeable and dense.flags.c_contiguous):
                 dense = np.array(dense, dtype=np.float32, order="C")
-            if filter_seen and seen is not None:
+            if seen is not None:
                 rows = seen[batch]
                 dense[rows.nonzero()] = -np.inf
             top, top_scores = top_k(dense, k, allowed_items)

@@ -11,11 +11,15 @@ import time
 from abc import abstractmethod
 
 import numpy as np
+import scipy.sparse as sp
 
-from models.base import Recommender
+from models.base import SCORE_BLOCK, Recommender, top_k
+from models.bounded_top_k import bounded_top_k
 from models.dataset import Interactions
 
 log = logging.getLogger(__name__)
+
+BOUNDED_MIN_ITEMS = 20_000  # from this catalog size up, ``recommend`` skips items out of a user's reach
 
 
 class FactorizationRecommender(Recommender):
@@ -44,6 +48,30 @@ class FactorizationRecommender(Recommender):
 
     def _score(self, user_index: np.ndarray) -> np.ndarray:
         return self.user_factors[user_index] @ self.item_factors.T
+
+    def _top_k_of_users(
+        self,
+        user_index: np.ndarray,
+        k: int,
+        seen: sp.csr_matrix | None,
+        allowed_items: np.ndarray | None,
+        batch_size: int | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Large catalogs: only the items whose factor norm can reach a user's k-th score (same answer).
+
+        Below ``BOUNDED_MIN_ITEMS``, or with an explicit `batch_size`, every item is scored as the base class does.
+        """
+        if len(self.item_ids) < BOUNDED_MIN_ITEMS or batch_size is not None:
+            return super()._top_k_of_users(user_index, k, seen, allowed_items, batch_size)
+        return bounded_top_k(
+            self.user_factors[user_index],
+            self.item_factors,
+            k,
+            None if seen is None else seen[user_index],
+            allowed_items,
+            top_k,
+            SCORE_BLOCK,
+        )
 
     @property
     def item_embeddings(self) -> np.ndarray:

@@ -1,0 +1,123 @@
+"""Publication's lists for a slice of real users: the bounded search against scoring every item, side by side.
+
+    python benchmarks/list_scoring.py --home /tmp/scale-large --users 20000 --rounds 3
+
+Loads the champion a pipeline run registered under `--home` (``pipelines/publication/publish.py``'s
+own loading and warehouse reads), takes `--users` users in the order publication scores them (from
+`--first`), and builds their lists with ``lists_of`` (scoring, every business rule, reasons) twice per
+round in one process, alternating which goes first: the factor models' bounded search
+(``models/bounded_top_k.py``, the default for catalogs from ``BOUNDED_MIN_ITEMS`` items) and every item
+scored (the base class's block loop, which the bounded search replaces). Prints each round's times and
+their ratio, checks both gave the same lists (MD5 of the ranked items, scores and reasons), and reports
+how much of the users x items product the bounded search computed. Results are appended to
+``benchmarks/results/list_scoring.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import models.factorization  # noqa: E402
+from models.base import top_k  # noqa: E402
+from models.lists.ranked import ListRules  # noqa: E402
+from models.lists.stored import ListInputs, lists_of, users_by_id  # noqa: E402
+from pipelines.publication.publish import load_champion, read_items, read_purchases  # noqa: E402
+from pipelines.settings import Settings  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results" / "list_scoring.json"
+BOUNDED = models.factorization.BOUNDED_MIN_ITEMS
+
+
+def digest(batch) -> str:
+    """One hash of what publication would write for these users."""
+    hashed = hashlib.md5()
+    for array in (batch.top.ranked, batch.top.scores, batch.top.source, batch.reasons):
+        hashed.update(np.ascontiguousarray(array).tobytes())
+    return hashed.hexdigest()
+
+
+def timed_lists(model, users, rules, inputs, bounded: bool) -> tuple[float, str]:
+    models.factorization.BOUNDED_MIN_ITEMS = BOUNDED if bounded else 1 << 62
+    started = time.perf_counter()
+    batch = lists_of(model, users, rules, inputs)
+    return time.perf_counter() - started, digest(batch)
+
+
+def scored_share(model, users, rules, inputs) -> float:
+    """Share of the users x items cells the bounded search scored (every call of ``recommend`` included)."""
+    cells = []
+    original = models.factorization.top_k
+
+    def counting(dense, k, allowed):
+        cells.append(dense.size)
+        return top_k(dense, k, allowed)
+
+    models.factorization.top_k, models.factorization.BOUNDED_MIN_ITEMS = counting, BOUNDED
+    try:
+        lists_of(model, users, rules, inputs)
+    finally:
+        models.factorization.top_k = original
+    return sum(cells) / (len(users) * len(model.item_ids))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--home", type=Path, required=True, help="a RECFORGE_HOME with a registered champion")
+    parser.add_argument("--users", type=int, default=20_000)
+    parser.add_argument("--first", type=int, default=300_000, help="position of the first user in id order")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    os.environ["RECFORGE_HOME"] = str(args.home)
+    settings = Settings()
+    model, facts = load_champion(settings)
+    if not isinstance(model, models.factorization.FactorizationRecommender):
+        raise SystemExit(f"the champion is {model.name}, not a factor model: nothing to bound")
+    inputs = ListInputs.of(model, read_items(settings), read_purchases(settings))
+    rules = ListRules.from_settings(settings)
+    users = users_by_id(model)[args.first : args.first + args.users]
+    print(f"champion {model.name} v{facts['version']}: {len(model.user_ids):,} users x {len(model.item_ids):,} items")
+    share = scored_share(model, users, rules, inputs)
+    print(f"bounded search scored {share:.3f} of the {len(users):,} users x {len(model.item_ids):,} items")
+    rounds = []
+    for round_number in range(args.rounds):
+        order = (True, False) if round_number % 2 == 0 else (False, True)
+        times, digests = {}, {}
+        for bounded in order:
+            times[bounded], digests[bounded] = timed_lists(model, users, rules, inputs, bounded)
+        if digests[True] != digests[False]:
+            raise SystemExit(f"round {round_number}: the two searches gave different lists")
+        ratio = times[True] / times[False]
+        rounds.append({"bounded_s": times[True], "every_item_s": times[False], "ratio": ratio})
+        print(f"round {round_number}: bounded {times[True]:.2f} s, every item {times[False]:.2f} s, ratio {ratio:.3f}")
+    ratios = [r["ratio"] for r in rounds]
+    spread = f"{min(ratios):.3f}-{max(ratios):.3f}"
+    print(f"bounded / every item: median {statistics.median(ratios):.3f} ({spread}), same lists")
+    record = {
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "host": platform.processor() or platform.machine(),
+        "model": f"{model.name} v{facts['version']}",
+        "users": len(users),
+        "items": len(model.item_ids),
+        "scored_share": share,
+        "rounds": rounds,
+        "median_ratio": statistics.median(ratios),
+    }
+    existing = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
+    RESULTS.write_text(json.dumps([*existing, record], indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
