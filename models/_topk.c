@@ -3,9 +3,11 @@
  * Publication scores every user against every item: at a million users and 100,000 items the
  * selection of each row's best k scores costs more than the matrix product that made them when
  * done with numpy (models/base.py top_k: chunk maxima, a partition, a sort of the candidates).
- * Here each row is read once for its maxima per chunk of 64 columns (four at a time, SSE); the k-th
+ * Here each row is read once for its maxima per chunk of columns (four at a time, SSE); the k-th
  * largest of those bounds the row's k-th best from below, so only the chunks reaching it (about k)
- * are offered to a k-slot min-heap.
+ * are offered to a k-slot min-heap. A chunk is 64 columns, narrower when a row holds fewer than
+ * CHUNKS_PER_K chunks per slot: with fewer chunks than k the bound is -inf and every score goes
+ * through the heap (a row of 6,000 scores and k = 150 cost 14x a row of 100,000 per score).
  *
  * Same answer as models.base.top_k's numpy path: per row the k largest scores among the allowed
  * columns (a float32 penalty per column: 0 allowed, -inf not), best first, equal scores by column; NaN and -inf are never selected; slots beyond a
@@ -51,7 +53,14 @@ static void sift_up(slot *heap, Py_ssize_t i) {
     }
 }
 
-#define WIDTH 64 /* columns per chunk: chunk maxima first, then only the chunks that can hold a winner */
+#define WIDTH 64 /* widest chunk: chunk maxima first, then only the chunks that can hold a winner */
+#define CHUNKS_PER_K 8 /* narrower chunks (down to 4 columns) until a row holds this many per slot */
+
+/* Columns per chunk for rows of n_cols scores and k slots: a multiple of 4 in [4, WIDTH]. */
+static Py_ssize_t chunk_width(Py_ssize_t n_cols, Py_ssize_t k) {
+    Py_ssize_t width = n_cols / (CHUNKS_PER_K * k) / 4 * 4;
+    return width < 4 ? 4 : (width > WIDTH ? WIDTH : width);
+}
 
 /* Offer column c's score s to the heap of `*size` slots (at most k); s is already known to be selectable. */
 static inline void offer(slot *heap, Py_ssize_t *size, Py_ssize_t k, float s, Py_ssize_t c) {
@@ -132,14 +141,14 @@ static inline float chunk_max(const float *row, const float *penalty, Py_ssize_t
 
 static void select_rows(const float *scores, Py_ssize_t n_rows, Py_ssize_t n_cols, Py_ssize_t k,
                         const float *penalty, int64_t *out_items, float *out_scores, slot *heap,
-                        float *maxima, float *scratch) {
-    Py_ssize_t n_chunks = (n_cols + WIDTH - 1) / WIDTH;
+                        float *maxima, float *scratch, Py_ssize_t width) {
+    Py_ssize_t n_chunks = (n_cols + width - 1) / width;
     for (Py_ssize_t r = 0; r < n_rows; r++) {
         const float *row = scores + r * n_cols;
         Py_ssize_t size = 0, with_scores = 0;
         for (Py_ssize_t j = 0; j < n_chunks; j++) {
-            Py_ssize_t to = (j + 1) * WIDTH < n_cols ? (j + 1) * WIDTH : n_cols;
-            maxima[j] = chunk_max(row, penalty, j * WIDTH, to);
+            Py_ssize_t to = (j + 1) * width < n_cols ? (j + 1) * width : n_cols;
+            maxima[j] = chunk_max(row, penalty, j * width, to);
             if (maxima[j] > -INFINITY) scratch[with_scores++] = maxima[j];
         }
         /* k chunks hold a score at least this high, so the row's k-th best is not below it (-inf:
@@ -147,8 +156,8 @@ static void select_rows(const float *scores, Py_ssize_t n_rows, Py_ssize_t n_col
         float bar = with_scores >= k ? kth_largest(scratch, with_scores, k) : -INFINITY;
         for (Py_ssize_t j = 0; j < n_chunks; j++) {
             if (!(maxima[j] >= bar) || !(maxima[j] > -INFINITY)) continue;
-            Py_ssize_t to = (j + 1) * WIDTH < n_cols ? (j + 1) * WIDTH : n_cols;
-            for (Py_ssize_t c = j * WIDTH; c < to; c++) {
+            Py_ssize_t to = (j + 1) * width < n_cols ? (j + 1) * width : n_cols;
+            for (Py_ssize_t c = j * width; c < to; c++) {
                 float s = row[c];
                 if (s >= bar && s > -INFINITY && (!penalty || penalty[c] == 0.0f)) offer(heap, &size, k, s, c);
             }
@@ -210,7 +219,7 @@ static PyObject *top_k_into(PyObject *self, PyObject *args) {
                         "(n_cols: 0 allowed, -inf not), int64 items and float32 scores (n_rows x k)");
         goto done;
     }
-    Py_ssize_t n_chunks = (n_cols + WIDTH - 1) / WIDTH;
+    Py_ssize_t width = chunk_width(n_cols, k), n_chunks = (n_cols + width - 1) / width;
     heap = PyMem_RawMalloc(sizeof(slot) * (size_t)k + 2 * sizeof(float) * (size_t)(n_chunks + 1));
     if (heap == NULL) {
         PyErr_NoMemory();
@@ -219,7 +228,7 @@ static PyObject *top_k_into(PyObject *self, PyObject *args) {
     Py_BEGIN_ALLOW_THREADS
     select_rows((const float *)scores.buf, n_rows, n_cols, k,
                 allowed_obj != Py_None ? (const float *)allowed.buf : NULL, (int64_t *)items.buf,
-                (float *)out_scores.buf, heap, (float *)(heap + k), (float *)(heap + k) + n_chunks + 1);
+                (float *)out_scores.buf, heap, (float *)(heap + k), (float *)(heap + k) + n_chunks + 1, width);
     Py_END_ALLOW_THREADS
     result = Py_NewRef(Py_None);
 done:

@@ -96,3 +96,21 @@ def test_recommend_uses_it_for_large_catalogs_with_the_answer_of_every_item():
         bounded = model.recommend(rows, 150, **kwargs)
         whole = model.recommend(rows, 150, batch_size=2, **kwargs)  # an explicit batch size: every item scored
         assert np.array_equal(bounded[0], whole[0]) and np.array_equal(bounded[1], whole[1])
+
+
+def test_the_pilot_gives_an_unprunable_catalog_one_pass_over_every_item():
+    """Item vectors of one length bound nothing: the first pass is the whole catalog, no second pass."""
+    from models.bounded_top_k import _ItemSubset, _probe_width
+
+    rng = np.random.default_rng(6)
+    items = rng.standard_normal((6_000, 16)).astype(np.float32)
+    items /= np.linalg.norm(items, axis=1, keepdims=True)
+    users = rng.standard_normal((300, 16)).astype(np.float32)
+    norms = np.ones(len(items))
+    search = _ItemSubset(items, np.arange(len(items)), None, None, top_k, 100_000)
+    assert _probe_width(users, 20, search, norms) == len(items)
+    skewed_users, skewed_items, _ = skewed_catalog(300, 6_000)
+    skewed_norms = np.sort(np.linalg.norm(skewed_items, axis=1))[::-1]
+    by_norm = np.argsort(-np.linalg.norm(skewed_items, axis=1), kind="stable")
+    skewed = _ItemSubset(skewed_items, by_norm, None, None, top_k, 100_000)
+    assert _probe_width(skewed_users, 20, skewed, skewed_norms) < len(skewed_items)
