@@ -21,6 +21,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from datetime import UTC, datetime
@@ -37,7 +38,8 @@ from models.lists.stored import ListInputs, lists_of, users_by_id  # noqa: E402
 from pipelines.publication.publish import load_champion, read_items, read_purchases  # noqa: E402
 from pipelines.settings import Settings  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results" / "list_scoring.json"
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results" / "list_scoring.json"
 BOUNDED = models.factorization.BOUNDED_MIN_ITEMS
 
 
@@ -121,6 +123,9 @@ def main() -> None:
     record = {
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "host": platform.processor() or platform.machine(),
+        "code": subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE
+        ).stdout.strip(),
         "model": f"{model.name} v{facts['version']}",
         "users": len(users),
         "items": len(model.item_ids),
