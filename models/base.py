@@ -232,8 +232,9 @@ class Recommender(ABC):
     ) -> tuple[np.ndarray, np.ndarray]:
         """``recommend``'s selection for checked users: every item scored, block by block of users.
 
-        Middle layers whose scores have structure may select with less work, giving the same answer
-        (``models/factorization.py`` skips items whose factor norm cannot reach a user's list).
+        Middle layers whose scores have structure may select with less work, giving the same lists
+        (``models/factorization.py`` skips items whose factor norm cannot reach a user's list; its scores
+        can differ in their last bit, as BLAS rounds a product by the shape of its block).
         """
         items = np.full((len(user_index), k), -1, dtype=np.int64)
         scores = np.full((len(user_index), k), -np.inf, dtype=np.float32)

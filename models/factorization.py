@@ -57,7 +57,7 @@ class FactorizationRecommender(Recommender):
         allowed_items: np.ndarray | None,
         batch_size: int | None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Large catalogs: only the items whose factor norm can reach a user's k-th score (same answer).
+        """Large catalogs: only the items whose factor norm can reach a user's k-th score (the same lists).
 
         Below ``BOUNDED_MIN_ITEMS``, or with an explicit `batch_size`, every item is scored as the base class does.
         """
