@@ -31,6 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import models.bounded_top_k  # noqa: E402
 import models.factorization  # noqa: E402
 from models.base import top_k  # noqa: E402
 from models.lists.ranked import ListRules  # noqa: E402
@@ -72,17 +73,17 @@ def differences(bounded, every_item) -> dict:
 def scored_share(model, users, rules, inputs) -> float:
     """Share of the users x items cells the bounded search scored (every call of ``recommend`` included)."""
     cells = []
-    original = models.factorization.top_k
 
     def counting(dense, k, allowed):
         cells.append(dense.size)
         return top_k(dense, k, allowed)
 
-    models.factorization.top_k, models.factorization.BOUNDED_MIN_ITEMS = counting, BOUNDED
+    models.factorization.BOUNDED_MIN_ITEMS = BOUNDED
+    models.bounded_top_k.top_k = counting
     try:
         lists_of(model, users, rules, inputs)
     finally:
-        models.factorization.top_k = original
+        models.bounded_top_k.top_k = top_k
     return sum(cells) / (len(users) * len(model.item_ids))
 
 

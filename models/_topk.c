@@ -6,7 +6,7 @@
  * Here each row is read once for its maxima per chunk of columns (four at a time, SSE); the k-th
  * largest of those bounds the row's k-th best from below, so only the chunks reaching it (about k)
  * are offered to a k-slot min-heap. A chunk is 64 columns, narrower when a row holds fewer than
- * CHUNKS_PER_K chunks per slot: with fewer chunks than k the bound is -inf and every score goes
+ * MIN_CHUNKS_PER_K chunks per slot: with fewer chunks than k the bound is -inf and every score goes
  * through the heap (a row of 6,000 scores and k = 150 cost 14x a row of 100,000 per score).
  *
  * Same answer as models.base.top_k's numpy path: per row the k largest scores among the allowed
@@ -54,11 +54,11 @@ static void sift_up(slot *heap, Py_ssize_t i) {
 }
 
 #define WIDTH 64 /* widest chunk: chunk maxima first, then only the chunks that can hold a winner */
-#define CHUNKS_PER_K 8 /* narrower chunks (down to 4 columns) until a row holds this many per slot */
+#define MIN_CHUNKS_PER_K 8 /* narrower chunks (down to 4 columns) until a row holds this many per slot */
 
 /* Columns per chunk for rows of n_cols scores and k slots: a multiple of 4 in [4, WIDTH]. */
 static Py_ssize_t chunk_width(Py_ssize_t n_cols, Py_ssize_t k) {
-    Py_ssize_t width = n_cols / (CHUNKS_PER_K * k) / 4 * 4;
+    Py_ssize_t width = n_cols / (MIN_CHUNKS_PER_K * k) / 4 * 4;
     return width < 4 ? 4 : (width > WIDTH ? WIDTH : width);
 }
 

@@ -30,6 +30,7 @@ except ImportError:  # pragma: no cover - the numpy path below gives the same an
 
 SCORE_BLOCK = 6_000_000  # scores (float32) per block of users in ``recommend``
 CHUNKS_PER_K = 32  # top_k cuts rows into this many chunks per k (measured best at 100k items)
+SORT_COLUMNS_PER_K = 16  # rows of at most this many columns per list slot are sorted whole, not selected
 TOP_K_THREADS = max(1, min(4, os.cpu_count() or 1))  # the compiled selection runs without the GIL
 ROWS_PER_THREAD = 16  # below this many rows per thread, one thread is quicker than handing out work
 
@@ -60,12 +61,12 @@ def top_k(
     scores = np.full((n_rows, k), -np.inf, dtype=np.float32)
     if n_rows == 0 or k == 0:
         return items, scores
-    if compiled and _compiled_top_k is not None and n_cols > 16 * k:
+    if compiled and _compiled_top_k is not None and n_cols > SORT_COLUMNS_PER_K * k:
         _select_compiled(np.ascontiguousarray(dense, dtype=np.float32), k, allowed, items, scores)
         return items, scores
     if allowed is not None:
         dense[:, ~allowed] = -np.inf
-    if n_cols <= 16 * k:  # a small catalog: sort whole rows
+    if n_cols <= SORT_COLUMNS_PER_K * k:  # a small catalog: sort whole rows
         order = np.argsort(-dense, axis=1, kind="stable")[:, :k]  # NaN sorts last
         top_scores = np.take_along_axis(dense, order, axis=1).astype(np.float32, copy=False)
         unselectable = ~(top_scores > -np.inf)  # -inf or NaN

@@ -29,15 +29,15 @@ bit, as it already could between two batch sizes of the old search (benchmarks/l
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import scipy.sparse as sp
+
+from models.base import SCORE_BLOCK, SORT_COLUMNS_PER_K, top_k
 
 BOUND_MARGIN = 1e-3  # relative slack on |u| |v| before an item counts as out of reach
 PILOT_USERS = 256  # users whose reach sets the probe's width
 PILOT_SHARE = 16  # the pilot scores 1/PILOT_SHARE of the catalog ...
-PROBE_PER_K = 17  # ... and more than 16 items per list slot (where models.base.top_k takes its compiled path)
+PROBE_PER_K = SORT_COLUMNS_PER_K + 1  # ... and wide enough per list slot for top_k's compiled selection
 PROBE_COVERS = 0.9  # share of the pilot's users whose reach the probe holds
 LEVEL_GROWTH = 2**0.25  # widths of the second pass's groups grow by this factor
 
@@ -48,32 +48,29 @@ def bounded_top_k(
     k: int,
     seen: sp.csr_matrix | None,
     allowed: np.ndarray | None,
-    select: Callable[[np.ndarray, int, np.ndarray | None], tuple[np.ndarray, np.ndarray]],
-    block_scores: int,
+    block_scores: int = SCORE_BLOCK,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per row of `user_vectors`, the `k` best items by inner product, as ``Recommender.recommend`` returns them.
 
     `seen` (rows aligned with `user_vectors`) holds the items a row must not get; `allowed` masks the items
-    that may be recommended; `select(dense, k, allowed)` is the exact top-k selection of ``models/base.py``
-    (ties by column); `block_scores` bounds the scores held at once.
+    that may be recommended; `block_scores` bounds the scores held at once. Each pass selects with
+    ``models.base.top_k`` (ties by column).
     """
     n_users, n_items = len(user_vectors), len(item_vectors)
-    items = np.full((n_users, k), -1, dtype=np.int64)
-    scores = np.full((n_users, k), -np.inf, dtype=np.float32)
     if n_users == 0 or k == 0:
-        return items, scores
+        return np.full((n_users, k), -1, dtype=np.int64), np.full((n_users, k), -np.inf, dtype=np.float32)
     item_norms = np.linalg.norm(item_vectors.astype(np.float64), axis=1)
     by_norm = np.argsort(-item_norms, kind="stable")
     sorted_norms = item_norms[by_norm]
-    search = _ItemSubset(item_vectors, by_norm, seen, allowed, select, block_scores)
+    search = _ItemSubset(item_vectors, by_norm, seen, allowed, block_scores)
     probe = _probe_width(user_vectors, k, search, sorted_norms)
-    search.top_k(user_vectors, np.arange(n_users), probe, k, items, scores)
+    items, scores = search.top_k(user_vectors, np.arange(n_users), probe, k)
     reach = _reach(user_vectors, scores[:, k - 1], sorted_norms)
     widths = _widths(probe, n_items)
     level = np.searchsorted(widths, reach)  # the narrowest width that holds the user's reach
     for index in np.unique(level[reach > probe]):
         rows = np.flatnonzero((level == index) & (reach > probe))
-        search.top_k(user_vectors, rows, int(widths[index]), k, items, scores)
+        items[rows], scores[rows] = search.top_k(user_vectors, rows, int(widths[index]), k)
     return items, scores
 
 
@@ -87,9 +84,7 @@ def _probe_width(user_vectors: np.ndarray, k: int, search: _ItemSubset, sorted_n
     n_users, n_items = len(user_vectors), len(sorted_norms)
     narrowest = min(n_items, max(PROBE_PER_K * k, n_items // PILOT_SHARE))
     pilot = np.unique(np.linspace(0, n_users - 1, min(n_users, PILOT_USERS)).astype(np.int64))
-    items = np.full((len(pilot), k), -1, dtype=np.int64)
-    scores = np.full((len(pilot), k), -np.inf, dtype=np.float32)
-    search.top_k(user_vectors[pilot], np.arange(len(pilot)), narrowest, k, items, scores, seen_rows=pilot)
+    _, scores = search.top_k(user_vectors, pilot, narrowest, k)
     reach = _reach(user_vectors[pilot], scores[:, k - 1], sorted_norms)
     return int(min(n_items, max(narrowest, np.quantile(reach, PROBE_COVERS))))
 
@@ -115,15 +110,12 @@ def _widths(probe: int, n_items: int) -> np.ndarray:
 class _ItemSubset:
     """Scores rows of users against the `width` longest item vectors, kept in catalog order."""
 
-    def __init__(self, item_vectors, by_norm, seen, allowed, select, block_scores):
+    def __init__(self, item_vectors, by_norm, seen, allowed, block_scores: int):
         self.item_vectors, self.by_norm, self.seen, self.allowed = item_vectors, by_norm, seen, allowed
-        self.select, self.block_scores = select, block_scores
+        self.block_scores = block_scores
 
-    def top_k(self, user_vectors, rows, width: int, k: int, items, scores, seen_rows: np.ndarray | None = None) -> None:
-        """Write the top `k` among the `width` longest item vectors into `items` and `scores` at `rows`.
-
-        `seen_rows`: the rows of the seen matrix that `user_vectors` stand for (default: the same rows).
-        """
+    def top_k(self, user_vectors, rows: np.ndarray, width: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The top `k` (item indices, scores) of the users at `rows` among the `width` longest item vectors."""
         n_items = len(self.item_vectors)
         whole = width >= n_items
         columns = np.arange(n_items) if whole else np.sort(self.by_norm[:width])  # catalog order: ties by index
@@ -133,17 +125,20 @@ class _ItemSubset:
         if self.seen is not None and not whole:
             position = np.full(n_items, -1, dtype=np.int64)
             position[columns] = np.arange(len(columns))
+        items = np.empty((len(rows), k), dtype=np.int64)
+        scores = np.empty((len(rows), k), dtype=np.float32)
         step = max(1, self.block_scores // len(columns))
         for start in range(0, len(rows), step):
             block = rows[start : start + step]
             dense = np.ascontiguousarray(user_vectors[block] @ vectors.T, dtype=np.float32)
             if self.seen is not None:
-                seen_users, seen_items = self.seen[block if seen_rows is None else seen_rows[block]].nonzero()
+                seen_users, seen_items = self.seen[block].nonzero()
                 if position is not None:
                     seen_items = position[seen_items]
                     seen_users, seen_items = seen_users[seen_items >= 0], seen_items[seen_items >= 0]
                 dense[seen_users, seen_items] = -np.inf
-            top, top_scores = self.select(dense, min(k, len(columns)), allowed)
+            top, top_scores = top_k(dense, k, allowed)  # width >= k: every pass is at least the probe
             found = top >= 0
             top[found] = columns[top[found]]
-            items[block, : top.shape[1]], scores[block, : top.shape[1]] = top, top_scores
+            items[start : start + len(block)], scores[start : start + len(block)] = top, top_scores
+        return items, scores

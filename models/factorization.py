@@ -13,7 +13,7 @@ from abc import abstractmethod
 import numpy as np
 import scipy.sparse as sp
 
-from models.base import SCORE_BLOCK, Recommender, top_k
+from models.base import Recommender
 from models.bounded_top_k import bounded_top_k
 from models.dataset import Interactions
 
@@ -63,15 +63,8 @@ class FactorizationRecommender(Recommender):
         """
         if len(self.item_ids) < BOUNDED_MIN_ITEMS or batch_size is not None:
             return super()._top_k_of_users(user_index, k, seen, allowed_items, batch_size)
-        return bounded_top_k(
-            self.user_factors[user_index],
-            self.item_factors,
-            k,
-            None if seen is None else seen[user_index],
-            allowed_items,
-            top_k,
-            SCORE_BLOCK,
-        )
+        user_seen = None if seen is None else seen[user_index]
+        return bounded_top_k(self.user_factors[user_index], self.item_factors, k, user_seen, allowed_items)
 
     @property
     def item_embeddings(self) -> np.ndarray:

@@ -43,7 +43,7 @@ def skewed_catalog(n_users: int, n_items: int, dims: int = 8, seed: int = 0):
 def test_the_bounded_search_equals_scoring_every_item(k, block, masked):
     users, items, seen = skewed_catalog(300, 4_000)
     allowed = np.random.default_rng(3).random(len(items)) > 0.1 if masked else None
-    got = bounded_top_k(users, items, k, seen, allowed, top_k, block)
+    got = bounded_top_k(users, items, k, seen, allowed, block)
     expected = every_item(users, items, k, seen, allowed)
     assert np.array_equal(got[0], expected[0])
     assert np.array_equal(got[1], expected[1])
@@ -53,7 +53,7 @@ def test_rows_with_fewer_allowed_items_than_k_and_no_seen_matrix():
     users, items, _ = skewed_catalog(50, 3_000, seed=1)
     allowed = np.zeros(len(items), dtype=bool)
     allowed[np.random.default_rng(2).choice(len(items), 30, replace=False)] = True  # 30 < k
-    got = bounded_top_k(users, items, 60, None, allowed, top_k, 10_000)
+    got = bounded_top_k(users, items, 60, None, allowed, 10_000)
     expected = every_item(users, items, 60, None, allowed)
     assert np.array_equal(got[0], expected[0]) and np.array_equal(got[1], expected[1])
     assert (got[0][:, 30:] == -1).all()
@@ -64,14 +64,16 @@ def test_float_factors_give_the_same_items_as_scoring_every_item():
     popularity = 1 / np.arange(1, 5_001) ** 0.8
     items = (rng.standard_normal((5_000, 32)) * popularity[:, None] * 5).astype(np.float32)
     users = rng.standard_normal((400, 32)).astype(np.float32)
-    got = bounded_top_k(users, items, 100, None, None, top_k, 100_000)
+    got = bounded_top_k(users, items, 100, None, None, 100_000)
     expected = every_item(users, items, 100, None, None)
     assert np.array_equal(got[0], expected[0])
     assert np.allclose(got[1], expected[1], rtol=1e-5)
 
 
-def test_short_vectors_are_left_unscored():
+def test_short_vectors_are_left_unscored(monkeypatch):
     """The point of it: on a long-tailed catalog most users never score most items."""
+    import models.bounded_top_k
+
     users, items, seen = skewed_catalog(300, 4_000)
     scored = []
 
@@ -79,7 +81,8 @@ def test_short_vectors_are_left_unscored():
         scored.append(dense.size)
         return top_k(dense, k, allowed)
 
-    bounded_top_k(users, items, 10, seen, None, counting, 50_000)
+    monkeypatch.setattr(models.bounded_top_k, "top_k", counting)
+    bounded_top_k(users, items, 10, seen, None, 50_000)
     assert sum(scored) < 0.5 * users.shape[0] * items.shape[0]
 
 
@@ -107,10 +110,10 @@ def test_the_pilot_gives_an_unprunable_catalog_one_pass_over_every_item():
     items /= np.linalg.norm(items, axis=1, keepdims=True)
     users = rng.standard_normal((300, 16)).astype(np.float32)
     norms = np.ones(len(items))
-    search = _ItemSubset(items, np.arange(len(items)), None, None, top_k, 100_000)
+    search = _ItemSubset(items, np.arange(len(items)), None, None, 100_000)
     assert _probe_width(users, 20, search, norms) == len(items)
     skewed_users, skewed_items, _ = skewed_catalog(300, 6_000)
     skewed_norms = np.sort(np.linalg.norm(skewed_items, axis=1))[::-1]
     by_norm = np.argsort(-np.linalg.norm(skewed_items, axis=1), kind="stable")
-    skewed = _ItemSubset(skewed_items, by_norm, None, None, top_k, 100_000)
+    skewed = _ItemSubset(skewed_items, by_norm, None, None, 100_000)
     assert _probe_width(skewed_users, 20, skewed, skewed_norms) < len(skewed_items)
