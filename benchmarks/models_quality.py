@@ -9,6 +9,10 @@ Protocol (the same for every data set and model), by ``--protocol``:
   seeded shuffle, ``--seed``) go to training and the rest are held out, every held-out rating
   relevant; time is ignored for the split (time-aware models still get the events' times, and the
   ranker's and recent popularity's window is a fixed 7 days);
+- ``leave_last_one``: per user, the latest rating is held out and the rest go to training (ratings
+  at the same second are ordered by a seeded shuffle, ``--seed``, so "latest" is one of them at
+  random, not the highest item id); a user with a single rating keeps it in training; time-aware
+  models get the 7-day window of ``stratified``;
 - the relevant items of a user are those met in the test period, minus the items the user already
   had in training and items the training data has never seen (no model could rank them);
 - full-catalog ranking with the user's training items excluded; users with at least one relevant
@@ -26,8 +30,9 @@ a third of the test period's length (four windows), and recent popularity uses t
 the model), a row "<model> tuned": N seeded TPE trials (Optuna; the defaults are trial 0, so the
 tuned model is never worse than the defaults *on validation*) scored by NDCG@10 on a validation split
 cut from the TRAINING part only, by the same rule as the test split (stratified: the same per-item
-75/25 rule applied again to the training ratings with seed ``--seed`` + 1; global_time: the last
-``--test-share`` of the training events by time); the best parameters are then refitted on the whole
+75/25 rule applied again to the training ratings with seed ``--seed`` + 1; leave_last_one: each user's
+latest training rating, ties shuffled with seed ``--seed`` + 1; global_time: the last ``--test-share``
+of the training events by time); the best parameters are then refitted on the whole
 training part and scored once on the test part, which tuning never saw.
 
 Writes a Markdown table to stdout and all figures to ``--out`` (JSON), and checks the targets:
@@ -83,6 +88,8 @@ SECONDS_PER_DAY = 86_400.0
 STRATIFIED_TRAIN_SHARE = 0.75
 STRATIFIED_NDCG_TARGET = 0.50  # issue 15: the best model on ml-100k under the stratified protocol
 STRATIFIED_WINDOW_DAYS = 7.0  # the ranker's label window and recent popularity's window without a test period
+PROTOCOLS = ("global_time", "stratified", "leave_last_one")
+PER_RATING_PROTOCOLS = ("stratified", "leave_last_one")  # split by a rule per rating (``in_train``), not a time cutoff
 ML100K_GENRES = (
     "unknown Action Adventure Animation Children's Comedy Crime Documentary Drama Fantasy Film-Noir Horror "
     "Musical Mystery Romance Sci-Fi Thriller War Western"
@@ -178,6 +185,8 @@ def prepare(dataset: str, args, work_dir: Path) -> Path:
     facts = {"cutoff": cutoff, "max_ts": float(events["ts"].max()), "protocol": args.protocol}
     if args.protocol == "stratified":
         events["in_train"] = stratified_train_mask(events, STRATIFIED_TRAIN_SHARE, args.seed)
+    elif args.protocol == "leave_last_one":
+        events["in_train"] = leave_last_one_train_mask(events, args.seed)
     target = work_dir / dataset
     target.mkdir(parents=True, exist_ok=True)
     events.to_parquet(target / SPLIT_EVENTS)
@@ -194,6 +203,21 @@ def stratified_train_mask(events: pd.DataFrame, share: float, seed: int) -> np.n
     size = shuffled.groupby(Columns.Item)[Columns.Item].transform("size").to_numpy()
     mask = np.empty(len(events), dtype=bool)
     mask[order] = rank < np.ceil(share * size)
+    return mask
+
+
+def leave_last_one_train_mask(events: pd.DataFrame, seed: int) -> np.ndarray:
+    """Every event is a training event but each user's latest (ties at the same time in a seeded random
+    order); a user with one event keeps it, so every held-out rating has a training history beside it."""
+    order = np.random.default_rng(seed).permutation(len(events))
+    shuffled = events.iloc[order]
+    times = shuffled["ts"] if "ts" in shuffled else shuffled[Columns.LastTs]
+    by_time = np.argsort(times.to_numpy(), kind="stable")  # the shuffle orders ties
+    ranked = shuffled.iloc[by_time]
+    from_last = ranked.groupby(Columns.User).cumcount(ascending=False).to_numpy()
+    size = ranked.groupby(Columns.User)[Columns.User].transform("size").to_numpy()
+    mask = np.empty(len(events), dtype=bool)
+    mask[order[by_time]] = (from_last > 0) | (size == 1)
     return mask
 
 
@@ -215,7 +239,7 @@ def load_split(target: Path) -> tuple[Interactions, sp.csr_matrix, dict]:
 
 def split_test_days(facts: dict) -> float:
     """The test period in days that the models' time windows follow (a third of it per label window)."""
-    if facts.get("protocol") == "stratified":
+    if facts.get("protocol") in PER_RATING_PROTOCOLS:
         return 3 * STRATIFIED_WINDOW_DAYS
     return (facts["max_ts"] - facts["cutoff"]) / SECONDS_PER_DAY
 
@@ -255,7 +279,10 @@ def validation_split(target: Path, test_share: float, seed: int) -> tuple[Intera
     events, facts = read_split_events(target)
     features = pd.read_parquet(target / SPLIT_ITEMS)
     inner = events[training_mask(events, facts)].reset_index(drop=True)
-    if "in_train" in events:
+    if facts.get("protocol") == "leave_last_one":
+        past = leave_last_one_train_mask(inner, seed + 1)
+        rule = f"each user's latest training rating (ties shuffled with seed {seed + 1}) vs the rest"
+    elif "in_train" in events:
         past = stratified_train_mask(inner, STRATIFIED_TRAIN_SHARE, seed + 1)
         rule = f"per item {STRATIFIED_TRAIN_SHARE:.0%} of the training ratings (seed {seed + 1}) vs the rest"
     else:
@@ -419,6 +446,8 @@ def markdown(results: dict[str, list[dict]]) -> str:
         facts = rows[0]["split"]
         if facts.get("protocol") == "stratified":
             test = f"test = a stratified random 25% of each item's ratings ({facts['test_events']} events)"
+        elif facts.get("protocol") == "leave_last_one":
+            test = f"test = each user's latest rating ({facts['test_events']} events)"
         else:
             test = f"test = last {facts['test_days']:.1f} days ({facts['test_events']} events)"
         lines += [
@@ -441,6 +470,45 @@ def markdown(results: dict[str, list[dict]]) -> str:
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
+
+
+BRIEF_METRICS = ("ndcg_at_10", "precision_at_10", "recall_at_10", "map_at_10")  # issue 15's four figures
+
+
+def brief_markdown(results: dict[str, list[dict]]) -> str:
+    """One table per data set with the four figures the literature reports for these protocols, fit time,
+    peak memory and, for a tuned row, its parameters and validation NDCG@10 before and after the search."""
+    lines = []
+    for dataset, rows in results.items():
+        if not rows:
+            continue
+        facts = rows[0]["split"]
+        lines += [
+            f"**{dataset}**, {facts.get('protocol', 'global_time')}: {facts['train_users']} users x "
+            f"{facts['train_items']} items, {rows[0]['n_eval_users']} users evaluated",
+            "",
+            "| model | NDCG@10 | Precision@10 | Recall@10 | MAP@10 | fit s | peak RSS MB | tuning (valid NDCG@10) |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for row in rows:
+            cells = [row["model"], f"{row['ndcg_at_10']:.4f} ± {row['ndcg_at_10_se']:.4f}"]
+            cells += [f"{row[key]:.4f}" for key in BRIEF_METRICS[1:]]
+            cells += [f"{row['fit_seconds']:.1f}", f"{row['peak_rss_mb']:.0f}"]
+            tuning = row.get("tuning")
+            if tuning:
+                chosen = ", ".join(f"{k} {_short(v)}" for k, v in tuning["best_params"].items())
+                cells.append(
+                    f"{chosen} ({tuning['valid_ndcg_at_10_default']:.4f} -> {tuning['valid_ndcg_at_10_best']:.4f})"
+                )
+            else:
+                cells.append("defaults")
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _short(value) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def check_targets(results: dict[str, list[dict]]) -> list[str]:
@@ -489,7 +557,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--data-dir", type=Path, default=REPO_ROOT.parent / "shared" / "data")
-    parser.add_argument("--protocol", choices=("global_time", "stratified"), default="global_time")
+    parser.add_argument("--protocol", choices=PROTOCOLS, default="global_time")
     parser.add_argument("--test-share", type=float, default=0.2, help="Share of events (latest by time) held out.")
     parser.add_argument("--sim-users", type=int, default=3000)
     parser.add_argument("--sim-items", type=int, default=1000)
@@ -497,6 +565,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--out", type=Path, default=Path("models_quality.json"))
     parser.add_argument("--report", nargs="+", type=Path, help="Only print the table of earlier JSON outputs.")
+    parser.add_argument(
+        "--brief", action="store_true", help="Print NDCG, Precision, Recall and MAP at 10 only, with the tuning."
+    )
     parser.add_argument(
         "--tune",
         type=int,
@@ -516,7 +587,7 @@ def main(argv: list[str] | None = None) -> int:
         # Runs of single data sets (e.g. run side by side) combined into one table.
         reports = [json.loads(path.read_text()) for path in args.report]
         results = {name: rows for report in reports for name, rows in report["results"].items()}
-        print(markdown(results))
+        print(brief_markdown(results) if args.brief else markdown(results))
         print("\n".join(check_targets(results)))
         return 0
 
@@ -563,7 +634,7 @@ def main(argv: list[str] | None = None) -> int:
         "targets": verdicts,
     }
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(markdown(results))
+    print(brief_markdown(results) if args.brief else markdown(results))
     print("\n".join(verdicts))
     return 0
 

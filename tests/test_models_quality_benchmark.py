@@ -57,6 +57,10 @@ def test_tuned_row_reports_the_search_and_refits(bench, split_dir):
     assert tuning["valid_ndcg_at_10_best"] >= tuning["valid_ndcg_at_10_default"]  # defaults are trial 0
     assert row["params"]["regularization"] == tuning["best_params"]["regularization"]
     assert 0.0 <= row["precision_at_10"] <= 1.0 and 0.0 <= row["recall_at_10"] <= 1.0
+    table = bench.brief_markdown({"tiny": [row]}).splitlines()
+    assert table[2].startswith("| model | NDCG@10 | Precision@10 | Recall@10 | MAP@10 |")
+    assert table[4].startswith(f"| ease tuned | {row['ndcg_at_10']:.4f} ± ")
+    assert f"({tuning['valid_ndcg_at_10_default']:.4f} -> {tuning['valid_ndcg_at_10_best']:.4f})" in table[4]
 
 
 def test_a_model_without_search_space_is_refused(bench, split_dir):
@@ -68,3 +72,37 @@ def test_negative_trials_are_refused(bench, capsys):
     with pytest.raises(SystemExit):
         bench.main(["--tune", "-1"])
     assert "--tune must be >= 0 trials, got -1" in capsys.readouterr().err
+
+
+def test_leave_last_one_holds_out_each_users_latest_rating_and_shuffles_ties(bench):
+    events = pd.DataFrame(
+        {
+            Columns.User: ["a", "a", "a", "b", "b", "b", "c"],
+            Columns.Item: ["1", "2", "3", "1", "2", "3", "1"],
+            "ts": [10.0, 30.0, 20.0, 5.0, 7.0, 7.0, 1.0],  # b's two latest ratings tie; c has one rating
+        }
+    )
+    held = {seed: events[~bench.leave_last_one_train_mask(events, seed)] for seed in range(20)}
+    for rows in held.values():
+        assert sorted(rows[Columns.User]) == ["a", "b"]  # one per user with a history; c keeps its only rating
+        assert rows.loc[rows[Columns.User] == "a", Columns.Item].item() == "2"  # the latest, not the last row
+    tie_winners = {rows.loc[rows[Columns.User] == "b", Columns.Item].item() for rows in held.values()}
+    assert tie_winners == {"2", "3"}  # a tie at the latest second goes either way by the seed, never to item 1
+    assert held[3].equals(events[~bench.leave_last_one_train_mask(events, 3)])  # seeded
+
+
+def test_leave_last_one_validation_is_cut_from_training_by_the_same_rule(bench, split_dir):
+    events = pd.read_parquet(split_dir / bench.SPLIT_EVENTS)
+    events["in_train"] = bench.leave_last_one_train_mask(events, 42)
+    events.to_parquet(split_dir / bench.SPLIT_EVENTS)
+    facts = json.loads((split_dir / bench.SPLIT_FACTS).read_text()) | {"protocol": "leave_last_one"}
+    (split_dir / bench.SPLIT_FACTS).write_text(json.dumps(facts))
+    train, relevant, rule = bench.validation_split(split_dir, 0.2, 42)
+    assert "latest training rating" in rule
+    assert (np.diff(relevant.indptr) == 1).all()  # each of the 60 users: one validation rating
+    held_out = events[~events["in_train"]]
+    test = set(zip(held_out[Columns.User], held_out[Columns.Item], strict=True))
+    seen = pairs(train.matrix, train.user_ids, train.item_ids) | pairs(relevant, train.user_ids, train.item_ids)
+    assert not seen & test and len(seen) == 60 * 11
+    row = bench.run_one(split_dir, "ease", 42)
+    assert row["split"]["protocol"] == "leave_last_one" and row["split"]["test_events"] == 60
