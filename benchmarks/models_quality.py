@@ -586,7 +586,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.report:
         # Runs of single data sets (e.g. run side by side) combined into one table.
         reports = [json.loads(path.read_text()) for path in args.report]
-        results = {name: rows for report in reports for name, rows in report["results"].items()}
+        results: dict[str, list[dict]] = {}
+        for report in reports:  # runs of the same data set (say, cheap and costly models apart) join one table
+            for name, rows in report["results"].items():
+                results.setdefault(name, []).extend(rows)
         print(brief_markdown(results) if args.brief else markdown(results))
         print("\n".join(check_targets(results)))
         return 0

@@ -106,3 +106,14 @@ def test_leave_last_one_validation_is_cut_from_training_by_the_same_rule(bench, 
     assert not seen & test and len(seen) == 60 * 11
     row = bench.run_one(split_dir, "ease", 42)
     assert row["split"]["protocol"] == "leave_last_one" and row["split"]["test_events"] == 60
+
+
+def test_reports_of_one_data_set_join_one_table(bench, split_dir, tmp_path, capsys):
+    rows = [bench.run_one(split_dir, name, 42) for name in ("popularity", "ease")]
+    paths = []
+    for n, row in enumerate(rows):  # two runs of the same data set, say cheap and costly models apart
+        paths.append(tmp_path / f"run{n}.json")
+        paths[-1].write_text(json.dumps({"results": {"tiny": [row]}}))
+    assert bench.main(["--brief", "--report", *map(str, paths)]) == 0
+    table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert [line.split(" | ")[0] for line in table[1:]] == ["| popularity", "| ease"]
