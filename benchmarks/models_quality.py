@@ -325,9 +325,18 @@ def tune(model_name: str, target: Path, trials: int, test_share: float, seed: in
     defaults = make_model(model_name, test_days, train.n_items, seed).params()
     study.enqueue_trial({name: defaults[name] for name in space})
     started = time.perf_counter()
-    study.optimize(objective, n_trials=trials)
+    # A trial whose parameters make the model fail (BPR's SGD diverging to NaN factors at a large step, say)
+    # is recorded as failed and the search goes on, as recforge's own tuner does (pipelines/training/tuning.py).
+    study.optimize(objective, n_trials=trials, catch=(Exception,))
+    failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
+    for trial in failed:
+        log.warning("tune %s: trial %d failed with %s: %s", model_name, trial.number + 1, trial.params,
+                    trial.system_attrs.get("fail_reason", "no reason recorded"))  # fmt: skip
+    if study.trials[0].state != optuna.trial.TrialState.COMPLETE:
+        raise SystemExit(f"{model_name}: its default parameters failed on the validation split; see the log")
     return {
         "trials": trials,
+        "failed_trials": len(failed),
         "space": {name: repr(spec) for name, spec in space.items()},
         "best_params": study.best_params,
         "valid_ndcg_at_10_best": study.best_value,

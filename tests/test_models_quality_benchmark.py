@@ -117,3 +117,29 @@ def test_reports_of_one_data_set_join_one_table(bench, split_dir, tmp_path, caps
     assert bench.main(["--brief", "--report", *map(str, paths)]) == 0
     table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
     assert [line.split(" | ")[0] for line in table[1:]] == ["| popularity", "| ease"]
+
+
+def flaky_model_factory(bench, failing_calls: set[int]):
+    """`make_model` that raises on the given calls (1: tune's look at the defaults, 2: trial 0, 3: trial 1, ...)."""
+    real, calls = bench.make_model, []
+
+    def make(name, test_days, n_items, seed, **chosen):
+        calls.append(chosen)
+        if len(calls) in failing_calls:
+            raise FloatingPointError("NaN encountered in factors")
+        return real(name, test_days, n_items, seed, **chosen)
+
+    return make
+
+
+def test_a_failing_trial_is_recorded_and_the_search_goes_on(bench, split_dir, monkeypatch):
+    monkeypatch.setattr(bench, "make_model", flaky_model_factory(bench, {3}))
+    tuning = bench.tune("ease", split_dir, 4, 0.2, 42)
+    assert tuning["failed_trials"] == 1 and tuning["trials"] == 4
+    assert tuning["valid_ndcg_at_10_best"] >= tuning["valid_ndcg_at_10_default"] > 0
+
+
+def test_defaults_that_fail_on_validation_stop_the_tuning_naming_the_model(bench, split_dir, monkeypatch):
+    monkeypatch.setattr(bench, "make_model", flaky_model_factory(bench, {2}))
+    with pytest.raises(SystemExit, match="ease: its default parameters failed on the validation split"):
+        bench.tune("ease", split_dir, 3, 0.2, 42)
