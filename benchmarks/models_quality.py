@@ -12,7 +12,9 @@ Protocol (the same for every data set and model), by ``--protocol``:
 - ``leave_last_one``: per user, the latest rating is held out and the rest go to training (ratings
   at the same second are ordered by a seeded shuffle, ``--seed``, so "latest" is one of them at
   random, not the highest item id); a user with a single rating keeps it in training; time-aware
-  models get the 7-day window of ``stratified``;
+  models get the 7-day window of ``stratified``. The literature's protocol, not recforge's own
+  ``eval_split=leave_last_n`` (models/evaluation/splits.py), whose training also stops before the
+  held-out item, so a user's other ratings of the same second are in neither part;
 - the relevant items of a user are those met in the test period, minus the items the user already
   had in training and items the training data has never seen (no model could rank them);
 - full-catalog ranking with the user's training items excluded; users with at least one relevant
