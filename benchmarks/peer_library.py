@@ -38,6 +38,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from benchmarks.models_quality import (  # noqa: E402
+    PROTOCOLS,
     evaluated_users,
     list_metrics,
     load_split,
@@ -234,7 +235,7 @@ def _shares(row: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="+", default=["ml-100k"], choices=("ml-100k", "ml-latest-small"))
-    parser.add_argument("--protocol", choices=("global_time", "stratified"), default="stratified")
+    parser.add_argument("--protocol", choices=PROTOCOLS, default="stratified")
     parser.add_argument("--data-dir", type=Path, default=REPO_ROOT.parent / "shared" / "data")
     parser.add_argument("--test-share", type=float, default=0.2, help="global_time: share of events held out")
     parser.add_argument("--seed", type=int, default=42)
