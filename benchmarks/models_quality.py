@@ -313,8 +313,12 @@ def tune(model_name: str, target: Path, trials: int, test_share: float, seed: in
     n_relevant = np.asarray(relevant[users].sum(axis=1)).ravel().astype(np.int64)
 
     def objective(trial) -> float:
-        model = make_model(model_name, test_days, train.n_items, seed, **suggest(trial, space))
-        model.fit(train)
+        try:
+            model = make_model(model_name, test_days, train.n_items, seed, **suggest(trial, space))
+            model.fit(train)
+        except Exception as error:
+            trial.set_user_attr("error", f"{type(error).__name__}: {error}")
+            raise
         items, _ = model.recommend(users, 10)
         value = float(ndcg_at_k(hits_matrix(items, relevant[users]), n_relevant, 10).mean())
         log.info(
@@ -332,8 +336,8 @@ def tune(model_name: str, target: Path, trials: int, test_share: float, seed: in
     study.optimize(objective, n_trials=trials, catch=(Exception,))
     failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
     for trial in failed:
-        log.warning("tune %s: trial %d failed with %s: %s", model_name, trial.number + 1, trial.params,
-                    trial.system_attrs.get("fail_reason", "no reason recorded"))  # fmt: skip
+        log.warning("tune %s: trial %d/%d failed with %s: %s", model_name, trial.number + 1, trials, trial.params,
+                    trial.user_attrs.get("error", "no reason recorded"))  # fmt: skip
     if study.trials[0].state != optuna.trial.TrialState.COMPLETE:
         raise SystemExit(f"{model_name}: its default parameters failed on the validation split; see the log")
     return {

@@ -132,9 +132,12 @@ def flaky_model_factory(bench, failing_calls: set[int]):
     return make
 
 
-def test_a_failing_trial_is_recorded_and_the_search_goes_on(bench, split_dir, monkeypatch):
+def test_a_failing_trial_is_recorded_and_the_search_goes_on(bench, split_dir, monkeypatch, caplog):
     monkeypatch.setattr(bench, "make_model", flaky_model_factory(bench, {3}))
-    tuning = bench.tune("ease", split_dir, 4, 0.2, 42)
+    with caplog.at_level("WARNING", logger="models_quality"):
+        tuning = bench.tune("ease", split_dir, 4, 0.2, 42)
+    assert "tune ease: trial 2/4 failed with {'regularization'" in caplog.text
+    assert "FloatingPointError: NaN encountered in factors" in caplog.text
     assert tuning["failed_trials"] == 1 and tuning["trials"] == 4
     assert tuning["valid_ndcg_at_10_best"] >= tuning["valid_ndcg_at_10_default"] > 0
 
