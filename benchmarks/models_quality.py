@@ -505,7 +505,14 @@ def brief_markdown(results: dict[str, list[dict]]) -> str:
             "| model | NDCG@10 | Precision@10 | Recall@10 | MAP@10 | fit s | peak RSS MB | tuning (valid NDCG@10) |",
             "|---|---|---|---|---|---|---|---|",
         ]
-        for row in rows:
+        first_seen: dict[str, int] = {}
+        for position, row in enumerate(rows):
+            first_seen.setdefault(row["model"].removesuffix(" tuned"), position)
+        # each model's tuned row right under its defaults' row
+        ordered = sorted(
+            rows, key=lambda r: (first_seen[r["model"].removesuffix(" tuned")], r["model"].endswith(" tuned"))
+        )
+        for row in ordered:
             cells = [row["model"], f"{row['ndcg_at_10']:.4f} ± {row['ndcg_at_10_se']:.4f}"]
             cells += [f"{row[key]:.4f}" for key in BRIEF_METRICS[1:]]
             cells += [f"{row['fit_seconds']:.1f}", f"{row['peak_rss_mb']:.0f}"]

@@ -109,14 +109,16 @@ def test_leave_last_one_validation_is_cut_from_training_by_the_same_rule(bench, 
 
 
 def test_reports_of_one_data_set_join_one_table(bench, split_dir, tmp_path, capsys):
-    rows = [bench.run_one(split_dir, name, 42) for name in ("popularity", "ease")]
+    rows = [bench.run_one(split_dir, name, 42) for name in ("ease", "popularity")]
+    rows.append(rows[0] | {"model": "ease tuned"})  # a run's tuned rows come after all its default rows
     paths = []
     for n, row in enumerate(rows):  # two runs of the same data set, say cheap and costly models apart
         paths.append(tmp_path / f"run{n}.json")
         paths[-1].write_text(json.dumps({"results": {"tiny": [row]}}))
     assert bench.main(["--brief", "--report", *map(str, paths)]) == 0
     table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
-    assert [line.split(" | ")[0] for line in table[1:]] == ["| popularity", "| ease"]
+    models = [line.split(" | ")[0] for line in table[1:]]
+    assert models == ["| ease", "| ease tuned", "| popularity"]  # each tuned row under its defaults' row
 
 
 def flaky_model_factory(bench, failing_calls: set[int]):
