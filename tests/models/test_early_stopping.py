@@ -152,3 +152,20 @@ def test_the_epoch_search_stops_after_patience_evaluations_without_a_gain():
     search = EpochSearch(every=10, patience=2, max_epochs=100)
     assert [search.record(e, s) for e, s in [(10, 0.1), (20, 0.3), (30, 0.2), (40, 0.25)]] == [False] * 3 + [True]
     assert search.best_epochs == 20
+
+
+def test_a_dip_after_the_first_evaluation_does_not_stop_the_warm_up():
+    """SASRec's curve at a small step on ml-latest-small: under its first epoch's score for a while, then far above."""
+    search = EpochSearch(every=1, patience=3, max_epochs=56)
+    assert search.warm_up_epochs == 14
+    dip = [(1, 0.0168), (2, 0.0117), (3, 0.0076), (4, 0.0083), (5, 0.0129)]
+    assert [search.record(e, s) for e, s in dip] == [False] * 5  # patience from epoch 1 would stop at 4
+    assert not search.record(10, 0.0369) and search.best_epochs == 10
+    assert [search.record(e, 0.03) for e in (11, 12, 13)] == [False, False, True]  # past the first: patience as ever
+
+
+def test_a_first_evaluation_that_stays_best_stops_at_the_end_of_the_warm_up():
+    search = EpochSearch(every=2, patience=2, max_epochs=40)
+    stops = [search.record(e, 0.2 if e == 2 else 0.1) for e in range(2, 41, 2)]
+    assert stops.index(True) == 4  # epoch 10 = a quarter of 40: the warm-up is over, the first epoch kept
+    assert search.best_epochs == 2
