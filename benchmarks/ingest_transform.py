@@ -43,6 +43,18 @@ SIZES = {
     "10m": {"sim_users": 100_000, "sim_items": 20_000, "sim_days": 36, "sim_categories": 40},
 }
 
+# What both read_json references share: the landing files, a fresh database file, and the reader's one call
+# (ignore_errors: the log is dirty on purpose, and read_json would stop at its first bad line).
+READ_JSON_SETUP = (
+    "import duckdb, glob; s = get_settings(); db = s.home / 'read_json_reference.duckdb'; "
+    "db.unlink(missing_ok=True); files = sorted(glob.glob(str(s.landing_dir / 'events' / '*' / 'events.jsonl'))); "
+    "READ = \"select * from read_json(?, format = 'newline_delimited', ignore_errors = true)\"; "
+)
+READ_JSON_REPORT = (
+    "print(f'WORK_SECONDS={time.perf_counter() - T0:.3f}'); print(f'WORK_CPU={time.process_time() - C0:.3f}'); "
+    "db.unlink(); "
+)
+
 STAGE_CODE = {
     "simulate": "from pipelines.simulate import simulate; s = get_settings(); s.ensure_dirs(); "
     "print(simulate(s).events_written)",
@@ -66,31 +78,24 @@ STAGE_CODE = {
     "{sum(r.rows_accepted for r in rs)} accepted, {sum(r.rows_quarantined for r in rs)} quarantined')",
     "import": "from pipelines.ingest import ingest_path; s = get_settings(); "
     "print(ingest_path(s, 'movielens', s.datasets_dir / 'ml-100k').summary())",
-    # The reference: DuckDB's own reader over the same files into a table, nothing else
-    # (ignore_errors: the log is dirty on purpose, and read_json would stop at its first bad line).
-    "read_json": "import duckdb, glob; s = get_settings(); db = s.home / 'read_json_reference.duckdb'; "
-    "db.unlink(missing_ok=True); files = sorted(glob.glob(str(s.landing_dir / 'events' / '*' / 'events.jsonl'))); "
-    "T0, C0 = time.perf_counter(), time.process_time(); con = duckdb.connect(str(db)); "
-    "con.execute(\"set TimeZone = 'UTC'\"); "
-    "con.execute('create table events as select * from read_json(?, format = \\'newline_delimited\\', "
-    "ignore_errors = true)', [files]); n = con.execute('select count(*) from events').fetchone()[0]; "
-    "con.close(); print(f'WORK_SECONDS={time.perf_counter() - T0:.3f}'); "
-    "print(f'WORK_CPU={time.process_time() - C0:.3f}'); db.unlink(); "
-    "print(f'{n} rows read from {len(files)} files')",
+    # The reference: DuckDB's own reader over the same files into a table, nothing else.
+    "read_json": READ_JSON_SETUP + "T0, C0 = time.perf_counter(), time.process_time(); con = duckdb.connect(str(db)); "
+    "con.execute(\"set TimeZone = 'UTC'\"); con.execute('create table events as ' + READ, [files]); "
+    "n = con.execute('select count(*) from events').fetchone()[0]; con.close(); "
+    + READ_JSON_REPORT
+    + "print(f'{n} rows read from {len(files)} files')",
     # The same reader on the daily path's pattern: each landing day appended by its own connection to one
     # database file and committed with the same checkpoint-at-commit as recforge's ingest (DuckDB's cost of
     # appending a day to a file, its row-group merges included, is then on both sides).
-    "read_json_daily": "import duckdb, glob; s = get_settings(); db = s.home / 'read_json_reference.duckdb'; "
-    "db.unlink(missing_ok=True); files = sorted(glob.glob(str(s.landing_dir / 'events' / '*' / 'events.jsonl'))); "
+    "read_json_daily": READ_JSON_SETUP + "from pipelines.warehouse.connection import CLOSING_CHECKPOINT_THRESHOLD\n"
     "T0, C0 = time.perf_counter(), time.process_time()\n"
     "for n, f in enumerate(files):\n"
     "    con = duckdb.connect(str(db)); con.execute(\"set TimeZone = 'UTC'\"); "
-    "con.execute(\"set checkpoint_threshold = '0 B'\"); "
-    "con.execute(('create table events as' if n == 0 else 'insert into events by name') + ' select * from "
-    "read_json(?, format = \\'newline_delimited\\', ignore_errors = true)', [f]); con.close()\n"
+    "con.execute(f\"set checkpoint_threshold = '{CLOSING_CHECKPOINT_THRESHOLD}'\"); "
+    "con.execute(('create table events as ' if n == 0 else 'insert into events by name ') + READ, [f]); con.close()\n"
     "con = duckdb.connect(str(db)); n = con.execute('select count(*) from events').fetchone()[0]; con.close(); "
-    "print(f'WORK_SECONDS={time.perf_counter() - T0:.3f}'); print(f'WORK_CPU={time.process_time() - C0:.3f}'); "
-    "db.unlink(); print(f'{n} rows read from {len(files)} files, a connection each')",
+    + READ_JSON_REPORT
+    + "print(f'{n} rows read from {len(files)} files, a connection each')",
     "dbt_build": "from pipelines.warehouse.transform import build_warehouse; "
     "print(build_warehouse(get_settings()).summary())",
 }

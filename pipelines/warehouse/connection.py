@@ -62,6 +62,8 @@ def duckdb_connection(database: str, settings: Settings) -> duckdb.DuckDBPyConne
 # How much DuckDB log an open connection's appends may hold before a checkpoint (see DuckDBWarehouse.appending):
 # committed rows wait in memory until then, so this bounds a backfill's memory as well as its rewrites.
 APPEND_CHECKPOINT_THRESHOLD = "1 GiB"
+# A connection that closes after its appends checkpoints at the commit (see DuckDBWarehouse.appending).
+CLOSING_CHECKPOINT_THRESHOLD = "0 B"
 
 RECORD_BATCH_ROWS = 1_000_000  # rows per Arrow batch of `record_batches`: bounded memory whatever the result's size
 
@@ -164,7 +166,8 @@ class DuckDBWarehouse(Warehouse):
         APPEND_CHECKPOINT_THRESHOLD of log, so the tail row group is not recompressed every 16 MiB.
         The caller's setting is restored after the block."""
         previous = self.con.execute("select current_setting('checkpoint_threshold')").fetchall()[0][0]
-        self.con.execute(f"set checkpoint_threshold = '{'0 B' if closing else APPEND_CHECKPOINT_THRESHOLD}'")
+        threshold = CLOSING_CHECKPOINT_THRESHOLD if closing else APPEND_CHECKPOINT_THRESHOLD
+        self.con.execute(f"set checkpoint_threshold = '{threshold}'")
         try:
             yield self
         finally:
