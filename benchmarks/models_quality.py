@@ -185,10 +185,8 @@ def prepare(dataset: str, args, work_dir: Path) -> Path:
         events, features = load_simulated(work_dir, args.sim_users, args.sim_items, args.sim_days, args.seed)
     cutoff = float(events["ts"].quantile(1.0 - args.test_share))
     facts = {"cutoff": cutoff, "max_ts": float(events["ts"].max()), "protocol": args.protocol}
-    if args.protocol == "stratified":
-        events["in_train"] = stratified_train_mask(events, STRATIFIED_TRAIN_SHARE, args.seed)
-    elif args.protocol == "leave_last_one":
-        events["in_train"] = leave_last_one_train_mask(events, args.seed)
+    if args.protocol in PER_RATING_PROTOCOLS:
+        events["in_train"] = per_rating_train_mask(args.protocol, events, events["ts"], args.seed)
     target = work_dir / dataset
     target.mkdir(parents=True, exist_ok=True)
     events.to_parquet(target / SPLIT_EVENTS)
@@ -208,19 +206,35 @@ def stratified_train_mask(events: pd.DataFrame, share: float, seed: int) -> np.n
     return mask
 
 
-def leave_last_one_train_mask(events: pd.DataFrame, seed: int) -> np.ndarray:
-    """Every event is a training event but each user's latest (ties at the same time in a seeded random
-    order); a user with one event keeps it, so every held-out rating has a training history beside it."""
-    order = np.random.default_rng(seed).permutation(len(events))
-    shuffled = events.iloc[order]
-    times = shuffled["ts"] if "ts" in shuffled else shuffled[Columns.LastTs]
-    by_time = np.argsort(times.to_numpy(), kind="stable")  # the shuffle orders ties
-    ranked = shuffled.iloc[by_time]
-    from_last = ranked.groupby(Columns.User).cumcount(ascending=False).to_numpy()
-    size = ranked.groupby(Columns.User)[Columns.User].transform("size").to_numpy()
-    mask = np.empty(len(events), dtype=bool)
-    mask[order[by_time]] = (from_last > 0) | (size == 1)
+def leave_last_one_train_mask(users: np.ndarray, times: np.ndarray, seed: int) -> np.ndarray:
+    """Every event (`users[i]` at `times[i]`) is a training event but each user's latest (ties at the same time
+    in a seeded random order); a user with one event keeps it, so every held-out rating has a history beside it."""
+    order = np.random.default_rng(seed).permutation(len(users))
+    by_time = order[np.argsort(np.asarray(times)[order], kind="stable")]  # the shuffle orders ties
+    ranked = pd.Series(np.asarray(users)[by_time])
+    by_user = ranked.groupby(ranked.to_numpy())
+    from_last = by_user.cumcount(ascending=False).to_numpy()
+    size = by_user.transform("size").to_numpy()
+    mask = np.empty(len(users), dtype=bool)
+    mask[by_time] = (from_last > 0) | (size == 1)
     return mask
+
+
+# How a per-rating protocol's validation split is cut from the training part, for the tuning log.
+VALIDATION_RULES = {
+    "stratified": f"per item {STRATIFIED_TRAIN_SHARE:.0%} of the training ratings (seed {{seed}}) vs the rest",
+    "leave_last_one": "each user's latest training rating (ties shuffled with seed {seed}) vs the rest",
+}
+
+
+def per_rating_train_mask(protocol: str, events: pd.DataFrame, times: pd.Series, seed: int) -> np.ndarray:
+    """The training events of a PER_RATING_PROTOCOLS split, drawn with `seed`: the test split's rule (seed
+    ``--seed``) and, on the training part, its validation split's (``--seed`` + 1)."""
+    if protocol == "stratified":
+        return stratified_train_mask(events, STRATIFIED_TRAIN_SHARE, seed)
+    if protocol == "leave_last_one":
+        return leave_last_one_train_mask(events[Columns.User].to_numpy(), times.to_numpy(), seed)
+    raise ValueError(f"{protocol!r} is not one of the per-rating protocols {PER_RATING_PROTOCOLS}")
 
 
 def load_split(target: Path) -> tuple[Interactions, sp.csr_matrix, dict]:
@@ -281,12 +295,9 @@ def validation_split(target: Path, test_share: float, seed: int) -> tuple[Intera
     events, facts = read_split_events(target)
     features = pd.read_parquet(target / SPLIT_ITEMS)
     inner = events[training_mask(events, facts)].reset_index(drop=True)
-    if facts.get("protocol") == "leave_last_one":
-        past = leave_last_one_train_mask(inner, seed + 1)
-        rule = f"each user's latest training rating (ties shuffled with seed {seed + 1}) vs the rest"
-    elif "in_train" in events:
-        past = stratified_train_mask(inner, STRATIFIED_TRAIN_SHARE, seed + 1)
-        rule = f"per item {STRATIFIED_TRAIN_SHARE:.0%} of the training ratings (seed {seed + 1}) vs the rest"
+    if facts["protocol"] in PER_RATING_PROTOCOLS:
+        past = per_rating_train_mask(facts["protocol"], inner, inner[Columns.LastTs], seed + 1)
+        rule = VALIDATION_RULES[facts["protocol"]].format(seed=seed + 1)
     else:
         past = (inner[Columns.LastTs] < inner[Columns.LastTs].quantile(1.0 - test_share)).to_numpy()
         rule = f"the last {test_share:.0%} of the training events by time"

@@ -82,18 +82,19 @@ def test_leave_last_one_holds_out_each_users_latest_rating_and_shuffles_ties(ben
             "ts": [10.0, 30.0, 20.0, 5.0, 7.0, 7.0, 1.0],  # b's two latest ratings tie; c has one rating
         }
     )
-    held = {seed: events[~bench.leave_last_one_train_mask(events, seed)] for seed in range(20)}
+    users, times = events[Columns.User].to_numpy(), events["ts"].to_numpy()
+    held = {seed: events[~bench.leave_last_one_train_mask(users, times, seed)] for seed in range(20)}
     for rows in held.values():
         assert sorted(rows[Columns.User]) == ["a", "b"]  # one per user with a history; c keeps its only rating
         assert rows.loc[rows[Columns.User] == "a", Columns.Item].item() == "2"  # the latest, not the last row
     tie_winners = {rows.loc[rows[Columns.User] == "b", Columns.Item].item() for rows in held.values()}
     assert tie_winners == {"2", "3"}  # a tie at the latest second goes either way by the seed, never to item 1
-    assert held[3].equals(events[~bench.leave_last_one_train_mask(events, 3)])  # seeded
+    assert held[3].equals(events[~bench.leave_last_one_train_mask(users, times, 3)])  # seeded
 
 
 def test_leave_last_one_validation_is_cut_from_training_by_the_same_rule(bench, split_dir):
     events = pd.read_parquet(split_dir / bench.SPLIT_EVENTS)
-    events["in_train"] = bench.leave_last_one_train_mask(events, 42)
+    events["in_train"] = bench.per_rating_train_mask("leave_last_one", events, events["ts"], 42)
     events.to_parquet(split_dir / bench.SPLIT_EVENTS)
     facts = json.loads((split_dir / bench.SPLIT_FACTS).read_text()) | {"protocol": "leave_last_one"}
     (split_dir / bench.SPLIT_FACTS).write_text(json.dumps(facts))
