@@ -563,7 +563,13 @@ def rebuild_in_child(settings: Settings) -> None:
 
 def compact_warehouse(settings: Settings, ids: list[str]) -> StoreOutcome:
     """Leave no deleted row in the database's free space: DuckDB is copied into a fresh file; PostgreSQL vacuumed."""
-    from pipelines.warehouse.connection import connect, duckdb_connection, warehouse_exists
+    from pipelines.warehouse.connection import (
+        ROW_GROUP_SIZE,
+        catalog_name,
+        connect,
+        duckdb_connection,
+        warehouse_exists,
+    )
 
     if not warehouse_exists(settings):
         return StoreOutcome("warehouse_file", 0, "no warehouse yet")
@@ -580,8 +586,8 @@ def compact_warehouse(settings: Settings, ids: list[str]) -> StoreOutcome:
     fresh.unlink(missing_ok=True)
     con = duckdb_connection(str(path), settings)
     try:
-        con.execute(f"attach '{fresh}' as forget_copy")
-        con.execute(f'copy from database "{path.stem}" to forget_copy')
+        con.execute(f"attach '{fresh}' as forget_copy (row_group_size {ROW_GROUP_SIZE})")
+        con.execute(f'copy from database "{catalog_name(path)}" to forget_copy')
         con.execute("detach forget_copy")
     finally:
         con.close()

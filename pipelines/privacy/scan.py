@@ -174,11 +174,13 @@ def _parquet_hits(path: Path, patterns) -> list[str]:
 def _duckdb_hits(path: Path, patterns) -> list[str]:
     import duckdb
 
+    from pipelines.warehouse.connection import attached_file
+
     try:
         con = duckdb.connect(str(path), read_only=True)
     except duckdb.Error:
-        try:  # this process already holds it open read-write (a dbt run in-process): share that instance
-            con = duckdb.connect(str(path))
+        try:  # this process already holds it open (recforge's connections, an in-process dbt run): share it
+            con = attached_file(path)
         except duckdb.Error:
             return ["duckdb: cannot open (in use?)"]
     hits = []

@@ -23,6 +23,7 @@ that the same process (dbt, when tasks run in-process) already has open.
 
 from __future__ import annotations
 
+import hashlib
 import io
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -51,11 +52,48 @@ def location(settings: Settings) -> str:
     return str(settings.warehouse_path)
 
 
+# Rows per row group of the warehouse file. A day appended to a table rewrites the table's last, partial row group
+# at the commit (and merges partial groups), so DuckDB's default (122,880 rows, about two landing days of the 1M
+# benchmark log) made a daily run rewrite about a day of history; at 32,768 a day rewrites at most that many rows,
+# and compression is the same (benchmarks/README.md, "Round 9"). DuckDB does not keep the size in the file: every
+# connection that writes must attach with it (`duckdb_connection`, and dbt's profile through `dbt_environment`),
+# or its commit merges the small groups back.
+ROW_GROUP_SIZE = 32_768
+
+
 def duckdb_connection(database: str, settings: Settings) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection configured as every stage expects (UTC days, the memory limit)."""
-    con = duckdb.connect(database)
+    """A DuckDB connection configured as every stage expects (UTC days, the memory limit, ROW_GROUP_SIZE)."""
+    con = duckdb.connect(database) if database == ":memory:" else attached_file(Path(database))
     con.execute("set TimeZone = 'UTC'")  # event days are UTC days, whatever the machine's zone
     con.execute("set memory_limit = ?", [settings.warehouse_memory_limit])
+    return con
+
+
+def catalog_name(path: Path) -> str:
+    """The name DuckDB gives a database file it opens by path (the first non-empty dot-separated part of the
+    file name: ``warehouse.duckdb`` -> ``warehouse``); the warehouse keeps it when attached."""
+    return path.name.lstrip(".").split(".")[0]
+
+
+def shared_instance(path: Path) -> str:
+    """The in-memory database a process attaches `path` to: DuckDB shares a named in-memory database between
+    the connections of one process, as it shares a file opened by path, so recforge's connections and an
+    in-process dbt run (its profile names the same instance) are one database, not two claims on one file."""
+    return f":memory:{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]}"
+
+
+def attached_file(path: Path) -> duckdb.DuckDBPyConnection:
+    """A connection to the DuckDB file `path`: attached to `shared_instance` under `catalog_name` with
+    ROW_GROUP_SIZE and in use, so unqualified names resolve as with `duckdb.connect(path)`."""
+    con = duckdb.connect(shared_instance(path))
+    try:
+        literal = str(path.resolve()).replace("'", "''")
+        name = catalog_name(path).replace('"', '""')
+        con.execute(f"attach if not exists '{literal}' as \"{name}\" (row_group_size {ROW_GROUP_SIZE})")
+        con.execute(f'use "{name}"')
+    except BaseException:
+        con.close()
+        raise
     return con
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pipelines.runtime.environment import temporary_environment
 from pipelines.settings import SIGNAL_WEIGHT_SETTINGS, Settings
+from pipelines.warehouse.connection import ROW_GROUP_SIZE, catalog_name, shared_instance
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,11 @@ def dbt_environment(settings: Settings) -> dict[str, str]:
     """What profiles.yml reads: target and connections come from settings, never from the profile."""
     return {
         "RECFORGE_WAREHOUSE": str(settings.warehouse_path),
+        # dbt attaches the file as recforge's connections do (connection.attached_file): the same in-process
+        # instance, catalog name and row-group size, so a dbt run and recforge share the file, not fight over it.
+        "RECFORGE_WAREHOUSE_INSTANCE": shared_instance(settings.warehouse_path),
+        "RECFORGE_WAREHOUSE_CATALOG": catalog_name(settings.warehouse_path),
+        "RECFORGE_WAREHOUSE_ROW_GROUP_SIZE": str(ROW_GROUP_SIZE),
         "RECFORGE_WAREHOUSE_MEMORY_LIMIT": settings.warehouse_memory_limit,
         "RECFORGE_DBT_TARGET": settings.dbt_target,
         "RECFORGE_PG_HOST": settings.pg_host,

@@ -1,13 +1,15 @@
 """The Warehouse interface's PostgreSQL side: placeholders and bulk loads, on a real server."""
 
 import math
+import subprocess
+import sys
 from datetime import UTC, datetime
 
 import pandas as pd
 import pytest
 
 from pipelines.warehouse.connection import connect, postgres_placeholders
-from tests.conftest import make_settings
+from tests.conftest import copy_home, make_settings
 
 
 @pytest.mark.parametrize(
@@ -77,3 +79,55 @@ def test_record_batches_give_the_same_rows_on_postgres(postgres_database, tmp_pa
     duck = make_settings(tmp_path / "duck")
     pg = make_settings(tmp_path / "pg", dbt_target="postgres", pg_database=postgres_database)
     assert streamed(pg, rows=4) == streamed(duck, rows=4)
+
+
+def _row_group_sizes(settings, table: str) -> list[int]:
+    with connect(settings) as con:
+        rows = con.execute(
+            f"select row_group_id, max(count) from pragma_storage_info('{table}') group by all"
+        ).fetchall()
+    return sorted(count for _, count in rows)
+
+
+def test_appended_days_keep_the_warehouse_row_group_size_through_dbt_builds(built, tmp_path):
+    """Three commits of 20,000 rows each stay three row groups at ROW_GROUP_SIZE (32,768); a writer at DuckDB's
+    default size (122,880) would merge them into one at its next checkpoint, even in a table it never wrote.
+    dbt's build in its own process (as Airflow's transform task runs it) attaches by its profile; an in-process
+    build shares recforge's engine, and recforge's connection after it meets no file conflict."""
+    from pipelines.warehouse.connection import ROW_GROUP_SIZE
+    from pipelines.warehouse.transform import build_warehouse
+
+    settings = copy_home(built, tmp_path / "home")
+    for day in range(3):
+        with connect(settings) as con, con.appending(closing=True):
+            if day == 0:
+                con.execute("create table raw.row_group_probe (n bigint)")
+            con.execute(
+                "insert into raw.row_group_probe select range from range(?, ?)", [day * 20_000, (day + 1) * 20_000]
+            )
+    assert _row_group_sizes(settings, "raw.row_group_probe") == [20_000] * 3
+    build_in_child = (
+        "import sys; from pipelines.warehouse.transform import build_warehouse; from tests.conftest import make_settings; "
+        "print(build_warehouse(make_settings(sys.argv[1])).summary())"
+    )
+    child = subprocess.run([sys.executable, "-c", build_in_child, str(settings.home)], capture_output=True, text=True)
+    assert child.returncode == 0, child.stderr[-2000:]
+    assert _row_group_sizes(settings, "raw.row_group_probe") == [20_000] * 3
+    build_warehouse(settings)
+    with connect(settings) as con:
+        assert con.execute("select count(*), sum(n) from raw.row_group_probe").fetchone() == (
+            60_000,
+            sum(range(60_000)),
+        )
+    assert _row_group_sizes(settings, "raw.row_group_probe") == [20_000] * 3
+    assert 20_000 < ROW_GROUP_SIZE < 40_000  # the probe's sizes above assume it
+
+
+def test_the_warehouse_keeps_duckdbs_own_catalog_name(tmp_path):
+    from pipelines.warehouse.connection import catalog_name
+
+    assert catalog_name(tmp_path / "warehouse.duckdb") == "warehouse"
+    assert catalog_name(tmp_path / "my.store.duckdb") == "my"
+    assert catalog_name(tmp_path / ".hidden.duckdb") == "hidden"
+    with connect(make_settings(tmp_path / "home")) as con:
+        assert con.execute("select current_database()").fetchone()[0] == "warehouse"
