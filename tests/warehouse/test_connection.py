@@ -107,8 +107,8 @@ def test_appended_days_keep_the_warehouse_row_group_size_through_dbt_builds(buil
             )
     assert _row_group_sizes(settings, "raw.row_group_probe") == [20_000] * 3
     build_in_child = (
-        "import sys; from pipelines.warehouse.transform import build_warehouse; from tests.conftest import make_settings; "
-        "print(build_warehouse(make_settings(sys.argv[1])).summary())"
+        "import sys; from pipelines.warehouse.transform import build_warehouse; "
+        "from tests.conftest import make_settings; print(build_warehouse(make_settings(sys.argv[1])).summary())"
     )
     child = subprocess.run([sys.executable, "-c", build_in_child, str(settings.home)], capture_output=True, text=True)
     assert child.returncode == 0, child.stderr[-2000:]
