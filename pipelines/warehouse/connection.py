@@ -82,6 +82,11 @@ def shared_instance(path: Path) -> str:
     return f":memory:{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]}"
 
 
+def temp_directory(path: Path) -> str:
+    """Where DuckDB spills for the database file `path`: beside it, as DuckDB does for a file opened by path."""
+    return f"{path.resolve()}.tmp"
+
+
 def attached_file(path: Path) -> duckdb.DuckDBPyConnection:
     """A connection to the DuckDB file `path`: attached to `shared_instance` under `catalog_name` with
     ROW_GROUP_SIZE and in use, so unqualified names resolve as with `duckdb.connect(path)`."""
@@ -91,6 +96,8 @@ def attached_file(path: Path) -> duckdb.DuckDBPyConnection:
         name = catalog_name(path).replace('"', '""')
         con.execute(f"attach if not exists '{literal}' as \"{name}\" (row_group_size {ROW_GROUP_SIZE})")
         con.execute(f'use "{name}"')
+        # An in-memory database spills to ./.tmp; a file opened by path spills beside itself, and so does this one.
+        con.execute("set temp_directory = ?", [temp_directory(path)])
     except BaseException:
         con.close()
         raise

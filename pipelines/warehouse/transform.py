@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pipelines.runtime.environment import temporary_environment
 from pipelines.settings import SIGNAL_WEIGHT_SETTINGS, Settings
-from pipelines.warehouse.connection import ROW_GROUP_SIZE, catalog_name, shared_instance
+from pipelines.warehouse.connection import ROW_GROUP_SIZE, catalog_name, shared_instance, temp_directory
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,7 @@ def dbt_environment(settings: Settings) -> dict[str, str]:
         "RECFORGE_WAREHOUSE_INSTANCE": shared_instance(settings.warehouse_path),
         "RECFORGE_WAREHOUSE_CATALOG": catalog_name(settings.warehouse_path),
         "RECFORGE_WAREHOUSE_ROW_GROUP_SIZE": str(ROW_GROUP_SIZE),
+        "RECFORGE_WAREHOUSE_TEMP_DIRECTORY": temp_directory(settings.warehouse_path),
         "RECFORGE_WAREHOUSE_MEMORY_LIMIT": settings.warehouse_memory_limit,
         "RECFORGE_DBT_TARGET": settings.dbt_target,
         "RECFORGE_PG_HOST": settings.pg_host,

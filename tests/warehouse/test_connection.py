@@ -123,11 +123,14 @@ def test_appended_days_keep_the_warehouse_row_group_size_through_dbt_builds(buil
     assert 20_000 < ROW_GROUP_SIZE < 40_000  # the probe's sizes above assume it
 
 
-def test_the_warehouse_keeps_duckdbs_own_catalog_name(tmp_path):
+def test_the_warehouse_keeps_duckdbs_own_catalog_name_and_spill_directory(tmp_path):
     from pipelines.warehouse.connection import catalog_name
 
     assert catalog_name(tmp_path / "warehouse.duckdb") == "warehouse"
     assert catalog_name(tmp_path / "my.store.duckdb") == "my"
     assert catalog_name(tmp_path / ".hidden.duckdb") == "hidden"
-    with connect(make_settings(tmp_path / "home")) as con:
+    settings = make_settings(tmp_path / "home")
+    with connect(settings) as con:
         assert con.execute("select current_database()").fetchone()[0] == "warehouse"
+        # spills go beside the file, as for a file opened by path (an in-memory database's default is ./.tmp)
+        assert con.execute("select current_setting('temp_directory')").fetchone()[0] == f"{settings.warehouse_path}.tmp"
