@@ -57,11 +57,17 @@ class RedisStreamTrigger(BaseEventTrigger):
                     yield TriggerEvent({"stream": self.stream, "waiting": waiting, "oldest": oldest.decode()})
                 await asyncio.sleep(self.poll_seconds)
         finally:
-            try:
-                await asyncio.wait_for(client.aclose(), timeout=CLOSE_TIMEOUT_SECONDS)
-            except TimeoutError:
-                self.log.warning(
-                    "closing the Redis client of stream %r took over %.0f s; left to the garbage collector",
-                    self.stream,
-                    CLOSE_TIMEOUT_SECONDS,
-                )
+            await self._close_within_bound(client)
+
+    async def _close_within_bound(self, client) -> None:
+        """Close `client`, waiting at most CLOSE_TIMEOUT_SECONDS. `asyncio.wait`, not `wait_for`: on its timeout
+        `wait_for` cancels the close and then waits for it to end, without bound for a close that outlives its
+        cancellation (redis-py shields its teardown); `wait` returns at the deadline and leaves the close running."""
+        closing = asyncio.ensure_future(client.aclose())
+        done, _ = await asyncio.wait({closing}, timeout=CLOSE_TIMEOUT_SECONDS)
+        if not done:
+            self.log.warning(
+                "closing the Redis client of stream %r took over %.0f s; left to finish in the background",
+                self.stream,
+                CLOSE_TIMEOUT_SECONDS,
+            )

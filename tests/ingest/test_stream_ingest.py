@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -229,29 +230,48 @@ def test_the_stream_trigger_fires_once_events_wait_and_not_again_for_the_same_on
     assert payload["waiting"] == 2 and payload["stream"] == "recforge:events"
 
 
-def test_a_cancelled_stream_trigger_ends_even_when_the_redis_close_never_returns(redis_db, monkeypatch):  # noqa: F811
-    """redis-py's close can wait forever after a cancelled command; the triggerer must still get the trigger back."""
+async def _close_that_never_returns(self, *args, **kwargs):
+    await asyncio.Event().wait()
+
+
+async def _close_that_outlives_its_cancellation(self, *args, **kwargs):
+    try:
+        await asyncio.sleep(5)
+    except asyncio.CancelledError:  # goes on closing after the cancel, as redis-py's shielded teardown does
+        await asyncio.sleep(5)
+
+
+@pytest.mark.parametrize("close", [_close_that_never_returns, _close_that_outlives_its_cancellation])
+def test_a_cancelled_stream_trigger_ends_within_its_close_bound_whatever_the_redis_close_does(
+    redis_db,  # noqa: F811
+    monkeypatch,
+    close,
+):
+    """redis-py's close can wait forever after a cancelled command, and its teardown is shielded from cancellation;
+    the triggerer must still get the trigger back within CLOSE_TIMEOUT_SECONDS (0.2 s here), not when the close
+    ends (5 s and more)."""
     import threading
 
     import redis.asyncio
 
     from pipelines.ingest import stream_trigger
 
-    async def never_returns(self, *args, **kwargs):
-        await asyncio.Event().wait()
-
-    monkeypatch.setattr(redis.asyncio.Redis, "aclose", never_returns)
+    monkeypatch.setattr(redis.asyncio.Redis, "aclose", close)
     monkeypatch.setattr(stream_trigger, "CLOSE_TIMEOUT_SECONDS", 0.2)
     trigger = stream_trigger.RedisStreamTrigger(redis_db, "recforge:events", poll_seconds=0.05)
+    took = {}
 
     async def cancel_it():
+        started = time.perf_counter()
         with pytest.raises(TimeoutError):  # an empty stream: the wait times out and cancels the trigger
             await asyncio.wait_for(anext(trigger.run()), timeout=0.3)
+        took["seconds"] = time.perf_counter() - started
 
     worker = threading.Thread(target=asyncio.run, args=(cancel_it(),), daemon=True)
     worker.start()
     worker.join(timeout=10)
     assert not worker.is_alive(), "the cancelled trigger never returned: its Redis close is not bounded"
+    assert took["seconds"] < 2.5, f"the cancelled trigger took {took['seconds']:.1f} s: its close bound did not hold"
 
 
 def test_micro_batches_run_on_a_host_without_the_collectors_key_file(home, monkeypatch):
