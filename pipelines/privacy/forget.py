@@ -564,7 +564,7 @@ def rebuild_in_child(settings: Settings) -> None:
 def compact_warehouse(settings: Settings, ids: list[str]) -> StoreOutcome:
     """Leave no deleted row in the database's free space: DuckDB is copied into a fresh file; PostgreSQL vacuumed."""
     from pipelines.warehouse.connection import (
-        ROW_GROUP_SIZE,
+        attach_statement,
         catalog_name,
         connect,
         duckdb_connection,
@@ -586,7 +586,7 @@ def compact_warehouse(settings: Settings, ids: list[str]) -> StoreOutcome:
     fresh.unlink(missing_ok=True)
     con = duckdb_connection(str(path), settings)
     try:
-        con.execute(f"attach '{fresh}' as forget_copy (row_group_size {ROW_GROUP_SIZE})")
+        con.execute(attach_statement(fresh, "forget_copy"))
         con.execute(f'copy from database "{catalog_name(path)}" to forget_copy')
         con.execute("detach forget_copy")
     finally:

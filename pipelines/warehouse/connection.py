@@ -87,15 +87,24 @@ def temp_directory(path: Path) -> str:
     return f"{path.resolve()}.tmp"
 
 
+def _identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def attach_statement(path: Path, alias: str) -> str:
+    """The ATTACH of the DuckDB file `path` as `alias` with the warehouse's ROW_GROUP_SIZE (path and alias quoted),
+    for every connection that writes a warehouse file: the warehouse itself, and the fresh copy forgetting writes."""
+    literal = str(path.resolve()).replace("'", "''")
+    return f"attach if not exists '{literal}' as {_identifier(alias)} (row_group_size {ROW_GROUP_SIZE})"
+
+
 def attached_file(path: Path) -> duckdb.DuckDBPyConnection:
     """A connection to the DuckDB file `path`: attached to `shared_instance` under `catalog_name` with
     ROW_GROUP_SIZE and in use, so unqualified names resolve as with `duckdb.connect(path)`."""
     con = duckdb.connect(shared_instance(path))
     try:
-        literal = str(path.resolve()).replace("'", "''")
-        name = catalog_name(path).replace('"', '""')
-        con.execute(f"attach if not exists '{literal}' as \"{name}\" (row_group_size {ROW_GROUP_SIZE})")
-        con.execute(f'use "{name}"')
+        con.execute(attach_statement(path, catalog_name(path)))
+        con.execute(f"use {_identifier(catalog_name(path))}")
         # An in-memory database spills to ./.tmp; a file opened by path spills beside itself, and so does this one.
         con.execute("set temp_directory = ?", [temp_directory(path)])
     except BaseException:
