@@ -22,6 +22,9 @@ from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 # redis-py's asyncio close can wait forever for a socket's close when the command under way was cancelled
 # (redis/redis-py#3941); the triggerer cancels this trigger and waits for it, so the close is bounded.
 CLOSE_TIMEOUT_SECONDS = 2.0
+# Closes still running past that bound: asyncio holds tasks only weakly, so one left unreferenced could be
+# destroyed while pending; each leaves this set when it ends.
+_CLOSES_LEFT_RUNNING: set[asyncio.Task] = set()
 
 
 class RedisStreamTrigger(BaseEventTrigger):
@@ -66,6 +69,8 @@ class RedisStreamTrigger(BaseEventTrigger):
         closing = asyncio.ensure_future(client.aclose())
         done, _ = await asyncio.wait({closing}, timeout=CLOSE_TIMEOUT_SECONDS)
         if not done:
+            _CLOSES_LEFT_RUNNING.add(closing)
+            closing.add_done_callback(_CLOSES_LEFT_RUNNING.discard)
             self.log.warning(
                 "closing the Redis client of stream %r took over %.0f s; left to finish in the background",
                 self.stream,

@@ -250,8 +250,6 @@ def test_a_cancelled_stream_trigger_ends_within_its_close_bound_whatever_the_red
     """redis-py's close can wait forever after a cancelled command, and its teardown is shielded from cancellation;
     the triggerer must still get the trigger back within CLOSE_TIMEOUT_SECONDS (0.2 s here), not when the close
     ends (5 s and more)."""
-    import threading
-
     import redis.asyncio
 
     from pipelines.ingest import stream_trigger
