@@ -21,6 +21,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 
 from pipelines.contract import EVENT_TYPES
 from pipelines.ingest.errors import IngestError
@@ -82,16 +83,18 @@ def ingest_batch(
     bot_max_events_per_minute: int,
     max_line_bytes: int,
     pseudonymize=None,
+    lines: pa.Table | None = None,
 ) -> BatchResult:
     """Classify `path` and replace batch `batch_id` with its rows; the caller commits.
 
     `pseudonymize` (serving.pseudonyms.Pseudonymizer, when RECFORGE_PSEUDONYMIZE_USER_IDS is on)
     replaces every user id, and protects the quarantined raw content, before anything is written.
+    `lines`: a JSONL file's lines already read (pipelines/ingest/read_ahead.py); read here if None.
     """
     started = datetime.now(UTC)
     con = warehouse.sql_engine
     try:
-        source.stage(con, path, max_line_bytes)
+        source.stage(con, path, max_line_bytes, lines)
     except duckdb.Error as error:
         raise IngestError(f"{display_name}: cannot read as {source.name}: {error}") from error
     if warehouse.dialect != "duckdb":

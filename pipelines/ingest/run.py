@@ -14,10 +14,12 @@ import pandas as pd
 
 from pipelines.ingest.batch import BatchResult, BatchWindow, IngestError, ingest_batch, utc_midnight
 from pipelines.ingest.impressions import ingest_impression_days
+from pipelines.ingest.read_ahead import ReadAhead
 from pipelines.ingest.sources import (
     CATALOG_COLUMNS,
     RECFORGE_FORMATS,
     SchemaError,
+    Source,
     get_source,
     read_recforge_catalog,
     recforge_format,
@@ -191,32 +193,50 @@ def ingest_interval(
         skipped += day_skipped
         plan.append((day, files, day_skipped))
 
-    # The scaled configuration's served slates wait in a Redis Stream: into landing files first, so the
-    # day's impression files below (and retention and forgetting) see them as the embedded default's.
-    drain_scaled_impressions(settings)
-    results = []
     owned = warehouse is None
-    with connect(settings) if owned else nullcontext(warehouse) as con, con.appending(closing=owned), con.transaction():
-        catalog_items = _load_landing_catalog(con, settings)
-        for day, files, day_skipped in plan:
-            _forget_landing_day(con, source.name, day)
-            _record_skipped(con, source.name, day, day_skipped)
-            window = BatchWindow(
-                interval_start=utc_midnight(day),
-                interval_end=utc_midnight(day) + timedelta(days=1),
-                landing_date=day,
-                latest_allowed=utc_midnight(day) + timedelta(days=1, seconds=settings.future_tolerance_seconds),
-                earliest_allowed=utc_midnight(day) - timedelta(days=settings.late_arrival_days),
-            )
-            for path in files:
-                display = str(path.relative_to(settings.landing_dir))
-                batch_id = batch_id_for(source.name, day, path)
-                results.append(_guarded(ingest_batch, con, source, path, display, batch_id, window, settings))
-        # Served slates are their own batches (their own rules); a day without any is normal.
-        impressions = ingest_impression_days(con, settings.home, days, settings.future_tolerance_seconds)
+    # From here on each JSONL file's lines are read on a second thread, one file ahead of DuckDB (read_ahead.py).
+    with ReadAhead(source, [path for _, files, _ in plan for path in files], settings.ingest_max_line_bytes) as ahead:
+        # The scaled configuration's served slates wait in a Redis Stream: into landing files first, so the
+        # day's impression files below (and retention and forgetting) see them as the embedded default's.
+        drain_scaled_impressions(settings)
+        with (
+            connect(settings) if owned else nullcontext(warehouse) as con,
+            con.appending(closing=owned),
+            con.transaction(),
+        ):
+            catalog_items = _load_landing_catalog(con, settings)
+            results = _replace_landing_days(con, settings, source, plan, ahead)
+            # Served slates are their own batches (their own rules); a day without any is normal.
+            impressions = ingest_impression_days(con, settings.home, days, settings.future_tolerance_seconds)
     result = IngestResult(interval_start, interval_end, results, catalog_items, skipped, impressions)
     log.info(result.summary())
     return result
+
+
+def _replace_landing_days(
+    con: Warehouse,
+    settings: Settings,
+    source: Source,
+    plan: list[tuple[date, list[Path], list[SkippedFile]]],
+    read_ahead: ReadAhead,
+) -> list[BatchResult]:
+    """Replace each planned landing day whole: its earlier batches and skipped files go, its files come in."""
+    results = []
+    for day, files, day_skipped in plan:
+        _forget_landing_day(con, source.name, day)
+        _record_skipped(con, source.name, day, day_skipped)
+        window = BatchWindow(
+            interval_start=utc_midnight(day),
+            interval_end=utc_midnight(day) + timedelta(days=1),
+            landing_date=day,
+            latest_allowed=utc_midnight(day) + timedelta(days=1, seconds=settings.future_tolerance_seconds),
+            earliest_allowed=utc_midnight(day) - timedelta(days=settings.late_arrival_days),
+        )
+        for path in files:
+            display = str(path.relative_to(settings.landing_dir))
+            batch_id = batch_id_for(source.name, day, path)
+            results.append(_guarded(ingest_batch, con, source, path, display, batch_id, window, settings, read_ahead))
+    return results
 
 
 def ingest_path(settings: Settings, source_name: str, path: Path) -> IngestResult:
@@ -246,7 +266,12 @@ def ingest_path(settings: Settings, source_name: str, path: Path) -> IngestResul
         earliest_allowed=EPOCH,
     )
     results = []
-    with connect(settings) as con, con.appending(closing=True), con.transaction():
+    with (
+        ReadAhead(source, files, settings.ingest_max_line_bytes) as read_ahead,
+        connect(settings) as con,
+        con.appending(closing=True),
+        con.transaction(),
+    ):
         if catalog is not None:
             _replace_catalog(con, catalog)
         for copy, _ in copies:  # a file imported before and now a copy of another: its old batch goes
@@ -256,7 +281,7 @@ def ingest_path(settings: Settings, source_name: str, path: Path) -> IngestResul
         for file in files:
             batch_id = batch_id_for(source.name, None, file)
             _forget_name_keyed_import(con, source.name, file)
-            result = _guarded(ingest_batch, con, source, file, str(file), batch_id, window, settings)
+            result = _guarded(ingest_batch, con, source, file, str(file), batch_id, window, settings, read_ahead)
             _stamp_import_interval(con, batch_id)
             result.rows_late = 0  # history has no landing day to be late for
             results.append(result)
@@ -268,11 +293,13 @@ def ingest_path(settings: Settings, source_name: str, path: Path) -> IngestResul
     return result
 
 
-def _guarded(ingest, con, source, path, display, batch_id, window, settings) -> BatchResult:
+def _guarded(ingest, con, source, path, display, batch_id, window, settings, read_ahead=None) -> BatchResult:
+    """One batch; a file that breaks the contract (or cannot be read) fails the run as an IngestError naming it.
+    `read_ahead`: the run's ReadAhead, which holds (or reads) the file's lines if it is JSONL."""
     try:
         return ingest(
             con, source, path, display, batch_id, window, settings.bot_max_events_per_minute,
-            settings.ingest_max_line_bytes, settings.pseudonymizer(),
+            settings.ingest_max_line_bytes, settings.pseudonymizer(), read_ahead.take(path) if read_ahead else None,
         )  # fmt: skip
     except SchemaError as error:
         raise IngestError(str(error)) from error

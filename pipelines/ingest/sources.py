@@ -25,6 +25,7 @@ import csv
 import gzip
 import json
 import logging
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -224,17 +225,37 @@ STAGE_JSONL_SQL = Path(__file__).resolve().parent / "sql" / "stage_jsonl.sql"
 JSONL_STRUCTURE = json.dumps(dict.fromkeys(CANONICAL_COLUMNS, "JSON"))  # every field as its JSON text
 
 
-def stage_jsonl(con: duckdb.DuckDBPyConnection, path: Path, max_line_bytes: int, compiled: bool = True) -> None:
+def read_jsonl(path: Path, max_line_bytes: int, compiled: bool = True) -> pa.Table:
+    """A JSONL file's lines as `stage_jsonl` stages them: numbered, flagged by the line reader and split
+    by the compiled pass. This is the part of staging done in Python and Arrow rather than in DuckDB,
+    so a run can read a file ahead on another thread while DuckDB works (pipelines/ingest/read_ahead.py).
+    A file that cannot be read to its end (a truncated or corrupt ``.gz``, an I/O error) is a SchemaError
+    naming it, so its run fails as an IngestError that says which file, and writes nothing."""
+    try:
+        lines = _read_lines(path, max_line_bytes)
+    except (OSError, EOFError, zlib.error) as error:
+        raise SchemaError(f"{path}: cannot be read: {error}") from error
+    return split_lines(lines, compiled)
+
+
+def stage_jsonl(
+    con: duckdb.DuckDBPyConnection,
+    path: Path,
+    max_line_bytes: int,
+    compiled: bool = True,
+    lines: pa.Table | None = None,
+) -> None:
     """One JSON object per line (``.gz`` too). Unknown keys go into `context`; a key no row has fails the file.
 
     Lines of the usual shape are split into their fields by the compiled pass (`split_lines`; not with
     `compiled=False`, which the tests use to hold both paths to the same rows); the rules for the rest
-    are in ``sql/stage_jsonl.sql`` (one parse of each document). The file-level check
+    are in ``sql/stage_jsonl.sql`` (one parse of each document). `lines`: the file as `read_jsonl` read
+    it already (read ahead); read here if not given. The file-level check
     (a required key that no object has) first reads the staged columns: a column with a non-null
     value in some row is present. Only when a required column has none (a rare, bad file) are the
     documents' keys read, so that a key present but always null is told from a key never there.
     """
-    con.register("incoming_lines", split_lines(_read_lines(path, max_line_bytes), compiled))
+    con.register("incoming_lines", lines if lines is not None else read_jsonl(path, max_line_bytes, compiled))
     try:
         parameters = {"structure": JSONL_STRUCTURE, "known_fields": list(CANONICAL_COLUMNS)}
         con.execute(STAGE_JSONL_SQL.read_text(), parameters)
@@ -611,8 +632,19 @@ class Source:
     name: str
     description: str
 
-    def stage(self, con: duckdb.DuckDBPyConnection, path: Path, max_line_bytes: int) -> None:
-        if self.name == "recforge":
+    def reads_lines(self, path: Path) -> bool:
+        """Whether `stage` reads `path` line by line in Python (JSONL), which `read_jsonl` can do ahead of it."""
+        return self.name == STREAM_SOURCE or (self.name == "recforge" and recforge_format(path) is stage_jsonl)
+
+    def stage(
+        self, con: duckdb.DuckDBPyConnection, path: Path, max_line_bytes: int, lines: pa.Table | None = None
+    ) -> None:
+        """Stage `path` as the temp table `incoming`; `lines`: its lines read ahead by `read_jsonl` (JSONL only)."""
+        if lines is not None:
+            if not self.reads_lines(path):
+                raise ValueError(f"{path}: lines read ahead, but {self.name} does not read this file as JSONL")
+            stage_jsonl(con, path, max_line_bytes, lines=lines)
+        elif self.name == "recforge":
             stage = recforge_format(path)
             if stage is None:
                 raise SchemaError(f"{path}: unsupported format (one of {', '.join(RECFORGE_FORMATS)})")

@@ -26,6 +26,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from pipelines.ingest.batch import BatchWindow, ingest_batch
+from pipelines.ingest.read_ahead import ReadAhead
 from pipelines.ingest.run import EPOCH, IngestResult, _guarded
 from pipelines.ingest.sources import STREAM, STREAM_SOURCE
 from pipelines.ingest.stream_drain import drain_redis_stream, stream_dir
@@ -72,11 +73,12 @@ def ingest_stream(settings: Settings, replace: bool = False, limit: int | None =
         with connect(settings) as con, con.transaction():
             done = set() if replace else _recorded_batches(con)
             todo = [s for s in segments if stream_batch_id(s) not in done][:limit]
-            for segment in todo:
-                display = str(segment.relative_to(settings.landing_dir))
-                window = day_window(settings, segment_day(segment))
-                results.append(_guarded(ingest_batch, con, STREAM, segment, display, stream_batch_id(segment), window,
-                                        settings))  # fmt: skip
+            with ReadAhead(STREAM, todo, settings.ingest_max_line_bytes) as read_ahead:
+                for segment in todo:
+                    display = str(segment.relative_to(settings.landing_dir))
+                    window = day_window(settings, segment_day(segment))
+                    results.append(_guarded(ingest_batch, con, STREAM, segment, display, stream_batch_id(segment),
+                                            window, settings, read_ahead))  # fmt: skip
     first = min((datetime.combine(segment_day(s), datetime.min.time(), tzinfo=UTC) for s in segments), default=EPOCH)
     result = IngestResult(first, datetime.now(UTC), results, catalog_items=0)
     log.info(stream_summary(result, len(segments)))
