@@ -36,6 +36,7 @@ import pandas as pd
 from pipelines.settings import Settings
 
 SCHEMA_SQL = Path(__file__).with_name("schema.sql")
+SCHEMA_FINGERPRINT = hashlib.sha256(SCHEMA_SQL.read_bytes()).hexdigest()  # what monitoring.schema_applied records
 # Any constant will do: it serialises concurrent schema creation, which PostgreSQL's
 # `create ... if not exists` does not (two sessions can both find the table missing).
 SCHEMA_LOCK = 7_302_421
@@ -381,9 +382,7 @@ def _open(settings: Settings, must_exist: bool) -> Warehouse:
         try:
             if must_exist and warehouse.execute("select to_regclass('raw.batches')").fetchone()[0] is None:
                 raise WarehouseNotFound(f"warehouse not found at {location(settings)}: run ingest first")
-            with warehouse.transaction():
-                warehouse.execute("select pg_advisory_xact_lock(?)", [SCHEMA_LOCK])
-                warehouse.execute(SCHEMA_SQL.read_text())
+            _apply_schema(warehouse)
         except BaseException:
             warehouse.close()
             raise
@@ -391,13 +390,49 @@ def _open(settings: Settings, must_exist: bool) -> Warehouse:
     if must_exist and not settings.warehouse_path.exists():
         raise WarehouseNotFound(f"warehouse not found at {location(settings)}: run ingest first")
     settings.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb_connection(str(settings.warehouse_path), settings)
+    warehouse = DuckDBWarehouse(duckdb_connection(str(settings.warehouse_path), settings))
     try:
-        con.execute(SCHEMA_SQL.read_text())
+        _apply_schema(warehouse)
     except BaseException:
-        con.close()
+        warehouse.close()
         raise
-    return DuckDBWarehouse(con)
+    return warehouse
+
+
+def _schema_is_current(warehouse: Warehouse) -> bool:
+    """Whether schema.sql, as it is now, was applied to this warehouse (monitoring.schema_applied says so)."""
+    missing_table = (duckdb.CatalogException,)
+    if warehouse.dialect == "postgres":
+        import psycopg2.errors
+
+        missing_table = (psycopg2.errors.UndefinedTable,)
+    try:
+        return warehouse.execute("select fingerprint from monitoring.schema_applied").fetchall() == [
+            (SCHEMA_FINGERPRINT,)
+        ]
+    except missing_table:
+        return False
+
+
+def _apply_schema(warehouse: Warehouse) -> None:
+    """Create the raw and monitoring tables (and add columns) unless this very schema.sql was applied already.
+
+    The file is idempotent (``if not exists``) but not free: about 7 ms of DDL on DuckDB at every open, a
+    noticeable part of a daily ingest task. It runs in one transaction with its fingerprint recorded last,
+    so a recorded fingerprint means the whole file was applied; a changed file has a new fingerprint and
+    runs again. PostgreSQL serialises concurrent appliers (SCHEMA_LOCK: its ``if not exists`` does not).
+    """
+    if _schema_is_current(warehouse):
+        return
+    with warehouse.transaction():
+        if warehouse.dialect == "postgres":
+            warehouse.execute("select pg_advisory_xact_lock(?)", [SCHEMA_LOCK])
+        warehouse.execute(SCHEMA_SQL.read_text())
+        warehouse.execute("delete from monitoring.schema_applied")
+        warehouse.execute(
+            "insert into monitoring.schema_applied (fingerprint, applied_at) values (?, current_timestamp)",
+            [SCHEMA_FINGERPRINT],
+        )
 
 
 @contextmanager

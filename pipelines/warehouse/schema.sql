@@ -212,3 +212,10 @@ create table if not exists monitoring.retention_runs (
     stores          json not null,     -- [{store, rows_removed, note}] in the order they were walked
     rows_removed    bigint not null
 );
+
+-- The fingerprint (SHA-256) of this file as last applied: opening the warehouse skips the file while it matches
+-- (pipelines/warehouse/connection.py, `_apply_schema`), since every task opens the warehouse at least once.
+create table if not exists monitoring.schema_applied (
+    fingerprint varchar not null,
+    applied_at  timestamptz not null
+);

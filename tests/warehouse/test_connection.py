@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pandas as pd
 import pytest
 
+from pipelines.warehouse.connection import SCHEMA_SQL as SCHEMA_SQL_AS_SHIPPED
 from pipelines.warehouse.connection import connect, postgres_placeholders
 from tests.conftest import copy_home, make_settings
 
@@ -134,3 +135,53 @@ def test_the_warehouse_keeps_duckdbs_own_catalog_name_and_spill_directory(tmp_pa
         assert con.execute("select current_database()").fetchone()[0] == "warehouse"
         # spills go beside the file, as for a file opened by path (an in-memory database's default is ./.tmp)
         assert con.execute("select current_setting('temp_directory')").fetchone()[0] == f"{settings.warehouse_path}.tmp"
+
+
+@pytest.fixture(params=["duckdb", pytest.param("postgres", marks=pytest.mark.scaled)])
+def engine_settings(request, tmp_path):
+    """A fresh home on either engine (PostgreSQL: a database of its own)."""
+    if request.param == "duckdb":
+        return make_settings(tmp_path / "home")
+    database = request.getfixturevalue("postgres_database")
+    return make_settings(tmp_path / "home", dbt_target="postgres", pg_database=database)
+
+
+def test_opening_applies_the_schema_once_and_records_its_fingerprint(engine_settings, tmp_path, monkeypatch):
+    from pipelines.warehouse import connection
+
+    with connect(engine_settings) as con:
+        assert con.execute("select fingerprint from monitoring.schema_applied").fetchall() == [
+            (connection.SCHEMA_FINGERPRINT,)
+        ]
+    # While the fingerprint matches, the file is not run again: a broken file goes unnoticed...
+    broken = tmp_path / "schema.sql"
+    broken.write_text("create table this is not sql;")
+    monkeypatch.setattr(connection, "SCHEMA_SQL", broken)
+    with connect(engine_settings) as con:
+        assert con.execute("select count(*) from raw.events").fetchone()[0] == 0
+    # ...until the file changes (a new fingerprint): then it runs, and a failure records nothing.
+    monkeypatch.setattr(connection, "SCHEMA_FINGERPRINT", "changed")
+    with pytest.raises(Exception, match="(?i)syntax"), connect(engine_settings):
+        pass
+    monkeypatch.setattr(connection, "SCHEMA_SQL", SCHEMA_SQL_AS_SHIPPED)
+    with connect(engine_settings) as con:
+        assert con.execute("select fingerprint from monitoring.schema_applied").fetchall() == [("changed",)]
+
+
+def test_a_changed_schema_file_is_applied_to_an_existing_warehouse(engine_settings, tmp_path, monkeypatch):
+    from pipelines.warehouse import connection
+
+    with connect(engine_settings) as con:
+        con.execute(
+            "insert into raw.skipped_files (source, landing_date, file, reason, skipped_at) "
+            "values ('s', null, 'f', 'r', current_timestamp)"
+        )
+    grown = tmp_path / "schema.sql"
+    grown.write_text(
+        SCHEMA_SQL_AS_SHIPPED.read_text() + "\nalter table raw.skipped_files add column if not exists note varchar;\n"
+    )
+    monkeypatch.setattr(connection, "SCHEMA_SQL", grown)
+    monkeypatch.setattr(connection, "SCHEMA_FINGERPRINT", "grown")
+    with connect(engine_settings) as con:
+        assert con.execute("select file, note from raw.skipped_files").fetchall() == [("f", None)]  # kept, widened
+        assert con.execute("select fingerprint from monitoring.schema_applied").fetchall() == [("grown",)]
