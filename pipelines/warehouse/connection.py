@@ -88,6 +88,17 @@ def temp_directory(path: Path) -> str:
     return f"{path.resolve()}.tmp"
 
 
+def instance_config(path: Path) -> dict[str, str]:
+    """The configuration every connection to `shared_instance(path)` passes, recforge's and dbt's (its profile's
+    ``config_options``): the spill directory (`temp_directory`; an in-memory engine would spill to ./.tmp).
+
+    Given at connect, never by ``SET``: DuckDB refuses to set an engine's temp directory again once it has
+    spilled there, even to the same path ("Cannot switch temporary directory after the current one has been
+    used"), which a second connection's ``SET`` did at the 1M-user scale. DuckDB also refuses a connection to a
+    running named engine with another configuration, so both sides pass exactly this."""
+    return {"temp_directory": temp_directory(path)}
+
+
 def _identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -102,12 +113,10 @@ def attach_statement(path: Path, alias: str) -> str:
 def attached_file(path: Path) -> duckdb.DuckDBPyConnection:
     """A connection to the DuckDB file `path`: attached to `shared_instance` under `catalog_name` with
     ROW_GROUP_SIZE and in use, so unqualified names resolve as with `duckdb.connect(path)`."""
-    con = duckdb.connect(shared_instance(path))
+    con = duckdb.connect(shared_instance(path), config=instance_config(path))
     try:
         con.execute(attach_statement(path, catalog_name(path)))
         con.execute(f"use {_identifier(catalog_name(path))}")
-        # An in-memory database spills to ./.tmp; a file opened by path spills beside itself, and so does this one.
-        con.execute("set temp_directory = ?", [temp_directory(path)])
     except BaseException:
         con.close()
         raise

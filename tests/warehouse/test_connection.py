@@ -4,6 +4,7 @@ import math
 import subprocess
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -135,6 +136,24 @@ def test_the_warehouse_keeps_duckdbs_own_catalog_name_and_spill_directory(tmp_pa
         assert con.execute("select current_database()").fetchone()[0] == "warehouse"
         # spills go beside the file, as for a file opened by path (an in-memory database's default is ./.tmp)
         assert con.execute("select current_setting('temp_directory')").fetchone()[0] == f"{settings.warehouse_path}.tmp"
+
+
+def test_an_engine_that_spilled_to_disk_is_still_opened_by_recforge_and_by_dbt(built, tmp_path):
+    """DuckDB refuses to set an engine's spill directory once it has spilled there, even to the same path; every
+    connection used to SET it, so at the 1M-user scale the second connection (and dbt's next cursor) failed."""
+    from pipelines.warehouse.connection import temp_directory
+    from pipelines.warehouse.transform import build_warehouse
+
+    settings = copy_home(built, tmp_path / "home")
+    with connect(settings) as first:
+        first.execute("set threads = 1")  # one thread's buffers: a spill, not an out-of-memory error
+        first.execute("set memory_limit = '48MB'")
+        first.execute("create temp table spilled as select md5(range::varchar) as s from range(400000) order by s")
+        assert Path(temp_directory(settings.warehouse_path)).is_dir()  # it did spill
+        with connect(settings) as second:  # the same engine, already spilled
+            assert second.execute("select count(*) from raw.events").fetchone()[0] > 0
+        assert build_warehouse(settings, select="stg_items").nodes_total > 0  # in-process dbt: the same engine
+        assert first.execute("select count(*) from spilled").fetchone()[0] == 400_000
 
 
 @pytest.fixture(params=["duckdb", pytest.param("postgres", marks=pytest.mark.scaled)])
