@@ -27,6 +27,7 @@ class ReadAhead:
 
     def __init__(self, source: Source, files: list[Path], max_line_bytes: int):
         self._files = [path for path in files if source.reads_lines(path)]
+        self._position = {path: n for n, path in enumerate(self._files)}
         self._max_line_bytes = max_line_bytes
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-read-ahead")
         self._pending: dict[Path, Future] = {}
@@ -42,12 +43,12 @@ class ReadAhead:
     def take(self, path: Path) -> pa.Table | None:
         """`path`'s lines as `read_jsonl` gives them (read now if it was not read ahead), or None for a
         file that is not read line by line; starts reading the next file. Raises what reading raised."""
-        if path not in self._files:
+        if path not in self._position:
             return None
         future = self._pending.pop(path, None)
         if future is None:  # taken out of order: read it now, and go on reading after it
             future = self._executor.submit(read_jsonl, path, self._max_line_bytes)
-        self._next = max(self._next, self._files.index(path) + 1)
+        self._next = max(self._next, self._position[path] + 1)
         self._schedule_next()
         return future.result()
 
