@@ -147,13 +147,17 @@ def test_an_engine_that_spilled_to_disk_is_still_opened_by_recforge_and_by_dbt(b
     settings = copy_home(built, tmp_path / "home")
     with connect(settings) as first:
         first.execute("set threads = 1")  # one thread's buffers: a spill, not an out-of-memory error
-        first.execute("set memory_limit = '48MB'")
-        first.execute("create temp table spilled as select md5(range::varchar) as s from range(400000) order by s")
+        first.execute("set memory_limit = '64MB'")
+        # about 150 MB of temp table under a 64 MB limit: it cannot stay in memory (a sort of less may, or not)
+        first.execute(
+            "create temp table spilled as "
+            "select md5(range::varchar) || md5((range + 1)::varchar) as s from range(2000000)"
+        )
         assert Path(temp_directory(settings.warehouse_path)).is_dir()  # it did spill
         with connect(settings) as second:  # the same engine, already spilled
             assert second.execute("select count(*) from raw.events").fetchone()[0] > 0
         assert build_warehouse(settings, select="stg_items").nodes_total > 0  # in-process dbt: the same engine
-        assert first.execute("select count(*) from spilled").fetchone()[0] == 400_000
+        assert first.execute("select count(*) from spilled").fetchone()[0] == 2_000_000
 
 
 @pytest.fixture(params=["duckdb", pytest.param("postgres", marks=pytest.mark.scaled)])
