@@ -430,6 +430,9 @@ def _apply_schema(warehouse: Warehouse) -> None:
     noticeable part of a daily ingest task. It runs in one transaction with its fingerprint recorded last,
     so a recorded fingerprint means the whole file was applied; a changed file has a new fingerprint and
     runs again. PostgreSQL serialises concurrent appliers (SCHEMA_LOCK: its ``if not exists`` does not).
+    The fingerprint is of the file, not of the database: a table dropped by hand comes back only when the
+    file next changes (nothing in recforge drops these tables; delete the row of monitoring.schema_applied
+    to force a re-apply).
     """
     if _schema_is_current(warehouse):
         return
