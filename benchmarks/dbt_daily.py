@@ -1,0 +1,122 @@
+"""Benchmark: one day's `dbt build` on the same warehouse under two or more configurations, in turn.
+
+    python benchmarks/pipeline_scale.py large --stop-after publish --home /tmp/scale-large   # once
+    python benchmarks/dbt_daily.py --home /tmp/scale-large --size large \\
+        --variant default= --variant groups_122880=row_group_size=122880 --rounds 2
+
+The home's last landing day is ingested first (the ingest DAG's task, as ``pipeline_scale.py``'s
+daily run does), then the warehouse file is copied once: that copy is the state every measured
+build starts from. Each round restores it and runs ``build_warehouse`` (the transform DAG's task)
+in a fresh child process, one variant after another, so load on a shared machine falls on every
+variant alike. A variant is ``NAME=`` followed by comma-separated ``KEY=VALUE`` pairs: a
+``RECFORGE_*`` setting given to the child, or ``row_group_size=N``, the one what-if that is not a
+setting (the warehouse's ``ROW_GROUP_SIZE``, which recforge and dbt's profile share, replaced in the
+child before dbt attaches the file). Reported per variant: the build's wall time and peak RSS,
+median and range; the slowest nodes from dbt's ``run_results.json``; and each variant's wall time
+as a share of the first variant's, round by round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from pipeline_scale import PRELUDE, SIZES, STAGE_CODE  # noqa: E402  (the sizes and the stages, in one place)
+
+BUILD = """
+import json, os, resource, time
+import pipelines.warehouse.connection as connection, pipelines.warehouse.transform as transform
+if os.environ.get("BENCH_ROW_GROUP_SIZE"):
+    connection.ROW_GROUP_SIZE = transform.ROW_GROUP_SIZE = int(os.environ["BENCH_ROW_GROUP_SIZE"])
+from pipelines.settings import get_settings
+settings = get_settings()
+started = time.perf_counter()
+summary = transform.build_warehouse(settings).summary()
+seconds = time.perf_counter() - started
+nodes = json.loads((settings.home / "dbt" / "target" / "run_results.json").read_text())["results"]
+print(json.dumps({"seconds": seconds, "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "summary": summary, "nodes": {n["unique_id"]: n["execution_time"] for n in nodes}}))
+"""
+
+
+def parse_variant(text: str) -> tuple[str, dict[str, str]]:
+    name, _, pairs = text.partition("=")
+    if not name:
+        raise SystemExit(f"--variant {text!r}: give NAME=KEY=VALUE,... (mem8=RECFORGE_WAREHOUSE_MEMORY_LIMIT=8GB)")
+    env = {}
+    for pair in filter(None, pairs.split(",")):
+        key, sep, value = pair.partition("=")
+        if not sep or not (key.startswith("RECFORGE_") or key == "row_group_size"):
+            raise SystemExit(f"--variant {name}: {pair!r} is not RECFORGE_<SETTING>=VALUE or row_group_size=N")
+        env["BENCH_ROW_GROUP_SIZE" if key == "row_group_size" else key] = value
+    return name, env
+
+
+def spread(values: list[float], digits: int = 1) -> str:
+    return f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--home", type=Path, required=True, help="a home pipeline_scale.py built (--stop-after)")
+    parser.add_argument("--size", choices=SIZES, required=True, help="the size the home was built with")
+    parser.add_argument("--variant", action="append", required=True, help="NAME=KEY=VALUE,... (first: reference)")
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    variants = dict(parse_variant(v) for v in args.variant)
+    if len(variants) < 2:
+        raise SystemExit("give at least two --variant (distinct names): the first is the reference")
+    home = args.home.resolve()
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "RECFORGE_HOME": str(home), "PYTHONPATH": str(repo)}
+    env.update({f"RECFORGE_{key.upper()}": str(value) for key, value in SIZES[args.size].items()})
+    warehouse, snapshot = home / "warehouse.duckdb", home / "warehouse.before-day.duckdb"
+    if not snapshot.exists():  # the day's ingest once: every build starts from the warehouse it leaves
+        if not warehouse.exists():
+            raise SystemExit(f"{home} has no warehouse.duckdb: run pipeline_scale.py {args.size} --stop-after first")
+        last = SIZES[args.size]["sim_days"] - 1
+        day_env = {**env, "BENCH_FIRST_DAY": str(last), "BENCH_LAST_DAY": str(last)}
+        subprocess.run([sys.executable, "-c", PRELUDE + STAGE_CODE["ingest"]], env=day_env, check=True)
+        shutil.copyfile(warehouse, snapshot)
+
+    runs: dict[str, list[dict]] = {name: [] for name in variants}
+    for round_ in range(args.rounds):
+        for name, overrides in variants.items():
+            shutil.copyfile(snapshot, warehouse)
+            done = subprocess.run(
+                [sys.executable, "-c", BUILD], env={**env, **overrides}, cwd=repo, capture_output=True, text=True
+            )
+            if done.returncode != 0:
+                raise SystemExit(f"variant {name}: the build failed:\n{done.stderr[-3000:]}")
+            row = json.loads(done.stdout.strip().splitlines()[-1])
+            runs[name].append(row)
+            print(f"round {round_ + 1} {name}: {row['seconds']:.1f} s, peak {row['peak_mib']:.0f} MiB", flush=True)
+
+    reference = next(iter(variants))
+    print("\n| variant | dbt build (s) | peak RSS (MiB) | share of the reference, round by round |")
+    print("| --- | ---: | ---: | ---: |")
+    for name, rows in runs.items():
+        shares = [r["seconds"] / ref["seconds"] for r, ref in zip(rows, runs[reference], strict=True)]
+        print(
+            f"| {name} | {spread([r['seconds'] for r in rows])} | {spread([r['peak_mib'] for r in rows], 0)} "
+            f"| {spread(shares, 2)} |"
+        )
+    for name, rows in runs.items():
+        medians = {node: statistics.median(r["nodes"].get(node, 0.0) for r in rows) for node in rows[0]["nodes"]}
+        slowest = sorted(medians.items(), key=lambda item: -item[1])[:10]
+        tests = sum(seconds for node, seconds in medians.items() if node.startswith("test."))
+        print(f"\n{name}: tests {tests:.1f} s in all; slowest nodes (median s): "
+              + ", ".join(f"{node.split('.')[-1]} {seconds:.1f}" for node, seconds in slowest))  # fmt: skip
+    (home / "dbt_daily.json").write_text(json.dumps({"variants": variants, "runs": runs}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
