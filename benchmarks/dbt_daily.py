@@ -9,9 +9,10 @@ daily run does), then the warehouse file is copied once: that copy is the state 
 build starts from. Each round restores it and runs ``build_warehouse`` (the transform DAG's task)
 in a fresh child process, one variant after another, so load on a shared machine falls on every
 variant alike. A variant is ``NAME=`` followed by comma-separated ``KEY=VALUE`` pairs: a
-``RECFORGE_*`` setting given to the child, or ``row_group_size=N``, the one what-if that is not a
-setting (the warehouse's ``ROW_GROUP_SIZE``, which recforge and dbt's profile share, replaced in the
-child before dbt attaches the file). Reported per variant: the build's wall time and peak RSS,
+``RECFORGE_*`` setting given to the child, or one of two what-ifs that are not settings:
+``row_group_size=N`` (the warehouse's ``ROW_GROUP_SIZE``, which recforge and dbt's profile share,
+replaced in the child before dbt attaches the file) and ``dbt_project=PATH`` (another copy of
+``dbt_project/``, e.g. the models before a change). Reported per variant: the build's wall time and peak RSS,
 median and range; the slowest nodes from dbt's ``run_results.json``; and each variant's wall time
 as a share of the first variant's, round by round.
 """
@@ -35,7 +36,10 @@ import json, os, resource, time
 import pipelines.warehouse.connection as connection, pipelines.warehouse.transform as transform
 if os.environ.get("BENCH_ROW_GROUP_SIZE"):
     connection.ROW_GROUP_SIZE = transform.ROW_GROUP_SIZE = int(os.environ["BENCH_ROW_GROUP_SIZE"])
-from pipelines.settings import get_settings
+from pathlib import Path
+from pipelines.settings import Settings, get_settings
+if os.environ.get("BENCH_DBT_PROJECT"):
+    Settings.dbt_project_dir = property(lambda self: Path(os.environ["BENCH_DBT_PROJECT"]))
 settings = get_settings()
 started = time.perf_counter()
 summary = transform.build_warehouse(settings).summary()
@@ -46,6 +50,9 @@ print(json.dumps({"seconds": seconds, "peak_mib": resource.getrusage(resource.RU
 """
 
 
+WHAT_IFS = {"row_group_size": "BENCH_ROW_GROUP_SIZE", "dbt_project": "BENCH_DBT_PROJECT"}
+
+
 def parse_variant(text: str) -> tuple[str, dict[str, str]]:
     name, _, pairs = text.partition("=")
     if not name:
@@ -53,9 +60,9 @@ def parse_variant(text: str) -> tuple[str, dict[str, str]]:
     env = {}
     for pair in filter(None, pairs.split(",")):
         key, sep, value = pair.partition("=")
-        if not sep or not (key.startswith("RECFORGE_") or key == "row_group_size"):
-            raise SystemExit(f"--variant {name}: {pair!r} is not RECFORGE_<SETTING>=VALUE or row_group_size=N")
-        env["BENCH_ROW_GROUP_SIZE" if key == "row_group_size" else key] = value
+        if not sep or not (key.startswith("RECFORGE_") or key in WHAT_IFS):
+            raise SystemExit(f"--variant {name}: {pair!r} is not RECFORGE_<SETTING>=VALUE, {' or '.join(WHAT_IFS)}")
+        env[WHAT_IFS.get(key, key)] = value
     return name, env
 
 

@@ -275,3 +275,37 @@ def test_plain_builds_keep_the_event_grain_a_full_refresh_would_build_as_eligibi
         )
     assert back == in_raw  # every event of both, the old history included
     assert _event_grain(settings) == pytest.approx(_full_refresh_of(settings, tmp_path, "fresh2"))
+
+
+def test_an_incremental_build_keeps_the_first_arrival_of_an_id_a_later_batch_repeats(built, tmp_path):
+    """Ingestion quarantines an id accepted on an earlier landing day, but int_events_deduped does not rely on it:
+    a later batch that repeats a held id (here written to raw.events directly) adds only its other events."""
+    settings = copy_home(built, tmp_path / "home")
+    with connect(settings) as con:
+        held = con.execute(
+            "select event_id, batch_id, user_id, item_id from intermediate.int_events_deduped order by event_id limit 1"
+        ).fetchone()
+        landing, ingested = con.execute(
+            "select max(landing_date) + 1, max(ingested_at) + interval 1 hour from raw.events"
+        ).fetchone()
+        late = "recforge:late:repeats.jsonl"
+        for event_id in (held[0], "a-new-event-of-the-late-batch"):
+            con.execute(
+                "insert into raw.events (event_id, user_id, item_id, event_type, event_ts, source, batch_id,"
+                " landing_date, ingested_at, event_date) values (?, ?, ?, 'view', ?, 'recforge', ?, ?, ?, ?)",
+                [event_id, held[2], held[3], ingested, late, landing, ingested, landing],
+            )
+    build_warehouse(settings)  # incremental: only the late batch is new
+
+    def rows() -> dict:
+        with connect(settings) as con:
+            return dict(
+                con.execute(
+                    "select event_id, batch_id from intermediate.int_events_deduped where event_id in (?, ?)",
+                    [held[0], "a-new-event-of-the-late-batch"],
+                ).fetchall()
+            )
+
+    assert rows() == {held[0]: held[1], "a-new-event-of-the-late-batch": late}
+    run_dbt(settings, ["build", "--full-refresh", "--select", "int_events_deduped"])
+    assert rows() == {held[0]: held[1], "a-new-event-of-the-late-batch": late}
