@@ -392,6 +392,13 @@ class Settings(BaseSettings):
         description="Users scored per batch when publishing; each batch is appended to the lists file, so "
         "memory is bounded by one batch (~100 bytes per user and list slot) whatever the number of users.",
     )
+    publish_workers: int | None = Field(
+        default=None,
+        ge=1,
+        le=64,
+        description="Processes that score the publication's batches (forked, one thread each, lists written in "
+        "order) when there are two batches or more; unset: one per core. Each holds up to two batches.",
+    )
     category_cap: float = Field(
         default=0.4,
         gt=0,

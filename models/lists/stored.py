@@ -19,7 +19,11 @@ the batches come out in the order the lists file is sorted in and memory is boun
 from __future__ import annotations
 
 import logging
+import multiprocessing
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
 import numpy as np
@@ -126,13 +130,84 @@ def users_by_id(model: Recommender) -> np.ndarray:
     return np.argsort(np.asarray(model.user_ids).astype(str), kind="stable")
 
 
-def list_batches(model: Recommender, rules: ListRules, inputs: ListInputs, batch_users: int) -> Iterator[ListBatch]:
-    """The lists of every known user, `batch_users` at a time, in the order of their ids."""
+def list_batches(
+    model: Recommender, rules: ListRules, inputs: ListInputs, batch_users: int, workers: int = 1
+) -> Iterator[ListBatch]:
+    """The lists of every known user, `batch_users` at a time, in the order of their ids.
+
+    With `workers` > 1 the batches are scored in that many forked processes and still yielded in id
+    order. Within one process only the product and the top-k use a second core; the rules' per-user
+    work (cold blend, category cap, reasons) is numpy and Python on one, so one process keeps about 1.5
+    of 2 cores busy. The workers read the model and the inputs the parent already holds (fork shares
+    them, copy on write) and each runs BLAS and the top-k on one thread: the processes are the
+    parallelism. One BLAS thread sums a product in another order than several, so a score can differ
+    in its last bits from a one-process run (as it can between batch sizes) and two items that close
+    can swap; a one-process run limited to one BLAS thread gives exactly the workers' lists.
+    At most two batches per worker are in flight, so memory is bounded by those batches' lists.
+    """
     if batch_users < 1:
         raise ValueError(f"batch_users must be >= 1, got {batch_users}")
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
     order = users_by_id(model)
-    for start in range(0, len(order), batch_users):
-        yield lists_of(model, order[start : start + batch_users], rules, inputs)
+    starts = range(0, len(order), batch_users)
+    if workers == 1 or len(starts) < 2:
+        for start in starts:
+            yield lists_of(model, order[start : start + batch_users], rules, inputs)
+        return
+    yield from _batches_in_workers(model, rules, inputs, order, batch_users, min(workers, len(starts)))
+
+
+def _batches_in_workers(
+    model: Recommender, rules: ListRules, inputs: ListInputs, order: np.ndarray, batch_users: int, workers: int
+) -> Iterator[ListBatch]:
+    global _FORKED  # noqa: PLW0603  (what the forked workers read: set before they fork, cleared after)
+    _FORKED = (model, rules, inputs, order, batch_users)
+    fork = multiprocessing.get_context("fork")
+    pool = ProcessPoolExecutor(workers, mp_context=fork, initializer=_one_thread_each)
+    pending: deque[tuple[int, Future]] = deque()
+    starts = iter(range(0, len(order), batch_users))
+    try:
+        for start in starts:
+            pending.append((start, pool.submit(_batch_at, start)))
+            if len(pending) == 2 * workers:
+                break
+        while pending:
+            start, future = pending.popleft()
+            try:
+                batch = future.result()
+            except BrokenProcessPool as error:
+                stop = min(start + batch_users, len(order))
+                raise RuntimeError(
+                    f"a list worker process died while scoring users {start}-{stop - 1} of {len(order)} "
+                    f"(killed, e.g. out of memory: fewer publish_workers or a smaller publish_batch_users need less)"
+                ) from error
+            following = next(starts, None)
+            if following is not None:
+                pending.append((following, pool.submit(_batch_at, following)))
+            yield batch
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        _FORKED = None
+
+
+_FORKED: tuple | None = None
+
+
+def _one_thread_each() -> None:
+    """A forked worker's setup: BLAS on one thread, and the top-k without its thread pool (one inherited from
+    the parent has no threads in the child: a task handed to it would wait forever)."""
+    from threadpoolctl import threadpool_limits
+
+    import models.base
+
+    models.base.TOP_K_THREADS = 1
+    threadpool_limits(1)
+
+
+def _batch_at(start: int) -> ListBatch:
+    model, rules, inputs, order, batch_users = _FORKED
+    return lists_of(model, order[start : start + batch_users], rules, inputs)
 
 
 def build_lists(

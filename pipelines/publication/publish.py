@@ -94,6 +94,14 @@ class PublishResult:
         return f"published {self.version}{state}: {self.users} users, {self.items_indexed} items indexed -> {self.path}"
 
 
+def list_workers(settings: Settings) -> int:
+    """`publish_workers`, or one per core this process may run on (its CPU affinity, where the OS has one)."""
+    if settings.publish_workers is not None:
+        return settings.publish_workers
+    usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+    return max(1, len(usable))
+
+
 def load_champion(settings: Settings) -> tuple[Recommender, dict]:
     """Download the model behind the `champion` alias and load it; also return its registry facts."""
     from pipelines.training.tracking import CHAMPION
@@ -204,7 +212,7 @@ def publish(settings: Settings, alias: str | None = None, number: str | None = N
             # and a critical failure raises here, before anything can go live.
             lists = write_user_recs(
                 staging / USER_RECS,
-                list_batches(model, rules, inputs, settings.publish_batch_users),
+                list_batches(model, rules, inputs, settings.publish_batch_users, list_workers(settings)),
                 model.user_ids,
                 model.item_ids,
                 item_rows,

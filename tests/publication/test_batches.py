@@ -19,7 +19,7 @@ import pytest
 from pipelines.publication import publish as publish_module
 from pipelines.publication.publish import publish
 from pipelines.publication.user_recs import USER_RECS_SCHEMA
-from serving.format import USER_RECS, USER_RECS_COLUMNS, read_manifest
+from serving.format import USER_RECS, USER_RECS_COLUMNS, current_version, read_manifest
 from tests.conftest import copy_home
 
 SMALL_BATCH = 7
@@ -132,3 +132,78 @@ def test_the_audit_reads_the_published_top_eval_k_of_every_user(published, tmp_p
     rows = pd.Index(model.user_ids.astype(str)).get_indexer(top["user_id"])
     expected[rows, top["rank"].to_numpy() - 1] = pd.Index(model.item_ids.astype(str)).get_indexer(top["item_id"])
     assert np.array_equal(seen["audit"].recommended, expected)
+
+
+def test_lists_scored_in_two_worker_processes_equal_the_lists_scored_in_one(
+    published, in_batches_and_at_once, tmp_path
+):
+    (batched, batched_manifest), _ = in_batches_and_at_once
+    settings = copy_home(published, tmp_path / "home", publish_batch_users=SMALL_BATCH, publish_workers=2)
+    directory = publish(settings).path
+    in_workers = pq.ParquetFile(directory / USER_RECS)
+    assert in_workers.metadata.num_row_groups == batched.metadata.num_row_groups  # batch by batch, in order
+    assert_same_lists(in_workers.read().to_pandas(), batched.read().to_pandas())
+    assert read_manifest(directory)["counts"] == batched_manifest["counts"]
+
+
+def test_a_batch_that_fails_in_a_worker_process_fails_the_publication_and_nothing_goes_live(
+    published, tmp_path, monkeypatch
+):
+    from models.lists import stored
+
+    settings = copy_home(published, tmp_path / "home", publish_batch_users=SMALL_BATCH, publish_workers=2)
+    before = current_version(settings.published_dir)
+    original = stored.lists_of
+
+    def failing_on_the_third_batch(model, users, *args):
+        if stored.users_by_id(model)[2 * SMALL_BATCH] in users:
+            raise ValueError("a batch that cannot be scored")
+        return original(model, users, *args)
+
+    monkeypatch.setattr(stored, "lists_of", failing_on_the_third_batch)  # the forked workers inherit it
+    with pytest.raises(ValueError, match="a batch that cannot be scored"):
+        publish(settings)
+    assert current_version(settings.published_dir) == before
+    assert not [p for p in settings.published_dir.iterdir() if p.name.startswith(".staging")]
+
+
+def test_a_worker_process_that_dies_fails_the_publication_naming_the_users_it_held(published, tmp_path, monkeypatch):
+    """A worker killed mid-batch (the kernel's OOM killer, say) fails the run instead of leaving it waiting."""
+    import os
+
+    from models.lists import stored
+
+    settings = copy_home(published, tmp_path / "home", publish_batch_users=SMALL_BATCH, publish_workers=2)
+    before = current_version(settings.published_dir)
+    original = stored.lists_of
+
+    def dying_on_the_second_batch(model, users, *args):
+        if stored.users_by_id(model)[SMALL_BATCH] in users:
+            os._exit(9)
+        return original(model, users, *args)
+
+    monkeypatch.setattr(stored, "lists_of", dying_on_the_second_batch)
+    with pytest.raises(RuntimeError, match=rf"a list worker process died while scoring users {SMALL_BATCH}-"):
+        publish(settings)
+    assert current_version(settings.published_dir) == before
+    assert not [p for p in settings.published_dir.iterdir() if p.name.startswith(".staging")]
+
+
+def test_publish_workers_is_range_checked():
+    from pydantic import ValidationError
+
+    from pipelines.settings import Settings
+
+    for bad in ({"publish_workers": 0}, {"publish_workers": 65}):
+        with pytest.raises(ValidationError, match="publish_workers"):
+            Settings(**bad)
+
+
+def test_unset_workers_are_one_per_core_this_process_may_use(tmp_path):
+    import os
+
+    from pipelines.publication.publish import list_workers
+    from tests.conftest import make_settings
+
+    assert list_workers(make_settings(tmp_path / "a", publish_workers=3)) == 3
+    assert list_workers(make_settings(tmp_path / "b")) == len(os.sched_getaffinity(0))
