@@ -21,11 +21,8 @@ with events as (
 {% if is_incremental() %}
 kept_elsewhere as (
     -- Ids this model already holds from batches that are not being replaced: they arrived first.
-    -- Only the new events' ids can collide, so the held rows are matched against those (a day's ids)
-    -- instead of every held id being collected for the new rows to be matched against (the history).
     select event_id from {{ this }}
-    where event_id in (select event_id from events)
-        and batch_id not in (select distinct batch_id from events)
+    where batch_id not in (select distinct batch_id from events)
 ),
 {% endif %}
 
