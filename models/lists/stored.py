@@ -177,10 +177,11 @@ def _batches_in_workers(
             try:
                 batch = future.result()
             except BrokenProcessPool as error:
-                stop = min(start + batch_users, len(order))
+                last = min(start + batch_users, len(order)) - 1
                 raise RuntimeError(
-                    f"a list worker process died while scoring users {start}-{stop - 1} of {len(order)} "
-                    f"(killed, e.g. out of memory: fewer publish_workers or a smaller publish_batch_users need less)"
+                    f"a list worker process died while scoring users {model.user_ids[order[start]]!r} to "
+                    f"{model.user_ids[order[last]]!r} (places {start}-{last} of {len(order)} in id order; killed, "
+                    f"e.g. out of memory: fewer publish_workers or a smaller publish_batch_users need less)"
                 ) from error
             following = next(starts, None)
             if following is not None:
