@@ -397,7 +397,8 @@ class Settings(BaseSettings):
         ge=1,
         le=64,
         description="Processes that score the publication's batches (forked, one thread each, lists written in "
-        "order) when there are two batches or more; unset: one per core. Each holds up to two batches.",
+        "order) when there are two batches or more; unset: one per core. Each holds up to two batches. Forked "
+        "(Linux): set 1 where fork is unsafe (macOS).",
     )
     category_cap: float = Field(
         default=0.4,
