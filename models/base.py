@@ -40,6 +40,11 @@ def _selection_pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(TOP_K_THREADS, thread_name_prefix="recforge-top-k")
 
 
+# A forked child inherits the parent's pool object but none of its threads: work handed to it would wait forever.
+# The child makes its own pool on first use instead (publication's list workers fork; so may an executor).
+os.register_at_fork(after_in_child=_selection_pool.cache_clear)
+
+
 def top_k(
     dense: np.ndarray, k: int, allowed: np.ndarray | None = None, compiled: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -22,9 +22,10 @@ import logging
 import multiprocessing
 from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from itertools import islice
 
 import numpy as np
 import pandas as pd
@@ -155,23 +156,27 @@ def list_batches(
         for start in starts:
             yield lists_of(model, order[start : start + batch_users], rules, inputs)
         return
-    yield from _batches_in_workers(model, rules, inputs, order, batch_users, min(workers, len(starts)))
+    yield from _batches_in_workers(model, rules, inputs, order, batch_users, starts, min(workers, len(starts)))
+
+
+_FORKED: tuple | None = None  # what the forked workers read (see _batches_in_workers)
 
 
 def _batches_in_workers(
-    model: Recommender, rules: ListRules, inputs: ListInputs, order: np.ndarray, batch_users: int, workers: int
+    model: Recommender,
+    rules: ListRules,
+    inputs: ListInputs,
+    order: np.ndarray,
+    batch_users: int,
+    starts: range,
+    workers: int,
 ) -> Iterator[ListBatch]:
-    global _FORKED  # noqa: PLW0603  (what the forked workers read: set before they fork, cleared after)
+    global _FORKED  # noqa: PLW0603  (set before the pool forks its workers, cleared after)
     _FORKED = (model, rules, inputs, order, batch_users)
-    fork = multiprocessing.get_context("fork")
-    pool = ProcessPoolExecutor(workers, mp_context=fork, initializer=_one_thread_each)
-    pending: deque[tuple[int, Future]] = deque()
-    starts = iter(range(0, len(order), batch_users))
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"), initializer=_one_thread_each)
+    waiting = iter(starts)
     try:
-        for start in starts:
-            pending.append((start, pool.submit(_batch_at, start)))
-            if len(pending) == 2 * workers:
-                break
+        pending = deque((start, pool.submit(_batch_at, start)) for start in islice(waiting, 2 * workers))
         while pending:
             start, future = pending.popleft()
             try:
@@ -183,8 +188,7 @@ def _batches_in_workers(
                     f"{model.user_ids[order[last]]!r} (places {start}-{last} of {len(order)} in id order; killed, "
                     f"e.g. out of memory: fewer publish_workers or a smaller publish_batch_users need less)"
                 ) from error
-            following = next(starts, None)
-            if following is not None:
+            for following in islice(waiting, 1):
                 pending.append((following, pool.submit(_batch_at, following)))
             yield batch
     finally:
@@ -192,12 +196,8 @@ def _batches_in_workers(
         _FORKED = None
 
 
-_FORKED: tuple | None = None
-
-
 def _one_thread_each() -> None:
-    """A forked worker's setup: BLAS on one thread, and the top-k without its thread pool (one inherited from
-    the parent has no threads in the child: a task handed to it would wait forever)."""
+    """A forked worker's setup: BLAS and the top-k on one thread each, as the processes are the parallelism."""
     from threadpoolctl import threadpool_limits
 
     import models.base

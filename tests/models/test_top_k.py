@@ -65,3 +65,19 @@ def test_the_compiled_selection_is_built_and_refuses_mismatched_buffers():
         select(scores, 2, 10, 3, np.zeros(9, np.float32), items, top)  # penalty one short
     with pytest.raises(ValueError, match="k >= 1"):
         select(scores, 2, 10, 0, None, items, top)
+
+
+def test_a_forked_child_selects_with_threads_after_the_parent_used_its_pool(monkeypatch):
+    """The parent's pool has no threads in a forked child; the child gets a pool of its own instead of waiting."""
+    import multiprocessing
+
+    if models.base._compiled_top_k is None:
+        pytest.skip("the compiled selection is not built here")
+    monkeypatch.setattr(models.base, "TOP_K_THREADS", 2)
+    models.base._selection_pool.cache_clear()
+    dense = hostile_scores(20_000, 100, rows=200)
+    expected = top_k(dense.copy(), 100)  # the parent's pool, threads and all
+    with multiprocessing.get_context("fork").Pool(1) as child:
+        got = child.apply_async(top_k, (dense.copy(), 100)).get(timeout=60)
+    assert np.array_equal(got[0], expected[0]) and np.array_equal(got[1], expected[1])
+    models.base._selection_pool.cache_clear()  # a pool of TOP_K_THREADS as the module sets it, for later tests
