@@ -19,7 +19,7 @@ import pytest
 from pipelines.publication import publish as publish_module
 from pipelines.publication.publish import publish
 from pipelines.publication.user_recs import USER_RECS_SCHEMA
-from serving.format import USER_RECS, USER_RECS_COLUMNS, current_version, read_manifest
+from serving.format import STAGING_PREFIX, USER_RECS, USER_RECS_COLUMNS, current_version, read_manifest
 from tests.conftest import copy_home
 
 SMALL_BATCH = 7
@@ -31,6 +31,12 @@ def assert_same_lists(written: pd.DataFrame, expected: pd.DataFrame) -> None:
     exact = [column for column in written.columns if column != "score"]
     assert written[exact].equals(expected[exact])
     np.testing.assert_allclose(written["score"], expected["score"], rtol=1e-6, atol=1e-6)
+
+
+def assert_nothing_went_live(settings, before: str | None) -> None:
+    """The live version is still `before`, and no staging directory was left behind."""
+    assert current_version(settings.published_dir) == before
+    assert not [p for p in settings.published_dir.iterdir() if p.name.startswith(STAGING_PREFIX)]
 
 
 @pytest.fixture(scope="module")
@@ -163,8 +169,7 @@ def test_a_batch_that_fails_in_a_worker_process_fails_the_publication_and_nothin
     monkeypatch.setattr(stored, "lists_of", failing_on_the_third_batch)  # the forked workers inherit it
     with pytest.raises(ValueError, match="a batch that cannot be scored"):
         publish(settings)
-    assert current_version(settings.published_dir) == before
-    assert not [p for p in settings.published_dir.iterdir() if p.name.startswith(".staging")]
+    assert_nothing_went_live(settings, before)
 
 
 def test_a_worker_process_that_dies_fails_the_publication_naming_the_users_it_held(published, tmp_path, monkeypatch):
@@ -187,8 +192,7 @@ def test_a_worker_process_that_dies_fails_the_publication_naming_the_users_it_he
         RuntimeError, match=rf"a list worker process died .* \(places {SMALL_BATCH}-{2 * SMALL_BATCH - 1} of"
     ):
         publish(settings)
-    assert current_version(settings.published_dir) == before
-    assert not [p for p in settings.published_dir.iterdir() if p.name.startswith(".staging")]
+    assert_nothing_went_live(settings, before)
 
 
 def test_publish_workers_is_range_checked():

@@ -25,7 +25,7 @@ from pipelines.publication.publish import (
 )
 from pipelines.validation.checkpoints import ValidationFailed
 from pipelines.warehouse.connection import connect
-from serving.format import MANIFEST, sha256
+from serving.format import MANIFEST, STAGING_PREFIX, sha256
 from tests.conftest import copy_home
 
 REPO = Path(__file__).resolve().parents[2]
@@ -173,7 +173,7 @@ def test_a_publication_that_fails_its_suite_never_goes_live(published, tmp_path,
     with pytest.raises(ValidationFailed, match=r"publication_lists.expect_column_values_to_be_in_set\(is_blocked\)"):
         publish(settings)
     assert current_version(settings.published_dir) == before
-    assert not [p for p in settings.published_dir.iterdir() if p.name.startswith(".staging")]
+    assert not [p for p in settings.published_dir.iterdir() if p.name.startswith(STAGING_PREFIX)]
 
 
 @pytest.mark.parametrize(
