@@ -29,6 +29,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from paired_results import median_range  # noqa: E402
 from pipeline_scale import PRELUDE, SIZES, STAGE_CODE  # noqa: E402  (the sizes and the stages, in one place)
 
 BUILD = """
@@ -64,10 +65,6 @@ def parse_variant(text: str) -> tuple[str, dict[str, str]]:
             raise SystemExit(f"--variant {name}: {pair!r} is not RECFORGE_<SETTING>=VALUE, {' or '.join(WHAT_IFS)}")
         env[WHAT_IFS.get(key, key)] = value
     return name, env
-
-
-def spread(values: list[float], digits: int = 1) -> str:
-    return f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
 
 
 def main() -> int:
@@ -112,8 +109,8 @@ def main() -> int:
     for name, rows in runs.items():
         shares = [r["seconds"] / ref["seconds"] for r, ref in zip(rows, runs[reference], strict=True)]
         print(
-            f"| {name} | {spread([r['seconds'] for r in rows])} | {spread([r['peak_mib'] for r in rows], 0)} "
-            f"| {spread(shares, 2)} |"
+            f"| {name} | {median_range([r['seconds'] for r in rows], 1)} | "
+            f"{median_range([r['peak_mib'] for r in rows], 0)} | {median_range(shares)} |"
         )
     for name, rows in runs.items():
         medians = {node: statistics.median(r["nodes"].get(node, 0.0) for r in rows) for node in rows[0]["nodes"]}

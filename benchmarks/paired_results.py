@@ -24,6 +24,11 @@ def ratio_summary(pairs: list[dict], label: str) -> dict:
     return summary
 
 
+def median_range(values: list[float], digits: int = 2) -> str:
+    """``median (min-max)`` of `values`, to `digits` decimals: how a benchmark prints a repeated figure."""
+    return f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
+
+
 def append_result(name: str, record: dict) -> Path:
     """Append ``record`` to benchmarks/results/<name>.json (a list, oldest first)."""
     path = RESULTS_DIR / f"{name}.json"

@@ -22,13 +22,13 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from paired_results import median_range  # noqa: E402
 from pipeline_scale import SIZES  # noqa: E402  (the sizes' settings, kept in one place)
 
 CHILD = """
@@ -88,10 +88,6 @@ def measure(tree: Path, env: dict[str, str], train: bool = False) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def spread(values: list[float]) -> str:
-    return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--home", type=Path, required=True, help="a home pipeline_scale.py built (its warehouse)")
@@ -120,9 +116,9 @@ def main() -> int:
     for label, rows in results.items():
         seconds = [r["seconds"] for r in rows]
         peaks, bases = [r["peak_mib"] for r in rows], [r["baseline_mib"] for r in rows]
-        print(f"| {label} | {spread(seconds)} | {spread(peaks)} | {spread(bases)} |")
+        print(f"| {label} | {median_range(seconds)} | {median_range(peaks)} | {median_range(bases)} |")
     ratios = [n["seconds"] / o["seconds"] for o, n in zip(old, new, strict=True)]
-    print(f"\nnew / old wall time, round by round: {spread(ratios)}")
+    print(f"\nnew / old wall time, round by round: {median_range(ratios)}")
     return 0
 
 
