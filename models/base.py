@@ -133,6 +133,7 @@ class Recommender(ABC):
     """
 
     name: str = "base"
+    warm_starts: bool = False  # whether ``fit_from`` carries on from an earlier fit (else it fits from scratch)
 
     def __init__(self, random_state: int = 0):
         self.random_state = random_state
@@ -155,6 +156,16 @@ class Recommender(ABC):
         self._fit(interactions)
         self.is_fitted = True
         return self
+
+    def fit_from(self, interactions: Interactions, start: Recommender, sweeps: int) -> Self:
+        """Fit, starting from ``start`` (this recipe fitted on older data) for ``sweeps`` passes, where the model can.
+
+        Training fits the chosen model on the whole log right after the backtest fitted the same
+        recipe on the newest fold, which holds all but the last days: a model that learns iteratively
+        (ALS) can carry on from there instead of from random numbers (``models/als.py``). This default
+        fits from scratch: a model that cannot carry on loses nothing.
+        """
+        return self.fit(interactions)
 
     def refuses(self, interactions: Interactions) -> str | None:
         """Why this model cannot learn from these interactions, or None if it can.

@@ -298,6 +298,14 @@ class Settings(BaseSettings):
     eval_sample_seed: int = Field(
         default=7, ge=0, lt=2**32, description="Seed of evaluation's user sample (fold j draws with seed + j)."
     )
+    train_final_warm_sweeps: int = Field(
+        default=5,
+        ge=0,
+        le=1000,
+        description="The final fit on the whole log of a model that can carry on from an earlier fit (ALS) starts "
+        "from its fit on the newest backtest fold and runs this many sweeps (at most its iterations) instead of "
+        "its iterations from scratch; 0 = from scratch. benchmarks/warm_start.py measures the quality this keeps.",
+    )
     train_blas_threads: int | None = Field(
         default=None,
         ge=1,

@@ -45,6 +45,7 @@ INVALID = [
     ("RECFORGE_HEALTH_WEBHOOK_URL", "hooks.slack.com/x", "an http(s) URL with a host"),
     ("RECFORGE_SERVING_METRICS_URL", "ftp://host/metrics", "an http(s) URL with a host"),
     ("RECFORGE_TUNE_TRIALS", "0", "an integer in [1, 10000]"),
+    ("RECFORGE_TRAIN_FINAL_WARM_SWEEPS", "-1", "an integer in [0, 1000]"),
     ("RECFORGE_TUNE_TIMEOUT_SECONDS", "0", "a finite number in (0, 86400]"),
     ("RECFORGE_TUNE_VALID_DAYS", "-1", "a finite number in (0, 365]"),
     ("RECFORGE_TUNE_VALID_FOLDS", "11", "an integer in [1, 10]"),

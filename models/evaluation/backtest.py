@@ -33,6 +33,9 @@ class BacktestResult:
     folds: list[FoldScore] = field(default_factory=list)
     fit_seconds: list[float] = field(default_factory=list)
     eval_seconds: list[float] = field(default_factory=list)
+    # The model fitted on the first fold (the newest of time folds), kept when asked and the model can carry on from
+    # it (``Recommender.warm_starts``): training's final fit on the whole log starts from it.
+    first_fold_model: object | None = field(default=None, repr=False, compare=False)
 
     def summary(self) -> dict[str, float]:
         """Mean of every metric over folds, plus ``<metric>_std``, ``fit_seconds`` and ``eval_seconds``."""
@@ -74,9 +77,17 @@ def group_count_key(metric: str) -> str:
 
 
 def backtest(
-    make_model: Callable[[], object], folds: list[Fold], catalog: pd.DataFrame, config: EvaluationConfig
+    make_model: Callable[[], object],
+    folds: list[Fold],
+    catalog: pd.DataFrame,
+    config: EvaluationConfig,
+    keep_first_model: bool = False,
 ) -> BacktestResult:
-    """Fit a fresh model from `make_model()` on each fold's training data and score it."""
+    """Fit a fresh model from `make_model()` on each fold's training data and score it.
+
+    ``keep_first_model``: keep the first fold's fitted model on the result (``first_fold_model``) if
+    the model can start a later fit from it (``warm_starts``); other models are not held in memory.
+    """
     if not folds:
         raise ValueError("backtest needs at least one fold")
     probe = make_model()
@@ -89,6 +100,8 @@ def backtest(
         result.folds.append(score_fold(model, fold, catalog, config))
         result.fit_seconds.append(fitted - started)
         result.eval_seconds.append(time.perf_counter() - fitted)
+        if keep_first_model and len(result.folds) == 1 and getattr(model, "warm_starts", False):
+            result.first_fold_model = model
         log.info(
             "%s on %s: ndcg@%d %.4f (fit %.1fs, eval %.1fs)",
             result.model,

@@ -90,7 +90,8 @@ def backtest_candidates(factories: dict, run: EvaluationRun, tags: dict[str, str
     is logged, kept in ``run.refusals`` and tagged on the active (parent) run as ``refused_candidates``.
     A candidate that raises is left out (its run ends FAILED with an ``error`` tag, the error is
     logged and kept in ``run.failures``), so one broken algorithm cannot block retraining with the
-    others; if every candidate is refused or fails, this raises naming each reason.
+    others; if every candidate is refused or fails, this raises naming each reason. A result keeps its
+    first fold's model where the model can carry on from it (``first_fold_model``): the final fit may start there.
     """
     import mlflow
     from mlflow import MlflowClient
@@ -106,7 +107,9 @@ def backtest_candidates(factories: dict, run: EvaluationRun, tags: dict[str, str
         with mlflow.start_run(run_name=name, nested=True, tags={**tags, "model": name}) as child:
             run.run_ids[name] = child.info.run_id
             try:
-                run.results[name] = backtest(factory, run.data.folds, run.data.catalog, run.config)
+                run.results[name] = backtest(
+                    factory, run.data.folds, run.data.catalog, run.config, keep_first_model=True
+                )
             except Exception as error:
                 run.failures[name] = f"{type(error).__name__}: {error}"
                 log.error("candidate %s failed and is left out: %s", name, run.failures[name], exc_info=True)

@@ -12,7 +12,8 @@ The flow of one training (one MLflow parent run in experiment ``recforge``):
    spread over folds, overall, per activity segment and on new items;
 4. re-fit the champion's recipe on the same folds (reused when it equals a candidate), so both sides
    of the gate are measured on the same data;
-5. fit the best candidate on the whole log, log it as a self-contained pyfunc on that candidate's
+5. fit the best candidate on the whole log (ALS carries on from its newest fold's fit for
+   ``train_final_warm_sweeps`` sweeps: ``fit_final``), log it as a self-contained pyfunc on that candidate's
    own nested run (so the version's run is the one whose backtest chose it) with the training data
    as an MLflow dataset, and register it as a new version of ``recforge-recommender``;
 6. the gate (``pipelines/training/gate.py``): alias ``champion`` if it passes, ``challenger`` if not; the
@@ -36,7 +37,7 @@ import pandas as pd
 from models import Recommender
 from models.columns import Columns
 from models.evaluation import backtest
-from models.evaluation.backtest import STD_SUFFIX
+from models.evaluation.backtest import STD_SUFFIX, BacktestResult
 from pipelines.reports.bias_audit import audit_training
 from pipelines.reports.index import write_index
 from pipelines.settings import REPO_ROOT, Settings
@@ -159,6 +160,7 @@ def train_and_register(settings: Settings, airflow: AirflowRun | None = None, dr
                 "gate_max_gini_rise": settings.gate_max_gini_rise,
                 "calibration_lambda": settings.calibration_lambda,
                 "seller_cap": settings.seller_cap,
+                "train_final_warm_sweeps": settings.train_final_warm_sweeps,
             }
         )
         backtest_candidates(factories, run, tags)
@@ -175,10 +177,14 @@ def train_and_register(settings: Settings, airflow: AirflowRun | None = None, dr
             )
         champion_version, champion_metrics, basis, champion_label = champion_reference(settings, client, run, tags)
 
-        final = factories[best]().fit(data.full_interactions())
+        final, how = fit_final(factories[best], run.results[best], data, settings.train_final_warm_sweeps)
+        for result in run.results.values():  # the fold fits' factors are not needed any more
+            result.first_fold_model = None
+        log.info("final fit of %s on the whole log: %s", best, how)
         with mlflow.start_run(run_id=run.run_ids[best], nested=True):  # the winner's run gets its model
             log_training_data(data.log, EVENTS_RELATION, settings, data.snapshot)
-            version = _log_and_register(final, settings, data, airflow)
+            mlflow.set_tag("final_fit", how)
+            version = _log_and_register(final, settings, data, airflow, how)
         try:
             decision = decide(settings, summaries[best], champion_metrics, champion_version, basis)
         except ValueError as error:  # e.g. a champion from before its guardrail metrics were recorded
@@ -223,6 +229,24 @@ def train_and_register(settings: Settings, airflow: AirflowRun | None = None, dr
     )
     log.info(result.summary())
     return result
+
+
+def fit_final(factory, result: BacktestResult, data: EvaluationData, sweeps: int) -> tuple[Recommender, str]:
+    """The model to register, fitted on the whole log, and how it was fitted (a tag on its run and version).
+
+    A model that can carry on from an earlier fit starts from its fit on the first backtest fold (the
+    newest: all but the last ``test_days``) for ``sweeps`` sweeps (``train_final_warm_sweeps``); the rest,
+    and every model with ``sweeps`` 0, fit from scratch as the backtest did.
+    """
+    model = factory()
+    start = result.first_fold_model
+    if start is None or sweeps < 1:
+        return model.fit(data.full_interactions()), "from scratch"
+    model.fit_from(data.full_interactions(), start, sweeps)
+    ran = getattr(model, "sweeps_from_start", None)
+    if ran is None:  # the model declined the start (e.g. another size of factors)
+        return model, "from scratch"
+    return model, f"from its fit on fold '{data.folds[0].name}', {ran} sweeps"
 
 
 def champion_reference(
@@ -318,7 +342,9 @@ def _decision_record(decision: GateDecision, best: str, version: str) -> dict:
     }
 
 
-def _log_and_register(model: Recommender, settings: Settings, data: EvaluationData, airflow: AirflowRun | None):
+def _log_and_register(
+    model: Recommender, settings: Settings, data: EvaluationData, airflow: AirflowRun | None, final_fit: str
+):
     """Log the model as a self-contained pyfunc on the active run and register it; return the new model version."""
     import warnings
 
@@ -359,6 +385,7 @@ def _log_and_register(model: Recommender, settings: Settings, data: EvaluationDa
         "model_params": json.dumps(model.params(), sort_keys=True),
         "data_snapshot": data.snapshot,
         "split": data.split,
+        "final_fit": final_fit,
         **(airflow.tags() if airflow is not None else {}),
     }.items():
         client.set_model_version_tag(settings.registered_model_name, version, key, value)

@@ -2,6 +2,7 @@
 
 import json
 import logging
+from functools import partial
 
 import mlflow
 import pandas as pd
@@ -93,6 +94,38 @@ def test_the_registered_version_records_its_recipe(trained):
     version = configure(settings).get_model_version(settings.registered_model_name, result.model_version)
     assert version.tags["model"] == "als"
     assert json.loads(version.tags["model_params"])["factors"] == settings.als_factors
+
+
+def test_the_final_fit_carries_on_from_the_newest_folds_als_and_says_so_on_the_run_and_version(trained):
+    settings, result = trained
+    client = configure(settings)
+    version = client.get_model_version(settings.registered_model_name, result.model_version)
+    assert version.tags["final_fit"].startswith("from its fit on fold 'cutoff ")
+    assert version.tags["final_fit"].endswith(f"', {settings.train_final_warm_sweeps} sweeps")
+    assert client.get_run(version.run_id).data.tags["final_fit"] == version.tags["final_fit"]
+    assert client.get_run(result.run_id).data.params["train_final_warm_sweeps"] == "5"
+
+
+def test_fit_final_fits_from_scratch_with_zero_sweeps_or_without_a_kept_fold_model(built):
+    from models.als import ALSRecommender
+    from models.evaluation.backtest import BacktestResult
+    from pipelines.training.data import load_evaluation_data
+    from pipelines.training.train import fit_final
+
+    data = load_evaluation_data(built)
+    factory = partial(ALSRecommender, factors=8, iterations=3)
+    start = factory().fit(data.folds[0].train)
+    kept = BacktestResult("als", {}, first_fold_model=start)
+    model, how = fit_final(factory, kept, data, 2)
+    assert how == f"from its fit on fold '{data.folds[0].name}', 2 sweeps" and model.sweeps_from_start == 2
+    assert list(model.user_ids) == list(data.full_interactions().user_ids)
+    for result, sweeps in ((kept, 0), (BacktestResult("als", {}), 2)):
+        model, how = fit_final(factory, result, data, sweeps)
+        assert how == "from scratch" and model.is_fitted and model.sweeps_from_start is None
+    declined = BacktestResult(
+        "als", {}, first_fold_model=ALSRecommender(factors=4, iterations=2).fit(data.folds[0].train)
+    )
+    assert fit_final(factory, declined, data, 2)[1] == "from scratch"
 
 
 def test_the_registered_model_loads_and_recommends_on_its_own(trained):

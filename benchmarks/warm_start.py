@@ -1,0 +1,154 @@
+"""Benchmark: does ALS started from the previous fit's factors reach a fit from scratch in a few sweeps?
+
+    python benchmarks/warm_start.py --home /tmp/scale-large            # a recforge warehouse (the 1M run's)
+    python benchmarks/warm_start.py --movielens ml-100k                # or ml-latest-small, from --data-dir
+
+Training fits the chosen model twice: on the newest fold (all but the last ``test_days``, to score
+it) and then on the whole log (to serve it). ``final_fit_warm_sweeps`` lets ALS's second fit start
+from the first one's factors. This measures what that costs in quality where it can be measured:
+one fold later. Two rolling folds ``test_days`` apart; the older fold's ALS fit is the start (the
+fold fit of training), the newer fold's training data is "the whole log", its test window the
+future both final fits are scored on:
+
+- ``scratch``: ALS fitted from random numbers with the recipe's ``iterations`` (what training did);
+- ``from start, N sweeps``: ``fit_from(newer train, start, N)`` for each ``--sweeps`` N.
+
+Each row: NDCG@k and recall of the lists after publication's rules (``score_fold``, the gate's
+metrics), ALS's training loss (implicit's objective, lower is better) and the fit's seconds; the
+ratios are to ``scratch`` of the same run. The recipe is the home's (its settings and stored tuned
+parameters) or, on MovieLens, the settings' defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+from models.als import ALSRecommender  # noqa: E402
+from models.columns import Columns  # noqa: E402
+from models.evaluation import EventLog, Fold, global_time_folds  # noqa: E402
+from models.evaluation.evaluate import EvaluationConfig, score_fold  # noqa: E402
+from models.evaluation.splits import EVENT_TS, SECONDS_PER_DAY  # noqa: E402
+
+log = logging.getLogger("warm_start")
+
+
+def movielens_folds(name: str, data_dir: Path, test_share: float, max_users: int) -> tuple[list[Fold], pd.DataFrame]:
+    """Two folds of a MovieLens set, newest first: its latest ``test_share`` of ratings, and the same span before."""
+    from pipelines.ingest.sources import read_movielens_catalog
+    from pipelines.training.data import item_features
+
+    directory = data_dir / name
+    if name == "ml-100k":
+        ratings = pd.read_csv(directory / "u.data", sep="\t", names=["user", "item", "rating", "ts"])
+    else:
+        ratings = pd.read_csv(directory / "ratings.csv").rename(
+            columns={"userId": "user", "movieId": "item", "timestamp": "ts"}
+        )
+    frame = pd.DataFrame(
+        {
+            Columns.User: ratings["user"].astype(str),
+            Columns.Item: ratings["item"].astype(str),
+            EVENT_TS: pd.to_datetime(ratings["ts"], unit="s", utc=True),
+            Columns.Weight: 1.0,
+        }
+    )
+    catalog = read_movielens_catalog(directory)
+    event_log = EventLog.from_frame(frame, 3650.0, item_features(catalog))
+    test_days = (event_log.end - float(ratings["ts"].quantile(1.0 - test_share))) / SECONDS_PER_DAY
+    folds = global_time_folds(event_log, 2, test_days, test_days, 30.0)
+    return [fold.sample_users(max_users, 7 + j) for j, fold in enumerate(folds)], catalog
+
+
+def home_folds(home: Path) -> tuple[list[Fold], pd.DataFrame, EvaluationConfig, dict]:
+    """Two folds of a recforge home's warehouse as training cuts them, its evaluation config and ALS recipe."""
+    os.environ["RECFORGE_HOME"] = str(home)
+    from pipelines.settings import get_settings
+    from pipelines.training.candidates import candidate_params
+    from pipelines.training.data import load_evaluation_data
+    from pipelines.training.evaluation import evaluation_config
+    from pipelines.training.tuned_params import read_tuned
+
+    settings = get_settings().model_copy(update={"backtest_folds": 2, "eval_split": "global_time"})
+    tuned = {name: record.params for name, record in read_tuned(settings).items()}
+    params = candidate_params("als", settings, tuned.get("als"))
+    data = load_evaluation_data(settings)
+    return data.folds, data.catalog, evaluation_config(settings), params
+
+
+def measure(label: str, fit, fold: Fold, catalog: pd.DataFrame, config: EvaluationConfig) -> dict:
+    started = time.perf_counter()
+    model = fit()
+    seconds = time.perf_counter() - started
+    metrics = score_fold(model, fold, catalog, config).metrics
+    row = {
+        "fit": label,
+        "fit_seconds": round(seconds, 1),
+        config.names.primary: metrics[config.names.primary],
+        f"recall_at_{config.recall_k}": metrics[f"recall_at_{config.recall_k}"],
+        "training_loss": model.loss(fold.train),
+    }
+    log.info("%s", row)
+    return row
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--home", type=Path, help="a recforge home whose warehouse has been built")
+    source.add_argument("--movielens", choices=("ml-100k", "ml-latest-small"))
+    parser.add_argument("--data-dir", type=Path, default=REPO_ROOT.parent / "shared" / "data")
+    parser.add_argument("--test-share", type=float, default=0.05, help="MovieLens: the ratings each test window holds")
+    parser.add_argument("--sweeps", type=int, nargs="+", default=[1, 2, 3, 5, 8])
+    parser.add_argument("--out", type=Path, help="write the rows here as JSON")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if any(n < 1 for n in args.sweeps):
+        parser.error(f"--sweeps must be at least 1, got {args.sweeps}")
+
+    if args.home:
+        folds, catalog, config, params = home_folds(args.home.resolve())
+    else:
+        folds, catalog = movielens_folds(args.movielens, args.data_dir, args.test_share, 50_000)
+        config, params = EvaluationConfig(k=10, recall_k=50), {}
+    newer, older = folds
+    log.info("start from %s; fit and score %s; ALS %s", older.name, newer.name, params or "defaults")
+    start = ALSRecommender(**params).fit(older.train)
+    rows = [measure("scratch", lambda: ALSRecommender(**params).fit(newer.train), newer, catalog, config)]
+    for sweeps in args.sweeps:
+        rows.append(
+            measure(
+                f"from start, {sweeps} sweeps",
+                lambda s=sweeps: ALSRecommender(**params).fit_from(newer.train, start, s),
+                newer,
+                catalog,
+                config,
+            )
+        )
+    reference = rows[0]
+    primary = config.names.primary
+    print(f"\n{newer.describe()}\nstart: {older.name}; ALS {params or 'defaults'}\n")
+    print(f"| fit | seconds | {primary} | recall@{config.recall_k} | training loss | {primary} / scratch |")
+    print("|---|---|---|---|---|---|")
+    for row in rows:
+        print(
+            f"| {row['fit']} | {row['fit_seconds']} | {row[primary]:.4f} | {row[f'recall_at_{config.recall_k}']:.4f} "
+            f"| {row['training_loss']:.5f} | {row[primary] / reference[primary]:.3f} |"
+        )
+    if args.out:
+        args.out.write_text(json.dumps({"source": str(args.home or args.movielens), "params": params, "rows": rows}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
