@@ -73,6 +73,10 @@ def movielens_folds(name: str, data_dir: Path, test_share: float, max_users: int
 def home_folds(home: Path) -> tuple[list[Fold], pd.DataFrame, EvaluationConfig, dict]:
     """Two folds of a recforge home's warehouse as training cuts them, its evaluation config and ALS recipe."""
     os.environ["RECFORGE_HOME"] = str(home)
+    scale_run = home / "pipeline_scale.json"  # a scale benchmark's home: the size's settings, as its stages had them
+    if scale_run.exists():
+        for key, value in json.loads(scale_run.read_text())["settings"].items():
+            os.environ.setdefault(f"RECFORGE_{key.upper()}", str(value))
     from pipelines.settings import get_settings
     from pipelines.training.candidates import candidate_params
     from pipelines.training.data import load_evaluation_data
@@ -102,12 +106,24 @@ def measure(label: str, fit, fold: Fold, catalog: pd.DataFrame, config: Evaluati
     return row
 
 
+def compare(
+    newer: Fold, older: Fold, catalog: pd.DataFrame, config: EvaluationConfig, params: dict, sweeps: list[int]
+) -> list[dict]:
+    """The fit from scratch on ``newer``, then one fit per number of sweeps from the fit on ``older``."""
+    start = ALSRecommender(**params).fit(older.train)
+    rows = [measure("scratch", lambda: ALSRecommender(**params).fit(newer.train), newer, catalog, config)]
+    for n in sweeps:
+        fit = lambda n=n: ALSRecommender(**params).fit_from(newer.train, start, n)  # noqa: E731
+        rows.append(measure(f"from start, {n} sweeps", fit, newer, catalog, config))
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--home", type=Path, help="a recforge home whose warehouse has been built")
     source.add_argument("--movielens", choices=("ml-100k", "ml-latest-small"))
-    parser.add_argument("--data-dir", type=Path, default=REPO_ROOT.parent / "shared" / "data")
+    parser.add_argument("--data-dir", type=Path, help="MovieLens sets; default: the datasets_dir setting")
     parser.add_argument("--test-share", type=float, default=0.05, help="MovieLens: the ratings each test window holds")
     parser.add_argument("--sweeps", type=int, nargs="+", default=[1, 2, 3, 5, 8])
     parser.add_argument("--out", type=Path, help="write the rows here as JSON")
@@ -119,22 +135,14 @@ def main() -> int:
     if args.home:
         folds, catalog, config, params = home_folds(args.home.resolve())
     else:
-        folds, catalog = movielens_folds(args.movielens, args.data_dir, args.test_share, 50_000)
+        from pipelines.settings import Settings
+
+        data_dir = args.data_dir or Settings().datasets_dir
+        folds, catalog = movielens_folds(args.movielens, data_dir, args.test_share, 50_000)
         config, params = EvaluationConfig(k=10, recall_k=50), {}
     newer, older = folds
     log.info("start from %s; fit and score %s; ALS %s", older.name, newer.name, params or "defaults")
-    start = ALSRecommender(**params).fit(older.train)
-    rows = [measure("scratch", lambda: ALSRecommender(**params).fit(newer.train), newer, catalog, config)]
-    for sweeps in args.sweeps:
-        rows.append(
-            measure(
-                f"from start, {sweeps} sweeps",
-                lambda s=sweeps: ALSRecommender(**params).fit_from(newer.train, start, s),
-                newer,
-                catalog,
-                config,
-            )
-        )
+    rows = compare(newer, older, catalog, config, params, args.sweeps)
     reference = rows[0]
     primary = config.names.primary
     print(f"\n{newer.describe()}\nstart: {older.name}; ALS {params or 'defaults'}\n")
