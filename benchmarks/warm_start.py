@@ -28,44 +28,29 @@ import os
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from models.als import ALSRecommender  # noqa: E402
-from models.columns import Columns  # noqa: E402
-from models.evaluation import EventLog, Fold, global_time_folds  # noqa: E402
+from models.evaluation import Fold, global_time_folds  # noqa: E402
 from models.evaluation.evaluate import EvaluationConfig, score_fold  # noqa: E402
-from models.evaluation.splits import EVENT_TS, SECONDS_PER_DAY  # noqa: E402
+from models.evaluation.splits import SECONDS_PER_DAY  # noqa: E402
 
 log = logging.getLogger("warm_start")
 
 
 def movielens_folds(name: str, data_dir: Path, test_share: float, max_users: int) -> tuple[list[Fold], pd.DataFrame]:
     """Two folds of a MovieLens set, newest first: its latest ``test_share`` of ratings, and the same span before."""
-    from pipelines.ingest.sources import read_movielens_catalog
-    from pipelines.training.data import item_features
+    from cold_start import movielens  # the MovieLens log and catalog as the cold-start benchmark reads them
 
-    directory = data_dir / name
-    if name == "ml-100k":
-        ratings = pd.read_csv(directory / "u.data", sep="\t", names=["user", "item", "rating", "ts"])
-    else:
-        ratings = pd.read_csv(directory / "ratings.csv").rename(
-            columns={"userId": "user", "movieId": "item", "timestamp": "ts"}
-        )
-    frame = pd.DataFrame(
-        {
-            Columns.User: ratings["user"].astype(str),
-            Columns.Item: ratings["item"].astype(str),
-            EVENT_TS: pd.to_datetime(ratings["ts"], unit="s", utc=True),
-            Columns.Weight: 1.0,
-        }
-    )
-    catalog = read_movielens_catalog(directory)
-    event_log = EventLog.from_frame(frame, 3650.0, item_features(catalog))
-    test_days = (event_log.end - float(ratings["ts"].quantile(1.0 - test_share))) / SECONDS_PER_DAY
+    options = SimpleNamespace(data_dir=data_dir, half_life_days=3650.0, ml_test_share=test_share)
+    event_log, catalog, cutoff = movielens(name, options)
+    test_days = (event_log.end - cutoff) / SECONDS_PER_DAY
     folds = global_time_folds(event_log, 2, test_days, test_days, 30.0)
     return [fold.sample_users(max_users, 7 + j) for j, fold in enumerate(folds)], catalog
 
