@@ -131,12 +131,14 @@ def main() -> int:
     reference = rows[0]
     primary = config.names.primary
     print(f"\n{newer.describe()}\nstart: {older.name}; ALS {params or 'defaults'}\n")
-    print(f"| fit | seconds | {primary} | recall@{config.recall_k} | training loss | {primary} / scratch |")
-    print("|---|---|---|---|---|---|")
+    recall = f"recall@{config.recall_k}"
+    print(f"| fit | seconds | {primary} | {recall} | training loss | {primary} / scratch | loss / scratch |")
+    print("|---|---|---|---|---|---|---|")
     for row in rows:
         print(
             f"| {row['fit']} | {row['fit_seconds']} | {row[primary]:.4f} | {row[f'recall_at_{config.recall_k}']:.4f} "
-            f"| {row['training_loss']:.5f} | {row[primary] / reference[primary]:.3f} |"
+            f"| {row['training_loss']:.6g} | {row[primary] / reference[primary]:.3f} "
+            f"| {row['training_loss'] / reference['training_loss']:.5f} |"
         )
     if args.out:
         args.out.write_text(json.dumps({"source": str(args.home or args.movielens), "params": params, "rows": rows}))
