@@ -136,6 +136,25 @@ def test_loading_an_unknown_algorithm_names_it(tmp_path):
         Recommender.load(model_dir)
 
 
+def test_a_saved_model_is_a_compressed_npz_that_numpy_reads_back_exactly(tmp_path):
+    import zipfile
+
+    from models.base import write_npz
+
+    arrays = {"ids": np.array(["u1", "u22", "u333"]), "rows": np.repeat(np.arange(1000, dtype=np.int32), 50),
+              "factors": np.random.default_rng(0).random((100, 8), dtype=np.float32)}  # fmt: skip
+    write_npz(tmp_path / "a.npz", **arrays)
+    with zipfile.ZipFile(tmp_path / "a.npz") as archive:
+        members = {info.filename: info for info in archive.infolist()}
+    assert set(members) == {"ids.npy", "rows.npy", "factors.npy"}
+    assert all(info.compress_type == zipfile.ZIP_DEFLATED for info in members.values())
+    assert members["rows.npy"].compress_size < members["rows.npy"].file_size / 10  # sorted rows shrink
+    with np.load(tmp_path / "a.npz", allow_pickle=False) as loaded:
+        for name, array in arrays.items():
+            np.testing.assert_array_equal(loaded[name], array)
+            assert loaded[name].dtype == array.dtype
+
+
 # --- popularity
 
 
