@@ -84,7 +84,7 @@ def measure(label: str, fit, fold: Fold, catalog: pd.DataFrame, config: Evaluati
         "fit": label,
         "fit_seconds": round(seconds, 1),
         config.names.primary: metrics[config.names.primary],
-        f"recall_at_{config.recall_k}": metrics[f"recall_at_{config.recall_k}"],
+        config.names.recall: metrics[config.names.recall],
         "training_loss": model.loss(fold.train),
     }
     log.info("%s", row)
@@ -131,12 +131,13 @@ def main() -> int:
     reference = rows[0]
     primary = config.names.primary
     print(f"\n{newer.describe()}\nstart: {older.name}; ALS {params or 'defaults'}\n")
-    recall = f"recall@{config.recall_k}"
-    print(f"| fit | seconds | {primary} | {recall} | training loss | {primary} / scratch | loss / scratch |")
+    print(
+        f"| fit | seconds | {primary} | {config.names.recall} | training loss | {primary} / scratch | loss / scratch |"
+    )
     print("|---|---|---|---|---|---|---|")
     for row in rows:
         print(
-            f"| {row['fit']} | {row['fit_seconds']} | {row[primary]:.4f} | {row[f'recall_at_{config.recall_k}']:.4f} "
+            f"| {row['fit']} | {row['fit_seconds']} | {row[primary]:.4f} | {row[config.names.recall]:.4f} "
             f"| {row['training_loss']:.6g} | {row[primary] / reference[primary]:.3f} "
             f"| {row['training_loss'] / reference['training_loss']:.5f} |"
         )
