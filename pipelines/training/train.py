@@ -231,6 +231,9 @@ def train_and_register(settings: Settings, airflow: AirflowRun | None = None, dr
     return result
 
 
+FROM_SCRATCH = "from scratch"  # the final_fit tag of a model not carried on from its fold fit
+
+
 def fit_final(factory, result: BacktestResult, data: EvaluationData, sweeps: int) -> tuple[Recommender, str]:
     """The model to register, fitted on the whole log, and how it was fitted (a tag on its run and version).
 
@@ -241,11 +244,11 @@ def fit_final(factory, result: BacktestResult, data: EvaluationData, sweeps: int
     model = factory()
     start = result.first_fold_model
     if start is None or sweeps < 1:
-        return model.fit(data.full_interactions()), "from scratch"
+        return model.fit(data.full_interactions()), FROM_SCRATCH
     model.fit_from(data.full_interactions(), start, sweeps)
     ran = getattr(model, "sweeps_from_start", None)
     if ran is None:  # the model declined the start (e.g. another size of factors)
-        return model, "from scratch"
+        return model, FROM_SCRATCH
     return model, f"from its fit on fold '{data.folds[0].name}', {ran} sweeps"
 
 

@@ -103,14 +103,14 @@ def test_the_final_fit_carries_on_from_the_newest_folds_als_and_says_so_on_the_r
     assert version.tags["final_fit"].startswith("from its fit on fold 'cutoff ")
     assert version.tags["final_fit"].endswith(f"', {settings.train_final_warm_sweeps} sweeps")
     assert client.get_run(version.run_id).data.tags["final_fit"] == version.tags["final_fit"]
-    assert client.get_run(result.run_id).data.params["train_final_warm_sweeps"] == "5"
+    assert client.get_run(result.run_id).data.params["train_final_warm_sweeps"] == str(settings.train_final_warm_sweeps)
 
 
 def test_fit_final_fits_from_scratch_with_zero_sweeps_or_without_a_kept_fold_model(built):
     from models.als import ALSRecommender
     from models.evaluation.backtest import BacktestResult
     from pipelines.training.data import load_evaluation_data
-    from pipelines.training.train import fit_final
+    from pipelines.training.train import FROM_SCRATCH, fit_final
 
     data = load_evaluation_data(built)
     factory = partial(ALSRecommender, factors=8, iterations=3)
@@ -121,11 +121,11 @@ def test_fit_final_fits_from_scratch_with_zero_sweeps_or_without_a_kept_fold_mod
     assert list(model.user_ids) == list(data.full_interactions().user_ids)
     for result, sweeps in ((kept, 0), (BacktestResult("als", {}), 2)):
         model, how = fit_final(factory, result, data, sweeps)
-        assert how == "from scratch" and model.is_fitted and model.sweeps_from_start is None
+        assert how == FROM_SCRATCH and model.is_fitted and model.sweeps_from_start is None
     declined = BacktestResult(
         "als", {}, first_fold_model=ALSRecommender(factors=4, iterations=2).fit(data.folds[0].train)
     )
-    assert fit_final(factory, declined, data, 2)[1] == "from scratch"
+    assert fit_final(factory, declined, data, 2)[1] == FROM_SCRATCH
 
 
 def test_the_registered_model_loads_and_recommends_on_its_own(trained):
