@@ -137,6 +137,14 @@ def whole_log(settings: Settings) -> tuple[datetime, datetime]:
     return start, start + timedelta(days=settings.sim_days)
 
 
+def assert_nothing_went_live(settings: Settings, before: str | None) -> None:
+    """A failed publication left the live version at `before` and no staging directory behind."""
+    from serving.format import STAGING_PREFIX, current_version
+
+    assert current_version(settings.published_dir) == before
+    assert not [p for p in settings.published_dir.iterdir() if p.name.startswith(STAGING_PREFIX)]
+
+
 def copy_home(source: Settings, target: Path, **overrides) -> Settings:
     """A private copy of a prepared home, for tests that change it."""
     shutil.copytree(source.home, target)

@@ -19,8 +19,8 @@ import pytest
 from pipelines.publication import publish as publish_module
 from pipelines.publication.publish import publish
 from pipelines.publication.user_recs import USER_RECS_SCHEMA
-from serving.format import STAGING_PREFIX, USER_RECS, USER_RECS_COLUMNS, current_version, read_manifest
-from tests.conftest import copy_home
+from serving.format import USER_RECS, USER_RECS_COLUMNS, current_version, read_manifest
+from tests.conftest import assert_nothing_went_live, copy_home
 
 SMALL_BATCH = 7
 
@@ -31,12 +31,6 @@ def assert_same_lists(written: pd.DataFrame, expected: pd.DataFrame) -> None:
     exact = [column for column in written.columns if column != "score"]
     assert written[exact].equals(expected[exact])
     np.testing.assert_allclose(written["score"], expected["score"], rtol=1e-6, atol=1e-6)
-
-
-def assert_nothing_went_live(settings, before: str | None) -> None:
-    """The live version is still `before`, and no staging directory was left behind."""
-    assert current_version(settings.published_dir) == before
-    assert not [p for p in settings.published_dir.iterdir() if p.name.startswith(STAGING_PREFIX)]
 
 
 @pytest.fixture(scope="module")

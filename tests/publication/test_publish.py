@@ -25,8 +25,8 @@ from pipelines.publication.publish import (
 )
 from pipelines.validation.checkpoints import ValidationFailed
 from pipelines.warehouse.connection import connect
-from serving.format import MANIFEST, STAGING_PREFIX, sha256
-from tests.conftest import copy_home
+from serving.format import MANIFEST, sha256
+from tests.conftest import assert_nothing_went_live, copy_home
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -172,8 +172,7 @@ def test_a_publication_that_fails_its_suite_never_goes_live(published, tmp_path,
     monkeypatch.setattr(publish_module, "list_batches", with_a_blocked_item)
     with pytest.raises(ValidationFailed, match=r"publication_lists.expect_column_values_to_be_in_set\(is_blocked\)"):
         publish(settings)
-    assert current_version(settings.published_dir) == before
-    assert not [p for p in settings.published_dir.iterdir() if p.name.startswith(STAGING_PREFIX)]
+    assert_nothing_went_live(settings, before)
 
 
 @pytest.mark.parametrize(
