@@ -85,16 +85,19 @@ def test_marts_pass_and_the_next_run_is_held_to_the_row_count_band(built, tmp_pa
 @pytest.mark.parametrize(
     ("breakage", "failed"),
     [
-        (  # a user-item pair twice: the mart's grain broken
-            "insert into marts.interactions select * from marts.interactions order by user_id, item_id limit 1",
+        (  # a user-item pair twice: the mart's grain broken (marts.interactions is a view over the pairs' table)
+            "insert into intermediate.int_interaction_cells "
+            "select * from intermediate.int_interaction_cells order by user_id, item_id limit 1",
             r"marts_interactions.expect_column_values_to_be_in_set\(repeated_items\)",
         ),
         (  # a weight that is no weight
-            "update marts.interactions set weight = 0 where user_id = (select min(user_id) from marts.interactions)",
+            "update intermediate.int_interaction_cells set weight_at_reference = 0 "
+            "where user_id = (select min(user_id) from marts.interactions)",
             r"marts_interactions.expect_column_values_to_be_between\(min_weight\)",
         ),
         (  # an interaction standing on no event
-            "update marts.interactions set n_events = 0 where user_id = (select max(user_id) from marts.interactions)",
+            "update intermediate.int_interaction_cells set n_events = 0 "
+            "where user_id = (select max(user_id) from marts.interactions)",
             r"marts_interactions.expect_column_values_to_be_between\(min_n_events\)",
         ),
         (  # a split missing

@@ -200,24 +200,36 @@ def _add_events(con, user_id: str, batch_id: str, n: int, at: str, context: dict
     )
 
 
-def _event_grain(settings) -> tuple:
-    """What a plain build and a full refresh must agree on: the event grain and what is aggregated from it."""
+def _event_grain(settings) -> tuple[tuple, list]:
+    """What a plain build and a full refresh must agree on: the event grain and everything aggregated from it.
+    Integers, keys and timestamps exactly (a row hash per table); each pair's weight within float rounding
+    (a plain build folds a day's events into a pair's weight, moving it by the decay, and sums in another order)."""
+    checked = {
+        "intermediate.int_events_consented": "event_id, batch_id, user_id, event_ts",
+        "marts.interaction_events": "event_id, weight",
+        "marts.interactions": "user_id, item_id, n_events, n_purchases, n_ratings, first_ts, last_ts",
+        "marts.user_features": "user_id, n_events, n_items, n_views, n_clicks, n_add_to_cart, n_purchases, "
+        "n_ratings, n_sessions, n_active_days, first_ts, last_ts, segment, top_category, top_categories",
+        "intermediate.int_sessions": "session_key, user_id, session_number, started_at, ended_at, n_events, n_items, "
+        "n_purchases",
+        "marts.interactions_split": "user_id, item_id, split, n_events, first_ts, last_ts, window_end",
+        "marts.item_features": "item_id, events_1d, events_7d, events_30d, events_total, users_total, n_purchases",
+    }
     with connect(settings) as con:
-        return (
-            con.execute(
-                "select count(*), sum(hash(event_id, batch_id, user_id, event_ts)) "
-                "from intermediate.int_events_consented"
-            ).fetchone()
-            + con.execute("select count(*), sum(hash(event_id, weight)) from marts.interaction_events").fetchone()
-            + con.execute("select count(*), sum(weight), sum(n_events) from marts.interactions").fetchone()
-            + con.execute("select count(*), sum(n_events) from marts.user_features").fetchone()
+        exact = tuple(
+            con.execute(f"select count(*), sum(hash({columns})) from {table}").fetchone()
+            for table, columns in checked.items()
         )
+        weights = [w for (w,) in con.execute("select weight from marts.interactions order by user_id, item_id").fetchall()]
+    return exact, weights
 
 
-def _full_refresh_of(settings, tmp_path, name: str) -> tuple:
+def _assert_plain_build_equals_full_refresh(settings, tmp_path, name: str) -> None:
     fresh = copy_home(settings, tmp_path / name)
-    run_dbt(fresh, ["build", "--full-refresh", "--select", "int_events_deduped+"])
-    return _event_grain(fresh)
+    build_warehouse(fresh, full_refresh=True, select="int_events_deduped+")  # the same vars as the plain build
+    (exact, weights), (fresh_exact, fresh_weights) = _event_grain(settings), _event_grain(fresh)
+    assert exact == fresh_exact
+    assert weights == pytest.approx(fresh_weights, rel=1e-9)
 
 
 def test_plain_builds_keep_the_event_grain_a_full_refresh_would_build_as_eligibility_changes(built, tmp_path):
@@ -253,7 +265,7 @@ def test_plain_builds_keep_the_event_grain_a_full_refresh_would_build_as_eligibi
         )
         assert not con.execute("select count(*) from marts.interaction_events where event_id = ?", [gone]).fetchone()[0]
     assert refuser not in held and bot not in held and held[corrected] > 0
-    assert _event_grain(settings) == pytest.approx(_full_refresh_of(settings, tmp_path, "fresh1"))
+    _assert_plain_build_equals_full_refresh(settings, tmp_path, "fresh1")
 
     with connect(settings) as con:
         later = str(con.execute("select cast(? as timestamptz) + interval 1 second", [last]).fetchone()[0])
@@ -274,7 +286,7 @@ def test_plain_builds_keep_the_event_grain_a_full_refresh_would_build_as_eligibi
             ).fetchall()
         )
     assert back == in_raw  # every event of both, the old history included
-    assert _event_grain(settings) == pytest.approx(_full_refresh_of(settings, tmp_path, "fresh2"))
+    _assert_plain_build_equals_full_refresh(settings, tmp_path, "fresh2")
 
 
 def test_an_incremental_build_keeps_the_first_arrival_of_an_id_a_later_batch_repeats(built, tmp_path):
@@ -309,3 +321,62 @@ def test_an_incremental_build_keeps_the_first_arrival_of_an_id_a_later_batch_rep
     assert rows() == {held[0]: held[1], "a-new-event-of-the-late-batch": late}
     run_dbt(settings, ["build", "--full-refresh", "--select", "int_events_deduped"])
     assert rows() == {held[0]: held[1], "a-new-event-of-the-late-batch": late}
+
+
+def test_a_new_day_folds_into_what_is_held_and_equals_a_full_refresh(simulated, tmp_path):
+    """A day's plain build folds the day's events into the per-user incremental tables and leaves everyone else's
+    rows as they are: a mark left on a quiet user's pair and session survives it (a rebuild would erase it). The
+    result equals a full refresh, sessions running across the day's boundary included; so does the build after
+    late events that bridge two of a user's old sessions into one."""
+    from datetime import timedelta
+
+    from pipelines.ingest import ingest_interval
+    from tests.conftest import whole_log
+
+    settings = copy_home(simulated, tmp_path / "home")
+    start, end = whole_log(settings)
+    ingest_interval(settings, start, end - timedelta(days=1))
+    build_warehouse(settings)
+    ingest_interval(settings, end - timedelta(days=1), end)
+    with connect(settings) as con:
+        newest = con.execute("select max(ingested_at) from raw.events").fetchone()[0]
+        quiet, item, session = con.execute(
+            "select c.user_id, c.item_id, s.session_key from intermediate.int_interaction_cells c "
+            "join intermediate.int_sessions s on s.user_id = c.user_id "
+            "where c.user_id not in (select user_id from raw.events where ingested_at = ?) "
+            "order by c.user_id, c.item_id, s.session_key limit 1",
+            [newest],
+        ).fetchone()
+        pair = "where user_id = ? and item_id = ?"
+        (weight,) = con.execute(f"select weight_at_reference from intermediate.int_interaction_cells {pair}",
+                                [quiet, item]).fetchone()  # fmt: skip
+        # Only marts.interactions reads a pair's weight: a negative one there can only be the mark.
+        con.execute(f"update intermediate.int_interaction_cells set weight_at_reference = -1 {pair}", [quiet, item])
+        con.execute("update intermediate.int_sessions set n_items = n_items + 1000 where session_key = ?", [session])
+    build_warehouse(settings)
+    with connect(settings) as con:
+        assert con.execute("select weight from marts.interactions where user_id = ? and item_id = ?",
+                           [quiet, item]).fetchone()[0] < 0  # fmt: skip
+        assert con.execute("select n_items >= 1000 from intermediate.int_sessions where session_key = ?",
+                           [session]).fetchone() == (True,)  # fmt: skip
+        con.execute(f"update intermediate.int_interaction_cells set weight_at_reference = ? {pair}",
+                    [weight, quiet, item])  # fmt: skip
+        con.execute("update intermediate.int_sessions set n_items = n_items - 1000 where session_key = ?", [session])
+    _assert_plain_build_equals_full_refresh(settings, tmp_path, "fresh1")
+
+    with connect(settings) as con:
+        user, ended, resumed, n_sessions = con.execute(
+            "select user_id, ended_at, next_start, count(*) over (partition by user_id) from ("
+            "  select user_id, ended_at, lead(started_at) over (partition by user_id order by started_at) as next_start"
+            "  from intermediate.int_sessions) where next_start is not null "
+            "order by next_start - ended_at, user_id limit 1"
+        ).fetchone()
+        n_sessions = con.execute("select count(*) from intermediate.int_sessions where user_id = ?", [user]).fetchone()[0]
+        steps = int((resumed - ended).total_seconds() // (20 * 60))
+        for step in range(1, steps + 1):  # late events every 20 minutes across the gap: one session from two
+            _add_events(con, user, f"test:late-{step}", 1, str(ended + timedelta(minutes=20 * step)))
+    build_warehouse(settings)
+    with connect(settings) as con:
+        after = con.execute("select count(*) from intermediate.int_sessions where user_id = ?", [user]).fetchone()[0]
+    assert after == n_sessions - 1
+    _assert_plain_build_equals_full_refresh(settings, tmp_path, "fresh2")

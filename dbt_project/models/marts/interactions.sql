@@ -1,36 +1,28 @@
 -- One row per user x item over the whole log: how strongly, how often and when they interacted,
 -- and whether the user bought or rated the item (publication never recommends those back).
-with events as (
-    select * from {{ ref('interaction_events') }}
+-- A view over int_interaction_cells, which a day's build updates for the day's pairs only: the weight is
+-- the cell's, moved from its reference time to the snapshot (the latest event) by the same decay.
+{{ config(materialized='view') }}
+with cells as (
+    select * from {{ ref('int_interaction_cells') }}
 ),
 
 snapshot as (
-    select max(event_ts) as snapshot_ts from events
-),
-
-decayed as (
-    select
-        events.user_id,
-        events.item_id,
-        events.event_type,
-        events.event_ts,
-        events.weight * {{ decay('events.event_ts', 'snapshot.snapshot_ts') }} as weight
-    from events
-    cross join snapshot
+    select max(last_ts) as snapshot_ts from cells
 ),
 
 final as (
     select
-        user_id,
-        item_id,
-        sum(weight) as weight,
-        count(*) as n_events,
-        count(*) filter (where event_type = 'purchase') as n_purchases,
-        count(*) filter (where event_type = 'rating') as n_ratings,
-        min(event_ts) as first_ts,
-        max(event_ts) as last_ts
-    from decayed
-    group by user_id, item_id
+        cells.user_id,
+        cells.item_id,
+        cells.weight_at_reference * {{ decay('cells.weight_reference_ts', 'snapshot.snapshot_ts') }} as weight,
+        cells.n_events,
+        cells.n_purchases,
+        cells.n_ratings,
+        cells.first_ts,
+        cells.last_ts
+    from cells
+    cross join snapshot
 )
 
 select * from final

@@ -2,8 +2,10 @@
 -- Segments by distinct items interacted with: cold below cold_user_below, power above
 -- segment_power_above, casual between (vars from the settings evaluation reports metrics by and
 -- publication uses for its cold-user blend; defaults 5 and 50).
-with events as (
-    select * from {{ ref('interaction_events') }}
+-- Built from the per-user incremental tables (pairs, sessions, active days), never from the event log:
+-- a user's pairs are far fewer than their events, and the catalog's categories are read fresh every build.
+with cells as (
+    select * from {{ ref('int_interaction_cells') }}
 ),
 
 items as (
@@ -14,20 +16,23 @@ sessions as (
     select * from {{ ref('int_sessions') }}
 ),
 
+active_days as (
+    select * from {{ ref('int_user_active_days') }}
+),
+
 activity as (
     select
         user_id,
-        count(*) as n_events,
-        count(distinct item_id) as n_items,
-        count(*) filter (where event_type = 'view') as n_views,
-        count(*) filter (where event_type = 'click') as n_clicks,
-        count(*) filter (where event_type = 'add_to_cart') as n_add_to_cart,
-        count(*) filter (where event_type = 'purchase') as n_purchases,
-        count(*) filter (where event_type = 'rating') as n_ratings,
-        count(distinct event_date) as n_active_days,
-        min(event_ts) as first_ts,
-        max(event_ts) as last_ts
-    from events
+        cast(sum(n_events) as bigint) as n_events,
+        count(*) as n_items,
+        cast(sum(n_views) as bigint) as n_views,
+        cast(sum(n_clicks) as bigint) as n_clicks,
+        cast(sum(n_add_to_cart) as bigint) as n_add_to_cart,
+        cast(sum(n_purchases) as bigint) as n_purchases,
+        cast(sum(n_ratings) as bigint) as n_ratings,
+        min(first_ts) as first_ts,
+        max(last_ts) as last_ts
+    from cells
     group by user_id
 ),
 
@@ -35,11 +40,15 @@ session_counts as (
     select user_id, count(*) as n_sessions from sessions group by user_id
 ),
 
+active_day_counts as (
+    select user_id, count(*) as n_active_days from active_days group by user_id
+),
+
 category_events as (
-    select events.user_id, coalesce(items.category, 'unknown') as category, count(*) as n_events
-    from events
-    left join items on events.item_id = items.item_id
-    group by events.user_id, coalesce(items.category, 'unknown')
+    select cells.user_id, coalesce(items.category, 'unknown') as category, sum(cells.n_events) as n_events
+    from cells
+    left join items on cells.item_id = items.item_id
+    group by cells.user_id, coalesce(items.category, 'unknown')
 ),
 
 ranked_categories as (
@@ -70,7 +79,7 @@ final as (
         activity.n_purchases,
         activity.n_ratings,
         coalesce(session_counts.n_sessions, 0) as n_sessions,
-        activity.n_active_days,
+        active_day_counts.n_active_days,
         activity.first_ts,
         activity.last_ts,
         case
@@ -82,6 +91,7 @@ final as (
         top_categories.top_categories
     from activity
     left join session_counts on activity.user_id = session_counts.user_id
+    left join active_day_counts on activity.user_id = active_day_counts.user_id
     left join top_categories on activity.user_id = top_categories.user_id
 )
 

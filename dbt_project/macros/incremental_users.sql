@@ -1,0 +1,80 @@
+{#- Per-user incremental aggregates (int_interaction_cells, int_user_active_days, int_sessions).
+
+    A day's build must cost in proportion to the day, yet a user's rows can change for reasons a day's new
+    events do not show: a re-ingested batch, a consent or bot flag reaching back into history, an erasure, a
+    changed weight or decay setting. So each such model keeps, on every row, how many events it folded in, a
+    checksum of their ids and the newest ingested_at among them; before a plain build, a user whose rows plus
+    the events ingested since do not add up to int_user_event_digests (their eligible events now) loses their
+    rows (pre-hook) and is rebuilt from their whole history. Everyone else folds in only the new events.
+    A mistake in the watermark costs time, never correctness: the check catches any event folded twice or missed. -#}
+
+{#- One event's share of a checksum: a hash of its id and of every setting an aggregate's values depend on,
+    so a changed setting changes every checksum and rebuilds every user. Summed, so it adds up across rows.
+    (A DuckDB release that changed hash() would rebuild everyone once: slower, still right.) -#}
+{% macro event_checksum(event_id_column) -%}
+    {%- set built_with = [var('weight_view'), var('weight_click'), var('weight_add_to_cart'), var('weight_purchase'),
+                          var('weight_rating'), var('decay_half_life_days'), var('session_gap_minutes')] | join('|') -%}
+    {%- if target.type == 'postgres' -%} cast(hashtext({{ event_id_column }} || '|{{ built_with }}') as bigint)
+    {%- else -%} hash({{ event_id_column }}, '{{ built_with }}') {%- endif -%}
+{%- endmacro %}
+
+{#- The newest ingested_at the model has folded in, as a literal (so the scan of the events skips older row
+    groups); the epoch when the model is empty. The pre-hook and the model read it before anything is deleted. -#}
+{% macro folded_through(relation) -%}
+    {%- set newest = none -%}
+    {%- if execute -%}
+        {%- set newest = run_query("select cast(max(max_ingested_at) as varchar) from " ~ relation).columns[0].values()[0] -%}
+    {%- endif -%}
+    cast('{{ newest or "1970-01-01 00:00:00" }}' as timestamp)
+{%- endmacro %}
+
+{#- Users whose rows in `relation` plus their events ingested after `watermark` are not their eligible events
+    now (or who have none any more): their rows must go and be rebuilt from their whole history. -#}
+{% macro users_out_of_step(relation, events, watermark) -%}
+    select folded.user_id
+    from (
+        select user_id, sum(n_events) as n_events, sum(event_checksum) as event_checksum
+        from {{ relation }}
+        group by user_id
+    ) as folded
+    left join {{ ref('int_user_event_digests') }} as digests on folded.user_id = digests.user_id
+    left join (
+        select user_id, count(*) as n_events, sum({{ event_checksum('event_id') }}) as event_checksum
+        from {{ events }}
+        where ingested_at > {{ watermark }}
+        group by user_id
+    ) as appended on folded.user_id = appended.user_id
+    where digests.user_id is null
+        or digests.n_events <> folded.n_events + coalesce(appended.n_events, 0)
+        or digests.event_checksum <> folded.event_checksum + coalesce(appended.event_checksum, 0)
+{%- endmacro %}
+
+{#- The pre-hook of a per-user incremental model: drop the rows of users out of step (a plain build only). -#}
+{% macro delete_users_out_of_step(events) -%}
+    {%- if is_incremental() -%}
+        delete from {{ this }} where user_id in ({{ users_out_of_step(this, events, folded_through(this)) }})
+    {%- endif -%}
+{%- endmacro %}
+
+{#- The events a per-user incremental model folds in: on a full build all of them; on a plain build those
+    ingested after the watermark of users it holds, and the whole history of users it holds nothing of (new
+    users, and those delete_users_out_of_step removed). Two disjoint parts, so no event is folded twice. -#}
+{% macro events_to_fold(events) -%}
+    {%- if is_incremental() -%}
+        {%- set watermark = folded_through(this) -%}
+        with held_users as (
+            select distinct user_id from {{ this }}
+        )
+        select events.* from {{ events }} as events
+        where events.ingested_at > {{ watermark }}
+            and events.user_id in (select user_id from held_users)
+        union all
+        select events.* from {{ events }} as events
+        where events.user_id in (
+            select digests.user_id from {{ ref('int_user_event_digests') }} as digests
+            where digests.user_id not in (select user_id from held_users)
+        )
+    {%- else -%}
+        select * from {{ events }}
+    {%- endif -%}
+{%- endmacro %}
