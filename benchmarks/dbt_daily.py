@@ -15,6 +15,11 @@ replaced in the child before dbt attaches the file) and ``dbt_project=PATH`` (an
 ``dbt_project/``, e.g. the models before a change). Reported per variant: the build's wall time and peak RSS,
 median and range; the slowest nodes from dbt's ``run_results.json``; and each variant's wall time
 as a share of the first variant's, round by round.
+
+``--prime`` is for variants whose models keep state between builds (incremental models): each variant
+first builds the warehouse as it stood before the day with its own models (unmeasured, its seconds
+reported as the priming), then the day is ingested on top, and that is the state its measured builds
+start from. Without it every variant starts from the one warehouse the home's models left.
 """
 
 from __future__ import annotations
@@ -67,12 +72,22 @@ def parse_variant(text: str) -> tuple[str, dict[str, str]]:
     return name, env
 
 
+def build(env: dict[str, str], overrides: dict[str, str], repo: Path, name: str) -> dict:
+    """One ``build_warehouse`` in a fresh child process under a variant's overrides: its figures."""
+    command = [sys.executable, "-c", BUILD]
+    done = subprocess.run(command, env={**env, **overrides}, cwd=repo, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"variant {name}: the build failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--home", type=Path, required=True, help="a home pipeline_scale.py built (--stop-after)")
     parser.add_argument("--size", choices=SIZES, required=True, help="the size the home was built with")
     parser.add_argument("--variant", action="append", required=True, help="NAME=KEY=VALUE,... (first: reference)")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--prime", action="store_true", help="each variant builds its own state before the day")
     args = parser.parse_args()
     variants = dict(parse_variant(v) for v in args.variant)
     if len(variants) < 2:
@@ -82,24 +97,33 @@ def main() -> int:
     env = {**os.environ, "RECFORGE_HOME": str(home), "PYTHONPATH": str(repo)}
     env.update({f"RECFORGE_{key.upper()}": str(value) for key, value in SIZES[args.size].items()})
     warehouse, snapshot = home / "warehouse.duckdb", home / "warehouse.before-day.duckdb"
-    if not snapshot.exists():  # the day's ingest once: every build starts from the warehouse it leaves
-        if not warehouse.exists():
-            raise SystemExit(f"{home} has no warehouse.duckdb: run pipeline_scale.py {args.size} --stop-after first")
-        last = SIZES[args.size]["sim_days"] - 1
-        day_env = {**env, "BENCH_FIRST_DAY": str(last), "BENCH_LAST_DAY": str(last)}
-        subprocess.run([sys.executable, "-c", PRELUDE + STAGE_CODE["ingest"]], env=day_env, check=True)
-        shutil.copyfile(warehouse, snapshot)
+    last = SIZES[args.size]["sim_days"] - 1
+    day_env = {**env, "BENCH_FIRST_DAY": str(last), "BENCH_LAST_DAY": str(last)}
+    if not warehouse.exists():
+        raise SystemExit(f"{home} has no warehouse.duckdb: run pipeline_scale.py {args.size} --stop-after first")
+    if args.prime:
+        before_ingest = home / "warehouse.before-ingest.duckdb"
+        if not before_ingest.exists():  # the warehouse as pipeline_scale.py left it, before the day
+            shutil.copyfile(warehouse, before_ingest)
+        starts = {}
+        for name, overrides in variants.items():
+            shutil.copyfile(before_ingest, warehouse)
+            primed = build(env, overrides, repo, name)
+            print(f"priming {name}: {primed['seconds']:.1f} s (its models' build of the warehouse before the day)")
+            subprocess.run([sys.executable, "-c", PRELUDE + STAGE_CODE["ingest"]], env=day_env, check=True)
+            starts[name] = home / f"warehouse.before-day.{name}.duckdb"
+            shutil.copyfile(warehouse, starts[name])
+    else:
+        if not snapshot.exists():  # the day's ingest once: every build starts from the warehouse it leaves
+            subprocess.run([sys.executable, "-c", PRELUDE + STAGE_CODE["ingest"]], env=day_env, check=True)
+            shutil.copyfile(warehouse, snapshot)
+        starts = dict.fromkeys(variants, snapshot)
 
     runs: dict[str, list[dict]] = {name: [] for name in variants}
     for round_ in range(args.rounds):
         for name, overrides in variants.items():
-            shutil.copyfile(snapshot, warehouse)
-            done = subprocess.run(
-                [sys.executable, "-c", BUILD], env={**env, **overrides}, cwd=repo, capture_output=True, text=True
-            )
-            if done.returncode != 0:
-                raise SystemExit(f"variant {name}: the build failed:\n{done.stderr[-3000:]}")
-            row = json.loads(done.stdout.strip().splitlines()[-1])
+            shutil.copyfile(starts[name], warehouse)
+            row = build(env, overrides, repo, name)
             runs[name].append(row)
             print(f"round {round_ + 1} {name}: {row['seconds']:.1f} s, peak {row['peak_mib']:.0f} MiB", flush=True)
 
