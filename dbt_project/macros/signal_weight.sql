@@ -1,6 +1,6 @@
 {#- The weight of one event by its type, from the weight_* vars (settings passed by pipelines/warehouse/transform.py;
-    dbt_project.yml holds the same defaults). Used once, in interaction_events: every other reader takes
-    the weight from that mart. -#}
+    dbt_project.yml holds the same defaults). Used by interaction_events, the event grain every reader outside
+    dbt takes weights from, and by int_interaction_cells, which folds the same weights per pair. -#}
 {% macro signal_weight(event_type_column) -%}
     cast(case {{ event_type_column }}
         when 'purchase' then {{ var('weight_purchase') }}
