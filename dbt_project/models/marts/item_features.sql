@@ -2,7 +2,11 @@
 -- catalog): what it is, how old, how popular over 1/7/30 days, and how well it converts.
 -- Windows end at the snapshot (the latest event), so the mart is the same whenever it is built.
 with events as (
-    select * from {{ ref('interaction_events') }}
+    select item_id, event_ts from {{ ref('interaction_events') }}
+),
+
+cells as (
+    select * from {{ ref('int_interaction_cells') }}
 ),
 
 items as (
@@ -10,24 +14,40 @@ items as (
 ),
 
 snapshot as (
-    select max(event_ts) as snapshot_ts from events
+    select max(last_ts) as snapshot_ts from cells
 ),
 
-activity as (
+recent as (
+    -- The windowed counts need each event's time; everything else comes from the pairs, which a day's build
+    -- keeps up to date without reading the history (distinct users are the item's pairs).
     select
         events.item_id,
         count(*) filter (where events.event_ts > snapshot.snapshot_ts - {{ days(1) }}) as events_1d,
         count(*) filter (where events.event_ts > snapshot.snapshot_ts - {{ days(7) }}) as events_7d,
-        count(*) filter (where events.event_ts > snapshot.snapshot_ts - {{ days(30) }}) as events_30d,
-        count(*) as events_total,
-        count(distinct events.user_id) as users_total,
-        count(*) filter (where events.event_type = 'view') as n_views,
-        count(*) filter (where events.event_type = 'purchase') as n_purchases,
-        min(events.event_ts) as first_seen_ts,
-        max(events.event_ts) as last_seen_ts
+        count(*) as events_30d
     from events
     cross join snapshot
+    where events.event_ts > snapshot.snapshot_ts - {{ days(30) }}
     group by events.item_id
+),
+
+totals as (
+    select
+        item_id,
+        cast(sum(n_events) as bigint) as events_total,
+        count(*) as users_total,
+        cast(sum(n_views) as bigint) as n_views,
+        cast(sum(n_purchases) as bigint) as n_purchases,
+        min(first_ts) as first_seen_ts,
+        max(last_ts) as last_seen_ts
+    from cells
+    group by item_id
+),
+
+activity as (
+    select totals.*, recent.events_1d, recent.events_7d, recent.events_30d
+    from totals
+    left join recent on totals.item_id = recent.item_id
 ),
 
 all_items as (
