@@ -18,6 +18,32 @@ with events as (
 ),
 
 {% if is_incremental() %}
+{%- set watermark = folded_through(this) -%}
+{%- set reach_query -%}
+    with new_events as (
+        select user_id, min(event_ts) as earliest_new_ts
+        from {{ ref('int_events_consented') }}
+        where ingested_at > {{ watermark }}
+        group by user_id
+    ),
+
+    reached as (
+        select sessions.user_id, min(sessions.started_at) as first_reached
+        from {{ this }} as sessions
+        inner join new_events on sessions.user_id = new_events.user_id
+        where {{ epoch_seconds('sessions.ended_at') }}
+            >= {{ epoch_seconds('new_events.earliest_new_ts') }} - 60 * {{ var('session_gap_minutes') }}
+        group by sessions.user_id
+    )
+
+    select cast(min(coalesce(least(reached.first_reached, new_events.earliest_new_ts), new_events.earliest_new_ts))
+        as varchar)
+    from new_events
+    left join reached on new_events.user_id = reached.user_id
+{%- endset -%}
+{#- The earliest event a new event can reach (read before the pre-hook deletes): every event a held user's
+    rebuilt sessions hold is at or after it, so the events before it are skipped by their row groups' bounds. -#}
+{%- set reach_from = (run_query(reach_query).columns[0].values()[0] if execute else none) or '9999-12-31 00:00:00' -%}
 kept as (
     -- What the pre-hook left of each user: sessions before any new event's reach.
     select user_id, max(session_number) as n_kept, max(ended_at) as kept_until
@@ -25,19 +51,38 @@ kept as (
     group by user_id
 ),
 
+recent as (
+    select * from events where event_ts >= cast('{{ reach_from }}' as timestamp)
+),
+
+history_needed as (
+    -- Users with nothing kept (new, out of step, or every session reached) whose events are not all recent.
+    select digests.user_id
+    from {{ ref('int_user_event_digests') }} as digests
+    left join (select user_id, count(*) as n_events from recent group by user_id) as recent_counts
+        on digests.user_id = recent_counts.user_id
+    where digests.n_events <> coalesce(recent_counts.n_events, 0)
+        and digests.user_id not in (select user_id from kept)
+),
+
 users_to_sessionize as (
-    select distinct user_id from events where ingested_at > {{ folded_through(this) }}
+    select distinct user_id from recent where ingested_at > {{ watermark }}
     union
     select user_id from {{ ref('int_user_event_digests') }}
     where user_id not in (select user_id from kept)
 ),
 
 in_scope as (
-    select events.*, coalesce(kept.n_kept, 0) as n_kept
+    select recent.*, coalesce(kept.n_kept, 0) as n_kept
+    from recent
+    inner join users_to_sessionize on recent.user_id = users_to_sessionize.user_id
+    left join kept on recent.user_id = kept.user_id
+    where (kept.kept_until is null or recent.event_ts > kept.kept_until)
+        and recent.user_id not in (select user_id from history_needed)
+    union all
+    select events.*, 0 as n_kept
     from events
-    inner join users_to_sessionize on events.user_id = users_to_sessionize.user_id
-    left join kept on events.user_id = kept.user_id
-    where kept.kept_until is null or events.event_ts > kept.kept_until
+    where events.user_id in (select user_id from history_needed)
 ),
 {% else %}
 in_scope as (
