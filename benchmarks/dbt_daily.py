@@ -88,6 +88,11 @@ def main() -> int:
     parser.add_argument("--variant", action="append", required=True, help="NAME=KEY=VALUE,... (first: reference)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--prime", action="store_true", help="each variant builds its own state before the day")
+    parser.add_argument(
+        "--reuse-primed", action="store_true",
+        help="with --prime: start from a variant's state an earlier --prime left in the home (for a change that "
+        "leaves the state its models keep as it was)",
+    )  # fmt: skip
     args = parser.parse_args()
     variants = dict(parse_variant(v) for v in args.variant)
     if len(variants) < 2:
@@ -107,11 +112,14 @@ def main() -> int:
             shutil.copyfile(warehouse, before_ingest)
         starts = {}
         for name, overrides in variants.items():
+            starts[name] = home / f"warehouse.before-day.{name}.duckdb"
+            if args.reuse_primed and starts[name].exists():
+                print(f"priming {name}: reused {starts[name].name}")
+                continue
             shutil.copyfile(before_ingest, warehouse)
             primed = build(env, overrides, repo, name)
             print(f"priming {name}: {primed['seconds']:.1f} s (its models' build of the warehouse before the day)")
             subprocess.run([sys.executable, "-c", PRELUDE + STAGE_CODE["ingest"]], env=day_env, check=True)
-            starts[name] = home / f"warehouse.before-day.{name}.duckdb"
             shutil.copyfile(warehouse, starts[name])
     else:
         if not snapshot.exists():  # the day's ingest once: every build starts from the warehouse it leaves
