@@ -8,17 +8,24 @@
         {%- set watermark = folded_through(this) -%}
         delete from {{ this }}
         where user_id in ({{ users_out_of_step(this, events, watermark) }})
-            or session_key in (
-                select sessions.session_key
-                from {{ this }} as sessions
-                inner join (
-                    select user_id, min(event_ts) as earliest_new_ts
-                    from {{ events }}
-                    where ingested_at > {{ watermark }}
-                    group by user_id
-                ) as new_events on sessions.user_id = new_events.user_id
-                where {{ epoch_seconds('sessions.ended_at') }}
-                    >= {{ epoch_seconds('new_events.earliest_new_ts') }} - 60 * {{ var('session_gap_minutes') }}
-            )
+            or session_key in (select session_key from ({{ sessions_new_events_reach(events, watermark) }}) as reached)
     {%- endif -%}
+{%- endmacro %}
+
+{#- Each user's earliest event ingested after the watermark. -#}
+{% macro earliest_new_events(events, watermark) -%}
+    select user_id, min(event_ts) as earliest_new_ts
+    from {{ events }}
+    where ingested_at > {{ watermark }}
+    group by user_id
+{%- endmacro %}
+
+{#- The held sessions a new event can reach (the rule above, in one place: the pre-hook deletes them and
+    int_sessions reads its events from the earliest of them). -#}
+{% macro sessions_new_events_reach(events, watermark) -%}
+    select sessions.session_key, sessions.user_id, sessions.started_at
+    from {{ this }} as sessions
+    inner join ({{ earliest_new_events(events, watermark) }}) as new_events on sessions.user_id = new_events.user_id
+    where {{ epoch_seconds('sessions.ended_at') }}
+        >= {{ epoch_seconds('new_events.earliest_new_ts') }} - 60 * {{ var('session_gap_minutes') }}
 {%- endmacro %}
