@@ -90,15 +90,15 @@
     {%- endif -%}
 {%- endmacro %}
 
-{#- on-run-start: a per-user incremental model's table from before it folded per user (int_sessions was a plain
+{#- on-run-start: a per-user incremental model's (tag per_user_folding) table from before it folded per user (int_sessions was a plain
     table) has no checksums to check against, and a plain build would merge into it unchecked; drop it so the
     build makes it anew. Once, on the first build after the upgrade. adapter.drop_relation, not a statement: dbt's
     cache of relations must forget the table too, or the model would still take the plain-build path. -#}
 {% macro drop_tables_built_before_per_user_folding() -%}
     {%- if execute -%}
-        {%- for name in ['int_sessions', 'int_interaction_cells', 'int_user_active_days'] -%}
-            {%- set node = graph.nodes.get('model.recforge.' ~ name) -%}
-            {%- set relation = adapter.get_relation(database=node.database, schema=node.schema, identifier=node.alias) if node else none -%}
+        {%- for node in graph.nodes.values()
+                if node.resource_type == 'model' and 'per_user_folding' in node.tags -%}
+            {%- set relation = adapter.get_relation(database=node.database, schema=node.schema, identifier=node.alias) -%}
             {%- if relation is not none and 'event_checksum' not in adapter.get_columns_in_relation(relation) | map(attribute='name') | list -%}
                 {%- do log('dropping ' ~ relation ~ ': built before per-user folding, rebuilt now', info=true) -%}
                 {%- do adapter.drop_relation(relation) -%}

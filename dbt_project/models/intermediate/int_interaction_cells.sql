@@ -7,6 +7,7 @@
 {{
     config(
         materialized='incremental',
+        tags=['per_user_folding'],
         incremental_strategy='delete+insert',
         unique_key=['user_id', 'item_id'],
         pre_hook="{{ delete_users_out_of_step(ref('int_events_consented')) }}",

@@ -6,6 +6,7 @@
 {{
     config(
         materialized='incremental',
+        tags=['per_user_folding'],
         incremental_strategy='delete+insert',
         unique_key='session_key',
         pre_hook="{{ delete_sessions_new_events_reach(ref('int_events_consented')) }}",
@@ -21,19 +22,13 @@ with events as (
 {%- set watermark = folded_through(this) -%}
 {%- set reach_query -%}
     with new_events as (
-        select user_id, min(event_ts) as earliest_new_ts
-        from {{ ref('int_events_consented') }}
-        where ingested_at > {{ watermark }}
-        group by user_id
+        {{ earliest_new_events(ref('int_events_consented'), watermark) }}
     ),
 
     reached as (
-        select sessions.user_id, min(sessions.started_at) as first_reached
-        from {{ this }} as sessions
-        inner join new_events on sessions.user_id = new_events.user_id
-        where {{ epoch_seconds('sessions.ended_at') }}
-            >= {{ epoch_seconds('new_events.earliest_new_ts') }} - 60 * {{ var('session_gap_minutes') }}
-        group by sessions.user_id
+        select user_id, min(started_at) as first_reached
+        from ({{ sessions_new_events_reach(ref('int_events_consented'), watermark) }}) as reached_sessions
+        group by user_id
     )
 
     select cast(min(coalesce(least(reached.first_reached, new_events.earliest_new_ts), new_events.earliest_new_ts))

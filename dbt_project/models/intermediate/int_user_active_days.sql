@@ -4,6 +4,7 @@
 {{
     config(
         materialized='incremental',
+        tags=['per_user_folding'],
         incremental_strategy='delete+insert',
         unique_key=['user_id', 'event_date'],
         pre_hook="{{ delete_users_out_of_step(ref('int_events_consented')) }}",
