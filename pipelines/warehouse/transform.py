@@ -16,6 +16,7 @@ from pathlib import Path
 from pipelines.runtime.environment import temporary_environment
 from pipelines.settings import SIGNAL_WEIGHT_SETTINGS, Settings
 from pipelines.warehouse.connection import ROW_GROUP_SIZE, catalog_name, shared_instance, temp_directory
+from pipelines.warehouse.parsed_project import invoke_dbt
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +59,12 @@ def dbt_environment(settings: Settings) -> dict[str, str]:
 
 
 def run_dbt(settings: Settings, args: list[str]):
-    """Invoke one dbt command against the project in dbt_project/; return dbt's result object."""
-    from dbt.cli.main import dbtRunner
+    """Invoke one dbt command against the project in dbt_project/; return dbt's result object.
 
-    project = str(settings.dbt_project_dir)
-    with temporary_environment(dbt_environment(settings)):
-        outcome = dbtRunner().invoke([*args, "--project-dir", project, "--profiles-dir", project])
+    The project is parsed once per process for the same files, vars and target (parsed_project.py)."""
+    environment = dbt_environment(settings)
+    with temporary_environment(environment):
+        outcome = invoke_dbt(Path(settings.dbt_project_dir), environment, args)
     if outcome.exception is not None:
         raise TransformError(f"dbt {' '.join(args)} could not run: {outcome.exception}")
     return outcome

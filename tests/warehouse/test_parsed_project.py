@@ -1,0 +1,90 @@
+"""dbt's parse kept per process (pipelines/warehouse/parsed_project.py): a second home is built without
+parsing the project again, and anything the parse depends on parses it anew."""
+
+import json
+import shutil
+
+import pytest
+from dbt.parser.manifest import ManifestLoader
+
+from pipelines.warehouse import parsed_project
+from pipelines.warehouse.connection import connect
+from pipelines.warehouse.parsed_project import LOCATION_VARIABLES, parse_key
+from pipelines.warehouse.transform import TransformError, build_warehouse, dbt_environment, dbt_vars, run_dbt
+from tests.conftest import copy_home
+
+
+@pytest.fixture
+def parses(monkeypatch) -> list[str]:
+    """The project directories dbt parses (from scratch or partially) from here on, none kept before."""
+    parsed_project.forget_parses()
+    seen: list[str] = []
+    original = ManifestLoader.get_full_manifest.__func__
+
+    def counting(cls, config, *args, **kwargs):
+        seen.append(config.project_root)
+        return original(cls, config, *args, **kwargs)
+
+    monkeypatch.setattr(ManifestLoader, "get_full_manifest", classmethod(counting))
+    yield seen
+    parsed_project.forget_parses()
+
+
+def mart_rows(settings) -> list[tuple]:
+    with connect(settings) as con:
+        return con.execute("select * from marts.interactions order by user_id, item_id").fetchall()
+
+
+def test_a_second_home_is_built_with_the_parse_of_the_first_and_gets_the_same_marts(built, tmp_path, parses):
+    first, second = copy_home(built, tmp_path / "first"), copy_home(built, tmp_path / "second")
+    build_warehouse(first)
+    assert len(parses) == 1
+    build_warehouse(second)
+    assert len(parses) == 1  # no parse for the second home
+    assert mart_rows(second) == mart_rows(first) == mart_rows(built)
+    # Other vars are another parse; the kept one still serves the first vars.
+    run_dbt(second, ["ls", "--vars", json.dumps({**dbt_vars(second), "decay_half_life_days": 3})])
+    assert len(parses) == 2
+    run_dbt(first, ["ls", "--vars", json.dumps(dbt_vars(first))])
+    assert len(parses) == 2
+
+
+def test_the_key_changes_with_the_projects_files_vars_and_target_but_not_with_the_homes_location(built, tmp_path):
+    project = tmp_path / "dbt_project"
+    shutil.copytree(built.dbt_project_dir, project, ignore=shutil.ignore_patterns("target", "logs"))
+    environment = dbt_environment(built)
+    args = ["build", "--vars", '{"test_days": 3}']
+    key = parse_key(project, environment, args)
+
+    elsewhere = dbt_environment(copy_home(built, tmp_path / "moved"))
+    assert set(environment) - set(elsewhere) == set()
+    assert {name for name in environment if environment[name] != elsewhere[name]} <= LOCATION_VARIABLES
+    assert parse_key(project, elsewhere, args) == key
+    assert parse_key(project, environment, ["run", "--select", "x", "--vars", '{"test_days": 3}']) == key
+    # dbt's own output inside the project is not a source of the parse.
+    (project / "target").mkdir()
+    (project / "target" / "manifest.json").write_text("{}")
+    assert parse_key(project, environment, args) == key
+
+    assert parse_key(project, environment, ["build", "--vars", '{"test_days": 4}']) != key
+    assert parse_key(project, environment, ["build"]) != key
+    assert parse_key(project, {**environment, "RECFORGE_DBT_TARGET": "postgres"}, args) != key
+    assert parse_key(project, {**environment, "RECFORGE_PG_DATABASE": "other"}, args) != key
+    model = project / "models" / "marts" / "interactions.sql"
+    model.write_text(model.read_text() + "\n-- changed\n")
+    assert parse_key(project, environment, args) != key
+    (project / "macros" / "new_macro.sql").write_text("{% macro new_macro() %}1{% endmacro %}\n")
+    assert parse_key(project, environment, args) != parse_key(project, elsewhere, ["x"])
+
+
+def test_a_project_that_fails_to_parse_raises_with_dbts_message_and_keeps_nothing(built, tmp_path, monkeypatch):
+    project = tmp_path / "dbt_project"
+    shutil.copytree(built.dbt_project_dir, project, ignore=shutil.ignore_patterns("target", "logs"))
+    model = project / "models" / "marts" / "interactions.sql"
+    model.write_text("{{ config(materialized=not_a_macro()) }}\nselect 1 as x\n")
+    monkeypatch.setattr(type(built), "dbt_project_dir", property(lambda self: project))
+    settings = copy_home(built, tmp_path / "home")
+    parsed_project.forget_parses()
+    with pytest.raises(TransformError, match="dbt build could not run: Parsing Error"):
+        run_dbt(settings, ["build"])
+    assert not parsed_project._parses
