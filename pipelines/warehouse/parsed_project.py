@@ -1,5 +1,5 @@
-"""dbt's parse of the project, kept for the life of the process and handed to every later dbt command that
-would parse the same thing.
+"""dbt's parse of the project, kept (in the process and in the home) and handed to every later dbt command
+that would parse the same thing.
 
 dbt parses the whole project again (about 5 s of CPU for this one) whenever the parse it saved beside a
 warehouse was made with another profile, and the profile names the warehouse's file: every new or copied
@@ -8,16 +8,26 @@ depends on the project's files, the vars given on the command line and the targe
 (adapter, database, schema), not on where the file lies or where dbt writes its logs and artifacts. So a
 process that builds several warehouses (a test worker; the demo A/B, which builds a scratch copy beside the
 home) parses each distinct project once; dbt's documented way to reuse a parse is ``dbtRunner(manifest=...)``.
+The parse is also written under the home (``dbt/parses/<key>.msgpack``, dbt's own serialisation of its
+manifest, as in its partial-parse file), so a copied or moved home, and every new process on it, loads it
+in a fraction of a second instead of parsing (a test suite copies prepared homes hundreds of times).
 
 A miss runs ``dbt parse`` first (dbt's own partial parsing still applies, and it leaves the saved parse
-beside the warehouse as before), then the command with that parse.
+beside the warehouse as before), then the command with that parse. The key holds every project file's
+bytes, the vars, the target's settings and the versions of dbt and its adapters: any change parses anew.
+A kept file that cannot be read is parsed again, never trusted.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
 from collections import OrderedDict
+from importlib import metadata
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 # Where a warehouse lies and where dbt writes its logs and artifacts: what differs between two homes
 # without changing what dbt parses.
@@ -32,9 +42,11 @@ LOCATION_VARIABLES = frozenset(
 )
 # dbt's own output folders, should someone run dbt by hand inside the project.
 NOT_PROJECT_SOURCES = frozenset({"target", "logs", "dbt_packages"})
-# A parse of this project holds a few MB; a process rarely needs more than two (vars from settings, and
-# dbt_project.yml's defaults in some tests).
+# A parse of this project holds a few MB in memory, about 1 MB on disk; a process or a home rarely needs more
+# than two (vars from settings, and dbt_project.yml's defaults in some tests).
 KEPT_PARSES = 4
+# dbt's parse includes its adapters' macros: a new version of any of these is a new parse.
+DBT_DISTRIBUTIONS = ("dbt-core", "dbt-adapters", "dbt-duckdb", "dbt-postgres")
 
 _parses: OrderedDict[str, object] = OrderedDict()
 
@@ -42,7 +54,7 @@ _parses: OrderedDict[str, object] = OrderedDict()
 def parse_key(project: Path, environment: dict[str, str], args: list[str]) -> str:
     """What the parse depends on: every project file's path and bytes, the command's ``--vars``, and the
     environment profiles.yml reads except the location variables."""
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(f"{project.resolve()}\0{dbt_versions()}".encode())
     sources = (
         path
         for path in project.rglob("*")
@@ -58,12 +70,23 @@ def parse_key(project: Path, environment: dict[str, str], args: list[str]) -> st
     return digest.hexdigest()
 
 
+def dbt_versions() -> str:
+    versions = []
+    for name in DBT_DISTRIBUTIONS:
+        try:
+            versions.append(f"{name}=={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            versions.append(f"{name} absent")
+    return ",".join(versions)
+
+
 def project_args(project: Path) -> list[str]:
     return ["--project-dir", str(project), "--profiles-dir", str(project)]
 
 
-def invoke_dbt(project: Path, environment: dict[str, str], args: list[str]):
-    """``dbtRunner().invoke(args)`` on `project`, with the parse this process already made for the same key.
+def invoke_dbt(project: Path, environment: dict[str, str], args: list[str], parses_dir: Path):
+    """``dbtRunner().invoke(args)`` on `project`, with the parse this process or `parses_dir` already holds for
+    the same key.
 
     `environment` must already be in ``os.environ`` (dbt reads it there); it is passed to form the key."""
     from dbt.cli.main import dbtRunner
@@ -71,16 +94,48 @@ def invoke_dbt(project: Path, environment: dict[str, str], args: list[str]):
     key = parse_key(project, environment, args)
     manifest = _parses.get(key)
     if manifest is None:
+        manifest = load_parse(parses_dir / f"{key}.msgpack")
+    if manifest is None:
         cli_vars = ["--vars", args[args.index("--vars") + 1]] if "--vars" in args else []
         parsed = dbtRunner().invoke(["parse", *cli_vars, *project_args(project)])
         if not parsed.success or parsed.result is None:
             return parsed  # the command would fail to parse alike: the caller reports dbt's own error
         manifest = parsed.result
-        _parses[key] = manifest
-        while len(_parses) > KEPT_PARSES:
-            _parses.popitem(last=False)
+        save_parse(parses_dir, key, manifest)
+    _parses[key] = manifest
     _parses.move_to_end(key)
+    while len(_parses) > KEPT_PARSES:
+        _parses.popitem(last=False)
     return dbtRunner(manifest=manifest).invoke([*args, *project_args(project)])
+
+
+def load_parse(path: Path):
+    """The manifest kept in `path`, ready for dbtRunner; None when there is none or it cannot be read."""
+    if not path.exists():
+        return None
+    from dbt.contracts.graph.manifest import Manifest
+    from dbt.parser.manifest import extended_mashumuro_decoder
+
+    try:
+        manifest = Manifest.from_msgpack(path.read_bytes(), decoder=extended_mashumuro_decoder)
+    except Exception as error:  # a damaged or foreign file: parse again, as dbt does with its own
+        log.warning("dbt's kept parse %s could not be read (%s): parsing the project again", path, error)
+        return None
+    manifest.build_flat_graph()  # the `graph` macros read, as after dbt's own parse
+    return manifest
+
+
+def save_parse(parses_dir: Path, key: str, manifest) -> None:
+    """Write the parse under its key (atomically: a reader sees the whole file or none), keeping the newest few."""
+    from dbt.parser.manifest import extended_mashumaro_encoder
+
+    parses_dir.mkdir(parents=True, exist_ok=True)
+    partial = parses_dir / f".{key}.{os.getpid()}.partial"
+    partial.write_bytes(manifest.to_msgpack(extended_mashumaro_encoder))
+    os.replace(partial, parses_dir / f"{key}.msgpack")
+    kept = sorted(parses_dir.glob("*.msgpack"), key=lambda path: path.stat().st_mtime, reverse=True)
+    for stale in kept[KEPT_PARSES:]:
+        stale.unlink(missing_ok=True)
 
 
 def forget_parses() -> None:

@@ -61,10 +61,11 @@ def dbt_environment(settings: Settings) -> dict[str, str]:
 def run_dbt(settings: Settings, args: list[str]):
     """Invoke one dbt command against the project in dbt_project/; return dbt's result object.
 
-    The project is parsed once per process for the same files, vars and target (parsed_project.py)."""
+    The project is parsed once for the same files, vars and target, and the parse kept in the process and the
+    home (parsed_project.py)."""
     environment = dbt_environment(settings)
     with temporary_environment(environment):
-        outcome = invoke_dbt(Path(settings.dbt_project_dir), environment, args)
+        outcome = invoke_dbt(Path(settings.dbt_project_dir), environment, args, dbt_parses_dir(settings))
     if outcome.exception is not None:
         raise TransformError(f"dbt {' '.join(args)} could not run: {outcome.exception}")
     return outcome
@@ -111,6 +112,11 @@ def run_models(settings: Settings, select: str) -> int:
         details = "; ".join(f"{r.node.name}: {r.status} ({r.message})" for r in failed) or "see dbt log"
         raise TransformError(f"dbt run --select {select} failed: {details}")
     return len(results)
+
+
+def dbt_parses_dir(settings: Settings) -> Path:
+    """dbt's parses of the project kept in the home (parsed_project.py): a copied home needs no parse."""
+    return settings.home / "dbt" / "parses"
 
 
 def last_build_file(settings: Settings) -> Path:

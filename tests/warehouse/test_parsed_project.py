@@ -2,6 +2,7 @@
 parsing the project again, and anything the parse depends on parses it anew."""
 
 import json
+import os
 import shutil
 
 import pytest
@@ -10,7 +11,14 @@ from dbt.parser.manifest import ManifestLoader
 from pipelines.warehouse import parsed_project
 from pipelines.warehouse.connection import connect
 from pipelines.warehouse.parsed_project import LOCATION_VARIABLES, parse_key
-from pipelines.warehouse.transform import TransformError, build_warehouse, dbt_environment, dbt_vars, run_dbt
+from pipelines.warehouse.transform import (
+    TransformError,
+    build_warehouse,
+    dbt_environment,
+    dbt_parses_dir,
+    dbt_vars,
+    run_dbt,
+)
 from tests.conftest import copy_home
 
 
@@ -37,11 +45,20 @@ def mart_rows(settings) -> list[tuple]:
 
 def test_a_second_home_is_built_with_the_parse_of_the_first_and_gets_the_same_marts(built, tmp_path, parses):
     first, second = copy_home(built, tmp_path / "first"), copy_home(built, tmp_path / "second")
+    for home in (first, second):  # as if built before parses were kept
+        shutil.rmtree(dbt_parses_dir(home))
     build_warehouse(first)
     assert len(parses) == 1
     build_warehouse(second)
     assert len(parses) == 1  # no parse for the second home
     assert mart_rows(second) == mart_rows(first) == mart_rows(built)
+    # A copy of a home carries the parse: a process that holds none loads it instead of parsing.
+    assert [path.suffix for path in dbt_parses_dir(first).iterdir()] == [".msgpack"]
+    parsed_project.forget_parses()
+    third = copy_home(first, tmp_path / "third")
+    build_warehouse(third)
+    assert len(parses) == 1
+    assert mart_rows(third) == mart_rows(first)
     # Other vars are another parse; the kept one still serves the first vars.
     run_dbt(second, ["ls", "--vars", json.dumps({**dbt_vars(second), "decay_half_life_days": 3})])
     assert len(parses) == 2
@@ -49,7 +66,9 @@ def test_a_second_home_is_built_with_the_parse_of_the_first_and_gets_the_same_ma
     assert len(parses) == 2
 
 
-def test_the_key_changes_with_the_projects_files_vars_and_target_but_not_with_the_homes_location(built, tmp_path):
+def test_the_key_changes_with_the_projects_files_vars_and_target_but_not_with_the_homes_location(
+    built, tmp_path, monkeypatch
+):
     project = tmp_path / "dbt_project"
     shutil.copytree(built.dbt_project_dir, project, ignore=shutil.ignore_patterns("target", "logs"))
     environment = dbt_environment(built)
@@ -70,6 +89,9 @@ def test_the_key_changes_with_the_projects_files_vars_and_target_but_not_with_th
     assert parse_key(project, environment, ["build"]) != key
     assert parse_key(project, {**environment, "RECFORGE_DBT_TARGET": "postgres"}, args) != key
     assert parse_key(project, {**environment, "RECFORGE_PG_DATABASE": "other"}, args) != key
+    with monkeypatch.context() as patched:
+        patched.setattr(parsed_project, "dbt_versions", lambda: "dbt-duckdb==99.0")
+        assert parse_key(project, environment, args) != key
     model = project / "models" / "marts" / "interactions.sql"
     model.write_text(model.read_text() + "\n-- changed\n")
     assert parse_key(project, environment, args) != key
@@ -88,3 +110,36 @@ def test_a_project_that_fails_to_parse_raises_with_dbts_message_and_keeps_nothin
     with pytest.raises(TransformError, match="dbt build could not run: Parsing Error"):
         run_dbt(settings, ["build"])
     assert not parsed_project._parses
+
+
+def test_a_damaged_kept_parse_is_parsed_again_and_replaced(built, tmp_path, parses, caplog):
+    settings = copy_home(built, tmp_path / "home")
+    args = ["ls", "--vars", json.dumps(dbt_vars(settings))]
+    run_dbt(settings, args)
+    [kept] = dbt_parses_dir(settings).glob("*.msgpack")
+    assert parses == []  # the copied home's parse
+    kept.write_bytes(b"not a manifest")
+    parsed_project.forget_parses()
+    run_dbt(settings, args)
+    assert len(parses) == 1 and "could not be read" in caplog.text
+    assert kept.stat().st_size > 100_000  # the new parse replaced it
+    parsed_project.forget_parses()
+    run_dbt(settings, args)
+    assert len(parses) == 1
+
+
+def test_a_home_keeps_only_its_newest_parses(tmp_path):
+    parses_dir = tmp_path / "parses"
+    parses_dir.mkdir()
+    for n in range(parsed_project.KEPT_PARSES + 2):
+        path = parses_dir / f"old{n}.msgpack"
+        path.write_bytes(b"x")
+        os.utime(path, (n, n))
+
+    class Manifest:
+        def to_msgpack(self, encoder):
+            return b"new"
+
+    parsed_project.save_parse(parses_dir, "new", Manifest())
+    kept = sorted(path.name for path in parses_dir.iterdir())
+    assert len(kept) == parsed_project.KEPT_PARSES and "new.msgpack" in kept and "old0.msgpack" not in kept
