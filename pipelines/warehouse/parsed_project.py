@@ -92,15 +92,19 @@ def invoke_dbt(project: Path, environment: dict[str, str], args: list[str], pars
     from dbt.cli.main import dbtRunner
 
     key = parse_key(project, environment, args)
+    kept = parses_dir / f"{key}.msgpack"
     manifest = _parses.get(key)
+    # Written for this home's copies and later processes: a new parse always, one from memory if the home has none.
+    write = manifest is not None and not kept.exists()
     if manifest is None:
-        manifest = load_parse(parses_dir / f"{key}.msgpack")
+        manifest = load_parse(kept)
     if manifest is None:
         cli_vars = ["--vars", args[args.index("--vars") + 1]] if "--vars" in args else []
         parsed = dbtRunner().invoke(["parse", *cli_vars, *project_args(project)])
         if not parsed.success or parsed.result is None:
             return parsed  # the command would fail to parse alike: the caller reports dbt's own error
-        manifest = parsed.result
+        manifest, write = parsed.result, True
+    if write:
         save_parse(parses_dir, key, manifest)
     _parses[key] = manifest
     _parses.move_to_end(key)
