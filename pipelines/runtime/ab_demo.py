@@ -36,6 +36,7 @@ from datetime import UTC, datetime, timedelta
 import yaml
 
 from pipelines.settings import Settings
+from pipelines.warehouse.transform import dbt_parses_dir
 
 DEMO_EXPERIMENT = "demo-champion-vs-holdback"
 DECLARATION_FILE = f"{DEMO_EXPERIMENT}.yaml"
@@ -94,8 +95,8 @@ def landing_window(files: list[str], now: datetime) -> tuple[datetime, datetime]
 
 
 def scratch_home(settings: Settings) -> Settings:
-    """A copy of the home the demo may write into: the warehouse copied, the publications and the item
-    catalog hard-linked (neither is written in place), the home's MLflow registry (aliases, decision tags)."""
+    """A copy of the home the demo may write into: the warehouse copied, the publications, the item catalog and
+    dbt's kept parse hard-linked (none is written in place), the home's MLflow registry (aliases, decision tags)."""
     scratch = settings.home / SCRATCH_HOME
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir()
@@ -105,6 +106,8 @@ def scratch_home(settings: Settings) -> Settings:
     shutil.copytree(catalog, scratch / settings.landing_dir.name / catalog.name, copy_function=os.link)
     demo = Settings(**{**settings.model_dump(), "home": scratch, "mlflow_tracking_uri": settings.tracking_uri})
     demo.ensure_dirs()
+    if dbt_parses_dir(settings).is_dir():  # dbt's kept parse (replaced, never written in place): no parse again
+        shutil.copytree(dbt_parses_dir(settings), dbt_parses_dir(demo), copy_function=os.link)
     return demo
 
 

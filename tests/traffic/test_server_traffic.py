@@ -13,6 +13,7 @@ from pipelines.ingest.impressions import impression_files
 from pipelines.runtime.ab_demo import DEMO_EXPERIMENT, SCRATCH_HOME, demo_on, run_demo, scratch_home
 from pipelines.traffic.run import simulate_server_traffic
 from pipelines.warehouse.connection import connect
+from pipelines.warehouse.transform import dbt_parses_dir
 from tests.conftest import copy_home
 
 
@@ -47,6 +48,8 @@ def test_the_same_seed_makes_the_same_choices_against_the_same_answers(published
 def test_the_demo_ab_ingests_the_traffic_joins_it_to_the_impressions_and_stops(published, tmp_path, capsys):
     home = copy_home(published, tmp_path / "home")
     scratch = scratch_home(home)
+    kept_parses = sorted(path.name for path in dbt_parses_dir(home).iterdir())
+    assert kept_parses and sorted(path.name for path in dbt_parses_dir(scratch).iterdir()) == kept_parses
     outcome = demo_on(scratch, home)
     assert status_of(scratch, DEMO_EXPERIMENT) == STOPPED
     assert DEMO_EXPERIMENT in outcome.readout or outcome.readout.startswith("blocked")
