@@ -20,6 +20,7 @@ A kept file that cannot be read is parsed again, never trusted.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -29,17 +30,6 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-# Where a warehouse lies and where dbt writes its logs and artifacts: what differs between two homes
-# without changing what dbt parses.
-LOCATION_VARIABLES = frozenset(
-    {
-        "RECFORGE_WAREHOUSE",
-        "RECFORGE_WAREHOUSE_INSTANCE",
-        "RECFORGE_WAREHOUSE_TEMP_DIRECTORY",
-        "DBT_LOG_PATH",
-        "DBT_TARGET_PATH",
-    }
-)
 # dbt's own output folders, should someone run dbt by hand inside the project.
 NOT_PROJECT_SOURCES = frozenset({"target", "logs", "dbt_packages"})
 # A parse of this project holds a few MB in memory, about 1 MB on disk; a process or a home rarely needs more
@@ -51,9 +41,9 @@ DBT_DISTRIBUTIONS = ("dbt-core", "dbt-adapters", "dbt-duckdb", "dbt-postgres")
 _parses: OrderedDict[str, object] = OrderedDict()
 
 
-def parse_key(project: Path, environment: dict[str, str], args: list[str]) -> str:
+def parse_key(project: Path, args: list[str], parse_environment: dict[str, str]) -> str:
     """What the parse depends on: every project file's path and bytes, the command's ``--vars``, and the
-    environment profiles.yml reads except the location variables."""
+    part of the environment profiles.yml reads that is not a location (transform.dbt_parse_environment)."""
     digest = hashlib.sha256(f"{project.resolve()}\0{dbt_versions()}".encode())
     sources = (
         path
@@ -63,13 +53,18 @@ def parse_key(project: Path, environment: dict[str, str], args: list[str]) -> st
     for path in sorted(sources):
         digest.update(f"{path.relative_to(project)}\0".encode())
         digest.update(path.read_bytes())
-    for name in sorted(set(environment) - LOCATION_VARIABLES):
-        digest.update(f"\0{name}={environment[name]}".encode())
-    cli_vars = args[args.index("--vars") + 1] if "--vars" in args else ""
-    digest.update(f"\0--vars={cli_vars}".encode())
+    for name in sorted(parse_environment):
+        digest.update(f"\0{name}={parse_environment[name]}".encode())
+    digest.update(f"\0{vars_args(args)}".encode())
     return digest.hexdigest()
 
 
+def vars_args(args: list[str]) -> list[str]:
+    """The command's ``--vars`` and its value, or nothing: what a parse of it must be given too."""
+    return args[args.index("--vars") : args.index("--vars") + 2] if "--vars" in args else []
+
+
+@functools.cache  # installed packages do not change under a running process: read their metadata once
 def dbt_versions() -> str:
     versions = []
     for name in DBT_DISTRIBUTIONS:
@@ -84,14 +79,15 @@ def project_args(project: Path) -> list[str]:
     return ["--project-dir", str(project), "--profiles-dir", str(project)]
 
 
-def invoke_dbt(project: Path, environment: dict[str, str], args: list[str], parses_dir: Path):
+def invoke_dbt(project: Path, args: list[str], parses_dir: Path, parse_environment: dict[str, str]):
     """``dbtRunner().invoke(args)`` on `project`, with the parse this process or `parses_dir` already holds for
     the same key.
 
-    `environment` must already be in ``os.environ`` (dbt reads it there); it is passed to form the key."""
+    The environment profiles.yml reads must already be in ``os.environ`` (dbt reads it there);
+    `parse_environment`, the part of it a parse depends on, forms the key."""
     from dbt.cli.main import dbtRunner
 
-    key = parse_key(project, environment, args)
+    key = parse_key(project, args, parse_environment)
     kept = parses_dir / f"{key}.msgpack"
     manifest = _parses.get(key)
     # Written for this home's copies and later processes: a new parse always, one from memory if the home has none.
@@ -99,8 +95,7 @@ def invoke_dbt(project: Path, environment: dict[str, str], args: list[str], pars
     if manifest is None:
         manifest = load_parse(kept)
     if manifest is None:
-        cli_vars = ["--vars", args[args.index("--vars") + 1]] if "--vars" in args else []
-        parsed = dbtRunner().invoke(["parse", *cli_vars, *project_args(project)])
+        parsed = dbtRunner().invoke(["parse", *vars_args(args), *project_args(project)])
         if not parsed.success or parsed.result is None:
             return parsed  # the command would fail to parse alike: the caller reports dbt's own error
         manifest, write = parsed.result, True

@@ -37,14 +37,16 @@ class TransformResult:
 
 def dbt_environment(settings: Settings) -> dict[str, str]:
     """What profiles.yml reads: target and connections come from settings, never from the profile."""
+    return {**dbt_parse_environment(settings), **dbt_location_environment(settings)}
+
+
+def dbt_parse_environment(settings: Settings) -> dict[str, str]:
+    """The part of dbt_environment a parse of the project depends on (the target's settings), kept with it."""
     return {
-        "RECFORGE_WAREHOUSE": str(settings.warehouse_path),
         # dbt attaches the file as recforge's connections do (connection.attached_file): the same in-process
         # instance, catalog name and row-group size, so a dbt run and recforge share the file, not fight over it.
-        "RECFORGE_WAREHOUSE_INSTANCE": shared_instance(settings.warehouse_path),
         "RECFORGE_WAREHOUSE_CATALOG": catalog_name(settings.warehouse_path),
         "RECFORGE_WAREHOUSE_ROW_GROUP_SIZE": str(ROW_GROUP_SIZE),
-        "RECFORGE_WAREHOUSE_TEMP_DIRECTORY": temp_directory(settings.warehouse_path),
         "RECFORGE_WAREHOUSE_MEMORY_LIMIT": settings.warehouse_memory_limit,
         "RECFORGE_DBT_TARGET": settings.dbt_target,
         "RECFORGE_PG_HOST": settings.pg_host,
@@ -52,9 +54,19 @@ def dbt_environment(settings: Settings) -> dict[str, str]:
         "RECFORGE_PG_USER": settings.pg_user,
         "RECFORGE_PG_PASSWORD": settings.pg_password,
         "RECFORGE_PG_DATABASE": settings.pg_database,
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+    }
+
+
+def dbt_location_environment(settings: Settings) -> dict[str, str]:
+    """Where the warehouse lies and where dbt writes its logs and artifacts: what differs between two homes
+    without changing what dbt parses (a moved or copied home keeps its parse)."""
+    return {
+        "RECFORGE_WAREHOUSE": str(settings.warehouse_path),
+        "RECFORGE_WAREHOUSE_INSTANCE": shared_instance(settings.warehouse_path),
+        "RECFORGE_WAREHOUSE_TEMP_DIRECTORY": temp_directory(settings.warehouse_path),
         "DBT_LOG_PATH": str(settings.home / "dbt" / "logs"),
         "DBT_TARGET_PATH": str(settings.home / "dbt" / "target"),
-        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
     }
 
 
@@ -63,9 +75,10 @@ def run_dbt(settings: Settings, args: list[str]):
 
     The project is parsed once for the same files, vars and target, and the parse kept in the process and the
     home (parsed_project.py)."""
-    environment = dbt_environment(settings)
-    with temporary_environment(environment):
-        outcome = invoke_dbt(Path(settings.dbt_project_dir), environment, args, dbt_parses_dir(settings))
+    with temporary_environment(dbt_environment(settings)):
+        outcome = invoke_dbt(
+            Path(settings.dbt_project_dir), args, dbt_parses_dir(settings), dbt_parse_environment(settings)
+        )
     if outcome.exception is not None:
         raise TransformError(f"dbt {' '.join(args)} could not run: {outcome.exception}")
     return outcome
@@ -137,7 +150,7 @@ def generate_docs(settings: Settings) -> Path:
     run_dbt(settings, ["docs", "generate", "--static", "--vars", _vars(settings)])
     target = settings.reports_dir / "dbt_docs" / "index.html"
     target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(Path(dbt_environment(settings)["DBT_TARGET_PATH"]) / "static_index.html", target)
+    shutil.copyfile(Path(dbt_location_environment(settings)["DBT_TARGET_PATH"]) / "static_index.html", target)
     write_index(settings)
     log.info("dbt docs written to %s", target)
     return target

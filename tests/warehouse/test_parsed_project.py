@@ -10,11 +10,13 @@ from dbt.parser.manifest import ManifestLoader
 
 from pipelines.warehouse import parsed_project
 from pipelines.warehouse.connection import connect
-from pipelines.warehouse.parsed_project import LOCATION_VARIABLES, parse_key
+from pipelines.warehouse.parsed_project import parse_key
 from pipelines.warehouse.transform import (
     TransformError,
     build_warehouse,
     dbt_environment,
+    dbt_location_environment,
+    dbt_parse_environment,
     dbt_parses_dir,
     dbt_vars,
     run_dbt,
@@ -73,32 +75,35 @@ def test_the_key_changes_with_the_projects_files_vars_and_target_but_not_with_th
 ):
     project = tmp_path / "dbt_project"
     shutil.copytree(built.dbt_project_dir, project, ignore=shutil.ignore_patterns("target", "logs"))
-    environment = dbt_environment(built)
+    environment = dbt_parse_environment(built)
     args = ["build", "--vars", '{"test_days": 3}']
-    key = parse_key(project, environment, args)
+    key = parse_key(project, args, environment)
 
-    elsewhere = dbt_environment(copy_home(built, tmp_path / "moved"))
-    assert set(environment) - set(elsewhere) == set()
-    assert {name for name in environment if environment[name] != elsewhere[name]} <= LOCATION_VARIABLES
-    assert parse_key(project, elsewhere, args) == key
-    assert parse_key(project, environment, ["run", "--select", "x", "--vars", '{"test_days": 3}']) == key
+    # profiles.yml reads the two parts; between two homes only the locations differ, and they are not in the key.
+    moved = copy_home(built, tmp_path / "moved")
+    assert not set(dbt_parse_environment(moved)) & set(dbt_location_environment(moved))
+    assert dbt_environment(moved) == {**dbt_parse_environment(moved), **dbt_location_environment(moved)}
+    assert dbt_location_environment(moved) != dbt_location_environment(built)
+    assert parse_key(project, args, dbt_parse_environment(moved)) == key
+    assert parse_key(project, ["run", "--select", "x", "--vars", '{"test_days": 3}'], environment) == key
     # dbt's own output inside the project is not a source of the parse.
     (project / "target").mkdir()
     (project / "target" / "manifest.json").write_text("{}")
-    assert parse_key(project, environment, args) == key
+    assert parse_key(project, args, environment) == key
 
-    assert parse_key(project, environment, ["build", "--vars", '{"test_days": 4}']) != key
-    assert parse_key(project, environment, ["build"]) != key
-    assert parse_key(project, {**environment, "RECFORGE_DBT_TARGET": "postgres"}, args) != key
-    assert parse_key(project, {**environment, "RECFORGE_PG_DATABASE": "other"}, args) != key
+    assert parse_key(project, ["build", "--vars", '{"test_days": 4}'], environment) != key
+    assert parse_key(project, ["build"], environment) != key
+    assert parse_key(project, args, {**environment, "RECFORGE_DBT_TARGET": "postgres"}) != key
+    assert parse_key(project, args, {**environment, "RECFORGE_PG_DATABASE": "other"}) != key
     with monkeypatch.context() as patched:
         patched.setattr(parsed_project, "dbt_versions", lambda: "dbt-duckdb==99.0")
-        assert parse_key(project, environment, args) != key
+        assert parse_key(project, args, environment) != key
     model = project / "models" / "marts" / "interactions.sql"
     model.write_text(model.read_text() + "\n-- changed\n")
-    assert parse_key(project, environment, args) != key
+    changed = parse_key(project, args, environment)
+    assert changed != key
     (project / "macros" / "new_macro.sql").write_text("{% macro new_macro() %}1{% endmacro %}\n")
-    assert parse_key(project, environment, args) != parse_key(project, elsewhere, ["x"])
+    assert parse_key(project, args, environment) not in {key, changed}
 
 
 def test_a_project_that_fails_to_parse_raises_with_dbts_message_and_keeps_nothing(built, tmp_path, monkeypatch):
