@@ -36,7 +36,6 @@ from datetime import UTC, datetime, timedelta
 import yaml
 
 from pipelines.settings import Settings
-from pipelines.warehouse.transform import dbt_parses_dir
 
 DEMO_EXPERIMENT = "demo-champion-vs-holdback"
 DECLARATION_FILE = f"{DEMO_EXPERIMENT}.yaml"
@@ -97,6 +96,8 @@ def landing_window(files: list[str], now: datetime) -> tuple[datetime, datetime]
 def scratch_home(settings: Settings) -> Settings:
     """A copy of the home the demo may write into: the warehouse copied, the publications, the item catalog and
     dbt's kept parse hard-linked (none is written in place), the home's MLflow registry (aliases, decision tags)."""
+    from pipelines.warehouse.transform import dbt_parses_dir
+
     scratch = settings.home / SCRATCH_HOME
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir()
