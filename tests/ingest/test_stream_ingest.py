@@ -186,6 +186,26 @@ def test_a_day_through_the_collector_gives_the_raw_rows_the_same_day_as_a_daily_
     ]  # fmt: skip
 
 
+def run_within(seconds: float, coroutine):
+    """`asyncio.run(coroutine)` in a thread with a deadline: once, on a loaded CI machine, a trigger's loop never
+    returned and held the whole suite; a trigger that hangs is the test's failure, named, not a stuck run."""
+    outcome = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = asyncio.run(coroutine)
+        except BaseException as error:  # noqa: BLE001  (re-raised below, in the test's own thread)
+            outcome["error"] = error
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(timeout=seconds)
+    assert not worker.is_alive(), f"the stream trigger did not return within {seconds:.0f} s"
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
 def test_the_stream_trigger_fires_once_events_wait_and_not_again_for_the_same_ones(redis_db):  # noqa: F811
     import redis
 
@@ -210,24 +230,83 @@ def test_the_stream_trigger_fires_once_events_wait_and_not_again_for_the_same_on
             await asyncio.wait_for(anext(events), timeout=0.5)
         return fired.payload
 
-    # In a thread with a deadline: once, on a loaded CI machine, this loop never returned and held the whole
-    # suite; a trigger that hangs is this test's failure, named, not a stuck run.
-    outcome = {}
-
-    def run() -> None:
-        try:
-            outcome["payload"] = asyncio.run(watch())
-        except BaseException as error:  # noqa: BLE001  (re-raised below, in the test's own thread)
-            outcome["error"] = error
-
-    worker = threading.Thread(target=run, daemon=True)
-    worker.start()
-    worker.join(timeout=60)
-    assert not worker.is_alive(), "the stream trigger did not return within 60 s"
-    if "error" in outcome:
-        raise outcome["error"]
-    payload = outcome["payload"]
+    payload = run_within(60, watch())
     assert payload["waiting"] == 2 and payload["stream"] == "recforge:events"
+
+
+def test_a_cancelled_stream_trigger_lets_its_redis_command_finish_and_closes_after_it(redis_db, monkeypatch):  # noqa: F811
+    """A cancel that reached a Redis command in flight is what redis-py cannot always unwind (the CI hang above):
+    the trigger takes the cancel itself, lets the command end, then closes the client."""
+    import redis.asyncio
+
+    from pipelines.ingest.stream_trigger import RedisStreamTrigger
+
+    happened = []
+
+    async def slow_xlen(self, name):
+        happened.append("command started")
+        try:
+            await asyncio.sleep(0.4)
+        except asyncio.CancelledError:
+            happened.append("command cancelled")
+            raise
+        happened.append("command ended")
+        return 0
+
+    real_aclose = redis.asyncio.Redis.aclose
+
+    async def recorded_aclose(self, *args, **kwargs):
+        happened.append("closed")
+        await real_aclose(self, *args, **kwargs)
+
+    monkeypatch.setattr(redis.asyncio.Redis, "xlen", slow_xlen)
+    monkeypatch.setattr(redis.asyncio.Redis, "aclose", recorded_aclose)
+
+    async def cancel_mid_command():
+        started = time.perf_counter()
+        with pytest.raises(TimeoutError):  # cancels the trigger 0.1 s into its first XLEN
+            await asyncio.wait_for(anext(RedisStreamTrigger(redis_db, "recforge:events").run()), timeout=0.1)
+        return time.perf_counter() - started
+
+    took = run_within(10, cancel_mid_command())
+    assert happened == ["command started", "command ended", "closed"]
+    assert took < 1.5, f"the cancelled trigger took {took:.1f} s to return"
+
+
+def test_a_slow_or_failing_redis_poll_is_logged_and_the_trigger_goes_on(redis_db, monkeypatch, capfd):  # noqa: F811
+    import redis.asyncio
+
+    from pipelines.ingest import stream_trigger
+
+    calls = []
+    real_xlen = redis.asyncio.Redis.xlen
+
+    async def xlen_slow_then_failing_then_real(self, name):
+        calls.append(name)
+        if len(calls) == 1:
+            await asyncio.sleep(0.3)  # past the 0.1 s poll bound: waited for again, not started twice
+            raise redis.asyncio.ConnectionError("Redis is restarting")
+        return await real_xlen(self, name)
+
+    monkeypatch.setattr(redis.asyncio.Redis, "xlen", xlen_slow_then_failing_then_real)
+    monkeypatch.setattr(stream_trigger, "POLL_TIMEOUT_SECONDS", 0.1)
+    trigger = stream_trigger.RedisStreamTrigger(redis_db, "recforge:events", poll_seconds=0.01)
+
+    async def watch():
+        import redis as sync_redis
+
+        sync_redis.Redis.from_url(redis_db).xadd("recforge:events", {"day": "2026-01-05", "event": b"{}"})
+        events = trigger.run()
+        fired = await asyncio.wait_for(anext(events), timeout=5)
+        await events.aclose()
+        return fired.payload
+
+    payload = run_within(30, watch())
+    assert payload["waiting"] == 1
+    assert calls[0] == "recforge:events" and len(calls) == 2  # the slow first poll was not doubled
+    logged = capfd.readouterr().out  # Airflow's structlog writes the trigger's log to standard output
+    assert "reading Redis Stream 'recforge:events' took over 0.1 s" in logged, logged
+    assert "cannot read Redis Stream 'recforge:events': Redis is restarting" in logged, logged
 
 
 async def _close_that_never_returns(self, *args, **kwargs):
@@ -257,19 +336,15 @@ def test_a_cancelled_stream_trigger_ends_within_its_close_bound_whatever_the_red
     monkeypatch.setattr(redis.asyncio.Redis, "aclose", close)
     monkeypatch.setattr(stream_trigger, "CLOSE_TIMEOUT_SECONDS", 0.2)
     trigger = stream_trigger.RedisStreamTrigger(redis_db, "recforge:events", poll_seconds=0.05)
-    took = {}
 
     async def cancel_it():
         started = time.perf_counter()
         with pytest.raises(TimeoutError):  # an empty stream: the wait times out and cancels the trigger
             await asyncio.wait_for(anext(trigger.run()), timeout=0.3)
-        took["seconds"] = time.perf_counter() - started
+        return time.perf_counter() - started
 
-    worker = threading.Thread(target=asyncio.run, args=(cancel_it(),), daemon=True)
-    worker.start()
-    worker.join(timeout=10)
-    assert not worker.is_alive(), "the cancelled trigger never returned: its Redis close is not bounded"
-    assert took["seconds"] < 2.5, f"the cancelled trigger took {took['seconds']:.1f} s: its close bound did not hold"
+    took = run_within(10, cancel_it())
+    assert took < 2.5, f"the cancelled trigger took {took:.1f} s: its close bound did not hold"
 
 
 def test_micro_batches_run_on_a_host_without_the_collectors_key_file(home, monkeypatch):
