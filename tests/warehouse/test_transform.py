@@ -290,38 +290,60 @@ def test_plain_builds_keep_the_event_grain_a_full_refresh_would_build_as_eligibi
     _assert_plain_build_equals_full_refresh(settings, tmp_path, "fresh2")
 
 
-def test_an_incremental_build_keeps_the_first_arrival_of_an_id_a_later_batch_repeats(built, tmp_path):
-    """Ingestion quarantines an id accepted on an earlier landing day, but int_events_deduped does not rely on it:
-    a later batch that repeats a held id (here written to raw.events directly) adds only its other events."""
+def a_later_batch_repeating_a_held_id(built, tmp_path, same_event_time: bool):
+    """A copy of `built` whose raw.events gains a batch landed a day after the last, holding a held event's id and
+    a new event. Written to raw.events directly: ingestion would quarantine the held id (it arrived on an earlier
+    landing day), but int_events_deduped does not rely on it. `same_event_time`: a re-delivery of the held event
+    (its own timestamp); otherwise the id reused by an event of the new day."""
     settings = copy_home(built, tmp_path / "home")
     with connect(settings) as con:
         held = con.execute(
-            "select event_id, batch_id, user_id, item_id from intermediate.int_events_deduped order by event_id limit 1"
+            "select event_id, batch_id, user_id, item_id, event_ts, event_date from intermediate.int_events_deduped "
+            "order by event_id limit 1"
         ).fetchone()
         landing, ingested = con.execute(
             "select max(landing_date) + 1, max(ingested_at) + interval 1 hour from raw.events"
         ).fetchone()
         late = "recforge:late:repeats.jsonl"
         for event_id in (held[0], "a-new-event-of-the-late-batch"):
+            event_ts, event_date = (
+                (held[4], held[5]) if same_event_time and event_id == held[0] else (ingested, landing)
+            )
             con.execute(
                 "insert into raw.events (event_id, user_id, item_id, event_type, event_ts, source, batch_id,"
                 " landing_date, ingested_at, event_date) values (?, ?, ?, 'view', ?, 'recforge', ?, ?, ?, ?)",
-                [event_id, held[2], held[3], ingested, late, landing, ingested, landing],
+                [event_id, held[2], held[3], event_ts, late, landing, ingested, event_date],
             )
+    return settings, held[0], held[1], late
+
+
+def deduped_batches(settings, event_ids: list[str]) -> list[tuple]:
+    with connect(settings) as con:
+        return con.execute(
+            "select event_id, batch_id from intermediate.int_events_deduped where event_id in ? order by all",
+            [event_ids],
+        ).fetchall()
+
+
+def test_an_incremental_build_keeps_the_first_arrival_of_an_event_a_later_batch_delivers_again(built, tmp_path):
+    settings, held_id, held_batch, late = a_later_batch_repeating_a_held_id(built, tmp_path, same_event_time=True)
     build_warehouse(settings)  # incremental: only the late batch is new
-
-    def rows() -> dict:
-        with connect(settings) as con:
-            return dict(
-                con.execute(
-                    "select event_id, batch_id from intermediate.int_events_deduped where event_id in (?, ?)",
-                    [held[0], "a-new-event-of-the-late-batch"],
-                ).fetchall()
-            )
-
-    assert rows() == {held[0]: held[1], "a-new-event-of-the-late-batch": late}
+    ids = [held_id, "a-new-event-of-the-late-batch"]
+    assert deduped_batches(settings, ids) == sorted([(held_id, held_batch), ("a-new-event-of-the-late-batch", late)])
     run_dbt(settings, ["build", "--full-refresh", "--select", "int_events_deduped"])
-    assert rows() == {held[0]: held[1], "a-new-event-of-the-late-batch": late}
+    assert deduped_batches(settings, ids) == sorted([(held_id, held_batch), ("a-new-event-of-the-late-batch", late)])
+
+
+def test_an_id_reused_on_another_date_fails_the_unique_test_and_a_full_refresh_keeps_its_first_arrival(built, tmp_path):
+    """A day's build compares its ids with the held rows of its own event dates only (not the history): an id that
+    an event of another date reuses is kept by the incremental model, and its unique test stops the build, naming
+    it; nothing is lost, and a full refresh (which ranks every arrival) keeps the first."""
+    settings, held_id, held_batch, late = a_later_batch_repeating_a_held_id(built, tmp_path, same_event_time=False)
+    with pytest.raises(TransformError, match="unique_int_events_deduped_event_id"):
+        build_warehouse(settings)
+    assert deduped_batches(settings, [held_id]) == sorted([(held_id, held_batch), (held_id, late)])
+    run_dbt(settings, ["build", "--full-refresh", "--select", "int_events_deduped"])
+    assert deduped_batches(settings, [held_id]) == [(held_id, held_batch)]
 
 
 def test_a_new_day_folds_into_what_is_held_and_equals_a_full_refresh(simulated, tmp_path):
