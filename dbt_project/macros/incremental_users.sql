@@ -18,14 +18,9 @@
     {%- else -%} hash({{ event_id_column }}, '{{ built_with }}') {%- endif -%}
 {%- endmacro %}
 
-{#- The newest ingested_at the model has folded in, as a literal (so the scan of the events skips older row
-    groups); the epoch when the model is empty. The pre-hook and the model read it before anything is deleted. -#}
+{#- The newest ingested_at the model has folded in (macros/watermark.sql). -#}
 {% macro folded_through(relation) -%}
-    {%- set newest = none -%}
-    {%- if execute -%}
-        {%- set newest = run_query("select cast(max(max_ingested_at) as varchar) from " ~ relation).columns[0].values()[0] -%}
-    {%- endif -%}
-    cast('{{ newest or "1970-01-01 00:00:00" }}' as timestamp)
+    {{ ingested_through(relation, 'max_ingested_at') }}
 {%- endmacro %}
 
 {#- Users whose rows in `relation` plus their events ingested after `watermark` are not their eligible events

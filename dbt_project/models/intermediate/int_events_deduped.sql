@@ -19,7 +19,7 @@
 with events as (
     select * from {{ ref('stg_events') }}
     {% if is_incremental() %}
-    where ingested_at > (select coalesce(max(ingested_at), cast('1970-01-01' as timestamp)) from {{ this }})
+    where ingested_at > {{ ingested_through(this, 'ingested_at') }}
     {% endif %}
 ),
 
