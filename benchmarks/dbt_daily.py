@@ -50,7 +50,7 @@ settings = get_settings()
 started = time.perf_counter()
 summary = transform.build_warehouse(settings).summary()
 seconds = time.perf_counter() - started
-nodes = json.loads((settings.home / "dbt" / "target" / "run_results.json").read_text())["results"]
+nodes = json.loads((transform.dbt_target_dir(settings) / "run_results.json").read_text())["results"]
 print(json.dumps({"seconds": seconds, "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "summary": summary, "nodes": {n["unique_id"]: n["execution_time"] for n in nodes}}))
 """

@@ -66,7 +66,7 @@ def dbt_location_environment(settings: Settings) -> dict[str, str]:
         "RECFORGE_WAREHOUSE_INSTANCE": shared_instance(settings.warehouse_path),
         "RECFORGE_WAREHOUSE_TEMP_DIRECTORY": temp_directory(settings.warehouse_path),
         "DBT_LOG_PATH": str(settings.home / "dbt" / "logs"),
-        "DBT_TARGET_PATH": str(settings.home / "dbt" / "target"),
+        "DBT_TARGET_PATH": str(dbt_target_dir(settings)),
     }
 
 
@@ -127,6 +127,11 @@ def run_models(settings: Settings, select: str) -> int:
     return len(results)
 
 
+def dbt_target_dir(settings: Settings) -> Path:
+    """Where dbt writes its artifacts for this home (run_results.json, the static docs page)."""
+    return settings.home / "dbt" / "target"
+
+
 def dbt_parses_dir(settings: Settings) -> Path:
     """dbt's parses of the project kept in the home (parsed_project.py): a copied home needs no parse."""
     return settings.home / "dbt" / "parses"
@@ -150,7 +155,7 @@ def generate_docs(settings: Settings) -> Path:
     run_dbt(settings, ["docs", "generate", "--static", "--vars", _vars(settings)])
     target = settings.reports_dir / "dbt_docs" / "index.html"
     target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(Path(dbt_location_environment(settings)["DBT_TARGET_PATH"]) / "static_index.html", target)
+    shutil.copyfile(dbt_target_dir(settings) / "static_index.html", target)
     write_index(settings)
     log.info("dbt docs written to %s", target)
     return target
