@@ -61,7 +61,7 @@ class RedisStreamTrigger(BaseEventTrigger):
                     poll = asyncio.ensure_future(self._waiting_and_oldest(client))
                 # `wait`, not awaiting the task: a cancel raised here leaves the poll to end by itself.
                 await asyncio.wait({poll}, timeout=POLL_TIMEOUT_SECONDS)
-                waiting, oldest = self._read(poll)
+                waiting, oldest = self._answer(poll)
                 if waiting and oldest != announced:
                     announced = oldest
                     yield TriggerEvent({"stream": self.stream, "waiting": waiting, "oldest": oldest.decode()})
@@ -70,20 +70,22 @@ class RedisStreamTrigger(BaseEventTrigger):
             await self._close_within_bound(client, poll)
 
     async def _waiting_and_oldest(self, client) -> tuple[int, bytes | None]:
-        """How many events the stream holds, and the id of the oldest one (None when it is empty)."""
-        waiting = await client.xlen(self.stream)
-        oldest = (await client.xrange(self.stream, count=1) or [(None, None)])[0][0] if waiting else None
-        return waiting, oldest
-
-    def _read(self, poll: asyncio.Future) -> tuple[int, bytes | None]:
-        """The poll's answer; nothing waits while Redis is failing or slow (restarting, say): try again next poll."""
+        """How many events the stream holds, and the id of the oldest one (None when it is empty); nothing
+        waits while Redis is failing (restarting, say): try again next poll."""
         import redis.asyncio as redis
 
+        try:
+            waiting = await client.xlen(self.stream)
+            oldest = (await client.xrange(self.stream, count=1) or [(None, None)])[0][0] if waiting else None
+        except redis.RedisError as error:
+            self.log.warning("cannot read Redis Stream %r: %s", self.stream, error)
+            return 0, None
+        return waiting, oldest
+
+    def _answer(self, poll: asyncio.Future) -> tuple[int, bytes | None]:
+        """The poll's answer; nothing waits while a poll is still under way past its bound."""
         if not poll.done():
             self.log.warning("reading Redis Stream %r took over %g s", self.stream, POLL_TIMEOUT_SECONDS)
-            return 0, None
-        if isinstance(poll.exception(), redis.RedisError):
-            self.log.warning("cannot read Redis Stream %r: %s", self.stream, poll.exception())
             return 0, None
         return poll.result()
 
@@ -106,7 +108,7 @@ class RedisStreamTrigger(BaseEventTrigger):
 
 async def _close_after(client, poll: asyncio.Future | None) -> None:
     """Close `client` once `poll`, its last command, has ended (closing under a command in flight is what redis-py
-    cannot always finish). A poll that failed was already logged or is moot now."""
+    cannot always finish). A poll that failed otherwise than Redis failing is moot now."""
     if poll is not None:
         await asyncio.wait({poll})
         if not poll.cancelled():
