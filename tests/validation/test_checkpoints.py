@@ -102,7 +102,7 @@ def test_marts_pass_and_the_next_run_is_held_to_the_row_count_band(built, tmp_pa
             r"marts_interactions.expect_column_values_to_be_between\(min_n_events\)",
         ),
         (  # a split missing
-            "delete from marts.interactions_split where split = 'valid'",
+            "delete from intermediate.int_interactions_split_recent where split = 'valid'",
             r"marts_splits.expect_column_distinct_values_to_equal_set\(split\)",
         ),
     ],

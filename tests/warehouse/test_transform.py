@@ -419,3 +419,23 @@ def test_a_sessions_table_from_before_per_user_folding_is_rebuilt_not_merged_int
         assert con.execute("select max(n_items) < 1000, count(event_checksum) = count(*) "
                            "from intermediate.int_sessions").fetchone() == (True, True)  # fmt: skip
     _assert_plain_build_equals_full_refresh(settings, tmp_path, "fresh")
+
+
+def test_an_interactions_split_table_from_before_the_view_is_replaced_by_the_view(built, tmp_path):
+    """marts.interactions_split was a table holding every row; a warehouse built then has no
+    int_interactions_split_recent. The first plain build after the upgrade replaces the table with the view over
+    the pairs and the recent rows, and gives what a full refresh gives."""
+    settings = copy_home(built, tmp_path / "home")
+    with connect(settings) as con:
+        con.execute("create table marts.split_as_before as select * from marts.interactions_split")
+        con.execute("drop view marts.interactions_split")
+        con.execute("alter table marts.split_as_before rename to interactions_split")
+        con.execute("drop table intermediate.int_interactions_split_recent")
+    build_warehouse(settings)
+    with connect(settings) as con:
+        kinds = con.execute(
+            "select table_schema || '.' || table_name, table_type from information_schema.tables "
+            "where table_name in ('interactions_split', 'int_interactions_split_recent') order by 1"
+        ).fetchall()
+    assert kinds == [("intermediate.int_interactions_split_recent", "BASE TABLE"), ("marts.interactions_split", "VIEW")]
+    _assert_plain_build_equals_full_refresh(settings, tmp_path, "fresh")
