@@ -214,6 +214,7 @@ def _event_grain(settings) -> tuple[tuple, list]:
         "n_purchases",
         "marts.interactions_split": "user_id, item_id, split, n_events, first_ts, last_ts, window_end",
         "marts.item_features": "item_id, events_1d, events_7d, events_30d, events_total, users_total, n_purchases",
+        "intermediate.int_bot_users": "user_id, max_events_per_day, days_flagged",
     }
     with connect(settings) as con:
         exact = tuple(
@@ -288,6 +289,34 @@ def test_plain_builds_keep_the_event_grain_a_full_refresh_would_build_as_eligibi
         )
     assert back == in_raw  # every event of both, the old history included
     _assert_plain_build_equals_full_refresh(settings, tmp_path, "fresh2")
+
+
+def test_a_day_a_user_sends_over_two_batches_is_summed_before_the_bot_rule(built, tmp_path):
+    """int_bot_users sums a user's day over its batches (a day's events and its late arrivals, a stream's
+    micro-batches): two plain builds, each folding one batch of the same day, flag the user once the day's
+    total passes bot_max_events_per_day, as a full refresh does."""
+    settings = copy_home(built, tmp_path / "home")
+    limit = settings.bot_max_events_per_day
+    with connect(settings) as con:
+        (user,) = con.execute("select user_id from marts.user_features order by n_events desc, user_id").fetchone()
+        last = str(con.execute("select date_trunc('day', max(event_ts)) from raw.events").fetchone()[0])
+        (held,) = con.execute(
+            "select count(*) from intermediate.int_events_deduped where user_id = ? and event_date = cast(? as date) "
+            "and event_type <> 'rating'",
+            [user, last],
+        ).fetchone()
+        _add_events(con, user, "test:day-part-1", limit - held, last)  # exactly the limit: not a bot yet
+    build_warehouse(settings)
+    with connect(settings) as con:
+        flagged = "select count(*) from intermediate.int_bot_users where user_id = ?"
+        assert con.execute(flagged, [user]).fetchone() == (0,)
+        later = str(con.execute("select cast(? as timestamptz) + interval 1 hour", [last]).fetchone()[0])
+        _add_events(con, user, "test:day-part-2", 1, later)  # the same day, landed later: one over
+    build_warehouse(settings)
+    with connect(settings) as con:
+        assert con.execute(flagged, [user]).fetchone() == (1,)
+        assert not con.execute("select count(*) from marts.interaction_events where user_id = ?", [user]).fetchone()[0]
+    _assert_plain_build_equals_full_refresh(settings, tmp_path, "fresh")
 
 
 def a_later_batch_repeating_a_held_id(built, tmp_path, same_event_time: bool):
