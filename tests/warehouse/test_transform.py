@@ -239,19 +239,27 @@ def test_plain_builds_keep_the_event_grain_a_full_refresh_would_build_as_eligibi
     incremental int_events_deduped; this holds any future materialisation of it to the same).
 
     First build: one user withholds consent, one becomes a bot (a day of 2,001 events), one of a third user's
-    events leaves a re-ingested batch. Second build: the first gives consent again and the bot's day is
-    corrected away; both histories must come back whole.
+    events leaves a re-ingested batch, a fourth reaches exactly bot_max_events_per_day on that day (no bot).
+    Second build: the first gives consent again and the bot's day is corrected away, both histories must come
+    back whole; the fourth's day gets one more event in a later batch, and int_bot_users, which sums a day
+    over its batches, flags them.
     """
     settings = copy_home(built, tmp_path / "home")
     with connect(settings) as con:
-        refuser, bot, corrected = (
+        refuser, bot, corrected, at_limit = (
             u for (u,) in con.execute(
-                "select user_id from marts.user_features order by n_events desc, user_id limit 3"
+                "select user_id from marts.user_features order by n_events desc, user_id limit 4"
             ).fetchall()
         )  # fmt: skip
         last = str(con.execute("select date_trunc('day', max(event_ts)) from raw.events").fetchone()[0])
         _add_events(con, refuser, "test:refusal", 1, last, {"consent": {"personalization": False}})
         _add_events(con, bot, "test:scraper-day", 2001, last)
+        (that_day,) = con.execute(
+            "select count(*) from intermediate.int_events_deduped where user_id = ? and event_date = cast(? as date) "
+            "and event_type <> 'rating'",
+            [at_limit, last],
+        ).fetchone()
+        _add_events(con, at_limit, "test:day-part-1", settings.bot_max_events_per_day - that_day, last)
         batch, gone = con.execute(
             "select batch_id, event_id from raw.events where user_id = ? order by event_ts limit 1", [corrected]
         ).fetchone()
@@ -266,6 +274,8 @@ def test_plain_builds_keep_the_event_grain_a_full_refresh_would_build_as_eligibi
             ).fetchall()
         )
         assert not con.execute("select count(*) from marts.interaction_events where event_id = ?", [gone]).fetchone()[0]
+        flagged = "select count(*) from intermediate.int_bot_users where user_id = ?"
+        assert con.execute(flagged, [at_limit]).fetchone() == (0,)  # exactly the limit is no bot
     assert refuser not in held and bot not in held and held[corrected] > 0
     _assert_plain_build_equals_full_refresh(settings, tmp_path, "fresh1")
 
@@ -274,8 +284,11 @@ def test_plain_builds_keep_the_event_grain_a_full_refresh_would_build_as_eligibi
         _add_events(con, refuser, "test:consent-again", 1, later, {"consent": {"personalization": True}})
         con.execute("delete from raw.events where batch_id = 'test:scraper-day'")
         _add_events(con, bot, "test:scraper-day", 3, last)  # the corrected day: three events, a new ingested_at
+        an_hour_on = str(con.execute("select cast(? as timestamptz) + interval 1 hour", [last]).fetchone()[0])
+        _add_events(con, at_limit, "test:day-part-2", 1, an_hour_on)  # the same day, landed later: one over
     build_warehouse(settings)
     with connect(settings) as con:
+        assert con.execute(flagged, [at_limit]).fetchone() == (1,)
         back = dict(
             con.execute(
                 "select user_id, count(*) from marts.interaction_events where user_id in (?, ?) group by user_id",
@@ -289,34 +302,6 @@ def test_plain_builds_keep_the_event_grain_a_full_refresh_would_build_as_eligibi
         )
     assert back == in_raw  # every event of both, the old history included
     _assert_plain_build_equals_full_refresh(settings, tmp_path, "fresh2")
-
-
-def test_a_day_a_user_sends_over_two_batches_is_summed_before_the_bot_rule(built, tmp_path):
-    """int_bot_users sums a user's day over its batches (a day's events and its late arrivals, a stream's
-    micro-batches): two plain builds, each folding one batch of the same day, flag the user once the day's
-    total passes bot_max_events_per_day, as a full refresh does."""
-    settings = copy_home(built, tmp_path / "home")
-    limit = settings.bot_max_events_per_day
-    with connect(settings) as con:
-        (user,) = con.execute("select user_id from marts.user_features order by n_events desc, user_id").fetchone()
-        last = str(con.execute("select date_trunc('day', max(event_ts)) from raw.events").fetchone()[0])
-        (held,) = con.execute(
-            "select count(*) from intermediate.int_events_deduped where user_id = ? and event_date = cast(? as date) "
-            "and event_type <> 'rating'",
-            [user, last],
-        ).fetchone()
-        _add_events(con, user, "test:day-part-1", limit - held, last)  # exactly the limit: not a bot yet
-    build_warehouse(settings)
-    with connect(settings) as con:
-        flagged = "select count(*) from intermediate.int_bot_users where user_id = ?"
-        assert con.execute(flagged, [user]).fetchone() == (0,)
-        later = str(con.execute("select cast(? as timestamptz) + interval 1 hour", [last]).fetchone()[0])
-        _add_events(con, user, "test:day-part-2", 1, later)  # the same day, landed later: one over
-    build_warehouse(settings)
-    with connect(settings) as con:
-        assert con.execute(flagged, [user]).fetchone() == (1,)
-        assert not con.execute("select count(*) from marts.interaction_events where user_id = ?", [user]).fetchone()[0]
-    _assert_plain_build_equals_full_refresh(settings, tmp_path, "fresh")
 
 
 def a_later_batch_repeating_a_held_id(built, tmp_path, same_event_time: bool):
