@@ -420,33 +420,24 @@ def test_a_new_day_folds_into_what_is_held_and_equals_a_full_refresh(simulated, 
     _assert_plain_build_equals_full_refresh(settings, tmp_path, "fresh2")
 
 
-def test_a_sessions_table_from_before_per_user_folding_is_rebuilt_not_merged_into(built, tmp_path):
+def test_a_warehouse_from_before_per_user_folding_and_the_split_view_is_upgraded_by_a_plain_build(built, tmp_path):
     """int_sessions was a plain table: a warehouse built then has no checksums on it. The first plain build after
-    the upgrade drops and rebuilds it (on-run-start) rather than fold into rows it cannot check."""
+    the upgrade drops and rebuilds it (on-run-start) rather than fold into rows it cannot check.
+    marts.interactions_split was a table holding every row, with no int_interactions_split_recent: the same build
+    replaces it with the view over the pairs and the recent rows. Then the warehouse is what a full refresh gives."""
     settings = copy_home(built, tmp_path / "home")
     with connect(settings) as con:
         con.execute("alter table intermediate.int_sessions drop column event_checksum")
         con.execute("alter table intermediate.int_sessions drop column max_ingested_at")
         con.execute("update intermediate.int_sessions set n_items = n_items + 1000")  # what a rebuild erases
-    build_warehouse(settings)
-    with connect(settings) as con:
-        assert con.execute("select max(n_items) < 1000, count(event_checksum) = count(*) "
-                           "from intermediate.int_sessions").fetchone() == (True, True)  # fmt: skip
-    _assert_plain_build_equals_full_refresh(settings, tmp_path, "fresh")
-
-
-def test_an_interactions_split_table_from_before_the_view_is_replaced_by_the_view(built, tmp_path):
-    """marts.interactions_split was a table holding every row; a warehouse built then has no
-    int_interactions_split_recent. The first plain build after the upgrade replaces the table with the view over
-    the pairs and the recent rows, and gives what a full refresh gives."""
-    settings = copy_home(built, tmp_path / "home")
-    with connect(settings) as con:
         con.execute("create table marts.split_as_before as select * from marts.interactions_split")
         con.execute("drop view marts.interactions_split")
         con.execute("alter table marts.split_as_before rename to interactions_split")
         con.execute("drop table intermediate.int_interactions_split_recent")
     build_warehouse(settings)
     with connect(settings) as con:
+        assert con.execute("select max(n_items) < 1000, count(event_checksum) = count(*) "
+                           "from intermediate.int_sessions").fetchone() == (True, True)  # fmt: skip
         kinds = con.execute(
             "select table_schema || '.' || table_name, table_type from information_schema.tables "
             "where table_name in ('interactions_split', 'int_interactions_split_recent') order by 1"
