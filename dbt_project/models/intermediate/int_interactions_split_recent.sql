@@ -13,7 +13,7 @@ cells as (
 ),
 
 cutoffs as (
-    {{ split_cutoffs(ref('int_interaction_cells')) }}
+    {{ split_cutoffs('cells') }}
 ),
 
 straddling_pairs as (

@@ -15,7 +15,7 @@ recent as (
 ),
 
 cutoffs as (
-    {{ split_cutoffs(ref('int_interaction_cells')) }}
+    {{ split_cutoffs('cells') }}
 ),
 
 train_pairs as (
