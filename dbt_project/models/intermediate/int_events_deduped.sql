@@ -59,7 +59,7 @@ final as (
         source,
         batch_id,
         landing_date,
-        ingested_at
+        cast(ingested_at as timestamp) as ingested_at
     from ranked
     where arrival_rank = 1
 )

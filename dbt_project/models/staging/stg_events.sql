@@ -17,7 +17,11 @@ renamed as (
         source,
         batch_id,
         landing_date,
-        cast(ingested_at as timestamp) as ingested_at
+        -- As the source holds it (with time zone): the only reader, int_events_deduped, filters it by its watermark,
+        -- and a filter on the column itself is applied inside the scan of raw.events, where the row groups'
+        -- bounds skip the history; a filter on a cast of it read all 50M rows to keep a day of 3.5M (4.3 s at 1M).
+        -- int_events_deduped stores it as a UTC timestamp, as every later model reads it.
+        ingested_at
     from source
 )
 
