@@ -87,7 +87,8 @@ def run_dbt(settings: Settings, args: list[str]):
 # dbt's unit tests check a model's SQL on fixed input rows: their verdict changes with the project, never with the
 # data, so the pipeline's builds leave them out (dbt's own advice for production runs) and `make test` runs them
 # once against the project (run_unit_tests, tests/warehouse/test_unit_tests.py). Data tests stay in every build.
-WITHOUT_UNIT_TESTS = ["--exclude-resource-type", "unit_test"]
+UNIT_TEST = "unit_test"  # dbt's resource type of a unit test
+WITHOUT_UNIT_TESTS = ["--exclude-resource-type", UNIT_TEST]
 
 
 def build_warehouse(settings: Settings, full_refresh: bool = False, select: str | None = None) -> TransformResult:
@@ -105,11 +106,8 @@ def build_warehouse(settings: Settings, full_refresh: bool = False, select: str 
         ],
     )  # fmt: skip
     results = list(outcome.result or [])
-    failed = [r for r in results if str(r.status) in {"error", "fail", "runtime error"}]
     warned = [r for r in results if str(r.status) == "warn"]
-    if failed or not outcome.success:
-        details = "; ".join(f"{r.node.name}: {r.status} ({r.message})" for r in failed) or "see dbt log"
-        raise TransformError(f"dbt build failed: {details}")
+    raise_on_failure(outcome, [r for r in results if str(r.status) in {"error", "fail", "runtime error"}], "dbt build")
     result = TransformResult(len(results) - len(warned), len(warned), len(results))
     if select is None:  # the stamp says when the whole warehouse was last built
         stamp = last_build_file(settings)
@@ -126,11 +124,8 @@ def run_unit_tests(settings: Settings) -> int:
 
     The warehouse must be built: dbt reads the column types of the inputs a unit test does not give from it."""
     outcome = run_dbt(settings, ["test", "--vars", _vars(settings), "--select", "test_type:unit"])
-    unit_tests = [r for r in outcome.result or [] if str(r.node.resource_type) == "unit_test"]  # not the hooks
-    failed = [r for r in unit_tests if str(r.status) != "pass"]
-    if failed or not outcome.success:
-        details = "; ".join(f"{r.node.name}: {r.status} ({r.message})" for r in failed) or "see dbt log"
-        raise TransformError(f"dbt unit tests failed: {details}")
+    unit_tests = [r for r in outcome.result or [] if str(r.node.resource_type) == UNIT_TEST]  # not the hooks
+    raise_on_failure(outcome, [r for r in unit_tests if str(r.status) != "pass"], "dbt unit tests")
     return len(unit_tests)
 
 
@@ -140,10 +135,15 @@ def run_models(settings: Settings, select: str) -> int:
     outcome = run_dbt(settings, ["run", "--vars", _vars(settings), "--select", select])
     results = list(outcome.result or [])
     failed = [r for r in results if str(r.status) in {"error", "runtime error"}]
+    raise_on_failure(outcome, failed, f"dbt run --select {select}")
+    return len(results)
+
+
+def raise_on_failure(outcome, failed: list, command: str) -> None:
+    """Raise TransformError naming every failed node (or pointing to dbt's log) when `command` did not succeed."""
     if failed or not outcome.success:
         details = "; ".join(f"{r.node.name}: {r.status} ({r.message})" for r in failed) or "see dbt log"
-        raise TransformError(f"dbt run --select {select} failed: {details}")
-    return len(results)
+        raise TransformError(f"{command} failed: {details}")
 
 
 def dbt_target_dir(settings: Settings) -> Path:
