@@ -306,6 +306,16 @@ class Settings(BaseSettings):
         "from its fit on the newest backtest fold and runs this many sweeps (at most its iterations) instead of "
         "its iterations from scratch; 0 = from scratch. benchmarks/warm_start.py measures the quality this keeps.",
     )
+    train_fold_warm_sweeps: int = Field(
+        default=5,
+        ge=0,
+        le=1000,
+        description="The fit of a model that can carry on from an earlier fit (ALS) on the newest backtest fold starts "
+        "from the last training's fit on its newest fold, when that fit's cutoff is at or before this fold's and at "
+        "most test_days earlier (so it never saw the test window), and runs this many sweeps (at most its "
+        "iterations) instead of its iterations from scratch; 0 = from scratch, and no fold fit is kept "
+        "(pipelines/training/fold_fits.py).",
+    )
     train_blas_threads: int | None = Field(
         default=None,
         ge=1,

@@ -3,7 +3,7 @@
 Pure numpy/pandas like the rest of ``models/``: pipelines read the warehouse and settings and call in.
 """
 
-from models.evaluation.backtest import BacktestResult, backtest
+from models.evaluation.backtest import FROM_SCRATCH, BacktestResult, FoldStart, backtest
 from models.evaluation.evaluate import EvaluationConfig, FoldScore, score_fold
 from models.evaluation.segments import SEGMENTS, SegmentBounds
 from models.evaluation.splits import EventLog, Fold, global_time_folds, leave_last_n_fold, random_ratio_folds
@@ -11,6 +11,8 @@ from models.evaluation.splits import EventLog, Fold, global_time_folds, leave_la
 __all__ = [
     "SEGMENTS",
     "BacktestResult",
+    "FROM_SCRATCH",
+    "FoldStart",
     "EvaluationConfig",
     "EventLog",
     "Fold",

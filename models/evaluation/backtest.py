@@ -22,6 +22,20 @@ from models.evaluation.splits import Fold
 log = logging.getLogger(__name__)
 
 STD_SUFFIX = "_std"
+FROM_SCRATCH = "from scratch"  # how a fit that did not start from an earlier one is described
+
+
+@dataclass(frozen=True)
+class FoldStart:
+    """An earlier fit the first fold's fit carries on from (``Recommender.fit_from``), and what it is (for the record).
+
+    Whoever builds it answers for it: its training data must end no later than the first fold's cutoff, or the
+    fold's score would see the test window (pipelines/training/fold_fits.py checks that).
+    """
+
+    model: object
+    sweeps: int
+    label: str
 
 
 @dataclass
@@ -36,6 +50,8 @@ class BacktestResult:
     # The model fitted on the first fold (the newest of time folds), kept when asked and the model can carry on from
     # it (``Recommender.warm_starts``): training's final fit on the whole log starts from it.
     first_fold_model: object | None = field(default=None, repr=False, compare=False)
+    # How the first fold was fitted: FROM_SCRATCH, or carried on from a given start (``first_fold_start``).
+    first_fold_fit: str = FROM_SCRATCH
 
     def summary(self) -> dict[str, float]:
         """Mean of every metric over folds, plus ``<metric>_std``, ``fit_seconds`` and ``eval_seconds``."""
@@ -82,11 +98,14 @@ def backtest(
     catalog: pd.DataFrame,
     config: EvaluationConfig,
     keep_first_model: bool = False,
+    first_fold_start: FoldStart | None = None,
 ) -> BacktestResult:
     """Fit a fresh model from `make_model()` on each fold's training data and score it.
 
     ``keep_first_model``: keep the first fold's fitted model on the result (``first_fold_model``) if
     the model can start a later fit from it (``warm_starts``); other models are not held in memory.
+    ``first_fold_start``: the first fold's fit carries on from that model for its sweeps (a model that
+    declines the start fits from scratch); ``first_fold_fit`` on the result says which it was.
     """
     if not folds:
         raise ValueError("backtest needs at least one fold")
@@ -95,7 +114,13 @@ def backtest(
     for fold in folds:
         model = make_model()
         started = time.perf_counter()
-        model.fit(fold.train)
+        if first_fold_start is not None and not result.folds:
+            model.fit_from(fold.train, first_fold_start.model, first_fold_start.sweeps)
+            ran = getattr(model, "sweeps_from_start", None)
+            if ran is not None:
+                result.first_fold_fit = f"carried on from {first_fold_start.label}, {ran} sweeps"
+        else:
+            model.fit(fold.train)
         fitted = time.perf_counter()
         result.folds.append(score_fold(model, fold, catalog, config))
         result.fit_seconds.append(fitted - started)

@@ -39,6 +39,7 @@ from models.dataset import ITEM_FEATURE_COLUMNS, Interactions, catalog_content
 
 SECONDS_PER_DAY = 86_400
 EVENT_TS = "event_ts"
+GLOBAL_TIME = "global_time"  # the strategy of folds with one cutoff for everyone (``Fold.global_cutoff``)
 
 
 def id_order(ids) -> np.ndarray:
@@ -231,6 +232,15 @@ class Fold:
     # When the fold scores a sample of its test users (``sample_users``): how many it had in all (0 = all scored).
     population_users: int = 0
 
+    @property
+    def global_cutoff(self) -> int | None:
+        """The time every user's training stops at (epoch seconds) in a global-time fold; None in the others.
+
+        Only such a fold says of an earlier fit whether it saw the test window: a fit whose data
+        ended at or before this cutoff did not (a per-user or random split has no one such time).
+        """
+        return self.reference_ts if self.strategy.startswith(f"{GLOBAL_TIME}(") else None
+
     def sample_users(self, max_users: int, seed: int) -> Fold:
         """This fold scored on at most ``max_users`` of its test users, drawn uniformly with ``seed``.
 
@@ -405,7 +415,7 @@ def global_time_folds(
             _make_fold(
                 log,
                 f"cutoff {label}",
-                f"global_time(test_days={test_days:g})",
+                f"{GLOBAL_TIME}(test_days={test_days:g})",
                 log.ts < cutoff,
                 log.users[window],
                 log.items[window],

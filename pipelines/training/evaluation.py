@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from models.evaluation import (
+    FROM_SCRATCH,
     BacktestResult,
     EvaluationConfig,
     SegmentBounds,
@@ -22,6 +23,7 @@ from models.metrics import MetricNames, in_segment
 from pipelines.settings import Settings
 from pipelines.training.candidates import candidate_factories
 from pipelines.training.data import EvaluationData, load_evaluation_data
+from pipelines.training.fold_fits import FoldFits
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,8 @@ class EvaluationRun:
     failures: dict[str, str] = field(default_factory=dict)  # candidate -> error, for candidates left out
     refusals: dict[str, str] = field(default_factory=dict)  # candidate -> why the data cannot support it
     run_ids: dict[str, str] = field(default_factory=dict)  # candidate -> its nested MLflow run
+    # The newest fold's fits kept between trainings (None: every fold fits from scratch, nothing is kept).
+    fold_fits: FoldFits | None = None
 
     def summaries(self) -> dict[str, dict[str, float]]:
         return {name: result.summary() for name, result in self.results.items()}
@@ -91,7 +95,9 @@ def backtest_candidates(factories: dict, run: EvaluationRun, tags: dict[str, str
     A candidate that raises is left out (its run ends FAILED with an ``error`` tag, the error is
     logged and kept in ``run.failures``), so one broken algorithm cannot block retraining with the
     others; if every candidate is refused or fails, this raises naming each reason. A result keeps its
-    first fold's model where the model can carry on from it (``first_fold_model``): the final fit may start there.
+    first fold's model where the model can carry on from it (``first_fold_model``): the final fit may start there,
+    and with ``run.fold_fits`` that fit is kept for the next training, whose first fold may carry on from it
+    (pipelines/training/fold_fits.py; the run's ``fold_fit`` tag says how its first fold was fitted).
     """
     import mlflow
     from mlflow import MlflowClient
@@ -107,8 +113,9 @@ def backtest_candidates(factories: dict, run: EvaluationRun, tags: dict[str, str
         with mlflow.start_run(run_name=name, nested=True, tags={**tags, "model": name}) as child:
             run.run_ids[name] = child.info.run_id
             try:
+                start, why = first_fold_start(name, factory, run)
                 run.results[name] = backtest(
-                    factory, run.data.folds, run.data.catalog, run.config, keep_first_model=True
+                    factory, run.data.folds, run.data.catalog, run.config, keep_first_model=True, first_fold_start=start
                 )
             except Exception as error:
                 run.failures[name] = f"{type(error).__name__}: {error}"
@@ -116,6 +123,7 @@ def backtest_candidates(factories: dict, run: EvaluationRun, tags: dict[str, str
                 mlflow.set_tag("error", run.failures[name][:5000])
             else:
                 log_backtest(run.results[name], run.config.names)
+                keep_first_fold_fit(name, run, child.info.run_id, why)
         if name in run.failures:
             MlflowClient().set_terminated(child.info.run_id, "FAILED")
     if run.refusals:
@@ -127,6 +135,30 @@ def backtest_candidates(factories: dict, run: EvaluationRun, tags: dict[str, str
         ]
         what = "failed or was refused" if run.refusals else "failed"
         raise RuntimeError(f"every candidate {what}: " + "; ".join(reasons))
+
+
+def first_fold_start(name: str, factory, run: EvaluationRun):
+    """The kept fit ``name``'s first fold carries on from (None to fit from scratch) and why not, if not."""
+    probe = factory()
+    if not getattr(probe, "warm_starts", False):
+        return None, ""
+    if run.fold_fits is None:
+        return None, "train_fold_warm_sweeps is 0"
+    return run.fold_fits.start_for(name, probe, run.data.folds[0])
+
+
+def keep_first_fold_fit(name: str, run: EvaluationRun, run_id: str, why: str) -> None:
+    """Tag the candidate's run with how its first fold was fitted, and keep that fit for the next training."""
+    import mlflow
+
+    result = run.results[name]
+    if result.first_fold_model is None:  # a model that cannot carry on from an earlier fit
+        return
+    fit = result.first_fold_fit if result.first_fold_fit != FROM_SCRATCH else f"{FROM_SCRATCH} ({why or 'declined'})"
+    log.info("%s on fold '%s': %s", name, run.data.folds[0].name, fit)
+    mlflow.set_tag("fold_fit", fit[:5000])
+    if run.fold_fits is not None:
+        run.fold_fits.keep(name, result.first_fold_model, run.data.folds[0], run_id, run.data.snapshot, fit)
 
 
 def text_table(headers: list[str], rows: list[list[object]]) -> str:
@@ -171,7 +203,7 @@ def run_evaluation(settings: Settings, names: list[str] | None = None) -> tuple[
         )
     data = load_evaluation_data(settings)
     tags = {"data_snapshot": data.snapshot, "split": data.split, "code_version": code_version(), "kind": "evaluation"}
-    run = EvaluationRun(data, evaluation_config(settings))
+    run = EvaluationRun(data, evaluation_config(settings), fold_fits=FoldFits.from_settings(settings))
     with mlflow.start_run(run_name="evaluation", tags=tags) as parent:
         backtest_candidates({name: factories[name] for name in names or factories}, run, tags)
         summaries = run.summaries()

@@ -8,7 +8,9 @@ The flow of one training (one MLflow parent run in experiment ``recforge``):
    trials), or reuse the stored ones;
 3. for every candidate in ``train_candidates`` (or, between full selections, the last selection's
    leaders: ``pipelines/training/selection.py``; a nested run each): fit on each fold's training
-   data, score whole-catalog lists after publication's business rules, log each metric's mean and
+   data (ALS's fit on the newest fold carries on from the last training's for ``train_fold_warm_sweeps``
+   sweeps where that fit cannot have seen the fold's test window: ``pipelines/training/fold_fits.py``),
+   score whole-catalog lists after publication's business rules, log each metric's mean and
    spread over folds, overall, per activity segment and on new items;
 4. re-fit the champion's recipe on the same folds (reused when it equals a candidate), so both sides
    of the gate are measured on the same data;
@@ -37,7 +39,7 @@ import pandas as pd
 from models import Recommender
 from models.columns import Columns
 from models.evaluation import backtest
-from models.evaluation.backtest import STD_SUFFIX, BacktestResult
+from models.evaluation.backtest import FROM_SCRATCH, STD_SUFFIX, BacktestResult
 from pipelines.reports.bias_audit import audit_training
 from pipelines.reports.index import write_index
 from pipelines.settings import REPO_ROOT, Settings
@@ -50,6 +52,7 @@ from pipelines.training.evaluation import (
     evaluation_config,
     primary_by_candidate,
 )
+from pipelines.training.fold_fits import FoldFits
 from pipelines.training.gate import GateDecision, decide
 from pipelines.training.report import write_evaluation_report
 from pipelines.training.selection import candidates_to_backtest, ranked_selection, write_selection
@@ -142,7 +145,7 @@ def train_and_register(settings: Settings, airflow: AirflowRun | None = None, dr
     tags = {"data_snapshot": data.snapshot, "split": data.split, "code_version": code_version()}
     if airflow is not None:
         tags.update(airflow.tags())
-    run = EvaluationRun(data, evaluation_config(settings))
+    run = EvaluationRun(data, evaluation_config(settings), fold_fits=FoldFits.from_settings(settings))
     with mlflow.start_run(run_name="training", tags=tags) as parent:
         log_training_data(data.log, EVENTS_RELATION, settings, data.snapshot)
         tuned, sources = params_for_training(list(factories), settings, data, run.config, tags, drift=drift)
@@ -161,6 +164,7 @@ def train_and_register(settings: Settings, airflow: AirflowRun | None = None, dr
                 "calibration_lambda": settings.calibration_lambda,
                 "seller_cap": settings.seller_cap,
                 "train_final_warm_sweeps": settings.train_final_warm_sweeps,
+                "train_fold_warm_sweeps": settings.train_fold_warm_sweeps,
             }
         )
         backtest_candidates(factories, run, tags)
@@ -229,9 +233,6 @@ def train_and_register(settings: Settings, airflow: AirflowRun | None = None, dr
     )
     log.info(result.summary())
     return result
-
-
-FROM_SCRATCH = "from scratch"  # the final_fit tag of a model not carried on from its fold fit
 
 
 def fit_final(factory, result: BacktestResult, data: EvaluationData, sweeps: int) -> tuple[Recommender, str]:

@@ -128,6 +128,20 @@ def test_the_rewritten_champion_still_loads_and_the_next_publication_holds_no_fo
     assert find_ids(settings.home, [user]) == []
 
 
+def test_the_kept_fold_fit_loses_the_users_row_and_still_starts_the_next_training(forgotten, full_home):
+    from models import Recommender
+    from pipelines.training.fold_fits import MODEL, RECORD
+
+    settings, user, _, _ = forgotten
+    kept, before = (home.models_dir / "fold_fits" / "als" for home in (settings, full_home))
+    assert user in set(Recommender.load(before / MODEL).user_ids.astype(str))  # it held the user: the test can fail
+    model = Recommender.load(kept / MODEL)
+    assert user not in set(model.user_ids.astype(str))
+    assert len(model.user_ids) == len(Recommender.load(before / MODEL).user_ids) - 1
+    assert model.user_factors.shape[0] == len(model.user_ids)
+    assert (kept / RECORD).read_text() == (before / RECORD).read_text()  # the record (no ids) stays with it
+
+
 def test_the_api_answers_the_forgotten_user_with_the_fallback(forgotten):
     settings, user, _, _ = forgotten
     with TestClient(create_app(ServingSettings(home=settings.home))) as client:
