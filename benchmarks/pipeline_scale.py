@@ -4,6 +4,8 @@
     python benchmarks/pipeline_scale.py small     # 20k users, 5k items, ~1M events
     python benchmarks/pipeline_scale.py medium    # 100k users, 20k items, ~5M events
     python benchmarks/pipeline_scale.py large     # 1M users, 100k items, ~50M events (the issue's target)
+    python benchmarks/pipeline_scale.py large --stop-after dbt_build   # then, after a change to training:
+    python benchmarks/pipeline_scale.py large --resume-after dbt_build # the rest of the same run
 
 The simulated log (generated first, not part of the figures) is ingested one landing day at a
 time with the ``raw_batch`` checkpoint after each day (the ingest DAG's two tasks), then
@@ -144,6 +146,11 @@ def main() -> int:
     only = parser.add_mutually_exclusive_group()  # each names a part of the run; together they would run nothing
     only.add_argument("--generate-only", action="store_true", help="simulate the log and stop (nothing timed)")
     only.add_argument("--stop-after", choices=PIPELINE, help="end the full run after this stage (no daily run)")
+    parser.add_argument(
+        "--resume-after", choices=PIPELINE[:-1],
+        help="continue the full run a --stop-after at this stage left in --home (its report is extended): the next "
+        "stages after a change to their code, without simulating and ingesting again",
+    )  # fmt: skip
     only.add_argument(
         "--daily-only", action="store_true",
         help="only the daily increment again, on the warehouse an earlier run of this size left in --home (its "
@@ -158,10 +165,16 @@ def main() -> int:
     env.setdefault("RECFORGE_SELECTION_INTERVAL_DAYS", "7")  # the daily training: the full selection's leaders
     env.setdefault("RECFORGE_SELECTION_FOLDS", "1")  # ... on the newest fold
 
-    if args.daily_only and not (home / "pipeline_scale.json").exists():
-        raise SystemExit(f"--daily-only needs the full run's home: {home} has no pipeline_scale.json")
+    if (args.daily_only or args.resume_after) and not (home / "pipeline_scale.json").exists():
+        option = "--daily-only" if args.daily_only else "--resume-after"
+        raise SystemExit(f"{option} needs the full run's home: {home} has no pipeline_scale.json")
+    if args.resume_after and (args.daily_only or args.generate_only or args.keep_log):
+        parser.error("--resume-after continues a full run: not with --daily-only, --generate-only or --keep-log")
+    earlier = json.loads((home / "pipeline_scale.json").read_text())["stages"] if args.resume_after else []
+    if args.resume_after and [r["stage"] for r in earlier if r["phase"] == "full"][-1:] != [args.resume_after]:
+        raise SystemExit(f"{home}'s full run did not stop after {args.resume_after}: its stages are {earlier}")
     reuse = args.keep_log and (home / "landing" / "simulation.json").exists()
-    if not args.daily_only:  # the daily increment alone builds on what the full run left
+    if not args.daily_only and not args.resume_after:  # the daily increment alone builds on what the full run left
         clear_home(home, keep_landing=reuse)
         if not reuse:
             generated = run_stage("simulate", env, 0, 0, "generate")
@@ -170,8 +183,11 @@ def main() -> int:
         return 0
 
     days = size["sim_days"]
-    rows: list[dict] = []
+    rows: list[dict] = list(earlier)
+    done = PIPELINE[: PIPELINE.index(args.resume_after) + 1] if args.resume_after else ()
     for stage in () if args.daily_only else PIPELINE:  # the full warehouse: every landing day but the last
+        if stage in done:
+            continue
         rows.append(run_stage(stage, env, 0, days - 2, "full"))
         if stage == args.stop_after:
             break

@@ -81,3 +81,59 @@ def test_the_daily_increment_alone_cannot_be_combined_with_another_part_of_the_r
     assert run.returncode == 2
     assert f"argument {other[0]}: not allowed with argument --daily-only" in run.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def fake_stages(bench, monkeypatch) -> list[tuple[str, str]]:
+    """Replace the stages' processes by a record of which stage ran in which phase."""
+    ran: list[tuple[str, str]] = []
+
+    def run_stage(stage, env, first_day, last_day, phase):
+        ran.append((phase, stage))
+        return {"phase": phase, "stage": stage, "seconds": 1.0, "peak_rss_mib": 1, "output": ""}
+
+    monkeypatch.setattr(bench, "run_stage", run_stage)
+    return ran
+
+
+def test_resuming_runs_only_the_stages_after_the_one_the_run_stopped_at_and_extends_its_report(
+    bench, tmp_path, monkeypatch
+):
+    import json
+
+    earlier = [{"phase": "full", "stage": s, "seconds": 2.0, "peak_rss_mib": 5, "output": ""}
+               for s in ("ingest", "dbt_build")]  # fmt: skip
+    (tmp_path / "pipeline_scale.json").write_text(json.dumps({"stages": earlier}))
+    (tmp_path / "warehouse.duckdb").write_text("kept")
+    ran = fake_stages(bench, monkeypatch)
+    argv = [
+        "pipeline_scale.py",
+        "tiny",
+        "--home",
+        str(tmp_path),
+        "--resume-after",
+        "dbt_build",
+        "--stop-after",
+        "train",
+    ]
+    monkeypatch.setattr(sys, "argv", argv)
+    assert bench.main() == 0
+    assert ran == [("full", "validate_marts"), ("full", "train")]
+    report = json.loads((tmp_path / "pipeline_scale.json").read_text())
+    assert [r["stage"] for r in report["stages"]] == ["ingest", "dbt_build", "validate_marts", "train"]
+    assert report["full_seconds"] == 6.0
+    assert (tmp_path / "warehouse.duckdb").read_text() == "kept"  # nothing cleared
+
+
+def test_resuming_refuses_a_home_that_did_not_stop_at_that_stage(bench, tmp_path, monkeypatch):
+    import json
+
+    (tmp_path / "pipeline_scale.json").write_text(json.dumps({"stages": [{"phase": "full", "stage": "ingest"}]}))
+    ran = fake_stages(bench, monkeypatch)
+    monkeypatch.setattr(sys, "argv", ["pipeline_scale.py", "tiny", "--home", str(tmp_path), "--resume-after", "train"])
+    with pytest.raises(SystemExit, match="full run did not stop after train"):
+        bench.main()
+    monkeypatch.setattr(sys, "argv", ["pipeline_scale.py", "tiny", "--home", str(tmp_path / "new"), "--resume-after",
+                                      "train"])  # fmt: skip
+    with pytest.raises(SystemExit, match="--resume-after needs the full run's home"):
+        bench.main()
+    assert ran == [] and not (tmp_path / "new").exists()
