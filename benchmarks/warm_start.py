@@ -105,11 +105,24 @@ def measure(label: str, fit, fold: Fold, catalog: pd.DataFrame, config: Evaluati
 
 
 def compare(
-    newer: Fold, older: Fold, catalog: pd.DataFrame, config: EvaluationConfig, params: dict, sweeps: list[int]
+    newer: Fold,
+    older: Fold,
+    catalog: pd.DataFrame,
+    config: EvaluationConfig,
+    params: dict,
+    sweeps: list[int],
+    seeds: list[int] = (),
 ) -> list[dict]:
-    """The fit from scratch on ``newer``, then one fit per number of sweeps from the fit on ``older``."""
+    """The fit from scratch on ``newer``, then one fit per number of sweeps from the fit on ``older``.
+
+    ``seeds``: more fits from scratch, from these random states: how far two fits from scratch differ,
+    the yardstick for a carried fit's difference.
+    """
     start = ALSRecommender(**params).fit(older.train)
     rows = [measure("scratch", lambda: ALSRecommender(**params).fit(newer.train), newer, catalog, config)]
+    for seed in seeds:
+        fit = lambda seed=seed: ALSRecommender(**{**params, "random_state": seed}).fit(newer.train)  # noqa: E731
+        rows.append(measure(f"scratch, random_state {seed}", fit, newer, catalog, config))
     for n in sweeps:
         fit = lambda n=n: ALSRecommender(**params).fit_from(newer.train, start, n)  # noqa: E731
         rows.append(measure(f"from start, {n} sweeps", fit, newer, catalog, config))
@@ -151,6 +164,7 @@ def main() -> int:
     parser.add_argument("--data-dir", type=Path, help="MovieLens sets; default: the datasets_dir setting")
     parser.add_argument("--test-share", type=float, default=0.05, help="MovieLens: the ratings each test window holds")
     parser.add_argument("--sweeps", type=int, nargs="+", default=[1, 2, 3, 5, 8])
+    parser.add_argument("--seeds", type=int, nargs="*", default=[], help="more fits from scratch from these seeds")
     parser.add_argument("--chain", type=int, default=0, help="N trainings in a row, each fold carried on (see above)")
     parser.add_argument("--out", type=Path, help="write the rows here as JSON")
     args = parser.parse_args()
@@ -182,7 +196,7 @@ def main() -> int:
         return 0
     newer, older = folds
     log.info("start from %s; fit and score %s; ALS %s", older.name, newer.name, params or "defaults")
-    rows = compare(newer, older, catalog, config, params, args.sweeps)
+    rows = compare(newer, older, catalog, config, params, args.sweeps, args.seeds)
     reference = rows[0]
     primary = config.names.primary
     print(f"\n{newer.describe()}\nstart: {older.name}; ALS {params or 'defaults'}\n")
