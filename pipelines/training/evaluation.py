@@ -157,8 +157,12 @@ def keep_first_fold_fit(name: str, run: EvaluationRun, run_id: str, why: str) ->
     fit = result.first_fold_fit if result.first_fold_fit != FROM_SCRATCH else f"{FROM_SCRATCH} ({why or 'declined'})"
     log.info("%s on fold '%s': %s", name, run.data.folds[0].name, fit)
     mlflow.set_tag("fold_fit", fit[:5000])
-    if run.fold_fits is not None:
+    if run.fold_fits is None:
+        return
+    try:
         run.fold_fits.keep(name, result.first_fold_model, run.data.folds[0], run_id, run.data.snapshot, fit)
+    except OSError as error:  # a full disk, say: the training stands, the next one fits its fold from scratch
+        log.warning("%s: its fold fit was not kept under %s (%s)", name, run.fold_fits.directory, error)
 
 
 def text_table(headers: list[str], rows: list[list[object]]) -> str:
@@ -203,7 +207,7 @@ def run_evaluation(settings: Settings, names: list[str] | None = None) -> tuple[
         )
     data = load_evaluation_data(settings)
     tags = {"data_snapshot": data.snapshot, "split": data.split, "code_version": code_version(), "kind": "evaluation"}
-    run = EvaluationRun(data, evaluation_config(settings), fold_fits=FoldFits.from_settings(settings))
+    run = EvaluationRun(data, evaluation_config(settings), fold_fits=FoldFits.from_settings(settings, keeps=False))
     with mlflow.start_run(run_name="evaluation", tags=tags) as parent:
         backtest_candidates({name: factories[name] for name in names or factories}, run, tags)
         summaries = run.summaries()

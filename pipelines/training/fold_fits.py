@@ -65,14 +65,17 @@ class FoldFits:
     directory: Path
     sweeps: int
     max_gap_seconds: int
+    # False for `recforge evaluate`: it may start from the kept fits but never replaces them, so an analyst's
+    # evaluation (untuned parameters, say) does not leave the next training nothing to carry on from.
+    keeps: bool = True
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> FoldFits | None:
+    def from_settings(cls, settings: Settings, keeps: bool = True) -> FoldFits | None:
         """None when ``train_fold_warm_sweeps`` is 0: every fold fits from scratch and nothing is kept."""
         if settings.train_fold_warm_sweeps < 1:
             return None
         gap = int(settings.test_days * SECONDS_PER_DAY)
-        return cls(settings.models_dir / "fold_fits", settings.train_fold_warm_sweeps, gap)
+        return cls(settings.models_dir / "fold_fits", settings.train_fold_warm_sweeps, gap, keeps)
 
     def start_for(self, candidate: str, probe: Recommender, fold: Fold) -> tuple[FoldStart | None, str]:
         """The kept fit ``candidate``'s fit on ``fold`` may carry on from, or None and why not."""
@@ -109,7 +112,7 @@ class FoldFits:
         and swapped in by renames, so a reader finds the old fit, the new one or none, never half of one.
         """
         cutoff = fold.global_cutoff
-        if cutoff is None or not getattr(model, "warm_starts", False):
+        if not self.keeps or cutoff is None or not getattr(model, "warm_starts", False):
             return False
         self.directory.mkdir(parents=True, exist_ok=True)
         self._remove_leftovers(candidate)

@@ -187,3 +187,30 @@ def test_with_zero_sweeps_no_fold_carries_on_and_nothing_is_kept(tmp_path):
     with mlflow.start_run() as active:
         keep_first_fold_fit("als", run, active.info.run_id, "train_fold_warm_sweeps is 0")
     assert mlflow.get_run(active.info.run_id).data.tags["fold_fit"] == f"{FROM_SCRATCH} (train_fold_warm_sweeps is 0)"
+
+
+def test_a_fit_that_cannot_be_kept_is_a_warning_and_the_training_stands(tmp_path, caplog):
+    from pipelines.training.evaluation import EvaluationRun, keep_first_fold_fit
+    from tests.conftest import make_settings
+
+    newer, _ = folds(1)
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("a file where the kept fits would go")
+    run = EvaluationRun(data=type("Data", (), {"folds": [newer], "snapshot": "s"})(), config=None)
+    run.fold_fits = FoldFits(blocked / "fold_fits", 2, TEST_DAYS * DAY)
+    run.results["als"] = backtest(als, [newer], catalog().assign(in_stock=True, is_blocked=False),
+                                  EvaluationConfig(k=5, recall_k=10), keep_first_model=True)  # fmt: skip
+    configure(make_settings(tmp_path / "home"))
+    with mlflow.start_run():
+        keep_first_fold_fit("als", run, "run-1", "no fit kept from an earlier training")
+    assert f"als: its fold fit was not kept under {blocked / 'fold_fits'}" in caplog.text
+
+
+def test_an_evaluation_may_start_from_a_kept_fit_but_never_replaces_it(tmp_path):
+    newer, older = folds(1)
+    fits = store(tmp_path)
+    fits.keep("als", als().fit(older.train), older, "run-1", "snap", FROM_SCRATCH)
+    evaluating = FoldFits(fits.directory, fits.sweeps, fits.max_gap_seconds, keeps=False)
+    assert evaluating.start_for("als", als(), newer)[0] is not None
+    assert not evaluating.keep("als", als().fit(newer.train), newer, "run-2", "snap", FROM_SCRATCH)
+    assert json.loads((fits.directory / "als" / RECORD).read_text())["run_id"] == "run-1"

@@ -136,3 +136,14 @@ def test_with_an_experiment_win_required_the_version_an_experiment_shipped_is_pr
     monkeypatch.setenv("RECFORGE_PROMOTION_REQUIRES_EXPERIMENT_WIN", "true")
     assert main(["models", "promote", "2"]) == 0
     assert champion_of(registry) == "2"
+
+
+def test_evaluate_starts_from_the_kept_fold_fit_and_leaves_it_for_the_next_training(registry, capsys):
+    kept = registry.models_dir / "fold_fits" / "als" / "fold.json"
+    before = kept.read_text()
+    assert main(["evaluate", "--models", "als"]) == 0
+    assert kept.read_text() == before  # the training's fit, still there for the next training
+    client = configure(registry)
+    [run] = client.search_runs([client.get_experiment_by_name(registry.mlflow_experiment).experiment_id],
+                               "tags.kind = 'evaluation' and tags.model = 'als'")  # fmt: skip
+    assert run.data.tags["fold_fit"].startswith("carried on from its fit on fold 'cutoff ")
