@@ -85,8 +85,8 @@ def home_folds(home: Path, n_folds: int = 2) -> tuple[list[Fold], pd.DataFrame, 
     return data.folds, data.catalog, evaluation_config(settings), params
 
 
-def measure(label: str, fit, fold: Fold, catalog: pd.DataFrame, config: EvaluationConfig, fitted=None) -> dict:
-    """Fit, score on ``fold``'s test window and report; the model goes to ``fitted`` (a list) when given."""
+def measure(label: str, fit, fold: Fold, catalog: pd.DataFrame, config: EvaluationConfig) -> tuple[dict, object]:
+    """Fit, score on ``fold``'s test window: the report's row and the fitted model."""
     started = time.perf_counter()
     model = fit()
     seconds = time.perf_counter() - started
@@ -99,9 +99,7 @@ def measure(label: str, fit, fold: Fold, catalog: pd.DataFrame, config: Evaluati
         "training_loss": model.loss(fold.train),
     }
     log.info("%s", row)
-    if fitted is not None:
-        fitted.append(model)
-    return row
+    return row, model
 
 
 def compare(
@@ -119,13 +117,13 @@ def compare(
     the yardstick for a carried fit's difference.
     """
     start = ALSRecommender(**params).fit(older.train)
-    rows = [measure("scratch", lambda: ALSRecommender(**params).fit(newer.train), newer, catalog, config)]
+    rows = [measure("scratch", lambda: ALSRecommender(**params).fit(newer.train), newer, catalog, config)[0]]
     for seed in seeds:
         fit = lambda seed=seed: ALSRecommender(**{**params, "random_state": seed}).fit(newer.train)  # noqa: E731
-        rows.append(measure(f"scratch, random_state {seed}", fit, newer, catalog, config))
+        rows.append(measure(f"scratch, random_state {seed}", fit, newer, catalog, config)[0])
     for n in sweeps:
         fit = lambda n=n: ALSRecommender(**params).fit_from(newer.train, start, n)  # noqa: E731
-        rows.append(measure(f"from start, {n} sweeps", fit, newer, catalog, config))
+        rows.append(measure(f"from start, {n} sweeps", fit, newer, catalog, config)[0])
     return rows
 
 
@@ -134,11 +132,11 @@ def chain(folds: list[Fold], catalog: pd.DataFrame, config: EvaluationConfig, pa
     carried = ALSRecommender(**params).fit(folds[0].train)
     rows = []
     for step, fold in enumerate(folds[1:], 1):
-        scratch = measure("scratch", lambda fold=fold: ALSRecommender(**params).fit(fold.train), fold, catalog, config)
-        fitted: list = []
+        scratch, _ = measure(
+            "scratch", lambda fold=fold: ALSRecommender(**params).fit(fold.train), fold, catalog, config
+        )
         fit = lambda fold=fold, start=carried: ALSRecommender(**params).fit_from(fold.train, start, sweeps)  # noqa: E731
-        row = measure(f"carried {step} time(s), {sweeps} sweeps", fit, fold, catalog, config, fitted)
-        carried = fitted[0]
+        row, carried = measure(f"carried {step} time(s), {sweeps} sweeps", fit, fold, catalog, config)
         rows.append({"step": step, "fold": fold.name, "scratch": scratch, "carried": row})
     return rows
 

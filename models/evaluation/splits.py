@@ -401,6 +401,11 @@ def rolling_cutoffs(log: EventLog, n_folds: int, test_days: float, step_days: fl
     return cutoffs
 
 
+def cutoff_label(cutoff: int) -> str:
+    """A cutoff (epoch seconds) as fold names and messages about it show it: UTC, to the minute."""
+    return pd.Timestamp(cutoff, unit="s", tz="UTC").strftime("%Y-%m-%d %H:%M")
+
+
 def global_time_folds(
     log: EventLog, n_folds: int, test_days: float, step_days: float, new_item_days: float
 ) -> list[Fold]:
@@ -410,7 +415,7 @@ def global_time_folds(
         window = log.ts >= cutoff
         if j > 0:  # the newest window runs to the end of the log inclusive, like the warehouse's test split
             window &= log.ts < cutoff + int(test_days * SECONDS_PER_DAY)
-        label = pd.Timestamp(cutoff, unit="s", tz="UTC").strftime("%Y-%m-%d %H:%M")
+        label = cutoff_label(cutoff)
         folds.append(
             _make_fold(
                 log,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import json
 from collections.abc import Callable
 from functools import partial
 
@@ -92,3 +93,12 @@ def inherited_tuned(name: str, tuned: dict[str, dict]) -> dict:
 def recipe_factory(name: str, params: dict) -> Callable[[], Recommender]:
     """A fresh model of a recorded recipe (algorithm name + params), e.g. the champion's."""
     return partial(model_class(name), **params)
+
+
+def recorded_params(params: dict) -> dict:
+    """Parameters as a JSON record gives them back (tuples as lists, say): what a stored recipe is compared with.
+
+    The registry's ``model_params`` tag and a kept fold fit's ``fold.json`` both hold a recipe as JSON, so a live
+    model's ``params()`` is the same recipe exactly when its recorded form is equal.
+    """
+    return json.loads(json.dumps(params))

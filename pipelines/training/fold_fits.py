@@ -39,23 +39,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 
 from models import Recommender
 from models.evaluation import FoldStart
-from models.evaluation.splits import SECONDS_PER_DAY, Fold
+from models.evaluation.splits import SECONDS_PER_DAY, Fold, cutoff_label
 from pipelines.settings import Settings
+from pipelines.training.candidates import recorded_params
 
 log = logging.getLogger(__name__)
 
 RECORD, MODEL = "fold.json", "model"
 WRITING, REPLACED = ".writing-", ".replaced-"  # prefixes of a replacement's sibling directories (see `keep`)
 UNREADABLE = (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile)
-
-
-def _label(cutoff: int) -> str:
-    return pd.Timestamp(cutoff, unit="s", tz="UTC").strftime("%Y-%m-%d %H:%M")
 
 
 @dataclass(frozen=True)
@@ -91,13 +87,14 @@ class FoldFits:
         except UNREADABLE as error:
             log.warning("fold fits: %s is unreadable (%s); fitting from scratch", place / RECORD, error)
             return None, f"the kept fit's record is unreadable ({type(error).__name__})"
-        if params != json.loads(json.dumps(probe.params())):
+        if params != recorded_params(probe.params()):
             return None, f"the kept fit has other parameters ({json.dumps(params, sort_keys=True)})"
         if kept > cutoff:
-            return None, f"the kept fit's cutoff {_label(kept)} is after this fold's {_label(cutoff)}"
+            return None, f"the kept fit's cutoff {cutoff_label(kept)} is after this fold's {cutoff_label(cutoff)}"
         if cutoff - kept > self.max_gap_seconds:
             days = self.max_gap_seconds / SECONDS_PER_DAY
-            return None, f"the kept fit's cutoff {_label(kept)} is more than test_days={days:g} before {_label(cutoff)}"
+            gap = f"is more than test_days={days:g} before {cutoff_label(cutoff)}"
+            return None, f"the kept fit's cutoff {cutoff_label(kept)} {gap}"
         try:
             model = Recommender.load(place / MODEL)
         except UNREADABLE as error:

@@ -43,7 +43,7 @@ from models.evaluation.backtest import FROM_SCRATCH, STD_SUFFIX, BacktestResult
 from pipelines.reports.bias_audit import audit_training
 from pipelines.reports.index import write_index
 from pipelines.settings import REPO_ROOT, Settings
-from pipelines.training.candidates import UnknownCandidate, candidate_factories, recipe_factory
+from pipelines.training.candidates import UnknownCandidate, candidate_factories, recipe_factory, recorded_params
 from pipelines.training.data import EVENTS_RELATION, EvaluationData, load_evaluation_data
 from pipelines.training.evaluation import (
     EvaluationRun,
@@ -273,7 +273,7 @@ def champion_reference(
     params = json.loads(champion.tags["model_params"]) if "model_params" in champion.tags else None
     if algorithm is not None and params is not None:
         for name, result in run.results.items():
-            if name == algorithm and json.loads(json.dumps(result.params)) == params:
+            if name == algorithm and recorded_params(result.params) == params:
                 return number, result.summary(), f"champion's recipe = candidate {name}, same folds", name
         try:
             factory = recipe_factory(algorithm, params)
