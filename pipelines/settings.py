@@ -160,6 +160,13 @@ class Settings(BaseSettings):
     warehouse_memory_limit: str = Field(
         default="4GB", description="DuckDB's memory limit (ingest and dbt); beyond it DuckDB spills to disk."
     )
+    dbt_tests_scope: Literal["changed_rows", "all"] = Field(
+        default="changed_rows",
+        description="Which rows a build's data tests check on the history-sized models (their meta.tests_scope): "
+        "changed_rows = those that can have changed since the last build that passed every test with the same "
+        "project and settings (every row after a full refresh or any change; dbt_project/macros/tests/"
+        "changed_rows.sql); all = every row, every build.",
+    )
     datasets_dir: Path = Field(
         default=REPO_ROOT.parent / "shared" / "data",
         description="Public data sets (MovieLens) read by tests and benchmarks; never copied into the repo.",

@@ -44,7 +44,16 @@ _parses: OrderedDict[str, object] = OrderedDict()
 def parse_key(project: Path, args: list[str], parse_environment: dict[str, str]) -> str:
     """What the parse depends on: every project file's path and bytes, the command's ``--vars``, and the
     part of the environment profiles.yml reads that is not a location (transform.dbt_parse_environment)."""
-    digest = hashlib.sha256(f"{project.resolve()}\0{dbt_versions()}".encode())
+    digest = hashlib.sha256(f"{project.resolve()}\0{dbt_versions()}\0{project_files_digest(project)}".encode())
+    for name in sorted(parse_environment):
+        digest.update(f"\0{name}={parse_environment[name]}".encode())
+    digest.update(f"\0{vars_args(args)}".encode())
+    return digest.hexdigest()
+
+
+def project_files_digest(project: Path) -> str:
+    """Every project file's path (in the project) and bytes: what dbt would compile, not where it lies."""
+    digest = hashlib.sha256()
     sources = (
         path
         for path in project.rglob("*")
@@ -53,9 +62,6 @@ def parse_key(project: Path, args: list[str], parse_environment: dict[str, str])
     for path in sorted(sources):
         digest.update(f"{path.relative_to(project)}\0".encode())
         digest.update(path.read_bytes())
-    for name in sorted(parse_environment):
-        digest.update(f"\0{name}={parse_environment[name]}".encode())
-    digest.update(f"\0{vars_args(args)}".encode())
     return digest.hexdigest()
 
 

@@ -6,6 +6,7 @@ test raises here with dbt's own message and the Airflow task fails with it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
@@ -16,7 +17,7 @@ from pathlib import Path
 from pipelines.runtime.environment import temporary_environment
 from pipelines.settings import SIGNAL_WEIGHT_SETTINGS, Settings
 from pipelines.warehouse.connection import ROW_GROUP_SIZE, catalog_name, shared_instance, temp_directory
-from pipelines.warehouse.parsed_project import invoke_dbt
+from pipelines.warehouse.parsed_project import invoke_dbt, project_files_digest
 
 log = logging.getLogger(__name__)
 
@@ -199,5 +200,22 @@ def dbt_vars(settings: Settings) -> dict[str, object]:
     return {name: getattr(settings, name) for name in DBT_VARS}
 
 
+def data_tests_key(settings: Settings) -> str:
+    """What a build's data tests depend on besides the rows: the project's files and the vars. A build with the
+    key of the last build that passed every test checks only the rows changed since (dbt_project/macros/tests/
+    changed_rows.sql); any change of code or settings changes the key and every row is checked again. Empty
+    (every row, every build) when settings.dbt_tests_scope is "all"."""
+    if settings.dbt_tests_scope == "all":
+        return ""
+    digest = hashlib.sha256(project_files_digest(Path(settings.dbt_project_dir)).encode())
+    digest.update(json.dumps(dbt_vars(settings), sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def command_vars(settings: Settings) -> dict[str, object]:
+    """The vars every dbt command of recforge passes: the settings' and the data tests' key (one parse for all)."""
+    return {**dbt_vars(settings), "tests_key": data_tests_key(settings)}
+
+
 def _vars(settings: Settings) -> str:
-    return json.dumps(dbt_vars(settings))
+    return json.dumps(command_vars(settings))

@@ -11,7 +11,7 @@ import pytest
 
 from pipelines.ingest import ingest_interval
 from pipelines.warehouse.connection import connect
-from pipelines.warehouse.transform import build_warehouse
+from pipelines.warehouse.transform import build_warehouse, data_tests_key, dbt_target_dir
 from tests.conftest import copy_home, whole_log
 
 pytestmark = pytest.mark.scaled
@@ -51,12 +51,20 @@ def test_postgres_marts_equal_duckdb_marts(simulated, built, tmp_path, postgres_
     assert build_warehouse(settings).nodes_ok > 0
     with connect(settings, must_exist=True) as pg:  # int_sessions as built before it carried checksums
         pg.execute("alter table intermediate.int_sessions drop column event_checksum, drop column max_ingested_at")
+    with connect(settings, must_exist=True) as pg:  # the first build passed every test: its record
+        (first,) = pg.execute("select max(ingested_at) from intermediate.int_events_deduped").fetchone()
+        assert pg.execute("select tests_key, passed_through from public.data_tests_passed_through").fetchall() == [
+            (data_tests_key(settings), first)
+        ]
     ingested.append(ingest_interval(settings, end - timedelta(days=1), end))
     with connect(built, must_exist=True) as duck:
         in_raw = duck.execute("select count(*) from raw.events").fetchone()[0]
     assert sum(i.rows_accepted for i in ingested) == in_raw and ingested[1].rows_accepted > 0
     result = build_warehouse(settings)
     assert result.nodes_ok == result.nodes_total
+    # ... so the second build's data tests checked the rows ingested after it (macros/tests/changed_rows.sql).
+    (unique,) = dbt_target_dir(settings).glob("compiled/recforge/models/*/*.yml/unique_int_events_deduped_event_id.sql")
+    assert "where ingested_at > cast('" in unique.read_text()
     assert not settings.warehouse_path.exists()
 
     with connect(built, must_exist=True) as duck, connect(settings, must_exist=True) as pg:

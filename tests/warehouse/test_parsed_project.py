@@ -14,11 +14,11 @@ from pipelines.warehouse.parsed_project import parse_key
 from pipelines.warehouse.transform import (
     TransformError,
     build_warehouse,
+    command_vars,
     dbt_environment,
     dbt_location_environment,
     dbt_parse_environment,
     dbt_parses_dir,
-    dbt_vars,
     run_dbt,
 )
 from tests.conftest import copy_home
@@ -49,7 +49,7 @@ def test_a_second_home_is_built_with_the_parse_of_the_first_and_gets_the_same_ma
     first, second = copy_home(built, tmp_path / "first"), copy_home(built, tmp_path / "second")
     for home in (first, second):  # as if built before parses were kept
         shutil.rmtree(dbt_parses_dir(home))
-    listing = ["ls", "--vars", json.dumps(dbt_vars(first))]
+    listing = ["ls", "--vars", json.dumps(command_vars(first))]
     run_dbt(first, listing)
     assert len(parses) == 1
     run_dbt(second, listing)
@@ -64,7 +64,7 @@ def test_a_second_home_is_built_with_the_parse_of_the_first_and_gets_the_same_ma
     assert len(parses) == 1
     assert mart_rows(third) == mart_rows(built)
     # Other vars are another parse; the kept one still serves the first vars.
-    run_dbt(second, ["ls", "--vars", json.dumps({**dbt_vars(second), "decay_half_life_days": 3})])
+    run_dbt(second, ["ls", "--vars", json.dumps({**command_vars(second), "decay_half_life_days": 3})])
     assert len(parses) == 2
     run_dbt(first, listing)
     assert len(parses) == 2
@@ -121,7 +121,7 @@ def test_a_project_that_fails_to_parse_raises_with_dbts_message_and_keeps_nothin
 
 def test_a_damaged_kept_parse_is_parsed_again_and_replaced(built, tmp_path, parses, caplog):
     settings = copy_home(built, tmp_path / "home")
-    args = ["ls", "--vars", json.dumps(dbt_vars(settings))]
+    args = ["ls", "--vars", json.dumps(command_vars(settings))]
     run_dbt(settings, args)
     [kept] = dbt_parses_dir(settings).glob("*.msgpack")
     assert parses == []  # the copied home's parse
