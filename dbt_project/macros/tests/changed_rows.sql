@@ -1,19 +1,15 @@
 {#- Data tests in proportion to the day.
 
-    A day's build adds a day's events to weeks of history, and a data test of a history-sized relation (unique
-    event ids over 50M rows, relationships from every event, the pair grain) would check the whole history
-    again every day. A row that passed a test in an earlier build of the same project and settings can only
+    A day's build adds a day's events to weeks of history, and a data test of an event-grain relation (unique
+    event ids over 50M rows, relationships from every event) would check the whole history again every day. A row that passed a test in an earlier build of the same project and settings can only
     fail it now if the row's inputs changed. So the data tests of a model whose config names
     `meta: {tests_scope: ...}` check the rows that can have changed since the last build that passed every
     test (its record: data_tests_passed_through):
     - `ingested_at`: its rows ingested after it (the model holds int_events_deduped's ingested_at);
     - `event_id`: its rows of the events int_events_deduped received after it (an event-grain view without
-      the column);
-    - `user_id`: the rows of the users with events ingested after it (for a model whose rows are a function
-      of one user's events and of values shared by every row).
+      the column).
     A `unique` test checks every row whose key is among those rows' keys, so a new row that repeats a key of
-    the history still fails. A test whose own meta says `tests_scope: all_rows` checks every row (one whose
-    verdict can change without the tested rows changing: a reference to the catalog).
+    the history still fails.
     Every row is checked on a full refresh (forgetting and retention rebuild so), when the build's key differs
     from the record's (recforge passes a digest of the project's files and its vars as var `tests_key`: any
     change of code or settings), with no record, or with no key (a `dbt build` run by hand). -#}
@@ -35,21 +31,19 @@
 {% macro changed_rows_condition(relation) -%}
     {%- set tested = graph.nodes.get(model.get('attached_node')) if model.get('attached_node') else none -%}
     {%- set scope = tested.config.meta.get('tests_scope') if tested else none -%}
-    {%- if scope is none or model.config.meta.get('tests_scope') == 'all_rows' -%}{%- do return(none) -%}{%- endif -%}
-    {%- if scope not in ('ingested_at', 'event_id', 'user_id') -%}
-        {%- do exceptions.raise_compiler_error("meta.tests_scope of " ~ tested.name ~ " is " ~ scope ~ "; valid: ingested_at, event_id, user_id") -%}
+    {%- if scope is none -%}{%- do return(none) -%}{%- endif -%}
+    {%- if scope not in ('ingested_at', 'event_id') -%}
+        {%- do exceptions.raise_compiler_error("meta.tests_scope of " ~ tested.name ~ " is " ~ scope ~ "; valid: ingested_at, event_id") -%}
     {%- endif -%}
     {%- set passed_through = data_tests_passed_through() -%}
     {%- if passed_through is none -%}{%- do return(none) -%}{%- endif -%}
     {%- set new_events = "select * from " ~ node_relation('int_events_deduped') ~ " where ingested_at > cast('" ~ passed_through ~ "' as timestamp)" -%}
     {%- if scope == 'ingested_at' -%}
         {%- set rows = "ingested_at > cast('" ~ passed_through ~ "' as timestamp)" -%}
-    {%- elif scope == 'event_id' -%}
+    {%- else -%}
         {#- The new events' first date as a literal too: a filter the scan of the history can apply itself. -#}
         {%- set first_date = run_query("select cast(min(event_date) as varchar) from (" ~ new_events ~ ") as new_events").columns[0].values()[0] -%}
         {%- set rows = "(event_date >= cast('" ~ (first_date or '9999-12-31') ~ "' as date) or event_date is null) and event_id in (select event_id from (" ~ new_events ~ ") as new_events)" -%}
-    {%- else -%}
-        {%- set rows = "user_id in (select user_id from (" ~ new_events ~ ") as new_events)" -%}
     {%- endif -%}
     {%- if model.test_metadata and model.test_metadata.name == 'unique' -%}
         {#- Every row whose key one of those rows has: a new row repeating a key of the history still fails. -#}
