@@ -96,3 +96,22 @@ def test_a_selected_build_and_a_full_refresh(day_before_last):
     build_warehouse(settings, full_refresh=True)
     assert "ingested_at >" not in compiled_test(settings, "unique_int_events_deduped_event_id")
     assert recorded(settings) == [(data_tests_key(settings), newest_ingested(settings))] != before
+
+
+def test_a_model_naming_an_unknown_scope_fails_the_build_naming_the_model_and_the_valid_ones(
+    built, tmp_path, monkeypatch
+):
+    import shutil
+
+    project = tmp_path / "dbt_project"
+    shutil.copytree(built.dbt_project_dir, project, ignore=shutil.ignore_patterns("target", "logs"))
+    models = project / "models" / "intermediate" / "_intermediate.yml"
+    models.write_text(
+        models.read_text().replace("meta: {tests_scope: ingested_at}  #", "meta: {tests_scope: today}  #")
+    )
+    monkeypatch.setattr(type(built), "dbt_project_dir", property(lambda self: project))
+    settings = copy_home(built, tmp_path / "home")
+    with pytest.raises(
+        TransformError, match="meta.tests_scope of int_events_deduped is today; valid: ingested_at, event_id"
+    ):
+        build_warehouse(settings)
