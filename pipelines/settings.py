@@ -162,7 +162,7 @@ class Settings(BaseSettings):
     )
     dbt_tests_scope: Literal["changed_rows", "all"] = Field(
         default="changed_rows",
-        description="Which rows a build's data tests check on the history-sized models (their meta.tests_scope): "
+        description="Which rows a build's data tests check on the event-grain models (their meta.tests_scope): "
         "changed_rows = those that can have changed since the last build that passed every test with the same "
         "project and settings (every row after a full refresh or any change; dbt_project/macros/tests/"
         "changed_rows.sql); all = every row, every build.",

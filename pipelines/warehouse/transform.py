@@ -17,7 +17,7 @@ from pathlib import Path
 from pipelines.runtime.environment import temporary_environment
 from pipelines.settings import SIGNAL_WEIGHT_SETTINGS, Settings
 from pipelines.warehouse.connection import ROW_GROUP_SIZE, catalog_name, shared_instance, temp_directory
-from pipelines.warehouse.parsed_project import invoke_dbt, project_files_digest
+from pipelines.warehouse.parsed_project import dbt_versions, invoke_dbt, project_files_digest
 
 log = logging.getLogger(__name__)
 
@@ -201,13 +201,14 @@ def dbt_vars(settings: Settings) -> dict[str, object]:
 
 
 def data_tests_key(settings: Settings) -> str:
-    """What a build's data tests depend on besides the rows: the project's files and the vars. A build with the
-    key of the last build that passed every test checks only the rows changed since (dbt_project/macros/tests/
-    changed_rows.sql); any change of code or settings changes the key and every row is checked again. Empty
-    (every row, every build) when settings.dbt_tests_scope is "all"."""
+    """What a build's data tests depend on besides the rows: the project's files, the vars and dbt's versions.
+
+    A build with the key of the last build that passed every test checks only the rows changed since
+    (dbt_project/macros/tests/changed_rows.sql); any change of code, settings or dbt changes the key and every row
+    is checked again. Empty (every row, every build) when settings.dbt_tests_scope is "all"."""
     if settings.dbt_tests_scope == "all":
         return ""
-    digest = hashlib.sha256(project_files_digest(Path(settings.dbt_project_dir)).encode())
+    digest = hashlib.sha256(f"{project_files_digest(Path(settings.dbt_project_dir))}\0{dbt_versions()}".encode())
     digest.update(json.dumps(dbt_vars(settings), sort_keys=True).encode())
     return digest.hexdigest()
 

@@ -1,18 +1,20 @@
 {#- Data tests in proportion to the day.
 
     A day's build adds a day's events to weeks of history, and a data test of an event-grain relation (unique
-    event ids over 50M rows, relationships from every event) would check the whole history again every day. A row that passed a test in an earlier build of the same project and settings can only
-    fail it now if the row's inputs changed. So the data tests of a model whose config names
-    `meta: {tests_scope: ...}` check the rows that can have changed since the last build that passed every
-    test (its record: data_tests_passed_through):
+    event ids over 50M rows, relationships from every event) would check the whole history again every day.
+    A row that passed a test in an earlier build of the same project, settings and dbt can only fail it now if
+    the row's inputs changed. So the data tests of a model whose config names `meta: {tests_scope: ...}` check
+    the rows that can have changed since the last build that passed every test (its record:
+    data_tests_passed_through):
     - `ingested_at`: its rows ingested after it (the model holds int_events_deduped's ingested_at);
     - `event_id`: its rows of the events int_events_deduped received after it (an event-grain view without
       the column).
     A `unique` test checks every row whose key is among those rows' keys, so a new row that repeats a key of
-    the history still fails.
-    Every row is checked on a full refresh (forgetting and retention rebuild so), when the build's key differs
-    from the record's (recforge passes a digest of the project's files and its vars as var `tests_key`: any
-    change of code or settings), with no record, or with no key (a `dbt build` run by hand). -#}
+    the history still fails. Every row is checked on a full refresh (forgetting and retention rebuild so), when
+    the build's key differs from the record's (recforge passes a digest of the project's files, its vars and
+    dbt's versions as var `tests_key`: any change of code, settings or dbt), with no record, or with no key (a
+    `dbt build` run by hand). Like int_events_deduped's own watermark, this relies on ingestion times growing
+    with every commit (one writer at a time: the warehouse pool). -#}
 
 {#- dbt wraps the model of every generic test in this macro (its `where` config); the scope joins that. -#}
 {% macro get_where_subquery(relation) -%}
