@@ -115,3 +115,25 @@ def test_a_model_naming_an_unknown_scope_fails_the_build_naming_the_model_and_th
         TransformError, match="meta.tests_scope of int_events_deduped is today; valid: ingested_at, event_id"
     ):
         build_warehouse(settings)
+
+
+def test_a_day_ingested_again_is_tested_again(day_before_last):
+    """A backfill replaces a day's rows with new ingestion times: the next build's tests cover exactly that day."""
+    settings = day_before_last
+    start, _ = whole_log(settings)
+    ingest_interval(settings, start, start + timedelta(days=1))  # the first day again: it replaces itself
+    with connect(settings) as con:
+        (since,) = con.execute(f"select passed_through from {RECORD}").fetchone()
+        replaced = con.execute("select count(*) from raw.events where ingested_at > ?", [since]).fetchone()[0]
+        assert (
+            replaced
+            == con.execute("select count(*) from raw.events where landing_date = ?", [start.date()]).fetchone()[0]
+            > 0
+        )
+    build_warehouse(settings)
+    scoped = compiled_test(settings, "not_null_int_events_deduped_batch_id")
+    condition = scoped[scoped.index("where (") + len("where ") : scoped.index(") dbt_subquery")]
+    with connect(settings) as con:
+        tested = con.execute(f"select count(*) from intermediate.int_events_deduped where {condition}").fetchone()[0]
+        day = con.execute("select count(*) from intermediate.int_events_deduped where landing_date = ?", [start.date()])
+        assert tested == day.fetchone()[0] > 0
