@@ -9,6 +9,7 @@ from pipelines.contract import EVENT_TYPES, WAREHOUSE_POOL
 from pipelines.ingest.batch import CLASSIFY_SQL
 from pipelines.runtime.airflow_home import CREATE_WAREHOUSE_POOL
 from pipelines.settings import REPO_ROOT, SIGNAL_WEIGHT_SETTINGS
+from pipelines.warehouse.transform import DATA_TESTS_KEY_VAR, DATA_TESTS_RECORD
 from serving.events import OUTCOME_REQUEST_ID
 
 DBT = REPO_ROOT / "dbt_project"
@@ -61,3 +62,10 @@ def test_the_slate_mart_joins_outcomes_by_the_contracts_request_id_key():
     sql = (DBT / "models" / "marts" / "slate_items.sql").read_text()
     keys = set(re.findall(r"json_text\('context', '(\w+)'\)", sql))
     assert keys == {OUTCOME_REQUEST_ID}
+
+
+def test_the_data_tests_record_and_key_are_the_ones_transform_names():
+    """dbt writes and reads the record and the key recforge's tests and commands name (changed_rows.sql)."""
+    macro = (DBT / "macros" / "tests" / "changed_rows.sql").read_text()
+    assert f"identifier='{DATA_TESTS_RECORD}'" in macro
+    assert re.findall(r"var\('(\w+)'", macro) == [DATA_TESTS_KEY_VAR]

@@ -200,6 +200,13 @@ def dbt_vars(settings: Settings) -> dict[str, object]:
     return {name: getattr(settings, name) for name in DBT_VARS}
 
 
+# The table where dbt records the last build that passed every data test (in the target's own schema), and the var
+# that hands dbt the key it is recorded under: dbt_project/macros/tests/changed_rows.sql spells both
+# (tests/test_contract.py checks it).
+DATA_TESTS_RECORD = "data_tests_passed_through"
+DATA_TESTS_KEY_VAR = "tests_key"
+
+
 def data_tests_key(settings: Settings) -> str:
     """What a build's data tests depend on besides the rows: the project's files, the vars and dbt's versions.
 
@@ -215,7 +222,7 @@ def data_tests_key(settings: Settings) -> str:
 
 def command_vars(settings: Settings) -> dict[str, object]:
     """The vars every dbt command of recforge passes: the settings' and the data tests' key (one parse for all)."""
-    return {**dbt_vars(settings), "tests_key": data_tests_key(settings)}
+    return {**dbt_vars(settings), DATA_TESTS_KEY_VAR: data_tests_key(settings)}
 
 
 def _vars(settings: Settings) -> str:

@@ -11,7 +11,7 @@ import pytest
 
 from pipelines.ingest import ingest_interval
 from pipelines.warehouse.connection import connect
-from pipelines.warehouse.transform import build_warehouse, data_tests_key, dbt_target_dir
+from pipelines.warehouse.transform import DATA_TESTS_RECORD, build_warehouse, data_tests_key, dbt_target_dir
 from tests.conftest import copy_home, whole_log
 
 pytestmark = pytest.mark.scaled
@@ -53,7 +53,7 @@ def test_postgres_marts_equal_duckdb_marts(simulated, built, tmp_path, postgres_
         pg.execute("alter table intermediate.int_sessions drop column event_checksum, drop column max_ingested_at")
     with connect(settings, must_exist=True) as pg:  # the first build passed every test: its record
         (first,) = pg.execute("select max(ingested_at) from intermediate.int_events_deduped").fetchone()
-        assert pg.execute("select tests_key, passed_through from public.data_tests_passed_through").fetchall() == [
+        assert pg.execute(f"select tests_key, passed_through from public.{DATA_TESTS_RECORD}").fetchall() == [
             (data_tests_key(settings), first)
         ]
     ingested.append(ingest_interval(settings, end - timedelta(days=1), end))

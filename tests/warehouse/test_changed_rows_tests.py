@@ -7,10 +7,16 @@ import pytest
 
 from pipelines.ingest import ingest_interval
 from pipelines.warehouse.connection import connect
-from pipelines.warehouse.transform import TransformError, build_warehouse, data_tests_key, dbt_target_dir
+from pipelines.warehouse.transform import (
+    DATA_TESTS_RECORD,
+    TransformError,
+    build_warehouse,
+    data_tests_key,
+    dbt_target_dir,
+)
 from tests.conftest import copy_home, whole_log
 
-RECORD = "main.data_tests_passed_through"  # the target schema of the embedded warehouse
+RECORD = f"main.{DATA_TESTS_RECORD}"  # the target schema of the embedded warehouse
 
 
 def recorded(settings) -> tuple:

@@ -61,7 +61,13 @@
     {%- do return(api.Relation.create(database=node.database, schema=node.schema, identifier=node.alias)) -%}
 {%- endmacro %}
 
-{#- Where the last build that passed every test is recorded (one row; dbt's own bookkeeping, no mart). -#}
+{#- The key recforge passes (transform.DATA_TESTS_KEY_VAR); empty when none: every row is checked, nothing recorded. -#}
+{% macro data_tests_key() -%}
+    {%- do return(var('tests_key', '')) -%}
+{%- endmacro %}
+
+{#- Where the last build that passed every test is recorded (one row; dbt's own bookkeeping, no mart;
+    transform.DATA_TESTS_RECORD). -#}
 {% macro data_tests_record() -%}
     {%- do return(api.Relation.create(database=target.database, schema=target.schema, identifier='data_tests_passed_through')) -%}
 {%- endmacro %}
@@ -69,12 +75,12 @@
 {#- The newest ingestion time the last fully passing build with this key checked, as text; none if every row
     must be checked. -#}
 {% macro data_tests_passed_through() -%}
-    {%- if not execute or flags.FULL_REFRESH or not var('tests_key', '') -%}{%- do return(none) -%}{%- endif -%}
+    {%- if not execute or flags.FULL_REFRESH or not data_tests_key() -%}{%- do return(none) -%}{%- endif -%}
     {%- set record = data_tests_record() -%}
     {%- if adapter.get_relation(database=record.database, schema=record.schema, identifier=record.identifier) is none -%}
         {%- do return(none) -%}
     {%- endif -%}
-    {%- set found = run_query("select cast(passed_through as varchar) from " ~ record ~ " where tests_key = '" ~ var('tests_key') ~ "'") -%}
+    {%- set found = run_query("select cast(passed_through as varchar) from " ~ record ~ " where tests_key = '" ~ data_tests_key() ~ "'") -%}
     {%- do return(found.columns[0].values()[0] if found.rows | length > 0 else none) -%}
 {%- endmacro %}
 
@@ -94,7 +100,7 @@
 {#- on-run-end: a build of the whole project (no selection) in which every node passed records the newest
     ingestion time it built and tested, under its key; any other run leaves the record as it was. -#}
 {% macro record_data_tests_passed(results) -%}
-    {%- if execute and flags.WHICH == 'build' and var('tests_key', '') -%}
+    {%- if execute and flags.WHICH == 'build' and data_tests_key() -%}
         {%- set selected = invocation_args_dict.get('select') or invocation_args_dict.get('exclude') -%}
         {%- set failed = results | rejectattr('status', 'in', ['success', 'pass', 'warn']) | list -%}
         {%- if not selected and results | length > 0 and failed | length == 0 -%}
@@ -104,7 +110,7 @@
             {%- call statement('record_data_tests_passed', auto_begin=True) -%}
                 create table if not exists {{ record }} (tests_key varchar(64), passed_through timestamp, recorded_at timestamp);
                 delete from {{ record }};
-                insert into {{ record }} select '{{ var('tests_key') }}', max(ingested_at), current_timestamp from {{ events }}
+                insert into {{ record }} select '{{ data_tests_key() }}', max(ingested_at), current_timestamp from {{ events }}
             {%- endcall -%}
             {%- do adapter.commit() -%}
         {%- endif -%}
