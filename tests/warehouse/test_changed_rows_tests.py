@@ -59,9 +59,13 @@ def test_a_build_that_passes_records_how_far_and_the_next_day_tests_only_rows_ch
     second = newest_ingested(settings)
     assert second > first and recorded(settings) == [(data_tests_key(settings), second)]
     unique = compiled_test(settings, "unique_int_events_deduped_event_id")
-    assert f"ingested_at > cast('{first}" in unique  # every row whose id a row ingested after `first` has
+    with connect(settings) as con:  # as the warehouse writes it into the SQL (no trailing zeros in the fraction)
+        first_text = con.execute("select cast(cast(? as timestamp) as varchar)", [first]).fetchone()[0]
+    assert (
+        f"ingested_at > cast('{first_text}' as timestamp)" in unique
+    )  # every row whose id a row ingested after `first` has
     for scoped in ("not_null_interaction_events_user_id", "not_null_int_events_consented_user_id"):
-        assert f"ingested_at > cast('{first}" in compiled_test(settings, scoped), scoped
+        assert f"ingested_at > cast('{first_text}' as timestamp)" in compiled_test(settings, scoped), scoped
     assert "ingested_at >" not in compiled_test(settings, "not_null_int_sessions_user_id")  # not event grain
     # Every row: with the setting, and with any change of settings (another key); neither moves the record.
     everything = copy_home(settings, settings.home.parent / "all", dbt_tests_scope="all")
